@@ -1,0 +1,10 @@
+"""The audit trail: an append-only, hash-chained event log.
+
+`audit.record(...)` is the one way to write it; it imports none of our apps.
+"""
+
+
+def record(action, *, actor=None, obj=None, details=None):
+    from .log import record as _record
+
+    return _record(action, actor=actor, obj=obj, details=details)

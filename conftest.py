@@ -1,0 +1,35 @@
+"""Fixtures shared by every test: a real PostgreSQL target cluster, personas, a demo catalog."""
+
+import datetime
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from grants import devcluster
+
+
+@pytest.fixture(scope="session")
+def pg_cluster():
+    """Start a throwaway PostgreSQL target (scram-sha-256 on loopback) with the demo roles."""
+    if not devcluster.available():
+        pytest.fail("PostgreSQL server programs are missing under /usr/lib/postgresql: `make test` installs them.")
+    # Not pytest's tmp_path: /tmp/pytest-of-root is 0700, and the server runs
+    # as the postgres OS user, which must reach its data and socket folders.
+    base_dir = Path(tempfile.mkdtemp(prefix="jitportal-pg-"))
+    cluster = devcluster.DevCluster(base_dir)
+    try:
+        cluster.start()
+        cluster.setup_demo_roles()
+        yield cluster
+    finally:
+        cluster.stop()
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+@pytest.fixture
+def pg_target_env(pg_cluster, monkeypatch):
+    monkeypatch.setenv("JIT_TEST_PG_DSN", pg_cluster.admin_dsn)
+    return pg_cluster

@@ -1,0 +1,75 @@
+from django.contrib import admin, messages
+
+from . import lifecycle
+from .models import AccessProfile, AccessRequest, Grant, Target
+from .tasks import check_target
+
+
+@admin.register(Target)
+class TargetAdmin(admin.ModelAdmin):
+    list_display = ("name", "kind", "health", "checked_at")
+    readonly_fields = ("health", "health_message", "checked_at")
+    actions = ["check_now"]
+
+    @admin.action(description="Check that the selected targets are reachable")
+    def check_now(self, request, queryset):
+        for target in queryset:
+            health, message = check_target(target)
+            level = messages.SUCCESS if health == Target.Health.OK else messages.WARNING
+            self.message_user(request, f"{target.name}: {Target.Health(health).label}. {message}", level)
+
+
+@admin.register(AccessProfile)
+class AccessProfileAdmin(admin.ModelAdmin):
+    list_display = ("name", "title", "target", "max_duration", "approver_group", "manager_approves", "enabled")
+    list_filter = ("enabled", "target")
+    filter_horizontal = ("requestable_by",)
+
+
+class _LifecycleOwnsStatus:
+    """Statuses change only through the lifecycle, so the admin shows them read-only."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields]
+
+
+@admin.register(AccessRequest)
+class AccessRequestAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
+    list_display = ("id", "requester", "profile", "duration", "status", "created_at", "decided_by")
+    list_filter = ("status", "profile")
+    list_select_related = ("requester", "profile", "decided_by")
+    search_fields = ("requester__username", "justification", "ticket")
+
+
+@admin.register(Grant)
+class GrantAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
+    list_display = ("id", "user", "profile", "status", "expires_at", "end_reason", "verified_at", "revocation_failing")
+    list_filter = ("status", "end_reason", "profile")
+    list_select_related = ("user", "profile")
+    exclude = ("sealed_credentials",)
+    actions = ["revoke_selected"]
+
+    def get_readonly_fields(self, request, obj=None):
+        return [f.name for f in self.model._meta.fields if f.name != "sealed_credentials"]
+
+    @admin.display(boolean=True, description="Revocation failing")
+    def revocation_failing(self, obj):
+        return obj.revocation_failing
+
+    @admin.action(description="Revoke the selected grants now", permissions=["change"])
+    def revoke_selected(self, request, queryset):
+        done = 0
+        for grant in queryset:
+            try:
+                lifecycle.revoke_grant(grant.pk, actor=request.user, reason=Grant.EndReason.REVOKED)
+                done += 1
+            except (lifecycle.TransitionError, lifecycle.NotAllowedError) as exc:
+                self.message_user(request, f"Grant #{grant.pk}: {exc}", messages.WARNING)
+        if done:
+            self.message_user(request, f"Revoking {done} grant(s); each is marked revoked once the target confirms.")

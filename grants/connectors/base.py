@@ -1,0 +1,98 @@
+"""The connector interface: how the portal talks to a target.
+
+A connector is a reconciliation, not a delta: provisioning twice gives the
+same state on the target, revoking what is already gone succeeds. A
+connector never touches the portal's database or any status field; the
+lifecycle does that with what the connector returns or raises.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import os
+from typing import Any, Protocol
+
+
+class ConnectorError(Exception):
+    """A target refused or could not be reached.
+
+    `permanent` says that retrying cannot help (bad configuration, a group
+    role that does not exist); otherwise the caller retries with backoff.
+    """
+
+    def __init__(self, message: str, *, permanent: bool = False):
+        super().__init__(message)
+        self.message = message
+        self.permanent = permanent
+
+
+@dataclasses.dataclass(frozen=True)
+class Provisioned:
+    external_ref: str
+    credentials: dict[str, str]
+    expires_at: datetime.datetime
+
+
+class TargetLike(Protocol):
+    name: str
+    kind: str
+    config: dict[str, Any]
+    secret_env: str
+
+
+class GrantLike(Protocol):
+    pk: int
+    expires_at: datetime.datetime
+    scope: dict[str, Any]
+
+
+class Connector:
+    """Base class; one subclass per target kind, registered in `connectors.REGISTRY`."""
+
+    def __init__(self, target: TargetLike):
+        self.target = target
+
+    # Connectors may hold a connection to the target; callers use
+    # `with get_connector(target) as c:` so it is closed after a batch.
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self) -> None:
+        pass
+
+    def admin_secret(self) -> str:
+        """Return the admin secret from the environment variable named by the target."""
+        name = self.target.secret_env
+        if not name:
+            raise ConnectorError(f"Target {self.target.name!r} names no environment variable for its admin secret.", permanent=True)
+        value = os.environ.get(name, "")
+        if not value and os.environ.get(name + "_FILE"):
+            try:
+                with open(os.environ[name + "_FILE"], encoding="utf-8") as fh:
+                    value = fh.read().strip()
+            except OSError as exc:
+                raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
+        if not value:
+            raise ConnectorError(f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True)
+        return value
+
+    def provision(self, grant: GrantLike) -> Provisioned:
+        raise NotImplementedError
+
+    def revoke(self, grant: GrantLike) -> None:
+        raise NotImplementedError
+
+    def is_present(self, grant: GrantLike) -> bool:
+        """Read the target again: is anything of this grant still there (account or session)?"""
+        raise NotImplementedError
+
+    def list_managed(self) -> set[str]:
+        raise NotImplementedError
+
+    def check(self) -> list[str]:
+        """Raise ConnectorError if unreachable or misconfigured; return warnings."""
+        raise NotImplementedError

@@ -1,0 +1,434 @@
+"""Every change of state of a request or a grant, and nothing else writes `status`.
+
+Each function runs in one transaction, re-reads its row with
+`select_for_update()`, checks the `ALLOWED` tables below and the rules,
+saves, and writes its audit event in the same transaction. Work on a
+target runs in tasks after commit (see `grants/tasks.py`).
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import transaction
+from django.utils import timezone
+
+import audit
+
+from . import policy, sealing
+from .connectors import ConnectorError, get_connector
+from .models import AccessProfile, AccessRequest, Grant
+
+log = logging.getLogger(__name__)
+
+RS = AccessRequest.Status
+GS = Grant.Status
+
+ALLOWED_REQUEST = {
+    RS.PENDING: {RS.APPROVED, RS.DENIED, RS.CANCELLED, RS.LAPSED},
+}
+# Provisioning happens under the grant's row lock in one transaction, so a
+# crash halfway rolls back to `scheduled` and the sweeper tries again; no
+# row is ever left "provisioning".
+ALLOWED_GRANT = {
+    GS.SCHEDULED: {GS.ACTIVE, GS.FAILED, GS.REVOKING},
+    GS.ACTIVE: {GS.REVOKING},
+    GS.REVOKING: {GS.REVOKED},
+}
+
+MIN_JUSTIFICATION = 20
+MAX_JUSTIFICATION = 2000
+MAX_PROVISION_ATTEMPTS = 3
+
+
+class TransitionError(Exception):
+    """The row is not in a state that allows this (stale page, double click, illegal move)."""
+
+
+class NotAllowedError(Exception):
+    """The actor may not do this."""
+
+
+class InvalidRequestError(Exception):
+    """The input breaks a rule; `errors` maps a form field (or None) to what to fix."""
+
+    def __init__(self, errors: dict[str | None, str]):
+        super().__init__("; ".join(errors.values()))
+        self.errors = errors
+
+
+def _check(obj, table, new_status):
+    if new_status not in table.get(obj.status, set()):
+        raise TransitionError(
+            f"{obj._meta.verbose_name.capitalize()} #{obj.pk} is {obj.get_status_display().lower()}; "
+            f"it cannot become {new_status}."
+        )
+
+
+def _snapshot(profile: AccessProfile, user) -> dict:
+    # Denormalised so the trail reads on its own even after renames.
+    return {"profile": profile.name, "target": profile.target.name, "user": user.username}
+
+
+def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None):
+    """Record a refused attempt in its own transaction, then raise."""
+    audit.record(action, actor=actor, obj=obj, details={"reason": reason, **(details or {})})
+    raise NotAllowedError(reason)
+
+
+def _human(delta: datetime.timedelta) -> str:
+    minutes = int(delta.total_seconds() // 60)
+    hours, minutes = divmod(minutes, 60)
+    if hours and minutes:
+        return f"{hours} h {minutes} min"
+    return f"{hours} h" if hours else f"{minutes} min"
+
+
+# Requests ------------------------------------------------------------------
+
+
+def submit_request(*, requester, profile: AccessProfile, duration: datetime.timedelta, justification: str, ticket: str = "") -> AccessRequest:
+    """Ask for `profile` for `duration`; raise InvalidRequestError or NotAllowedError."""
+    justification = (justification or "").strip()
+    ticket = (ticket or "").strip()
+    errors: dict[str | None, str] = {}
+    if not profile.enabled:
+        errors["profile"] = "This access profile is disabled; pick another one."
+    elif not policy.may_request(requester, profile):
+        _refuse("request.refused", actor=requester, obj=profile, reason="You may not request this access profile.")
+    if duration is None or duration <= datetime.timedelta(0):
+        errors["duration"] = "Choose a duration longer than zero."
+    elif duration > profile.max_duration:
+        errors["duration"] = f"The longest this profile allows is {_human(profile.max_duration)}."
+    if len(justification) < MIN_JUSTIFICATION:
+        errors["justification"] = f"Say why you need access in at least {MIN_JUSTIFICATION} characters."
+    elif len(justification) > MAX_JUSTIFICATION:
+        errors["justification"] = f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(justification)})."
+    if len(ticket) > 100:
+        errors["ticket"] = "A ticket reference has at most 100 characters."
+    if errors:
+        raise InvalidRequestError(errors)
+
+    with transaction.atomic():
+        # Lock the requester's row so that a double submission (two tabs, a
+        # double click) is decided one after the other and finds the first.
+        get_user_model().objects.select_for_update().filter(pk=requester.pk).first()
+        if AccessRequest.objects.filter(requester=requester, profile=profile, status=RS.PENDING).exists():
+            raise InvalidRequestError({None: "You already have a pending request for this profile."})
+        live = Grant.objects.filter(
+            user=requester, profile=profile, status__in=[GS.SCHEDULED, GS.ACTIVE]
+        ).first()
+        if live is not None and (live.status == GS.SCHEDULED or live.is_active):
+            raise InvalidRequestError({None: "You already hold this access; release it or wait for it to end."})
+        req = AccessRequest.objects.create(
+            requester=requester, profile=profile, duration=duration, justification=justification, ticket=ticket
+        )
+        audit.record(
+            "request.submitted",
+            actor=requester,
+            obj=req,
+            details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
+                     "justification": justification, "ticket": ticket},
+        )
+    return req
+
+
+def _lock_request(request_id) -> AccessRequest:
+    return AccessRequest.objects.select_for_update().select_related("profile__target", "requester").get(pk=request_id)
+
+
+def _decide(request_id, *, actor, comment: str, new_status) -> AccessRequest:
+    comment = (comment or "").strip()
+    with transaction.atomic():
+        req = _lock_request(request_id)
+        refusal = policy.approval_refusal(actor, req)
+        if refusal is None:
+            _check(req, ALLOWED_REQUEST, new_status)
+            req.status = new_status
+            req.decided_at = timezone.now()
+            req.decided_by = actor
+            req.decision_comment = comment
+            req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
+            event = "request.approved" if new_status == RS.APPROVED else "request.denied"
+            audit.record(event, actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment})
+            if new_status == RS.APPROVED:
+                grant = Grant.objects.create(request=req, user=req.requester, profile=req.profile, duration=req.duration)
+                audit.record("grant.scheduled", actor=actor, obj=grant, details={**_snapshot(req.profile, req.requester), "request": req.pk})
+                transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
+            return req
+    # Refused: the lock is released; the attempt is recorded on its own so
+    # that it survives the error we raise.
+    _refuse(
+        "request.decision_refused",
+        actor=actor,
+        obj=req,
+        reason=refusal,
+        details={**_snapshot(req.profile, req.requester), "attempted": str(new_status)},
+    )
+
+
+def approve_request(request_id, *, actor, comment: str = "") -> AccessRequest:
+    """Approve a pending request and schedule its grant for provisioning."""
+    return _decide(request_id, actor=actor, comment=comment, new_status=RS.APPROVED)
+
+
+def deny_request(request_id, *, actor, comment: str = "") -> AccessRequest:
+    """Deny a pending request."""
+    return _decide(request_id, actor=actor, comment=comment, new_status=RS.DENIED)
+
+
+def cancel_request(request_id, *, actor) -> AccessRequest:
+    """Withdraw one's own pending request."""
+    with transaction.atomic():
+        req = _lock_request(request_id)
+        if req.requester_id != actor.pk:
+            raise NotAllowedError("Only the requester can cancel a request.")
+        _check(req, ALLOWED_REQUEST, RS.CANCELLED)
+        req.status = RS.CANCELLED
+        req.decided_at = timezone.now()
+        req.save(update_fields=["status", "decided_at"])
+        audit.record("request.cancelled", actor=actor, obj=req, details=_snapshot(req.profile, req.requester))
+    return req
+
+
+def lapse_stale_requests(now=None) -> int:
+    """Lapse pending requests nobody decided within JIT_REQUEST_TIMEOUT; return how many."""
+    now = now or timezone.now()
+    cutoff = now - datetime.timedelta(seconds=settings.JIT_REQUEST_TIMEOUT)
+    count = 0
+    with transaction.atomic():
+        stale = AccessRequest.objects.select_for_update(skip_locked=True).select_related("profile__target", "requester")
+        for req in stale.filter(status=RS.PENDING, created_at__lt=cutoff):
+            req.status = RS.LAPSED
+            req.decided_at = now
+            req.save(update_fields=["status", "decided_at"])
+            audit.record("request.lapsed", obj=req, details=_snapshot(req.profile, req.requester))
+            count += 1
+    return count
+
+
+# Grants --------------------------------------------------------------------
+
+
+def _enqueue(func: str, *args):
+    from django_q.tasks import async_task
+
+    async_task(func, *args, group=func.rsplit(".", 1)[-1])
+
+
+def provision_grant(grant_id) -> Grant | None:
+    """Create the access on the target and start the clock; a no-op unless scheduled and due.
+
+    The row lock is held across the connector call: a second worker skips
+    the grant, and a revocation waits until provisioning has finished.
+    """
+    with transaction.atomic():
+        grant = (
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "user")
+            .filter(pk=grant_id, status=GS.SCHEDULED)
+            .first()
+        )
+        if grant is None:
+            return None
+        now = timezone.now()
+        if grant.next_attempt_at and grant.next_attempt_at > now:
+            return None
+        # The clock starts now, when the access becomes usable, not when it was asked for.
+        grant.starts_at = now
+        grant.expires_at = now + grant.duration
+        try:
+            with get_connector(grant.profile.target) as connector:
+                provisioned = connector.provision(grant)
+        except ConnectorError as exc:
+            return _provision_failed(grant, exc)
+        _check(grant, ALLOWED_GRANT, GS.ACTIVE)
+        grant.status = GS.ACTIVE
+        grant.expires_at = provisioned.expires_at
+        grant.external_ref = provisioned.external_ref
+        grant.sealed_credentials = sealing.seal(provisioned.credentials)
+        grant.last_error = ""
+        grant.next_attempt_at = None
+        grant.save(update_fields=["status", "starts_at", "expires_at", "external_ref", "sealed_credentials", "last_error", "next_attempt_at"])
+        audit.record(
+            "grant.provisioned",
+            obj=grant,
+            details={**_snapshot(grant.profile, grant.user), "external_ref": grant.external_ref,
+                     "starts_at": grant.starts_at, "expires_at": grant.expires_at},
+        )
+    return grant
+
+
+def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
+    grant.attempts += 1
+    grant.last_error = exc.message
+    details = {**_snapshot(grant.profile, grant.user), "error": exc.message, "attempt": grant.attempts}
+    if exc.permanent or grant.attempts >= MAX_PROVISION_ATTEMPTS:
+        _check(grant, ALLOWED_GRANT, GS.FAILED)
+        grant.status = GS.FAILED
+        grant.starts_at = grant.expires_at = None
+        grant.next_attempt_at = None
+        grant.save(update_fields=["status", "attempts", "last_error", "starts_at", "expires_at", "next_attempt_at"])
+        audit.record("grant.failed", obj=grant, details=details)
+        # Whatever a half-done provisioning left on the target goes too.
+        transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
+    else:
+        grant.next_attempt_at = timezone.now() + datetime.timedelta(seconds=10 * 2 ** (grant.attempts - 1))
+        grant.save(update_fields=["attempts", "last_error", "next_attempt_at"])
+        audit.record("grant.provision_retry", obj=grant, details=details)
+    return grant
+
+
+def _begin_revocation(grant: Grant, *, actor, reason: str):
+    _check(grant, ALLOWED_GRANT, GS.REVOKING)
+    now = timezone.now()
+    grant.status = GS.REVOKING
+    grant.end_reason = reason
+    grant.ended_by = actor
+    grant.revoke_requested_at = now
+    grant.attempts = 0
+    grant.next_attempt_at = now
+    grant.last_error = ""
+    grant.sealed_credentials = ""
+    grant.save(update_fields=["status", "end_reason", "ended_by", "revoke_requested_at", "attempts", "next_attempt_at", "last_error", "sealed_credentials"])
+    audit.record(
+        "grant.revoke_requested",
+        actor=actor,
+        obj=grant,
+        details={**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at},
+    )
+
+
+def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
+    """End a grant before (or at) its expiry; the target work follows in a task.
+
+    `released`: only the holder; `revoked`: staff allowed to change grants;
+    `expired` and `policy`: the system (actor None).
+    """
+    if reason not in Grant.EndReason.values:
+        raise ValueError(f"unknown reason {reason!r}")
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=grant_id)
+        if reason == Grant.EndReason.RELEASED and (actor is None or actor.pk != grant.user_id):
+            refusal = "Only the holder can release a grant."
+        elif reason == Grant.EndReason.REVOKED and (actor is None or not actor.has_perm("grants.change_grant")):
+            refusal = "Only an admin can revoke a grant."
+        else:
+            refusal = None
+            _begin_revocation(grant, actor=actor, reason=reason)
+            transaction.on_commit(lambda: _enqueue("grants.tasks.complete_revocation", grant.pk))
+            return grant
+    _refuse("grant.revoke_refused", actor=actor, obj=grant, reason=refusal, details={"reason": reason})
+
+
+def begin_due_expiries(*, limit: int, now=None) -> list[int]:
+    """Move up to `limit` grants past their expiry to `revoking`; return their ids.
+
+    Several workers and timers may call this at once: `skip_locked` hands
+    each grant to exactly one of them.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "user")
+            .filter(status=GS.ACTIVE, expires_at__lte=now)
+            .order_by("expires_at")[:limit]
+        )
+        for grant in due:
+            _begin_revocation(grant, actor=None, reason=Grant.EndReason.EXPIRED)
+    return [g.pk for g in due]
+
+
+def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | None:
+    """Remove the access on the target, read it again, and only then mark the grant revoked.
+
+    A no-op if the grant is not revoking, not yet due for a retry, or being
+    handled by another worker. `connectors` lets a batch reuse one
+    connection per target.
+    """
+    with transaction.atomic():
+        grant = (
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "user")
+            .filter(pk=grant_id, status=GS.REVOKING)
+            .first()
+        )
+        if grant is None:
+            return None
+        target = grant.profile.target
+        own = connectors is None
+        connector = connectors.get(target.pk) if connectors is not None else None
+        if connector is None:
+            connector = get_connector(target)
+            if connectors is not None:
+                connectors[target.pk] = connector
+        try:
+            connector.revoke(grant)
+            revoked_at = timezone.now()
+            still_there = connector.is_present(grant)
+        except ConnectorError as exc:
+            return _revocation_failed(grant, exc.message)
+        finally:
+            if own:
+                connector.close()
+        if still_there:
+            return _revocation_failed(grant, "The target still shows the account or a session after revoking.")
+        _check(grant, ALLOWED_GRANT, GS.REVOKED)
+        grant.status = GS.REVOKED
+        grant.revoked_at = revoked_at
+        grant.verified_at = timezone.now()
+        grant.next_attempt_at = None
+        grant.last_error = ""
+        grant.save(update_fields=["status", "revoked_at", "verified_at", "next_attempt_at", "last_error"])
+        audit.record(
+            "grant.revoked",
+            actor=grant.ended_by,
+            obj=grant,
+            details={**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
+                     "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
+                     "expires_at": grant.expires_at, "attempts": grant.attempts + 1},
+        )
+    return grant
+
+
+def _revocation_failed(grant: Grant, message: str) -> Grant:
+    # Like Vault's lease manager: retry with growing delays, flag the grant
+    # after a few attempts, and keep trying; never claim it is gone.
+    grant.attempts += 1
+    grant.last_error = message
+    delay = min(5 * 2 ** (grant.attempts - 1), 3600)
+    grant.next_attempt_at = timezone.now() + datetime.timedelta(seconds=delay)
+    grant.save(update_fields=["attempts", "last_error", "next_attempt_at"])
+    audit.record(
+        "grant.revoke_failed",
+        obj=grant,
+        details={**_snapshot(grant.profile, grant.user), "error": message, "attempt": grant.attempts,
+                 "failing": grant.revocation_failing},
+    )
+    log.warning("Revoking grant %s failed (attempt %s): %s", grant.pk, grant.attempts, message)
+    return grant
+
+
+def reveal_credentials(grant_id, *, actor) -> dict:
+    """Return the grant's credentials to its holder, once, and forget them."""
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=grant_id)
+        if grant.user_id != actor.pk:
+            _refuse_later = "Only the holder can see these credentials."
+        else:
+            _refuse_later = None
+            if not grant.credentials_available:
+                raise TransitionError("These credentials were already shown once, or the grant is no longer active.")
+            credentials = sealing.unseal(grant.sealed_credentials)
+            grant.sealed_credentials = ""
+            grant.credentials_seen_at = timezone.now()
+            grant.save(update_fields=["sealed_credentials", "credentials_seen_at"])
+            audit.record("grant.credentials_viewed", actor=actor, obj=grant, details=_snapshot(grant.profile, grant.user))
+            if credentials is None:
+                raise TransitionError("These credentials can no longer be read (the portal's key changed); release and request again.")
+            return credentials
+    _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)

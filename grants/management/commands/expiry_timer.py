@@ -1,0 +1,53 @@
+"""Wake at the next expiry and enqueue the revocation on time.
+
+django-q2's scheduler looks at schedules only about every 30 seconds; this
+process sleeps until the next `expires_at` instead, so revocation starts
+within a fraction of a second. It only enqueues: running several copies is
+safe, because the workers claim each grant once.
+"""
+
+import signal
+import time
+
+from django.core.management.base import BaseCommand
+from django.db import close_old_connections
+from django.db.models import Count, Max, Min
+from django.utils import timezone
+
+from grants.models import Grant
+from grants.tasks import enqueue_expiries
+
+
+class Command(BaseCommand):
+    help = "Enqueue revocations at the moment grants expire (run beside qcluster)."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--max-sleep", type=float, default=2.0, help="Look for new grants at least this often (seconds).")
+
+    def handle(self, *args, max_sleep, **options):
+        self.running = True
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self.stdout.write("expiry timer running")
+        enqueued_up_to, enqueued_at = None, 0.0
+        while self.running:
+            close_old_connections()
+            now = timezone.now()
+            active = Grant.objects.filter(status=Grant.Status.ACTIVE)
+            due = active.filter(expires_at__lte=now).aggregate(n=Count("pk"), newest=Max("expires_at"))
+            # Enqueue once per newly due grant; if workers are slow to take
+            # them, enqueue again only after a pause, not on every wake-up.
+            if due["n"] and (enqueued_up_to is None or due["newest"] > enqueued_up_to or time.monotonic() - enqueued_at > 5):
+                enqueue_expiries(due["n"])
+                enqueued_up_to, enqueued_at = due["newest"], time.monotonic()
+            upcoming = active.filter(expires_at__gt=now).aggregate(next=Min("expires_at"))["next"]
+            wait = max_sleep if upcoming is None else min(max_sleep, (upcoming - now).total_seconds())
+            self._sleep(max(wait, 0.005))
+
+    def _sleep(self, seconds):
+        end = time.monotonic() + seconds
+        while self.running and time.monotonic() < end:
+            time.sleep(max(0.0, min(0.1, end - time.monotonic())))
+
+    def _stop(self, *args):
+        self.running = False

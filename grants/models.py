@@ -1,0 +1,159 @@
+"""The catalog (targets, access profiles), requests and grants.
+
+Nothing here assigns `status`: every change of state is a function in
+`grants/lifecycle.py`.
+"""
+
+import datetime
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.utils import timezone
+
+from .connectors import KIND_CHOICES
+
+
+class Target(models.Model):
+    class Health(models.TextChoices):
+        UNKNOWN = "unknown", "Not checked yet"
+        OK = "ok", "Reachable"
+        WARNING = "warning", "Reachable, with warnings"
+        UNREACHABLE = "unreachable", "Unreachable"
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    kind = models.CharField(max_length=32, choices=KIND_CHOICES)
+    description = models.TextField(blank=True)
+    config = models.JSONField(default=dict, blank=True, help_text="Connection settings (no secrets).")
+    secret_env = models.CharField(
+        max_length=128,
+        help_text="Name of the environment variable holding the admin connection string (or NAME_FILE naming a file).",
+    )
+    health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
+    health_message = models.TextField(blank=True, editable=False)
+    checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    def __str__(self):
+        return self.title or self.name
+
+
+class AccessProfile(models.Model):
+    """A role template on one target that people may ask for."""
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200)
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="profiles")
+    description = models.TextField(blank=True)
+    scope = models.JSONField(default=dict, blank=True, help_text='What is granted, e.g. {"roles": ["app_readonly"]}.')
+    default_duration = models.DurationField(default=datetime.timedelta(hours=1))
+    max_duration = models.DurationField(default=datetime.timedelta(hours=8))
+    requestable_by = models.ManyToManyField(
+        Group, blank=True, related_name="requestable_profiles", help_text="Empty means every signed-in user."
+    )
+    approver_group = models.ForeignKey(
+        Group, null=True, blank=True, on_delete=models.PROTECT, related_name="approvable_profiles"
+    )
+    manager_approves = models.BooleanField(default=False, help_text="The requester's manager may approve.")
+    enabled = models.BooleanField(default=True)
+
+    def __str__(self):
+        return self.title
+
+
+class AccessRequest(models.Model):
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        APPROVED = "approved", "Approved"
+        DENIED = "denied", "Denied"
+        CANCELLED = "cancelled", "Cancelled"
+        LAPSED = "lapsed", "Lapsed"
+
+    requester = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="access_requests")
+    profile = models.ForeignKey(AccessProfile, on_delete=models.PROTECT, related_name="requests")
+    duration = models.DurationField()
+    justification = models.TextField()
+    ticket = models.CharField(max_length=100, blank=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.PENDING, db_index=True)
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    decided_at = models.DateTimeField(null=True, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decided_requests"
+    )
+    decision_comment = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Request #{self.pk}: {self.profile} for {self.requester}"
+
+
+class Grant(models.Model):
+    class Status(models.TextChoices):
+        SCHEDULED = "scheduled", "Scheduled"
+        PROVISIONING = "provisioning", "Provisioning"
+        ACTIVE = "active", "Active"
+        REVOKING = "revoking", "Revoking"
+        REVOKED = "revoked", "Revoked"
+        FAILED = "failed", "Failed"
+
+    class EndReason(models.TextChoices):
+        EXPIRED = "expired", "Expired"
+        RELEASED = "released", "Released by the holder"
+        REVOKED = "revoked", "Revoked by an admin"
+        POLICY = "policy", "Revoked by policy"
+
+    request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="grant")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
+    profile = models.ForeignKey(AccessProfile, on_delete=models.PROTECT, related_name="grants")
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED, db_index=True)
+    duration = models.DurationField()
+    created_at = models.DateTimeField(default=timezone.now)
+    starts_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    external_ref = models.CharField(max_length=200, blank=True)
+    # Fernet-sealed credentials, kept only until the holder has seen them once.
+    sealed_credentials = models.TextField(blank=True, editable=False)
+    credentials_seen_at = models.DateTimeField(null=True, blank=True)
+    end_reason = models.CharField(max_length=16, choices=EndReason.choices, blank=True)
+    ended_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    revoke_requested_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="When the target finished revoking.")
+    verified_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a fresh read of the target confirmed the access is gone."
+    )
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    last_error = models.TextField(blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self):
+        return f"Grant #{self.pk}: {self.profile} for {self.user}"
+
+    @property
+    def scope(self):
+        return self.profile.scope
+
+    @property
+    def is_active(self):
+        """Active means provisioned and not yet past expiry: a late job can never extend access."""
+        return self.status == self.Status.ACTIVE and self.expires_at is not None and self.expires_at > timezone.now()
+
+    @property
+    def time_left(self):
+        if not self.is_active:
+            return datetime.timedelta(0)
+        return self.expires_at - timezone.now()
+
+    @property
+    def revocation_failing(self):
+        return self.status == self.Status.REVOKING and self.attempts >= settings.JIT_REVOKE_FAILING_AFTER
+
+    @property
+    def credentials_available(self):
+        return bool(self.sealed_credentials) and self.is_active

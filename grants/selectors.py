@@ -1,0 +1,66 @@
+"""Reads of the grants domain; the one door audit's report pages may use."""
+
+from django.db.models import Q
+from django.utils import timezone
+
+from . import policy
+from .models import AccessProfile, AccessRequest, Grant
+
+
+def requestable_profiles(user):
+    """Return the enabled profiles `user` may ask for."""
+    profiles = AccessProfile.objects.filter(enabled=True).select_related("target").order_by("title")
+    group_ids = list(user.groups.values_list("pk", flat=True))
+    return profiles.filter(Q(requestable_by__isnull=True) | Q(requestable_by__in=group_ids)).distinct()
+
+
+def requests_awaiting(user):
+    """Return the pending requests `user` may decide (never their own), oldest first."""
+    group_ids = list(user.groups.values_list("pk", flat=True))
+    return (
+        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING)
+        .filter(Q(profile__approver_group__in=group_ids) | Q(profile__manager_approves=True, requester__manager=user))
+        .exclude(requester=user)
+        .select_related("requester", "profile__target")
+        .order_by("created_at")
+    )
+
+
+def recent_history(user, *, limit=5):
+    """Return the latest requests of `user`, with their outcome, for an approver's context."""
+    return (
+        AccessRequest.objects.filter(requester=user)
+        .select_related("profile", "decided_by", "grant")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def current_grants(user):
+    """Return the grants of `user` that are live or on their way in or out."""
+    now = timezone.now()
+    return (
+        Grant.objects.filter(user=user)
+        .filter(
+            Q(status__in=[Grant.Status.SCHEDULED, Grant.Status.REVOKING])
+            | Q(status=Grant.Status.ACTIVE, expires_at__gt=now)
+            | Q(status=Grant.Status.ACTIVE, expires_at__lte=now)
+        )
+        .select_related("profile__target", "request")
+        .order_by("expires_at", "pk")
+    )
+
+
+def past_grants(user, *, limit=20):
+    return (
+        Grant.objects.filter(user=user, status__in=[Grant.Status.REVOKED, Grant.Status.FAILED])
+        .select_related("profile__target", "request")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def own_requests(user, *, limit=20):
+    return AccessRequest.objects.filter(requester=user).select_related("profile__target", "decided_by").order_by("-created_at")[:limit]
+
+
+def may_view_request(user, access_request) -> bool:
+    return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")

@@ -1,0 +1,112 @@
+"""Background work: thin functions that take ids and call the lifecycle.
+
+Every task is idempotent and safe to run in several workers at once: the
+lifecycle claims rows with `select_for_update(skip_locked=True)` and a task
+that finds nothing to do returns quietly.
+"""
+
+import logging
+import math
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from . import lifecycle
+from .connectors import ConnectorError, get_connector
+from .models import Grant, Target
+
+log = logging.getLogger(__name__)
+
+
+def provision(grant_id):
+    lifecycle.provision_grant(grant_id)
+
+
+def complete_revocation(grant_id):
+    lifecycle.complete_revocation(grant_id)
+
+
+def clean_up_failed(grant_id):
+    """Remove whatever a failed provisioning may have left on the target (best effort)."""
+    grant = Grant.objects.select_related("profile__target").get(pk=grant_id)
+    try:
+        with get_connector(grant.profile.target) as connector:
+            connector.revoke(grant)
+    except ConnectorError as exc:
+        log.info("Clean-up of failed grant %s: %s", grant_id, exc.message)
+
+
+def expire_due():
+    """Revoke every active grant past its expiry, in batches, reusing one connection per target."""
+    done = 0
+    connectors = {}
+    try:
+        while True:
+            ids = lifecycle.begin_due_expiries(limit=settings.JIT_EXPIRY_BATCH)
+            if not ids:
+                break
+            for grant_id in ids:
+                try:
+                    lifecycle.complete_revocation(grant_id, connectors=connectors)
+                except Exception:
+                    # One bad grant must not stop the others; the sweeper retries it.
+                    log.exception("Revoking grant %s failed", grant_id)
+            done += len(ids)
+    finally:
+        for connector in connectors.values():
+            connector.close()
+    return done
+
+
+def enqueue_expiries(due_count: int):
+    """Enqueue enough `expire_due` tasks that the workers share a burst of expiries."""
+    from django_q.tasks import async_task
+
+    workers = settings.Q_CLUSTER.get("workers", 1)
+    for _ in range(max(1, min(workers, math.ceil(due_count / settings.JIT_EXPIRY_BATCH)))):
+        async_task("grants.tasks.expire_due", group="expire_due")
+
+
+def sweep():
+    """Make what should be true now true: expire, retry revocations and provisioning, lapse requests."""
+    now = timezone.now()
+    expire_due()
+    connectors = {}
+    try:
+        for grant_id in Grant.objects.filter(status=Grant.Status.REVOKING, next_attempt_at__lte=now).values_list("pk", flat=True):
+            try:
+                lifecycle.complete_revocation(grant_id, connectors=connectors)
+            except Exception:
+                log.exception("Retrying revocation of grant %s failed", grant_id)
+    finally:
+        for connector in connectors.values():
+            connector.close()
+    stuck = Grant.objects.filter(status=Grant.Status.SCHEDULED).filter(
+        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - timezone.timedelta(seconds=30))
+    )
+    for grant_id in stuck.values_list("pk", flat=True):
+        try:
+            lifecycle.provision_grant(grant_id)
+        except Exception:
+            log.exception("Provisioning grant %s failed", grant_id)
+    lifecycle.lapse_stale_requests(now)
+
+
+def check_targets():
+    """Record whether each target is reachable, so pages can say so before anyone waits."""
+    for target in Target.objects.all():
+        check_target(target)
+
+
+def check_target(target: Target):
+    try:
+        with get_connector(target) as connector:
+            warnings = connector.check()
+    except ConnectorError as exc:
+        health, message = Target.Health.UNREACHABLE, exc.message
+    else:
+        health = Target.Health.WARNING if warnings else Target.Health.OK
+        message = "\n".join(warnings)
+    Target.objects.filter(pk=target.pk).update(health=health, health_message=message, checked_at=timezone.now())
+    return health, message

@@ -1,0 +1,17 @@
+from django.urls import path
+
+from . import views
+
+app_name = "grants"
+
+urlpatterns = [
+    path("", views.my_access, name="my_access"),
+    path("request/", views.request_new, name="request_new"),
+    path("inbox/", views.inbox, name="inbox"),
+    path("requests/<int:pk>/", views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/decide", views.request_decide, name="request_decide"),
+    path("requests/<int:pk>/cancel", views.request_cancel, name="request_cancel"),
+    path("grants/<int:pk>/", views.grant_detail, name="grant_detail"),
+    path("grants/<int:pk>/credentials", views.grant_credentials, name="grant_credentials"),
+    path("grants/<int:pk>/release", views.grant_release, name="grant_release"),
+]

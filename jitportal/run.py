@@ -1,0 +1,85 @@
+"""Start the demo portal: migrate, load the demo, start web, workers and the expiry timer.
+
+`make run` calls this. Ctrl-C stops everything it started.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+BASE = Path(__file__).resolve().parent.parent
+HOST = os.environ.get("JITPORTAL_HOST", "127.0.0.1")
+PORT = os.environ.get("JITPORTAL_PORT", "8000")
+
+
+def manage(*args, **kwargs):
+    return subprocess.run([sys.executable, str(BASE / "manage.py"), *args], check=True, **kwargs)
+
+
+def main():
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
+    os.environ.setdefault("DEBUG", "1")
+    import django
+
+    django.setup()
+    from grants import devcluster
+    from grants.management.commands.load_demo import DEMO_USERS
+
+    manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
+    cluster = None
+    if devcluster.available():
+        cluster = devcluster.DevCluster(BASE / "var" / "demo-pg")
+        cluster.start()
+        cluster.setup_demo_roles()
+        os.environ["JIT_DEMO_PG_DSN"] = cluster.admin_dsn
+        manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
+        target_note = f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster in var/demo-pg)."
+    else:
+        manage("load_demo")
+        target_note = "PostgreSQL server programs are not installed: the demo target shows as unreachable and its grants fail with that message."
+    manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
+
+    procs = [
+        subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], cwd=BASE),
+        subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE),
+        subprocess.Popen([sys.executable, "manage.py", "expiry_timer"], cwd=BASE),
+    ]
+    print("\n" + "=" * 70)
+    print(f"jitportal demo is starting: open http://{HOST}:{PORT}/")
+    print("Demo users (username / password):")
+    for username, password, _first, _last, role in DEMO_USERS:
+        print(f"  {username:6} / {password:16} {role}")
+    print(target_note)
+    print("Ctrl-C stops the web server, the workers and the timer.")
+    print("=" * 70 + "\n", flush=True)
+
+    stopping = False
+
+    def stop(*_):
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping and all(p.poll() is None for p in procs):
+            time.sleep(0.3)
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGINT)
+        for p in procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        if cluster is not None:
+            cluster.stop()
+        print("jitportal stopped.")
+
+
+if __name__ == "__main__":
+    main()
