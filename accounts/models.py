@@ -8,6 +8,9 @@ class User(AbstractUser):
     manager = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
     )
+    # The IdP's manager claim as given (an email or username), kept so that
+    # the relation is made when the manager first signs in.
+    manager_ref = models.CharField(max_length=254, blank=True, editable=False)
 
     def __str__(self):
         return self.get_full_name() or self.username

@@ -1,6 +1,32 @@
 from django.apps import AppConfig
+from django.conf import settings
+from django.db.models.signals import post_migrate
 
 
 class GrantsConfig(AppConfig):
     name = "grants"
     verbose_name = "Access"
+
+    def ready(self):
+        from accounts.signals import groups_removed
+
+        groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
+        post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
+
+
+def _on_groups_removed(sender, user, removed, **kwargs):
+    # Wiring only: the rule lives in the lifecycle.
+    from .lifecycle import enforce_group_policy
+
+    enforce_group_policy(user)
+
+
+AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
+
+
+def _ensure_auditor_group(**kwargs):
+    """Give the auditors group (JIT_AUDITOR_GROUP) read-only access to the trail and the catalog in the admin."""
+    from django.contrib.auth.models import Group, Permission
+
+    group, _ = Group.objects.get_or_create(name=settings.JIT_AUDITOR_GROUP)
+    group.permissions.add(*Permission.objects.filter(codename__in=AUDITOR_PERMISSIONS))

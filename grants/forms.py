@@ -1,38 +1,8 @@
-import datetime
-import re
-
 from django import forms
 
+from .durations import parse_duration
 from .models import AccessProfile
 from .lifecycle import MAX_JUSTIFICATION, MIN_JUSTIFICATION
-
-_PART = re.compile(r"(\d+)\s*(d|h|m|min)?", re.I)
-_UNIT = {"d": 86400, "h": 3600, "m": 60, "min": 60, None: 60}
-
-
-def parse_duration(text: str) -> datetime.timedelta:
-    """Parse '90', '90m', '2h', '1h30m' or '1d' into a timedelta (a bare number is minutes)."""
-    text = (text or "").strip().lower().replace(" ", "")
-    if text.startswith("-"):
-        raise ValueError("negative")
-    pos, seconds = 0, 0
-    while pos < len(text):
-        m = _PART.match(text, pos)
-        if not m:
-            raise ValueError(text)
-        seconds += int(m.group(1)) * _UNIT[m.group(2)]
-        pos = m.end()
-    if not text:
-        raise ValueError("empty")
-    return datetime.timedelta(seconds=seconds)
-
-
-def format_duration(delta: datetime.timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    days, minutes = divmod(minutes, 1440)
-    hours, minutes = divmod(minutes, 60)
-    return "".join(f"{n}{u}" for n, u in ((days, "d"), (hours, "h"), (minutes, "m")) if n) or "0m"
-
 
 class RequestForm(forms.Form):
     profile = forms.ModelChoiceField(queryset=None, label="Access profile", empty_label="Choose a profile")
@@ -62,7 +32,7 @@ class RequestForm(forms.Form):
     def clean_duration(self):
         try:
             return parse_duration(self.cleaned_data["duration"])
-        except ValueError:
+        except (ValueError, OverflowError):
             raise forms.ValidationError("Write a duration such as 30m, 2h, 1h30m or 1d.") from None
 
     def clean_justification(self):

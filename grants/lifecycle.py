@@ -19,6 +19,7 @@ from django.utils import timezone
 import audit
 
 from . import policy, sealing
+from .durations import human_duration
 from .connectors import ConnectorError, get_connector
 from .models import AccessProfile, AccessRequest, Grant
 
@@ -79,14 +80,6 @@ def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None
     raise NotAllowedError(reason)
 
 
-def _human(delta: datetime.timedelta) -> str:
-    minutes = int(delta.total_seconds() // 60)
-    hours, minutes = divmod(minutes, 60)
-    if hours and minutes:
-        return f"{hours} h {minutes} min"
-    return f"{hours} h" if hours else f"{minutes} min"
-
-
 # Requests ------------------------------------------------------------------
 
 
@@ -102,7 +95,7 @@ def submit_request(*, requester, profile: AccessProfile, duration: datetime.time
     if duration is None or duration <= datetime.timedelta(0):
         errors["duration"] = "Choose a duration longer than zero."
     elif duration > profile.max_duration:
-        errors["duration"] = f"The longest this profile allows is {_human(profile.max_duration)}."
+        errors["duration"] = f"The longest this profile allows is {human_duration(profile.max_duration)}."
     if len(justification) < MIN_JUSTIFICATION:
         errors["justification"] = f"Say why you need access in at least {MIN_JUSTIFICATION} characters."
     elif len(justification) > MAX_JUSTIFICATION:
@@ -308,6 +301,8 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
     `released`: only the holder; `revoked`: staff allowed to change grants;
     `expired` and `policy`: the system (actor None).
     """
+    if reason in (Grant.EndReason.EXPIRED, Grant.EndReason.POLICY) and actor is not None:
+        raise ValueError(f"{reason!r} revocations are made by the system, not by a person")
     if reason not in Grant.EndReason.values:
         raise ValueError(f"unknown reason {reason!r}")
     with transaction.atomic():
@@ -432,3 +427,35 @@ def reveal_credentials(grant_id, *, actor) -> dict:
                 raise TransitionError("These credentials can no longer be read (the portal's key changed); release and request again.")
             return credentials
     _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)
+
+
+# Policy -------------------------------------------------------------------
+
+
+def enforce_group_policy(user) -> tuple[list[int], list[int]]:
+    """End what `user` may no longer have: revoke live grants and cancel pending requests
+    of profiles they may no longer request (reason `policy`). Return (grant ids, request ids).
+    """
+    revoked, cancelled = [], []
+    live = Grant.objects.filter(user=user, status__in=[GS.SCHEDULED, GS.ACTIVE]).select_related("profile")
+    for grant in live:
+        if not policy.may_request(user, grant.profile):
+            try:
+                revoke_grant(grant.pk, actor=None, reason=Grant.EndReason.POLICY)
+            except TransitionError:
+                continue  # ended meanwhile
+            revoked.append(grant.pk)
+    for req in AccessRequest.objects.filter(requester=user, status=RS.PENDING).select_related("profile"):
+        if policy.may_request(user, req.profile):
+            continue
+        with transaction.atomic():
+            req = _lock_request(req.pk)
+            if req.status != RS.PENDING:
+                continue
+            req.status = RS.CANCELLED
+            req.decided_at = timezone.now()
+            req.decision_comment = "Cancelled by policy: the requester is no longer allowed to request this profile."
+            req.save(update_fields=["status", "decided_at", "decision_comment"])
+            audit.record("request.cancelled", obj=req, details={**_snapshot(req.profile, req.requester), "reason": "policy"})
+        cancelled.append(req.pk)
+    return revoked, cancelled

@@ -1,5 +1,6 @@
 import django_tables2 as tables
 
+from .durations import human_duration
 from .models import AccessRequest, Grant
 
 
@@ -9,6 +10,9 @@ class RequestTable(tables.Table):
     created_at = tables.DateTimeColumn(verbose_name="Requested", format="Y-m-d H:i")
     status = tables.Column(verbose_name="Status")
     decided_by = tables.Column(verbose_name="Decided by", default="")
+
+    def render_duration(self, value):
+        return human_duration(value)
 
     class Meta:
         model = AccessRequest

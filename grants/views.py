@@ -8,7 +8,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_POST
 
 from . import lifecycle, policy, selectors
-from .forms import DecisionForm, RequestForm, format_duration
+from .durations import format_duration
+from .forms import DecisionForm, RequestForm
 from .models import AccessRequest, Grant
 from .tables import PastGrantTable, RequestTable
 

@@ -126,7 +126,50 @@ ACCOUNT_SIGNUP_FIELDS = ["username*", "password1*"]
 ACCOUNT_EMAIL_VERIFICATION = "none"
 ACCOUNT_ADAPTER = "accounts.adapter.AccountAdapter"
 ACCOUNT_LOGOUT_ON_GET = False
+# With an identity provider configured, the login page offers only it; the
+# one emergency path left is the Django admin's own login for a superuser
+# created on the command line (README), and every use of it is audited.
 SOCIALACCOUNT_ONLY = not DEMO_MODE
+SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
+SOCIALACCOUNT_AUTO_SIGNUP = True
+SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
+SOCIALACCOUNT_LOGIN_ON_GET = False
+
+OIDC_PROVIDER_ID = "idp"
+OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="Single sign-on")
+OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
+OIDC_CLIENT_SECRET = _secret("OIDC_CLIENT_SECRET", default="")
+OIDC_SCOPES = env.list("OIDC_SCOPES", default=["openid", "profile", "email", "groups"])
+OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
+OIDC_MANAGER_CLAIM = env.str("OIDC_MANAGER_CLAIM", default="manager")
+# Groups the portal keeps in step with the IdP; empty means all of them.
+OIDC_MANAGED_GROUPS = env.list("OIDC_MANAGED_GROUPS", default=[])
+# IdP groups whose members may use the (read-only unless granted more) Django admin.
+OIDC_STAFF_GROUPS = env.list("OIDC_STAFF_GROUPS", default=["auditors"])
+if not DEMO_MODE and not OIDC_CLIENT_ID:
+    raise ImproperlyConfigured("OIDC_ISSUER is set but OIDC_CLIENT_ID is not.")
+SOCIALACCOUNT_PROVIDERS = {
+    "openid_connect": {
+        # allauth leaves PKCE off unless asked; state and nonce it always sends.
+        "OAUTH_PKCE_ENABLED": True,
+        "SCOPE": OIDC_SCOPES,
+        "APPS": [
+            {
+                "provider_id": OIDC_PROVIDER_ID,
+                "name": OIDC_PROVIDER_NAME,
+                "client_id": OIDC_CLIENT_ID,
+                "secret": OIDC_CLIENT_SECRET,
+                "settings": {"server_url": OIDC_ISSUER, "oauth_pkce_enabled": True, "fetch_userinfo": True},
+            }
+        ]
+        if OIDC_ISSUER
+        else [],
+    }
+}
+
+# Idle timeout: the session cookie lives this long after the last request.
+SESSION_COOKIE_AGE = env.int("SESSION_IDLE_TIMEOUT", default=8 * 3600)
+SESSION_SAVE_EVERY_REQUEST = True
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = env.str("TIME_ZONE", default="UTC")
@@ -164,6 +207,8 @@ Q_CLUSTER = {
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
+# Members get read-only admin pages for the trail and the catalog.
+JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 
 LOGGING = {
     "version": 1,

@@ -31,7 +31,7 @@ def edges_violating():
     bad = []
     for app in ("audit", "accounts", "grants"):
         for path in sources(app):
-            for module in imported_apps(path):
+            for module in sorted(imported_apps(path)):
                 other = module.split(".")[0]
                 if other == app:
                     continue

@@ -11,7 +11,7 @@ from grants.models import AccessProfile, Target
 
 @pytest.fixture
 def groups(db):
-    return {name: Group.objects.create(name=name) for name in ("engineers", "db-approvers", "auditors")}
+    return {name: Group.objects.get_or_create(name=name)[0] for name in ("engineers", "db-approvers", "auditors")}
 
 
 def _user(django_user_model, username, *groups_, **extra):

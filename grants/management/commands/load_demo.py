@@ -3,7 +3,8 @@
 import datetime
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group, Permission
+from django.conf import settings
+from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
 
@@ -16,8 +17,6 @@ DEMO_USERS = [
     ("audra", "audra-demo-pass", "Audra", "Auditor", "auditor (read-only admin)"),
     ("admin", "admin-demo-pass", "Ada", "Admin", "admin (Django admin, can revoke)"),
 ]
-
-AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
 
 
 class Command(BaseCommand):
@@ -32,8 +31,7 @@ class Command(BaseCommand):
         User = get_user_model()
         engineers, _ = Group.objects.get_or_create(name="engineers")
         db_approvers, _ = Group.objects.get_or_create(name="db-approvers")
-        auditors, _ = Group.objects.get_or_create(name="auditors")
-        auditors.permissions.set(Permission.objects.filter(codename__in=AUDITOR_PERMISSIONS))
+        auditors, _ = Group.objects.get_or_create(name=settings.JIT_AUDITOR_GROUP)
         users = {}
         for username, password, first, last, _role in DEMO_USERS:
             user, created = User.objects.get_or_create(
