@@ -110,3 +110,21 @@ def check_target(target: Target):
         message = "\n".join(warnings)
     Target.objects.filter(pk=target.pk).update(health=health, health_message=message, checked_at=timezone.now())
     return health, message
+
+
+def enforce_group_policy_all() -> list[tuple[str, str, int]]:
+    """Check everyone with live grants or pending requests against their current groups.
+
+    Return (username, "grant"|"request", id) for each grant revoked and each request cancelled.
+    """
+    from django.contrib.auth import get_user_model
+
+    from .models import AccessRequest
+
+    holders = set(Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True))
+    holders |= set(AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).values_list("requester", flat=True))
+    ended = []
+    for user in get_user_model().objects.filter(pk__in=holders):
+        revoked, cancelled = lifecycle.enforce_group_policy(user)
+        ended += [(user.username, "grant", pk) for pk in revoked] + [(user.username, "request", pk) for pk in cancelled]
+    return ended
