@@ -2,7 +2,7 @@ from django import forms
 
 from .durations import parse_duration
 from .models import AccessProfile
-from .lifecycle import MAX_JUSTIFICATION, MIN_JUSTIFICATION
+from .lifecycle import MAX_JUSTIFICATION
 
 class RequestForm(forms.Form):
     profile = forms.ModelChoiceField(queryset=None, label="Access profile", empty_label="Choose a profile")
@@ -15,7 +15,7 @@ class RequestForm(forms.Form):
     justification = forms.CharField(
         label="Justification",
         widget=forms.Textarea(attrs={"rows": 4}),
-        help_text=f"What you will do and why, at least {MIN_JUSTIFICATION} characters. Approvers and auditors read this.",
+        help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and auditors read this.",
     )
     ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime
 import logging
+import uuid
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -21,7 +22,7 @@ import audit
 from . import policy, sealing
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
-from .models import AccessProfile, AccessRequest, Grant
+from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, Grant
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,8 @@ ALLOWED_GRANT = {
     GS.REVOKING: {GS.REVOKED},
 }
 
-MIN_JUSTIFICATION = 20
 MAX_JUSTIFICATION = 2000
+MAX_SCHEDULE_AHEAD = datetime.timedelta(days=90)
 MAX_PROVISION_ATTEMPTS = 3
 
 
@@ -83,10 +84,7 @@ def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None
 # Requests ------------------------------------------------------------------
 
 
-def submit_request(*, requester, profile: AccessProfile, duration: datetime.timedelta, justification: str, ticket: str = "") -> AccessRequest:
-    """Ask for `profile` for `duration`; raise InvalidRequestError or NotAllowedError."""
-    justification = (justification or "").strip()
-    ticket = (ticket or "").strip()
+def _validate(*, requester, profile, duration, justification, ticket, starts_at, now) -> dict:
     errors: dict[str | None, str] = {}
     if not profile.enabled:
         errors["profile"] = "This access profile is disabled; pick another one."
@@ -96,12 +94,45 @@ def submit_request(*, requester, profile: AccessProfile, duration: datetime.time
         errors["duration"] = "Choose a duration longer than zero."
     elif duration > profile.max_duration:
         errors["duration"] = f"The longest this profile allows is {human_duration(profile.max_duration)}."
-    if len(justification) < MIN_JUSTIFICATION:
-        errors["justification"] = f"Say why you need access in at least {MIN_JUSTIFICATION} characters."
-    elif len(justification) > MAX_JUSTIFICATION:
+    if len(justification) > MAX_JUSTIFICATION:
         errors["justification"] = f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(justification)})."
     if len(ticket) > 100:
         errors["ticket"] = "A ticket reference has at most 100 characters."
+    for field, message in policy.justification_errors(profile, justification, ticket).items():
+        errors.setdefault(field, message)
+    if starts_at is not None:
+        if starts_at < now - datetime.timedelta(minutes=1):
+            errors["starts_at"] = "The window's start is in the past; leave it empty to start as soon as approved."
+        elif starts_at > now + MAX_SCHEDULE_AHEAD:
+            errors["starts_at"] = f"Schedule at most {MAX_SCHEDULE_AHEAD.days} days ahead."
+    return errors
+
+
+def submit_request(
+    *,
+    requester,
+    profile: AccessProfile,
+    duration: datetime.timedelta,
+    justification: str,
+    ticket: str = "",
+    starts_at: datetime.datetime | None = None,
+    break_glass: bool = False,
+    bundle=None,
+) -> AccessRequest:
+    """Ask for `profile` for `duration` (from `starts_at`, or as soon as approved).
+
+    The profile's policy may approve it at once (an auto-approval rule), or
+    `break_glass` may, for its designated groups. Raise InvalidRequestError
+    or NotAllowedError.
+    """
+    justification = (justification or "").strip()
+    ticket = (ticket or "").strip()
+    now = timezone.now()
+    errors = _validate(
+        requester=requester, profile=profile, duration=duration, justification=justification, ticket=ticket, starts_at=starts_at, now=now
+    )
+    if break_glass and not errors and not policy.may_break_glass(requester, profile):
+        _refuse("request.break_glass_refused", actor=requester, obj=profile, reason="You may not use break-glass access for this profile.")
     if errors:
         raise InvalidRequestError(errors)
 
@@ -109,48 +140,177 @@ def submit_request(*, requester, profile: AccessProfile, duration: datetime.time
         # Lock the requester's row so that a double submission (two tabs, a
         # double click) is decided one after the other and finds the first.
         get_user_model().objects.select_for_update().filter(pk=requester.pk).first()
-        if AccessRequest.objects.filter(requester=requester, profile=profile, status=RS.PENDING).exists():
-            raise InvalidRequestError({None: "You already have a pending request for this profile."})
-        live = Grant.objects.filter(
-            user=requester, profile=profile, status__in=[GS.SCHEDULED, GS.ACTIVE]
-        ).first()
-        if live is not None and (live.status == GS.SCHEDULED or live.is_active):
-            raise InvalidRequestError({None: "You already hold this access; release it or wait for it to end."})
+        if AccessRequest.objects.filter(requester=requester, profile=profile, status=RS.PENDING, extends=None).exists():
+            raise InvalidRequestError({None: f"You already have a pending request for {profile.title}."})
+        if starts_at is None:
+            live = Grant.objects.filter(user=requester, profile=profile, status__in=[GS.SCHEDULED, GS.ACTIVE], not_before=None).first()
+            if live is not None and (live.status == GS.SCHEDULED or live.is_active):
+                raise InvalidRequestError({None: f"You already hold {profile.title}; release it, extend it, or wait for it to end."})
         req = AccessRequest.objects.create(
-            requester=requester, profile=profile, duration=duration, justification=justification, ticket=ticket
+            requester=requester,
+            profile=profile,
+            duration=duration,
+            justification=justification,
+            ticket=ticket,
+            starts_at=starts_at if starts_at is None or starts_at > now else None,
+            break_glass=break_glass,
+            bundle=bundle,
         )
         audit.record(
             "request.submitted",
             actor=requester,
             obj=req,
             details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
-                     "justification": justification, "ticket": ticket},
+                     "justification": justification, "ticket": ticket, "starts_at": req.starts_at,
+                     "break_glass": break_glass, "bundle": bundle},
         )
+        if break_glass:
+            _approve_by_policy(req, rule="break-glass", event="request.break_glass")
+            review = BreakGlassReview.objects.create(request=req)
+            audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
+        else:
+            rule = policy.auto_approval_rule(req, now=now)
+            if rule:
+                _approve_by_policy(req, rule=rule, event="request.auto_approved")
+    return req
+
+
+def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
+    """Ask for several profiles at once; they are decided together and each becomes its own grant."""
+    profiles = list(dict.fromkeys(profiles))
+    if len(profiles) < 2:
+        return [submit_request(requester=requester, profile=p, **kwargs) for p in profiles]
+    bundle = uuid.uuid4()
+    with transaction.atomic():
+        return [submit_request(requester=requester, profile=p, bundle=bundle, **kwargs) for p in profiles]
+
+
+def request_extension(grant_id, *, actor, duration: datetime.timedelta, justification: str) -> AccessRequest:
+    """Ask for more time on one's own active grant; the profile's policy decides as for any request."""
+    justification = (justification or "").strip()
+    with transaction.atomic():
+        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__policy", "profile__target", "user").get(pk=grant_id)
+        if grant.user_id != actor.pk:
+            raise NotAllowedError("Only the holder can extend a grant.")
+        if not grant.is_active:
+            raise TransitionError("Only active access can be extended.")
+        errors = {}
+        if duration is None or duration <= datetime.timedelta(0):
+            errors["duration"] = "Choose a duration longer than zero."
+        elif grant.expires_at + duration - grant.starts_at > grant.profile.max_duration:
+            left = grant.profile.max_duration - (grant.expires_at - grant.starts_at)
+            errors["duration"] = (
+                f"This profile allows {human_duration(grant.profile.max_duration)} in all; "
+                f"you can add at most {human_duration(max(left, datetime.timedelta(0)))}."
+            )
+        for field, message in policy.justification_errors(grant.profile, justification, grant.request.ticket).items():
+            if field == "justification":
+                errors[field] = message
+        if len(justification) > MAX_JUSTIFICATION:
+            errors["justification"] = f"Keep the justification under {MAX_JUSTIFICATION} characters."
+        if AccessRequest.objects.filter(extends=grant, status=RS.PENDING).exists():
+            errors[None] = "An extension of this access is already waiting for a decision."
+        if errors:
+            raise InvalidRequestError(errors)
+        req = AccessRequest.objects.create(
+            requester=actor, profile=grant.profile, duration=duration, justification=justification, ticket=grant.request.ticket, extends=grant
+        )
+        audit.record(
+            "request.submitted",
+            actor=actor,
+            obj=req,
+            details={**_snapshot(grant.profile, actor), "extends": grant.pk, "duration_seconds": int(duration.total_seconds()),
+                     "justification": justification},
+        )
+        rule = policy.auto_approval_rule(req, duration=grant.expires_at + duration - grant.starts_at)
+        if rule:
+            _approve_by_policy(req, rule=rule, event="request.auto_approved")
     return req
 
 
 def _lock_request(request_id) -> AccessRequest:
-    return AccessRequest.objects.select_for_update().select_related("profile__target", "requester").get(pk=request_id)
+    return (
+        AccessRequest.objects.select_for_update(of=("self",))
+        .select_related("profile__target", "profile__policy", "requester")
+        .get(pk=request_id)
+    )
 
 
-def _decide(request_id, *, actor, comment: str, new_status) -> AccessRequest:
+def _finish_approval(req: AccessRequest, *, actor):
+    """Make what an approved request grants: a scheduled grant, or more time on the grant it extends."""
+    if req.extends_id:
+        _extend_grant(req, actor=actor)
+        return
+    grant = Grant.objects.create(request=req, user=req.requester, profile=req.profile, duration=req.duration, not_before=req.starts_at)
+    audit.record("grant.scheduled", actor=actor, obj=grant,
+                 details={**_snapshot(req.profile, req.requester), "request": req.pk, "not_before": req.starts_at})
+    transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
+
+
+def _approve_by_policy(req: AccessRequest, *, rule: str, event: str):
+    _check(req, ALLOWED_REQUEST, RS.APPROVED)
+    req.status = RS.APPROVED
+    req.decided_at = timezone.now()
+    req.auto_rule = rule
+    req.save(update_fields=["status", "decided_at", "auto_rule"])
+    audit.record(event, obj=req, details={**_snapshot(req.profile, req.requester), "rule": rule})
+    _finish_approval(req, actor=None)
+
+
+def _approve_step(req: AccessRequest, *, actor, comment: str):
+    steps = policy.steps_for(req.profile)
+    Approval.objects.create(request=req, step=req.step, approver=actor, comment=comment)
+    done = req.approvals.filter(step=req.step).count()
+    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1, "steps": len(steps)}
+    if done < steps[req.step].count or req.step + 1 < len(steps):
+        if done >= steps[req.step].count:
+            req.step += 1
+            req.save(update_fields=["step"])
+        audit.record("request.step_approved", actor=actor, obj=req, details=details)
+        return
+    _check(req, ALLOWED_REQUEST, RS.APPROVED)
+    req.status = RS.APPROVED
+    req.decided_at = timezone.now()
+    req.decided_by = actor
+    req.decision_comment = comment
+    req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
+    audit.record("request.approved", actor=actor, obj=req, details=details)
+    _finish_approval(req, actor=actor)
+
+
+def _deny(req: AccessRequest, *, actor, comment: str):
+    _check(req, ALLOWED_REQUEST, RS.DENIED)
+    req.status = RS.DENIED
+    req.decided_at = timezone.now()
+    req.decided_by = actor
+    req.decision_comment = comment
+    req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
+    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1})
+
+
+def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None) -> AccessRequest:
     comment = (comment or "").strip()
     with transaction.atomic():
         req = _lock_request(request_id)
+        members = [req]
+        if req.bundle:
+            # A bundle is decided once: lock its other members too, in id
+            # order so that two deciders never deadlock.
+            others = AccessRequest.objects.select_for_update(of=("self",)).select_related("profile__policy", "requester")
+            members = list(others.filter(bundle=req.bundle, status=RS.PENDING).order_by("pk")) or [req]
+            members = [req] + [m for m in members if m.pk != req.pk]
         refusal = policy.approval_refusal(actor, req)
         if refusal is None:
-            _check(req, ALLOWED_REQUEST, new_status)
-            req.status = new_status
-            req.decided_at = timezone.now()
-            req.decided_by = actor
-            req.decision_comment = comment
-            req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
-            event = "request.approved" if new_status == RS.APPROVED else "request.denied"
-            audit.record(event, actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment})
-            if new_status == RS.APPROVED:
-                grant = Grant.objects.create(request=req, user=req.requester, profile=req.profile, duration=req.duration)
-                audit.record("grant.scheduled", actor=actor, obj=grant, details={**_snapshot(req.profile, req.requester), "request": req.pk})
-                transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
+            _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
+            if step is not None and step != req.step:
+                raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
+            for member in members:
+                if member is not req and (member.status != RS.PENDING or policy.approval_refusal(actor, member) is not None):
+                    continue
+                if approve:
+                    _approve_step(member, actor=actor, comment=comment)
+                else:
+                    _deny(member, actor=actor, comment=comment)
             return req
     # Refused: the lock is released; the attempt is recorded on its own so
     # that it survives the error we raise.
@@ -159,18 +319,22 @@ def _decide(request_id, *, actor, comment: str, new_status) -> AccessRequest:
         actor=actor,
         obj=req,
         reason=refusal,
-        details={**_snapshot(req.profile, req.requester), "attempted": str(new_status)},
+        details={**_snapshot(req.profile, req.requester), "attempted": "approved" if approve else "denied"},
     )
 
 
-def approve_request(request_id, *, actor, comment: str = "") -> AccessRequest:
-    """Approve a pending request and schedule its grant for provisioning."""
-    return _decide(request_id, actor=actor, comment=comment, new_status=RS.APPROVED)
+def approve_request(request_id, *, actor, comment: str = "", step: int | None = None) -> AccessRequest:
+    """Approve the current step of a pending request (and of its bundle); the last step schedules the grant.
+
+    `step` is the step the approver was shown: if the request has moved on
+    meanwhile, nothing changes and TransitionError says so.
+    """
+    return _decide(request_id, actor=actor, comment=comment, approve=True, step=step)
 
 
-def deny_request(request_id, *, actor, comment: str = "") -> AccessRequest:
-    """Deny a pending request."""
-    return _decide(request_id, actor=actor, comment=comment, new_status=RS.DENIED)
+def deny_request(request_id, *, actor, comment: str = "", step: int | None = None) -> AccessRequest:
+    """Deny a pending request (and its bundle) at its current step."""
+    return _decide(request_id, actor=actor, comment=comment, approve=False, step=step)
 
 
 def cancel_request(request_id, *, actor) -> AccessRequest:
@@ -188,19 +352,50 @@ def cancel_request(request_id, *, actor) -> AccessRequest:
 
 
 def lapse_stale_requests(now=None) -> int:
-    """Lapse pending requests nobody decided within JIT_REQUEST_TIMEOUT; return how many."""
+    """Lapse pending requests nobody decided within their policy's timeout, or whose window has ended."""
     now = now or timezone.now()
-    cutoff = now - datetime.timedelta(seconds=settings.JIT_REQUEST_TIMEOUT)
     count = 0
     with transaction.atomic():
-        stale = AccessRequest.objects.select_for_update(skip_locked=True).select_related("profile__target", "requester")
-        for req in stale.filter(status=RS.PENDING, created_at__lt=cutoff):
+        pending = (
+            AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "profile__policy", "requester")
+            .filter(status=RS.PENDING)
+        )
+        for req in pending:
+            timed_out = req.created_at + policy.request_timeout(req.profile) < now
+            window_over = req.starts_at is not None and req.starts_at + req.duration <= now
+            if not (timed_out or window_over):
+                continue
             req.status = RS.LAPSED
             req.decided_at = now
             req.save(update_fields=["status", "decided_at"])
-            audit.record("request.lapsed", obj=req, details=_snapshot(req.profile, req.requester))
+            audit.record("request.lapsed", obj=req, details={**_snapshot(req.profile, req.requester),
+                                                             "why": "window ended" if window_over else "nobody decided in time"})
             count += 1
     return count
+
+
+def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
+    """Close a break-glass review: an approver of the profile, not the person who used it, with a comment."""
+    comment = (comment or "").strip()
+    with transaction.atomic():
+        review = BreakGlassReview.objects.select_for_update(of=("self",)).select_related("request__profile__policy", "request__requester").get(pk=review_id)
+        req = review.request
+        if req.requester_id == actor.pk:
+            refusal = "You cannot review your own break-glass use."
+        elif not policy.is_approver(actor, req):
+            refusal = "Only an approver of this profile can close its review."
+        else:
+            refusal = None
+            if review.closed_at:
+                raise TransitionError("This review is already closed.")
+            if len(comment) < 10:
+                raise InvalidRequestError({"comment": "Say what you checked, in at least 10 characters."})
+            review.closed_by, review.closed_at, review.comment = actor, timezone.now(), comment
+            review.save(update_fields=["closed_by", "closed_at", "comment"])
+            audit.record("review.closed", actor=actor, obj=review, details={**_snapshot(req.profile, req.requester), "request": req.pk, "comment": comment})
+            return review
+    _refuse("review.close_refused", actor=actor, obj=review, reason=refusal)
 
 
 # Grants --------------------------------------------------------------------
@@ -230,9 +425,20 @@ def provision_grant(grant_id) -> Grant | None:
         now = timezone.now()
         if grant.next_attempt_at and grant.next_attempt_at > now:
             return None
-        # The clock starts now, when the access becomes usable, not when it was asked for.
+        if grant.not_before and grant.not_before > now:
+            return None  # a scheduled window: the timer provisions it at its start
+        # The clock starts now, when the access becomes usable, not when it
+        # was asked for; a scheduled window ends where it was planned to.
         grant.starts_at = now
-        grant.expires_at = now + grant.duration
+        grant.expires_at = (grant.not_before or now) + grant.duration
+        if grant.expires_at <= now:
+            _check(grant, ALLOWED_GRANT, GS.FAILED)
+            grant.status = GS.FAILED
+            grant.last_error = "The scheduled window ended before the access could be provisioned."
+            grant.starts_at = grant.expires_at = None
+            grant.save(update_fields=["status", "last_error", "starts_at", "expires_at"])
+            audit.record("grant.failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": grant.last_error})
+            return grant
         try:
             with get_connector(grant.profile.target) as connector:
                 provisioned = connector.provision(grant)
@@ -272,6 +478,50 @@ def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
         grant.next_attempt_at = timezone.now() + datetime.timedelta(seconds=10 * 2 ** (grant.attempts - 1))
         grant.save(update_fields=["attempts", "last_error", "next_attempt_at"])
         audit.record("grant.provision_retry", obj=grant, details=details)
+    return grant
+
+
+def _extend_grant(req: AccessRequest, *, actor):
+    grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=req.extends_id)
+    if not grant.is_active:
+        raise TransitionError(f"Grant #{grant.pk} is no longer active; it cannot be extended.")
+    old = grant.expires_at
+    grant.expires_at = old + req.duration
+    grant.duration = grant.duration + req.duration
+    grant.save(update_fields=["expires_at", "duration"])
+    audit.record(
+        "grant.extended",
+        actor=actor,
+        obj=grant,
+        details={**_snapshot(grant.profile, grant.user), "request": req.pk, "from": old, "to": grant.expires_at, "rule": req.auto_rule},
+    )
+    # The portal's clock moves first; until the target follows, the target
+    # ends access earlier than the portal says, never later.
+    transaction.on_commit(lambda: _enqueue("grants.tasks.extend_on_target", grant.pk))
+
+
+def extend_on_target(grant_id) -> Grant | None:
+    """Move the target's own expiry (e.g. VALID UNTIL) to the grant's new expiry."""
+    with transaction.atomic():
+        grant = (
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "user")
+            .filter(pk=grant_id, status=GS.ACTIVE)
+            .first()
+        )
+        if grant is None:
+            return None
+        try:
+            with get_connector(grant.profile.target) as connector:
+                connector.extend(grant)
+        except ConnectorError as exc:
+            grant.last_error = f"Extending on the target failed: {exc.message}"
+            grant.save(update_fields=["last_error"])
+            audit.record("grant.extend_failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": exc.message})
+            return grant
+        grant.last_error = ""
+        grant.save(update_fields=["last_error"])
+        audit.record("grant.extended_on_target", obj=grant, details={**_snapshot(grant.profile, grant.user), "expires_at": grant.expires_at})
     return grant
 
 

@@ -30,9 +30,39 @@ class Target(models.Model):
         max_length=128,
         help_text="Name of the environment variable holding the admin connection string (or NAME_FILE naming a file).",
     )
+    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     health_message = models.TextField(blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    def __str__(self):
+        return self.title or self.name
+
+
+class Policy(models.Model):
+    """How requests for the profiles that use it are decided.
+
+    `steps`: ordered approval steps, each `{"group": name, "manager": bool,
+    "count": n}` (the group's members, or the requester's manager, may
+    approve; `count` distinct people). `auto_approve`: rules, each with a
+    `name` and any of `groups`, `max_duration` (seconds), `business_hours`
+    (`{"tz", "days": [0-6, Monday 0], "start": "HH:MM", "end": "HH:MM"}`),
+    `ticket_pattern`; a request that meets every condition of one rule is
+    approved by the policy. Schema and checks: `grants/policy.py`.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    steps = models.JSONField(default=list, blank=True)
+    auto_approve = models.JSONField(default=list, blank=True)
+    min_justification = models.PositiveIntegerField(default=20)
+    ticket_pattern = models.CharField(max_length=200, blank=True, help_text="If set, the ticket is required and must match.")
+    request_timeout = models.DurationField(null=True, blank=True, help_text="Empty: JIT_REQUEST_TIMEOUT.")
+    break_glass_groups = models.JSONField(default=list, blank=True, help_text="Groups that may use break-glass on these profiles.")
+    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+
+    class Meta:
+        verbose_name_plural = "policies"
 
     def __str__(self):
         return self.title or self.name
@@ -55,7 +85,13 @@ class AccessProfile(models.Model):
         Group, null=True, blank=True, on_delete=models.PROTECT, related_name="approvable_profiles"
     )
     manager_approves = models.BooleanField(default=False, help_text="The requester's manager may approve.")
+    policy = models.ForeignKey(
+        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="profiles",
+        help_text="Empty: one approval by the approver group or (if set) the manager.",
+    )
+    risk = models.CharField(max_length=16, blank=True)
     enabled = models.BooleanField(default=True)
+    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
 
     def __str__(self):
         return self.title
@@ -81,12 +117,45 @@ class AccessRequest(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="decided_requests"
     )
     decision_comment = models.TextField(blank=True)
+    step = models.PositiveSmallIntegerField(default=0, help_text="Index of the approval step now waiting.")
+    auto_rule = models.CharField(max_length=100, blank=True, help_text="The policy rule that approved it, if any.")
+    starts_at = models.DateTimeField(null=True, blank=True, help_text="Start of a scheduled window; empty: as soon as approved.")
+    break_glass = models.BooleanField(default=False)
+    extends = models.ForeignKey(
+        "Grant", null=True, blank=True, on_delete=models.PROTECT, related_name="extensions",
+        help_text="The grant this request asks to extend.",
+    )
+    bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
 
     class Meta:
         ordering = ["-created_at"]
 
     def __str__(self):
         return f"Request #{self.pk}: {self.profile} for {self.requester}"
+
+
+class Approval(models.Model):
+    """One person's approval of one step of a request."""
+
+    request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="approvals")
+    step = models.PositiveSmallIntegerField()
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    comment = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["step", "created_at"]
+        constraints = [models.UniqueConstraint(fields=["request", "approver"], name="one_step_per_approver")]
+
+
+class BreakGlassReview(models.Model):
+    """A break-glass use that an approver must look at and close with a comment."""
+
+    request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="review")
+    created_at = models.DateTimeField(default=timezone.now)
+    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    closed_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
 
 
 class Grant(models.Model):
@@ -105,6 +174,7 @@ class Grant(models.Model):
         POLICY = "policy", "Revoked by policy"
 
     request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="grant")
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Scheduled window: do not provision before.")
     user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="grants")
     profile = models.ForeignKey(AccessProfile, on_delete=models.PROTECT, related_name="grants")
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SCHEDULED, db_index=True)

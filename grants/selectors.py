@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import policy
-from .models import AccessProfile, AccessRequest, Grant
+from .models import AccessProfile, AccessRequest, BreakGlassReview, Grant
 
 
 def requestable_profiles(user):
@@ -15,15 +15,25 @@ def requestable_profiles(user):
 
 
 def requests_awaiting(user):
-    """Return the pending requests `user` may decide (never their own), oldest first."""
-    group_ids = list(user.groups.values_list("pk", flat=True))
-    return (
+    """Return the pending requests whose current step `user` may decide (never their own), oldest first."""
+    pending = (
         AccessRequest.objects.filter(status=AccessRequest.Status.PENDING)
-        .filter(Q(profile__approver_group__in=group_ids) | Q(profile__manager_approves=True, requester__manager=user))
         .exclude(requester=user)
-        .select_related("requester", "profile__target")
+        .select_related("requester", "profile__target", "profile__policy", "profile__approver_group", "extends")
         .order_by("created_at")
     )
+    return [req for req in pending if policy.approval_refusal(user, req) is None]
+
+
+def open_reviews(user):
+    """Return the open break-glass reviews `user` may close."""
+    reviews = (
+        BreakGlassReview.objects.filter(closed_at__isnull=True)
+        .exclude(request__requester=user)
+        .select_related("request__requester", "request__profile__target", "request__profile__policy", "request__grant")
+        .order_by("created_at")
+    )
+    return [r for r in reviews if policy.is_approver(user, r.request)]
 
 
 def recent_history(user, *, limit=5):

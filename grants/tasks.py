@@ -23,6 +23,10 @@ def provision(grant_id):
     lifecycle.provision_grant(grant_id)
 
 
+def extend_on_target(grant_id):
+    lifecycle.extend_on_target(grant_id)
+
+
 def complete_revocation(grant_id):
     lifecycle.complete_revocation(grant_id)
 
@@ -82,7 +86,7 @@ def sweep():
     finally:
         for connector in connectors.values():
             connector.close()
-    stuck = Grant.objects.filter(status=Grant.Status.SCHEDULED).filter(
+    stuck = Grant.objects.filter(status=Grant.Status.SCHEDULED).filter(Q(not_before__isnull=True) | Q(not_before__lte=now)).filter(
         Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - timezone.timedelta(seconds=30))
     )
     for grant_id in stuck.values_list("pk", flat=True):

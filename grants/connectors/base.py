@@ -86,6 +86,10 @@ class Connector:
     def revoke(self, grant: GrantLike) -> None:
         raise NotImplementedError
 
+    def extend(self, grant: GrantLike) -> None:
+        """Move the target's own expiry to `grant.expires_at` without new credentials."""
+        raise ConnectorError(f"Targets of kind {self.target.kind!r} cannot extend access in place.", permanent=True)
+
     def is_present(self, grant: GrantLike) -> bool:
         """Read the target again: is anything of this grant still there (account or session)?"""
         raise NotImplementedError

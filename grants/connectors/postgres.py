@@ -136,6 +136,18 @@ class PostgresConnector(Connector):
         credentials = {"username": role, "password": password, "host": host, "port": port, "dbname": dbname, "dsn": dsn}
         return Provisioned(external_ref=role, credentials=credentials, expires_at=expires_at)
 
+    def extend(self, grant: GrantLike) -> None:
+        """Move the role's VALID UNTIL to the grant's new expiry; the password stays."""
+        role = self.role_name(grant)
+        if grant.expires_at.tzinfo is None:
+            raise ValueError("grant.expires_at must be timezone-aware")
+        valid_until = grant.expires_at.astimezone(datetime.timezone.utc).isoformat()
+        with self._errors("extend " + role):
+            conn = self._admin()
+            if not self._role_oid(conn, role):
+                raise ConnectorError(f"Role {role} does not exist on the target; it cannot be extended.", permanent=True)
+            conn.execute(sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(sql.Identifier(role), sql.Literal(valid_until)))
+
     def revoke(self, grant: GrantLike) -> None:
         """Remove the grant's role: stop logins, end sessions, hand over or drop its objects, drop it.
 

@@ -77,3 +77,19 @@ def test_workers_provision_at_approval_and_revoke_at_expiry(workers, ana, otto, 
         session.execute("SELECT 1")
     with pytest.raises(psycopg.OperationalError):
         psycopg.connect(creds["dsn"])
+
+
+@pytest.mark.django_db(transaction=True)
+def test_workers_open_a_scheduled_window_at_its_start_and_close_it_at_its_end(workers, ana, otto, profile):
+    from django.utils import timezone
+
+    start = timezone.now() + datetime.timedelta(seconds=5)
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(seconds=5), justification=JUSTIFICATION, starts_at=start
+    )
+    lifecycle.approve_request(req.pk, actor=otto)
+    grant = wait_for(lambda: Grant.objects.filter(request=req, status=Grant.Status.ACTIVE).first(), seconds=60, what="the window to open")
+    assert grant.starts_at >= start
+    assert grant.expires_at == start + datetime.timedelta(seconds=5)
+    grant = wait_for(lambda: Grant.objects.filter(pk=grant.pk, status=Grant.Status.REVOKED).first(), seconds=60, what="the window to close")
+    assert grant.end_reason == "expired"

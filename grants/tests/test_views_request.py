@@ -214,7 +214,7 @@ def test_second_identical_submission_is_refused_and_only_one_request_exists(clie
     second = client.post(URL, form_data(profile))
     assert first.status_code == 302
     assert second.status_code == 200
-    assert "You already have a pending request for this profile." in text(second)
+    assert "You already have a pending request for appdb read-only." in text(second)
     assert AccessRequest.objects.count() == 1
     assert AuditEvent.objects.filter(action="request.submitted").count() == 1
 
@@ -223,7 +223,7 @@ def test_holder_of_an_active_grant_cannot_request_it_again(client, ana, active_g
     client.force_login(ana)
     response = client.post(URL, form_data(active_grant.profile))
     assert response.status_code == 200
-    assert "You already hold this access; release it or wait for it to end." in text(response)
+    assert "You already hold appdb read-only; release it, extend it, or wait for it to end." in text(response)
     assert AccessRequest.objects.count() == 1
 
 

@@ -1,4 +1,4 @@
-"""Wake at the next expiry and enqueue the revocation on time.
+"""Wake at the next expiry (or window start) and enqueue the revocation (or provisioning) on time.
 
 django-q2's scheduler looks at schedules only about every 30 seconds; this
 process sleeps until the next `expires_at` instead, so revocation starts
@@ -13,6 +13,8 @@ from django.core.management.base import BaseCommand
 from django.db import close_old_connections
 from django.db.models import Count, Max, Min
 from django.utils import timezone
+
+from django_q.tasks import async_task
 
 from grants.models import Grant
 from grants.tasks import enqueue_expiries
@@ -30,6 +32,7 @@ class Command(BaseCommand):
         signal.signal(signal.SIGINT, self._stop)
         self.stdout.write("expiry timer running")
         enqueued_up_to, enqueued_at = None, 0.0
+        opened = set()  # windows enqueued by this process; the sweeper retries any that fail
         while self.running:
             close_old_connections()
             now = timezone.now()
@@ -40,7 +43,18 @@ class Command(BaseCommand):
             if due["n"] and (enqueued_up_to is None or due["newest"] > enqueued_up_to or time.monotonic() - enqueued_at > 5):
                 enqueue_expiries(due["n"])
                 enqueued_up_to, enqueued_at = due["newest"], time.monotonic()
-            upcoming = active.filter(expires_at__gt=now).aggregate(next=Min("expires_at"))["next"]
+            # Scheduled windows open at their start, on time as well.
+            windows = Grant.objects.filter(status=Grant.Status.SCHEDULED, not_before__isnull=False)
+            for grant_id in windows.filter(not_before__lte=now).exclude(pk__in=opened).values_list("pk", flat=True):
+                async_task("grants.tasks.provision", grant_id, group="provision")
+                opened.add(grant_id)
+            upcoming = min(
+                filter(None, [
+                    active.filter(expires_at__gt=now).aggregate(next=Min("expires_at"))["next"],
+                    windows.filter(not_before__gt=now).aggregate(next=Min("not_before"))["next"],
+                ]),
+                default=None,
+            )
             wait = max_sleep if upcoming is None else min(max_sleep, (upcoming - now).total_seconds())
             self._sleep(max(wait, 0.005))
 

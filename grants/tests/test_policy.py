@@ -1,0 +1,180 @@
+"""Policy rules, one table each, and their combinations, through the lifecycle."""
+
+import datetime
+import zoneinfo
+
+import pytest
+from django.contrib.auth.models import Group
+
+from audit.models import AuditEvent
+from grants import lifecycle, policy
+from grants.models import AccessRequest, Approval, Grant, Policy
+
+from .conftest import JUSTIFICATION
+
+H = datetime.timedelta(hours=1)
+BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
+# A Wednesday, 10:30 and 22:30 in Berlin.
+WED_MORNING = datetime.datetime(2026, 11, 25, 10, 30, tzinfo=BERLIN)
+WED_NIGHT = datetime.datetime(2026, 11, 25, 22, 30, tzinfo=BERLIN)
+SATURDAY = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=BERLIN)
+OFFICE = {"tz": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "18:00"}
+
+
+@pytest.mark.parametrize(
+    "rule, groups, duration, ticket, now, matches",
+    [
+        ({}, set(), H, "", WED_MORNING, True),
+        ({"groups": ["sre"]}, {"sre"}, H, "", WED_MORNING, True),
+        ({"groups": ["sre"]}, {"engineers"}, H, "", WED_MORNING, False),
+        ({"max_duration": 3600}, set(), H, "", WED_MORNING, True),
+        ({"max_duration": 3600}, set(), H + datetime.timedelta(minutes=1), "", WED_MORNING, False),
+        ({"business_hours": OFFICE}, set(), H, "", WED_MORNING, True),
+        ({"business_hours": OFFICE}, set(), H, "", WED_NIGHT, False),
+        ({"business_hours": OFFICE}, set(), H, "", SATURDAY, False),
+        ({"ticket_pattern": r"INC-\d+"}, set(), H, "INC-42", WED_MORNING, True),
+        ({"ticket_pattern": r"INC-\d+"}, set(), H, "INC-42x", WED_MORNING, False),
+        ({"ticket_pattern": r"INC-\d+"}, set(), H, "", WED_MORNING, False),
+        # Combinations: every condition of a rule must hold.
+        ({"groups": ["sre"], "max_duration": 3600, "business_hours": OFFICE}, {"sre"}, H, "", WED_MORNING, True),
+        ({"groups": ["sre"], "max_duration": 3600, "business_hours": OFFICE}, {"sre"}, 2 * H, "", WED_MORNING, False),
+        ({"groups": ["sre"], "max_duration": 3600, "business_hours": OFFICE}, {"sre"}, H, "", WED_NIGHT, False),
+        ({"groups": ["sre"], "ticket_pattern": r"CHG-\d+"}, {"engineers"}, H, "CHG-1", WED_MORNING, False),
+    ],
+)
+def test_auto_approval_rule_conditions(rule, groups, duration, ticket, now, matches):
+    assert policy.rule_matches(rule, groups=groups, duration=duration, ticket=ticket, now=now) is matches
+
+
+@pytest.fixture
+def strict(profile, groups):
+    """Two steps (db-approvers, then security with two people), auto-approval for short read-only work by sre."""
+    security = Group.objects.create(name="security")
+    pol = Policy.objects.create(
+        name="strict",
+        steps=[{"group": "db-approvers", "count": 1}, {"group": "security", "count": 2}],
+        auto_approve=[{"name": "short-sre", "groups": ["sre"], "max_duration": 1800}],
+        min_justification=30,
+        ticket_pattern=r"(INC|CHG)-\d+",
+        request_timeout=datetime.timedelta(hours=2),
+        break_glass_groups=["sre-oncall"],
+    )
+    profile.policy = pol
+    profile.save()
+    groups["security"] = security
+    return pol
+
+
+@pytest.fixture
+def sec1(django_user_model, strict, groups):
+    u = django_user_model.objects.create_user("sec1")
+    u.groups.add(groups["security"])
+    return u
+
+
+@pytest.fixture
+def sec2(django_user_model, strict, groups):
+    u = django_user_model.objects.create_user("sec2")
+    u.groups.add(groups["security"])
+    return u
+
+
+LONG = "Rotate the replication slot on appdb during INC-9 cleanup"
+
+
+def submit(user, profile, **kw):
+    kw.setdefault("duration", H)
+    kw.setdefault("justification", LONG)
+    kw.setdefault("ticket", "INC-9")
+    return lifecycle.submit_request(requester=user, profile=profile, **kw)
+
+
+@pytest.mark.parametrize(
+    "justification, ticket, field, message",
+    [
+        ("short but over twenty chars", "INC-9", "justification", "at least 30 characters"),
+        (LONG, "", "ticket", "needs a ticket reference"),
+        (LONG, "JIRA-9", "ticket", "must look like"),
+    ],
+)
+def test_policy_justification_and_ticket_rules(ana, profile, strict, justification, ticket, field, message):
+    with pytest.raises(lifecycle.InvalidRequestError) as exc:
+        submit(ana, profile, justification=justification, ticket=ticket)
+    assert message in exc.value.errors[field]
+    assert not AccessRequest.objects.exists()
+
+
+def test_steps_are_decided_in_order_by_distinct_people(ana, otto, sec1, sec2, profile, strict):
+    req = submit(ana, profile)
+    with pytest.raises(lifecycle.NotAllowedError, match="step 1"):
+        lifecycle.approve_request(req.pk, actor=sec1)  # security comes second
+    lifecycle.approve_request(req.pk, actor=otto, comment="db ok")
+    req.refresh_from_db()
+    assert (req.status, req.step) == ("pending", 1)
+    lifecycle.approve_request(req.pk, actor=sec1)
+    req.refresh_from_db()
+    assert (req.status, req.step) == ("pending", 1)  # the step needs two people
+    with pytest.raises(lifecycle.NotAllowedError, match="already approved"):
+        lifecycle.approve_request(req.pk, actor=sec1)
+    lifecycle.approve_request(req.pk, actor=sec2)
+    req.refresh_from_db()
+    assert req.status == "approved" and req.decided_by == sec2
+    assert list(Approval.objects.filter(request=req).values_list("step", "approver__username")) == [(0, "otto"), (1, "sec1"), (1, "sec2")]
+    assert Grant.objects.filter(request=req).exists()
+
+
+def test_one_person_approves_at_most_one_step(ana, sec1, groups, profile, strict, django_user_model):
+    both = django_user_model.objects.create_user("both")
+    both.groups.add(groups["db-approvers"], groups["security"])
+    req = submit(ana, profile)
+    lifecycle.approve_request(req.pk, actor=both)
+    with pytest.raises(lifecycle.NotAllowedError, match="already approved a step"):
+        lifecycle.approve_request(req.pk, actor=both)
+
+
+def test_a_denial_at_any_step_ends_the_request(ana, otto, sec1, profile, strict):
+    req = submit(ana, profile)
+    lifecycle.approve_request(req.pk, actor=otto)
+    lifecycle.deny_request(req.pk, actor=sec1, comment="not during the freeze")
+    req.refresh_from_db()
+    assert req.status == "denied" and req.decided_by == sec1
+    assert not Grant.objects.exists()
+
+
+def test_a_stale_page_cannot_decide_a_step_that_moved_on(ana, otto, sec1, profile, strict):
+    req = submit(ana, profile)
+    lifecycle.approve_request(req.pk, actor=otto, step=0)
+    with pytest.raises(lifecycle.TransitionError, match="moved on"):
+        lifecycle.deny_request(req.pk, actor=sec1, step=0)
+    req.refresh_from_db()
+    assert req.status == "pending"
+
+
+def test_a_matching_rule_approves_and_the_trail_names_it(ana, profile, strict, groups):
+    ana.groups.add(Group.objects.create(name="sre"))
+    req = submit(ana, profile, duration=datetime.timedelta(minutes=20))
+    req.refresh_from_db()
+    assert req.status == "approved" and req.auto_rule == "short-sre" and req.decided_by is None
+    assert AuditEvent.objects.get(action="request.auto_approved").details["rule"] == "short-sre"
+    assert Grant.objects.get(request=req).status == "scheduled"
+
+
+def test_no_matching_rule_leaves_it_to_the_approvers(ana, profile, strict):
+    ana.groups.add(Group.objects.create(name="sre"))
+    req = submit(ana, profile, duration=datetime.timedelta(minutes=45))
+    req.refresh_from_db()
+    assert req.status == "pending" and req.auto_rule == ""
+
+
+def test_policy_timeout_lapses_undecided_requests(ana, profile, strict):
+    req = submit(ana, profile)
+    assert lifecycle.lapse_stale_requests(req.created_at + datetime.timedelta(hours=1)) == 0
+    assert lifecycle.lapse_stale_requests(req.created_at + datetime.timedelta(hours=2, seconds=1)) == 1
+    req.refresh_from_db()
+    assert req.status == "lapsed"
+
+
+def test_requestable_by_groups_decide_who_may_ask(eve, profile, strict):
+    with pytest.raises(lifecycle.NotAllowedError):
+        submit(eve, profile)
+    assert AuditEvent.objects.filter(action="request.refused", actor=eve).exists()
