@@ -1,14 +1,32 @@
 from django.contrib import admin, messages
 
 from . import lifecycle
-from .models import AccessProfile, AccessRequest, Grant, Target
+from .models import AccessProfile, AccessRequest, Grant, Policy, Target
 from .tasks import check_target
 
 
+class _CatalogManaged:
+    """Rows that a catalog file owns are read-only here, so the file and the admin never fight."""
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is not None and obj.managed_by:
+            return [f.name for f in self.model._meta.fields] + [f.name for f in self.model._meta.many_to_many]
+        return super().get_readonly_fields(request, obj)
+
+    def has_delete_permission(self, request, obj=None):
+        if obj is not None and obj.managed_by:
+            return False
+        return super().has_delete_permission(request, obj)
+
+    @admin.display(description="Managed by")
+    def managed(self, obj):
+        return obj.managed_by or "admin"
+
+
 @admin.register(Target)
-class TargetAdmin(admin.ModelAdmin):
-    list_display = ("name", "kind", "health", "checked_at")
-    readonly_fields = ("health", "health_message", "checked_at")
+class TargetAdmin(_CatalogManaged, admin.ModelAdmin):
+    list_display = ("name", "kind", "health", "checked_at", "managed")
+    readonly_fields = ("health", "health_message", "checked_at", "managed_by")
     actions = ["check_now"]
 
     @admin.action(description="Check that the selected targets are reachable")
@@ -19,11 +37,18 @@ class TargetAdmin(admin.ModelAdmin):
             self.message_user(request, f"{target.name}: {Target.Health(health).label}. {message}", level)
 
 
+@admin.register(Policy)
+class PolicyAdmin(_CatalogManaged, admin.ModelAdmin):
+    list_display = ("name", "title", "request_timeout", "managed")
+    readonly_fields = ("managed_by",)
+
+
 @admin.register(AccessProfile)
-class AccessProfileAdmin(admin.ModelAdmin):
-    list_display = ("name", "title", "target", "max_duration", "approver_group", "manager_approves", "enabled")
-    list_filter = ("enabled", "target")
+class AccessProfileAdmin(_CatalogManaged, admin.ModelAdmin):
+    list_display = ("name", "title", "target", "max_duration", "policy", "approver_group", "manager_approves", "enabled", "managed")
+    list_filter = ("enabled", "target", "policy")
     filter_horizontal = ("requestable_by",)
+    readonly_fields = ("managed_by",)
 
 
 class _LifecycleOwnsStatus:

@@ -1,0 +1,557 @@
+"""The catalog as code: read a YAML file, check it, show what would change, apply it.
+
+Like `terraform plan/apply`: `plan` reads and compares without writing;
+`apply` makes the database match in one transaction, idempotently. Every
+error names the file, the line and the field, and nothing is applied while
+any error remains. Rows the file owns carry `managed_by` = the file's path
+and are read-only in the admin.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.db import transaction
+
+import audit
+
+from . import lifecycle
+from .connectors import REGISTRY
+from .durations import human_duration, parse_duration
+from .models import AccessProfile, Grant, Policy, Target
+
+NAME = re.compile(r"^[a-z0-9][a-z0-9-_]{0,63}$")
+TOP = {"targets", "policies", "profiles"}
+TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description"}
+POLICY_FIELDS = {"title", "steps", "auto_approve", "justification", "request_timeout", "break_glass"}
+PROFILE_FIELDS = {
+    "title", "target", "scope", "default_duration", "max_duration", "requestable_by", "approvers", "policy", "risk", "description",
+}
+RULE_FIELDS = {"name", "groups", "max_duration", "business_hours", "ticket_pattern"}
+DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+
+class CatalogError(Exception):
+    def __init__(self, errors: list[str]):
+        super().__init__("\n".join(errors))
+        self.errors = errors
+
+
+# Reading: YAML with line numbers -------------------------------------------
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that remembers each mapping's key lines and refuses duplicate keys."""
+
+
+def _construct_mapping(loader, node):
+    loader.flatten_mapping(node)
+    result = _Lines()
+    for key_node, value_node in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if key in result:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r}", key_node.start_mark
+            )
+        result[key] = loader.construct_object(value_node, deep=True)
+        result.lines[key] = key_node.start_mark.line + 1
+    result.line = node.start_mark.line + 1
+    return result
+
+
+class _Lines(dict):
+    line = 0
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lines = {}
+
+
+_Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+@dataclasses.dataclass
+class Desired:
+    targets: dict[str, dict]
+    policies: dict[str, dict]
+    profiles: dict[str, dict]
+    groups: set[str]
+
+
+class _Checker:
+    def __init__(self, path: str):
+        self.path = path
+        self.errors: list[str] = []
+
+    def error(self, mapping, key, where: str, message: str):
+        line = mapping.lines.get(key, mapping.line) if isinstance(mapping, _Lines) else 0
+        self.errors.append(f"{self.path}:{line}: {where}: {message}")
+
+    def mapping(self, parent, key, where) -> _Lines | None:
+        value = parent.get(key)
+        if value is None:
+            return _Lines()
+        if not isinstance(value, dict):
+            self.error(parent, key, where, "must be a mapping of name: settings")
+            return None
+        return value
+
+    def fields(self, obj, allowed, where):
+        for key in obj:
+            if key not in allowed:
+                self.error(obj, key, f"{where}.{key}", f"unknown field; expected one of {', '.join(sorted(allowed))}")
+
+    def duration(self, obj, key, where) -> datetime.timedelta | None:
+        value = obj.get(key)
+        try:
+            if not isinstance(value, str):
+                raise ValueError
+            delta = parse_duration(value)
+            if delta <= datetime.timedelta(0):
+                raise ValueError
+            return delta
+        except (ValueError, OverflowError):
+            self.error(obj, key, f"{where}.{key}", f"write a positive duration such as 30m, 8h or 1d (got {value!r})")
+            return None
+
+    def names(self, obj, key, where) -> list[str]:
+        value = obj.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            self.error(obj, key, f"{where}.{key}", "must be a list of group names")
+            return []
+        return value
+
+    def pattern(self, obj, key, where) -> str:
+        value = obj.get(key, "")
+        try:
+            re.compile(value)
+        except (re.error, TypeError) as exc:
+            self.error(obj, key, f"{where}.{key}", f"not a valid regular expression ({exc})")
+        return value
+
+
+def load(path: str | Path) -> Desired:
+    """Read and check a catalog file; raise CatalogError listing every problem."""
+    path = str(path)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise CatalogError([f"{path}: cannot read the file ({exc.strerror})"]) from None
+    try:
+        data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark else ""
+        raise CatalogError([f"{path}{line}: not valid YAML: {getattr(exc, 'problem', exc)}"]) from None
+    check = _Checker(path)
+    if data is None:
+        data = _Lines()
+    if not isinstance(data, dict):
+        raise CatalogError([f"{path}:1: the file must be a mapping with targets, policies and profiles"])
+    check.fields(data, TOP, "catalog")
+    groups: set[str] = set()
+
+    targets = {}
+    for name, spec in (check.mapping(data, "targets", "targets") or {}).items():
+        where = f"targets.{name}"
+        if not isinstance(spec, dict):
+            check.error(data["targets"], name, where, "must be a mapping of settings")
+            continue
+        if not NAME.match(str(name)):
+            check.error(data["targets"], name, where, "names are lowercase letters, digits, - and _")
+        check.fields(spec, TARGET_FIELDS, where)
+        kind = spec.get("kind")
+        if kind not in REGISTRY:
+            check.error(spec, "kind", f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(sorted(REGISTRY))}")
+        if not isinstance(spec.get("secret_env"), str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", spec.get("secret_env", "")):
+            check.error(spec, "secret_env", f"{where}.secret_env", "name the environment variable that holds the admin secret, e.g. PG_APPDB_ADMIN_DSN")
+        config = spec.get("config", {})
+        if not isinstance(config, dict):
+            check.error(spec, "config", f"{where}.config", "must be a mapping")
+            config = {}
+        targets[name] = {
+            "title": str(spec.get("title", "")), "kind": kind, "config": dict(config),
+            "secret_env": spec.get("secret_env", ""), "description": str(spec.get("description", "")),
+        }
+
+    policies = {}
+    for name, spec in (check.mapping(data, "policies", "policies") or {}).items():
+        where = f"policies.{name}"
+        if not isinstance(spec, dict):
+            check.error(data["policies"], name, where, "must be a mapping of settings")
+            continue
+        check.fields(spec, POLICY_FIELDS, where)
+        steps = []
+        raw_steps = spec.get("steps", [])
+        if not isinstance(raw_steps, list):
+            check.error(spec, "steps", f"{where}.steps", "must be a list of steps")
+            raw_steps = []
+        for i, step in enumerate(raw_steps):
+            sw = f"{where}.steps[{i + 1}]"
+            if not isinstance(step, dict):
+                check.error(spec, "steps", sw, "each step is a mapping with group and/or manager, and count")
+                continue
+            check.fields(step, {"group", "manager", "count"}, sw)
+            if not step.get("group") and not step.get("manager"):
+                check.error(step, "group", sw, "name an approver group, or set manager: true")
+            count = step.get("count", 1)
+            if not isinstance(count, int) or isinstance(count, bool) or count < 1:
+                check.error(step, "count", f"{sw}.count", "must be a whole number of at least 1")
+                count = 1
+            if step.get("group"):
+                groups.add(str(step["group"]))
+            steps.append({"group": step.get("group"), "manager": bool(step.get("manager")), "count": count})
+        rules = []
+        raw_rules = spec.get("auto_approve", [])
+        if not isinstance(raw_rules, list):
+            check.error(spec, "auto_approve", f"{where}.auto_approve", "must be a list of rules")
+            raw_rules = []
+        for i, rule in enumerate(raw_rules):
+            rw = f"{where}.auto_approve[{i + 1}]"
+            if not isinstance(rule, dict):
+                check.error(spec, "auto_approve", rw, "each rule is a mapping")
+                continue
+            check.fields(rule, RULE_FIELDS, rw)
+            out = {"name": str(rule.get("name") or f"rule {i + 1}")}
+            if "groups" in rule:
+                out["groups"] = check.names(rule, "groups", rw)
+                groups.update(out["groups"])
+            if "max_duration" in rule:
+                d = check.duration(rule, "max_duration", rw)
+                out["max_duration"] = int(d.total_seconds()) if d else 0
+            if "ticket_pattern" in rule:
+                out["ticket_pattern"] = check.pattern(rule, "ticket_pattern", rw)
+            if "business_hours" in rule:
+                out["business_hours"] = _business_hours(check, rule, rw)
+            rules.append(out)
+        just = spec.get("justification", {}) or {}
+        if not isinstance(just, dict):
+            check.error(spec, "justification", f"{where}.justification", "must be a mapping with min_length and/or ticket_pattern")
+            just = _Lines()
+        check.fields(just, {"min_length", "ticket_pattern"}, f"{where}.justification")
+        min_length = just.get("min_length", 20)
+        if not isinstance(min_length, int) or isinstance(min_length, bool) or not 1 <= min_length <= lifecycle.MAX_JUSTIFICATION:
+            check.error(just, "min_length", f"{where}.justification.min_length", f"must be a whole number from 1 to {lifecycle.MAX_JUSTIFICATION}")
+            min_length = 20
+        timeout = check.duration(spec, "request_timeout", where) if "request_timeout" in spec else None
+        glass = spec.get("break_glass", {}) or {}
+        if not isinstance(glass, dict):
+            check.error(spec, "break_glass", f"{where}.break_glass", "must be a mapping with groups")
+            glass = _Lines()
+        check.fields(glass, {"groups"}, f"{where}.break_glass")
+        glass_groups = check.names(glass, "groups", f"{where}.break_glass") if "groups" in glass else []
+        groups.update(glass_groups)
+        policies[name] = {
+            "title": str(spec.get("title", "")), "steps": steps, "auto_approve": rules, "min_justification": min_length,
+            "ticket_pattern": check.pattern(just, "ticket_pattern", f"{where}.justification") if "ticket_pattern" in just else "",
+            "request_timeout": timeout, "break_glass_groups": glass_groups,
+        }
+
+    profiles = {}
+    for name, spec in (check.mapping(data, "profiles", "profiles") or {}).items():
+        where = f"profiles.{name}"
+        if not isinstance(spec, dict):
+            check.error(data["profiles"], name, where, "must be a mapping of settings")
+            continue
+        if not NAME.match(str(name)):
+            check.error(data["profiles"], name, where, "names are lowercase letters, digits, - and _")
+        check.fields(spec, PROFILE_FIELDS, where)
+        for required in ("title", "target", "max_duration"):
+            if required not in spec:
+                check.error(spec, None, f"{where}.{required}", "is required")
+        target = spec.get("target")
+        if target is not None and target not in targets and not Target.objects.filter(name=target, managed_by="").exists():
+            check.error(spec, "target", f"{where}.target", f"no target {target!r} in this file (or unmanaged in the portal)")
+        pol = spec.get("policy")
+        if pol is not None and pol not in policies:
+            check.error(spec, "policy", f"{where}.policy", f"no policy {pol!r} in this file")
+        approvers = spec.get("approvers", {}) or {}
+        if not isinstance(approvers, dict):
+            check.error(spec, "approvers", f"{where}.approvers", "must be a mapping with group and/or manager")
+            approvers = _Lines()
+        check.fields(approvers, {"group", "manager"}, f"{where}.approvers")
+        if pol is None and not approvers.get("group") and not approvers.get("manager"):
+            check.error(spec, None, f"{where}.policy", "name a policy, or give approvers: {group: ..., manager: true}")
+        if approvers.get("group"):
+            groups.add(str(approvers["group"]))
+        max_d = check.duration(spec, "max_duration", where) if "max_duration" in spec else None
+        default_d = check.duration(spec, "default_duration", where) if "default_duration" in spec else None
+        if max_d and default_d and default_d > max_d:
+            check.error(spec, "default_duration", f"{where}.default_duration", f"is longer than max_duration ({human_duration(max_d)})")
+        scope = spec.get("scope", {})
+        if not isinstance(scope, dict):
+            check.error(spec, "scope", f"{where}.scope", "must be a mapping, e.g. {roles: [app_readonly]}")
+            scope = {}
+        requestable = check.names(spec, "requestable_by", where) if "requestable_by" in spec else []
+        groups.update(requestable)
+        profiles[name] = {
+            "title": str(spec.get("title", "")), "target": target, "scope": dict(scope),
+            "default_duration": default_d or min(max_d or datetime.timedelta(hours=1), datetime.timedelta(hours=1)),
+            "max_duration": max_d, "requestable_by": sorted(requestable), "policy": pol,
+            "approver_group": approvers.get("group") or None, "manager_approves": bool(approvers.get("manager")),
+            "risk": str(spec.get("risk", "")), "description": str(spec.get("description", "")),
+        }
+    if check.errors:
+        raise CatalogError(check.errors)
+    return Desired(targets=targets, policies=policies, profiles=profiles, groups=groups)
+
+
+def _business_hours(check: _Checker, rule, where) -> dict:
+    spec = rule.get("business_hours")
+    bw = f"{where}.business_hours"
+    if not isinstance(spec, dict):
+        check.error(rule, "business_hours", bw, "must be a mapping with tz, days, start, end")
+        return {}
+    check.fields(spec, {"tz", "days", "start", "end"}, bw)
+    out = {"tz": str(spec.get("tz", "UTC"))}
+    try:
+        import zoneinfo
+
+        zoneinfo.ZoneInfo(out["tz"])
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        check.error(spec, "tz", f"{bw}.tz", f"unknown time zone {out['tz']!r} (e.g. Europe/Berlin)")
+    days = spec.get("days", "mon-fri")
+    try:
+        out["days"] = _days(days)
+    except ValueError:
+        check.error(spec, "days", f"{bw}.days", f"write days like mon-fri or [mon, wed] (got {days!r})")
+    for key, default in (("start", "09:00"), ("end", "17:00")):
+        value = str(spec.get(key, default))
+        try:
+            datetime.time.fromisoformat(value)
+            out[key] = value
+        except ValueError:
+            check.error(spec, key, f"{bw}.{key}", f"write a time like 09:00 (got {value!r})")
+    if out.get("start", "0") >= out.get("end", "1"):
+        check.error(spec, "end", f"{bw}.end", "must be after start")
+    return out
+
+
+def _days(value) -> list[int]:
+    if isinstance(value, str) and "-" in value:
+        first, last = (DAY_NAMES.index(v.strip().lower()[:3]) for v in value.split("-", 1))
+        return list(range(first, last + 1))
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list):
+        raise ValueError(value)
+    return sorted({DAY_NAMES.index(str(v).strip().lower()[:3]) for v in value})
+
+
+# Comparing ------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class Change:
+    kind: str  # target | policy | profile | group
+    name: str
+    action: str  # add | change | disable | remove
+    fields: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass
+class Plan:
+    path: str
+    changes: list[Change]
+    people: list[str]  # "profile x: may request: +ana -bob"
+
+    @property
+    def empty(self) -> bool:
+        return not self.changes
+
+    def render(self) -> str:
+        if self.empty:
+            return f"{self.path}: no changes; the portal already matches the file."
+        lines = [f"{self.path}: {len(self.changes)} change(s)"]
+        sign = {"add": "+", "change": "~", "disable": "-", "remove": "-"}
+        for c in self.changes:
+            lines.append(f"  {sign[c.action]} {c.kind} {c.name}: {c.action}")
+            for field, (old, new) in c.fields.items():
+                lines.append(f"      {field}: {_show(old)} -> {_show(new)}")
+        if self.people:
+            lines.append("Effect on people:")
+            lines += [f"  {p}" for p in self.people]
+        return "\n".join(lines)
+
+
+def _show(value):
+    if isinstance(value, datetime.timedelta):
+        return human_duration(value)
+    if value in (None, "", [], {}):
+        return "(none)"
+    return value if isinstance(value, str) else repr(value)
+
+
+def _target_row(t: Target) -> dict:
+    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description}
+
+
+def _policy_row(p: Policy) -> dict:
+    return {
+        "title": p.title, "steps": p.steps, "auto_approve": p.auto_approve, "min_justification": p.min_justification,
+        "ticket_pattern": p.ticket_pattern, "request_timeout": p.request_timeout, "break_glass_groups": p.break_glass_groups,
+    }
+
+
+def _profile_row(p: AccessProfile) -> dict:
+    return {
+        "title": p.title, "target": p.target.name, "scope": p.scope, "default_duration": p.default_duration,
+        "max_duration": p.max_duration, "requestable_by": sorted(g.name for g in p.requestable_by.all()),
+        "policy": p.policy.name if p.policy_id else None, "approver_group": p.approver_group.name if p.approver_group_id else None,
+        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description,
+    }
+
+
+def _diff(kind, name, current: dict | None, wanted: dict) -> Change | None:
+    if current is None:
+        return Change(kind, name, "add", {k: (None, v) for k, v in wanted.items() if v not in (None, "", [], {}, False)})
+    fields = {k: (current.get(k), v) for k, v in wanted.items() if current.get(k) != v}
+    return Change(kind, name, "change", fields) if fields else None
+
+
+def _people(profile: dict | None) -> tuple[set[str] | None, set[str]]:
+    """Return (who may request: None means everyone, who may approve) for a desired or current profile row."""
+    if profile is None:
+        return set(), set()
+    User = get_user_model()
+    active = User.objects.filter(is_active=True)
+    requesters = None
+    if profile["requestable_by"]:
+        requesters = set(active.filter(groups__name__in=profile["requestable_by"]).values_list("username", flat=True))
+    approver_groups = [profile["approver_group"]] if profile.get("approver_group") else []
+    approver_groups += profile.get("_step_groups", [])
+    approvers = set(active.filter(groups__name__in=approver_groups).values_list("username", flat=True)) if approver_groups else set()
+    if profile.get("manager_approves") or profile.get("_managers"):
+        approvers.add("(the requester's manager)")
+    return requesters, approvers
+
+
+def _with_steps(row: dict | None, policies: dict) -> dict | None:
+    if row is None:
+        return None
+    pol = policies.get(row.get("policy")) if row.get("policy") else None
+    steps = pol["steps"] if pol else []
+    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps)}
+
+
+def _people_lines(name: str, before: dict | None, after: dict | None) -> list[str]:
+    lines = []
+    (req_b, app_b), (req_a, app_a) = _people(before), _people(after)
+    for label, old, new in (("may request", req_b, req_a), ("may approve", app_b, app_a)):
+        if old == new:
+            continue
+        if old is None or new is None:
+            lines.append(f"profile {name}: {label}: {'everyone' if old is None else ', '.join(sorted(old)) or 'nobody'}"
+                         f" -> {'everyone' if new is None else ', '.join(sorted(new)) or 'nobody'}")
+            continue
+        gained, lost = sorted(new - old), sorted(old - new)
+        parts = [f"+{u}" for u in gained] + [f"-{u}" for u in lost]
+        lines.append(f"profile {name}: {label}: {' '.join(parts)}")
+    return lines
+
+
+def plan(path: str | Path, desired: Desired | None = None) -> Plan:
+    """Compare the file with the database; write nothing."""
+    path = str(path)
+    desired = desired or load(path)
+    changes: list[Change] = []
+    existing_groups = set(Group.objects.values_list("name", flat=True))
+    for g in sorted(desired.groups - existing_groups):
+        changes.append(Change("group", g, "add"))
+
+    current_targets = {t.name: t for t in Target.objects.all()}
+    for name, wanted in desired.targets.items():
+        row = current_targets.get(name)
+        change = _diff("target", name, _target_row(row) if row else None, wanted)
+        if change:
+            changes.append(change)
+    current_policies = {p.name: p for p in Policy.objects.all()}
+    for name, wanted in desired.policies.items():
+        row = current_policies.get(name)
+        change = _diff("policy", name, _policy_row(row) if row else None, wanted)
+        if change:
+            changes.append(change)
+    for name, row in current_policies.items():
+        if row.managed_by == path and name not in desired.policies:
+            changes.append(Change("policy", name, "remove", {"row": ("kept while a profile refers to it", "no longer managed")}))
+
+    current_profiles = {p.name: p for p in AccessProfile.objects.select_related("target", "policy", "approver_group").prefetch_related("requestable_by")}
+    policy_rows = {n: _policy_row(p) for n, p in current_policies.items()}
+    people = []
+    for name, wanted in desired.profiles.items():
+        row = current_profiles.get(name)
+        before = _profile_row(row) if row else None
+        compare = {**wanted, "enabled": True}
+        change = _diff("profile", name, {**before, "enabled": row.enabled} if row else None, compare)
+        if change:
+            changes.append(change)
+        was = _with_steps(before, policy_rows) if row and row.enabled else None
+        people += _people_lines(name, was, _with_steps(wanted, desired.policies))
+    for name, row in current_profiles.items():
+        if row.managed_by == path and name not in desired.profiles and row.enabled:
+            live = Grant.objects.filter(profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).count()
+            changes.append(Change("profile", name, "disable", {"live grants": (live, "kept to expiry unless --revoke-removed")}))
+            people += _people_lines(name, _with_steps(_profile_row(row), policy_rows), None)
+    for name, row in current_targets.items():
+        if row.managed_by == path and name not in desired.targets:
+            changes.append(Change("target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}))
+    return Plan(path, changes, people)
+
+
+# Applying -------------------------------------------------------------------
+
+
+def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tuple[Plan, list[int]]:
+    """Make the database match the file in one transaction; return the plan applied and grants revoked."""
+    path = str(path)
+    desired = load(path)
+    revoked: list[int] = []
+    with transaction.atomic():
+        the_plan = plan(path, desired)
+        if the_plan.empty:
+            return the_plan, revoked
+        groups = {g: Group.objects.get_or_create(name=g)[0] for g in desired.groups}
+        targets = {}
+        for name, wanted in desired.targets.items():
+            targets[name], _ = Target.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})
+        policies = {}
+        for name, wanted in desired.policies.items():
+            policies[name], _ = Policy.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})
+        for name, wanted in desired.profiles.items():
+            target = targets.get(wanted["target"]) or Target.objects.get(name=wanted["target"])
+            fields = {k: v for k, v in wanted.items() if k not in ("target", "policy", "requestable_by", "approver_group")}
+            profile, _ = AccessProfile.objects.update_or_create(
+                name=name,
+                defaults={**fields, "target": target, "policy": policies.get(wanted["policy"]),
+                          "approver_group": groups.get(wanted["approver_group"]), "enabled": True, "managed_by": path},
+            )
+            profile.requestable_by.set([groups[g] for g in wanted["requestable_by"]])
+        gone_profiles = AccessProfile.objects.filter(managed_by=path, enabled=True).exclude(name__in=desired.profiles)
+        gone_targets = Target.objects.filter(managed_by=path).exclude(name__in=desired.targets)
+        for profile in list(gone_profiles) + list(AccessProfile.objects.filter(target__in=gone_targets, enabled=True)):
+            profile.enabled = False
+            profile.save(update_fields=["enabled"])
+            if revoke_removed:
+                for grant_id in Grant.objects.filter(profile=profile, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("pk", flat=True):
+                    lifecycle.revoke_grant(grant_id, actor=None, reason=Grant.EndReason.POLICY)
+                    revoked.append(grant_id)
+        gone_policies = Policy.objects.filter(managed_by=path).exclude(name__in=desired.policies)
+        gone_policies.filter(profiles__isnull=True).delete()
+        # Kept for the history of the profiles that used them, and handed
+        # back to the admin, so the next plan does not list them again.
+        gone_policies.update(managed_by="")
+        gone_targets.update(managed_by="")
+        audit.record(
+            "catalog.applied",
+            actor=actor,
+            details={"file": path, "changes": [f"{c.action} {c.kind} {c.name}" for c in the_plan.changes],
+                     "people": the_plan.people, "revoked": revoked},
+        )
+    return the_plan, revoked
