@@ -6,6 +6,10 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
 .PHONY: run test venv system-deps benchmark-expiry clean
+.PHONY: e2e e2e-deps
+# The end-to-end suite's OpenID Connect provider (node, oidc-provider).
+IDP_DIR := tests/e2e/idp
+IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,15 +25,32 @@ system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "Installing PostgreSQL server programs (for throwaway target clusters)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@# The end-to-end tests drive Debian's chromium (Playwright never downloads a browser).
+	@test -x /usr/bin/chromium || { \
+	  echo "Installing chromium (for the end-to-end browser tests)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+
+# The IdP's node packages, exactly as locked.
+$(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
+	@command -v npm >/dev/null 2>&1 || { echo "npm (Node.js 20 or later) is needed for the end-to-end tests' IdP"; exit 1; }
+	cd $(IDP_DIR) && npm ci --no-audit --no-fund
+	touch $@
+
+e2e-deps: $(IDP_STAMP)
 
 run: $(STAMP)
 	$(PY) -m jitportal.run
 
-test: $(STAMP) system-deps
+test: $(STAMP) system-deps e2e-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q
+
+# Only the end-to-end browser suite (real IdP, portal processes, chromium); artifacts in test-artifacts/e2e/.
+e2e: $(STAMP) system-deps e2e-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q tests/e2e -x
 
 benchmark-expiry: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/expiry_lag.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var
+	rm -rf $(IDP_DIR)/node_modules test-artifacts
