@@ -11,7 +11,7 @@ from django.contrib.auth.models import Group
 from django.db import models
 from django.utils import timezone
 
-from .connectors import KIND_CHOICES
+from .connectors import kind_choices
 
 
 class Target(models.Model):
@@ -23,7 +23,7 @@ class Target(models.Model):
 
     name = models.SlugField(max_length=64, unique=True)
     title = models.CharField(max_length=200, blank=True)
-    kind = models.CharField(max_length=32, choices=KIND_CHOICES)
+    kind = models.CharField(max_length=32, choices=kind_choices)
     description = models.TextField(blank=True)
     config = models.JSONField(default=dict, blank=True, help_text="Connection settings (no secrets).")
     secret_env = models.CharField(

@@ -6,9 +6,14 @@ from .base import Connector, ConnectorError, Provisioned
 
 REGISTRY = {
     "postgres": "grants.connectors.postgres.PostgresConnector",
+    "mysql": "grants.connectors.mysql.MySQLConnector",
+    "aws": "grants.connectors.aws.AWSConnector",
 }
 
-KIND_CHOICES = [(kind, kind) for kind in REGISTRY]
+
+def kind_choices():
+    # A callable, so that registering a connector needs no migration.
+    return [(kind, kind) for kind in REGISTRY]
 
 
 def get_connector(target) -> Connector:
@@ -19,4 +24,4 @@ def get_connector(target) -> Connector:
     return import_string(path)(target)
 
 
-__all__ = ["Connector", "ConnectorError", "Provisioned", "REGISTRY", "KIND_CHOICES", "get_connector"]
+__all__ = ["Connector", "ConnectorError", "Provisioned", "REGISTRY", "kind_choices", "get_connector"]

@@ -1,0 +1,570 @@
+"""MySQLConnector against the machine's real MariaDB server.
+
+The connector has no dependency on the portal's database: grants and targets
+are plain namespaces here, and no test needs Django's test database.
+"""
+
+import datetime
+import itertools
+import os
+import re
+import shlex
+import subprocess
+import threading
+import time
+from types import SimpleNamespace
+
+import pymysql
+import pytest
+
+from grants.connectors.base import ConnectorError
+from grants.connectors.mysql import MySQLConnector, mysql_native_password_hash
+
+from . import mariadb_support as db
+
+SECRET_ENV = "JIT_TEST_MYSQL_ADMIN_URL"
+# Account names jit_g7300001...: a range nothing else on the server uses,
+# dropped before and after the module.
+_grant_ids = itertools.count(7_300_001)
+OUR_ACCOUNTS = re.compile(r"jit_g73[0-9]{5}")
+LOOKALIKES = ["jit_gadmin", "other_user", "jitxg7", "jit_g12x"]
+
+
+def _in(seconds: float) -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+
+
+def _login(credentials: dict, **extra) -> pymysql.connections.Connection:
+    return pymysql.connect(
+        host=credentials["host"], port=int(credentials["port"]), user=credentials["username"],
+        password=credentials["password"], database=credentials["database"] or None,
+        autocommit=True, connect_timeout=5, **extra,
+    )
+
+
+def _query(conn, statement, args=None):
+    return db.query(conn, statement, args)
+
+
+@pytest.fixture(scope="module")
+def root():
+    """A superuser connection to the server, with the demo database and roles set up for the module."""
+    try:
+        conn = db.connect()
+    except pymysql.MySQLError as exc:
+        pytest.fail(f"MariaDB is not reachable at {db.root_url()} ({exc}); set {db.ROOT_URL_ENV} or start the server.")
+    leftovers = re.compile(OUR_ACCOUNTS.pattern + "|" + "|".join(map(re.escape, LOOKALIKES)))
+    db.drop_accounts(conn, leftovers)
+    db.set_up_demo(conn)
+    try:
+        yield conn
+    finally:
+        db.drop_accounts(conn, leftovers)
+        db.tear_down_demo(conn)
+        conn.close()
+
+
+@pytest.fixture(autouse=True)
+def demo_orders(root):
+    """Give every test the three demo orders, whatever the previous one inserted."""
+    yield
+    db.execute(root, f"DELETE FROM `{db.DATABASE}`.orders WHERE id > 3")
+
+
+def _target(url: str, monkeypatch, **config) -> SimpleNamespace:
+    monkeypatch.setenv(SECRET_ENV, url)
+    params = db.url_params(db.root_url())
+    config = {"host": params["host"], "port": params["port"], "database": db.DATABASE, **config}
+    return SimpleNamespace(name="demo-mysql", kind="mysql", config=config, secret_env=SECRET_ENV)
+
+
+@pytest.fixture
+def target(root, monkeypatch):
+    return _target(db.root_url(), monkeypatch)
+
+
+@pytest.fixture
+def connector(target):
+    with MySQLConnector(target) as c:
+        yield c
+
+
+@pytest.fixture
+def make_grant(connector):
+    """Build grants with fresh ids; revoke whatever they left behind after the test."""
+    made = []
+
+    def make(roles=(db.READER,), *, privileges=None, seconds=600, **scope):
+        scope = {"roles": list(roles), **scope}
+        if privileges is not None:
+            scope["privileges"] = privileges
+        grant = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(seconds), scope=scope)
+        made.append(grant)
+        return grant
+
+    yield make
+    for grant in made:
+        connector.revoke(grant)
+
+
+@pytest.fixture
+def make_admin(root, monkeypatch):
+    """Create jit_test_admin with the given grants (the README's SQL); return a target that uses it."""
+
+    def make(*grants):
+        db.drop_accounts(root, re.compile(db.TEST_ADMIN))
+        password = "Adm1n-" + os.urandom(6).hex()
+        account = f"'{db.TEST_ADMIN}'@'127.0.0.1'"
+        db.execute(root, f"CREATE USER {account} IDENTIFIED BY '{password}'")
+        db.execute(root, *(g.replace("{admin}", account) for g in grants))
+        params = db.url_params(db.root_url())
+        return _target(f"mysql://{db.TEST_ADMIN}:{password}@127.0.0.1:{params['port']}/", monkeypatch)
+
+    yield make
+    db.drop_accounts(root, re.compile(db.TEST_ADMIN))
+
+
+README_ADMIN_GRANTS = [
+    "GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {admin}",
+    "GRANT SELECT ON mysql.user TO {admin}",
+    "GRANT SELECT ON mysql.roles_mapping TO {admin}",
+]
+README_ROLE_GRANTS = [
+    f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION",
+    "GRANT UPDATE ON mysql.* TO {admin}",
+]
+README_PRIVILEGE_GRANTS = [r"GRANT SELECT, INSERT ON `jit\_test\_appdb`.* TO {admin} WITH GRANT OPTION"]
+
+
+def _count(conn) -> int:
+    return _query(conn, "SELECT COUNT(*) FROM orders")[0][0]
+
+
+def _roles_of(root, user):
+    return sorted(role for (role,) in _query(root, "SELECT Role FROM mysql.roles_mapping WHERE User = %s", [user]))
+
+
+# -- provisioning -------------------------------------------------------------
+
+
+def test_issued_credentials_log_in_with_the_role_active_and_read_orders(connector, make_grant):
+    grant = make_grant([db.READER])
+    result = connector.provision(grant)
+
+    assert result.external_ref == f"jit_g{grant.pk}"
+    assert result.expires_at == grant.expires_at
+    creds = result.credentials
+    assert creds["username"] == result.external_ref
+    assert (creds["host"], creds["port"], creds["database"]) == ("127.0.0.1", "3306", db.DATABASE)
+    assert creds["dsn"] == f"mysql://{creds['username']}:{creds['password']}@127.0.0.1:3306/{db.DATABASE}"
+    with _login(creds) as conn:
+        assert _query(conn, "SELECT CURRENT_USER(), CURRENT_ROLE()") == [(f"{creds['username']}@%", db.READER)]
+        assert _count(conn) == 3
+
+
+def test_the_command_line_logs_in_with_the_password_given_separately(connector, make_grant):
+    creds = connector.provision(make_grant()).credentials
+
+    argv = shlex.split(creds["command"])
+    assert argv == ["mariadb", "-h", "127.0.0.1", "-P", "3306", "-u", creds["username"], "-p", db.DATABASE]
+    assert creds["password"] not in creds["command"]
+    # -p alone prompts on a terminal; the client reads MYSQL_PWD instead.
+    argv.remove("-p")
+    out = subprocess.run(
+        [*argv, "-N", "-e", "SELECT COUNT(*) FROM orders"],
+        env={**os.environ, "MYSQL_PWD": creds["password"]}, capture_output=True, text=True, timeout=30,
+    )
+    assert (out.returncode, out.stdout.strip()) == (0, "3"), out.stderr
+
+
+def test_write_outside_the_profile_is_refused(connector, make_grant):
+    creds = connector.provision(make_grant([db.READER])).credentials
+
+    with _login(creds) as conn:
+        with pytest.raises(pymysql.MySQLError) as info:
+            _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Mallory', 1)")
+        assert info.value.args[0] == 1142  # INSERT command denied
+        with pytest.raises(pymysql.MySQLError):
+            _query(conn, "CREATE TABLE sneaky (id INT)")
+
+
+def test_server_stores_only_the_password_hash(connector, make_grant, root):
+    creds = connector.provision(make_grant()).credentials
+
+    stored = _query(root, "SELECT authentication_string FROM mysql.user WHERE User = %s", [creds["username"]])
+    assert stored == [(mysql_native_password_hash(creds["password"]),)]
+
+
+def test_native_password_hash_matches_the_servers_own():
+    assert mysql_native_password_hash("pencil") == "*7614BE58636C810A9D8970A50B3B2A78450413E4"
+
+
+def test_provisioning_twice_gives_one_user_and_only_the_latest_password_works(connector, make_grant, root):
+    grant = make_grant()
+    first = connector.provision(grant).credentials
+    second = connector.provision(grant).credentials
+
+    assert first["password"] != second["password"]
+    assert _query(root, "SELECT COUNT(*) FROM mysql.user WHERE User = %s", [second["username"]]) == [(1,)]
+    with pytest.raises(pymysql.MySQLError) as info:
+        _login(first)
+    assert info.value.args[0] == 1045  # access denied
+    with _login(second) as conn:
+        assert _count(conn) == 3
+
+
+def test_reprovisioning_replaces_roles_outside_the_scope(connector, make_grant, root):
+    grant = make_grant([db.WRITER])
+    creds = connector.provision(grant).credentials
+    with _login(creds) as conn:
+        _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Writer', 1)")
+
+    grant.scope["roles"] = [db.READER]
+    creds = connector.provision(grant).credentials
+
+    assert _roles_of(root, creds["username"]) == [db.READER]
+    with _login(creds) as conn:
+        assert _query(conn, "SELECT CURRENT_ROLE()") == [(db.READER,)]
+        with pytest.raises(pymysql.MySQLError):
+            _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Writer', 2)")
+
+
+def test_privileges_scope_without_roles_works_and_is_reconciled(connector, make_grant, root):
+    grant = make_grant(
+        [],
+        privileges=[
+            {"privileges": "SELECT", "on": f"{db.DATABASE}.orders"},
+            {"privileges": "insert ,  select", "on": f"{db.DATABASE}.*"},
+        ],
+    )
+    creds = connector.provision(grant).credentials
+    with _login(creds) as conn:
+        assert _query(conn, "SELECT CURRENT_ROLE()") == [(None,)]
+        _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Direct', 5)")
+        assert _count(conn) == 4
+
+    grant.scope["privileges"] = [{"privileges": "SELECT", "on": f"{db.DATABASE}.orders"}]
+    creds = connector.provision(grant).credentials
+
+    with _login(creds) as conn:
+        assert _count(conn) == 4
+        with pytest.raises(pymysql.MySQLError):
+            _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Direct', 6)")
+    assert _roles_of(root, creds["username"]) == []
+
+
+def test_database_level_privileges_do_not_leak_through_the_underscore_wildcard(connector, make_grant):
+    # In `jit_test_appdb`.* the "_" would match any character, "-" included.
+    grant = make_grant([], privileges=[{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}])
+    creds = connector.provision(grant).credentials
+
+    with _login(creds) as conn:
+        assert _count(conn) == 3
+        with pytest.raises(pymysql.MySQLError) as info:
+            _query(conn, f"SELECT COUNT(*) FROM `{db.LOOKALIKE_DATABASE}`.orders")
+        assert info.value.args[0] == 1142
+
+
+def test_max_user_connections_limits_concurrent_sessions(connector, make_grant):
+    creds = connector.provision(make_grant(max_user_connections=1)).credentials
+
+    with _login(creds):
+        with pytest.raises(pymysql.MySQLError) as info:
+            _login(creds)
+    assert info.value.args[0] == 1226  # exceeded max_user_connections
+
+
+# -- revocation ---------------------------------------------------------------
+
+
+def test_revoke_refuses_new_logins_and_ends_open_sessions(connector, make_grant):
+    grant = make_grant()
+    creds = connector.provision(grant).credentials
+    session = _login(creds)
+    assert _count(session) == 3
+
+    connector.revoke(grant)
+
+    with pytest.raises(pymysql.MySQLError):
+        _query(session, "SELECT 1")
+    session.close()
+    with pytest.raises(pymysql.MySQLError):
+        _login(creds)
+    assert not connector.is_present(grant)
+
+
+def test_revoke_ends_a_session_in_the_middle_of_a_long_query(connector, make_grant):
+    grant = make_grant()
+    session = _login(connector.provision(grant).credentials)
+    outcome = {}
+
+    def long_query():
+        try:
+            outcome["rows"] = _query(session, "SELECT SLEEP(30)")
+        except pymysql.MySQLError as exc:
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=long_query)
+    worker.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+
+    connector.revoke(grant)
+
+    worker.join(timeout=10)
+    assert time.monotonic() - started < 10
+    assert "error" in outcome, outcome
+    session.close()
+    assert not connector.is_present(grant)
+
+
+def test_a_session_outlives_drop_user_until_revoke_kills_it(connector, make_grant, root):
+    # MariaDB lets a connected user run on after DROP USER: the reason revoke
+    # kills before it drops, and is_present looks at the process list too.
+    grant = make_grant()
+    creds = connector.provision(grant).credentials
+    session = _login(creds)
+    db.execute(root, f"DROP USER '{creds['username']}'@'%'")
+
+    assert _count(session) == 3
+    assert connector.is_present(grant)
+    assert creds["username"] in connector.list_managed()
+
+    connector.revoke(grant)
+
+    with pytest.raises(pymysql.MySQLError):
+        _query(session, "SELECT 1")
+    session.close()
+    assert not connector.is_present(grant)
+
+
+def test_revoking_twice_or_revoking_what_never_existed_succeeds(connector, make_grant):
+    grant = make_grant()
+    connector.provision(grant)
+
+    connector.revoke(grant)
+    connector.revoke(grant)
+    connector.revoke(make_grant())
+
+    assert not connector.is_present(grant)
+
+
+def test_is_present_while_the_user_exists(connector, make_grant):
+    grant = make_grant()
+    assert not connector.is_present(grant)
+
+    connector.provision(grant)
+
+    assert connector.is_present(grant)
+
+
+def test_extend_keeps_the_account_and_its_password(connector, make_grant):
+    grant = make_grant()
+    creds = connector.provision(grant).credentials
+
+    grant.expires_at = _in(3600)
+    connector.extend(grant)
+
+    with _login(creds) as conn:
+        assert _count(conn) == 3
+    connector.revoke(grant)
+    with pytest.raises(ConnectorError) as info:
+        connector.extend(grant)
+    assert info.value.permanent
+
+
+def test_list_managed_lists_grant_users_and_nothing_else(connector, make_grant, root):
+    user = connector.provision(make_grant()).external_ref
+    # Look-alikes a careless LIKE 'jit_g%' would match ('_' is a wildcard).
+    for name in LOOKALIKES:
+        db.execute(root, f"CREATE USER '{name}'@'%' ACCOUNT LOCK")
+    try:
+        managed = connector.list_managed()
+    finally:
+        db.drop_accounts(root, re.compile("|".join(map(re.escape, LOOKALIKES))))
+
+    assert user in managed
+    assert all(re.fullmatch(r"jit_g[0-9]+", name) for name in managed)
+    assert not managed & {"root", db.READER, *LOOKALIKES}
+
+
+# -- scope validation ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"privileges": "SELECT", "on": "*.*"},
+        {"privileges": "SELECT", "on": "jit_test_appdb"},
+        {"privileges": "SELECT", "on": "jit_test_appdb.orders.id"},
+        {"privileges": "SELECT", "on": "`jit_test_appdb`.*"},
+        {"privileges": "SELECT", "on": "jit_test_appdb.* TO x; DROP DATABASE jit_test_appdb; --"},
+        {"privileges": "SELECT", "on": "jit-test-appdb.*"},
+        {"privileges": "SELECT", "on": "mysql.*"},
+        {"privileges": "SELECT", "on": "MySQL.user"},
+        {"privileges": "ALL", "on": "jit_test_appdb.*"},
+        {"privileges": "ALL PRIVILEGES", "on": "jit_test_appdb.*"},
+        {"privileges": "SELECT, GRANT OPTION", "on": "jit_test_appdb.*"},
+        {"privileges": "SUPER", "on": "jit_test_appdb.*"},
+        {"privileges": "FILE", "on": "jit_test_appdb.*"},
+        {"privileges": "SELECT ON *.* TO x; --", "on": "jit_test_appdb.*"},
+        {"privileges": "SELECT (id)", "on": "jit_test_appdb.orders"},
+        {"privileges": "EXECUTE", "on": "jit_test_appdb.orders"},
+        {"privileges": "SELECT,", "on": "jit_test_appdb.*"},
+        {"privileges": ["SELECT"], "on": "jit_test_appdb.*"},
+        {"privileges": "SELECT", "on": "jit_test_appdb.*", "with": "GRANT OPTION"},
+    ],
+)
+def test_bad_privileges_entry_is_a_permanent_error_and_creates_nothing(connector, make_grant, entry):
+    grant = make_grant([], privileges=[entry])
+
+    with pytest.raises(ConnectorError) as info:
+        connector.provision(grant)
+
+    assert info.value.permanent
+    assert not connector.is_present(grant)
+
+
+def test_unknown_role_is_a_permanent_error_and_creates_nothing(connector, make_grant):
+    grant = make_grant(["no_such_role"])
+
+    with pytest.raises(ConnectorError, match="no_such_role") as info:
+        connector.provision(grant)
+
+    assert info.value.permanent
+    assert not connector.is_present(grant)
+
+
+def test_a_role_with_global_admin_privileges_is_refused(connector, make_grant):
+    grant = make_grant([db.DBA])
+
+    with pytest.raises(ConnectorError, match=db.DBA) as info:
+        connector.provision(grant)
+
+    assert info.value.permanent
+    assert not connector.is_present(grant)
+
+
+def test_more_than_one_role_is_refused_on_mariadb(connector, make_grant):
+    # MariaDB's SET DEFAULT ROLE takes one role: a second would be granted but inactive.
+    with pytest.raises(ConnectorError, match="one role") as info:
+        connector.provision(make_grant([db.READER, db.WRITER]))
+
+    assert info.value.permanent
+
+
+def test_empty_scope_is_a_permanent_error(connector, make_grant):
+    with pytest.raises(ConnectorError, match="neither") as info:
+        connector.provision(make_grant([]))
+
+    assert info.value.permanent
+
+
+# -- check and the admin account ----------------------------------------------
+
+
+def test_check_passes_on_the_real_server(connector):
+    assert connector.check() == []
+
+
+def test_check_warns_about_an_anonymous_account(connector, root):
+    # 10.255.255.1 is no address of this machine: the account changes no real login.
+    db.execute(root, "CREATE USER ''@'10.255.255.1' ACCOUNT LOCK")
+    try:
+        warnings = connector.check()
+    finally:
+        db.execute(root, "DROP USER ''@'10.255.255.1'")
+
+    assert len(warnings) == 1
+    assert "Anonymous" in warnings[0] and "10.255.255.1" in warnings[0]
+
+
+def test_check_raises_a_clear_error_for_an_unreachable_port(root, monkeypatch):
+    target = _target("mysql://root:S3cret-Pw@127.0.0.1:1/", monkeypatch)
+
+    with MySQLConnector(target) as connector, pytest.raises(ConnectorError) as info:
+        connector.check()
+
+    assert not info.value.permanent
+    assert "demo-mysql" in info.value.message and "127.0.0.1:1" in info.value.message
+    assert "S3cret-Pw" not in info.value.message
+
+
+def test_wrong_admin_password_is_reported_without_echoing_it(root, monkeypatch):
+    params = db.url_params(db.root_url())
+    target = _target(f"mysql://{params['user']}:WrongPassword123@{params['host']}:{params['port']}/", monkeypatch)
+
+    with MySQLConnector(target) as connector, pytest.raises(ConnectorError, match="Access denied") as info:
+        connector.check()
+
+    assert "WrongPassword123" not in info.value.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://root:Pw-Secret1@127.0.0.1:3306/",
+        "mysql://root:Pw-Secret1@127.0.0.1:port/",
+        "mysql://root:Pw-Secret1@127.0.0.1:3306/appdb?ssl=1",
+    ],
+)
+def test_malformed_admin_url_is_a_permanent_error_without_the_password(root, monkeypatch, url):
+    with MySQLConnector(_target(url, monkeypatch)) as connector, pytest.raises(ConnectorError) as info:
+        connector.check()
+
+    assert info.value.permanent
+    assert "Pw-Secret1" not in info.value.message
+
+
+def test_the_readme_admin_account_can_provision_and_revoke_both_kinds_of_scope(make_admin, root):
+    target = make_admin(*README_ADMIN_GRANTS, *README_ROLE_GRANTS, *README_PRIVILEGE_GRANTS)
+    by_role = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"roles": [db.READER]})
+    by_privilege = SimpleNamespace(
+        pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]}
+    )
+
+    with MySQLConnector(target) as connector:
+        assert connector.check() == []
+        sessions = []
+        for grant in (by_role, by_privilege):
+            creds = connector.provision(grant).credentials
+            sessions.append(_login(creds))
+            assert _count(sessions[-1]) == 3
+        for grant, session in zip((by_role, by_privilege), sessions):
+            connector.revoke(grant)
+            with pytest.raises(pymysql.MySQLError):
+                _query(session, "SELECT 1")
+            session.close()
+            assert not connector.is_present(grant)
+
+
+def test_without_update_on_mysql_check_warns_and_only_privilege_scopes_work(make_admin):
+    target = make_admin(*README_ADMIN_GRANTS, f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION", *README_PRIVILEGE_GRANTS)
+    by_role = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"roles": [db.READER]})
+    by_privilege = SimpleNamespace(
+        pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]}
+    )
+
+    with MySQLConnector(target) as connector:
+        warnings = connector.check()
+        assert len(warnings) == 1 and "UPDATE on mysql.*" in warnings[0]
+        try:
+            with _login(connector.provision(by_privilege).credentials) as conn:
+                assert _count(conn) == 3
+            with pytest.raises(ConnectorError) as info:
+                connector.provision(by_role)
+            assert info.value.permanent
+        finally:
+            connector.revoke(by_privilege)
+            connector.revoke(by_role)
+
+
+def test_an_admin_that_cannot_see_other_sessions_is_refused(make_admin):
+    # Without PROCESS the process list shows only the admin's own connections,
+    # so revoke would find no session to kill and report success.
+    target = make_admin("GRANT CREATE USER, CONNECTION ADMIN ON *.* TO {admin}", "GRANT SELECT ON mysql.user TO {admin}")
+
+    with MySQLConnector(target) as connector, pytest.raises(ConnectorError, match="PROCESS") as info:
+        connector.check()
+
+    assert info.value.permanent
