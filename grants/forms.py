@@ -1,8 +1,31 @@
 from django import forms
+from django.conf import settings
+from django.utils import timezone
 
 from .durations import parse_duration
 from .models import AccessProfile
 from .lifecycle import MAX_JUSTIFICATION
+
+DURATION_ERROR = "Write a duration such as 30m, 2h, 1h30m or 1d."
+
+
+def _parse_duration_field(text):
+    try:
+        return parse_duration(text)
+    except (ValueError, OverflowError):
+        raise forms.ValidationError(DURATION_ERROR) from None
+
+
+class PortalDateTimeField(forms.DateTimeField):
+    """A datetime-local value, read in the portal's TIME_ZONE whatever zone is active."""
+
+    widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
+    input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
+
+    def to_python(self, value):
+        with timezone.override(settings.TIME_ZONE):
+            return super().to_python(value)
+
 
 class RequestForm(forms.Form):
     profile = forms.ModelChoiceField(queryset=None, label="Access profile", empty_label="Choose a profile")
@@ -18,22 +41,43 @@ class RequestForm(forms.Form):
         help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and auditors read this.",
     )
     ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
+    starts_at = PortalDateTimeField(label="Start", required=False)
+    also = forms.ModelMultipleChoiceField(
+        queryset=None,
+        label="Also request",
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided together.",
+    )
+    break_glass = forms.BooleanField(
+        label="Break-glass",
+        required=False,
+        help_text="Emergency only: access is granted at once without approval, flagged, and reviewed afterwards",
+    )
 
-    def __init__(self, *args, profiles, **kwargs):
+    def __init__(self, *args, profiles, break_glass=False, **kwargs):
         super().__init__(*args, **kwargs)
-        field = self.fields["profile"]
         # Any existing profile parses, so that the lifecycle (not the form)
         # refuses a forged choice and records the attempt; only the
         # profiles the user may request are offered.
+        field = self.fields["profile"]
         field.queryset = AccessProfile.objects.all()
         field.widget.choices = [("", field.empty_label)] + [(p.pk, p.title) for p in profiles]
         field.error_messages["invalid_choice"] = "Pick one of the profiles listed."
+        also = self.fields["also"]
+        also.queryset = AccessProfile.objects.all()
+        also.widget.choices = [(p.pk, p.title) for p in profiles]
+        also.error_messages["invalid_choice"] = "Pick among the profiles listed."
+        self.fields["starts_at"].help_text = (
+            f"Leave empty to start as soon as approved; set it for a maintenance window (times in {settings.TIME_ZONE})."
+        )
+        if len(profiles) < 2:
+            del self.fields["also"]
+        if not break_glass:
+            del self.fields["break_glass"]
 
     def clean_duration(self):
-        try:
-            return parse_duration(self.cleaned_data["duration"])
-        except (ValueError, OverflowError):
-            raise forms.ValidationError("Write a duration such as 30m, 2h, 1h30m or 1d.") from None
+        return _parse_duration_field(self.cleaned_data["duration"])
 
     def clean_justification(self):
         # Length rules are the lifecycle's; the form only keeps a huge paste
@@ -43,6 +87,25 @@ class RequestForm(forms.Form):
             raise forms.ValidationError(f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(text)}).")
         return text
 
+    def profiles_asked(self) -> list[AccessProfile]:
+        """Return the chosen profile first, then the other profiles ticked under Also request."""
+        main = self.cleaned_data["profile"]
+        return [main] + [p for p in self.cleaned_data.get("also", []) if p.pk != main.pk]
+
 
 class DecisionForm(forms.Form):
+    comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    # The step the approver was shown: the lifecycle refuses if it moved on.
+    step = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
+
+
+class ExtensionForm(forms.Form):
+    duration = forms.CharField(label="Extra time", max_length=20)
+    justification = forms.CharField(label="Reason", max_length=10 * MAX_JUSTIFICATION)
+
+    def clean_duration(self):
+        return _parse_duration_field(self.cleaned_data["duration"])
+
+
+class ReviewForm(forms.Form):
     comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))

@@ -180,6 +180,13 @@ def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
     profiles = list(dict.fromkeys(profiles))
     if len(profiles) < 2:
         return [submit_request(requester=requester, profile=p, **kwargs) for p in profiles]
+    # Refusals are recorded before the bundle's transaction, which would
+    # roll their audit events back with everything else.
+    for profile in profiles:
+        if profile.enabled and not policy.may_request(requester, profile):
+            _refuse("request.refused", actor=requester, obj=profile, reason=f"You may not request {profile.title}.")
+        if kwargs.get("break_glass") and profile.enabled and not policy.may_break_glass(requester, profile):
+            _refuse("request.break_glass_refused", actor=requester, obj=profile, reason=f"You may not use break-glass access for {profile.title}.")
     bundle = uuid.uuid4()
     with transaction.atomic():
         return [submit_request(requester=requester, profile=p, bundle=bundle, **kwargs) for p in profiles]
@@ -188,10 +195,10 @@ def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
 def request_extension(grant_id, *, actor, duration: datetime.timedelta, justification: str) -> AccessRequest:
     """Ask for more time on one's own active grant; the profile's policy decides as for any request."""
     justification = (justification or "").strip()
+    if not Grant.objects.filter(pk=grant_id, user=actor).exists():
+        _refuse("grant.extend_refused", actor=actor, obj=Grant.objects.get(pk=grant_id), reason="Only the holder can extend a grant.")
     with transaction.atomic():
         grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__policy", "profile__target", "user").get(pk=grant_id)
-        if grant.user_id != actor.pk:
-            raise NotAllowedError("Only the holder can extend a grant.")
         if not grant.is_active:
             raise TransitionError("Only active access can be extended.")
         errors = {}
@@ -299,11 +306,12 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None)
             others = AccessRequest.objects.select_for_update(of=("self",)).select_related("profile__policy", "requester")
             members = list(others.filter(bundle=req.bundle, status=RS.PENDING).order_by("pk")) or [req]
             members = [req] + [m for m in members if m.pk != req.pk]
+        if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
+            # A stale page (a double click, a colleague was quicker): not a refusal.
+            raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
         refusal = policy.approval_refusal(actor, req)
         if refusal is None:
             _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
-            if step is not None and step != req.step:
-                raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
             for member in members:
                 if member is not req and (member.status != RS.PENDING or policy.approval_refusal(actor, member) is not None):
                     continue

@@ -74,3 +74,28 @@ def own_requests(user, *, limit=20):
 
 def may_view_request(user, access_request) -> bool:
     return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")
+
+
+def approvals_of(access_request):
+    return list(access_request.approvals.select_related("approver"))
+
+
+def bundle_others(access_request):
+    """Return the other requests made together with this one."""
+    if not access_request.bundle:
+        return []
+    return list(
+        AccessRequest.objects.filter(bundle=access_request.bundle).exclude(pk=access_request.pk).select_related("profile").order_by("pk")
+    )
+
+
+def pending_extensions(grants) -> dict[int, int]:
+    """Map grant id to the id of its extension request waiting for a decision."""
+    return dict(
+        AccessRequest.objects.filter(extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING).values_list("extends_id", "pk")
+    )
+
+
+def own_request(user, request_id):
+    """Return `user`'s own request `request_id`, or None."""
+    return AccessRequest.objects.filter(pk=request_id, requester=user).select_related("profile").first()

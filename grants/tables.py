@@ -1,4 +1,6 @@
 import django_tables2 as tables
+from django.urls import reverse
+from django.utils.html import format_html
 
 from .durations import human_duration
 from .models import AccessRequest, Grant
@@ -10,13 +12,22 @@ class RequestTable(tables.Table):
     created_at = tables.DateTimeColumn(verbose_name="Requested", format="Y-m-d H:i")
     status = tables.Column(verbose_name="Status")
     decided_by = tables.Column(verbose_name="Decided by", default="")
+    again = tables.Column(verbose_name="", accessor="pk", orderable=False)
 
-    def render_duration(self, value):
-        return human_duration(value)
+    def render_profile(self, value, record):
+        if record.break_glass:
+            return format_html('{} <span class="badge bad">Break-glass</span>', value)
+        return value
+
+    def render_duration(self, value, record):
+        return f"+{human_duration(value)} (extension)" if record.extends_id else human_duration(value)
+
+    def render_again(self, value):
+        return format_html('<a href="{}?again={}">Request again</a>', reverse("grants:request_new"), value)
 
     class Meta:
         model = AccessRequest
-        fields = ("id", "profile", "duration", "created_at", "status", "decided_by")
+        fields = ("id", "profile", "duration", "created_at", "status", "decided_by", "again")
         empty_text = "You have not asked for access yet."
 
 

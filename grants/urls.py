@@ -14,4 +14,7 @@ urlpatterns = [
     path("grants/<int:pk>/", views.grant_detail, name="grant_detail"),
     path("grants/<int:pk>/credentials", views.grant_credentials, name="grant_credentials"),
     path("grants/<int:pk>/release", views.grant_release, name="grant_release"),
+    path("grants/<int:pk>/extend", views.grant_extend, name="grant_extend"),
+    path("reviews/", views.reviews, name="reviews"),
+    path("reviews/<int:pk>/close", views.review_close, name="review_close"),
 ]

@@ -5,17 +5,22 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import dateformat, timezone
 from django.views.decorators.http import require_POST
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
-from .forms import DecisionForm, RequestForm
-from .models import AccessRequest, Grant
+from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
+from .models import AccessRequest, BreakGlassReview, Grant
 from .tables import PastGrantTable, RequestTable
+
+RS = AccessRequest.Status
 
 
 def _get_request_for_viewer(request, pk) -> AccessRequest:
-    access_request = get_object_or_404(AccessRequest.objects.select_related("profile__target", "requester", "decided_by"), pk=pk)
+    access_request = get_object_or_404(
+        AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "decided_by", "extends"), pk=pk
+    )
     if not selectors.may_view_request(request.user, access_request):
         # 404, not 403: outsiders learn nothing about who asked for what.
         raise Http404
@@ -29,31 +34,103 @@ def _get_grant_for_viewer(request, pk) -> Grant:
     return grant
 
 
+def _when(value) -> str:
+    return dateformat.format(timezone.localtime(value), "Y-m-d H:i:s T")
+
+
+def _ids(requests) -> str:
+    ids = [f"#{r.pk}" for r in requests]
+    return ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]}"
+
+
+def _step_text(access_request, *, word="Step") -> str:
+    """Return e.g. 'Step 2 of 3: 2 × a member of security' for the step the request waits for."""
+    steps = policy.steps_for(access_request.profile)
+    index = min(access_request.step, len(steps) - 1)
+    return f"{word} {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
+
+
+def _with_workflow(access_request) -> AccessRequest:
+    """Attach what deciders and requesters read: the current step, approvals so far, the rest of a bundle."""
+    access_request.step_text = _step_text(access_request)
+    access_request.approvals_so_far = selectors.approvals_of(access_request)
+    access_request.bundle_others = selectors.bundle_others(access_request)
+    return access_request
+
+
+def _request_initial(request, profiles) -> dict:
+    """Pre-fill from one's own earlier request (?again=<id>) or a profile link (?profile=<id>)."""
+    again = request.GET.get("again", "")
+    earlier = selectors.own_request(request.user, int(again)) if again.isdigit() else None
+    if earlier is not None:
+        initial = {
+            "profile": earlier.profile_id,
+            "duration": format_duration(earlier.duration),
+            "justification": earlier.justification,
+            "ticket": earlier.ticket,
+        }
+        if earlier.bundle:
+            initial["also"] = [r.profile_id for r in selectors.bundle_others(earlier)]
+        return initial
+    chosen = profiles.filter(pk=request.GET["profile"]).first() if request.GET.get("profile", "").isdigit() else None
+    if chosen:
+        return {"profile": chosen.pk, "duration": format_duration(chosen.default_duration)}
+    return {}
+
+
+def _submitted_message(created) -> str:
+    if created[0].break_glass:
+        noun = "request" if len(created) == 1 else "requests"
+        return (
+            f"Break-glass: {noun} {_ids(created)} granted at once, without approval. "
+            "The use is flagged and an approver will review it afterwards."
+        )
+    approved = [r for r in created if r.status == RS.APPROVED]
+    pending = [r for r in created if r.status != RS.APPROVED]
+    parts = []
+    if pending:
+        parts.append(
+            f"Request {_ids(pending)} sent to its approvers." if len(pending) == 1 else f"Requests {_ids(pending)} sent to their approvers."
+        )
+    if approved:
+        rules = ", ".join(sorted({r.auto_rule for r in approved}))
+        verb = "Request" if len(approved) == 1 else "Requests"
+        parts.append(f"{verb} {_ids(approved)} approved by policy ({rules}); the access is being set up.")
+    return " ".join(parts)
+
+
 @login_required
 def request_new(request):
-    profiles = selectors.requestable_profiles(request.user)
-    initial = {}
-    chosen = profiles.filter(pk=request.GET.get("profile") or 0).first() if request.GET.get("profile", "").isdigit() else None
-    if chosen:
-        initial = {"profile": chosen.pk, "duration": format_duration(chosen.default_duration)}
-    form = RequestForm(request.POST or None, profiles=profiles, initial=initial)
+    profiles = selectors.requestable_profiles(request.user).select_related("policy")
+    may_break_glass = any(policy.may_break_glass(request.user, p) for p in profiles)
+    form = RequestForm(request.POST or None, profiles=profiles, break_glass=may_break_glass, initial=_request_initial(request, profiles))
     if request.method == "POST" and form.is_valid():
+        asked = form.profiles_asked()
+        break_glass = form.cleaned_data.get("break_glass", False)
+        shared = {
+            "duration": form.cleaned_data["duration"],
+            "justification": form.cleaned_data["justification"],
+            "ticket": form.cleaned_data["ticket"],
+            "starts_at": form.cleaned_data["starts_at"],
+            "break_glass": break_glass,
+        }
         try:
-            access_request = lifecycle.submit_request(
-                requester=request.user,
-                profile=form.cleaned_data["profile"],
-                duration=form.cleaned_data["duration"],
-                justification=form.cleaned_data["justification"],
-                ticket=form.cleaned_data["ticket"],
-            )
+            if len(asked) > 1:
+                created = lifecycle.submit_bundle(requester=request.user, profiles=asked, **shared)
+            else:
+                created = [lifecycle.submit_request(requester=request.user, profile=asked[0], **shared)]
         except lifecycle.InvalidRequestError as exc:
             for field, message in exc.errors.items():
-                form.add_error(field, message)
+                if field == "profile" and len(asked) > 1:
+                    # The lifecycle does not say which member of the bundle it was.
+                    field, message = None, f"One of the profiles you chose: {message}"
+                form.add_error(field if field in form.fields else None, message)
         except lifecycle.NotAllowedError as exc:
-            form.add_error("profile", str(exc))
+            # With several profiles or break-glass, the refusal may not be about the first profile.
+            form.add_error("profile" if len(asked) == 1 and not break_glass else None, str(exc))
         else:
-            messages.success(request, f"Request #{access_request.pk} sent to its approvers.")
-            return redirect("grants:request_detail", pk=access_request.pk)
+            messages.success(request, _submitted_message(created))
+            return redirect("grants:request_detail", pk=created[0].pk)
     return render(request, "grants/request_new.html", {"form": form, "profiles": profiles})
 
 
@@ -61,27 +138,27 @@ def request_new(request):
 def inbox(request):
     pending = list(selectors.requests_awaiting(request.user))
     for item in pending:
+        _with_workflow(item)
         item.history = selectors.recent_history(item.requester)
-    return render(request, "grants/inbox.html", {"pending": pending, "form": DecisionForm()})
+    return render(request, "grants/inbox.html", {"pending": pending})
 
 
 @login_required
 def request_detail(request, pk):
-    access_request = _get_request_for_viewer(request, pk)
-    can_decide = (
-        access_request.status == AccessRequest.Status.PENDING and policy.approval_refusal(request.user, access_request) is None
-    )
+    access_request = _with_workflow(_get_request_for_viewer(request, pk))
+    can_decide = access_request.status == RS.PENDING and policy.approval_refusal(request.user, access_request) is None
     grant = Grant.objects.filter(request=access_request).first()
+    review = BreakGlassReview.objects.filter(request=access_request).select_related("closed_by").first()
     return render(
         request,
         "grants/request_detail.html",
         {
             "req": access_request,
             "grant": grant,
+            "review": review,
             "can_decide": can_decide,
             "is_requester": access_request.requester_id == request.user.pk,
             "history": selectors.recent_history(access_request.requester, limit=6) if can_decide else None,
-            "form": DecisionForm(),
         },
     )
 
@@ -97,19 +174,29 @@ def request_decide(request, pk):
         messages.error(request, "Choose Approve or Deny; a comment has at most 2,000 characters.")
         return back
     decide = lifecycle.approve_request if action == "approve" else lifecycle.deny_request
+    step = form.cleaned_data["step"]
     try:
-        decide(access_request.pk, actor=request.user, comment=form.cleaned_data["comment"])
+        decided = decide(access_request.pk, actor=request.user, comment=form.cleaned_data["comment"], step=step)
     except lifecycle.NotAllowedError as exc:
         # The lifecycle has recorded the attempt; outsiders still learn
         # nothing about the request.
         if not selectors.may_view_request(request.user, access_request):
             raise Http404 from None
         raise PermissionDenied(str(exc)) from None
-    except lifecycle.TransitionError:
+    except lifecycle.TransitionError as exc:
         access_request.refresh_from_db()
-        messages.warning(request, f"Request #{pk} was already {access_request.get_status_display().lower()}; nothing changed.")
+        if access_request.status == RS.PENDING:
+            messages.warning(request, str(exc))
+        else:
+            messages.warning(request, f"Request #{pk} was already {access_request.get_status_display().lower()}; nothing changed.")
     else:
-        messages.success(request, f"Request #{pk} {'approved' if action == 'approve' else 'denied'}.")
+        if decided.status == RS.PENDING:
+            text = f"Your approval of request #{pk} is recorded; it now waits for {_step_text(decided, word='step')}."
+        else:
+            text = f"Request #{pk} {'approved' if action == 'approve' else 'denied'}."
+        if decided.bundle:
+            text += " The decision applies to the other requests of its bundle too."
+        messages.success(request, text)
     return back
 
 
@@ -130,11 +217,15 @@ def request_cancel(request, pk):
 
 @login_required
 def my_access(request):
+    current = list(selectors.current_grants(request.user))
+    waiting = selectors.pending_extensions(current)
+    for grant in current:
+        grant.pending_extension = waiting.get(grant.pk)
     return render(
         request,
         "grants/my_access.html",
         {
-            "current": selectors.current_grants(request.user),
+            "current": current,
             "requests": RequestTable(selectors.own_requests(request.user), orderable=False),
             "past": PastGrantTable(selectors.past_grants(request.user), orderable=False),
         },
@@ -173,6 +264,63 @@ def grant_release(request, pk):
 
 
 @login_required
+@require_POST
+def grant_extend(request, pk):
+    grant = _get_grant_for_viewer(request, pk)
+    form = ExtensionForm(request.POST)
+    labels = {name: field.label for name, field in form.fields.items()}
+    if not form.is_valid():
+        for name, errors in form.errors.items():
+            messages.error(request, f"{labels.get(name, 'Extend')}: {' '.join(errors)}")
+        return redirect("grants:my_access")
+    try:
+        extension = lifecycle.request_extension(
+            grant.pk, actor=request.user, duration=form.cleaned_data["duration"], justification=form.cleaned_data["justification"]
+        )
+    except lifecycle.NotAllowedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except lifecycle.TransitionError as exc:
+        messages.warning(request, str(exc))
+    except lifecycle.InvalidRequestError as exc:
+        for name, message in exc.errors.items():
+            messages.error(request, f"{labels[name]}: {message}" if name in labels else message)
+    else:
+        if extension.status == RS.APPROVED:
+            grant.refresh_from_db()
+            messages.success(request, f"Extended until {_when(grant.expires_at)}.")
+        else:
+            messages.success(request, f"Extension request #{extension.pk} sent to approvers.")
+    return redirect("grants:my_access")
+
+
+@login_required
 def grant_detail(request, pk):
     grant = _get_grant_for_viewer(request, pk)
     return render(request, "grants/grant_detail.html", {"grant": grant})
+
+
+@login_required
+def reviews(request):
+    return render(request, "grants/reviews.html", {"reviews": selectors.open_reviews(request.user)})
+
+
+@login_required
+@require_POST
+def review_close(request, pk):
+    review = get_object_or_404(BreakGlassReview, pk=pk)
+    form = ReviewForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Comment: keep it under 2,000 characters.")
+        return redirect("grants:reviews")
+    try:
+        lifecycle.close_review(review.pk, actor=request.user, comment=form.cleaned_data["comment"])
+    except lifecycle.NotAllowedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except lifecycle.TransitionError as exc:
+        messages.warning(request, str(exc))
+    except lifecycle.InvalidRequestError as exc:
+        for message in exc.errors.values():
+            messages.error(request, f"Comment: {message}")
+    else:
+        messages.success(request, f"Review of break-glass request #{review.request_id} closed.")
+    return redirect("grants:reviews")
