@@ -168,6 +168,7 @@ def submit_request(
             _approve_by_policy(req, rule="break-glass", event="request.break_glass")
             review = BreakGlassReview.objects.create(request=req)
             audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
+            transaction.on_commit(lambda: _enqueue("grants.notify.break_glass_used", req.pk))
         else:
             rule = policy.auto_approval_rule(req, now=now)
             if rule:

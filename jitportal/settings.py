@@ -211,6 +211,10 @@ JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 
+# Outgoing mail, e.g. smtp+tls://user:password@smtp.example.com:587 ; demo mode prints mail to the console.
+vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
+DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

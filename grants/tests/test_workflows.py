@@ -224,3 +224,13 @@ def test_an_approval_and_a_denial_at_once_give_one_outcome(pending_request, marc
     assert sorted(outcomes) in (["approved", "refused"], ["denied", "refused"])
     assert pending_request.status == [o for o in outcomes if o != "refused"][0]
     assert Grant.objects.filter(request=pending_request).count() == (1 if pending_request.status == "approved" else 0)
+
+
+def test_break_glass_emails_the_profiles_approvers(ana, otto, marc, glass, mailoutbox, django_capture_on_commit_callbacks, monkeypatch):
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # run the enqueued task in this process
+    with django_capture_on_commit_callbacks(execute=True):
+        lifecycle.submit_request(requester=ana, profile=glass, duration=H, justification="Production is down, orders table locked", break_glass=True)
+    sent = [m for m in mailoutbox if "Break-glass" in m.subject]
+    assert len(sent) == 1
+    assert sorted(sent[0].to) == ["marc@example.com", "otto@example.com"]
+    assert "Production is down" in sent[0].body and "/access/reviews/" in sent[0].body
