@@ -1,7 +1,7 @@
 from django.contrib import admin, messages
 
 from . import lifecycle
-from .models import AccessProfile, AccessRequest, Grant, Policy, Target
+from .models import AccessProfile, AccessRequest, DriftFinding, Grant, Policy, Target
 from .tasks import check_target
 
 
@@ -98,3 +98,9 @@ class GrantAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
                 self.message_user(request, f"Grant #{grant.pk}: {exc}", messages.WARNING)
         if done:
             self.message_user(request, f"Revoking {done} grant(s); each is marked revoked once the target confirms.")
+
+
+@admin.register(DriftFinding)
+class DriftFindingAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
+    list_display = ("found_at", "target", "external_ref", "kind", "grant", "action")
+    list_filter = ("kind", "target")

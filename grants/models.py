@@ -34,6 +34,8 @@ class Target(models.Model):
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     health_message = models.TextField(blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reconciled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    reconcile_message = models.TextField(blank=True, editable=False)
 
     def __str__(self):
         return self.title or self.name
@@ -227,3 +229,26 @@ class Grant(models.Model):
     @property
     def credentials_available(self):
         return bool(self.sealed_credentials) and self.is_active
+
+
+class DriftFinding(models.Model):
+    """Something on a target that no grant explains, or a grant whose access is missing there."""
+
+    class Kind(models.TextChoices):
+        ORPHAN = "orphan", "On the target, no grant explains it"
+        NOT_REVOKED = "not_revoked", "Should be gone, still on the target"
+        MISSING = "missing", "Active grant, gone from the target"
+
+    target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="drift")
+    external_ref = models.CharField(max_length=200)
+    grant = models.ForeignKey(Grant, null=True, blank=True, on_delete=models.PROTECT, related_name="drift")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    found_at = models.DateTimeField(default=timezone.now, db_index=True)
+    action = models.CharField(max_length=200, blank=True, help_text="What the reconciler did about it.")
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-found_at"]
+
+    def __str__(self):
+        return f"{self.get_kind_display()}: {self.external_ref} on {self.target}"

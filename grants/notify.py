@@ -38,3 +38,14 @@ def break_glass_used(request_id):
         f"Review it and close the review with a comment: {link}\n"
     )
     return send_mail(f"[jitportal] Break-glass: {req.requester.username} on {req.profile.title}", body, None, recipients)
+
+
+def drift_found(findings):
+    """Email the portal's admins what the reconciler found on the targets."""
+    recipients = sorted(set(get_user_model().objects.filter(is_superuser=True, is_active=True).exclude(email="").values_list("email", flat=True)))
+    if not findings or not recipients:
+        return 0
+    lines = [f"- {f.target.name}: {f.external_ref}: {f.get_kind_display()} ({f.action})" for f in findings]
+    link = settings.PORTAL_URL.rstrip("/") + reverse("grants:targets")
+    body = "The reconciler found access on targets that no grant explains:\n\n" + "\n".join(lines) + f"\n\nDetails: {link}\n"
+    return send_mail(f"[jitportal] Drift: {len(findings)} finding(s)", body, None, recipients)

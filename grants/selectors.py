@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import policy
-from .models import AccessProfile, AccessRequest, BreakGlassReview, Grant
+from .models import AccessProfile, AccessRequest, BreakGlassReview, DriftFinding, Grant, Target
 
 
 def requestable_profiles(user):
@@ -99,3 +99,16 @@ def pending_extensions(grants) -> dict[int, int]:
 def own_request(user, request_id):
     """Return `user`'s own request `request_id`, or None."""
     return AccessRequest.objects.filter(pk=request_id, requester=user).select_related("profile").first()
+
+
+def targets_overview():
+    """Return every target with its count of live grants (one query)."""
+    from django.db.models import Count
+
+    return Target.objects.annotate(
+        live=Count("profiles__grants", filter=Q(profiles__grants__status=Grant.Status.ACTIVE, profiles__grants__expires_at__gt=timezone.now()))
+    ).order_by("name")
+
+
+def drift_findings(*, limit=200):
+    return DriftFinding.objects.select_related("target", "grant__user").order_by("-found_at")[:limit]

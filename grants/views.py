@@ -324,3 +324,10 @@ def review_close(request, pk):
     else:
         messages.success(request, f"Review of break-glass request #{review.request_id} closed.")
     return redirect("grants:reviews")
+
+
+@login_required
+def targets(request):
+    if not request.user.is_staff:
+        raise PermissionDenied("Only admins and auditors see the targets page.")
+    return render(request, "grants/targets.html", {"targets": selectors.targets_overview(), "findings": selectors.drift_findings()})
