@@ -25,6 +25,10 @@ system-deps:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
 	  echo "Installing PostgreSQL server programs (for throwaway target clusters)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; }
+	@# The SSH connector tests start their own sshd on a loopback port.
+	@test -x /usr/sbin/sshd || { \
+	  echo "Installing openssh-server (for the SSH connector tests' throwaway sshd)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
 	@# The end-to-end tests drive Debian's chromium (Playwright never downloads a browser).
 	@test -x /usr/bin/chromium || { \
 	  echo "Installing chromium (for the end-to-end browser tests)"; \

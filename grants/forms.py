@@ -49,6 +49,13 @@ class RequestForm(forms.Form):
         widget=forms.CheckboxSelectMultiple,
         help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided together.",
     )
+    public_key = forms.CharField(
+        label="SSH public key",
+        required=False,
+        max_length=10000,
+        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
+        help_text="For SSH profiles: paste your public key (ssh-ed25519 AAAA…). Leave empty and the portal generates a key pair, shown once.",
+    )
     break_glass = forms.BooleanField(
         label="Break-glass",
         required=False,
@@ -75,6 +82,8 @@ class RequestForm(forms.Form):
             del self.fields["also"]
         if not break_glass:
             del self.fields["break_glass"]
+        if not any(p.target.kind == "ssh" for p in profiles):
+            del self.fields["public_key"]
 
     def clean_duration(self):
         return _parse_duration_field(self.cleaned_data["duration"])

@@ -118,6 +118,7 @@ def submit_request(
     starts_at: datetime.datetime | None = None,
     break_glass: bool = False,
     bundle=None,
+    params: dict | None = None,
 ) -> AccessRequest:
     """Ask for `profile` for `duration` (from `starts_at`, or as soon as approved).
 
@@ -131,6 +132,12 @@ def submit_request(
     errors = _validate(
         requester=requester, profile=profile, duration=duration, justification=justification, ticket=ticket, starts_at=starts_at, now=now
     )
+    try:
+        params = get_connector(profile.target).clean_params(params or {})
+    except ValueError as exc:
+        errors.update(exc.args[0])
+    except ConnectorError as exc:
+        errors["profile"] = exc.message
     if break_glass and not errors and not policy.may_break_glass(requester, profile):
         _refuse("request.break_glass_refused", actor=requester, obj=profile, reason="You may not use break-glass access for this profile.")
     if errors:
@@ -155,6 +162,7 @@ def submit_request(
             starts_at=starts_at if starts_at is None or starts_at > now else None,
             break_glass=break_glass,
             bundle=bundle,
+            params=params,
         )
         audit.record(
             "request.submitted",
@@ -202,6 +210,10 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
         grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__policy", "profile__target", "user").get(pk=grant_id)
         if not grant.is_active:
             raise TransitionError("Only active access can be extended.")
+        if not get_connector(grant.profile.target).extends_in_place:
+            raise TransitionError(
+                f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request new access when this one ends."
+            )
         errors = {}
         if duration is None or duration <= datetime.timedelta(0):
             errors["duration"] = "Choose a duration longer than zero."
@@ -425,7 +437,7 @@ def provision_grant(grant_id) -> Grant | None:
     with transaction.atomic():
         grant = (
             Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user")
+            .select_related("profile__target", "user", "request")
             .filter(pk=grant_id, status=GS.SCHEDULED)
             .first()
         )

@@ -128,6 +128,7 @@ class AccessRequest(models.Model):
         help_text="The grant this request asks to extend.",
     )
     bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
+    params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
 
     class Meta:
         ordering = ["-created_at"]
@@ -210,6 +211,10 @@ class Grant(models.Model):
     @property
     def scope(self):
         return self.profile.scope
+
+    @property
+    def params(self):
+        return self.request.params
 
     @property
     def is_active(self):

@@ -9,6 +9,7 @@ urlpatterns = [
     path("request/", views.request_new, name="request_new"),
     path("inbox/", views.inbox, name="inbox"),
     path("targets/", views.targets, name="targets"),
+    path("ssh/<slug:target>/krl", views.ssh_krl, name="ssh_krl"),
     path("requests/<int:pk>/", views.request_detail, name="request_detail"),
     path("requests/<int:pk>/decide", views.request_decide, name="request_decide"),
     path("requests/<int:pk>/cancel", views.request_cancel, name="request_cancel"),

@@ -3,7 +3,7 @@
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404
+from django.http import Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat, timezone
 from django.views.decorators.http import require_POST
@@ -11,7 +11,8 @@ from django.views.decorators.http import require_POST
 from . import lifecycle, policy, selectors
 from .durations import format_duration
 from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
-from .models import AccessRequest, BreakGlassReview, Grant
+from .connectors import ConnectorError, get_connector
+from .models import AccessRequest, BreakGlassReview, Grant, Target
 from .tables import PastGrantTable, RequestTable
 
 RS = AccessRequest.Status
@@ -114,6 +115,8 @@ def request_new(request):
             "starts_at": form.cleaned_data["starts_at"],
             "break_glass": break_glass,
         }
+        if form.cleaned_data.get("public_key"):
+            shared["params"] = {"public_key": form.cleaned_data["public_key"]}
         try:
             if len(asked) > 1:
                 created = lifecycle.submit_bundle(requester=request.user, profiles=asked, **shared)
@@ -331,3 +334,17 @@ def targets(request):
     if not request.user.is_staff:
         raise PermissionDenied("Only admins and auditors see the targets page.")
     return render(request, "grants/targets.html", {"targets": selectors.targets_overview(), "findings": selectors.drift_findings()})
+
+
+def ssh_krl(request, target):
+    """Serve the current Key Revocation List of an SSH target, for hosts' `RevokedKeys` (public: it lists serials only)."""
+    target = get_object_or_404(Target, name=target, kind="ssh")
+    try:
+        with get_connector(target) as connector:
+            data = connector.krl_bytes()
+    except ConnectorError as exc:
+        return HttpResponse(f"KRL unavailable: {exc.message}\n", status=503, content_type="text/plain")
+    response = HttpResponse(data, content_type="application/octet-stream")
+    response["Content-Disposition"] = f'attachment; filename="{target.name}.krl"'
+    response["Cache-Control"] = "no-cache"
+    return response

@@ -40,6 +40,13 @@ def main():
     else:
         manage("load_demo")
         target_note = "PostgreSQL server programs are not installed: the demo target shows as unreachable and its grants fail with that message."
+    from grants import sshca
+
+    ca = BASE / "var" / "demo-ssh" / "ca"
+    if not ca.exists():
+        ca.parent.mkdir(parents=True, exist_ok=True)
+        sshca.generate_ca(ca)
+    os.environ["JIT_DEMO_SSH_CA"] = str(ca)
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
     procs = [

@@ -8,6 +8,7 @@ REGISTRY = {
     "postgres": "grants.connectors.postgres.PostgresConnector",
     "mysql": "grants.connectors.mysql.MySQLConnector",
     "aws": "grants.connectors.aws.AWSConnector",
+    "ssh": "grants.connectors.ssh.SSHConnector",
 }
 
 

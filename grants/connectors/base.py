@@ -50,6 +50,9 @@ class GrantLike(Protocol):
 class Connector:
     """Base class; one subclass per target kind, registered in `connectors.REGISTRY`."""
 
+    # Whether `extend()` can move an expiry without new credentials.
+    extends_in_place = False
+
     def __init__(self, target: TargetLike):
         self.target = target
 
@@ -79,6 +82,12 @@ class Connector:
         if not value:
             raise ConnectorError(f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True)
         return value
+
+    request_fields: dict[str, str] = {}  # extra request-form fields this kind takes: name -> label
+
+    def clean_params(self, params: dict) -> dict:
+        """Return the request parameters this kind uses, cleaned; raise ValueError({field: message})."""
+        return {}
 
     def provision(self, grant: GrantLike) -> Provisioned:
         raise NotImplementedError

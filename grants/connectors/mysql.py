@@ -124,6 +124,8 @@ class _PrivilegeGrant:
 class MySQLConnector(Connector):
     """Provision and revoke per-grant accounts on a MySQL or MariaDB server."""
 
+    extends_in_place = True  # nothing on the server holds the expiry: the portal ends access
+
     def __init__(self, target):
         super().__init__(target)
         self._conn: pymysql.connections.Connection | None = None

@@ -71,6 +71,8 @@ def _like_escape(text: str) -> str:
 class PostgresConnector(Connector):
     """Provision and revoke per-grant LOGIN roles on a PostgreSQL server."""
 
+    extends_in_place = True
+
     def __init__(self, target):
         super().__init__(target)
         self._conn: psycopg.Connection | None = None

@@ -77,4 +77,30 @@ class Command(BaseCommand):
                 },
             )
             profile.requestable_by.set([engineers])
+        # SSH needs no server to issue a real certificate: the CA key lives
+        # in a file named by JIT_DEMO_SSH_CA (make run creates it).
+        ssh, _ = Target.objects.update_or_create(
+            name="demo-ssh",
+            defaults={
+                "title": "Demo SSH hosts",
+                "kind": "ssh",
+                "config": {"host": "127.0.0.1", "port": 22, "user_hint": "demo"},
+                "secret_env": "JIT_DEMO_SSH_CA",
+                "description": "Short-lived OpenSSH certificates signed by the demo CA in var/demo-ssh.",
+            },
+        )
+        profile, _ = AccessProfile.objects.update_or_create(
+            name="demo-ssh-login",
+            defaults={
+                "title": "SSH login as demo",
+                "target": ssh,
+                "scope": {"principals": ["demo"], "options": {"permit-pty": True}},
+                "default_duration": datetime.timedelta(hours=1),
+                "max_duration": datetime.timedelta(hours=4),
+                "approver_group": db_approvers,
+                "manager_approves": True,
+                "description": "A user certificate for the principal demo; paste your public key or let the portal make a key pair.",
+            },
+        )
+        profile.requestable_by.set([engineers])
         self.stdout.write(self.style.SUCCESS("Demo users and catalog loaded."))

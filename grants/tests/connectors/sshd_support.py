@@ -1,0 +1,155 @@
+"""A throwaway sshd on a loopback port, configured like a jitportal host, for the SSH connector tests.
+
+It runs as root (sshd must, to switch to the logged-in user) from its own
+config file in a temporary folder: the portal's CA in TrustedUserCAKeys, the
+connector's KRL as RevokedKeys, and the session guard as ForceCommand. The
+guard runs under the system's /usr/bin/python3, as it would on a host, not
+under the portal's virtualenv (which the test user cannot read).
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+SSHD = "/usr/sbin/sshd"
+HOST_PYTHON = "/usr/bin/python3"
+GUARD = Path(__file__).resolve().parents[3] / "jitportal" / "guard" / "jit-session-guard"
+
+
+def available() -> bool:
+    return os.path.exists(SSHD) and shutil.which("ssh") is not None and os.path.exists(HOST_PYTHON)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ensure_user(name: str) -> bool:
+    """Create a local account for logins if it is missing; return True if created here."""
+    created = False
+    try:
+        pwd.getpwnam(name)
+    except KeyError:
+        subprocess.run(["useradd", "--create-home", "--shell", "/bin/bash", name], check=True)
+        created = True
+    # With UsePAM no, sshd refuses accounts whose password field starts with
+    # "!" (locked), which is how useradd leaves them; "*" means "no password".
+    with open("/etc/shadow", encoding="utf-8") as fh:
+        locked = any(line.startswith(name + ":!") for line in fh)
+    if locked:
+        subprocess.run(["usermod", "--password", "*", name], check=True)
+    return created
+
+
+def remove_user(name: str) -> None:
+    subprocess.run(["userdel", "--remove", name], check=False, capture_output=True)
+
+
+class SSHServer:
+    def __init__(self, base: Path, *, ca_public_key: str, krl: str, principals: dict[str, list[str]], user: str):
+        self.base = base
+        self.ca_public_key = ca_public_key
+        self.krl = krl
+        self.principals = principals
+        self.user = user
+        self.port = free_port()
+        self.config = base / "sshd_config"
+        self.log = base / "sshd.log"
+        self._proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # Privilege separation needs this folder; systemd's tmpfiles creates it on real hosts.
+        os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        host_key = self.base / "host_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
+        (self.base / "ca.pub").write_text(self.ca_public_key + "\n")
+        principals_dir = self.base / "principals"
+        principals_dir.mkdir()
+        for user, names in self.principals.items():
+            (principals_dir / user).write_text("".join(n + "\n" for n in names))
+        self.config.write_text(
+            f"""\
+Port {self.port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile none
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile none
+TrustedUserCAKeys {self.base / "ca.pub"}
+AuthorizedPrincipalsFile {principals_dir}/%u
+RevokedKeys {self.krl}
+ExposeAuthInfo yes
+ForceCommand {HOST_PYTHON} {GUARD} --krl {self.krl} --interval 0.5 --grace 1
+AllowUsers {self.user}
+Subsystem sftp /usr/lib/openssh/sftp-server
+StrictModes no
+MaxStartups 50
+LogLevel VERBOSE
+"""
+        )
+        subprocess.run([SSHD, "-t", "-f", str(self.config)], check=True, capture_output=True)
+        self._log_fh = open(self.log, "wb")
+        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdout=self._log_fh, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise RuntimeError("sshd exited at start:\n" + self.log.read_text())
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as s:
+                    if s.recv(64).startswith(b"SSH-2.0"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("sshd did not start listening:\n" + self.log.read_text())
+
+    def stop(self) -> None:
+        if self._proc is not None:
+            self._proc.terminate()
+            try:
+                self._proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._log_fh.close()
+            self._proc = None
+
+    def ssh_args(self, key: Path, cert: Path | None, *extra: str, user: str | None = None) -> list[str]:
+        args = ["ssh", "-F", "/dev/null", "-i", str(key)]
+        if cert is not None:
+            args += ["-o", f"CertificateFile={cert}"]
+        args += [
+            "-o", "IdentitiesOnly=yes",
+            "-o", "IdentityAgent=none",
+            "-o", "BatchMode=yes",
+            "-o", "StrictHostKeyChecking=no",
+            "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "LogLevel=ERROR",
+            "-o", "ConnectTimeout=5",
+            "-o", f"Port={self.port}",
+            *extra,
+            f"{user or self.user}@127.0.0.1",
+        ]  # fmt: skip
+        return args
+
+    def run(self, key: Path, cert: Path | None, command: str, *, user: str | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            self.ssh_args(key, cert, user=user) + [command],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
