@@ -107,3 +107,26 @@ def verify() -> Verification:
         prev = digest
         count += 1
     return Verification(True, count, prev)
+
+
+def head_line() -> str:
+    """Return one line an outside party can keep: time, event count and head hash of the chain."""
+    last = AuditEvent.objects.order_by("-id").values_list("id", "hash").first()
+    count = AuditEvent.objects.count()
+    now = timezone.now().strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{now} events={count} head_id={last[0] if last else 0} head={last[1] if last else GENESIS}"
+
+
+def export_head(path: str | None = None) -> str:
+    """Append the head line to `path` (or AUDIT_HEAD_FILE), and log it, so a later rewrite of history shows."""
+    import logging
+
+    from django.conf import settings
+
+    line = head_line()
+    path = path or getattr(settings, "AUDIT_HEAD_FILE", "")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+    logging.getLogger("jitportal.audit.head").info(line)
+    return line

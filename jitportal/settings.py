@@ -208,6 +208,8 @@ JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characte
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
+# Where the hourly audit head line is appended (empty: the log only).
+AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 
