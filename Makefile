@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry clean
+.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors clean
 .PHONY: e2e e2e-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -54,6 +54,9 @@ e2e: $(STAMP) system-deps e2e-deps
 
 benchmark-expiry: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/expiry_lag.py $(ARGS)
+
+benchmark-connectors: $(STAMP) system-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/connectors.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var
