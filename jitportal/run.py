@@ -60,6 +60,7 @@ def main():
     for username, password, _first, _last, role in DEMO_USERS:
         print(f"  {username:6} / {password:16} {role}")
     print(target_note)
+    print(f"Demo SSH profile: certificates signed by {ca} (hosts would trust {ca}.pub).")
     print("Ctrl-C stops the web server, the workers and the timer.")
     print("=" * 70 + "\n", flush=True)
 
