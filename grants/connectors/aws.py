@@ -171,6 +171,10 @@ def _document(statements: list[dict[str, Any]]) -> str:
 class AWSConnector(Connector):
     """Issue temporary STS credentials for a shared role or a per-grant IAM role."""
 
+    default_prefix = DEFAULT_PREFIX
+    prefix_pattern = _PREFIX_RE
+    prefix_rule = "1-40 letters, digits or +=,.@_-"
+
     def __init__(self, target):
         super().__init__(target)
         self._session: boto3.session.Session | None = None
@@ -181,19 +185,9 @@ class AWSConnector(Connector):
 
     # -- naming -------------------------------------------------------------
 
-    @property
-    def prefix(self) -> str:
-        prefix = self.target.config.get("prefix", DEFAULT_PREFIX)
-        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            raise ConnectorError(
-                f"Target {self.target.name!r}: prefix {prefix!r} must be 1-40 letters, digits or +=,.@_-.",
-                permanent=True,
-            )
-        return prefix
-
     def session_name(self, grant: GrantLike) -> str:
-        """Return the role (and role session) name of a grant: prefix + "g" + grant id, never user input."""
-        return f"{self.prefix}g{int(grant.pk)}"
+        """Return the role (and role session) name of a grant."""
+        return self.account_name(grant)
 
     @property
     def revocation_policy_name(self) -> str:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import os
+import re
 from typing import Any, Protocol
 
 
@@ -52,6 +53,22 @@ class Connector:
 
     # Whether `extend()` can move an expiry without new credentials.
     extends_in_place = False
+    # Names on the target are prefix + "g" + grant id; each kind says which
+    # prefixes its names allow (e.g. a server's length limit).
+    default_prefix = "jit_"
+    prefix_pattern = re.compile(r"[a-z_][a-z0-9_]{0,39}")
+    prefix_rule = "lowercase letters, digits and _ (at most 40)"
+
+    @property
+    def prefix(self) -> str:
+        prefix = self.target.config.get("prefix", self.default_prefix)
+        if not isinstance(prefix, str) or not self.prefix_pattern.fullmatch(prefix):
+            raise ConnectorError(f"Target {self.target.name!r}: prefix {prefix!r} must be {self.prefix_rule}.", permanent=True)
+        return prefix
+
+    def account_name(self, grant: GrantLike) -> str:
+        """Return the name of a grant's account on the target: prefix + "g" + grant id, never user input."""
+        return f"{self.prefix}g{int(grant.pk)}"
 
     def __init__(self, target: TargetLike):
         self.target = target

@@ -125,6 +125,8 @@ class MySQLConnector(Connector):
     """Provision and revoke per-grant accounts on a MySQL or MariaDB server."""
 
     extends_in_place = True  # nothing on the server holds the expiry: the portal ends access
+    prefix_pattern = _PREFIX_RE
+    prefix_rule = "lowercase letters, digits and _ (at most 16)"
 
     def __init__(self, target):
         super().__init__(target)
@@ -134,19 +136,8 @@ class MySQLConnector(Connector):
 
     # -- naming -------------------------------------------------------------
 
-    @property
-    def prefix(self) -> str:
-        prefix = self.target.config.get("prefix", DEFAULT_PREFIX)
-        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            raise ConnectorError(
-                f"Target {self.target.name!r}: prefix {prefix!r} must be lowercase letters, digits and _ (at most 16).",
-                permanent=True,
-            )
-        return prefix
-
     def user_name(self, grant: GrantLike) -> str:
-        """Return the account name of a grant: prefix + "g" + grant id, never user input."""
-        return f"{self.prefix}g{int(grant.pk)}"
+        return self.account_name(grant)
 
     @property
     def user_host(self) -> str:

@@ -72,6 +72,9 @@ class PostgresConnector(Connector):
     """Provision and revoke per-grant LOGIN roles on a PostgreSQL server."""
 
     extends_in_place = True
+    # Role names are at most 63 bytes; a longer name would be truncated
+    # silently and no longer match what we look up. Keep room for "g<pk>".
+    prefix_pattern = _PREFIX_RE
 
     def __init__(self, target):
         super().__init__(target)
@@ -80,19 +83,8 @@ class PostgresConnector(Connector):
 
     # -- naming -------------------------------------------------------------
 
-    @property
-    def prefix(self) -> str:
-        prefix = self.target.config.get("prefix", DEFAULT_PREFIX)
-        if not isinstance(prefix, str) or not _PREFIX_RE.match(prefix):
-            raise ConnectorError(
-                f"Target {self.target.name!r}: prefix {prefix!r} must be lowercase letters, digits and _ (at most 40).",
-                permanent=True,
-            )
-        return prefix
-
     def role_name(self, grant: GrantLike) -> str:
-        """Return the role name of a grant: prefix + "g" + grant id, never user input."""
-        return f"{self.prefix}g{int(grant.pk)}"
+        return self.account_name(grant)
 
     # -- interface ----------------------------------------------------------
 

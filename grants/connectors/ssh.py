@@ -63,6 +63,10 @@ _REVOKED, _ISSUED, _LOCK = ".revoked", ".issued", ".lock"
 class SSHConnector(Connector):
     """Issue OpenSSH user certificates from the portal's CA and revoke them by serial."""
 
+    default_prefix = DEFAULT_PREFIX
+    prefix_pattern = _PREFIX_RE
+    prefix_rule = "letters, digits, '_', '.', '-' (at most 40)"
+
     request_fields = {"public_key": "SSH public key"}
 
     def clean_params(self, params: dict) -> dict:
@@ -80,13 +84,6 @@ class SSHConnector(Connector):
         self._ca = None
 
     # -- naming and configuration ---------------------------------------------
-
-    @property
-    def prefix(self) -> str:
-        prefix = self.target.config.get("prefix", DEFAULT_PREFIX)
-        if not isinstance(prefix, str) or not _PREFIX_RE.fullmatch(prefix):
-            raise ConnectorError(f"Target {self.target.name!r}: prefix {prefix!r} must be letters, digits, '_', '.', '-' (at most 40).", permanent=True)
-        return prefix
 
     def serial(self, grant: GrantLike) -> int:
         """Return the certificate serial of a grant: its id, never user input."""
