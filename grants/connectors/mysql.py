@@ -47,7 +47,6 @@ import pymysql
 
 from .base import Connector, ConnectorError, GrantLike, Provisioned
 
-DEFAULT_PREFIX = "jit_"
 DEFAULT_USER_HOST = "%"
 DEFAULT_PORT = 3306
 CONNECT_TIMEOUT_S = 10

@@ -35,7 +35,6 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from .base import Connector, ConnectorError, GrantLike, Provisioned
 
-DEFAULT_PREFIX = "jit_"
 CONNECT_TIMEOUT_S = 10
 # A worker must not hang forever on a lock held on the target.
 STATEMENT_TIMEOUT_MS = 60_000
