@@ -1,5 +1,6 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
+from django.utils import timezone
 
 
 class User(AbstractUser):
@@ -20,3 +21,31 @@ class User(AbstractUser):
         """Return the name shown in tables: full name with the username."""
         full = self.get_full_name()
         return f"{full} ({self.username})" if full else self.username
+
+
+class ApiToken(models.Model):
+    """A personal token for the JSON API; only the SHA-256 of its secret is kept.
+
+    Made and revoked by its owner through `accounts/tokens.py`; it always
+    expires. It acts as its owner, under the same rules as the pages.
+    """
+
+    user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="api_tokens")
+    name = models.CharField(max_length=100, help_text="What the owner uses it for, e.g. the CI job.")
+    prefix = models.CharField(max_length=16, editable=False, help_text="The secret's first characters, to recognise it.")
+    digest = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the secret, hex.")
+    created_at = models.DateTimeField(default=timezone.now, editable=False)
+    expires_at = models.DateTimeField()
+    last_used_at = models.DateTimeField(null=True, blank=True, editable=False)
+    revoked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-created_at"]
+        verbose_name = "API token"
+
+    def __str__(self):
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_usable(self):
+        return self.revoked_at is None and self.expires_at > timezone.now()

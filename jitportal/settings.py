@@ -213,6 +213,18 @@ AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 
+# The JSON API (grants/api.py) and its personal tokens (accounts/tokens.py).
+JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live
+JIT_API_AUTH_FAILURES_PER_MINUTE = env.int("JIT_API_AUTH_FAILURES_PER_MINUTE", default=10)  # bad tokens per client IP
+JIT_API_REQUESTS_PER_HOUR = env.int("JIT_API_REQUESTS_PER_HOUR", default=20)  # access requests made through the API, per user
+# Behind a reverse proxy, the header it puts the client's address in (its last
+# value is used, the one the proxy appended), e.g. X-Forwarded-For; empty: REMOTE_ADDR.
+JIT_CLIENT_IP_HEADER = env.str("JIT_CLIENT_IP_HEADER", default="")
+# The API's rate-limit counters live in the cache. Each process has its own
+# local-memory cache, so with several web processes use a shared one, e.g.
+# CACHE_URL=redis://127.0.0.1:6379/1 (needs the `redis` package).
+CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
+
 # Outgoing mail, e.g. smtp+tls://user:password@smtp.example.com:587 ; demo mode prints mail to the console.
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")

@@ -1,0 +1,40 @@
+"""The API tokens settings page: make a token (its secret shown once), list and revoke one's own."""
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from . import tokens as api_tokens
+from .forms import TokenForm
+from .models import ApiToken
+
+
+@login_required
+def tokens(request):
+    form = TokenForm(request.POST or None)
+    created = secret = None
+    if request.method == "POST" and form.is_valid():
+        created, secret = api_tokens.create_token(actor=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"])
+        form = TokenForm()
+    # The secret is rendered into this one response and kept nowhere:
+    # no redirect, no session, no cache.
+    response = render(
+        request,
+        "accounts/tokens.html",
+        {"form": form, "created": created, "secret": secret, "tokens": api_tokens.own_tokens(request.user)},
+    )
+    response["Cache-Control"] = "no-store"
+    return response
+
+
+@login_required
+@require_POST
+def token_revoke(request, pk):
+    try:
+        token = api_tokens.revoke_token(pk, actor=request.user)
+    except ApiToken.DoesNotExist:
+        raise Http404 from None  # someone else's token: nothing to learn here
+    messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it no longer works.")
+    return redirect("accounts:tokens")

@@ -1,0 +1,432 @@
+"""The JSON API under /api/v1/, for scripts, CI jobs and the `jit` command line.
+
+Built with django-ninja rather than Django REST framework: the API is a
+dozen function endpoints over our own domain functions, which is what
+ninja is (plain functions, typed pydantic schemas from which the OpenAPI
+document at /api/v1/openapi.json is generated, one small dependency), while
+DRF's serializers, viewsets and permission classes would be a second way of
+writing the rules that `grants/lifecycle.py` already owns, and DRF needs
+drf-spectacular besides for an OpenAPI 3 document.
+
+Like the pages (`grants/views.py`), every endpoint is thin: it loads
+through the same access checks, calls one lifecycle function or selector,
+and turns the domain errors into JSON ones. It writes nothing itself.
+Callers authenticate with a personal token (`accounts/tokens.py`) as
+`Authorization: Bearer jit_...`; there is no session or cookie auth here,
+so there is no CSRF to worry about.
+
+Errors are `{"code", "message", "field"?}` with a stable `code`:
+
+| code | status | when |
+| --- | --- | --- |
+| invalid | 400 | input breaks a rule; `field` names it (`errors` lists all) |
+| unauthorized | 401 | token missing, unknown, expired or revoked |
+| not_allowed | 403 | the caller may not do this (same refusals as the pages) |
+| not_found | 404 | no such request, or the caller may not see it |
+| conflict | 409 | the request or grant is not in a state that allows this |
+| rate_limited | 429 | too many bad tokens from one address, or too many requests; see Retry-After |
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+
+from django.conf import settings
+from django.core.exceptions import ObjectDoesNotExist
+from django.http import Http404, HttpResponse
+from django.urls import reverse
+from ninja import NinjaAPI, Path, Status
+from ninja.errors import AuthenticationError, HttpError, ValidationError
+from ninja.security import HttpBearer
+
+from accounts import tokens as api_tokens
+
+from . import lifecycle, policy, ratelimit, selectors
+from .api_schemas import CredentialsOut, DecisionIn, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut
+from .models import AccessProfile, AccessRequest, Grant
+
+log = logging.getLogger(__name__)
+
+RS = AccessRequest.Status
+RequestId = Path(..., ge=1, le=2**63 - 1)
+# The lifecycle names form fields; the API's field for a duration is in seconds.
+FIELD_NAMES = {"duration": "duration_seconds", "params": "public_key"}
+CODES = {400: "invalid", 401: "unauthorized", 403: "not_allowed", 404: "not_found", 405: "invalid", 409: "conflict", 429: "rate_limited"}
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, errors=None, headers=None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.field = status, code, message, field
+        self.errors = errors
+        self.headers = headers or {}
+
+
+def _not_found(pk) -> ApiError:
+    # As on the pages: outsiders cannot tell a request they may not see from one that does not exist.
+    return ApiError(404, "not_found", f"There is no request #{pk} that you may see.")
+
+
+def _rate_limited(seconds: int, message: str) -> ApiError:
+    return ApiError(429, "rate_limited", f"{message} Try again in {seconds} s.", headers={"Retry-After": str(seconds)})
+
+
+def client_ip(request) -> str:
+    """Return the client's address: REMOTE_ADDR, or the last value of JIT_CLIENT_IP_HEADER behind a proxy."""
+    if settings.JIT_CLIENT_IP_HEADER:
+        last = request.headers.get(settings.JIT_CLIENT_IP_HEADER, "").split(",")[-1].strip()
+        if last:
+            return last
+    return request.META.get("REMOTE_ADDR", "")
+
+
+class TokenAuth(HttpBearer):
+    """`Authorization: Bearer jit_...`; too many failures from one address lock it out for the rest of the minute."""
+
+    def __call__(self, request):
+        header = request.headers.get("Authorization", "")
+        if not header:
+            raise ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'; make one on the API tokens page.")
+        ip = client_ip(request)
+        limit = settings.JIT_API_AUTH_FAILURES_PER_MINUTE
+        # Checked before the token, so that a guesser learns nothing while locked out.
+        wait = ratelimit.retry_after("auth-failure", ip, limit=limit, window=60)
+        if wait:
+            raise _rate_limited(wait, "Too many failed token attempts from your address.")
+        scheme, _, secret = header.partition(" ")
+        try:
+            if scheme.lower() != "bearer":
+                raise api_tokens.InvalidTokenError("Use 'Authorization: Bearer <token>'.")
+            token = api_tokens.authenticate(secret)
+        except api_tokens.InvalidTokenError as exc:
+            ratelimit.hit("auth-failure", ip, window=60)
+            raise ApiError(401, "unauthorized", str(exc)) from None
+        request.api_token = token
+        return token.user
+
+    def authenticate(self, request, token):  # pragma: no cover - __call__ does it all
+        raise NotImplementedError
+
+
+class _Api(NinjaAPI):
+    def get_openapi_operation_id(self, operation) -> str:
+        return operation.view_func.__name__  # "approve", not "grants_api_approve"
+
+
+api = _Api(
+    title="jitportal API",
+    version="1",
+    description="Just-In-Time access: request, decide, use and release access; the same rules as the portal's pages.",
+    urls_namespace="api-v1",
+    auth=TokenAuth(),
+    openapi_url="/openapi.json",
+    docs_url=None,  # Swagger UI would load scripts from a CDN; the document itself is enough
+)
+
+
+def _json_error(request, exc: ApiError):
+    body = {"code": exc.code, "message": exc.message}
+    if exc.field:
+        body["field"] = exc.field
+    if exc.errors:
+        body["errors"] = exc.errors
+    response = api.create_response(request, body, status=exc.status)
+    for name, value in exc.headers.items():
+        response[name] = value
+    if exc.status == 401:
+        response["WWW-Authenticate"] = 'Bearer realm="jitportal"'
+    return response
+
+
+def _invalid(errors: list[tuple[str | None, str]]) -> ApiError:
+    field, message = errors[0]
+    if len(errors) > 1:
+        message = "; ".join(m.rstrip(".") for _, m in errors) + "."
+    return ApiError(400, "invalid", message, field=field, errors=[{"field": f, "message": m} for f, m in errors])
+
+
+@api.exception_handler(ApiError)
+def _on_api_error(request, exc):
+    return _json_error(request, exc)
+
+
+@api.exception_handler(lifecycle.InvalidRequestError)
+def _on_invalid(request, exc):
+    return _json_error(request, _invalid([(FIELD_NAMES.get(f, f), m) for f, m in exc.errors.items()]))
+
+
+@api.exception_handler(lifecycle.NotAllowedError)
+def _on_not_allowed(request, exc):
+    return _json_error(request, ApiError(403, "not_allowed", str(exc)))
+
+
+@api.exception_handler(lifecycle.TransitionError)
+def _on_transition(request, exc):
+    return _json_error(request, ApiError(409, "conflict", str(exc)))
+
+
+@api.exception_handler(ValidationError)
+def _on_validation(request, exc):
+    errors = []
+    for error in exc.errors:
+        names = [str(part) for part in error.get("loc", ()) if part not in ("body", "payload", "path", "query")]
+        field = names[0] if names else None
+        message = error.get("msg", "Invalid value.")
+        errors.append((field, f"{field}: {message}" if field else message))
+    return _json_error(request, _invalid(errors or [(None, "The request body is not valid JSON.")]))
+
+
+@api.exception_handler(AuthenticationError)
+def _on_unauthenticated(request, exc):
+    return _json_error(request, ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'."))
+
+
+@api.exception_handler(Http404)
+def _on_404(request, exc):
+    return _json_error(request, ApiError(404, "not_found", "Not found."))
+
+
+@api.exception_handler(ObjectDoesNotExist)
+def _on_does_not_exist(request, exc):
+    return _json_error(request, ApiError(404, "not_found", "Not found."))
+
+
+@api.exception_handler(HttpError)
+def _on_http_error(request, exc):
+    return _json_error(request, ApiError(exc.status_code, CODES.get(exc.status_code, "error"), str(exc)))
+
+
+@api.exception_handler(Exception)
+def _on_crash(request, exc):
+    log.exception("API error on %s %s", request.method, request.path)
+    return _json_error(request, ApiError(500, "server_error", "Something went wrong in the portal; the error is logged."))
+
+
+# Reading ---------------------------------------------------------------------
+
+ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 429: Error}
+
+
+def _seconds(delta: datetime.timedelta) -> int:
+    return int(delta.total_seconds())
+
+
+def _grant_of(access_request) -> Grant | None:
+    """Return the grant a request made, or for an extension the grant it extends."""
+    grant = Grant.objects.filter(request=access_request).first()
+    if grant is None and access_request.extends_id:
+        grant = Grant.objects.filter(pk=access_request.extends_id).first()
+    return grant
+
+
+def _grant_out(grant: Grant | None) -> dict | None:
+    if grant is None:
+        return None
+    return {
+        "id": grant.pk,
+        "status": grant.status,
+        "is_active": grant.is_active,
+        "starts_at": grant.starts_at,
+        "expires_at": grant.expires_at,
+        "end_reason": grant.end_reason,
+        "credentials_available": grant.credentials_available,
+        "last_error": grant.last_error,
+    }
+
+
+def _request_out(access_request: AccessRequest) -> dict:
+    steps = policy.steps_for(access_request.profile)
+    index = min(access_request.step, len(steps) - 1)
+    waiting = None
+    if access_request.status == RS.PENDING:
+        waiting = f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
+    return {
+        "id": access_request.pk,
+        "status": access_request.status,
+        "profile": access_request.profile.name,
+        "profile_title": access_request.profile.title,
+        "target": access_request.profile.target.name,
+        "requester": access_request.requester.username,
+        "duration_seconds": _seconds(access_request.duration),
+        "justification": access_request.justification,
+        "ticket": access_request.ticket,
+        "starts_at": access_request.starts_at,
+        "created_at": access_request.created_at,
+        "decided_at": access_request.decided_at,
+        "decided_by": access_request.decided_by.username if access_request.decided_by_id else None,
+        "decision_comment": access_request.decision_comment,
+        "auto_rule": access_request.auto_rule,
+        "break_glass": access_request.break_glass,
+        "extends": access_request.extends_id,
+        "step": index + 1,
+        "steps": len(steps),
+        "waiting_for": waiting,
+        "approvals": [
+            {"approver": a.approver.username, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
+            for a in selectors.approvals_of(access_request)
+        ],
+        "grant": _grant_out(_grant_of(access_request)),
+        "url": settings.PORTAL_URL.rstrip("/") + reverse("grants:request_detail", args=[access_request.pk]),
+    }
+
+
+def _load(pk) -> AccessRequest | None:
+    return (
+        AccessRequest.objects.select_related("profile__target", "profile__policy", "profile__approver_group", "requester", "decided_by")
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def _request_for_viewer(request, pk) -> AccessRequest:
+    access_request = _load(pk)
+    if access_request is None or not selectors.may_view_request(request.auth, access_request):
+        raise _not_found(pk)
+    return access_request
+
+
+def _grant_for_viewer(request, pk) -> Grant:
+    access_request = _request_for_viewer(request, pk)
+    grant = _grant_of(access_request)
+    if grant is None:
+        raise ApiError(409, "conflict", f"Request #{pk} is {access_request.get_status_display().lower()} and has no access yet.")
+    return grant
+
+
+@api.get("/profiles", response={200: list[ProfileOut], **ERRORS}, summary="Profiles you may request")
+def list_profiles(request):
+    profiles = selectors.requestable_profiles(request.auth).select_related("policy", "approver_group")
+    return [
+        {
+            "name": p.name,
+            "title": p.title,
+            "description": p.description,
+            "target": p.target.name,
+            "kind": p.target.kind,
+            "default_duration_seconds": _seconds(p.default_duration),
+            "max_duration_seconds": _seconds(p.max_duration),
+            "risk": p.risk,
+            "approvers": "; then ".join(s.describe() for s in policy.steps_for(p)),
+        }
+        for p in profiles
+    ]
+
+
+@api.get("/requests", response={200: list[RequestOut], **ERRORS}, summary="Your latest requests")
+def list_requests(request):
+    return [_request_out(r) for r in selectors.own_requests(request.auth)]
+
+
+@api.get("/requests/{request_id}", response={200: RequestOut, **ERRORS}, summary="One request, its approvals and its grant")
+def get_request(request, request_id: int = RequestId):
+    return _request_out(_request_for_viewer(request, request_id))
+
+
+@api.get("/inbox", response={200: list[RequestOut], **ERRORS}, summary="Requests you may decide now")
+def inbox(request):
+    return [_request_out(r) for r in selectors.requests_awaiting(request.auth)]
+
+
+# Acting ----------------------------------------------------------------------
+
+
+@api.post("/requests", response={201: RequestOut, **ERRORS}, summary="Ask for access")
+def create_request(request, payload: RequestIn):
+    user = request.auth
+    count, left = ratelimit.hit("api-request", str(user.pk), window=3600)
+    if count > settings.JIT_API_REQUESTS_PER_HOUR:
+        raise _rate_limited(left, f"At most {settings.JIT_API_REQUESTS_PER_HOUR} requests an hour through the API.")
+    # Any existing profile is looked up, so that the lifecycle (not the API)
+    # refuses one the caller may not request, and records the attempt.
+    profile = AccessProfile.objects.select_related("target", "policy").filter(name=payload.profile).first()
+    if profile is None:
+        raise ApiError(400, "invalid", f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.", field="profile")
+    params = {"public_key": payload.public_key} if payload.public_key else None
+    created = lifecycle.submit_request(
+        requester=user,
+        profile=profile,
+        duration=datetime.timedelta(seconds=payload.duration_seconds),
+        justification=payload.justification,
+        ticket=payload.ticket,
+        starts_at=payload.starts_at,
+        params=params,
+    )
+    return Status(201, _request_out(_load(created.pk)))
+
+
+def _decide(request, request_id: int, payload: DecisionIn | None, decide) -> dict:
+    access_request = _load(request_id)
+    if access_request is None:
+        raise _not_found(request_id)
+    try:
+        decide(access_request.pk, actor=request.auth, comment=payload.comment if payload else "")
+    except lifecycle.NotAllowedError as exc:
+        # The lifecycle has recorded the attempt; outsiders still learn nothing about the request.
+        if not selectors.may_view_request(request.auth, access_request):
+            raise _not_found(request_id) from None
+        raise ApiError(403, "not_allowed", str(exc)) from None
+    except lifecycle.TransitionError as exc:
+        access_request.refresh_from_db()
+        if access_request.status != RS.PENDING:
+            raise ApiError(
+                409, "conflict", f"Request #{request_id} is already {access_request.get_status_display().lower()}; nothing changed."
+            ) from None
+        raise
+    return _request_out(_load(request_id))
+
+
+@api.post("/requests/{request_id}/approve", response={200: RequestOut, **ERRORS}, summary="Approve the step you may decide")
+def approve(request, request_id: int = RequestId, payload: DecisionIn | None = None):
+    return _decide(request, request_id, payload, lifecycle.approve_request)
+
+
+@api.post("/requests/{request_id}/deny", response={200: RequestOut, **ERRORS}, summary="Deny a request")
+def deny(request, request_id: int = RequestId, payload: DecisionIn | None = None):
+    return _decide(request, request_id, payload, lifecycle.deny_request)
+
+
+@api.post("/requests/{request_id}/cancel", response={200: RequestOut, **ERRORS}, summary="Withdraw your pending request")
+def cancel(request, request_id: int = RequestId):
+    access_request = _request_for_viewer(request, request_id)
+    try:
+        lifecycle.cancel_request(access_request.pk, actor=request.auth)
+    except lifecycle.TransitionError:
+        raise ApiError(409, "conflict", f"Request #{request_id} is no longer pending; nothing changed.") from None
+    return _request_out(_load(request_id))
+
+
+@api.post("/requests/{request_id}/release", response={200: RequestOut, **ERRORS}, summary="End your access now")
+def release(request, request_id: int = RequestId):
+    grant = _grant_for_viewer(request, request_id)
+    try:
+        lifecycle.revoke_grant(grant.pk, actor=request.auth, reason=Grant.EndReason.RELEASED)
+    except lifecycle.TransitionError:
+        raise ApiError(409, "conflict", "This access is already ending or ended; nothing changed.") from None
+    return _request_out(_load(request_id))
+
+
+@api.post("/requests/{request_id}/extend", response={201: RequestOut, **ERRORS}, summary="Ask for more time on your active access")
+def extend(request, payload: ExtensionIn, request_id: int = RequestId):
+    grant = _grant_for_viewer(request, request_id)
+    extension = lifecycle.request_extension(
+        grant.pk, actor=request.auth, duration=datetime.timedelta(seconds=payload.duration_seconds), justification=payload.justification
+    )
+    return Status(201, _request_out(_load(extension.pk)))
+
+
+@api.get("/requests/{request_id}/credentials", response={200: CredentialsOut, **ERRORS}, summary="Your credentials, once")
+def credentials(request, response: HttpResponse, request_id: int = RequestId):
+    # Like the credentials page: no copy in any cache on the way.
+    response["Cache-Control"] = "no-store"
+    grant = _grant_for_viewer(request, request_id)
+    if grant.status == Grant.Status.SCHEDULED:
+        raise ApiError(409, "conflict", "The access is still being set up on the target; try again in a few seconds.")
+    revealed = lifecycle.reveal_credentials(grant.pk, actor=request.auth)
+    return {
+        "request": request_id,
+        "grant": grant.pk,
+        "kind": grant.profile.target.kind,
+        "expires_at": grant.expires_at,
+        "credentials": {str(k): str(v) for k, v in revealed.items()},
+    }

@@ -1,0 +1,119 @@
+"""What the JSON API reads and writes (pydantic models via django-ninja); the OpenAPI document is made from them."""
+
+from __future__ import annotations
+
+import datetime
+from typing import Annotated
+
+from ninja import Field, Schema
+from pydantic import AfterValidator, AwareDatetime
+
+
+def _no_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; the pages' form fields refuse it too.
+    if "\x00" in value:
+        raise ValueError("Null characters are not allowed.")
+    return value
+
+
+Text = Annotated[str, AfterValidator(_no_nul)]
+# Bounded so that a huge number is a validation error, not an overflow; the
+# lifecycle says what the profile allows.
+Seconds = Annotated[int, Field(ge=1, le=10**8)]
+
+
+class Error(Schema):
+    code: str = Field(description="Stable: invalid, unauthorized, not_allowed, not_found, conflict, rate_limited, server_error.")
+    message: str = Field(description="For people: what went wrong and what to do.")
+    field: str | None = Field(None, description="The input field at fault, for `invalid`.")
+    errors: list[FieldError] | None = Field(None, description="Every field at fault, for `invalid`.")
+
+
+class FieldError(Schema):
+    field: str | None
+    message: str
+
+
+Error.model_rebuild()
+
+
+class ProfileOut(Schema):
+    name: str
+    title: str
+    description: str
+    target: str
+    kind: str
+    default_duration_seconds: int
+    max_duration_seconds: int
+    risk: str
+    approvers: str = Field(description="Who decides each step, e.g. 'a member of db-approvers'.")
+
+
+class RequestIn(Schema):
+    profile: Text = Field(max_length=64, description="The profile's name, as listed by GET /profiles.", examples=["appdb-readonly"])
+    duration_seconds: Seconds = Field(examples=[1800])
+    justification: Text = Field(max_length=20000, examples=["Investigate INC-4711: slow order queries on appdb"])
+    ticket: Text = Field("", max_length=1000, examples=["INC-4711"])
+    starts_at: AwareDatetime | None = Field(None, description="Start of a scheduled window (with a time zone); empty: as soon as approved.")
+    public_key: Text | None = Field(None, max_length=10000, description="SSH profiles: your public key; empty: the portal makes a key pair.")
+
+
+class DecisionIn(Schema):
+    comment: Text = Field("", max_length=2000)
+
+
+class ExtensionIn(Schema):
+    duration_seconds: Seconds = Field(examples=[1800])
+    justification: Text = Field(max_length=20000, examples=["The migration runs longer than planned (INC-4711)"])
+
+
+class ApprovalOut(Schema):
+    approver: str
+    step: int = Field(description="1-based.")
+    comment: str
+    created_at: datetime.datetime
+
+
+class GrantOut(Schema):
+    id: int
+    status: str = Field(description="scheduled, active, revoking, revoked or failed.")
+    is_active: bool = Field(description="Active and not past expiry.")
+    starts_at: datetime.datetime | None
+    expires_at: datetime.datetime | None
+    end_reason: str = Field(description="expired, released, revoked or policy; empty while live.")
+    credentials_available: bool = Field(description="GET .../credentials would return them (once).")
+    last_error: str
+
+
+class RequestOut(Schema):
+    id: int
+    status: str = Field(description="pending, approved, denied, cancelled or lapsed.")
+    profile: str
+    profile_title: str
+    target: str
+    requester: str
+    duration_seconds: int
+    justification: str
+    ticket: str
+    starts_at: datetime.datetime | None
+    created_at: datetime.datetime
+    decided_at: datetime.datetime | None
+    decided_by: str | None
+    decision_comment: str
+    auto_rule: str
+    break_glass: bool
+    extends: int | None = Field(description="For an extension: the grant it extends.")
+    step: int = Field(description="The step waiting (1-based).")
+    steps: int
+    waiting_for: str | None = Field(description="While pending: who may decide the current step.")
+    approvals: list[ApprovalOut]
+    grant: GrantOut | None
+    url: str = Field(description="The request's page in the portal.")
+
+
+class CredentialsOut(Schema):
+    request: int
+    grant: int
+    kind: str = Field(description="The target's kind: postgres, mysql, ssh, aws.")
+    expires_at: datetime.datetime
+    credentials: dict[str, str]
