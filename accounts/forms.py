@@ -15,3 +15,8 @@ class TokenForm(forms.Form):
         days.validators.append(MaxValueValidator(top))
         days.widget.attrs["max"] = top
         days.help_text = f"1 to {top} days. Every token expires; make a new one then."
+
+
+class NotificationForm(forms.Form):
+    email = forms.BooleanField(label="Email", required=False, help_text="Mail to your address in the portal.")
+    slack = forms.BooleanField(label="Slack", required=False, help_text="Direct messages from the portal's Slack app.")

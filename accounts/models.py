@@ -49,3 +49,30 @@ class ApiToken(models.Model):
     @property
     def is_usable(self):
         return self.revoked_at is None and self.expires_at > timezone.now()
+
+
+class NotificationPreference(models.Model):
+    """How a person wants to hear from the portal: email, Slack, or both.
+
+    A person without a row gets both. `slack_user_id` is found by the
+    person's email through Slack's `users.lookupByEmail` (bot token only)
+    the first time a Slack message is sent to them.
+    """
+
+    user = models.OneToOneField("accounts.User", on_delete=models.CASCADE, related_name="notification_preference")
+    email = models.BooleanField(default=True)
+    slack = models.BooleanField(default=True)
+    slack_user_id = models.CharField(max_length=32, blank=True, editable=False)
+    # The address the Slack id was found for: a changed address is looked up again.
+    slack_lookup_email = models.EmailField(blank=True, editable=False)
+
+    def __str__(self):
+        return f"Notifications of {self.user}"
+
+    @classmethod
+    def of(cls, user) -> "NotificationPreference":
+        """Return the user's preference, or an unsaved one with the defaults."""
+        try:
+            return user.notification_preference
+        except cls.DoesNotExist:
+            return cls(user=user)

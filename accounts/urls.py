@@ -5,6 +5,7 @@ from . import views
 app_name = "accounts"
 
 urlpatterns = [
-    path("", views.tokens, name="tokens"),
-    path("<int:pk>/revoke", views.token_revoke, name="token_revoke"),
+    path("tokens/", views.tokens, name="tokens"),
+    path("tokens/<int:pk>/revoke", views.token_revoke, name="token_revoke"),
+    path("notifications/", views.notifications, name="notifications"),
 ]

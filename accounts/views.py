@@ -1,5 +1,6 @@
-"""The API tokens settings page: make a token (its secret shown once), list and revoke one's own."""
+"""Personal settings pages: API tokens (a secret shown once, list, revoke) and notification choices."""
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
@@ -7,8 +8,9 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from . import tokens as api_tokens
-from .forms import TokenForm
-from .models import ApiToken
+from .forms import NotificationForm, TokenForm
+from .models import ApiToken, NotificationPreference
+from .notifications import set_notification_preference
 
 
 @login_required
@@ -38,3 +40,18 @@ def token_revoke(request, pk):
         raise Http404 from None  # someone else's token: nothing to learn here
     messages.success(request, f"Token {token.name} ({token.prefix}…) revoked; it no longer works.")
     return redirect("accounts:tokens")
+
+
+@login_required
+def notifications(request):
+    current = NotificationPreference.of(request.user)
+    form = NotificationForm(request.POST or None, initial={"email": current.email, "slack": current.slack})
+    if request.method == "POST" and form.is_valid():
+        set_notification_preference(request.user, email=form.cleaned_data["email"], slack=form.cleaned_data["slack"])
+        messages.success(request, "Notification settings saved.")
+        return redirect("accounts:notifications")
+    return render(
+        request,
+        "accounts/notifications.html",
+        {"form": form, "preference": current, "slack_configured": bool(settings.SLACK_BOT_TOKEN)},
+    )

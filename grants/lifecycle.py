@@ -181,6 +181,8 @@ def submit_request(
             rule = policy.auto_approval_rule(req, now=now)
             if rule:
                 _approve_by_policy(req, rule=rule, event="request.auto_approved")
+            else:
+                transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
     return req
 
 
@@ -245,6 +247,8 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
         rule = policy.auto_approval_rule(req, duration=grant.expires_at + duration - grant.starts_at)
         if rule:
             _approve_by_policy(req, rule=rule, event="request.auto_approved")
+        else:
+            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
     return req
 
 
@@ -274,6 +278,7 @@ def _approve_by_policy(req: AccessRequest, *, rule: str, event: str):
     req.auto_rule = rule
     req.save(update_fields=["status", "decided_at", "auto_rule"])
     audit.record(event, obj=req, details={**_snapshot(req.profile, req.requester), "rule": rule})
+    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=None)
 
 
@@ -286,6 +291,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
         if done >= steps[req.step].count:
             req.step += 1
             req.save(update_fields=["step"])
+            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
         audit.record("request.step_approved", actor=actor, obj=req, details=details)
         return
     _check(req, ALLOWED_REQUEST, RS.APPROVED)
@@ -295,6 +301,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.approved", actor=actor, obj=req, details=details)
+    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=actor)
 
 
@@ -306,6 +313,7 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1})
+    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
 def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None) -> AccessRequest:
@@ -479,6 +487,7 @@ def provision_grant(grant_id) -> Grant | None:
             details={**_snapshot(grant.profile, grant.user), "external_ref": grant.external_ref,
                      "starts_at": grant.starts_at, "expires_at": grant.expires_at},
         )
+        transaction.on_commit(lambda: _enqueue("grants.notify.grant_provisioned", grant.pk))
     return grant
 
 
@@ -658,6 +667,7 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
                      "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
                      "expires_at": grant.expires_at, "attempts": grant.attempts + 1},
         )
+        transaction.on_commit(lambda: _enqueue("grants.notify.grant_revoked", grant.pk))
     return grant
 
 

@@ -201,6 +201,9 @@ class Grant(models.Model):
     attempts = models.PositiveIntegerField(default=0)
     next_attempt_at = models.DateTimeField(null=True, blank=True, db_index=True)
     last_error = models.TextField(blank=True)
+    reminded_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the holder was told that the access ends soon."
+    )
 
     class Meta:
         ordering = ["-created_at"]

@@ -112,3 +112,328 @@ def targets_overview():
 
 def drift_findings(*, limit=200):
     return DriftFinding.objects.select_related("target", "grant__user").order_by("-found_at")[:limit]
+
+
+# Reports (audit pages) ------------------------------------------------------
+# Read-only rows for audit's report pages and their CSV downloads. Each
+# selector returns a queryset with flat annotations, so that a page
+# (select_related, one query per page of rows) and a download (values_list
+# over the same names) read the same thing in a constant number of queries.
+# The scope (everything, one person's own, one approver's decisions) is an
+# argument: the caller decides it once, before any filter is applied.
+
+import datetime as _datetime  # noqa: E402
+
+from django.db.models import (  # noqa: E402
+    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, FloatField,
+    IntegerField, Max, OuterRef, TextField, Value, When,
+)
+from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
+
+from .models import Approval  # noqa: E402
+
+_GS, _RS = Grant.Status, AccessRequest.Status
+
+# How a grant turned out: its status while it lives, its end reason once it ends.
+ACCESS_OUTCOMES = [
+    (_GS.SCHEDULED, "Scheduled"),
+    (_GS.ACTIVE, "Active"),
+    (_GS.FAILED, "Failed"),
+    *Grant.EndReason.choices,
+]
+# How a request was decided.
+DECISION_OUTCOMES = [
+    ("approved", "Approved by a person"),
+    ("auto_approved", "Approved by a policy rule"),
+    ("break_glass", "Break-glass"),
+    (_RS.DENIED, "Denied"),
+    (_RS.LAPSED, "Lapsed: nobody decided in time"),
+    (_RS.CANCELLED, "Cancelled"),
+]
+# Where a grant that may still exist on its target stands.
+CURRENT_STATES = [
+    ("active", "Active"),
+    ("past_expiry", "Past expiry, being removed"),
+    ("ending", "Ending, being removed"),
+]
+REVIEW_STATES = [("open", "Open"), ("closed", "Closed")]
+DRIFT_KINDS = DriftFinding.Kind.choices
+
+
+def report_targets():
+    return Target.objects.order_by("name")
+
+
+def report_profiles():
+    return AccessProfile.objects.select_related("target").order_by("title")
+
+
+def may_decide(user) -> bool:
+    """Return whether `user` has decided a request, or may decide some (an approver group, a policy step, a manager)."""
+    if AccessRequest.objects.filter(decided_by=user).exists() or Approval.objects.filter(approver=user).exists():
+        return True
+    groups = policy.group_names(user)
+    if AccessProfile.objects.filter(approver_group__name__in=groups).exists():
+        return True
+    is_manager = user.reports.exists()
+    if is_manager and AccessProfile.objects.filter(manager_approves=True).exists():
+        return True
+    return any(
+        step.group in groups or (step.manager and is_manager)
+        for profile in AccessProfile.objects.exclude(policy=None).select_related("policy")
+        for step in policy.steps_for(profile)
+    )
+
+
+def _decision(prefix=""):
+    """How a request was decided, as one of DECISION_OUTCOMES (or 'pending')."""
+    p = prefix
+    return Case(
+        When(**{f"{p}status": _RS.APPROVED, f"{p}break_glass": True}, then=Value("break_glass")),
+        When(**{f"{p}status": _RS.APPROVED, f"{p}decided_by__isnull": True}, then=Value("auto_approved")),
+        default=F(f"{p}status"),
+        output_field=CharField(),
+    )
+
+
+def _between(end, start):
+    return ExpressionWrapper(end - start, output_field=DurationField())
+
+
+def access_history(*, user=None):
+    """Return one row per grant with its request, decision, lifetime and end, newest grant first; only `user`'s if given.
+
+    `ended_at` is when the target was confirmed clean (`verified_at`, else
+    `revoked_at`); until then a grant counts as live. `window_start` and
+    `window_end` (None: still open) bound the time it was asked for or held.
+    """
+    ended = Coalesce("verified_at", "revoked_at")
+    rows = Grant.objects.select_related("user", "profile__target", "request__decided_by").annotate(
+        requested_at=F("request__created_at"),
+        decided_at=F("request__decided_at"),
+        decision=_decision("request__"),
+        ended_at=ended,
+        actual_duration=_between(ended, F("starts_at")),
+        outcome=Case(
+            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")), default=F("status"), output_field=CharField()
+        ),
+        window_start=Coalesce("starts_at", "request__created_at"),
+        window_end=Case(When(status=_GS.FAILED, then=F("created_at")), default=ended, output_field=DateTimeField()),
+    )
+    if user is not None:
+        rows = rows.filter(user=user)
+    # Newest grant first by primary key: an index walk, where ordering by the
+    # request's time would join and sort every row before the first page.
+    return rows.order_by("-pk")
+
+
+def current_access(*, now=None):
+    """Return the grants that may exist on their targets right now, soonest expiry first, with the time `remaining`."""
+    now = now or timezone.now()
+    live = Q(status=_GS.ACTIVE, expires_at__gt=now)
+    return (
+        Grant.objects.filter(Q(status=_GS.ACTIVE) | Q(status=_GS.REVOKING, starts_at__isnull=False))
+        .select_related("user", "profile__target", "request")
+        .annotate(
+            state=Case(
+                When(live, then=Value("active")),
+                When(status=_GS.ACTIVE, then=Value("past_expiry")),
+                default=Value("ending"),
+                output_field=CharField(),
+            ),
+            remaining=Case(
+                When(live, then=_between(F("expires_at"), Value(now, output_field=DateTimeField()))),
+                default=Value(_datetime.timedelta(0)),
+                output_field=DurationField(),
+            ),
+            break_glass=F("request__break_glass"),
+        )
+        .order_by("expires_at", "pk")
+    )
+
+
+def decisions(*, decider=None):
+    """Return every request that is no longer pending, with `decision` and `time_to_decision`, latest decision first.
+
+    With `decider`, only the requests that person decided or approved a step of.
+    """
+    rows = (
+        AccessRequest.objects.exclude(status=_RS.PENDING)
+        .select_related("requester", "profile__target", "decided_by")
+        .annotate(decision=_decision(), time_to_decision=_between(F("decided_at"), F("created_at")))
+    )
+    if decider is not None:
+        rows = rows.filter(Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider)))
+    return rows.order_by("-decided_at", "-pk")
+
+
+def _decision_counts():
+    human = Q(decided_by__isnull=False, status__in=[_RS.APPROVED, _RS.DENIED])
+    return {
+        "decided": Count("pk", filter=Q(status__in=[_RS.APPROVED, _RS.DENIED])),
+        "approved": Count("pk", filter=Q(status=_RS.APPROVED, decided_by__isnull=False)),
+        "auto_approved": Count("pk", filter=Q(status=_RS.APPROVED, decided_by__isnull=True, break_glass=False)),
+        "break_glass": Count("pk", filter=Q(status=_RS.APPROVED, break_glass=True)),
+        "denied": Count("pk", filter=Q(status=_RS.DENIED)),
+        "lapsed": Count("pk", filter=Q(status=_RS.LAPSED)),
+        "cancelled": Count("pk", filter=Q(status=_RS.CANCELLED)),
+        "avg_time_to_decision": Avg(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
+        "max_time_to_decision": Max(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
+    }
+
+
+def decision_stats_by_profile(rows):
+    """Aggregate `decisions()` rows per profile (one query); `auto_share` is auto-approved out of approved or denied."""
+    return (
+        rows.order_by()
+        .values("profile__name", "profile__title", "profile__target__name")
+        .annotate(**_decision_counts())
+        .annotate(auto_share=Cast("auto_approved", FloatField()) / Cast(NullIf("decided", 0), FloatField()))
+        .order_by("profile__title", "profile__name")
+    )
+
+
+def decision_totals(rows) -> dict:
+    """Aggregate `decisions()` rows into one dict (one query), with `auto_share` as for a profile."""
+    totals = rows.order_by().aggregate(**_decision_counts())
+    totals["auto_share"] = totals["auto_approved"] / totals["decided"] if totals["decided"] else None
+    return totals
+
+
+def decision_stats_by_approver(rows, *, approver=None):
+    """Aggregate `decisions()` rows per person who closed them (the last approval or a denial); only `approver`'s if given."""
+    rows = rows.filter(decided_by__isnull=False)
+    if approver is not None:
+        rows = rows.filter(decided_by=approver)
+    counts = {k: v for k, v in _decision_counts().items() if k in ("decided", "approved", "denied", "avg_time_to_decision", "max_time_to_decision")}
+    return rows.order_by().values("decided_by__username").annotate(**counts).order_by("decided_by__username")
+
+
+def break_glass_uses():
+    """Return every break-glass request with its grant and the state of its review, latest first."""
+    return (
+        AccessRequest.objects.filter(break_glass=True)
+        .select_related("requester", "profile__target", "review__closed_by", "grant")
+        .annotate(
+            review_state=Case(When(review__closed_at__isnull=False, then=Value("closed")), default=Value("open"), output_field=CharField()),
+            grant_status=F("grant__status"),
+            started_at=F("grant__starts_at"),
+            ended_at=Coalesce("grant__verified_at", "grant__revoked_at"),
+        )
+        .order_by("-created_at", "-pk")
+    )
+
+
+def drift_report():
+    """Return every drift finding, latest first (unlike `drift_findings`, unlimited: the report paginates)."""
+    return DriftFinding.objects.select_related("target", "grant__user", "grant__profile").order_by("-found_at", "-pk")
+
+
+TIMELINE_FIELDS = ("when", "what", "request_no", "grant_no", "target_name", "profile_name", "counterpart", "detail")
+
+
+def _timeline_part(rows, *, profile_path, since, until, target_filter, profile_filter, **columns):
+    """Return one source of the timeline as TIMELINE_FIELDS dicts, filtered by the period and catalog."""
+    rows = rows.order_by().annotate(**columns)
+    if since is not None:
+        rows = rows.filter(when__gte=since)
+    if until is not None:
+        rows = rows.filter(when__lt=until)
+    if target_filter is not None:
+        rows = rows.filter(**{f"{profile_path}__target": target_filter})
+    if profile_filter is not None:
+        rows = rows.filter(**{profile_path: profile_filter})
+    return rows.values(*TIMELINE_FIELDS)
+
+
+def user_timeline(person, *, since=None, until=None, target=None, profile=None):
+    """Return what `person` requested, held and decided as one time-ordered queryset of dicts (TIMELINE_FIELDS).
+
+    One UNION query: it counts, sorts by any column and slices for
+    pagination like any other queryset.
+    """
+
+    def text(value):
+        return Value(value, output_field=CharField())
+
+    none_int, none_text = Value(None, output_field=IntegerField()), Value(None, output_field=CharField())
+    filters = {"since": since, "until": until, "target_filter": target, "profile_filter": profile}
+    own = AccessRequest.objects.filter(requester=person)
+    ended = Coalesce("verified_at", "revoked_at")
+    parts = [
+        _timeline_part(
+            own, profile_path="profile", **filters,
+            when=F("created_at"),
+            what=Case(When(break_glass=True, then=text("requested (break-glass)")), When(extends__isnull=False, then=text("asked for more time")),
+                      default=text("requested")),
+            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=none_text, detail=Cast("justification", TextField()),
+        ),
+        _timeline_part(
+            own.exclude(status=_RS.PENDING), profile_path="profile", **filters,
+            when=F("decided_at"),
+            what=Case(
+                When(status=_RS.APPROVED, break_glass=True, then=text("request approved (break-glass)")),
+                When(status=_RS.APPROVED, decided_by__isnull=True, then=text("request auto-approved")),
+                When(status=_RS.APPROVED, then=text("request approved")),
+                When(status=_RS.DENIED, then=text("request denied")),
+                When(status=_RS.LAPSED, then=text("request lapsed")),
+                default=text("request cancelled"),
+            ),
+            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=Coalesce(F("decided_by__username"), NullIf("auto_rule", Value(""))),
+            detail=Cast("decision_comment", TextField()),
+        ),
+        _timeline_part(
+            Grant.objects.filter(user=person, starts_at__isnull=False), profile_path="profile", **filters,
+            when=F("starts_at"), what=text("access started"),
+            request_no=F("request_id"), grant_no=F("pk"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=none_text, detail=Cast("external_ref", TextField()),
+        ),
+        _timeline_part(
+            Grant.objects.filter(user=person, revoke_requested_at__isnull=False), profile_path="profile", **filters,
+            when=F("revoke_requested_at"), what=text("access ending"),
+            request_no=F("request_id"), grant_no=F("pk"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+        ),
+        _timeline_part(
+            Grant.objects.filter(user=person).annotate(ended=ended).filter(ended__isnull=False), profile_path="profile", **filters,
+            when=F("ended"), what=text("access ended"),
+            request_no=F("request_id"), grant_no=F("pk"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+        ),
+        _timeline_part(
+            Approval.objects.filter(approver=person), profile_path="request__profile", **filters,
+            when=F("created_at"), what=text("approved a request"),
+            request_no=F("request_id"), grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+        ),
+        _timeline_part(
+            AccessRequest.objects.filter(decided_by=person, status=_RS.DENIED), profile_path="profile", **filters,
+            when=F("decided_at"), what=text("denied a request"),
+            request_no=F("pk"), grant_no=none_int,
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=F("requester__username"), detail=Cast("decision_comment", TextField()),
+        ),
+        _timeline_part(
+            Grant.objects.filter(ended_by=person).exclude(user=person), profile_path="profile", **filters,
+            when=F("revoke_requested_at"), what=text("revoked someone's access"),
+            request_no=F("request_id"), grant_no=F("pk"),
+            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            counterpart=F("user__username"), detail=Cast("end_reason", TextField()),
+        ),
+        _timeline_part(
+            BreakGlassReview.objects.filter(closed_by=person), profile_path="request__profile", **filters,
+            when=F("closed_at"), what=text("closed a break-glass review"),
+            request_no=F("request_id"), grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+        ),
+    ]
+    return parts[0].union(*parts[1:], all=True).order_by("when", "what")

@@ -5,11 +5,12 @@ lifecycle claims rows with `select_for_update(skip_locked=True)` and a task
 that finds nothing to do returns quietly.
 """
 
+import datetime
 import logging
 import math
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from . import lifecycle
@@ -17,6 +18,8 @@ from .connectors import ConnectorError, get_connector
 from .models import Grant, Target
 
 log = logging.getLogger(__name__)
+
+REMIND_BEFORE = datetime.timedelta(minutes=10)
 
 
 def provision(grant_id):
@@ -73,9 +76,10 @@ def enqueue_expiries(due_count: int):
 
 
 def sweep():
-    """Make what should be true now true: expire, retry revocations and provisioning, lapse requests."""
+    """Make what should be true now true: expire, retry revocations and provisioning, lapse requests, remind holders."""
     now = timezone.now()
     expire_due()
+    remind_expiring(now)
     connectors = {}
     try:
         for grant_id in Grant.objects.filter(status=Grant.Status.REVOKING, next_attempt_at__lte=now).values_list("pk", flat=True):
@@ -95,6 +99,26 @@ def sweep():
         except Exception:
             log.exception("Provisioning grant %s failed", grant_id)
     lifecycle.lapse_stale_requests(now)
+
+
+def remind_expiring(now=None) -> list[int]:
+    """Enqueue a reminder for each active grant that ends within ten minutes and was not reminded of this expiry.
+
+    The claim is a compare-and-set on `reminded_at`, so two sweepers send
+    one reminder; a grant extended after its reminder is reminded again
+    before its new expiry.
+    """
+    from django_q.tasks import async_task
+
+    now = now or timezone.now()
+    not_reminded = Q(reminded_at__isnull=True) | Q(reminded_at__lt=F("expires_at") - REMIND_BEFORE)
+    due = Grant.objects.filter(not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE)
+    claimed = []
+    for grant_id in due.values_list("pk", flat=True):
+        if Grant.objects.filter(not_reminded, pk=grant_id).update(reminded_at=now) == 1:
+            claimed.append(grant_id)
+            async_task("grants.notify.expiry_soon", grant_id, group="expiry_soon")
+    return claimed
 
 
 def check_targets():

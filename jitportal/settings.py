@@ -65,6 +65,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    "jitportal.middleware.RequestIdMiddleware",
+    "jitportal.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics: before host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -229,10 +231,51 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")
 
+# Notifications (grants/notify.py). Slack: a bot token sends direct messages,
+# posts to the security channel and makes approval buttons work (with the
+# signing secret); an incoming webhook alone posts channel messages only.
+SLACK_WEBHOOK_URL = _secret("SLACK_WEBHOOK_URL", default="")
+SLACK_BOT_TOKEN = _secret("SLACK_BOT_TOKEN", default="")
+SLACK_SIGNING_SECRET = _secret("SLACK_SIGNING_SECRET", default="")
+SLACK_SECURITY_CHANNEL = env.str("SLACK_SECURITY_CHANNEL", default="")  # channel id (C0123...) or #name
+SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api")
+SECURITY_EMAIL = env.list("SECURITY_EMAIL", default=[])  # addresses told about break-glass and drift
+
+# Operations: /healthz, /readyz, /metrics (jitportal/ops.py), JSON logs, HTTPS behind a proxy.
+# /metrics requires `Authorization: Bearer <METRICS_TOKEN>` when it is set.
+METRICS_TOKEN = _secret("METRICS_TOKEN", default="")
+# json: one JSON object per line with the request id (jitportal/logging.py); text: the message only.
+LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEMO_MODE else "json")
+if LOG_FORMAT not in ("json", "text"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be json or text, not {LOG_FORMAT!r}.")
+# Behind a reverse proxy that terminates TLS and sets X-Forwarded-Proto (README,
+# "Running in production"); never without one, or clients could claim HTTPS.
+if env.bool("BEHIND_HTTPS_PROXY", default=False):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A portal with secure cookies is served over HTTPS only: redirect plain
+# HTTP and tell browsers (HSTS) never to try it again.
+SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SECURE)
+SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0)
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE_HSTS_SECONDS > 0)
+SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+if not SECURE_HSTS_PRELOAD:
+    # Asking browsers to preload the domain is the domain owner's decision
+    # (it binds every subdomain of an apex for good), not the portal's.
+    SILENCED_SYSTEM_CHECKS = ["security.W021"]
+# The Redis broker instead of the ORM one (README: why we recommend against it).
+Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
+if Q_REDIS_URL:
+    Q_CLUSTER = {**{k: v for k, v in Q_CLUSTER.items() if k != "orm"}, "redis": Q_REDIS_URL}
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "jitportal.logging.JsonFormatter"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    "loggers": {
+        "django.db.backends": {"level": "WARNING"},
+        # django-q2 gives its logger a text handler of its own unless it has one.
+        **({"django-q": {"handlers": ["console"], "propagate": False}} if LOG_FORMAT == "json" else {}),
+    },
 }

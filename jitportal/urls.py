@@ -2,13 +2,21 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from grants import slack
 from grants.api import api
+
+from . import ops
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="grants:my_access"), name="home"),
     path("admin/", admin.site.urls),
-    path("accounts/tokens/", include("accounts.urls")),
+    path("accounts/", include("accounts.urls")),
     path("accounts/", include("allauth.urls")),
     path("access/", include("grants.urls")),
+    path("audit/", include("audit.urls")),
     path("api/v1/", api.urls),
+    path("healthz", ops.healthz, name="healthz"),
+    path("readyz", ops.readyz, name="readyz"),
+    path("metrics", ops.metrics, name="metrics"),
+    path("slack/interactions", slack.interactions, name="slack_interactions"),
 ]

@@ -143,7 +143,7 @@ def test_approval_enqueues_provisioning_after_commit(client, otto, pending_reque
     client.force_login(otto)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         client.post(decide_url(pending_request), {"action": "approve", "comment": ""})
-    assert len(callbacks) == 1
+    assert len(callbacks) == 2  # provisioning, and telling the requester
 
 
 def test_approver_denies_from_the_request_page(client, otto, pending_request):

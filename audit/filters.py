@@ -1,0 +1,155 @@
+"""Filters of the report pages: period, user, target, profile, outcome, as GET parameters.
+
+The same parameters filter a page and its CSV download. The viewer's scope
+(one's own history, one's own decisions) is applied to the queryset before
+these filters, so no filter can widen it.
+"""
+
+import datetime
+
+import django_filters
+from django import forms
+from django.db.models import Q
+from django.utils import timezone
+
+from audit.models import AuditEvent
+import grants.selectors as selectors
+
+
+def _start_of(day: datetime.date) -> datetime.datetime:
+    return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+def _target_filter(field_name, **kwargs):
+    return django_filters.ModelChoiceFilter(
+        field_name=field_name, to_field_name="name", queryset=selectors.report_targets(), label="Target", empty_label="Any target", **kwargs
+    )
+
+
+def _profile_filter(field_name, **kwargs):
+    return django_filters.ModelChoiceFilter(
+        field_name=field_name, to_field_name="name", queryset=selectors.report_profiles(), label="Profile", empty_label="Any profile", **kwargs
+    )
+
+
+def _user_filter(field_name, label="User"):
+    return django_filters.CharFilter(
+        field_name=field_name, label=label, widget=forms.TextInput(attrs={"placeholder": "username", "size": 14})
+    )
+
+
+def _choice_filter(field_name, choices, label):
+    return django_filters.ChoiceFilter(field_name=field_name, choices=choices, label=label, empty_label="Any")
+
+
+class ReportFilter(django_filters.FilterSet):
+    """Period filters on `period_field` (dates in the portal's time zone, `until` inclusive), and the scope's hidden fields.
+
+    `hide` drops filters the viewer's scope already fixes (`user` on one's
+    own history). Invalid input filters nothing in: `rows` is then empty.
+    """
+
+    since = django_filters.DateFilter(label="From", method="filter_since", widget=forms.DateInput(attrs={"type": "date"}))
+    until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=forms.DateInput(attrs={"type": "date"}))
+
+    period_field = "created_at"
+
+    def __init__(self, data=None, queryset=None, *, hide=(), **kwargs):
+        super().__init__(data, queryset, **kwargs)
+        for name in hide:
+            self.filters.pop(name, None)
+
+    def filter_since(self, queryset, name, value):
+        return queryset.filter(**{f"{self.period_field}__gte": _start_of(value)})
+
+    def filter_until(self, queryset, name, value):
+        return queryset.filter(**{f"{self.period_field}__lt": _start_of(value + datetime.timedelta(days=1))})
+
+    @property
+    def rows(self):
+        # django-filter drops an invalid field and filters by the rest; a
+        # report must not quietly show more than was asked for.
+        if self.is_bound and not self.is_valid():
+            return self.queryset.none()
+        return self.qs
+
+    def applied(self) -> dict[str, str]:
+        """Return the filters in use, as the URL gives them (for the download's audit event)."""
+        if not self.is_bound:
+            return {}
+        return {name: self.data.get(name) for name in self.filters if self.data.get(name) not in (None, "")}
+
+
+class AccessHistoryFilter(ReportFilter):
+    """A grant is in the period if it was asked for or live (not yet confirmed gone) at some time in it."""
+
+    user = _user_filter("user__username")
+    target = _target_filter("profile__target")
+    profile = _profile_filter("profile")
+    outcome = _choice_filter("outcome", selectors.ACCESS_OUTCOMES, "Outcome")
+
+    def filter_since(self, queryset, name, value):
+        return queryset.filter(Q(window_end__gte=_start_of(value)) | Q(window_end__isnull=True))
+
+    def filter_until(self, queryset, name, value):
+        return queryset.filter(window_start__lt=_start_of(value + datetime.timedelta(days=1)))
+
+
+class CurrentAccessFilter(ReportFilter):
+    period_field = "starts_at"
+
+    user = _user_filter("user__username")
+    target = _target_filter("profile__target")
+    profile = _profile_filter("profile")
+    state = _choice_filter("state", selectors.CURRENT_STATES, "State")
+
+
+class DecisionFilter(ReportFilter):
+    period_field = "decided_at"
+
+    user = _user_filter("requester__username", label="Requester")
+    approver = _user_filter("decided_by__username", label="Decided by")
+    target = _target_filter("profile__target")
+    profile = _profile_filter("profile")
+    outcome = _choice_filter("decision", selectors.DECISION_OUTCOMES, "Outcome")
+
+
+class BreakGlassFilter(ReportFilter):
+    user = _user_filter("requester__username")
+    target = _target_filter("profile__target")
+    profile = _profile_filter("profile")
+    review = _choice_filter("review_state", selectors.REVIEW_STATES, "Review")
+
+
+class DriftFilter(ReportFilter):
+    period_field = "found_at"
+
+    user = _user_filter("grant__user__username")
+    target = _target_filter("target")
+    profile = _profile_filter("grant__profile")
+    kind = _choice_filter("kind", selectors.DRIFT_KINDS, "Finding")
+
+
+class TimelineFilter(ReportFilter):
+    """Filters the person's audit events; its cleaned values also go to the timeline selector."""
+
+    target = _target_filter("details__target", method="filter_snapshot")
+    profile = _profile_filter("details__profile", method="filter_snapshot")
+
+    class Meta:
+        model = AuditEvent
+        fields = []
+
+    def filter_snapshot(self, queryset, name, value):
+        # Events keep a snapshot of names (see lifecycle._snapshot), not foreign keys.
+        return queryset.filter(**{name: value.name})
+
+    def timeline_filters(self) -> dict:
+        data = self.form.cleaned_data if self.is_bound and self.is_valid() else {}
+        since, until = data.get("since"), data.get("until")
+        return {
+            "since": _start_of(since) if since else None,
+            "until": _start_of(until + datetime.timedelta(days=1)) if until else None,
+            "target": data.get("target"),
+            "profile": data.get("profile"),
+        }

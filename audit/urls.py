@@ -1,0 +1,15 @@
+from django.urls import path
+
+from . import views
+
+app_name = "audit"
+
+urlpatterns = [
+    path("", views.index, name="index"),
+    path("access/", views.access_history, name="access"),
+    path("current/", views.current_access, name="current"),
+    path("decisions/", views.decisions, name="decisions"),
+    path("break-glass/", views.break_glass, name="break_glass"),
+    path("users/", views.timeline_lookup, name="timeline_lookup"),
+    path("users/<str:username>/", views.timeline, name="timeline"),
+]

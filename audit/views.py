@@ -1,0 +1,175 @@
+"""Report pages for auditors (everything), approvers (their decisions) and requesters (their own history).
+
+Each page is a set of tables over one filter form; `?format=csv` (plus
+`&table=<name>` where a page has several) downloads a table with the same
+filters. Who sees what is `reports.scope_for`, decided once per request.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from django.contrib.auth import get_user_model
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, HttpResponseBadRequest, QueryDict
+from django.shortcuts import get_object_or_404, redirect, render
+from django_tables2 import RequestConfig
+
+from audit.models import AuditEvent
+import grants.selectors as selectors
+
+from . import filters, reports, tables
+from .reports import ALL, DECIDED, OWN
+
+PER_PAGE = 50
+
+
+@dataclasses.dataclass
+class Section:
+    name: str  # the CSV report name, the `table` parameter and the table's URL prefix
+    title: str
+    table_class: type
+    columns: tuple
+    rows: object
+    table: object = None
+    csv_url: str = ""
+
+
+def _respond(request, *, template, scope, filtersets, sections, context=None, fixed=None, csv_default=None):
+    """Stream the chosen section as CSV, or render the page with its filter form and paginated tables.
+
+    `fixed`: filters the URL's path gives (the timeline's user), recorded with a download.
+    `csv_default`: the section `?format=csv` gives without `&table=` (else the first).
+    """
+    invalid = any(fs.is_bound and not fs.is_valid() for fs in filtersets)
+    applied = {}
+    for fs in filtersets:
+        applied.update(fs.applied())
+    if request.GET.get("format") == "csv":
+        name = request.GET.get("table") or csv_default or sections[0].name
+        section = next((s for s in sections if s.name == name), None)
+        if section is None:
+            raise Http404(f"This page has no table {name!r}.")
+        if invalid:
+            return HttpResponseBadRequest("Fix the filters first: " + "; ".join(_errors(filtersets)), content_type="text/plain")
+        return reports.csv_response(
+            request, report=section.name, columns=section.columns, rows=section.rows, filters={**(fixed or {}), **applied}, scope=scope
+        )
+
+    query = QueryDict(mutable=True)
+    query.update(applied)
+    many = len(sections) > 1
+    for section in sections:
+        section.table = section.table_class(section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
+        RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(section.table)
+        link = query.copy()
+        link["format"] = "csv"
+        if many and section.name != csv_default:
+            link["table"] = section.name
+        section.csv_url = "?" + link.urlencode()
+    seen, fields = set(), []
+    for fs in filtersets:
+        for field in fs.form:
+            if field.name not in seen:
+                seen.add(field.name)
+                fields.append(field)
+    return render(
+        request,
+        template,
+        {"scope": scope, "fields": fields, "errors": _errors(filtersets), "sections": sections, "filtered": bool(applied), **(context or {})},
+    )
+
+
+def _errors(filtersets) -> list[str]:
+    found = []
+    for fs in filtersets:
+        if fs.is_bound and not fs.is_valid():
+            for name, messages in fs.form.errors.items():
+                label = fs.form.fields[name].label if name in fs.form.fields else name
+                found += [f"{label}: {m}" for m in messages if f"{label}: {m}" not in found]
+    return found
+
+
+@login_required
+def index(request):
+    user = request.user
+    available = {name: reports.may_see(user, name) for name in ("access", "current", "decisions", "break_glass")}
+    return render(
+        request,
+        "audit/index.html",
+        {"available": available, "auditor": user.has_perm(reports.AUDITOR_PERMISSION)},
+    )
+
+
+@login_required
+def access_history(request):
+    scope = reports.scope_for(request.user, "access")
+    rows = selectors.access_history(user=None if scope == ALL else request.user)
+    fs = filters.AccessHistoryFilter(request.GET, rows, hide=("user",) if scope == OWN else ())
+    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, reports.ACCESS_HISTORY, fs.rows)]
+    return _respond(request, template="audit/access.html", scope=scope, filtersets=[fs], sections=sections)
+
+
+@login_required
+def current_access(request):
+    scope = reports.scope_for(request.user, "current")
+    fs = filters.CurrentAccessFilter(request.GET, selectors.current_access())
+    sections = [Section("current_access", "Current access", tables.CurrentAccessTable, reports.CURRENT_ACCESS, fs.rows)]
+    return _respond(request, template="audit/current.html", scope=scope, filtersets=[fs], sections=sections)
+
+
+@login_required
+def decisions(request):
+    scope = reports.scope_for(request.user, "decisions")
+    decider = request.user if scope == DECIDED else None
+    fs = filters.DecisionFilter(request.GET, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
+    rows = fs.rows
+    sections = [
+        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE,
+                selectors.decision_stats_by_profile(rows)),
+        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER,
+                selectors.decision_stats_by_approver(rows, approver=decider)),
+        Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows),
+    ]
+    context = {}
+    if request.GET.get("format") != "csv":
+        totals = selectors.decision_totals(rows)
+        totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
+        context["totals"] = totals
+    return _respond(request, template="audit/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,
+                    csv_default="decisions")
+
+
+@login_required
+def break_glass(request):
+    scope = reports.scope_for(request.user, "break_glass")
+    uses = filters.BreakGlassFilter(request.GET, selectors.break_glass_uses())
+    drift = filters.DriftFilter(request.GET, selectors.drift_report())
+    sections = [
+        Section("break_glass", "Break-glass uses", tables.BreakGlassTable, reports.BREAK_GLASS, uses.rows),
+        Section("drift", "Drift findings", tables.DriftTable, reports.DRIFT, drift.rows),
+    ]
+    return _respond(request, template="audit/break_glass.html", scope=scope, filtersets=[uses, drift], sections=sections)
+
+
+@login_required
+def timeline(request, username):
+    scope = reports.scope_for(request.user, "timeline", subject=username)
+    person = get_object_or_404(get_user_model(), username=username)
+    fs = filters.TimelineFilter(request.GET, AuditEvent.objects.filter(actor=person).order_by("created_at", "id"))
+    valid = not (fs.is_bound and not fs.is_valid())
+    entries = selectors.user_timeline(person, **fs.timeline_filters()) if valid else []
+    sections = [
+        Section("timeline", "Requested, held and decided", tables.TimelineTable, reports.TIMELINE, entries),
+        Section("timeline_events", "Audit events by this person", tables.EventTable, reports.TIMELINE_EVENTS, fs.rows),
+    ]
+    return _respond(request, template="audit/timeline.html", scope=scope, filtersets=[fs], sections=sections, context={"person": person}, fixed={"user": person.username})
+
+
+@login_required
+def timeline_lookup(request):
+    """Go to the timeline of `?username=` (a plain GET form: works without JavaScript), or one's own."""
+    username = (request.GET.get("username") or "").strip() or request.user.username
+    if "/" in username:
+        raise Http404("No such user.")
+    return redirect("audit:timeline", username=username)

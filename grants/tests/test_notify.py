@@ -1,0 +1,499 @@
+"""Notifications arrive where people chose, with the justification and the link, from real servers.
+
+Mail goes through Django's SMTP backend to a real SMTP server on loopback
+(aiosmtpd). Slack is a small HTTP server on loopback standing in for
+Slack's Web API and an incoming webhook (Slack itself cannot run here); the
+portal talks to it over HTTP exactly as it would to slack.com.
+"""
+
+import ast
+import datetime
+import email
+import email.policy
+import hashlib
+import hmac
+import json
+import socket
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+from aiosmtpd.controller import Controller
+from django.utils import timezone
+from django_q.models import Schedule
+
+from accounts.models import NotificationPreference
+from audit.models import AuditEvent
+from grants import lifecycle, notify, tasks
+from grants.models import AccessRequest, DriftFinding, Grant, Policy
+
+from .conftest import JUSTIFICATION
+
+PORTAL = "https://jit.example.test"
+SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
+BOT_TOKEN = "xoxb-test-token"
+SLACK_IDS = {"U0ANA": "ana@example.com", "U0MARC": "marc@example.com", "U0OTTO": "otto@example.com", "U0EVE": "eve@example.com"}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+# A real SMTP server -----------------------------------------------------------------
+
+
+@dataclass
+class Mail:
+    sender: str
+    to: list
+    subject: str
+    body: str
+
+
+class Inbox:
+    def __init__(self):
+        self.mails: list[Mail] = []
+
+    async def handle_DATA(self, server, session, envelope):
+        msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
+        self.mails.append(Mail(envelope.mail_from, sorted(envelope.rcpt_tos), str(msg["Subject"]), msg.get_content()))
+        return "250 Message accepted for delivery"
+
+    def to(self, address):
+        return [m for m in self.mails if address in m.to]
+
+
+@pytest.fixture
+def smtp(settings):
+    inbox = Inbox()
+    controller = Controller(inbox, hostname="127.0.0.1", port=free_port())
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", controller.port
+    settings.EMAIL_HOST_USER = settings.EMAIL_HOST_PASSWORD = ""
+    settings.EMAIL_USE_TLS = settings.EMAIL_USE_SSL = False
+    settings.DEFAULT_FROM_EMAIL = "jitportal <jitportal@example.test>"
+    yield inbox
+    controller.stop()
+
+
+# Slack's Web API and an incoming webhook, on loopback ---------------------------------------------
+
+
+class FakeSlack:
+    """Answers like Slack's Web API (users.*, chat.*) and an incoming webhook; records what it was sent."""
+
+    def __init__(self):
+        self.calls: list[tuple[str, dict]] = []
+        self.fail_next = 0  # answer this many calls with HTTP 500
+        self.users = dict(SLACK_IDS)
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+
+    def _handler(slack):
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                raw = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
+                if self.headers.get("Content-Type", "").startswith("application/json"):
+                    body = json.loads(raw)
+                else:
+                    body = dict(urllib.parse.parse_qsl(raw))
+                if slack.fail_next:
+                    slack.fail_next -= 1
+                    return self._answer(500, {"ok": False})
+                if self.path == "/webhook":
+                    slack.calls.append(("webhook", body))
+                    return self._answer(200, "ok")
+                method = self.path.removeprefix("/api/")
+                if self.headers.get("Authorization") != f"Bearer {BOT_TOKEN}":
+                    return self._answer(200, {"ok": False, "error": "invalid_auth"})
+                slack.calls.append((method, body))
+                self._answer(200, slack.answer(method, body))
+
+            def _answer(self, status, body):
+                data = body.encode() if isinstance(body, str) else json.dumps(body).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        return Handler
+
+    def answer(self, method, body):
+        if method == "users.lookupByEmail":
+            found = [uid for uid, mail in self.users.items() if mail == body.get("email")]
+            return {"ok": True, "user": {"id": found[0]}} if found else {"ok": False, "error": "users_not_found"}
+        if method == "users.info":
+            if body.get("user") not in self.users:
+                return {"ok": False, "error": "user_not_found"}
+            return {"ok": True, "user": {"id": body["user"], "deleted": False, "is_bot": False, "profile": {"email": self.users[body["user"]]}}}
+        if method.startswith("chat."):
+            return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts") or "1700000000.000100"}
+        return {"ok": False, "error": "unknown_method"}
+
+    def sent(self, method, **match):
+        return [body for m, body in self.calls if m == method and all(body.get(k) == v for k, v in match.items())]
+
+
+@pytest.fixture
+def fake_slack():
+    slack = FakeSlack()
+    thread = threading.Thread(target=slack.server.serve_forever, daemon=True)
+    thread.start()
+    yield slack
+    slack.server.shutdown()
+    slack.server.server_close()
+
+
+@pytest.fixture
+def slack(fake_slack, settings):
+    """A Slack app with a bot token, a signing secret and a security channel."""
+    settings.SLACK_API_URL = fake_slack.url + "/api"
+    settings.SLACK_BOT_TOKEN = BOT_TOKEN
+    settings.SLACK_SIGNING_SECRET = SIGNING_SECRET
+    settings.SLACK_SECURITY_CHANNEL = "C0SECURITY"
+    settings.SLACK_WEBHOOK_URL = ""
+    return fake_slack
+
+
+@pytest.fixture(autouse=True)
+def portal(settings, monkeypatch):
+    settings.PORTAL_URL = PORTAL
+    for name in ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "SLACK_SECURITY_CHANNEL", "SLACK_WEBHOOK_URL"):
+        setattr(settings, name, "")
+    settings.SECURITY_EMAIL = []
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # enqueued tasks run in this process
+
+
+@pytest.fixture
+def run(django_capture_on_commit_callbacks):
+    """Run a lifecycle call and then, as the workers would, the tasks it enqueued after commit."""
+    def run(func, *args, **kwargs):
+        with django_capture_on_commit_callbacks(execute=True):
+            return func(*args, **kwargs)
+    return run
+
+
+def submit(ana, profile, **kwargs):
+    return lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION, ticket="INC-4711", **kwargs
+    )
+
+
+def prefer(user, *, email, slack):
+    NotificationPreference.objects.update_or_create(user=user, defaults={"email": email, "slack": slack})
+
+
+def request_link(req):
+    return f"{PORTAL}/access/requests/{req.pk}/"
+
+
+# Email -------------------------------------------------------------------------------
+
+
+def test_approvers_of_the_current_step_get_one_mail_with_the_justification_and_a_link_to_decide(smtp, run, ana, marc, otto, profile):
+    req = run(submit, ana, profile)
+    assert len(smtp.mails) == 1
+    mail = smtp.mails[0]
+    assert mail.to == ["marc@example.com", "otto@example.com"]
+    assert mail.sender == "jitportal@example.test"
+    assert mail.subject == "[jitportal] Approve? ana: appdb read-only for 30 min"
+    assert JUSTIFICATION in mail.body and "Ticket: INC-4711" in mail.body
+    assert f"Decide: {request_link(req)}" in mail.body
+
+
+def test_only_the_approvers_of_the_step_the_request_waits_for_hear_of_it(smtp, run, ana, marc, otto, profile, groups, django_user_model):
+    security = groups["auditors"]
+    sam = django_user_model.objects.create_user("sam", "sam@example.com", "sam-password-123")
+    sam.groups.add(security)
+    profile.policy = Policy.objects.create(name="two-steps", steps=[{"manager": True}, {"group": "auditors"}])
+    profile.save()
+    req = run(submit, ana, profile)
+    assert [m.to for m in smtp.mails] == [["marc@example.com"]]  # step 1: ana's manager
+    run(lifecycle.approve_request, req.pk, actor=marc)
+    assert [m.to for m in smtp.mails] == [["marc@example.com"], ["sam@example.com"]]  # step 2: security
+    assert "Step 2 of 2." in smtp.mails[1].body
+
+
+def test_the_requester_hears_the_approval_the_access_being_ready_and_its_end(smtp, run, ana, otto, profile):
+    req = run(submit, ana, profile)
+    run(lifecycle.approve_request, req.pk, actor=otto, comment="go ahead")  # provisioning runs in the task too
+    grant = Grant.objects.get(request=req)
+    assert grant.status == Grant.Status.ACTIVE
+    run(lifecycle.revoke_grant, grant.pk, actor=ana, reason="released")
+    grant.refresh_from_db()
+    assert grant.status == Grant.Status.REVOKED
+    mails = smtp.to("ana@example.com")
+    assert [m.subject for m in mails] == [
+        "[jitportal] Request approved: appdb read-only for 30 min",
+        f"[jitportal] Access ready: appdb read-only until {notify._when(grant.expires_at)}",
+        "[jitportal] Access ended: appdb read-only",
+    ]
+    approved, ready, ended = (m.body for m in mails)
+    assert "Otto (otto) approved your request" in approved and "Comment: go ahead" in approved and request_link(req) in approved
+    assert f"{PORTAL}/access/" in ready
+    assert "you released it" in ended and f"{PORTAL}/access/grants/{grant.pk}/" in ended
+    assert all(JUSTIFICATION in m.body for m in mails)
+
+
+def test_the_requester_hears_a_denial_with_its_comment(smtp, run, ana, otto, pending_request):
+    run(lifecycle.deny_request, pending_request.pk, actor=otto, comment="use the replica")
+    (mail,) = smtp.to("ana@example.com")
+    assert mail.subject == "[jitportal] Request denied: appdb read-only for 30 min"
+    assert "Otto (otto) denied your request" in mail.body and "Comment: use the replica" in mail.body
+    assert JUSTIFICATION in mail.body
+
+
+def test_an_auto_approval_names_the_rule(smtp, run, ana, profile):
+    profile.policy = Policy.objects.create(name="self", steps=[{"group": "db-approvers"}], auto_approve=[{"name": "short", "max_duration": 3600}])
+    profile.save()
+    run(submit, ana, profile)
+    subjects = [m.subject for m in smtp.to("ana@example.com")]
+    assert subjects[0] == "[jitportal] Request approved: appdb read-only for 30 min"
+    assert "The policy approved your request" in smtp.to("ana@example.com")[0].body and "(rule: short)" in smtp.to("ana@example.com")[0].body
+    assert not smtp.to("otto@example.com"), "nobody is asked to approve what the policy approved"
+
+
+def test_a_bundle_is_announced_once_and_its_decision_names_what_was_decided(smtp, run, ana, marc, otto, profile, rw_profile):
+    first, second = run(
+        lifecycle.submit_bundle, requester=ana, profiles=[profile, rw_profile], duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION, ticket="INC-4711",
+    )
+    assert [(m.to, m.subject) for m in smtp.mails] == [
+        (["marc@example.com", "otto@example.com"], "[jitportal] Approve? ana: appdb read-only and appdb read-write for 30 min")
+    ]
+    run(lifecycle.approve_request, first.pk, actor=marc)  # ana's manager and a db approver: decides both
+    (decided,) = [m for m in smtp.to("ana@example.com") if "approved" in m.subject]
+    assert decided.subject == "[jitportal] Request approved: appdb read-only and appdb read-write for 30 min"
+
+
+def test_the_security_address_hears_every_break_glass_use(smtp, run, settings, ana, otto, profile):
+    settings.SECURITY_EMAIL = ["security@example.com"]
+    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.save()
+    run(submit, ana, profile, break_glass=True)
+    (mail,) = smtp.to("security@example.com")
+    assert mail.subject == "[jitportal] Break-glass: ana on appdb read-only"
+    assert JUSTIFICATION in mail.body and f"{PORTAL}/access/reviews/" in mail.body
+
+
+def test_the_ten_minute_reminder_is_sent_once_and_again_after_an_extension(smtp, run, active_grant):
+    now = timezone.now()
+    Grant.objects.filter(pk=active_grant.pk).update(expires_at=now + datetime.timedelta(minutes=25))
+    assert tasks.remind_expiring(now) == []  # not yet
+    Grant.objects.filter(pk=active_grant.pk).update(expires_at=now + datetime.timedelta(minutes=9, seconds=30))
+    assert tasks.remind_expiring(now) == [active_grant.pk]
+    assert tasks.remind_expiring(now) == []
+    tasks.sweep()  # the minute sweeper runs it too
+    reminders = [m for m in smtp.to("ana@example.com") if "ends in" in m.subject]
+    assert len(reminders) == 1
+    assert reminders[0].subject == "[jitportal] Access ends in 9 min: appdb read-only"
+    assert f"Extend it on My access: {PORTAL}/access/" in reminders[0].body and JUSTIFICATION in reminders[0].body
+    # Extended by an hour: reminded again ten minutes before the new end, once.
+    later = now + datetime.timedelta(hours=1)
+    Grant.objects.filter(pk=active_grant.pk).update(expires_at=later + datetime.timedelta(minutes=5))
+    assert tasks.remind_expiring(later) == [active_grant.pk]
+    assert tasks.remind_expiring(later) == []
+
+
+# Preferences -----------------------------------------------------------------------------
+
+
+def test_each_approver_is_told_the_way_they_chose(smtp, slack, run, ana, marc, otto, profile):
+    prefer(marc, email=False, slack=True)
+    prefer(otto, email=True, slack=False)
+    req = run(submit, ana, profile)
+    assert [m.to for m in smtp.mails] == [["otto@example.com"]]
+    (dm,) = slack.sent("chat.postMessage")
+    assert dm["channel"] == "U0MARC"
+    assert JUSTIFICATION in dm["text"] and request_link(req) in dm["text"]
+    buttons = {e["action_id"]: e for e in dm["blocks"][-1]["elements"]}
+    assert buttons["approve"]["value"] == buttons["deny"]["value"] == f"{req.pk}:0"
+    assert buttons["open"]["url"] == request_link(req)
+    # The Slack id was found by email once, and is kept.
+    assert slack.sent("users.lookupByEmail") == [{"email": "marc@example.com"}]
+    assert NotificationPreference.objects.get(user=marc).slack_user_id == "U0MARC"
+
+
+def test_a_requester_who_chose_slack_only_gets_no_mail(smtp, slack, run, ana, otto, pending_request):
+    prefer(ana, email=False, slack=True)
+    slack.calls.clear()
+    run(lifecycle.deny_request, pending_request.pk, actor=otto, comment="no")
+    assert not smtp.to("ana@example.com")
+    (dm,) = slack.sent("chat.postMessage", channel="U0ANA")
+    assert "denied" in dm["text"] and JUSTIFICATION in dm["text"] and "blocks" not in dm
+
+
+def test_slack_markup_in_a_justification_is_shown_not_obeyed(slack, run, ana, marc, otto, profile):
+    prefer(marc, email=False, slack=False)
+    lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
+                             justification="<!channel> look at <https://evil.example|the runbook> & fix")
+    run(notify.approval_needed, AccessRequest.objects.get().pk)
+    (dm,) = slack.sent("chat.postMessage", channel="U0OTTO")
+    assert "&lt;!channel&gt; look at &lt;https://evil.example|the runbook&gt; &amp; fix" in dm["text"]
+
+
+# The security channel on Slack -------------------------------------------------------------
+
+
+def test_break_glass_and_drift_go_to_the_security_channel(slack, run, ana, profile, target):
+    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.save()
+    run(submit, ana, profile, break_glass=True)
+    finding = DriftFinding.objects.create(target=target, external_ref="jit_g999999", kind="orphan", action="removed from the target")
+    notify.drift_found([finding])
+    glass, drift = slack.sent("chat.postMessage", channel="C0SECURITY")
+    assert "Break-glass: ana on appdb read-only" in glass["text"] and JUSTIFICATION in glass["text"]
+    assert "jit_g999999" in drift["text"] and f"{PORTAL}/access/targets/" in drift["text"]
+
+
+def test_with_only_a_webhook_security_news_and_approval_requests_go_to_its_channel(fake_slack, settings, run, ana, marc, otto, profile):
+    settings.SLACK_WEBHOOK_URL = fake_slack.url + "/webhook"
+    req = run(submit, ana, profile)
+    finding = DriftFinding.objects.create(target=profile.target, external_ref="jit_g999998", kind="orphan", action="removed from the target")
+    notify.drift_found([finding])
+    asking, drift = fake_slack.sent("webhook")
+    assert request_link(req) in asking["text"] and JUSTIFICATION in asking["text"] and "blocks" not in asking
+    assert "jit_g999998" in drift["text"]
+
+
+# Retries ---------------------------------------------------------------------------------
+
+
+def test_a_message_slack_refuses_for_a_while_is_tried_again_later(slack, run, ana, otto, pending_request):
+    slack.fail_next = 1
+    run(lifecycle.deny_request, pending_request.pk, actor=otto)
+    assert not slack.sent("chat.postMessage")
+    retry = Schedule.objects.get(func="grants.notify.deliver")
+    assert retry.next_run > timezone.now() + datetime.timedelta(seconds=20)
+    message, attempt = ast.literal_eval(retry.args)  # what the scheduler will pass
+    assert attempt == 2
+    assert notify.deliver(message, attempt) == 1
+    assert slack.sent("chat.postMessage", channel="U0ANA")
+
+
+def test_mail_is_tried_again_when_the_smtp_server_is_down(settings, run, ana, otto, pending_request):
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 5  # nothing listens there
+    run(lifecycle.deny_request, pending_request.pk, actor=otto)
+    message, attempt = ast.literal_eval(Schedule.objects.get(func="grants.notify.deliver").args)
+    assert (message["kind"], message["to"], attempt) == ("email", ["ana@example.com"], 2)
+
+
+def test_a_message_is_given_up_after_the_last_attempt(slack, ana):
+    slack.fail_next = 1
+    assert notify.deliver({"kind": "slack_dm", "user": ana.pk, "text": "hello"}, len(notify.RETRY_DELAYS) + 1) == 0
+    assert not Schedule.objects.filter(func="grants.notify.deliver").exists()
+
+
+# Approving from Slack -----------------------------------------------------------------------
+
+
+def click(client, req, slack_user, action="approve", *, secret=SIGNING_SECRET, timestamp=None, step=0):
+    payload = {
+        "type": "block_actions",
+        "user": {"id": slack_user, "username": "someone", "team_id": "T0TEAM"},
+        "team": {"id": "T0TEAM"},
+        "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "D0CHANNEL"},
+        "channel": {"id": "D0CHANNEL"},
+        "response_url": "https://hooks.slack.invalid/actions/1/2/3",
+        "actions": [{"action_id": action, "block_id": f"decide-{req.pk}-{step}", "value": f"{req.pk}:{step}", "type": "button"}],
+    }
+    body = urllib.parse.urlencode({"payload": json.dumps(payload)})
+    timestamp = str(int(time.time()) if timestamp is None else timestamp)
+    signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
+    return client.post(
+        "/slack/interactions", body, content_type="application/x-www-form-urlencoded",
+        headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature},
+    )
+
+
+def test_an_approver_approves_from_the_slack_message_and_it_shows_the_outcome(client, slack, smtp, run, ana, otto, profile):
+    req = run(submit, ana, profile)
+    (asked,) = slack.sent("chat.postMessage", channel="U0OTTO")
+    value = next(e["value"] for e in asked["blocks"][-1]["elements"] if e["action_id"] == "approve")
+    assert value == f"{req.pk}:0"
+    response = run(click, client, req, "U0OTTO")
+    assert response.status_code == 200
+    req.refresh_from_db()
+    assert (req.status, req.decided_by, req.decision_comment) == ("approved", otto, "via Slack")
+    assert slack.sent("users.info") == [{"user": "U0OTTO"}]
+    (update,) = slack.sent("chat.update")
+    assert (update["channel"], update["ts"]) == ("D0CHANNEL", "1700000000.000100")
+    assert update["blocks"][-1]["type"] == "context", "the buttons are gone"
+    assert "Approved by Otto (otto): via Slack." in update["blocks"][-1]["elements"][0]["text"]
+    assert Grant.objects.get(request=req).status == Grant.Status.ACTIVE
+    assert AuditEvent.objects.get(action="request.approved").actor == otto
+    assert smtp.to("ana@example.com")[0].subject == "[jitportal] Request approved: appdb read-only for 30 min"
+
+
+def test_a_deny_button_denies(client, slack, ana, otto, pending_request):
+    assert click(client, pending_request, "U0OTTO", "deny").status_code == 200
+    pending_request.refresh_from_db()
+    assert (pending_request.status, pending_request.decided_by) == ("denied", otto)
+    assert "Denied by Otto (otto)" in slack.sent("chat.update")[0]["text"]
+
+
+def test_a_requester_cannot_approve_their_own_request_from_slack(client, slack, ana, pending_request):
+    assert click(client, pending_request, "U0ANA").status_code == 200
+    pending_request.refresh_from_db()
+    assert pending_request.status == "pending"
+    (said,) = slack.sent("chat.postEphemeral")
+    assert (said["user"], said["channel"]) == ("U0ANA", "D0CHANNEL")
+    assert said["text"] == "Nothing was decided: You cannot decide your own request."
+    assert not slack.sent("chat.update")
+    assert AuditEvent.objects.get(action="request.decision_refused").actor == ana
+
+
+def test_someone_who_is_not_an_approver_is_refused_in_slack(client, slack, eve, pending_request):
+    click(client, pending_request, "U0EVE")
+    pending_request.refresh_from_db()
+    assert pending_request.status == "pending"
+    assert slack.sent("chat.postEphemeral")[0]["text"] == "Nothing was decided: You are not an approver for this request."
+
+
+def test_a_slack_user_without_a_portal_account_decides_nothing(client, slack, pending_request):
+    slack.users["U0STRANGER"] = "stranger@example.com"
+    click(client, pending_request, "U0STRANGER")
+    pending_request.refresh_from_db()
+    assert pending_request.status == "pending"
+    assert "no active portal account has your Slack email" in slack.sent("chat.postEphemeral")[0]["text"]
+
+
+def test_a_request_decided_meanwhile_updates_the_message_and_says_so(client, slack, ana, marc, otto, pending_request):
+    lifecycle.deny_request(pending_request.pk, actor=marc, comment="no")
+    click(client, pending_request, "U0OTTO")
+    pending_request.refresh_from_db()
+    assert pending_request.status == "denied"
+    assert "cannot become approved" in slack.sent("chat.postEphemeral")[0]["text"]
+    assert "Denied by Marc (marc): no." in slack.sent("chat.update")[0]["text"]
+
+
+def test_a_bad_signature_is_refused(client, slack, otto, pending_request):
+    response = click(client, pending_request, "U0OTTO", secret="not-the-signing-secret")
+    assert response.status_code == 403
+    pending_request.refresh_from_db()
+    assert pending_request.status == "pending"
+    assert slack.calls == []
+
+
+def test_an_old_timestamp_is_refused_even_when_signed(client, slack, otto, pending_request):
+    response = click(client, pending_request, "U0OTTO", timestamp=int(time.time()) - 6 * 60)
+    assert response.status_code == 403
+    assert b"too old" in response.content
+    pending_request.refresh_from_db()
+    assert pending_request.status == "pending"
+    assert slack.calls == []
+
+
+def test_the_endpoint_is_off_without_a_signing_secret(client, otto, pending_request):
+    assert click(client, pending_request, "U0OTTO").status_code == 404

@@ -1,0 +1,58 @@
+import re
+import uuid
+
+from django.core.signals import request_finished
+from django.urls import Resolver404, resolve
+
+from .logging import request_id
+
+# What a proxy may hand us as a request id: nginx's $request_id (32 hex
+# digits), a UUID, a trace id. Anything else is replaced, so a client
+# cannot put line breaks or megabytes into our logs and headers.
+SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+
+
+class RequestIdMiddleware:
+    """Give each request an id (the proxy's X-Request-ID, or a new one) for logs and the response header."""
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        given = request.headers.get("X-Request-ID", "")
+        request.request_id = given if SANE_REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        # Kept until the response is finished, not just until it leaves the
+        # middleware: Django logs 4xx/5xx responses ("Not Found: ...") after that.
+        request_id.set(request.request_id)
+        response = self.get_response(request)
+        response["X-Request-ID"] = request.request_id
+        return response
+
+
+def _forget_request_id(**kwargs):
+    request_id.set(None)
+
+
+request_finished.connect(_forget_request_id, dispatch_uid="jitportal.middleware.forget_request_id")
+
+
+class ProbeMiddleware:
+    """Answer /healthz, /readyz and /metrics before the rest of the middleware.
+
+    Load balancers and Prometheus call a backend by its address, over plain
+    HTTP: the host check (ALLOWED_HOSTS) would answer 400 and the HTTPS
+    redirect 301. These views build no URLs from the Host header, use no
+    session and no user, so skipping both is safe, and keeps them cheap.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        try:
+            match = resolve(request.path_info)
+        except Resolver404:
+            return self.get_response(request)
+        if getattr(match.func, "probe", False):
+            return match.func(request, *match.args, **match.kwargs)
+        return self.get_response(request)
