@@ -1,0 +1,783 @@
+#!/usr/bin/env python3
+"""How late does access really end when a burst of grants expires at once?
+
+Builds a throwaway world, makes N grants expire within a few seconds of each
+other, runs the real background processes (`manage.py qcluster` and
+`manage.py expiry_timer`) and measures, per grant, how long after
+`expires_at`:
+
+- a new password login is refused (the target's VALID UNTIL; sampled grants),
+- the role is gone from the target (`pg_roles`, polled for all N roles),
+- a session opened before expiry is terminated (`pg_stat_activity`; sampled),
+- the portal recorded the revocation as verified (`Grant.verified_at`).
+
+What it sets up (and removes again, also on Ctrl-C or an error):
+
+- a dedicated portal database, DATABASE_URL with the database name replaced
+  (default: `<name>_bench`), created fresh on the same server and migrated
+  with `manage.py migrate`;
+- a throwaway PostgreSQL target cluster (`grants.devcluster`) with the demo
+  roles; its admin DSN is passed to every process in JIT_BENCH_PG_DSN;
+- one approver and N requesters (each grant needs its own requester: the
+  lifecycle refuses a second live grant of the same profile to one person).
+
+Grants go through the lifecycle in this process: `submit_request`,
+`approve_request`, `provision_grant`. `provision_grant` starts the clock
+(`expires_at = now + duration`) and the duration is fixed when the request
+is submitted, so each request is submitted just before it is provisioned,
+with `duration = its target expiry - now`. Target expiries are spread evenly
+(in random order) over `--spread` seconds starting at T, where T is chosen
+from a short calibration run (a few grants provisioned, released and revoked
+in-process, not counted) so that the burst starts about `--lead` seconds
+after provisioning ends. The actual `expires_at` is then a few milliseconds
+after the target (the time between submit and provision); every lag below
+is measured against the grant's real `expires_at`.
+
+The set-up enqueues tasks (a `provision` task per approval, notifications);
+in real life they would have run long before the burst, and this process
+has already provisioned the grants, so the queue is purged before the
+workers start (reported under checks). Tasks that revocation itself
+enqueues (such as notifications) do run during the burst.
+
+Run with `make benchmark-expiry ARGS="--grants 100"`; see benchmarks/README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import logging
+import math
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+TARGET_ENV = "JIT_BENCH_PG_DSN"
+JUSTIFICATION = "Benchmark: expiry lag of a burst of grants (benchmarks/expiry_lag.py)"
+# Messages with which the target refuses a login after expiry or revocation.
+REFUSALS = ("password authentication failed", "is not permitted to log in", "does not exist")
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+def log(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# -- arguments and databases ------------------------------------------------
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--grants", type=int, default=1000, help="grants expiring in the burst (default 1000)")
+    parser.add_argument("--sample", type=int, default=50, help="grants whose login and open session are probed (default 50)")
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", 4)), help="qcluster workers (Q_WORKERS; default 4)")
+    parser.add_argument("--batch", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH", 25)), help="JIT_EXPIRY_BATCH for the workers (default 25)")
+    parser.add_argument("--lead", type=float, default=25.0, help="seconds from the end of provisioning to the first expiry (default 25)")
+    parser.add_argument("--spread", type=float, default=3.0, help="expiries are spread over this many seconds (default 3)")
+    parser.add_argument("--poll", type=float, default=0.05, help="target poll interval in seconds (default 0.05)")
+    parser.add_argument("--probe-interval", type=float, default=0.05, help="login probe interval in seconds (default 0.05)")
+    parser.add_argument("--timeout", type=float, default=180.0, help="give up this many seconds after the last expiry (default 180)")
+    parser.add_argument("--stall", type=float, default=60.0, help="give up when nothing changes on the target for this long after the last expiry (default 60)")
+    parser.add_argument("--db-name", help="portal database to create (default: DATABASE_URL's name + '_bench')")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (sample and expiry order)")
+    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument("--keep", action="store_true", help="keep the portal database, the target cluster and the logs")
+    args = parser.parse_args(argv)
+    if args.grants < 1 or args.sample < 0 or args.workers < 1 or args.batch < 1:
+        parser.error("--grants, --workers and --batch must be positive, --sample not negative")
+    args.sample = min(args.sample, args.grants)
+    return args
+
+
+def bench_urls(database_url: str, db_name: str | None) -> tuple[str, str, str]:
+    """Return (bench database URL, maintenance URL, bench db name) derived from DATABASE_URL."""
+    parts = urlsplit(database_url)
+    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
+        raise BenchError(f"DATABASE_URL must point to PostgreSQL (got scheme {parts.scheme!r}).")
+    original = parts.path.lstrip("/") or "jitportal"
+    name = db_name or f"{original}_bench"
+    if name == original:
+        raise BenchError("The benchmark database must not be the one in DATABASE_URL: it is dropped at the end.")
+    bench = urlunsplit(parts._replace(path="/" + name))
+    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    return bench, maintenance, name
+
+
+def create_database(maintenance_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(maintenance_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
+def drop_database(maintenance_url: str, name: str) -> None:
+    import psycopg
+    from psycopg import sql
+
+    with psycopg.connect(maintenance_url, autocommit=True) as conn:
+        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
+
+
+# -- child processes ----------------------------------------------------------
+
+
+class Children:
+    """The workers and the timer, each in its own process group, logging to files."""
+
+    def __init__(self, env: dict, log_dir: Path):
+        self.env = env
+        self.log_dir = log_dir
+        self.procs: dict[str, tuple[subprocess.Popen, Path]] = {}
+
+    def start(self, name: str, *args: str) -> None:
+        path = self.log_dir / f"{name}.log"
+        fh = open(path, "wb")
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "manage.py"), *args],
+            cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            # Own process group: Ctrl-C reaches only us, and we stop them in order.
+            start_new_session=True,
+        )
+        fh.close()
+        self.procs[name] = (proc, path)
+
+    def check(self) -> None:
+        for name, (proc, path) in self.procs.items():
+            if proc.poll() is not None:
+                raise BenchError(f"{name} exited with {proc.returncode}:\n{tail(path)}")
+
+    def stop(self) -> None:
+        # SIGTERM to the main process only: qcluster then stops its own sentinel,
+        # pusher, workers and monitor in order.
+        for proc, _ in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        deadline = time.monotonic() + 30
+        for proc, _ in self.procs.values():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                pass
+            # Worker processes of qcluster share the group: make sure none is left.
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            try:
+                proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def tail(path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return ""
+
+
+# -- measurement --------------------------------------------------------------
+
+
+class TargetPoller(threading.Thread):
+    """One admin connection; every `interval`, which of our roles and held sessions still exist."""
+
+    def __init__(self, dsn: str, roles: list[str], pids: list[int], interval: float):
+        super().__init__(name="target-poller", daemon=True)
+        self.dsn, self.interval = dsn, interval
+        self.roles, self.pids = list(roles), list(pids)
+        self.prefix = os.path.commonprefix(self.roles)
+        self.role_gone: dict[str, float] = {}
+        self.pid_gone: dict[int, float] = {}
+        self.polls = 0
+        self.max_gap = 0.0
+        self.error: BaseException | None = None
+        self.stop_event = threading.Event()
+
+    @property
+    def done(self) -> bool:
+        return len(self.role_gone) == len(self.roles) and len(self.pid_gone) == len(self.pids)
+
+    def run(self):
+        import psycopg
+
+        try:
+            with psycopg.connect(self.dsn, autocommit=True, application_name="jitbench-poller") as conn:
+                last = None
+                while not self.stop_event.is_set() and not self.done:
+                    started = time.time()
+                    # By prefix rather than `= ANY(1000 names)`: cheaper for the target,
+                    # whose CPU the workers need.
+                    roles_left, pids_left = conn.execute(
+                        "SELECT ARRAY(SELECT rolname::text FROM pg_roles WHERE starts_with(rolname, %s)),"
+                        " ARRAY(SELECT pid FROM pg_stat_activity WHERE pid = ANY(%s))",
+                        [self.prefix, self.pids],
+                    ).fetchone()
+                    # Conservative: the change happened at the latest when the answer came back.
+                    seen = time.time()
+                    self.polls += 1
+                    if last is not None:
+                        self.max_gap = max(self.max_gap, seen - last)
+                    last = seen
+                    roles_left, pids_left = set(roles_left), set(pids_left)
+                    for role in self.roles:
+                        if role not in roles_left and role not in self.role_gone:
+                            self.role_gone[role] = seen
+                    for pid in self.pids:
+                        if pid not in pids_left and pid not in self.pid_gone:
+                            self.pid_gone[pid] = seen
+                    self.stop_event.wait(max(0.0, self.interval - (time.time() - started)))
+        except BaseException as exc:  # reported by the main thread
+            self.error = exc
+
+
+class LoginProbe(threading.Thread):
+    """From just before expiry, try to log in with the grant's credentials until the target refuses."""
+
+    def __init__(self, grant_id: int, dsn: str, expires_at: float, interval: float, stop_event: threading.Event):
+        super().__init__(name=f"probe-{grant_id}", daemon=True)
+        self.grant_id, self.dsn, self.expires_at, self.interval = grant_id, dsn, expires_at, interval
+        self.stop_event = stop_event
+        self.refused_at: float | None = None
+        self.last_ok: float | None = None
+        self.attempts = 0
+        self.other_errors: list[str] = []
+
+    def run(self):
+        import psycopg
+
+        self.stop_event.wait(max(0.0, self.expires_at - 0.15 - time.time()))
+        while not self.stop_event.is_set():
+            started = time.time()
+            self.attempts += 1
+            try:
+                psycopg.connect(self.dsn, autocommit=True, connect_timeout=5, application_name="jitbench-probe").close()
+                self.last_ok = started
+            except psycopg.OperationalError as exc:
+                message = str(exc)
+                if any(r in message for r in REFUSALS):
+                    self.refused_at = time.time()
+                    return
+                self.other_errors.append(" ".join(message.split())[:200])
+            self.stop_event.wait(max(0.0, self.interval - (time.time() - started)))
+
+
+class CpuSampler(threading.Thread):
+    """CPU seconds used during the burst, by who used them.
+
+    Every `interval` it reads /proc/stat (the whole machine) and /proc/<pid>/stat
+    of every process, and files each process under: the benchmark itself, a
+    child (qcluster with its workers, expiry_timer: by process group), the
+    target cluster (descendants of its postmaster), the portal database's
+    backends (their title names the bench database) or nothing. "other" is
+    the machine's busy time minus all of those: other programs on the
+    machine, and processes too short-lived to be sampled (login probes).
+    """
+
+    def __init__(self, *, groups: dict[int, str], target_postmaster: int | None, portal_db: str, interval: float = 0.5):
+        super().__init__(name="cpu-sampler", daemon=True)
+        self.groups, self.target_postmaster, self.portal_db = groups, target_postmaster, portal_db
+        self.interval = interval
+        self.hz = os.sysconf("SC_CLK_TCK")
+        self.samples: list[tuple[float, int, int, dict[int, tuple[str, float]]]] = []
+        self.categories: dict[tuple[int, int], str] = {}
+        self.stop_event = threading.Event()
+
+    def _machine(self) -> tuple[int, int]:
+        with open("/proc/stat") as fh:
+            fields = [int(x) for x in fh.readline().split()[1:]]
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        return sum(fields) - idle, sum(fields)
+
+    def _processes(self) -> dict[int, tuple[str, float]]:
+        stats = {}
+        for name in os.listdir("/proc"):
+            if not name.isdigit():
+                continue
+            try:
+                with open(f"/proc/{name}/stat") as fh:
+                    rest = fh.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            # fields after the name: state ppid pgrp ... utime(12) stime(13) ... starttime(20)
+            stats[int(name)] = (int(rest[1]), int(rest[2]), (int(rest[11]) + int(rest[12])) / self.hz, int(rest[19]))
+        out = {}
+        for pid, (ppid, pgrp, cpu, started) in stats.items():
+            key = (pid, started)
+            category = self.categories.get(key)
+            if category is None:
+                category = self._categorise(pid, ppid, pgrp, stats)
+                # Remember only a hit: a backend just forked still has the postmaster's title.
+                if category:
+                    self.categories[key] = category
+            if category:
+                out[pid] = (category, cpu)
+        return out
+
+    def _categorise(self, pid, ppid, pgrp, stats) -> str:
+        if pid == os.getpid():
+            return "benchmark (poller, probes)"
+        if pgrp in self.groups:
+            return self.groups[pgrp]
+        ancestor, hops = pid, 0
+        while ancestor and hops < 4:
+            if ancestor == self.target_postmaster:
+                return "target PostgreSQL"
+            ancestor = stats.get(ancestor, (0,))[0]
+            hops += 1
+        if self._portal(pid):
+            return "portal PostgreSQL (bench database)"
+        return ""
+
+    def _portal(self, pid) -> bool:
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as fh:
+                title = fh.read().decode(errors="replace")
+        except OSError:
+            return False
+        return title.startswith("postgres:") and f" {self.portal_db} " in title
+
+    def run(self):
+        while not self.stop_event.is_set():
+            try:
+                busy, total = self._machine()
+                procs = self._processes()
+            except OSError:
+                return
+            self.samples.append((time.time(), busy, total, procs))
+            self.stop_event.wait(self.interval)
+
+    def report(self, start: float, end: float) -> dict | None:
+        """CPU seconds per category between the samples around start and end."""
+        inside = [s for s in self.samples if start - self.interval <= s[0] <= end + self.interval]
+        if len(inside) < 2 or inside[-1][2] == inside[0][2]:
+            return None
+        first_t, busy0, total0, _ = inside[0]
+        last_t, busy1, total1, _ = inside[-1]
+        baseline: dict[int, float] = {}
+        latest: dict[int, tuple[str, float]] = {}
+        for _, _, _, procs in inside:
+            for pid, (category, cpu) in procs.items():
+                # A process first seen after the window opened started in it.
+                baseline.setdefault(pid, cpu if procs is inside[0][3] else 0.0)
+                latest[pid] = (category, cpu)
+        used: dict[str, float] = {}
+        for pid, (category, cpu) in latest.items():
+            used[category] = used.get(category, 0.0) + cpu - baseline[pid]
+        cpus = os.cpu_count() or 1
+        wall = last_t - first_t
+        busy_s = (busy1 - busy0) / (total1 - total0) * wall * cpus
+        used["other (other programs, short-lived backends)"] = max(0.0, busy_s - sum(used.values()))
+        return {
+            "window_s": round(wall, 2), "cpus": cpus, "busy": round(busy_s / (wall * cpus), 3),
+            "cpu_s": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
+        }
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    """Linear interpolation between closest ranks (numpy's default)."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    k = (len(ordered) - 1) * q / 100
+    lo, hi = math.floor(k), math.ceil(k)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
+
+
+def summarise(values: list[float], expected: int) -> dict:
+    return {
+        "n": len(values), "missing": expected - len(values),
+        "p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values) if values else None,
+    }
+
+
+# -- the benchmark -------------------------------------------------------------
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    database_url = os.environ.get("DATABASE_URL", "")
+    if not database_url:
+        raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-expiry does).")
+    bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name)
+    args.bench_db = bench_db
+
+    from grants import devcluster
+
+    if not devcluster.available():
+        raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
+
+    work_dir = Path(tempfile.mkdtemp(prefix="jitbench-"))
+    # The target cluster lives in work_dir/target and runs as the postgres OS user,
+    # which must be able to traverse work_dir (mkdtemp makes it 0700).
+    os.chmod(work_dir, 0o711)
+    cluster = devcluster.DevCluster(work_dir / "target")
+    state: dict = {}  # run() puts the child processes here, so that finally can stop them
+    held: dict[int, object] = {}
+    stop_event = threading.Event()
+    db_created = django_ready = False
+    try:
+        log(f"portal database {bench_db} (fresh), work dir {work_dir}")
+        create_database(maintenance_url, bench_db)
+        db_created = True
+
+        cluster.start()
+        cluster.setup_demo_roles()
+        log(f"target cluster on 127.0.0.1:{cluster.port}")
+
+        os.environ.update({
+            "DATABASE_URL": bench_url,
+            "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+            TARGET_ENV: cluster.admin_dsn,
+            "Q_WORKERS": str(args.workers),
+            "JIT_EXPIRY_BATCH": str(args.batch),
+        })
+        child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        result = subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
+            cwd=REPO, env=child_env, capture_output=True, text=True,
+        )
+        if result.returncode != 0:
+            raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
+
+        import django
+
+        django.setup()
+        django_ready = True
+        # django-q logs every enqueue ("Enqueued [jitportal] 17") at INFO.
+        logging.getLogger("django-q").setLevel(logging.WARNING)
+        results = run(args, rng, cluster, work_dir, child_env, held, stop_event, state)
+        print_table(results)
+        if args.json:
+            text = json.dumps(results, indent=2, default=str)
+            if args.json == "-":
+                print(text)
+            else:
+                Path(args.json).write_text(text + "\n")
+                log(f"JSON written to {args.json}")
+        return 0
+    finally:
+        stop_event.set()
+        children = state.get("children")
+        if children is not None:
+            log("stopping qcluster and expiry_timer")
+            children.stop()
+        for conn in held.values():
+            try:
+                conn.close()
+            except Exception:
+                pass
+        if django_ready:
+            from django.db import connections
+
+            connections.close_all()
+        if args.keep:
+            log(f"kept: portal database {bench_db}, target cluster and logs in {work_dir} (cluster stopped)")
+            cluster.stop()
+        else:
+            try:
+                cluster.stop()
+            except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+                log(f"stopping the target cluster failed: {exc}")
+            shutil.rmtree(work_dir, ignore_errors=True)
+            if db_created:
+                drop_database(maintenance_url, bench_db)
+            log("cleaned up (portal database dropped, target cluster removed)")
+
+
+def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict) -> dict:
+    import psycopg
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.hashers import make_password
+    from django.contrib.auth.models import Group
+    from django.db.models import Count
+    from django.utils import timezone
+    from django_q.models import OrmQ, Success, Failure
+
+    from audit.log import verify as verify_chain
+    from audit.models import AuditEvent
+    from grants import lifecycle
+    from grants.models import AccessProfile, Grant, Target
+
+    N = args.grants
+    User = get_user_model()
+
+    # Catalog and people -----------------------------------------------------
+    engineers = Group.objects.create(name="engineers")
+    approvers = Group.objects.create(name="db-approvers")
+    approver = User.objects.create(username="bench-approver", password=make_password(None))
+    approver.groups.add(approvers)
+    calibration = min(10, max(3, N // 100))
+    users = User.objects.bulk_create(
+        [User(username=f"bench-{i:05d}", password=make_password(None)) for i in range(N + calibration)]
+    )
+    User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=engineers.pk) for u in users])
+    target = Target.objects.create(
+        name="bench-postgres", kind="postgres", secret_env=TARGET_ENV,
+        config={"host": cluster.host, "port": cluster.port, "dbname": devcluster_db()},
+    )
+    profile = AccessProfile.objects.create(
+        name="bench-readonly", title="appdb read-only (benchmark)", target=target,
+        scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=8), approver_group=approvers,
+    )
+    profile.requestable_by.add(engineers)
+
+    def make_grant(user, duration: datetime.timedelta) -> Grant:
+        req = lifecycle.submit_request(requester=user, profile=profile, duration=duration, justification=JUSTIFICATION)
+        lifecycle.approve_request(req.pk, actor=approver, comment="benchmark")
+        grant = lifecycle.provision_grant(Grant.objects.get(request_id=req.pk).pk)
+        if grant is None or grant.status != Grant.Status.ACTIVE:
+            raise BenchError(f"Provisioning failed: {grant and grant.last_error}")
+        return grant
+
+    # Calibration: how long one grant takes here, so the burst lands where we want it.
+    timings = []
+    for user in users[N:]:
+        started = time.monotonic()
+        grant = make_grant(user, datetime.timedelta(hours=1))
+        timings.append(time.monotonic() - started)
+        lifecycle.revoke_grant(grant.pk, actor=user, reason=Grant.EndReason.RELEASED)
+        lifecycle.complete_revocation(grant.pk)
+    # The median: the first grant pays for connections and caches.
+    per_grant = sorted(timings)[len(timings) // 2]
+    estimate = per_grant * N * 1.2
+    first_expiry = timezone.now() + datetime.timedelta(seconds=estimate + args.lead)
+    log(f"calibration: {per_grant * 1000:.1f} ms per grant; provisioning {N} grants (~{estimate:.0f} s), "
+        f"burst at {first_expiry:%H:%M:%S} over {args.spread:g} s")
+
+    # Provisioning ------------------------------------------------------------
+    offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
+    rng.shuffle(offsets)
+    grants: list[Grant] = []
+    started = time.monotonic()
+    last_report = started
+    for i, user in enumerate(users[:N]):
+        duration = first_expiry + datetime.timedelta(seconds=offsets[i]) - timezone.now()
+        if duration < datetime.timedelta(seconds=3):
+            raise BenchError(f"Provisioning is slower than calibrated ({i}/{N} done); rerun with a larger --lead.")
+        grants.append(make_grant(user, duration))
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            log(f"  provisioned {i + 1}/{N}")
+    provision_s = time.monotonic() - started
+    provisioned_at = timezone.now()
+    expires = {g.pk: g.expires_at.timestamp() for g in grants}
+    roles = {g.pk: g.external_ref for g in grants}
+    log(f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); "
+        f"first expiry in {min(expires.values()) - time.time():.1f} s")
+
+    # Credentials and open sessions for the sample -----------------------------
+    sample = sorted(rng.sample([g.pk for g in grants], args.sample))
+    credentials = {}
+    by_pk = {g.pk: g for g in grants}
+    for pk in sample:
+        credentials[pk] = lifecycle.reveal_credentials(pk, actor=by_pk[pk].user)
+        conn = psycopg.connect(credentials[pk]["dsn"], autocommit=True, application_name="jitbench-held")
+        conn.execute("SELECT 1")
+        held[pk] = conn
+    pids = {pk: conn.info.backend_pid for pk, conn in held.items()}
+
+    # What the set-up enqueued (provision tasks, notifications of requests and
+    # grants) would have run long before expiry in real life; provisioning is done.
+    purged = OrmQ.objects.all().delete()[0]
+
+    # Workers and timer ------------------------------------------------------------
+    children = Children(child_env, work_dir)
+    state["children"] = children
+    children.start("qcluster", "qcluster")
+    children.start("expiry_timer", "expiry_timer")
+    log(f"started qcluster ({args.workers} workers, batch {args.batch}) and expiry_timer; purged {purged} tasks queued by the set-up")
+
+    try:
+        target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        target_postmaster = None
+    cpu = CpuSampler(
+        groups={proc.pid: name for name, (proc, _) in children.procs.items()},
+        target_postmaster=target_postmaster, portal_db=args.bench_db,
+    )
+    cpu.start()
+    poller = TargetPoller(cluster.admin_dsn, list(roles.values()), list(pids.values()), args.poll)
+    poller.start()
+    probes = [LoginProbe(pk, credentials[pk]["dsn"], expires[pk], args.probe_interval, stop_event) for pk in sample]
+    for probe in probes:
+        probe.start()
+
+    lead = min(expires.values()) - provisioned_at.timestamp()
+    last_expiry = max(expires.values())
+    deadline = last_expiry + args.timeout
+    ids = list(expires)
+    last_report = 0.0
+    portal_done = False
+    progress, progress_at = None, time.time()
+    while True:
+        children.check()
+        if poller.error is not None:
+            raise BenchError(f"target poller failed: {poller.error}")
+        now = time.time()
+        probes_done = all(p.refused_at is not None for p in probes)
+        if poller.done or (now > last_expiry + 10 and now - last_report < 0.3):
+            # Every grant of this database but the calibration ones (released) is ours.
+            portal_done = not Grant.objects.exclude(status=Grant.Status.REVOKED).exists()
+        if poller.done and probes_done and portal_done:
+            break
+        if now > deadline:
+            log("timeout: giving up on what is left")
+            break
+        seen = (len(poller.role_gone), len(poller.pid_gone), sum(p.refused_at is not None for p in probes))
+        if seen != progress:
+            progress, progress_at = seen, now
+        elif now > last_expiry and now - progress_at > args.stall:
+            log(f"nothing changed on the target for {args.stall:g} s: giving up on what is left")
+            break
+        if now - last_report >= 5 and now > min(expires.values()) - 5:
+            last_report = now
+            revoked = Grant.objects.filter(status=Grant.Status.REVOKED, end_reason=Grant.EndReason.EXPIRED).count()
+            log(f"  t{now - min(expires.values()):+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
+                f"sessions ended {len(poller.pid_gone)}/{len(pids)}, portal revoked {revoked}/{N}")
+        time.sleep(0.25)
+    stop_event.set()
+    poller.stop_event.set()
+    poller.join(5)
+    cpu.stop_event.set()
+
+    # Results ------------------------------------------------------------------------
+    sessions_really_ended = 0
+    for conn in held.values():
+        try:
+            conn.execute("SELECT 1")
+        except psycopg.Error:
+            sessions_really_ended += 1
+
+    rows = Grant.objects.filter(pk__in=ids).values_list(
+        "pk", "expires_at", "revoke_requested_at", "revoked_at", "verified_at", "status", "attempts"
+    )
+    portal = {pk: (exp, req, rev, ver, status, attempts) for pk, exp, req, rev, ver, status, attempts in rows}
+    # Lags in seconds after each grant's own expires_at.
+    login_lag = [p.refused_at - expires[p.grant_id] for p in probes if p.refused_at is not None]
+    role_lag = [poller.role_gone[roles[pk]] - expires[pk] for pk in ids if roles[pk] in poller.role_gone]
+    session_lag = [poller.pid_gone[pids[pk]] - expires[pk] for pk in sample if pids[pk] in poller.pid_gone]
+    verified_lag = [(v[3] - v[0]).total_seconds() for v in portal.values() if v[3] is not None]
+    requested_lag = [(v[1] - v[0]).total_seconds() for v in portal.values() if v[1] is not None]
+    revoked_lag = [(v[2] - v[0]).total_seconds() for v in portal.values() if v[2] is not None]
+    late_logins = [p.last_ok - expires[p.grant_id] for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
+
+    failures = AuditEvent.objects.filter(action="grant.revoke_failed").count()
+    chain = verify_chain()
+    status_counts = dict(Grant.objects.filter(pk__in=ids).values_list("status").annotate(n=Count("pk")))
+    expire_tasks = Success.objects.filter(func="grants.tasks.expire_due").count()
+    failed_tasks = list(Failure.objects.order_by("started").values_list("func", "result")[:1])
+    failed_count = Failure.objects.count()
+    first_req = min((v[1] for v in portal.values() if v[1] is not None), default=None)
+    last_ver = max((v[3] for v in portal.values() if v[3] is not None), default=None)
+
+    return {
+        "config": {
+            "grants": N, "sample": args.sample, "workers": args.workers, "batch": args.batch,
+            "spread_s": args.spread, "lead_s": round(lead, 2), "poll_s": args.poll, "cpus": os.cpu_count(),
+        },
+        "provision": {"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": per_grant * 1000},
+        "expires_at_spread_s": max(expires.values()) - min(expires.values()),
+        "rows": {
+            "new login refused lag": summarise(login_lag, len(probes)),
+            "role gone lag (target poll)": summarise(role_lag, N),
+            "session terminated lag": summarise(session_lag, len(pids)),
+            "verified_at lag (portal)": summarise(verified_lag, N),
+        },
+        "diagnostics": {
+            "revoke_requested_at lag (portal)": summarise(requested_lag, N),
+            "revoked_at lag (portal)": summarise(revoked_lag, N),
+        },
+        "checks": {
+            "grant statuses": status_counts,
+            "revoke_failed audit events": failures,
+            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id) + ': ' + chain.reason}"
+                           f" ({chain.count} events)",
+            "logins that succeeded after expires_at": len(late_logins),
+            "held sessions found dead at the end": f"{sessions_really_ended}/{len(held)}",
+            "login probe errors other than refusal": sum(len(p.other_errors) for p in probes),
+            "expire_due tasks run (Success rows, capped by save_limit)": expire_tasks,
+            "failed tasks": failed_count if not failed_count else
+                f"{failed_count}, first: {failed_tasks[0][0]}: {' '.join(str(failed_tasks[0][1]).split())[:300]}",
+            "tasks queued by the set-up, purged (provision, notifications)": purged,
+            "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
+            "burst drained in s (first revoke_requested_at to last verified_at)":
+                round((last_ver - first_req).total_seconds(), 2) if first_req and last_ver else None,
+        },
+        "cpu_during_burst": cpu.report(min(expires.values()), max(poller.role_gone.values(), default=time.time())),
+        "goal": {"role gone p99 < 5 s": (percentile(role_lag, 99) or float("inf")) < 5 and len(role_lag) == N},
+    }
+
+
+def devcluster_db() -> str:
+    from grants import devcluster
+
+    return devcluster.DEMO_DB
+
+
+def print_table(results: dict) -> None:
+    cfg, prov = results["config"], results["provision"]
+
+    def fmt(value):
+        return "-" if value is None else f"{value:.3f}"
+
+    print()
+    print(f"Expiry lag: N={cfg['grants']} grants, workers={cfg['workers']}, batch={cfg['batch']}, "
+          f"sample={cfg['sample']}, cpus={cfg['cpus']}, expires_at spread {results['expires_at_spread_s']:.1f} s, "
+          f"lead {cfg['lead_s']:.0f} s")
+    width = 40
+    print(f"{'':{width}} {'p50':>8} {'p99':>8} {'max':>8}   n")
+    print(f"{'provision ' + str(cfg['grants']) + ' grants':{width}} {prov['total_s']:>7.1f}s {prov['grants_per_s']:>6.1f}/s")
+    for section in ("rows", "diagnostics"):
+        if section == "diagnostics":
+            print("  diagnostics:")
+        for name, s in results[section].items():
+            missing = f" ({s['missing']} never seen)" if s["missing"] else ""
+            print(f"{name:{width}} {fmt(s['p50']):>8} {fmt(s['p99']):>8} {fmt(s['max']):>8}   {s['n']}{missing}")
+    print("  checks:")
+    for name, value in results["checks"].items():
+        print(f"    {name}: {value}")
+    usage = results.get("cpu_during_burst")
+    if usage:
+        print(f"  CPU from first expiry to last role gone ({usage['window_s']:.1f} s, {usage['cpus']} cores, "
+              f"{usage['busy']:.0%} busy), CPU seconds:")
+        for name, secs in usage["cpu_s"].items():
+            print(f"    {secs:6.2f}  {name}")
+    met = results["goal"]["role gone p99 < 5 s"]
+    print(f"goal p99(role gone) < 5 s: {'MET' if met else 'NOT MET'}")
+    print()
+
+
+if __name__ == "__main__":
+    from grants.devcluster import DevClusterError
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    except (BenchError, DevClusterError) as exc:
+        log(f"error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
