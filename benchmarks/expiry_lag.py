@@ -114,7 +114,8 @@ def bench_urls(database_url: str, db_name: str | None) -> tuple[str, str, str]:
     if name == original:
         raise BenchError("The benchmark database must not be the one in DATABASE_URL: it is dropped at the end.")
     bench = urlunsplit(parts._replace(path="/" + name))
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres"))
+    # Query options such as ?conn_max_age=60 are Django's (django-environ), not libpq's.
+    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres", query=""))
     return bench, maintenance, name
 
 
@@ -286,14 +287,21 @@ class CpuSampler(threading.Thread):
     of every process, and files each process under: the benchmark itself, a
     child (qcluster with its workers, expiry_timer: by process group), the
     target cluster (descendants of its postmaster), the portal database's
-    backends (their title names the bench database) or nothing. "other" is
-    the machine's busy time minus all of those: other programs on the
-    machine, and processes too short-lived to be sampled (login probes).
+    backends (their title names the bench database) or nothing. Backends
+    that exited count through their postmaster's reaped-children time; for
+    the portal's server that includes other databases' backends. "other" is
+    the machine's busy time minus all of those: other programs on the machine.
     """
 
-    def __init__(self, *, groups: dict[int, str], target_postmaster: int | None, portal_db: str, interval: float = 0.5):
+    def __init__(self, *, groups: dict[int, str], target_postmaster: int | None, portal_postmaster: int | None,
+                 portal_db: str, interval: float = 0.5):
         super().__init__(name="cpu-sampler", daemon=True)
         self.groups, self.target_postmaster, self.portal_db = groups, target_postmaster, portal_db
+        self.postmasters = {}
+        if target_postmaster:
+            self.postmasters[target_postmaster] = "target PostgreSQL (backends that exited)"
+        if portal_postmaster:
+            self.postmasters[portal_postmaster] = "portal PostgreSQL, any database (backends that exited)"
         self.interval = interval
         self.hz = os.sysconf("SC_CLK_TCK")
         self.samples: list[tuple[float, int, int, dict[int, tuple[str, float]]]] = []
@@ -307,7 +315,7 @@ class CpuSampler(threading.Thread):
         return sum(fields) - idle, sum(fields)
 
     def _processes(self) -> dict[int, tuple[str, float]]:
-        stats = {}
+        stats, children = {}, {}
         for name in os.listdir("/proc"):
             if not name.isdigit():
                 continue
@@ -316,9 +324,13 @@ class CpuSampler(threading.Thread):
                     rest = fh.read().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            # fields after the name: state ppid pgrp ... utime(12) stime(13) ... starttime(20)
+            # fields after the name: state ppid pgrp ... utime(12) stime(13) cutime(14) cstime(15) ... starttime(20)
             stats[int(name)] = (int(rest[1]), int(rest[2]), (int(rest[11]) + int(rest[12])) / self.hz, int(rest[19]))
-        out = {}
+            pid = int(name)
+            if pid in self.postmasters:
+                # A postmaster reaps its backends: their CPU lands in its cutime/cstime.
+                children[-pid] = (self.postmasters[pid], (int(rest[13]) + int(rest[14])) / self.hz)
+        out = dict(children)
         for pid, (ppid, pgrp, cpu, started) in stats.items():
             key = (pid, started)
             category = self.categories.get(key)
@@ -384,7 +396,7 @@ class CpuSampler(threading.Thread):
         cpus = os.cpu_count() or 1
         wall = last_t - first_t
         busy_s = (busy1 - busy0) / (total1 - total0) * wall * cpus
-        used["other (other programs, short-lived backends)"] = max(0.0, busy_s - sum(used.values()))
+        used["other (other programs)"] = max(0.0, busy_s - sum(used.values()))
         return {
             "window_s": round(wall, 2), "cpus": cpus, "busy": round(busy_s / (wall * cpus), 3),
             "cpu_s": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
@@ -515,6 +527,7 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     from audit.log import verify as verify_chain
     from audit.models import AuditEvent
     from grants import lifecycle
+    from grants.devcluster import DEMO_DB
     from grants.models import AccessProfile, Grant, Target
 
     N = args.grants
@@ -532,7 +545,7 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=engineers.pk) for u in users])
     target = Target.objects.create(
         name="bench-postgres", kind="postgres", secret_env=TARGET_ENV,
-        config={"host": cluster.host, "port": cluster.port, "dbname": devcluster_db()},
+        config={"host": cluster.host, "port": cluster.port, "dbname": DEMO_DB},
     )
     profile = AccessProfile.objects.create(
         name="bench-readonly", title="appdb read-only (benchmark)", target=target,
@@ -598,6 +611,10 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     # What the set-up enqueued (provision tasks, notifications of requests and
     # grants) would have run long before expiry in real life; provisioning is done.
     purged = OrmQ.objects.all().delete()[0]
+    # Likewise the "expires in 10 minutes" reminders, if this version sends them:
+    # with a lead of seconds they would all fall into the burst.
+    if any(f.name == "reminded_at" for f in Grant._meta.get_fields()):
+        Grant.objects.filter(pk__in=list(expires)).update(reminded_at=timezone.now())
 
     # Workers and timer ------------------------------------------------------------
     children = Children(child_env, work_dir)
@@ -610,9 +627,19 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
         target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         target_postmaster = None
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        portal_backend = cursor.fetchone()[0]
+    try:
+        with open(f"/proc/{portal_backend}/stat") as fh:
+            portal_postmaster = int(fh.read().rsplit(")", 1)[1].split()[1])
+    except (OSError, ValueError, IndexError):
+        portal_postmaster = None  # the portal's server runs on another machine
     cpu = CpuSampler(
         groups={proc.pid: name for name, (proc, _) in children.procs.items()},
-        target_postmaster=target_postmaster, portal_db=args.bench_db,
+        target_postmaster=target_postmaster, portal_postmaster=portal_postmaster, portal_db=args.bench_db,
     )
     cpu.start()
     poller = TargetPoller(cluster.admin_dsn, list(roles.values()), list(pids.values()), args.poll)
@@ -628,8 +655,12 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     last_report = 0.0
     portal_done = False
     progress, progress_at = None, time.time()
+    sessions_before = backlog = None
     while True:
         children.check()
+        if sessions_before is None and time.time() >= min(expires.values()):
+            sessions_before = portal_sessions()
+            backlog = OrmQ.objects.count()
         if poller.error is not None:
             raise BenchError(f"target poller failed: {poller.error}")
         now = time.time()
@@ -657,6 +688,7 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     stop_event.set()
     poller.stop_event.set()
     poller.join(5)
+    sessions_after = portal_sessions()
     cpu.stop_event.set()
 
     # Results ------------------------------------------------------------------------
@@ -718,6 +750,9 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
             "failed tasks": failed_count if not failed_count else
                 f"{failed_count}, first: {failed_tasks[0][0]}: {' '.join(str(failed_tasks[0][1]).split())[:300]}",
             "tasks queued by the set-up, purged (provision, notifications)": purged,
+            "tasks in the queue at the first expiry": backlog,
+            "portal sessions opened from first expiry to the end":
+                sessions_after - sessions_before if sessions_before is not None else None,
             "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
             "burst drained in s (first revoke_requested_at to last verified_at)":
                 round((last_ver - first_req).total_seconds(), 2) if first_req and last_ver else None,
@@ -727,10 +762,14 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     }
 
 
-def devcluster_db() -> str:
-    from grants import devcluster
+def portal_sessions() -> int:
+    """Sessions ever opened on the bench database (pg_stat_database, PostgreSQL 14+)."""
+    from django.db import connection
 
-    return devcluster.DEMO_DB
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_stat_clear_snapshot()")
+        cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
+        return cursor.fetchone()[0]
 
 
 def print_table(results: dict) -> None:
