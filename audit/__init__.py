@@ -8,3 +8,9 @@ def record(action, *, actor=None, obj=None, details=None):
     from .log import record as _record
 
     return _record(action, actor=actor, obj=obj, details=details)
+
+
+def record_many(events):
+    from .log import record_many as _record_many
+
+    return _record_many(events)

@@ -603,7 +603,8 @@ def begin_due_expiries(*, limit: int, now=None) -> list[int]:
     """Move up to `limit` grants past their expiry to `revoking`; return their ids.
 
     Several workers and timers may call this at once: `skip_locked` hands
-    each grant to exactly one of them.
+    each grant to exactly one of them. One UPDATE and one audit append for
+    the batch.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -613,8 +614,20 @@ def begin_due_expiries(*, limit: int, now=None) -> list[int]:
             .filter(status=GS.ACTIVE, expires_at__lte=now)
             .order_by("expires_at")[:limit]
         )
+        if not due:
+            return []
         for grant in due:
-            _begin_revocation(grant, actor=None, reason=Grant.EndReason.EXPIRED)
+            _check(grant, ALLOWED_GRANT, GS.REVOKING)
+        started = timezone.now()
+        Grant.objects.filter(pk__in=[g.pk for g in due]).update(
+            status=GS.REVOKING, end_reason=Grant.EndReason.EXPIRED, ended_by=None, revoke_requested_at=started,
+            attempts=0, next_attempt_at=started, last_error="", sealed_credentials="",
+        )
+        audit.record_many(
+            ("grant.revoke_requested", None, grant,
+             {**_snapshot(grant.profile, grant.user), "reason": Grant.EndReason.EXPIRED, "expires_at": grant.expires_at})
+            for grant in due
+        )
     return [g.pk for g in due]
 
 
@@ -669,6 +682,71 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
         )
         transaction.on_commit(lambda: _enqueue("grants.notify.grant_revoked", grant.pk))
     return grant
+
+
+def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
+    """Like `complete_revocation` for several grants, with one target call and one commit per batch.
+
+    The grants (just moved to `revoking` by the caller) are locked in one transaction; each target
+    revokes its grants with a few round trips (`revoke_many`) and is read
+    again once (`present_many`); a grant that is still present, or whose
+    target failed, goes the retry way of `_revocation_failed` on its own.
+    """
+    done = []
+    with transaction.atomic():
+        # Not skip_locked: the caller claimed these grants a moment ago. Another
+        # worker's begin_due_expiries may still hold a lock on some of them: in
+        # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
+        # before rechecking the WHERE, and keeps the lock when the row no longer
+        # matches. Skipping would leave the grant to the minute sweeper.
+        grants = list(
+            Grant.objects.select_for_update(of=("self",))
+            .select_related("profile__target", "user")
+            .filter(pk__in=list(grant_ids), status=GS.REVOKING)
+            .order_by("pk")
+        )
+        by_target: dict[int, list[Grant]] = {}
+        for grant in grants:
+            by_target.setdefault(grant.profile.target_id, []).append(grant)
+        for target_id, group in by_target.items():
+            connector = connectors.get(target_id)
+            if connector is None:
+                connector = connectors[target_id] = get_connector(group[0].profile.target)
+            try:
+                errors = connector.revoke_many(group)
+                revoked_at = timezone.now()
+                present = connector.present_many([g for g in group if g.pk not in errors])
+            except ConnectorError as exc:
+                for grant in group:
+                    _revocation_failed(grant, exc.message)
+                continue
+            verified_at = timezone.now()
+            gone = []
+            for grant in group:
+                if grant.pk in errors:
+                    _revocation_failed(grant, errors[grant.pk])
+                elif grant.pk in present:
+                    _revocation_failed(grant, "The target still shows the account or a session after revoking.")
+                else:
+                    _check(grant, ALLOWED_GRANT, GS.REVOKED)
+                    grant.status, grant.revoked_at, grant.verified_at = GS.REVOKED, revoked_at, verified_at
+                    grant.next_attempt_at, grant.last_error = None, ""
+                    gone.append(grant)
+            if gone:
+                Grant.objects.filter(pk__in=[g.pk for g in gone]).update(
+                    status=GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error=""
+                )
+                audit.record_many(
+                    ("grant.revoked", grant.ended_by, grant,
+                     {**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
+                      "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
+                      "expires_at": grant.expires_at, "attempts": grant.attempts + 1})
+                    for grant in gone
+                )
+                for grant in gone:
+                    transaction.on_commit(lambda pk=grant.pk: _enqueue("grants.notify.grant_revoked", pk))
+                done.extend(gone)
+    return done
 
 
 def _revocation_failed(grant: Grant, message: str) -> Grant:

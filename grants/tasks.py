@@ -53,12 +53,11 @@ def expire_due():
             ids = lifecycle.begin_due_expiries(limit=settings.JIT_EXPIRY_BATCH)
             if not ids:
                 break
-            for grant_id in ids:
-                try:
-                    lifecycle.complete_revocation(grant_id, connectors=connectors)
-                except Exception:
-                    # One bad grant must not stop the others; the sweeper retries it.
-                    log.exception("Revoking grant %s failed", grant_id)
+            try:
+                lifecycle.complete_revocations(ids, connectors=connectors)
+            except Exception:
+                # The batch stays `revoking`; the sweeper retries each grant on its own.
+                log.exception("Revoking grants %s failed", ids)
             done += len(ids)
     finally:
         for connector in connectors.values():

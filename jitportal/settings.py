@@ -100,6 +100,10 @@ WSGI_APPLICATION = "jitportal.wsgi.application"
 if not env.str("DATABASE_URL", default=""):
     VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# Keep connections between requests and tasks: a burst of expiries otherwise
+# opens a new PostgreSQL session for every task and every timer wake-up.
+DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
+DATABASES["default"].setdefault("CONN_HEALTH_CHECKS", True)
 if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The web server, the workers and the timer share one file: wait for
     # the write lock instead of failing with "database is locked".

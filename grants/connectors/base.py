@@ -120,6 +120,26 @@ class Connector:
         """Read the target again: is anything of this grant still there (account or session)?"""
         raise NotImplementedError
 
+    def revoke_many(self, grants: list[GrantLike]) -> dict[int, str]:
+        """Revoke several grants; return {grant pk: error message} for those that failed.
+
+        This default calls `revoke` for each; a connector that can do a batch
+        in fewer round trips overrides it. A permanent error still raises.
+        """
+        errors = {}
+        for grant in grants:
+            try:
+                self.revoke(grant)
+            except ConnectorError as exc:
+                if exc.permanent:
+                    raise
+                errors[grant.pk] = exc.message
+        return errors
+
+    def present_many(self, grants: list[GrantLike]) -> set[int]:
+        """Read the target again; return the pks of the grants of which anything is still there."""
+        return {grant.pk for grant in grants if self.is_present(grant)}
+
     def list_managed(self) -> set[str]:
         raise NotImplementedError
 

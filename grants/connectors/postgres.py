@@ -174,6 +174,80 @@ class PostgresConnector(Connector):
                 raise ConnectorError(f"{left} session(s) of {role} did not end; will retry.")
             conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
 
+    def revoke_many(self, grants: list[GrantLike]) -> dict[int, str]:
+        """Revoke several grants in a handful of round trips; return {grant pk: error} for those left.
+
+        The same steps as `revoke`, each done for the whole batch at once.
+        """
+        roles = {self.role_name(g): g for g in grants}
+        errors: dict[int, str] = {}
+        with self._errors(f"revoke {len(roles)} roles"):
+            conn = self._admin()
+            oids = dict(conn.execute("SELECT rolname::text, oid FROM pg_roles WHERE rolname = ANY(%s)", [list(roles)]).fetchall())
+            if not oids:
+                return errors
+            members = conn.execute(
+                "SELECT r.rolname::text, g.rolname::text FROM pg_auth_members m"
+                " JOIN pg_roles g ON g.oid = m.roleid JOIN pg_roles r ON r.oid = m.member"
+                " WHERE m.member = ANY(%s)",
+                [list(oids.values())],
+            ).fetchall()
+            statements = [sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(r)) for r in oids]
+            statements += [sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(g), sql.Identifier(r)) for r, g in members]
+            with conn.transaction():
+                # No parameters: psycopg sends the statements as one simple query.
+                conn.execute(sql.SQL("; ").join(statements))
+            self._terminate_sessions_many(conn, list(oids.values()))
+
+            for owner_role in {g.scope.get("owner_role") for g in grants} - {None, ""}:
+                if not self._role_oid(conn, owner_role):
+                    raise ConnectorError(f"Owner role {owner_role!r} does not exist on target {self.target.name!r}.", permanent=True)
+            by_oid = {oid: name for name, oid in oids.items()}
+            deps = conn.execute(
+                "SELECT DISTINCT s.refobjid, coalesce(d.datname, current_database()) FROM pg_shdepend s"
+                " LEFT JOIN pg_database d ON d.oid = s.dbid"
+                " WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = ANY(%s) ORDER BY 1, 2",
+                [list(oids.values())],
+            ).fetchall()
+            for oid, dbname in deps:
+                role = by_oid[oid]
+                self._clean_owned(dbname, role, roles[role].scope.get("owner_role"))
+
+            self._terminate_sessions_many(conn, list(oids.values()))
+            left = dict(conn.execute(
+                "SELECT usesysid, count(*) FROM pg_stat_activity WHERE usesysid = ANY(%s) GROUP BY 1", [list(oids.values())]
+            ).fetchall())
+            droppable = []
+            for name, oid in oids.items():
+                if left.get(oid):
+                    errors[roles[name].pk] = f"{left[oid]} session(s) of {name} did not end; will retry."
+                else:
+                    droppable.append(name)
+            if droppable:
+                try:
+                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.SQL(", ").join(map(sql.Identifier, droppable))))
+                except psycopg.Error:
+                    # One role that cannot go fails the statement: drop them one by one.
+                    for name in droppable:
+                        try:
+                            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(name)))
+                        except psycopg.Error as exc:
+                            errors[roles[name].pk] = f"Cannot drop {name}: {self._scrub(exc)}"
+        return errors
+
+    def present_many(self, grants: list[GrantLike]) -> set[int]:
+        """Read the target again; return the pks of the grants whose role or a session still exists."""
+        roles = {self.role_name(g): g.pk for g in grants}
+        if not roles:
+            return set()
+        with self._errors("inspect roles"):
+            rows = self._admin().execute(
+                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(r)s)"
+                " UNION SELECT usename::text FROM pg_stat_activity WHERE usename = ANY(%(r)s)",
+                {"r": list(roles)},
+            ).fetchall()
+        return {roles[name] for (name,) in rows}
+
     def is_present(self, grant: GrantLike) -> bool:
         """Read the target again: does the grant's role or any session of it still exist?"""
         role = self.role_name(grant)
@@ -270,6 +344,12 @@ class PostgresConnector(Connector):
         conn.execute(
             "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = %s AND pid <> pg_backend_pid()",
             [TERMINATE_WAIT_MS, oid],
+        )
+
+    def _terminate_sessions_many(self, conn: psycopg.Connection, oids: list[int]) -> None:
+        conn.execute(
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> pg_backend_pid()",
+            [TERMINATE_WAIT_MS, oids],
         )
 
     def _databases_with_dependencies(self, conn: psycopg.Connection, oid: int) -> list[str]:

@@ -348,3 +348,25 @@ def test_two_approvals_at_once_give_exactly_one_grant(pending_request, marc, ott
     assert Grant.objects.filter(request=pending_request).count() == 1
     assert len(errors) == 1
     assert AuditEvent.objects.filter(action="request.approved").count() == 1
+
+
+def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
+    from audit.log import verify
+    from django.contrib.auth import get_user_model
+
+    settings.JIT_EXPIRY_BATCH = 3
+    grants = []
+    for n in range(7):
+        user = get_user_model().objects.create_user(f"burst{n}")
+        user.groups.add(*ana.groups.all())
+        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        lifecycle.approve_request(req.pk, actor=otto)
+        grants.append(lifecycle.provision_grant(req.grant.pk))
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    assert tasks.expire_due() == 7
+    assert set(Grant.objects.filter(pk__in=[g.pk for g in grants]).values_list("status", flat=True)) == {"revoked"}
+    assert AuditEvent.objects.filter(action="grant.revoked").count() == 7
+    with psycopg.connect(pg_cluster.admin_dsn) as conn:
+        left = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]).fetchone()[0]
+    assert left == 0
+    assert verify().ok

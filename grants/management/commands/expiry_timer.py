@@ -20,6 +20,13 @@ from grants.models import Grant
 from grants.tasks import enqueue_expiries
 
 
+# A burst of expiries a few milliseconds apart is handled in a few wake-ups, not one per grant.
+MIN_WAKE = 0.05
+# While a burst goes on, the running `expire_due` tasks loop until nothing is due:
+# one more round of tasks per second is enough to keep every worker busy.
+ROUND_EVERY = 0.25
+
+
 class Command(BaseCommand):
     help = "Enqueue revocations at the moment grants expire (run beside qcluster)."
 
@@ -40,7 +47,9 @@ class Command(BaseCommand):
             due = active.filter(expires_at__lte=now).aggregate(n=Count("pk"), newest=Max("expires_at"))
             # Enqueue once per newly due grant; if workers are slow to take
             # them, enqueue again only after a pause, not on every wake-up.
-            if due["n"] and (enqueued_up_to is None or due["newest"] > enqueued_up_to or time.monotonic() - enqueued_at > 5):
+            since = time.monotonic() - enqueued_at
+            fresh = bool(due["n"]) and (enqueued_up_to is None or due["newest"] > enqueued_up_to)
+            if due["n"] and ((fresh and since > ROUND_EVERY) or since > 5):
                 enqueue_expiries(due["n"])
                 enqueued_up_to, enqueued_at = due["newest"], time.monotonic()
             # Scheduled windows open at their start, on time as well.
@@ -56,7 +65,7 @@ class Command(BaseCommand):
                 default=None,
             )
             wait = max_sleep if upcoming is None else min(max_sleep, (upcoming - now).total_seconds())
-            self._sleep(max(wait, 0.005))
+            self._sleep(max(wait, MIN_WAKE))
 
     def _sleep(self, seconds):
         end = time.monotonic() + seconds

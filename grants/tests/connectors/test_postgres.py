@@ -18,7 +18,8 @@ from grants.connectors.base import ConnectorError
 from grants.connectors.postgres import PostgresConnector, scram_sha256_verifier
 
 SECRET_ENV = "JIT_TEST_PG_ADMIN_DSN"
-_grant_ids = itertools.count(1001)
+# Far above the ids of real grants that other tests leave on the shared target cluster.
+_grant_ids = itertools.count(800_000_001)
 
 
 def _in(seconds: float) -> datetime.datetime:
@@ -288,3 +289,27 @@ def test_wrong_admin_password_is_reported_without_echoing_it(target, monkeypatch
         connector.check()
 
     assert "WrongPassword123" not in info.value.message
+
+
+def test_revoking_a_batch_ends_sessions_hands_over_objects_and_tolerates_missing_roles(connector, make_grant, admin):
+    writer = make_grant(["app_readwrite"], owner_role="app_owner")
+    reader = make_grant(["app_readonly"])
+    never = make_grant(["app_readonly"])  # never provisioned: already gone
+    wcreds = connector.provision(writer).credentials
+    rcreds = connector.provision(reader).credentials
+    table = f"batch_{writer.pk}"
+    with _login(wcreds) as conn:
+        conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(table)))
+    session = _login(rcreds)
+
+    errors = connector.revoke_many([writer, reader, never])
+
+    assert errors == {}
+    assert connector.present_many([writer, reader, never]) == set()
+    with pytest.raises(psycopg.OperationalError):
+        session.execute("SELECT 1")
+    with pytest.raises(psycopg.OperationalError):
+        _login(rcreds)
+    owner = admin.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s", [table]).fetchone()
+    assert owner == ("app_owner",)
+    assert connector.revoke_many([writer, reader]) == {}  # again: nothing left, no error
