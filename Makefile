@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors clean
+.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors benchmark-reports clean
 .PHONY: e2e e2e-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -57,6 +57,9 @@ benchmark-expiry: $(STAMP) system-deps
 
 benchmark-connectors: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/connectors.py $(ARGS)
+
+benchmark-reports: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/reports.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var

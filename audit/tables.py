@@ -52,12 +52,17 @@ class DurationColumn(tables.Column):
         return duration_text(value)
 
 
-class TimeColumn(tables.DateTimeColumn):
+class TimeColumn(tables.Column):
+    """A time in the portal's time zone, `YYYY-MM-DD HH:MM:SS`, in a cell that does not wrap."""
+
+    td_class = "time"  # read by audit/table.html, which skips django-tables2's per-cell attribute merging
+
     def __init__(self, *args, **kwargs):
-        kwargs.setdefault("format", TIME)
         kwargs.setdefault("default", "—")
-        kwargs.setdefault("attrs", {"td": {"class": "time"}})
         super().__init__(*args, **kwargs)
+
+    def render(self, value):
+        return _when(value)
 
 
 class ReportTable(tables.Table):
@@ -66,6 +71,7 @@ class ReportTable(tables.Table):
     class Meta:
         attrs = {"class": "table report"}
         empty_text = "Nothing matches these filters."
+        template_name = "audit/table.html"
 
     def __init__(self, *args, link_people=False, **kwargs):
         super().__init__(*args, **kwargs)

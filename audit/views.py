@@ -8,11 +8,15 @@ filters. Who sees what is `reports.scope_for`, decided once per request.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 
 from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpResponseBadRequest, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.utils import timezone
+from django.utils.functional import cached_property
 from django_tables2 import RequestConfig
 
 from audit.models import AuditEvent
@@ -22,6 +26,8 @@ from . import filters, reports, tables
 from .reports import ALL, DECIDED, OWN
 
 PER_PAGE = 50
+# The Decisions page without a period shows this many days, today included.
+DEFAULT_DECISION_DAYS = 30
 
 
 @dataclasses.dataclass
@@ -33,6 +39,22 @@ class Section:
     rows: object
     table: object = None
     csv_url: str = ""
+    # Rows to count for the paginator when `rows` carries joins that do not change the count.
+    count_rows: object = None
+    # The page's rows when they differ from the download's (a list already read).
+    page_rows: object = None
+
+
+class CountingPaginator(Paginator):
+    """A paginator that counts `count_rows` (the same rows without the joins that only add columns)."""
+
+    def __init__(self, object_list, per_page, *, count_rows, **kwargs):
+        super().__init__(object_list, per_page, **kwargs)
+        self.count_rows = count_rows
+
+    @cached_property
+    def count(self):
+        return self.count_rows.count()
 
 
 def _respond(request, *, template, scope, filtersets, sections, context=None, fixed=None, csv_default=None):
@@ -60,8 +82,11 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
     query.update(applied)
     many = len(sections) > 1
     for section in sections:
-        section.table = section.table_class(section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
-        RequestConfig(request, paginate={"per_page": PER_PAGE}).configure(section.table)
+        section.table = section.table_class(section.rows if section.page_rows is None else section.page_rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
+        paginate = {"per_page": PER_PAGE}
+        if section.count_rows is not None:
+            paginate.update(paginator_class=CountingPaginator, count_rows=section.count_rows)
+        RequestConfig(request, paginate=paginate).configure(section.table)
         link = query.copy()
         link["format"] = "csv"
         if many and section.name != csv_default:
@@ -104,9 +129,10 @@ def index(request):
 @login_required
 def access_history(request):
     scope = reports.scope_for(request.user, "access")
-    rows = selectors.access_history(user=None if scope == ALL else request.user)
+    rows = selectors.access_history_base(user=None if scope == ALL else request.user)
     fs = filters.AccessHistoryFilter(request.GET, rows, hide=("user",) if scope == OWN else ())
-    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, reports.ACCESS_HISTORY, fs.rows)]
+    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, reports.ACCESS_HISTORY,
+                        selectors.access_history_columns(fs.rows), count_rows=fs.rows)]
     return _respond(request, template="audit/access.html", scope=scope, filtersets=[fs], sections=sections)
 
 
@@ -122,18 +148,28 @@ def current_access(request):
 def decisions(request):
     scope = reports.scope_for(request.user, "decisions")
     decider = request.user if scope == DECIDED else None
-    fs = filters.DecisionFilter(request.GET, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
+    params = request.GET
+    if "since" not in params and "until" not in params:
+        # Adding up every decision ever made is slow on a large trail and rarely
+        # what is asked; an empty From (submitted) shows all time.
+        params = params.copy()
+        params["since"] = (timezone.localdate() - datetime.timedelta(days=DEFAULT_DECISION_DAYS - 1)).isoformat()
+    fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
+    by_profile = selectors.decision_stats_by_profile(rows)
+    by_approver = selectors.decision_stats_by_approver(rows, approver=decider)
+    csv = request.GET.get("format") == "csv"
     sections = [
+        # One row per profile or approver: read once, counted and sorted in memory.
         Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE,
-                selectors.decision_stats_by_profile(rows)),
+                by_profile, page_rows=None if csv else list(by_profile)),
         Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER,
-                selectors.decision_stats_by_approver(rows, approver=decider)),
+                by_approver, page_rows=None if csv else list(by_approver)),
         Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows),
     ]
-    context = {}
-    if request.GET.get("format") != "csv":
-        totals = selectors.decision_totals(rows)
+    context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
+    if not csv:
+        totals = selectors.decision_totals(sections[0].page_rows)
         totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
         context["totals"] = totals
     return _respond(request, template="audit/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,

@@ -46,9 +46,7 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import logging
-import math
 import os
 import random
 import shutil
@@ -59,23 +57,16 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, write_json  # noqa: E402
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
 JUSTIFICATION = "Benchmark: expiry lag of a burst of grants (benchmarks/expiry_lag.py)"
 # Messages with which the target refuses a login after expiry or revocation.
 REFUSALS = ("password authentication failed", "is not permitted to log in", "does not exist")
-
-
-class BenchError(RuntimeError):
-    pass
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 # -- arguments and databases ------------------------------------------------
@@ -102,38 +93,6 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("--grants, --workers and --batch must be positive, --sample not negative")
     args.sample = min(args.sample, args.grants)
     return args
-
-
-def bench_urls(database_url: str, db_name: str | None) -> tuple[str, str, str]:
-    """Return (bench database URL, maintenance URL, bench db name) derived from DATABASE_URL."""
-    parts = urlsplit(database_url)
-    if parts.scheme not in ("postgres", "postgresql", "pgsql"):
-        raise BenchError(f"DATABASE_URL must point to PostgreSQL (got scheme {parts.scheme!r}).")
-    original = parts.path.lstrip("/") or "jitportal"
-    name = db_name or f"{original}_bench"
-    if name == original:
-        raise BenchError("The benchmark database must not be the one in DATABASE_URL: it is dropped at the end.")
-    bench = urlunsplit(parts._replace(path="/" + name))
-    # Query options such as ?conn_max_age=60 are Django's (django-environ), not libpq's.
-    maintenance = urlunsplit(parts._replace(scheme="postgresql", path="/postgres", query=""))
-    return bench, maintenance, name
-
-
-def create_database(maintenance_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(maintenance_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(maintenance_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
-    with psycopg.connect(maintenance_url, autocommit=True) as conn:
-        conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 # -- child processes ----------------------------------------------------------
@@ -403,16 +362,6 @@ class CpuSampler(threading.Thread):
         }
 
 
-def percentile(values: list[float], q: float) -> float | None:
-    """Linear interpolation between closest ranks (numpy's default)."""
-    if not values:
-        return None
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * q / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
-
-
 def summarise(values: list[float], expected: int) -> dict:
     return {
         "n": len(values), "missing": expected - len(values),
@@ -479,12 +428,7 @@ def main(argv=None) -> int:
         results = run(args, rng, cluster, work_dir, child_env, held, stop_event, state)
         print_table(results)
         if args.json:
-            text = json.dumps(results, indent=2, default=str)
-            if args.json == "-":
-                print(text)
-            else:
-                Path(args.json).write_text(text + "\n")
-                log(f"JSON written to {args.json}")
+            write_json(results, args.json)
         return 0
     finally:
         stop_event.set()

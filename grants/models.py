@@ -9,6 +9,8 @@ import datetime
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
+from django.db.models import Case, F, When
+from django.db.models.functions import Greatest
 from django.utils import timezone
 
 from .connectors import kind_choices
@@ -132,6 +134,8 @@ class AccessRequest(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
+        # The Decisions report: a period of decisions, latest first.
+        indexes = [models.Index(fields=["decided_at", "id"], name="grants_request_decided_id")]
 
     def __str__(self):
         return f"Request #{self.pk}: {self.profile} for {self.requester}"
@@ -204,9 +208,26 @@ class Grant(models.Model):
     reminded_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When the holder was told that the access ends soon."
     )
+    # Computed by the database: when the grant stopped existing for the
+    # reports' period filter (its access confirmed gone, or its approval time
+    # if it failed; empty while it may still exist). Never before
+    # `created_at`, so [created_at, window_end] is always a valid range for
+    # the index the period filter uses on PostgreSQL (migration 0009).
+    window_end = models.GeneratedField(
+        expression=Case(
+            When(status=Status.FAILED, then=F("created_at")),
+            When(verified_at__isnull=False, then=Greatest("verified_at", "created_at")),
+            When(revoked_at__isnull=False, then=Greatest("revoked_at", "created_at")),
+            default=None,
+        ),
+        output_field=models.DateTimeField(null=True, blank=True),
+        db_persist=True,
+    )
 
     class Meta:
         ordering = ["-created_at"]
+        # Newest first, for the reports: walked backwards from the end of a period.
+        indexes = [models.Index(fields=["created_at", "id"], name="grants_grant_created_id")]
 
     def __str__(self):
         return f"Grant #{self.pk}: {self.profile} for {self.user}"

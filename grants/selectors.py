@@ -125,9 +125,10 @@ def drift_findings(*, limit=200):
 import datetime as _datetime  # noqa: E402
 
 from django.db.models import (  # noqa: E402
-    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, FloatField,
+    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, FloatField, Func,
     IntegerField, Max, OuterRef, TextField, Value, When,
 )
+from django.db import connections  # noqa: E402
 from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
 
 from .models import Approval  # noqa: E402
@@ -200,31 +201,71 @@ def _between(end, start):
     return ExpressionWrapper(end - start, output_field=DurationField())
 
 
-def access_history(*, user=None):
-    """Return one row per grant with its request, decision, lifetime and end, newest grant first; only `user`'s if given.
+def access_history_base(*, user=None):
+    """Return one row per grant, newest first, with what the report filters on and nothing that needs a join.
+
+    `outcome` is the status, or how it ended. The period filter works on
+    `created_at` (approval) and `window_end` (when it was confirmed gone;
+    None: it may still exist). Counting these rows reads only the grant
+    table; `access_history_columns` adds what the report shows.
+    """
+    rows = Grant.objects.annotate(
+        outcome=Case(
+            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")), default=F("status"), output_field=CharField()
+        ),
+    )
+    if user is not None:
+        rows = rows.filter(user=user)
+    # Newest grant first: a walk of the (created_at, id) index, where ordering
+    # by the request's time would join and sort every row before the first page.
+    return rows.order_by("-created_at", "-pk")
+
+
+def access_history_columns(rows):
+    """Add the access-history report's columns to (filtered) `access_history_base` rows: request, decision, end, duration.
 
     `ended_at` is when the target was confirmed clean (`verified_at`, else
-    `revoked_at`); until then a grant counts as live. `window_start` and
-    `window_end` (None: still open) bound the time it was asked for or held.
+    `revoked_at`); until then a grant counts as live.
     """
     ended = Coalesce("verified_at", "revoked_at")
-    rows = Grant.objects.select_related("user", "profile__target", "request__decided_by").annotate(
+    return rows.select_related("user", "profile__target", "request__decided_by").annotate(
         requested_at=F("request__created_at"),
         decided_at=F("request__decided_at"),
         decision=_decision("request__"),
         ended_at=ended,
         actual_duration=_between(ended, F("starts_at")),
-        outcome=Case(
-            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")), default=F("status"), output_field=CharField()
-        ),
-        window_start=Coalesce("starts_at", "request__created_at"),
-        window_end=Case(When(status=_GS.FAILED, then=F("created_at")), default=ended, output_field=DateTimeField()),
     )
-    if user is not None:
-        rows = rows.filter(user=user)
-    # Newest grant first by primary key: an index walk, where ordering by the
-    # request's time would join and sort every row before the first page.
-    return rows.order_by("-pk")
+
+
+class _Existence(Func):
+    """tstzrange(created_at, window_end, '[]'): exactly the expression of the grants_grant_period index (migration 0009)."""
+
+    function = "tstzrange"
+    template = "%(function)s(%(expressions)s, '[]')"
+
+
+def existed_between(rows, start=None, end=None):
+    """Keep the grants that existed (from approval until confirmed gone) at some time in [start, end); either may be None."""
+    if connections[rows.db].vendor == "postgresql":
+        from django.contrib.postgres.fields import DateTimeRangeField
+        from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+
+        existence = _Existence("created_at", "window_end", output_field=DateTimeRangeField())
+        rows = rows.alias(existence=existence).filter(existence__overlap=DateTimeTZRange(start, end, "[)"))
+        # Implied by the overlap; stated so that the newest-first walk of
+        # (created_at, id) starts at the end of the period.
+        return rows.filter(created_at__lt=end) if end is not None else rows
+    period = Q()
+    if start is not None:
+        period &= Q(window_end__gte=start) | Q(window_end__isnull=True)
+    if end is not None:
+        period &= Q(created_at__lt=end)
+    return rows.filter(period)
+
+
+def access_history(*, user=None):
+    """Return one row per grant with its request, decision, lifetime and end, newest grant first; only `user`'s if given."""
+    return access_history_columns(access_history_base(user=user))
 
 
 def current_access(*, now=None):
@@ -277,6 +318,7 @@ def _decision_counts():
         "denied": Count("pk", filter=Q(status=_RS.DENIED)),
         "lapsed": Count("pk", filter=Q(status=_RS.LAPSED)),
         "cancelled": Count("pk", filter=Q(status=_RS.CANCELLED)),
+        "decided_by_person": Count("pk", filter=human),
         "avg_time_to_decision": Avg(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
         "max_time_to_decision": Max(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
     }
@@ -293,9 +335,16 @@ def decision_stats_by_profile(rows):
     )
 
 
-def decision_totals(rows) -> dict:
-    """Aggregate `decisions()` rows into one dict (one query), with `auto_share` as for a profile."""
-    totals = rows.order_by().aggregate(**_decision_counts())
+def decision_totals(per_profile) -> dict:
+    """Add up `decision_stats_by_profile` rows (already read) into one dict, with `auto_share` as for a profile."""
+    keys = ("decided", "approved", "auto_approved", "break_glass", "denied", "lapsed", "cancelled", "decided_by_person")
+    totals = {key: sum(row[key] for row in per_profile) for key in keys}
+    timed = [row for row in per_profile if row["decided_by_person"] and row["avg_time_to_decision"] is not None]
+    people = sum(row["decided_by_person"] for row in timed)
+    totals["avg_time_to_decision"] = (
+        sum((row["avg_time_to_decision"] * row["decided_by_person"] for row in timed), _datetime.timedelta()) / people if people else None
+    )
+    totals["max_time_to_decision"] = max((row["max_time_to_decision"] for row in timed), default=None)
     totals["auto_share"] = totals["auto_approved"] / totals["decided"] if totals["decided"] else None
     return totals
 

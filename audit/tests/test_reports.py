@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
+from django.db.models import Count, F, Max, Q
 from django.http import StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -389,12 +390,12 @@ def test_access_history_filters_by_user_target_profile_and_outcome(client, histo
     assert event.details == {"report": "access_history", "filters": {"target": "billing-db"}, "scope": "all"}
 
 
-def test_the_period_keeps_grants_asked_for_or_live_in_it(client, history, audra):
-    # Backdated so that the finished grant lies wholly in the past week.
+def test_the_period_keeps_grants_that_existed_in_it(client, history, audra):
+    # Backdated so that the finished grant, from approval to confirmed gone, lies wholly in the past week.
     done, week = history["done"], datetime.timedelta(days=7)
     AccessRequest.objects.filter(pk=done.request_id).update(created_at=done.request.created_at - week)
-    Grant.objects.filter(pk=done.pk).update(starts_at=done.starts_at - week, revoked_at=done.revoked_at - week,
-                                            verified_at=done.verified_at - week)
+    Grant.objects.filter(pk=done.pk).update(created_at=done.created_at - week, starts_at=done.starts_at - week,
+                                            revoked_at=done.revoked_at - week, verified_at=done.verified_at - week)
     client.force_login(audra)
 
     def grant_ids(**params):
@@ -404,7 +405,7 @@ def test_the_period_keeps_grants_asked_for_or_live_in_it(client, history, audra)
     last_week = today() - datetime.timedelta(days=7)
     assert grant_ids(since=last_week, until=last_week) == {done.pk}
     assert grant_ids(since=today(), until=today()) == everything - {done.pk}
-    # Tomorrow nothing has been asked for yet, but what is still live (or not yet confirmed gone) counts.
+    # Tomorrow nothing has been approved yet, but what is still live (or not yet confirmed gone) counts.
     tomorrow = today() + datetime.timedelta(days=1)
     assert grant_ids(since=tomorrow) == {history["live"].pk, history["auto"].grant.pk, history["emergency"].grant.pk}
     assert grant_ids(until=last_week - datetime.timedelta(days=1)) == set()
@@ -425,6 +426,42 @@ def test_decisions_filter_by_period_requester_approver_and_outcome(client, histo
     response = client.get(DECISIONS, {"profile": "appdb-readwrite"})
     assert [row["profile__name"] for row in records(response, section=0)] == ["appdb-readwrite"]
     assert response.context["totals"]["decided"] == 3
+
+
+def test_decisions_show_the_last_30_days_unless_a_period_is_chosen(client, history, audra):
+    old = history["denied"]
+    AccessRequest.objects.filter(pk=old.pk).update(created_at=old.created_at - datetime.timedelta(days=41),
+                                                   decided_at=old.decided_at - datetime.timedelta(days=40))
+    client.force_login(audra)
+
+    response = client.get(DECISIONS)
+    shown = {r.pk for r in records(response, section=2)}
+    assert old.pk not in shown and history["done"].request_id in shown
+    assert response.context["totals"]["denied"] == 0
+    page = response.content.decode()
+    assert "Showing the last 30 days." in page
+    assert f'value="{(today() - datetime.timedelta(days=29)).isoformat()}"' in page  # the From field says so
+    assert old.pk not in {int(r["request_id"]) for r in as_dicts(download(client, DECISIONS))}
+
+    # The form submitted with an empty From: all time.
+    response = client.get(DECISIONS, {"since": "", "until": ""})
+    assert old.pk in {r.pk for r in records(response, section=2)}
+    assert response.context["totals"]["denied"] == 1
+    assert "Showing the last 30 days." not in response.content.decode()
+    assert old.pk in {int(r["request_id"]) for r in as_dicts(download(client, DECISIONS, since=""))}
+
+
+def test_decision_totals_add_up_the_profiles(client, history, audra):
+    client.force_login(audra)
+    response = client.get(DECISIONS)
+    totals, per_profile = response.context["totals"], records(response, section=0)
+    direct = AccessRequest.objects.exclude(status="pending").aggregate(
+        decided=Count("pk", filter=Q(status__in=["approved", "denied"])), lapsed=Count("pk", filter=Q(status="lapsed")),
+        longest=Max(F("decided_at") - F("created_at"), filter=Q(decided_by__isnull=False, status__in=["approved", "denied"])),
+    )
+    assert totals["decided"] == direct["decided"] == sum(p["decided"] for p in per_profile) > 0
+    assert totals["lapsed"] == direct["lapsed"] == 1
+    assert totals["max_time_to_decision"] == direct["longest"]
 
 
 def test_break_glass_and_drift_filter_by_review_state_and_kind(client, history, audra):
