@@ -121,6 +121,14 @@ class Verification:
 
 def verify() -> Verification:
     """Walk the chain in order and report the first event that does not match."""
+    with transaction.atomic():
+        # One snapshot, however long the walk takes; and in a transaction
+        # PostgreSQL streams the server-side cursor instead of building the
+        # whole result first (a WITH HOLD cursor, in autocommit).
+        return _walk()
+
+
+def _walk() -> Verification:
     prev = GENESIS
     count = 0
     fields = ("id", "created_at", "actor_id", "action", "object_type", "object_id", "details", "prev_hash", "hash")

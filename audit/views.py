@@ -46,7 +46,7 @@ class Section:
 
 
 class CountingPaginator(Paginator):
-    """A paginator that counts `count_rows` (the same rows without the joins that only add columns)."""
+    """A paginator told how many rows there are: a number already known, or the same rows without the joins that only add columns."""
 
     def __init__(self, object_list, per_page, *, count_rows, **kwargs):
         super().__init__(object_list, per_page, **kwargs)
@@ -54,7 +54,7 @@ class CountingPaginator(Paginator):
 
     @cached_property
     def count(self):
-        return self.count_rows.count()
+        return self.count_rows if isinstance(self.count_rows, int) else self.count_rows.count()
 
 
 def _respond(request, *, template, scope, filtersets, sections, context=None, fixed=None, csv_default=None):
@@ -156,20 +156,19 @@ def decisions(request):
         params["since"] = (timezone.localdate() - datetime.timedelta(days=DEFAULT_DECISION_DAYS - 1)).isoformat()
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
-    by_profile = selectors.decision_stats_by_profile(rows)
-    by_approver = selectors.decision_stats_by_approver(rows, approver=decider)
     csv = request.GET.get("format") == "csv"
+    # The page adds up one grouped query in memory; a download streams the same figures from SQL.
+    per_profile, per_approver, count = ([], [], None) if csv or not fs.is_valid() else selectors.decision_stats(rows, approver=decider)
     sections = [
-        # One row per profile or approver: read once, counted and sorted in memory.
         Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE,
-                by_profile, page_rows=None if csv else list(by_profile)),
+                selectors.decision_stats_by_profile(rows), page_rows=per_profile),
         Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER,
-                by_approver, page_rows=None if csv else list(by_approver)),
-        Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows),
+                selectors.decision_stats_by_approver(rows, approver=decider), page_rows=per_approver),
+        Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows, count_rows=count),
     ]
     context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
     if not csv:
-        totals = selectors.decision_totals(sections[0].page_rows)
+        totals = selectors.decision_totals(per_profile)
         totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
         context["totals"] = totals
     return _respond(request, template="audit/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,

@@ -317,7 +317,8 @@ def child_pages(repeat: int) -> dict:
         ("access history, sorted by requested, page 20", "/audit/access/?sort=-requested_at&page=20"),
         ("current access", "/audit/current/"),
         ("decisions, a month", f"/audit/decisions/?since={month}&until={month_end}"),
-        ("decisions, everything", "/audit/decisions/"),
+        ("decisions, default (last 30 days)", "/audit/decisions/"),
+        ("decisions, all time (two years)", "/audit/decisions/?since="),
         ("break-glass and drift", "/audit/break-glass/"),
         (f"user timeline ({busy})", f"/audit/users/{busy}/"),
     ]

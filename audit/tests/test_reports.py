@@ -464,6 +464,21 @@ def test_decision_totals_add_up_the_profiles(client, history, audra):
     assert totals["max_time_to_decision"] == direct["longest"]
 
 
+@pytest.mark.parametrize("who", ["audra", "otto"])
+def test_the_pages_figures_are_the_downloads_figures(client, history, audra, otto, who):
+    # The page adds up one grouped query in Python; the CSV aggregates in SQL: they must agree.
+    client.force_login({"audra": audra, "otto": otto}[who])
+    response = client.get(DECISIONS)
+    for section, table in ((0, "decisions_by_profile"), (1, "decisions_by_approver")):
+        shown = [{k: reports.cell(v) for k, v in row.items() if k in {c.field for c in response.context["sections"][section].columns}}
+                 for row in records(response, section=section)]
+        downloaded = as_dicts(download(client, DECISIONS, table=table))
+        columns = response.context["sections"][section].columns
+        assert [{c.header: r[c.field] for c in columns} for r in shown] == downloaded
+        assert downloaded, table
+    assert response.context["sections"][2].table.paginator.count == len(as_dicts(download(client, DECISIONS)))
+
+
 def test_break_glass_and_drift_filter_by_review_state_and_kind(client, history, audra):
     client.force_login(audra)
     assert len(records(client.get(BREAK_GLASS, {"review": "open"}), section=0)) == 1
