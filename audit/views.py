@@ -26,6 +26,8 @@ from . import filters, reports, tables
 from .reports import ALL, DECIDED, OWN
 
 PER_PAGE = 50
+# Summary tables (one row per profile or approver): sortable, so the top rows are the ones asked for.
+SUMMARY_PER_PAGE = 25
 # The Decisions page without a period shows this many days, today included.
 DEFAULT_DECISION_DAYS = 30
 
@@ -43,6 +45,7 @@ class Section:
     count_rows: object = None
     # The page's rows when they differ from the download's (a list already read).
     page_rows: object = None
+    per_page: int = PER_PAGE
 
 
 class CountingPaginator(Paginator):
@@ -83,7 +86,7 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
     many = len(sections) > 1
     for section in sections:
         section.table = section.table_class(section.rows if section.page_rows is None else section.page_rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
-        paginate = {"per_page": PER_PAGE}
+        paginate = {"per_page": section.per_page}
         if section.count_rows is not None:
             paginate.update(paginator_class=CountingPaginator, count_rows=section.count_rows)
         RequestConfig(request, paginate=paginate).configure(section.table)
@@ -161,9 +164,9 @@ def decisions(request):
     per_profile, per_approver, count = ([], [], None) if csv or not fs.is_valid() else selectors.decision_stats(rows, approver=decider)
     sections = [
         Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE,
-                selectors.decision_stats_by_profile(rows), page_rows=per_profile),
+                selectors.decision_stats_by_profile(rows), page_rows=per_profile, per_page=SUMMARY_PER_PAGE),
         Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER,
-                selectors.decision_stats_by_approver(rows, approver=decider), page_rows=per_approver),
+                selectors.decision_stats_by_approver(rows, approver=decider), page_rows=per_approver, per_page=SUMMARY_PER_PAGE),
         Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows, count_rows=count),
     ]
     context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
