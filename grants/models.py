@@ -226,8 +226,13 @@ class Grant(models.Model):
 
     class Meta:
         ordering = ["-created_at"]
-        # Newest first, for the reports: walked backwards from the end of a period.
-        indexes = [models.Index(fields=["created_at", "id"], name="grants_grant_created_id")]
+        indexes = [
+            # Newest first, for the reports: walked backwards from the end of a period.
+            models.Index(fields=["created_at", "id"], name="grants_grant_created_id"),
+            # The metrics' last-24-hours latencies (provisioned, confirmed gone).
+            models.Index(fields=["starts_at"], name="grants_grant_starts_at"),
+            models.Index(fields=["verified_at"], name="grants_grant_verified_at"),
+        ]
 
     def __str__(self):
         return f"Grant #{self.pk}: {self.profile} for {self.user}"
