@@ -33,7 +33,7 @@ class Migration(migrations.Migration):
         ),
         migrations.AddIndex(
             model_name='grant',
-            index=models.Index(fields=['created_at', 'id'], name='grants_grant_created_id'),
+            index=models.Index(fields=['created_at', 'id'], include=['window_end'], name='grants_grant_created_id'),
         ),
         migrations.AddIndex(
             model_name='accessrequest',
