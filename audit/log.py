@@ -41,50 +41,20 @@ def _lock_chain():
 
 def record(action: str, *, actor=None, obj=None, details=None) -> AuditEvent:
     """Append one event to the chain, inside the caller's transaction."""
-    details = json.loads(json.dumps(details or {}, default=str))
-    # savepoint=False: inside the caller's transaction a savepoint only costs
-    # two round trips; an error here must abort the caller's transaction anyway.
-    with transaction.atomic(savepoint=False):
-        _lock_chain()
-        head = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first()
-        prev_hash = head or GENESIS
-        created_at = timezone.now()
-        object_type = obj._meta.model_name if obj is not None else ""
-        object_id = str(obj.pk) if obj is not None else ""
-        actor_id = actor.pk if actor is not None else None
-        digest = hashlib.sha256(
-            canonical(
-                created_at=created_at,
-                actor_id=actor_id,
-                action=action,
-                object_type=object_type,
-                object_id=object_id,
-                details=details,
-                prev_hash=prev_hash,
-            )
-        ).hexdigest()
-        return AuditEvent.objects.create(
-            created_at=created_at,
-            actor_id=actor_id,
-            action=action,
-            object_type=object_type,
-            object_id=object_id,
-            details=details,
-            prev_hash=prev_hash,
-            hash=digest,
-        )
+    return record_many([(action, actor, obj, details)])[0]
 
 
 def record_many(events) -> list[AuditEvent]:
-    """Append several events at once, inside the caller's transaction.
+    """Append several events, in order, inside the caller's transaction.
 
-    `events` holds (action, actor, obj, details) tuples; the chain is the same
-    as from one `record` call per event, but the lock, the head and the
-    insert are one round trip each.
+    `events` holds (action, actor, obj, details) tuples. The chain lock, the
+    read of the head and the insert are one round trip each, however many.
     """
     events = list(events)
     if not events:
         return []
+    # savepoint=False: inside the caller's transaction a savepoint only costs
+    # two round trips; an error here must abort the caller's transaction anyway.
     with transaction.atomic(savepoint=False):
         _lock_chain()
         prev_hash = AuditEvent.objects.order_by("-id").values_list("hash", flat=True).first() or GENESIS

@@ -41,10 +41,9 @@ class Section:
     rows: object
     table: object = None
     csv_url: str = ""
-    # Rows to count for the paginator when `rows` carries joins that do not change the count.
+    # The number of rows, or rows to count, for the paginator when `rows`
+    # carries joins that do not change the count.
     count_rows: object = None
-    # The page's rows when they differ from the download's (a list already read).
-    page_rows: object = None
     per_page: int = PER_PAGE
 
 
@@ -85,8 +84,7 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
     query.update(applied)
     many = len(sections) > 1
     for section in sections:
-        data = section.rows if section.page_rows is None else section.page_rows
-        section.table = section.table_class(data, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
+        section.table = section.table_class(section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
         paginate = {"per_page": section.per_page}
         if section.count_rows is not None:
             paginate.update(paginator_class=CountingPaginator, count_rows=section.count_rows)
@@ -160,18 +158,17 @@ def decisions(request):
         params["since"] = (timezone.localdate() - datetime.timedelta(days=DEFAULT_DECISION_DAYS - 1)).isoformat()
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
-    csv = request.GET.get("format") == "csv"
-    # The page reads its figures with two small id-grouped queries; a download streams the same figures from SQL.
-    per_profile, per_approver, count = ([], [], None) if csv or not fs.is_valid() else selectors.decision_stats(rows, approver=decider)
+    # One row per profile and per approver, read once: the page and its downloads show the same lists.
+    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider)
     sections = [
-        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE,
-                selectors.decision_stats_by_profile(rows), page_rows=per_profile, per_page=SUMMARY_PER_PAGE),
-        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER,
-                selectors.decision_stats_by_approver(rows, approver=decider), page_rows=per_approver, per_page=SUMMARY_PER_PAGE),
+        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE, per_profile,
+                per_page=SUMMARY_PER_PAGE),
+        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER, per_approver,
+                per_page=SUMMARY_PER_PAGE),
         Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows, count_rows=count),
     ]
     context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
-    if not csv:
+    if request.GET.get("format") != "csv":
         totals = selectors.decision_totals(per_profile)
         totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
         context["totals"] = totals

@@ -353,19 +353,23 @@ def child_csv() -> dict:
     response = client.get("/audit/access/?format=csv")
     if response.status_code != 200 or not response.streaming:
         raise BenchError(f"the CSV answered {response.status_code} (streaming: {getattr(response, 'streaming', None)})")
-    lines = size = first_byte = formulas = 0
+    lines = size = first_byte = formulas = neutralised = 0
     for part in response.streaming_content:
         if not first_byte:
             first_byte = time.perf_counter() - began
         lines += part.count(b"\n")
         size += len(part)
-        formulas += part.count(b",=HYPERLINK")  # a justification that was not neutralised
+        # The fill's formula justification holds quotes, so csv quotes the cell: `,"=HYPERLINK(""...`
+        # if it ran through untouched, `,"'=HYPERLINK(""...` once neutralised.
+        formulas += part.count(b',"=HYPERLINK') + part.count(b",=HYPERLINK")
+        neutralised += part.count(b",\"'=HYPERLINK")
     seconds = time.perf_counter() - began
     response.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = lines - 1
     return {"rows": rows, "bytes": size, "seconds": seconds, "first_byte_s": first_byte, "rows_per_s": rows / seconds,
-            "peak_rss_mb": peak / 1024, "rss_before_mb": baseline / 1024, "formula_cells": formulas}
+            "peak_rss_mb": peak / 1024, "rss_before_mb": baseline / 1024, "formula_cells": formulas,
+            "neutralised_cells": neutralised}
 
 
 def run_child(kind: str, env: dict, repeat: int) -> dict:

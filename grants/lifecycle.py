@@ -12,7 +12,6 @@ import datetime
 import logging
 import uuid
 
-from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -555,23 +554,21 @@ def extend_on_target(grant_id) -> Grant | None:
     return grant
 
 
-def _begin_revocation(grant: Grant, *, actor, reason: str):
-    _check(grant, ALLOWED_GRANT, GS.REVOKING)
+def _begin_revocations(grants: list[Grant], *, actor, reason: str):
+    """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
+    for grant in grants:
+        _check(grant, ALLOWED_GRANT, GS.REVOKING)
     now = timezone.now()
-    grant.status = GS.REVOKING
-    grant.end_reason = reason
-    grant.ended_by = actor
-    grant.revoke_requested_at = now
-    grant.attempts = 0
-    grant.next_attempt_at = now
-    grant.last_error = ""
-    grant.sealed_credentials = ""
-    grant.save(update_fields=["status", "end_reason", "ended_by", "revoke_requested_at", "attempts", "next_attempt_at", "last_error", "sealed_credentials"])
-    audit.record(
-        "grant.revoke_requested",
-        actor=actor,
-        obj=grant,
-        details={**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at},
+    changes = {"status": GS.REVOKING, "end_reason": reason, "ended_by": actor, "revoke_requested_at": now, "attempts": 0,
+               "next_attempt_at": now, "last_error": "", "sealed_credentials": ""}
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(**changes)
+    for grant in grants:
+        for field, value in changes.items():
+            setattr(grant, field, value)
+    audit.record_many(
+        ("grant.revoke_requested", actor, grant,
+         {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at})
+        for grant in grants
     )
 
 
@@ -593,7 +590,7 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
             refusal = "Only an admin can revoke a grant."
         else:
             refusal = None
-            _begin_revocation(grant, actor=actor, reason=reason)
+            _begin_revocations([grant], actor=actor, reason=reason)
             transaction.on_commit(lambda: _enqueue("grants.tasks.complete_revocation", grant.pk))
             return grant
     _refuse("grant.revoke_refused", actor=actor, obj=grant, reason=refusal, details={"reason": reason})
@@ -603,8 +600,7 @@ def begin_due_expiries(*, limit: int, now=None) -> list[int]:
     """Move up to `limit` grants past their expiry to `revoking`; return their ids.
 
     Several workers and timers may call this at once: `skip_locked` hands
-    each grant to exactly one of them. One UPDATE and one audit append for
-    the batch.
+    each grant to exactly one of them.
     """
     now = now or timezone.now()
     with transaction.atomic():
@@ -614,29 +610,17 @@ def begin_due_expiries(*, limit: int, now=None) -> list[int]:
             .filter(status=GS.ACTIVE, expires_at__lte=now)
             .order_by("expires_at")[:limit]
         )
-        if not due:
-            return []
-        for grant in due:
-            _check(grant, ALLOWED_GRANT, GS.REVOKING)
-        started = timezone.now()
-        Grant.objects.filter(pk__in=[g.pk for g in due]).update(
-            status=GS.REVOKING, end_reason=Grant.EndReason.EXPIRED, ended_by=None, revoke_requested_at=started,
-            attempts=0, next_attempt_at=started, last_error="", sealed_credentials="",
-        )
-        audit.record_many(
-            ("grant.revoke_requested", None, grant,
-             {**_snapshot(grant.profile, grant.user), "reason": Grant.EndReason.EXPIRED, "expires_at": grant.expires_at})
-            for grant in due
-        )
+        if due:
+            _begin_revocations(due, actor=None, reason=Grant.EndReason.EXPIRED)
     return [g.pk for g in due]
 
 
 def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | None:
     """Remove the access on the target, read it again, and only then mark the grant revoked.
 
-    A no-op if the grant is not revoking, not yet due for a retry, or being
-    handled by another worker. `connectors` lets a batch reuse one
-    connection per target.
+    A no-op if the grant is not revoking or is being handled by another
+    worker. `connectors` ({target id: connector}) lets a caller reuse one
+    connection per target; without it the connection is closed here.
     """
     with transaction.atomic():
         grant = (
@@ -647,52 +631,18 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
         )
         if grant is None:
             return None
-        target = grant.profile.target
-        own = connectors is None
-        connector = connectors.get(target.pk) if connectors is not None else None
-        if connector is None:
-            connector = get_connector(target)
-            if connectors is not None:
-                connectors[target.pk] = connector
+        own = {} if connectors is None else connectors
         try:
-            connector.revoke(grant)
-            revoked_at = timezone.now()
-            still_there = connector.is_present(grant)
-        except ConnectorError as exc:
-            return _revocation_failed(grant, exc.message)
+            _revoke_on_targets([grant], own)
         finally:
-            if own:
-                connector.close()
-        if still_there:
-            return _revocation_failed(grant, "The target still shows the account or a session after revoking.")
-        _check(grant, ALLOWED_GRANT, GS.REVOKED)
-        grant.status = GS.REVOKED
-        grant.revoked_at = revoked_at
-        grant.verified_at = timezone.now()
-        grant.next_attempt_at = None
-        grant.last_error = ""
-        grant.save(update_fields=["status", "revoked_at", "verified_at", "next_attempt_at", "last_error"])
-        audit.record(
-            "grant.revoked",
-            actor=grant.ended_by,
-            obj=grant,
-            details={**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
-                     "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
-                     "expires_at": grant.expires_at, "attempts": grant.attempts + 1},
-        )
-        transaction.on_commit(lambda: _enqueue("grants.notify.grant_revoked", grant.pk))
+            if connectors is None:
+                for connector in own.values():
+                    connector.close()
     return grant
 
 
 def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
-    """Like `complete_revocation` for several grants, with one target call and one commit per batch.
-
-    The grants (just moved to `revoking` by the caller) are locked in one transaction; each target
-    revokes its grants with a few round trips (`revoke_many`) and is read
-    again once (`present_many`); a grant that is still present, or whose
-    target failed, goes the retry way of `_revocation_failed` on its own.
-    """
-    done = []
+    """Like `complete_revocation` for several grants, with one target call and one commit per batch; return those revoked."""
     with transaction.atomic():
         # Not skip_locked: the caller claimed these grants a moment ago. Another
         # worker's begin_due_expiries may still hold a lock on some of them: in
@@ -705,47 +655,58 @@ def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
             .filter(pk__in=list(grant_ids), status=GS.REVOKING)
             .order_by("pk")
         )
-        by_target: dict[int, list[Grant]] = {}
-        for grant in grants:
-            by_target.setdefault(grant.profile.target_id, []).append(grant)
-        for target_id, group in by_target.items():
-            connector = connectors.get(target_id)
-            if connector is None:
-                connector = connectors[target_id] = get_connector(group[0].profile.target)
-            try:
-                errors = connector.revoke_many(group)
-                revoked_at = timezone.now()
-                present = connector.present_many([g for g in group if g.pk not in errors])
-            except ConnectorError as exc:
-                for grant in group:
-                    _revocation_failed(grant, exc.message)
-                continue
-            verified_at = timezone.now()
-            gone = []
+        return _revoke_on_targets(grants, connectors)
+
+
+def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
+    """Revoke locked `revoking` grants, a few round trips per target, and mark revoked those a fresh read finds gone.
+
+    Each target revokes its grants (`revoke_many`) and is read again once
+    (`present_many`); a grant still present, or whose target failed, goes
+    the retry way of `_revocation_failed` on its own. Returns the revoked.
+    """
+    done = []
+    by_target: dict[int, list[Grant]] = {}
+    for grant in grants:
+        by_target.setdefault(grant.profile.target_id, []).append(grant)
+    for target_id, group in by_target.items():
+        connector = connectors.get(target_id)
+        if connector is None:
+            connector = connectors[target_id] = get_connector(group[0].profile.target)
+        try:
+            errors = connector.revoke_many(group)
+            revoked_at = timezone.now()
+            present = connector.present_many([g for g in group if g.pk not in errors])
+        except ConnectorError as exc:
             for grant in group:
-                if grant.pk in errors:
-                    _revocation_failed(grant, errors[grant.pk])
-                elif grant.pk in present:
-                    _revocation_failed(grant, "The target still shows the account or a session after revoking.")
-                else:
-                    _check(grant, ALLOWED_GRANT, GS.REVOKED)
-                    grant.status, grant.revoked_at, grant.verified_at = GS.REVOKED, revoked_at, verified_at
-                    grant.next_attempt_at, grant.last_error = None, ""
-                    gone.append(grant)
-            if gone:
-                Grant.objects.filter(pk__in=[g.pk for g in gone]).update(
-                    status=GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error=""
-                )
-                audit.record_many(
-                    ("grant.revoked", grant.ended_by, grant,
-                     {**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
-                      "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
-                      "expires_at": grant.expires_at, "attempts": grant.attempts + 1})
-                    for grant in gone
-                )
-                for grant in gone:
-                    transaction.on_commit(lambda pk=grant.pk: _enqueue("grants.notify.grant_revoked", pk))
-                done.extend(gone)
+                _revocation_failed(grant, exc.message)
+            continue
+        verified_at = timezone.now()
+        gone = []
+        for grant in group:
+            if grant.pk in errors:
+                _revocation_failed(grant, errors[grant.pk])
+            elif grant.pk in present:
+                _revocation_failed(grant, "The target still shows the account or a session after revoking.")
+            else:
+                _check(grant, ALLOWED_GRANT, GS.REVOKED)
+                grant.status, grant.revoked_at, grant.verified_at = GS.REVOKED, revoked_at, verified_at
+                grant.next_attempt_at, grant.last_error = None, ""
+                gone.append(grant)
+        if gone:
+            Grant.objects.filter(pk__in=[g.pk for g in gone]).update(
+                status=GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error=""
+            )
+            audit.record_many(
+                ("grant.revoked", grant.ended_by, grant,
+                 {**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
+                  "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
+                  "expires_at": grant.expires_at, "attempts": grant.attempts + 1})
+                for grant in gone
+            )
+            for grant in gone:
+                transaction.on_commit(lambda pk=grant.pk: _enqueue("grants.notify.grant_revoked", pk))
+            done.extend(gone)
     return done
 
 

@@ -132,7 +132,7 @@ def drift_findings(*, limit=200):
 import datetime as _datetime  # noqa: E402
 
 from django.db.models import (  # noqa: E402
-    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, FloatField, Func,
+    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
     IntegerField, Max, OuterRef, TextField, Value, When,
 )
 from django.contrib.auth import get_user_model  # noqa: E402
@@ -271,11 +271,6 @@ def existed_between(rows, start=None, end=None):
     return rows.filter(period)
 
 
-def access_history(*, user=None):
-    """Return one row per grant with its request, decision, lifetime and end, newest grant first; only `user`'s if given."""
-    return access_history_columns(access_history_base(user=user))
-
-
 def current_access(*, now=None):
     """Return the grants that may exist on their targets right now, soonest expiry first, with the time `remaining`."""
     now = now or timezone.now()
@@ -332,23 +327,13 @@ def _decision_counts():
     }
 
 
-def decision_stats_by_profile(rows):
-    """Aggregate `decisions()` rows per profile (one query); `auto_share` is auto-approved out of approved or denied."""
-    return (
-        rows.order_by()
-        .values("profile__name", "profile__title", "profile__target__name")
-        .annotate(**_decision_counts())
-        .annotate(auto_share=Cast("auto_approved", FloatField()) / Cast(NullIf("decided", 0), FloatField()))
-        .order_by("profile__title", "profile__name")
-    )
-
-
 def decision_stats(rows, *, approver=None) -> tuple[list[dict], list[dict], int]:
-    """Return (per profile, per approver, number of rows) for `decisions()` rows: the page's figures.
+    """Aggregate `decisions()` rows per profile and per person who closed them (the last approval or a denial).
 
-    The same figures as `decision_stats_by_profile` and
-    `decision_stats_by_approver` (which the downloads stream), grouped by
-    id without joins (two small queries), with the names looked up once.
+    Returns (per profile, per approver, number of rows): lists of dicts,
+    one query each grouped by id (no joins), with the names looked up once.
+    Per approver, only `approver`'s row if given. `auto_share` is
+    auto-approved out of approved or denied.
     """
     counts = _decision_counts()
     per_profile = list(rows.order_by().values("profile_id").annotate(rows=Count("pk"), **counts))
@@ -382,15 +367,6 @@ def decision_totals(per_profile) -> dict:
     totals["max_time_to_decision"] = max((row["max_time_to_decision"] for row in timed), default=None)
     totals["auto_share"] = totals["auto_approved"] / totals["decided"] if totals["decided"] else None
     return totals
-
-
-def decision_stats_by_approver(rows, *, approver=None):
-    """Aggregate `decisions()` rows per person who closed them (the last approval or a denial); only `approver`'s if given."""
-    rows = rows.filter(decided_by__isnull=False)
-    if approver is not None:
-        rows = rows.filter(decided_by=approver)
-    counts = {k: v for k, v in _decision_counts().items() if k in ("decided", "approved", "denied", "avg_time_to_decision", "max_time_to_decision")}
-    return rows.order_by().values("decided_by__username").annotate(**counts).order_by("decided_by__username")
 
 
 def break_glass_uses():

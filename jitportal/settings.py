@@ -262,14 +262,15 @@ SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=SESSION_COOKIE_SEC
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=365 * 24 * 3600 if SESSION_COOKIE_SECURE else 0)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=SECURE_HSTS_SECONDS > 0)
 SECURE_HSTS_PRELOAD = env.bool("SECURE_HSTS_PRELOAD", default=False)
+SILENCED_SYSTEM_CHECKS = []
 if not SECURE_HSTS_PRELOAD:
     # Asking browsers to preload the domain is the domain owner's decision
     # (it binds every subdomain of an apex for good), not the portal's.
-    SILENCED_SYSTEM_CHECKS = ["security.W021"]
-if DATABASES["default"]["ENGINE"].endswith("sqlite3"):
+    SILENCED_SYSTEM_CHECKS.append("security.W021")
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     # The reports' covering index (grants_grant_created_id includes window_end)
     # is a PostgreSQL optimisation; on SQLite (demo mode) it is a plain index.
-    SILENCED_SYSTEM_CHECKS = [*globals().get("SILENCED_SYSTEM_CHECKS", []), "models.W040"]
+    SILENCED_SYSTEM_CHECKS.append("models.W040")
 # The Redis broker instead of the ORM one (README: why we recommend against it).
 Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
 if Q_REDIS_URL:

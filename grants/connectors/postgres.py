@@ -144,44 +144,25 @@ class PostgresConnector(Connector):
     def revoke(self, grant: GrantLike) -> None:
         """Remove the grant's role: stop logins, end sessions, hand over or drop its objects, drop it.
 
-        Succeeds if the role is already gone.
+        Succeeds if the role is already gone. The steps are `revoke_many`'s,
+        for a batch of one.
         """
-        role = self.role_name(grant)
-        owner_role = grant.scope.get("owner_role")
-        with self._errors("revoke " + role):
-            conn = self._admin()
-            oid = self._role_oid(conn, role)
-            if oid is None:
-                return
-            ident = sql.Identifier(role)
-            with conn.transaction():
-                conn.execute(sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(ident))
-                for group in self._memberships(conn, role):
-                    conn.execute(sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(group), ident))
-            self._terminate_sessions(conn, oid)
-
-            if owner_role and not self._role_oid(conn, owner_role):
-                raise ConnectorError(f"Owner role {owner_role!r} does not exist on target {self.target.name!r}.", permanent=True)
-            for dbname in self._databases_with_dependencies(conn, oid):
-                self._clean_owned(dbname, role, owner_role)
-
-            # A session that was authenticating when NOLOGIN committed may have slipped in.
-            self._terminate_sessions(conn, oid)
-            left = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE usesysid = %s", [oid]).fetchone()[0]
-            if left:
-                # Dropping now would orphan the sessions: PostgreSQL lets them run on
-                # with no role name, and we could no longer find them. Retry later.
-                raise ConnectorError(f"{left} session(s) of {role} did not end; will retry.")
-            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(ident))
+        errors = self.revoke_many([grant])
+        if errors:
+            raise ConnectorError(errors[grant.pk])
 
     def revoke_many(self, grants: list[GrantLike]) -> dict[int, str]:
         """Revoke several grants in a handful of round trips; return {grant pk: error} for those left.
 
-        The same steps as `revoke`, each done for the whole batch at once.
+        For the whole batch at once: stop logins and take away the group
+        memberships (one transaction), end sessions, hand over or drop what
+        the roles own in every database that holds some, end sessions again,
+        and drop the roles that have none left. Roles already gone count as
+        revoked.
         """
         roles = {self.role_name(g): g for g in grants}
         errors: dict[int, str] = {}
-        with self._errors(f"revoke {len(roles)} roles"):
+        with self._errors(f"revoke {', '.join(roles)}"):
             conn = self._admin()
             oids = dict(conn.execute("SELECT rolname::text, oid FROM pg_roles WHERE rolname = ANY(%s)", [list(roles)]).fetchall())
             if not oids:
@@ -197,12 +178,15 @@ class PostgresConnector(Connector):
             with conn.transaction():
                 # No parameters: psycopg sends the statements as one simple query.
                 conn.execute(sql.SQL("; ").join(statements))
-            self._terminate_sessions_many(conn, list(oids.values()))
+            self._terminate_sessions(conn, list(oids.values()))
 
             for owner_role in {g.scope.get("owner_role") for g in grants} - {None, ""}:
                 if not self._role_oid(conn, owner_role):
                     raise ConnectorError(f"Owner role {owner_role!r} does not exist on target {self.target.name!r}.", permanent=True)
             by_oid = {oid: name for name, oid in oids.items()}
+            # pg_shdepend rows with dbid 0 are shared objects (databases,
+            # tablespaces); DROP OWNED run in any database clears those, so
+            # the admin database stands in for them.
             deps = conn.execute(
                 "SELECT DISTINCT s.refobjid, coalesce(d.datname, current_database()) FROM pg_shdepend s"
                 " LEFT JOIN pg_database d ON d.oid = s.dbid"
@@ -213,13 +197,16 @@ class PostgresConnector(Connector):
                 role = by_oid[oid]
                 self._clean_owned(dbname, role, roles[role].scope.get("owner_role"))
 
-            self._terminate_sessions_many(conn, list(oids.values()))
+            # A session that was authenticating when NOLOGIN committed may have slipped in.
+            self._terminate_sessions(conn, list(oids.values()))
             left = dict(conn.execute(
                 "SELECT usesysid, count(*) FROM pg_stat_activity WHERE usesysid = ANY(%s) GROUP BY 1", [list(oids.values())]
             ).fetchall())
             droppable = []
             for name, oid in oids.items():
                 if left.get(oid):
+                    # Dropping now would orphan the sessions: PostgreSQL lets them run on
+                    # with no role name, and we could no longer find them. Retry later.
                     errors[roles[name].pk] = f"{left[oid]} session(s) of {name} did not end; will retry."
                 else:
                     droppable.append(name)
@@ -235,29 +222,22 @@ class PostgresConnector(Connector):
                             errors[roles[name].pk] = f"Cannot drop {name}: {self._scrub(exc)}"
         return errors
 
+    def is_present(self, grant: GrantLike) -> bool:
+        """Read the target again: does the grant's role or any session of it still exist?"""
+        return grant.pk in self.present_many([grant])
+
     def present_many(self, grants: list[GrantLike]) -> set[int]:
         """Read the target again; return the pks of the grants whose role or a session still exists."""
         roles = {self.role_name(g): g.pk for g in grants}
         if not roles:
             return set()
-        with self._errors("inspect roles"):
+        with self._errors("inspect " + ", ".join(roles)):
             rows = self._admin().execute(
                 "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(r)s)"
                 " UNION SELECT usename::text FROM pg_stat_activity WHERE usename = ANY(%(r)s)",
                 {"r": list(roles)},
             ).fetchall()
         return {roles[name] for (name,) in rows}
-
-    def is_present(self, grant: GrantLike) -> bool:
-        """Read the target again: does the grant's role or any session of it still exist?"""
-        role = self.role_name(grant)
-        with self._errors("inspect " + role):
-            row = self._admin().execute(
-                "SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = %(r)s)"
-                " OR EXISTS (SELECT 1 FROM pg_stat_activity WHERE usename = %(r)s)",
-                {"r": role},
-            ).fetchone()
-        return bool(row[0])
 
     def list_managed(self) -> set[str]:
         """Return the names of the roles on the target that look like ours (prefix + "g" + digits)."""
@@ -340,32 +320,11 @@ class PostgresConnector(Connector):
         ).fetchall()
         return [name for (name,) in rows]
 
-    def _terminate_sessions(self, conn: psycopg.Connection, oid: int) -> None:
-        conn.execute(
-            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = %s AND pid <> pg_backend_pid()",
-            [TERMINATE_WAIT_MS, oid],
-        )
-
-    def _terminate_sessions_many(self, conn: psycopg.Connection, oids: list[int]) -> None:
+    def _terminate_sessions(self, conn: psycopg.Connection, oids: list[int]) -> None:
         conn.execute(
             "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> pg_backend_pid()",
             [TERMINATE_WAIT_MS, oids],
         )
-
-    def _databases_with_dependencies(self, conn: psycopg.Connection, oid: int) -> list[str]:
-        """Return the databases holding objects owned by, or privileges granted to, the role.
-
-        pg_shdepend rows with dbid 0 are shared objects (databases, tablespaces);
-        DROP OWNED run in any database clears those, so the admin database is
-        included whenever such rows exist.
-        """
-        rows = conn.execute(
-            "SELECT DISTINCT coalesce(d.datname, current_database()) FROM pg_shdepend s"
-            " LEFT JOIN pg_database d ON d.oid = s.dbid"
-            " WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = %s ORDER BY 1",
-            [oid],
-        ).fetchall()
-        return [name for (name,) in rows]
 
     def _clean_owned(self, dbname: str, role: str, owner_role: str | None) -> None:
         # REASSIGN/DROP OWNED only see the current database: connect to each one.
