@@ -21,7 +21,7 @@ import audit
 from . import policy, sealing
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
-from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, Grant
+from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant
 
 log = logging.getLogger(__name__)
 
@@ -697,17 +697,52 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
             Grant.objects.filter(pk__in=[g.pk for g in gone]).update(
                 status=GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error=""
             )
+            found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
             audit.record_many(
                 ("grant.revoked", grant.ended_by, grant,
                  {**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
                   "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
-                  "expires_at": grant.expires_at, "attempts": grant.attempts + 1})
+                  "expires_at": grant.expires_at, "attempts": grant.attempts + 1, "objects": found[grant.pk]})
                 for grant in gone
             )
+            _report_objects([grant for grant in gone if found[grant.pk]], found)
             for grant in gone:
                 transaction.on_commit(lambda pk=grant.pk: _enqueue("grants.notify.grant_revoked", pk))
             done.extend(gone)
     return done
+
+
+def _report_objects(grants: list[Grant], found: dict[int, list[dict]]) -> None:
+    """Open a drift finding for each grant whose account had made or granted things on the target.
+
+    Revocation already dropped or revoked them (or handed data objects to the
+    owner role); an admin still looks at what a grant user built.
+    """
+    if not grants:
+        return
+    findings = DriftFinding.objects.bulk_create(
+        DriftFinding(target=grant.profile.target, external_ref=grant.external_ref or f"grant {grant.pk}", grant=grant,
+                     kind=DriftFinding.Kind.OBJECTS, action=objects_summary(found[grant.pk]))
+        for grant in grants
+    )
+    audit.record_many(
+        ("drift.found", None, finding,
+         {"target": finding.target.name, "external_ref": finding.external_ref, "kind": finding.kind,
+          "grant": finding.grant_id, "action": finding.action, "objects": found[finding.grant_id]})
+        for finding in findings
+    )
+    ids = [finding.pk for finding in findings]
+    transaction.on_commit(lambda: _enqueue("grants.notify.drift_found_by_id", ids))
+
+
+def objects_summary(objects: list[dict]) -> str:
+    """Return one line saying what revocation found and did, e.g. "2 objects: function appdb.public.peek() dropped, …"."""
+    parts = []
+    for item in objects:
+        where = f"{item['database']}." if item.get("database") else ""
+        parts.append(f"{item['kind']} {where}{item['name']} {item['action']}")
+    line = f"{len(objects)} object(s) the grant's account made or granted: " + "; ".join(parts)
+    return line if len(line) <= 200 else line[:199] + "…"
 
 
 def _revocation_failed(grant: Grant, message: str) -> Grant:

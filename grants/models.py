@@ -273,6 +273,7 @@ class DriftFinding(models.Model):
         ORPHAN = "orphan", "On the target, no grant explains it"
         NOT_REVOKED = "not_revoked", "Should be gone, still on the target"
         MISSING = "missing", "Active grant, gone from the target"
+        OBJECTS = "objects", "Objects a grant's account made or granted (removed at revocation)"
 
     target = models.ForeignKey(Target, on_delete=models.PROTECT, related_name="drift")
     external_ref = models.CharField(max_length=200)

@@ -34,7 +34,7 @@ from accounts.models import NotificationPreference
 
 from . import lifecycle, policy, slack
 from .durations import human_duration
-from .models import AccessRequest, Approval, Grant
+from .models import AccessRequest, Approval, DriftFinding, Grant
 
 log = logging.getLogger(__name__)
 
@@ -268,12 +268,17 @@ def drift_found(findings):
     lines = [f"- {f.target.name}: {f.external_ref}: {f.get_kind_display()} ({f.action})" for f in findings]
     title = f"Drift: {len(findings)} finding(s)"
     body = (
-        "The reconciler found access on targets that no grant explains:\n"
+        "The reconciler or a revocation found access on targets that no grant explains:\n"
         + "\n".join(lines)
         + f"\n\nDetails: {_link('grants:targets')}"
     )
     admins = get_user_model().objects.filter(is_superuser=True, is_active=True).order_by("pk")
     return _tell(admins, title, body) + _tell_security(title, body)
+
+
+def drift_found_by_id(finding_ids):
+    """Task: tell about drift findings made elsewhere (objects found at revocation)."""
+    return drift_found(list(DriftFinding.objects.filter(pk__in=finding_ids).select_related("target").order_by("pk")))
 
 
 def decide_from_slack(click: dict):

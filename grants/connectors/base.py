@@ -72,6 +72,20 @@ class Connector:
 
     def __init__(self, target: TargetLike):
         self.target = target
+        # What revocation found that the grant's account made or granted on the
+        # target, by grant pk: [{"database", "kind", "name", "action"}, ...]
+        # ("action": "dropped", "revoked", "reassigned to <role>", "reported").
+        # The lifecycle takes it (`take_inventory`) into the grant's audit event
+        # and a drift finding an admin reviews.
+        self.inventory: dict[int, list[dict[str, str]]] = {}
+
+    def note_object(self, grant_pk: int, *, kind: str, name: str, action: str, database: str = "") -> None:
+        """Record one object revocation found for a grant (see `inventory`)."""
+        self.inventory.setdefault(int(grant_pk), []).append({"database": database, "kind": kind, "name": name, "action": action})
+
+    def take_inventory(self, grant_pk: int) -> list[dict[str, str]]:
+        """Return and forget what revocation found for one grant."""
+        return self.inventory.pop(int(grant_pk), [])
 
     # Connectors may hold a connection to the target; callers use
     # `with get_connector(target) as c:` so it is closed after a batch.
@@ -146,3 +160,10 @@ class Connector:
     def check(self) -> list[str]:
         """Raise ConnectorError if unreachable or misconfigured; return warnings."""
         raise NotImplementedError
+
+    def validate_scope(self, scope: dict) -> None:
+        """Read the target and refuse a scope that would hand out more than a grant may (superuser, admin roles).
+
+        Raise ConnectorError(permanent=True) naming what to fix; a transient
+        error if the target cannot be read. `catalog plan` and provisioning call it.
+        """
