@@ -42,6 +42,7 @@ $(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 
 e2e-deps: $(IDP_STAMP)
 
+# The demo runner chooses demo mode itself (JITPORTAL_DEMO=true); see README "Two commands".
 run: $(STAMP)
 	$(PY) -m jitportal.run
 

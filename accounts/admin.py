@@ -1,7 +1,11 @@
 from django.contrib import admin
 from django.contrib.auth.admin import UserAdmin as BaseUserAdmin
 
+from .forms import AdminLoginForm
 from .models import ApiToken, User
+
+# The admin's login is the emergency path outside demo mode: throttled and audited (accounts/login.py).
+admin.site.login_form = AdminLoginForm
 
 
 @admin.register(User)

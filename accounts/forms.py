@@ -1,6 +1,31 @@
 from django import forms
 from django.conf import settings
+from django.contrib.admin.forms import AdminAuthenticationForm
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
+
+from .login import login_wait, record_login_failure, wait_message
+
+
+class AdminLoginForm(AdminAuthenticationForm):
+    """The admin's password login (the emergency path outside demo mode), throttled per username and address."""
+
+    def clean(self):
+        username = self.cleaned_data.get("username") or ""
+        # Checked before the password, so that a guesser learns nothing while refused.
+        wait = login_wait(self.request, username)
+        if wait:
+            record_login_failure(self.request, username, reason="throttled")
+            raise ValidationError(wait_message(wait), code="throttled")
+        return super().clean()
+
+    def confirm_login_allowed(self, user):
+        try:
+            super().confirm_login_allowed(user)
+        except ValidationError:
+            # The right password of an account that may not use the admin: still a failure here.
+            record_login_failure(self.request, user.get_username(), reason="not allowed in the admin")
+            raise
 
 
 class TokenForm(forms.Form):

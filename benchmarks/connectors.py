@@ -32,6 +32,7 @@ from pathlib import Path
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
+os.environ.setdefault("JITPORTAL_DEMO", "true")  # connectors only: no identity provider needed
 
 import django  # noqa: E402
 

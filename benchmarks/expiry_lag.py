@@ -407,6 +407,7 @@ def main(argv=None) -> int:
         os.environ.update({
             "DATABASE_URL": bench_url,
             "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+            "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
             TARGET_ENV: cluster.admin_dsn,
             "Q_WORKERS": str(args.workers),
             "JIT_EXPIRY_BATCH": str(args.batch),

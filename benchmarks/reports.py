@@ -429,7 +429,7 @@ def main(argv=None) -> int:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-reports does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_reports")
     env = {**os.environ, "DATABASE_URL": bench_url, "METRICS_TOKEN": "", "DJANGO_SETTINGS_MODULE": "jitportal.settings", "DEBUG": "false", "ALLOWED_HOSTS": "testserver",
-           "PYTHONUNBUFFERED": "1"}
+           "JITPORTAL_DEMO": "true", "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     results: dict = {}
     reuse = args.reuse and database_exists(maintenance_url, bench_db) and filled_with(bench_url) == (args.grants, args.seed)

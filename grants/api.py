@@ -40,9 +40,11 @@ from ninja import NinjaAPI, Path, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
+from accounts import ratelimit
 from accounts import tokens as api_tokens
+from accounts.ratelimit import client_ip
 
-from . import lifecycle, policy, ratelimit, selectors
+from . import lifecycle, policy, selectors
 from .api_schemas import CredentialsOut, DecisionIn, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut
 from .models import AccessProfile, AccessRequest, Grant
 
@@ -70,15 +72,6 @@ def _not_found(pk) -> ApiError:
 
 def _rate_limited(seconds: int, message: str) -> ApiError:
     return ApiError(429, "rate_limited", f"{message} Try again in {seconds} s.", headers={"Retry-After": str(seconds)})
-
-
-def client_ip(request) -> str:
-    """Return the client's address: REMOTE_ADDR, or the last value of JIT_CLIENT_IP_HEADER behind a proxy."""
-    if settings.JIT_CLIENT_IP_HEADER:
-        last = request.headers.get(settings.JIT_CLIENT_IP_HEADER, "").split(",")[-1].strip()
-        if last:
-            return last
-    return request.META.get("REMOTE_ADDR", "")
 
 
 class TokenAuth(HttpBearer):

@@ -10,7 +10,8 @@ Who hears what:
 - the requester: the decision, the access being ready, ten minutes before
   it ends (from the sweeper), and its end;
 - the security channel (SECURITY_EMAIL, SLACK_SECURITY_CHANNEL or the
-  webhook): every break-glass use and every drift finding.
+  webhook): every break-glass use, every drift finding and every emergency
+  password login at /admin/.
 
 People choose email, Slack or both (`accounts.NotificationPreference`).
 Each message is sent on its own: one that fails is tried again later
@@ -31,6 +32,7 @@ from django.urls import reverse
 from django.utils import dateformat, timezone
 
 from accounts.models import NotificationPreference
+from audit.models import AuditEvent
 
 from . import lifecycle, policy, slack
 from .durations import human_duration
@@ -259,6 +261,22 @@ def break_glass_used(request_id):
         f"Review it and close the review with a comment: {_link('grants:reviews')}"
     )
     return _tell(approvers_of(req), title, body) + _tell_security(title, body)
+
+
+def emergency_login_used(event_id):
+    """Tell the security channel that someone signed in with a password at the emergency path, and from where."""
+    event = AuditEvent.objects.select_related("actor").get(pk=event_id)
+    facts = event.details
+    where = facts.get("ip") or "an unknown address"
+    browser = facts.get("user_agent") or "no user agent"
+    title = f"Emergency login: {event.actor.username} signed in with a password"
+    body = (
+        f"{event.actor.label} signed in at {facts.get('path') or '/admin/'} with a password, not through the identity "
+        f"provider, at {_when(event.created_at)} from {where} ({browser}).\n"
+        "If nobody planned this use of the emergency account, deactivate it now and check what it did.\n\n"
+        f"Audit event: {_link('admin:audit_auditevent_change', event.pk)}"
+    )
+    return _tell_security(title, body)
 
 
 def drift_found(findings):

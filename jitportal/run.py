@@ -1,6 +1,8 @@
 """Start the demo portal: migrate, load the demo, start web, workers and the expiry timer.
 
-`make run` calls this. Ctrl-C stops everything it started.
+`make run` calls this. It chooses demo mode (JITPORTAL_DEMO=true) for itself
+and every process it starts; without that choice, or an identity provider,
+the portal refuses to start. Ctrl-C stops everything it started.
 """
 
 import os
@@ -21,6 +23,7 @@ def manage(*args, **kwargs):
 
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
+    os.environ["JITPORTAL_DEMO"] = "true"
     os.environ.setdefault("DEBUG", "1")
     import django
 
@@ -56,6 +59,7 @@ def main():
     ]
     print("\n" + "=" * 70)
     print(f"jitportal demo is starting: open http://{HOST}:{PORT}/")
+    print("Demo mode (JITPORTAL_DEMO=true): local passwords, no identity provider; not for real access.")
     print("Demo users (username / password):")
     for username, password, _first, _last, role in DEMO_USERS:
         print(f"  {username:6} / {password:16} {role}")

@@ -1,10 +1,14 @@
 """Settings for jitportal, read from the environment (django-environ).
 
-With nothing set, the portal runs in demo mode: SQLite under ./var, the
-django-q2 ORM broker on it, local password login and demo users. Every
-variable is listed with its default in `.env.example` and the README.
+The portal runs either with an identity provider (OIDC_ISSUER, ...) or, when
+asked with JITPORTAL_DEMO=true (`make run` does), in demo mode: SQLite under
+./var, the django-q2 ORM broker on it, local password login and demo users.
+With neither it refuses to start. Every variable is listed with its default
+in `.env.example` and the README.
 """
 
+import os
+import secrets
 from pathlib import Path
 
 import environ
@@ -29,16 +33,54 @@ def _secret(name, default=None):
     return env.str(name, default=default)
 
 
+def _demo_secret_key(path: Path) -> str:
+    """Return this checkout's demo key, made at random on first use, so that no demo seals with a public key."""
+    try:
+        if not path.exists():
+            path.parent.mkdir(exist_ok=True)
+            tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+            tmp.write_text(secrets.token_urlsafe(48) + "\n", encoding="utf-8")
+            tmp.chmod(0o600)
+            try:
+                # The web server, the workers and the timer start together: link()
+                # fails if another made the key first, and then everyone reads that one.
+                os.link(tmp, path)
+            except FileExistsError:
+                pass
+            finally:
+                tmp.unlink()
+        key = path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        message = f"Demo mode keeps its SECRET_KEY in {path}: {exc.strerror}; set SECRET_KEY."
+        raise ImproperlyConfigured(message) from None
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it (a new demo key is made) or set SECRET_KEY.")
+    return key
+
+
 OIDC_ISSUER = env.str("OIDC_ISSUER", default="")
-# Demo mode is simply "no identity provider configured": local passwords work
-# only then, and every page says so.
-DEMO_MODE = not OIDC_ISSUER
+# Demo mode (local passwords, demo users) is a choice, never what a forgotten
+# variable gives: a production portal missing OIDC_ISSUER refuses to start.
+_demo = env.str("JITPORTAL_DEMO", default="false").strip().lower()
+if _demo not in ("true", "false", "1", "0", "yes", "no"):
+    raise ImproperlyConfigured(f"JITPORTAL_DEMO must be true or false, not {_demo!r}.")
+DEMO_MODE = _demo in ("true", "1", "yes")
+if DEMO_MODE and OIDC_ISSUER:
+    raise ImproperlyConfigured(
+        "JITPORTAL_DEMO=true and OIDC_ISSUER are both set: choose one. "
+        "Unset JITPORTAL_DEMO to sign in with the identity provider, or OIDC_ISSUER for a local demo."
+    )
+if not DEMO_MODE and not OIDC_ISSUER:
+    raise ImproperlyConfigured(
+        "No identity provider is configured. Set OIDC_ISSUER (and OIDC_CLIENT_ID, OIDC_CLIENT_SECRET, SECRET_KEY) "
+        "for production, or JITPORTAL_DEMO=true for a local demo (make run sets it)."
+    )
 
 SECRET_KEY = _secret("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEMO_MODE:
         raise ImproperlyConfigured("SECRET_KEY (or SECRET_KEY_FILE) must be set outside demo mode.")
-    SECRET_KEY = "demo-mode-only-not-secret-" + "x" * 32
+    SECRET_KEY = _demo_secret_key(VAR_DIR / "demo-secret-key")
 
 DEBUG = env.bool("DEBUG", default=False)
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["localhost", "127.0.0.1", "[::1]"] if DEMO_MODE else [])
@@ -223,10 +265,16 @@ JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live
 JIT_API_AUTH_FAILURES_PER_MINUTE = env.int("JIT_API_AUTH_FAILURES_PER_MINUTE", default=10)  # bad tokens per client IP
 JIT_API_REQUESTS_PER_HOUR = env.int("JIT_API_REQUESTS_PER_HOUR", default=20)  # access requests made through the API, per user
+# The emergency password login at /admin/ (README "Emergency access"): after this many failures for one
+# username from one address within a window of this many seconds, every attempt is refused until it ends.
+JIT_LOGIN_FAILURES = env.int("JIT_LOGIN_FAILURES", default=5)
+JIT_LOGIN_FAILURE_WINDOW = env.int("JIT_LOGIN_FAILURE_WINDOW", default=900)
+if JIT_LOGIN_FAILURES < 1 or JIT_LOGIN_FAILURE_WINDOW < 1:
+    raise ImproperlyConfigured("JIT_LOGIN_FAILURES and JIT_LOGIN_FAILURE_WINDOW must be 1 or more.")
 # Behind a reverse proxy, the header it puts the client's address in (its last
 # value is used, the one the proxy appended), e.g. X-Forwarded-For; empty: REMOTE_ADDR.
 JIT_CLIENT_IP_HEADER = env.str("JIT_CLIENT_IP_HEADER", default="")
-# The API's rate-limit counters live in the cache. Each process has its own
+# The API's and the admin login's rate-limit counters live in the cache. Each process has its own
 # local-memory cache, so with several web processes use a shared one, e.g.
 # CACHE_URL=redis://127.0.0.1:6379/1 (needs the `redis` package).
 CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}

@@ -286,6 +286,42 @@ def test_the_security_address_hears_every_break_glass_use(smtp, run, settings, a
     assert JUSTIFICATION in mail.body and f"{PORTAL}/access/reviews/" in mail.body
 
 
+@pytest.fixture
+def after_commit(django_capture_on_commit_callbacks):
+    """Run what a request enqueued after commit, as the workers would."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def test_the_security_contacts_hear_of_every_emergency_login_and_from_where(
+    smtp, slack, settings, client, django_user_model, after_commit
+):
+    settings.DEMO_MODE = False
+    settings.SECURITY_EMAIL = ["security@example.com"]
+    django_user_model.objects.create_superuser("breakglass-admin", "ops@example.com", "a-long-emergency-passphrase")
+    with after_commit():
+        response = client.post(
+            "/admin/login/?next=/admin/", {"username": "breakglass-admin", "password": "a-long-emergency-passphrase"},
+            REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT="curl/8.5.0",
+        )
+    assert response.status_code == 302
+    event = AuditEvent.objects.get(action="user.emergency_login")
+    (mail,) = smtp.to("security@example.com")
+    assert mail.subject == "[jitportal] Emergency login: breakglass-admin signed in with a password"
+    assert "from 203.0.113.7 (curl/8.5.0)" in mail.body and "/admin/login/" in mail.body
+    assert f"{PORTAL}/admin/audit/auditevent/{event.pk}/change/" in mail.body
+    (post,) = slack.sent("chat.postMessage", channel="C0SECURITY")
+    assert "Emergency login: breakglass-admin" in post["text"]
+
+
+def test_a_demo_mode_password_login_tells_nobody(smtp, slack, settings, client, django_user_model, after_commit):
+    settings.SECURITY_EMAIL = ["security@example.com"]
+    django_user_model.objects.create_user("ana", password="ana-demo-pass-123")
+    with after_commit():
+        client.post("/accounts/login/", {"login": "ana", "password": "ana-demo-pass-123"})
+    assert client.get("/access/").status_code == 200
+    assert smtp.mails == [] and slack.sent("chat.postMessage") == []
+
+
 def test_the_ten_minute_reminder_is_sent_once_and_again_after_an_extension(smtp, run, active_grant):
     now = timezone.now()
     Grant.objects.filter(pk=active_grant.pk).update(expires_at=now + datetime.timedelta(minutes=25))

@@ -1,4 +1,4 @@
-"""Fixed-window counters in Django's cache, for the API's rate limits.
+"""Fixed-window counters in Django's cache, for the API's rate limits and the admin login's, and the client address.
 
 `cache.add` creates a window's counter only if it is missing and `cache.incr`
 is atomic on Redis and Memcached, so several processes sharing such a cache
@@ -11,7 +11,17 @@ from __future__ import annotations
 import math
 import time
 
+from django.conf import settings
 from django.core.cache import cache
+
+
+def client_ip(request) -> str:
+    """Return the client's address: REMOTE_ADDR, or the last value of JIT_CLIENT_IP_HEADER behind a proxy."""
+    if settings.JIT_CLIENT_IP_HEADER:
+        last = request.headers.get(settings.JIT_CLIENT_IP_HEADER, "").split(",")[-1].strip()
+        if last:
+            return last
+    return request.META.get("REMOTE_ADDR", "")
 
 
 def _key(scope: str, ident: str, window: int, now: float) -> tuple[str, int]:
