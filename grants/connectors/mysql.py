@@ -21,7 +21,9 @@ with `on` either `db.*` or `db.table`; optional `max_user_connections`.
 `validate_scope` (called by `catalog plan` and by every provisioning) follows
 the roles through the roles granted to them and refuses any that holds a
 global privilege, privileges on a system schema, GRANT OPTION, ALTER ROUTINE,
-PROXY or a role WITH ADMIN OPTION.
+PROXY or a role WITH ADMIN OPTION; on MariaDB it refuses roles next to
+privileges that create code (DEFINER = CURRENT_ROLE would hand the code to
+the role).
 
 The admin account needs CREATE USER, PROCESS and CONNECTION ADMIN (or SUPER)
 globally, SELECT on mysql.user and mysql.roles_mapping (MySQL:
@@ -130,13 +132,25 @@ _DEFINED = (
         "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, 'TRIGGER', DEFINER FROM information_schema.TRIGGERS"
         " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
     ),
-    "SELECT EVENT_SCHEMA, EVENT_NAME, '', 'EVENT', DEFINER FROM information_schema.EVENTS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s",
-    "SELECT TABLE_SCHEMA, TABLE_NAME, '', 'VIEW', DEFINER FROM information_schema.VIEWS WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s",
+    (
+        "SELECT EVENT_SCHEMA, EVENT_NAME, '', 'EVENT', DEFINER FROM information_schema.EVENTS"
+        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
+    ),
+    (
+        "SELECT TABLE_SCHEMA, TABLE_NAME, '', 'VIEW', DEFINER FROM information_schema.VIEWS"
+        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
+    ),
     # PACKAGE BODY sorts before PACKAGE: a body goes before its specification.
     (
         "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, '', ROUTINE_TYPE, DEFINER FROM information_schema.ROUTINES"
         " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s ORDER BY ROUTINE_TYPE DESC"
     ),
+)
+# Grant tables of privileges on one table, column or routine, and the level each is.
+_OBJECT_GRANTS = (
+    ("mysql.tables_priv", "table", "SELECT User, Host, Db, Table_name, Table_priv FROM mysql.tables_priv"),
+    ("mysql.columns_priv", "column", "SELECT User, Host, Db, Table_name, Column_priv FROM mysql.columns_priv"),
+    ("mysql.procs_priv", "routine", "SELECT User, Host, Db, Routine_name, Proc_priv FROM mysql.procs_priv"),
 )
 # Refusals of the admin account: it may not see or drop that object.
 _DENIED = frozenset({1044, 1142, 1227, 1370})
@@ -188,9 +202,10 @@ class _PrivilegeGrant:
 
     def held(self) -> _Held:
         """Return this entry as what the account will hold, in the form the grant tables give for roles."""
+        privileges = frozenset(self.privileges)
         if self.table is None:
-            return _Held("the scope's privileges", "database", self.database.replace("_", "\\_"), "", frozenset(self.privileges))
-        return _Held("the scope's privileges", "table", self.database, self.table, frozenset(self.privileges))
+            return _Held("the scope's privileges", "database", self.database.replace("_", "\\_"), "", privileges)
+        return _Held("the scope's privileges", "table", self.database, self.table, privileges)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -224,7 +239,9 @@ class _Held:
         else:
             system = self.database.lower() in _SYSTEM_SCHEMAS
         if system:
-            found.append(f"{self.holder} holds {_names(self.privileges)} on {self.where()}, which covers a system schema")
+            found.append(
+                f"{self.holder} holds {_names(self.privileges)} on {self.where()}, which covers a system schema"
+            )
         found += [
             f"{self.holder} holds {privilege} on {self.where()}: {_REFUSED[privilege]}"
             for privilege in ("GRANT OPTION", "ALTER ROUTINE")
@@ -517,7 +534,9 @@ class MySQLConnector(Connector):
         schema, and no GRANT OPTION, ALTER ROUTINE, PROXY or role WITH ADMIN
         OPTION. Where the scope lets a user create views, routines, triggers
         or events, the admin account must be able to see and drop them at
-        revocation. Raises ConnectorError(permanent=True) naming what to fix.
+        revocation, and on MariaDB the scope may have no role (the user could
+        make it the code's DEFINER). Raises ConnectorError(permanent=True)
+        naming what to fix, a transient one if the server cannot be read.
         """
         roles, privileges, _ = self._parse_scope(scope)
         with self._errors("check the scope"):
@@ -545,7 +564,9 @@ class MySQLConnector(Connector):
 
     def _parse_scope(self, scope) -> tuple[list[str], list[_PrivilegeGrant], int]:
         if not isinstance(scope, dict):
-            raise ConnectorError("Grant scope must be a mapping of roles, privileges and max_user_connections.", permanent=True)
+            raise ConnectorError(
+                "Grant scope must be a mapping of roles, privileges and max_user_connections.", permanent=True
+            )
         roles = scope.get("roles") or []
         if not isinstance(roles, list) or not all(
             isinstance(r, str) and r and len(r) <= 128 and "\x00" not in r for r in roles
@@ -584,7 +605,9 @@ class MySQLConnector(Connector):
         names = [" ".join(p.split()).upper() for p in text.split(",")] if isinstance(text, str) else [""]
         refused = [n for n in names if n in _REFUSED]
         if refused:
-            raise ConnectorError(f"Privilege {refused[0]} cannot be granted ({on!r}): {_REFUSED[refused[0]]}.", permanent=True)
+            raise ConnectorError(
+                f"Privilege {refused[0]} cannot be granted ({on!r}): {_REFUSED[refused[0]]}.", permanent=True
+            )
         bad = [n for n in names if n not in allowed]
         if bad:
             level = "db.*" if table is None else "db.table"
@@ -606,7 +629,11 @@ class MySQLConnector(Connector):
                 permanent=True,
             )
         held += [item.held() for item in privileges]
-        code = sorted({p for item in held if item.level in ("database", "table") for p in item.privileges & CODE_PRIVILEGES.keys()})
+        code = sorted({
+            privilege
+            for item in held if item.level in ("database", "table")
+            for privilege in item.privileges & CODE_PRIVILEGES.keys()
+        })
         if server.mariadb and roles and code:
             # MariaDB lets a user name its current role as the DEFINER of what it
             # creates without SUPER or SET USER (DEFINER = CURRENT_ROLE): revocation
@@ -623,7 +650,7 @@ class MySQLConnector(Connector):
         return _leftover_warnings(held)
 
     def _role_privileges(self, cur, server: _Server, roles: list[str]) -> tuple[list[_Held], list[str]]:
-        """Follow the scope's roles through the roles granted to them; return what each holds and the admin-option grants."""
+        """Follow the scope's roles through the roles granted to them; return what each holds, and problems."""
         if not roles:
             return [], []
         if not server.has_roles:
@@ -639,13 +666,16 @@ class MySQLConnector(Connector):
             names = {u for (u,) in self._read(cur, "mysql.user", "SELECT User FROM mysql.user WHERE is_role = 'Y'")}
             start = [(role, "") for role in roles if role in names]
             rows = self._read(
-                cur, "mysql.roles_mapping", "SELECT User, Host, Role, '', Admin_option FROM mysql.roles_mapping WHERE Host = ''"
+                cur, "mysql.roles_mapping",
+                "SELECT User, Host, Role, '', Admin_option FROM mysql.roles_mapping WHERE Host = ''",
             )
         else:
-            names = {u for (u,) in self._read(cur, "mysql.user", "SELECT User FROM mysql.user WHERE Host = '%%' AND User IN %s", [roles])}
+            statement = "SELECT User FROM mysql.user WHERE Host = '%%' AND User IN %s"
+            names = {u for (u,) in self._read(cur, "mysql.user", statement, [roles])}
             start = [(role, "%") for role in roles if role in names]
             rows = self._read(
-                cur, "mysql.role_edges", "SELECT TO_USER, TO_HOST, FROM_USER, FROM_HOST, WITH_ADMIN_OPTION FROM mysql.role_edges"
+                cur, "mysql.role_edges",
+                "SELECT TO_USER, TO_HOST, FROM_USER, FROM_HOST, WITH_ADMIN_OPTION FROM mysql.role_edges",
             )
         missing = [role for role in roles if role not in names]
         if missing:
@@ -696,44 +726,32 @@ class MySQLConnector(Connector):
         else:
             columns = self._priv_columns(cur, "user")
             if columns:
-                for user, host, *flags in self._read(
-                    cur, "mysql.user", f"SELECT User, Host, {', '.join(map(quote_ident, columns))} FROM mysql.user WHERE (User, Host) IN %s",
-                    [nodes],
-                ):
-                    add(user, host, "global", "", "", {_column_privilege(c) for c, flag in zip(columns, flags) if flag == "Y"})
+                statement = f"SELECT User, Host, {', '.join(map(quote_ident, columns))} FROM mysql.user"
+                statement += " WHERE (User, Host) IN %s"
+                for user, host, *flags in self._read(cur, "mysql.user", statement, [nodes]):
+                    privileges = {_column_privilege(c) for c, flag in zip(columns, flags) if flag == "Y"}
+                    add(user, host, "global", "", "", privileges)
         if not server.mariadb:
             # MySQL 8's dynamic privileges (SYSTEM_VARIABLES_ADMIN, ...) are all global.
-            for user, host, privilege in self._read(
-                cur, "mysql.global_grants", "SELECT USER, HOST, PRIV FROM mysql.global_grants WHERE (USER, HOST) IN %s", [nodes]
-            ):
+            statement = "SELECT USER, HOST, PRIV FROM mysql.global_grants WHERE (USER, HOST) IN %s"
+            for user, host, privilege in self._read(cur, "mysql.global_grants", statement, [nodes]):
                 add(user, host, "global", "", "", {privilege.replace("_", " ")})
         rows = self._read(cur, "mysql.db", "SELECT * FROM mysql.db WHERE (User, Host) IN %s", [nodes])
         columns = [column[0] for column in cur.description]
         for row in rows:
             record = dict(zip(columns, row))
-            add(record["User"], record["Host"], "database", record["Db"], "",
-                {_column_privilege(c) for c in columns if c.endswith("_priv") and record[c] == "Y"})
-        for user, host, db, table, privileges in self._read(
-            cur, "mysql.tables_priv", "SELECT User, Host, Db, Table_name, Table_priv FROM mysql.tables_priv WHERE (User, Host) IN %s",
-            [nodes],
-        ):
-            add(user, host, "table", db, table, _set_names(privileges))
-        for user, host, db, table, privileges in self._read(
-            cur, "mysql.columns_priv", "SELECT User, Host, Db, Table_name, Column_priv FROM mysql.columns_priv WHERE (User, Host) IN %s",
-            [nodes],
-        ):
-            add(user, host, "column", db, table, _set_names(privileges))
-        for user, host, db, routine, privileges in self._read(
-            cur, "mysql.procs_priv", "SELECT User, Host, Db, Routine_name, Proc_priv FROM mysql.procs_priv WHERE (User, Host) IN %s",
-            [nodes],
-        ):
-            add(user, host, "routine", db, routine, _set_names(privileges))
-        for user, host, proxied, proxied_host in self._read(
-            cur, "mysql.proxies_priv", "SELECT User, Host, Proxied_user, Proxied_host FROM mysql.proxies_priv WHERE (User, Host) IN %s",
-            [nodes],
-        ):
+            privileges = {_column_privilege(c) for c in columns if c.endswith("_priv") and record[c] == "Y"}
+            add(record["User"], record["Host"], "database", record["Db"], "", privileges)
+        for table, level, statement in _OBJECT_GRANTS:
+            for user, host, database, name, privileges in self._read(
+                cur, table, statement + " WHERE (User, Host) IN %s", [nodes]
+            ):
+                add(user, host, level, database, name, _set_names(privileges))
+        statement = "SELECT User, Host, Proxied_user, Proxied_host FROM mysql.proxies_priv WHERE (User, Host) IN %s"
+        for user, host, proxied, proxied_host in self._read(cur, "mysql.proxies_priv", statement, [nodes]):
+            # MariaDB cannot grant PROXY to a role; MySQL's roles are accounts, which can hold it.
             add(user, host, "proxy", "", cur.mogrify("%s@%s", (proxied, proxied_host)), {"PROXY"})
-        return [_Held(holder, level, database, name, frozenset(privileges)) for (holder, level, database, name), privileges in found.items()]
+        return [_Held(holder, *rest, frozenset(privileges)) for (holder, *rest), privileges in found.items()]
 
     def _priv_columns(self, cur, table: str) -> list[str]:
         """Return the privilege columns of mysql.`table` (they differ between servers and versions)."""
@@ -750,14 +768,18 @@ class MySQLConnector(Connector):
             for item in held if item.level in ("database", "table")
             for privilege in sorted(item.privileges & CODE_PRIVILEGES.keys())
         ]
-        wanted = [(item, privilege) for item, privilege in wanted if CODE_PRIVILEGES[privilege] not in server.privileges]
+        wanted = [(item, code) for item, code in wanted if CODE_PRIVILEGES[code] not in server.privileges]
         if not wanted:
             return
         # An account sees its own rows of these views, whatever else it may read.
-        cur.execute("SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = %s", [server.admin])
+        cur.execute(
+            "SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = %s",
+            [server.admin],
+        )
         on_databases = cur.fetchall()
         cur.execute(
-            "SELECT TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES WHERE GRANTEE = %s",
+            "SELECT TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES"
+            " WHERE GRANTEE = %s",
             [server.admin],
         )
         on_tables = cur.fetchall()
@@ -769,7 +791,8 @@ class MySQLConnector(Connector):
                 continue
             if item.level == "table" and (item.database, item.name, need) in on_tables:
                 continue
-            missing.setdefault((need, item.where()), []).append(f"{_CODE_KINDS[privilege]} ({privilege}, {item.holder})")
+            why = f"{_CODE_KINDS[privilege]} ({privilege}, {item.holder})"
+            missing.setdefault((need, item.where()), []).append(why)
         raise_for = "; ".join(
             f"{need} on {where}, which it needs to find and drop the {' and '.join(dict.fromkeys(why))}"
             " that grant users may create there"
@@ -872,18 +895,17 @@ class MySQLConnector(Connector):
                 cur.execute(statement, [list(by_user)])
                 found += cur.fetchall()
             for schema, name, table, kind, definer in found:
-                grant = by_user[definer.split("@", 1)[0]]
-                self._drop_object(cur, grant, schema=schema, name=name, table=table, kind=kind)
+                # The server compares names without regard to case; accounts do not.
+                grant = by_user.get(definer.split("@", 1)[0])
+                if grant is not None:
+                    self._drop_object(cur, grant, schema=schema, name=name, table=table, kind=kind)
 
     def _drop_object(self, cur, grant: GrantLike, *, schema: str, name: str, table: str, kind: str) -> None:
-        drop = {
-            "TRIGGER": "DROP TRIGGER", "EVENT": "DROP EVENT", "VIEW": "DROP VIEW", "PROCEDURE": "DROP PROCEDURE",
-            "FUNCTION": "DROP FUNCTION", "PACKAGE BODY": "DROP PACKAGE BODY", "PACKAGE": "DROP PACKAGE",
-        }.get(kind)
-        statement = f"{drop} IF EXISTS {quote_ident(schema)}.{quote_ident(name)}"
+        kinds = {"TRIGGER", "EVENT", "VIEW", "PROCEDURE", "FUNCTION", "PACKAGE BODY", "PACKAGE"}
+        statement = f"DROP {kind} IF EXISTS {quote_ident(schema)}.{quote_ident(name)}"
         action = "dropped"
         try:
-            if drop is None:
+            if kind not in kinds:
                 action = f"reported: not dropped (a {kind} this connector does not know)"
             elif kind.startswith("PACKAGE"):
                 # MariaDB parses DROP PACKAGE only in Oracle mode (before 11.4).
@@ -923,9 +945,10 @@ class MySQLConnector(Connector):
 
     def _grant_tables(self, server: _Server) -> list[str]:
         """Return the grant tables `_role_privileges` reads besides mysql.user."""
-        names = ["mysql.roles_mapping", "mysql.global_priv"] if server.mariadb else ["mysql.role_edges", "mysql.global_grants"]
-        if server.mariadb and server.version < (10, 4, 0):
-            names.remove("mysql.global_priv")
+        if server.mariadb:
+            names = ["mysql.roles_mapping"] + (["mysql.global_priv"] if server.version >= (10, 4, 0) else [])
+        else:
+            names = ["mysql.role_edges", "mysql.global_grants"]
         return names + ["mysql.db", "mysql.tables_priv", "mysql.columns_priv", "mysql.procs_priv", "mysql.proxies_priv"]
 
     def _unreadable_grant_tables(self, cur, server: _Server) -> list[str]:

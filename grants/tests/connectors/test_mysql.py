@@ -592,7 +592,8 @@ def _make_objects(creds: dict, tag: str) -> set[tuple[str, str]]:
         ("view", f"{tag}_definer_view"): f"CREATE SQL SECURITY DEFINER VIEW {tag}_definer_view AS SELECT * FROM orders",
         ("view", f"{tag}_invoker_view"): f"CREATE SQL SECURITY INVOKER VIEW {tag}_invoker_view AS SELECT * FROM orders",
         ("procedure", f"{tag}_proc"): f"CREATE PROCEDURE {tag}_proc() SQL SECURITY DEFINER SELECT COUNT(*) FROM orders",
-        ("function", f"{tag}_func"): f"CREATE FUNCTION {tag}_func() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM orders)",
+        ("function", f"{tag}_func"):
+            f"CREATE FUNCTION {tag}_func() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM orders)",
         ("trigger", f"{tag}_trigger on orders"):
             f"CREATE TRIGGER {tag}_trigger BEFORE INSERT ON orders FOR EACH ROW SET NEW.amount = NEW.amount",
         # The shared server's event scheduler is off: the event is made, it never runs.
@@ -631,7 +632,7 @@ def test_views_routines_triggers_and_events_a_grant_user_made_are_dropped_at_rev
 ):
     scope = [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]
     first, second = make_grant([], privileges=scope), make_grant([], privileges=scope)
-    made = {grant.pk: _make_objects(connector.provision(grant).credentials, f"g{grant.pk}") for grant in (first, second)}
+    made = {g.pk: _make_objects(connector.provision(g).credentials, f"g{g.pk}") for g in (first, second)}
 
     assert connector.revoke_many([first, second]) == {}
 
@@ -656,7 +657,7 @@ def test_revoking_again_finds_nothing_more(connector, make_grant, code_allowed):
 
 
 README_CLEANUP_GRANTS = [
-    r"GRANT SELECT, INSERT, CREATE VIEW, CREATE ROUTINE, TRIGGER, EVENT ON `jit\_test\_appdb`.* TO {admin} WITH GRANT OPTION",
+    rf"GRANT {OBJECT_PRIVILEGES} ON `jit\_test\_appdb`.* TO {{admin}} WITH GRANT OPTION",
     r"GRANT DROP, ALTER ROUTINE, TRIGGER, EVENT ON `jit\_test\_appdb`.* TO {admin}",
 ]
 
@@ -684,18 +685,17 @@ def test_a_scope_that_lets_users_create_code_the_admin_cannot_drop_is_refused(ma
     # and ALTER ROUTINE it could neither see nor drop what a user made (to hand
     # out TRIGGER it holds TRIGGER, which is enough for triggers).
     target = make_admin(*README_ADMIN_GRANTS, README_CLEANUP_GRANTS[0])
-    grant = SimpleNamespace(
-        pk=next(_grant_ids), expires_at=_in(600),
-        scope={"privileges": [{"privileges": "SELECT, CREATE VIEW, CREATE ROUTINE, TRIGGER", "on": f"{db.DATABASE}.*"}]},
-    )
+    entry = {"privileges": "SELECT, CREATE VIEW, CREATE ROUTINE, TRIGGER", "on": f"{db.DATABASE}.*"}
+    grant = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [entry]})
 
     with MySQLConnector(target) as connector:
         with pytest.raises(ConnectorError) as info:
             connector.provision(grant)
         assert info.value.permanent
-        assert "DROP on `jit\\_test\\_appdb`.*, which it needs to find and drop the views" in info.value.message
-        assert "ALTER ROUTINE on `jit\\_test\\_appdb`.*, which it needs to find and drop the routines" in info.value.message
-        assert "TRIGGER on" not in info.value.message
+        message = info.value.message
+        assert "DROP on `jit\\_test\\_appdb`.*, which it needs to find and drop the views" in message
+        assert "ALTER ROUTINE on `jit\\_test\\_appdb`.*, which it needs to find and drop the routines" in message
+        assert "TRIGGER on" not in message
         assert not connector.is_present(grant)
         with pytest.raises(ConnectorError, match="lacks ALTER ROUTINE"):
             connector.validate_scope(grant.scope)
@@ -744,7 +744,7 @@ def scope_roles(root):
 @pytest.mark.parametrize(
     ("statements", "reason"),
     [
-        ([f"GRANT {db.DBA} TO jit_test_inner"], f"jit_test_outer -> jit_test_middle -> jit_test_inner -> {db.DBA} holds global"),
+        ([f"GRANT {db.DBA} TO jit_test_inner"], f"outer -> jit_test_middle -> jit_test_inner -> {db.DBA} holds global"),
         # 10.5+ privileges live only in mysql.global_priv, not in mysql.user's columns.
         (["GRANT BINLOG ADMIN, SET USER ON *.* TO jit_test_inner"], "holds global privileges (BINLOG ADMIN, SET USER)"),
         (["GRANT SELECT ON *.* TO jit_test_inner"], "holds global privileges (SELECT)"),
@@ -773,7 +773,9 @@ def test_a_scope_role_reaching_admin_rights_through_other_roles_is_refused(
     assert not connector.is_present(grant)
 
 
-def test_a_scope_role_with_only_database_privileges_through_its_roles_is_provisioned(connector, make_grant, scope_roles):
+def test_a_scope_role_with_only_database_privileges_through_its_roles_is_provisioned(
+    connector, make_grant, scope_roles
+):
     scope_roles(f"GRANT {db.WRITER} TO jit_test_inner")
     grant = make_grant(["jit_test_outer"])
 
@@ -783,8 +785,9 @@ def test_a_scope_role_with_only_database_privileges_through_its_roles_is_provisi
 
 
 def test_validate_scope_warns_what_a_scope_lets_users_leave_behind(connector):
-    code = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE ROUTINE, TRIGGER", "on": f"{db.DATABASE}.*"}]})
-    tables = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE", "on": f"{db.DATABASE}.*"}]})
+    on = f"{db.DATABASE}.*"
+    code = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE ROUTINE, TRIGGER", "on": on}]})
+    tables = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE", "on": on}]})
 
     assert len(code) == 1 and "routines, triggers in `jit\\_test\\_appdb`.*" in code[0]
     assert "revocation drops them" in code[0]
@@ -814,11 +817,16 @@ def test_a_role_scope_that_lets_users_create_code_is_refused_on_mariadb(
 
 
 def test_check_warns_when_public_lets_every_account_create_code(connector, root):
+    # The first grant to PUBLIC adds its row to the shared server's grant
+    # tables; REVOKE leaves the row, so take it out again if it was not there.
+    had_row = _query(root, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'PUBLIC' AND Host = ''")[0][0]
     db.execute(root, r"GRANT CREATE VIEW ON `jit\_test\_appdb`.* TO PUBLIC")
     try:
         warnings = connector.check()
     finally:
         db.execute(root, r"REVOKE CREATE VIEW ON `jit\_test\_appdb`.* FROM PUBLIC")
+        if not had_row:
+            db.execute(root, "DELETE FROM mysql.global_priv WHERE User = 'PUBLIC' AND Host = ''", "FLUSH PRIVILEGES")
 
     assert any("PUBLIC holds CREATE VIEW on `jit\\_test\\_appdb`.*" in w for w in warnings), warnings
     assert any(w.startswith("Through PUBLIC: Grant users of this scope may create views") for w in warnings), warnings
@@ -865,4 +873,5 @@ def test_what_a_grant_user_made_is_listed_in_the_revocation_event_and_a_drift_fi
     }
     finding = DriftFinding.objects.get(grant=grant)
     assert finding.kind == DriftFinding.Kind.OBJECTS
-    assert finding.action.startswith(f"{len(made)} object(s)") and f"view {db.DATABASE}.lc_definer_view dropped" in finding.action
+    assert finding.action.startswith(f"{len(made)} object(s)")
+    assert f"view {db.DATABASE}.lc_definer_view dropped" in finding.action
