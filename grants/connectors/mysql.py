@@ -125,25 +125,28 @@ _PRIV_COLUMNS = {
     "Repl_slave_priv": "REPLICATION SLAVE", "Repl_client_priv": "REPLICATION CLIENT",
 }
 # What revocation looks for: objects of these kinds whose DEFINER's user part
-# is one of the grant accounts (information_schema writes DEFINER as user@host).
+# is one of the grant accounts (information_schema writes DEFINER as user@host),
+# in the schemas given (naming them lets the server open only those; a
+# trigger lives in its table's schema, by which the server looks it up).
 # Triggers and events first: they fire by themselves.
 _DEFINED = (
     (
         "SELECT TRIGGER_SCHEMA, TRIGGER_NAME, EVENT_OBJECT_TABLE, 'TRIGGER', DEFINER FROM information_schema.TRIGGERS"
-        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
+        " WHERE EVENT_OBJECT_SCHEMA IN %(schemas)s AND SUBSTRING_INDEX(DEFINER, '@', 1) IN %(users)s"
     ),
     (
         "SELECT EVENT_SCHEMA, EVENT_NAME, '', 'EVENT', DEFINER FROM information_schema.EVENTS"
-        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
+        " WHERE EVENT_SCHEMA IN %(schemas)s AND SUBSTRING_INDEX(DEFINER, '@', 1) IN %(users)s"
     ),
     (
         "SELECT TABLE_SCHEMA, TABLE_NAME, '', 'VIEW', DEFINER FROM information_schema.VIEWS"
-        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s"
+        " WHERE TABLE_SCHEMA IN %(schemas)s AND SUBSTRING_INDEX(DEFINER, '@', 1) IN %(users)s"
     ),
     # PACKAGE BODY sorts before PACKAGE: a body goes before its specification.
     (
         "SELECT ROUTINE_SCHEMA, ROUTINE_NAME, '', ROUTINE_TYPE, DEFINER FROM information_schema.ROUTINES"
-        " WHERE SUBSTRING_INDEX(DEFINER, '@', 1) IN %s ORDER BY ROUTINE_TYPE DESC"
+        " WHERE ROUTINE_SCHEMA IN %(schemas)s AND SUBSTRING_INDEX(DEFINER, '@', 1) IN %(users)s"
+        " ORDER BY ROUTINE_TYPE DESC"
     ),
 )
 # Grant tables of privileges on one table, column or routine, and the level each is.
@@ -890,9 +893,13 @@ class MySQLConnector(Connector):
         """
         by_user = {self.user_name(grant): grant for grant in grants}
         with self._errors("drop what " + ", ".join(by_user) + " defined"), self._admin().cursor() as cur:
+            # Not the system schemas: no scope reaches them (validate_scope), and
+            # sys alone has a hundred views the server would open one by one.
+            cur.execute("SELECT SCHEMA_NAME FROM information_schema.SCHEMATA")
+            schemas = [name for (name,) in cur.fetchall() if name.lower() not in _SYSTEM_SCHEMAS]
             found = []
-            for statement in _DEFINED:
-                cur.execute(statement, [list(by_user)])
+            for statement in _DEFINED if schemas else ():
+                cur.execute(statement, {"schemas": schemas, "users": list(by_user)})
                 found += cur.fetchall()
             for schema, name, table, kind, definer in found:
                 # The server compares names without regard to case; accounts do not.
