@@ -599,10 +599,15 @@ def _make_objects(creds: dict, tag: str) -> set[tuple[str, str]]:
         # The shared server's event scheduler is off: the event is made, it never runs.
         ("event", f"{tag}_event"): f"CREATE EVENT {tag}_event ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM orders",
     }
+    # A package (MariaDB's Oracle mode) is a routine too, with a body apart.
+    packages = {("package", f"{tag}_pkg"), ("package body", f"{tag}_pkg")}
     with _login(creds) as conn:
         for statement in made.values():
             _query(conn, statement)
-    return set(made)
+        _query(conn, "SET SESSION sql_mode = 'ORACLE'")
+        _query(conn, f"CREATE PACKAGE {tag}_pkg AS FUNCTION total RETURN INT; END")
+        _query(conn, f"CREATE PACKAGE BODY {tag}_pkg AS FUNCTION total RETURN INT AS BEGIN RETURN 1; END; END")
+    return set(made) | packages
 
 
 def _defined_by(root, user: str) -> list[tuple]:
@@ -874,4 +879,4 @@ def test_what_a_grant_user_made_is_listed_in_the_revocation_event_and_a_drift_fi
     finding = DriftFinding.objects.get(grant=grant)
     assert finding.kind == DriftFinding.Kind.OBJECTS
     assert finding.action.startswith(f"{len(made)} object(s)")
-    assert f"view {db.DATABASE}.lc_definer_view dropped" in finding.action
+    assert f"trigger {db.DATABASE}.lc_trigger on orders dropped" in finding.action
