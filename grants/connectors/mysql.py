@@ -709,11 +709,13 @@ class MySQLConnector(Connector):
     def _held(self, cur, server: _Server, paths: dict[tuple[str, str], str]) -> list[_Held]:
         """Read what the given accounts (user, host) hold at every level from the grant tables."""
         nodes = [list(node) for node in paths]
+        # MySQL compares host names without regard to case.
+        holders = {(user, host.lower()): path for (user, host), path in paths.items()}
         found: dict[tuple, set[str]] = {}
 
         def add(user, host, level, database, name, privileges):
             if privileges:
-                found.setdefault((paths[(user, host)], level, database, name), set()).update(privileges)
+                found.setdefault((holders[(user, host.lower())], level, database, name), set()).update(privileges)
 
         if server.mariadb and server.version >= (10, 4, 0):
             for user, host, access in self._read(
