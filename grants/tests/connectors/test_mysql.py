@@ -807,7 +807,7 @@ def test_validate_scope_warns_what_a_scope_lets_users_leave_behind(connector):
     ],
 )
 def test_a_role_scope_that_lets_users_create_code_is_refused_on_mariadb(
-    connector, make_grant, scope_roles, root, code_allowed, statements, privileges
+    connector, make_grant, scope_roles, statements, privileges
 ):
     # With the role active, MariaDB lets the user write DEFINER = CURRENT_ROLE
     # without SUPER: the code would belong to the role and outlive the grant.
@@ -819,6 +819,46 @@ def test_a_role_scope_that_lets_users_create_code_is_refused_on_mariadb(
             attempt(grant.scope)
         assert info.value.permanent and "jit_test_outer" in info.value.message
     assert not connector.is_present(grant)
+
+
+def test_why_mariadb_code_privileges_may_not_come_with_a_role(root, scope_roles, code_allowed):
+    # The server behaviour the refusal above stands on: an account whose role
+    # brings TRIGGER makes the role its trigger's DEFINER, no SUPER needed, and
+    # the trigger runs as the role once the account is gone. (Were TRIGGER the
+    # account's own, the role's trigger would stay and fail every insert.)
+    scope_roles(f"GRANT TRIGGER ON `{db.DATABASE}`.orders TO jit_test_inner")
+    user, password = f"jit_g{next(_grant_ids)}", "Pw-" + os.urandom(6).hex()
+    db.execute(
+        root,
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+        f"GRANT jit_test_outer TO '{user}'@'%'",
+        f"SET DEFAULT ROLE jit_test_outer FOR '{user}'@'%'",
+    )
+    try:
+        creds = {"host": "127.0.0.1", "port": 3306, "username": user, "password": password, "database": db.DATABASE}
+        with _login(creds) as conn:
+            _query(
+                conn,
+                "CREATE DEFINER = CURRENT_ROLE TRIGGER role_trigger BEFORE INSERT ON orders FOR EACH ROW"
+                " SET @role_trigger_saw = (SELECT COUNT(*) FROM orders)",
+            )
+        db.drop_accounts(root, re.compile(re.escape(user)))
+
+        assert _query(root, "SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'role_trigger'") == [
+            ("jit_test_outer@",)
+        ]
+        db.execute(root, f"INSERT INTO `{db.DATABASE}`.orders (customer, amount) VALUES ('Fires', 0)")
+        assert _query(root, "SELECT @role_trigger_saw") == [(3,)]
+    finally:
+        db.drop_accounts(root, re.compile(re.escape(user)))
+        db.execute(root, f"DROP TRIGGER IF EXISTS `{db.DATABASE}`.role_trigger")
+
+
+def test_alter_routine_is_refused_because_it_can_turn_a_dbas_routine_into_sql_security_definer(connector):
+    with pytest.raises(ConnectorError, match="SQL SECURITY DEFINER") as info:
+        connector.validate_scope({"privileges": [{"privileges": "SELECT, ALTER ROUTINE", "on": f"{db.DATABASE}.*"}]})
+
+    assert info.value.permanent
 
 
 def test_check_warns_when_public_lets_every_account_create_code(connector, root):
