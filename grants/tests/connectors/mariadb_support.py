@@ -21,7 +21,9 @@ LOOKALIKE_DATABASE = "jit-test-appdb"
 READER = "jit_test_reader"  # SELECT on jit_test_appdb.*
 WRITER = "jit_test_writer"  # SELECT, INSERT on jit_test_appdb.*
 DBA = "jit_test_dba"  # ALL PRIVILEGES on *.*: a role the connector must refuse to hand out
-ROLES = (READER, WRITER, DBA)
+# Roles a test builds for itself (scope_roles in test_mysql.py); dropped here too.
+SCRATCH_ROLES = ("jit_test_outer", "jit_test_middle", "jit_test_inner")
+ROLES = (READER, WRITER, DBA, *SCRATCH_ROLES)
 TEST_ADMIN = "jit_test_admin"
 
 

@@ -1,7 +1,8 @@
 """MySQLConnector against the machine's real MariaDB server.
 
 The connector has no dependency on the portal's database: grants and targets
-are plain namespaces here, and no test needs Django's test database.
+are plain namespaces here, except in the one test that goes through the
+lifecycle to the audit trail and the drift findings.
 """
 
 import datetime
@@ -17,9 +18,13 @@ from types import SimpleNamespace
 import pymysql
 import pytest
 
+from audit.models import AuditEvent
+from grants import lifecycle
 from grants.connectors.base import ConnectorError
 from grants.connectors.mysql import MySQLConnector, mysql_native_password_hash
+from grants.models import AccessProfile, DriftFinding, Target
 
+from ..conftest import JUSTIFICATION
 from . import mariadb_support as db
 
 SECRET_ENV = "JIT_TEST_MYSQL_ADMIN_URL"
@@ -27,6 +32,9 @@ SECRET_ENV = "JIT_TEST_MYSQL_ADMIN_URL"
 # dropped before and after the module.
 _grant_ids = itertools.count(7_300_001)
 OUR_ACCOUNTS = re.compile(r"jit_g73[0-9]{5}")
+# Accounts of grants made through the lifecycle (ids from the test database).
+LIFECYCLE_PREFIX = "jit_test_"
+LIFECYCLE_ACCOUNTS = re.compile(LIFECYCLE_PREFIX + r"g[0-9]+")
 LOOKALIKES = ["jit_gadmin", "other_user", "jitxg7", "jit_g12x"]
 
 
@@ -53,7 +61,7 @@ def root():
         conn = db.connect()
     except pymysql.MySQLError as exc:
         pytest.fail(f"MariaDB is not reachable at {db.root_url()} ({exc}); set {db.ROOT_URL_ENV} or start the server.")
-    leftovers = re.compile(OUR_ACCOUNTS.pattern + "|" + "|".join(map(re.escape, LOOKALIKES)))
+    leftovers = re.compile("|".join([OUR_ACCOUNTS.pattern, LIFECYCLE_ACCOUNTS.pattern, *map(re.escape, LOOKALIKES)]))
     db.drop_accounts(conn, leftovers)
     db.set_up_demo(conn)
     try:
@@ -126,8 +134,9 @@ def make_admin(root, monkeypatch):
 
 README_ADMIN_GRANTS = [
     "GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {admin}",
-    "GRANT SELECT ON mysql.user TO {admin}",
-    "GRANT SELECT ON mysql.roles_mapping TO {admin}",
+    *(f"GRANT SELECT ON mysql.{table} TO {{admin}}" for table in (
+        "user", "roles_mapping", "global_priv", "db", "tables_priv", "columns_priv", "procs_priv", "proxies_priv",
+    )),
 ]
 README_ROLE_GRANTS = [
     f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION",
@@ -407,6 +416,7 @@ def test_list_managed_lists_grant_users_and_nothing_else(connector, make_grant, 
         {"privileges": "SELECT, GRANT OPTION", "on": "jit_test_appdb.*"},
         {"privileges": "SUPER", "on": "jit_test_appdb.*"},
         {"privileges": "FILE", "on": "jit_test_appdb.*"},
+        {"privileges": "ALTER ROUTINE", "on": "jit_test_appdb.*"},
         {"privileges": "SELECT ON *.* TO x; --", "on": "jit_test_appdb.*"},
         {"privileges": "SELECT (id)", "on": "jit_test_appdb.orders"},
         {"privileges": "EXECUTE", "on": "jit_test_appdb.orders"},
@@ -568,3 +578,345 @@ def test_an_admin_that_cannot_see_other_sessions_is_refused(make_admin):
         connector.check()
 
     assert info.value.permanent
+
+
+# -- what a grant user made, and what its roles reach (issue 11, findings 1 and 7) ------------------
+
+
+OBJECT_PRIVILEGES = "SELECT, INSERT, CREATE VIEW, CREATE ROUTINE, TRIGGER, EVENT"
+
+
+def _make_objects(creds: dict, tag: str) -> set[tuple[str, str]]:
+    """Log in as a grant user and make a view, routine, trigger and event of each kind; return (kind, name) of each."""
+    made = {
+        ("view", f"{tag}_definer_view"): f"CREATE SQL SECURITY DEFINER VIEW {tag}_definer_view AS SELECT * FROM orders",
+        ("view", f"{tag}_invoker_view"): f"CREATE SQL SECURITY INVOKER VIEW {tag}_invoker_view AS SELECT * FROM orders",
+        ("procedure", f"{tag}_proc"): f"CREATE PROCEDURE {tag}_proc() SQL SECURITY DEFINER SELECT COUNT(*) FROM orders",
+        ("function", f"{tag}_func"):
+            f"CREATE FUNCTION {tag}_func() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM orders)",
+        ("trigger", f"{tag}_trigger on orders"):
+            f"CREATE TRIGGER {tag}_trigger BEFORE INSERT ON orders FOR EACH ROW SET NEW.amount = NEW.amount",
+        # The shared server's event scheduler is off: the event is made, it never runs.
+        ("event", f"{tag}_event"): f"CREATE EVENT {tag}_event ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM orders",
+    }
+    # A package (MariaDB's Oracle mode) is a routine too, with a body apart.
+    packages = {("package", f"{tag}_pkg"), ("package body", f"{tag}_pkg")}
+    with _login(creds) as conn:
+        for statement in made.values():
+            _query(conn, statement)
+        _query(conn, "SET SESSION sql_mode = 'ORACLE'")
+        _query(conn, f"CREATE PACKAGE {tag}_pkg AS FUNCTION total RETURN INT; END")
+        _query(conn, f"CREATE PACKAGE BODY {tag}_pkg AS FUNCTION total RETURN INT AS BEGIN RETURN 1; END; END")
+    return set(made) | packages
+
+
+def _defined_by(root, user: str) -> list[tuple]:
+    """Everything on the server whose DEFINER is `user`, read as root."""
+    return [
+        row
+        for kind, sql in [
+            ("view", "SELECT TABLE_NAME FROM information_schema.VIEWS WHERE DEFINER LIKE %s"),
+            ("routine", "SELECT ROUTINE_NAME FROM information_schema.ROUTINES WHERE DEFINER LIKE %s"),
+            ("trigger", "SELECT TRIGGER_NAME FROM information_schema.TRIGGERS WHERE DEFINER LIKE %s"),
+            ("event", "SELECT EVENT_NAME FROM information_schema.EVENTS WHERE DEFINER LIKE %s"),
+        ]
+        for row in [(kind, name) for (name,) in _query(root, sql, [user.replace("_", "\\_") + "@%"])]
+    ]
+
+
+@pytest.fixture
+def code_allowed(root):
+    # With a binary log, a user without SUPER may create functions and triggers
+    # only under log_bin_trust_function_creators, a global we must not change.
+    (log_bin,) = _query(root, "SELECT @@log_bin")[0]
+    assert not log_bin, "these tests expect the shared MariaDB without a binary log (@@log_bin = 0)"
+
+
+def test_views_routines_triggers_and_events_a_grant_user_made_are_dropped_at_revocation(
+    connector, make_grant, root, code_allowed
+):
+    scope = [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]
+    first, second = make_grant([], privileges=scope), make_grant([], privileges=scope)
+    made = {g.pk: _make_objects(connector.provision(g).credentials, f"g{g.pk}") for g in (first, second)}
+
+    assert connector.revoke_many([first, second]) == {}
+
+    for grant in (first, second):
+        assert _defined_by(root, connector.user_name(grant)) == []
+        inventory = connector.take_inventory(grant.pk)
+        assert {(item["kind"], item["name"]) for item in inventory} == made[grant.pk]
+        assert {(item["database"], item["action"]) for item in inventory} == {(db.DATABASE, "dropped")}
+    # The trigger went with its account: writes to the table work again.
+    db.execute(root, f"INSERT INTO `{db.DATABASE}`.orders (customer, amount) VALUES ('After', 1)")
+
+
+def test_revoking_again_finds_nothing_more(connector, make_grant, code_allowed):
+    grant = make_grant([], privileges=[{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}])
+    _make_objects(connector.provision(grant).credentials, f"g{grant.pk}")
+    connector.revoke(grant)
+    connector.take_inventory(grant.pk)
+
+    connector.revoke(grant)
+
+    assert connector.take_inventory(grant.pk) == []
+
+
+README_CLEANUP_GRANTS = [
+    rf"GRANT {OBJECT_PRIVILEGES} ON `jit\_test\_appdb`.* TO {{admin}} WITH GRANT OPTION",
+    r"GRANT DROP, ALTER ROUTINE, TRIGGER, EVENT ON `jit\_test\_appdb`.* TO {admin}",
+]
+
+
+def test_the_readme_admin_account_finds_and_drops_what_a_grant_user_made(make_admin, root, code_allowed):
+    target = make_admin(*README_ADMIN_GRANTS, *README_ROLE_GRANTS, *README_CLEANUP_GRANTS)
+    grant = SimpleNamespace(
+        pk=next(_grant_ids), expires_at=_in(600),
+        scope={"privileges": [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]},
+    )
+
+    with MySQLConnector(target) as connector:
+        assert connector.check() == []
+        made = _make_objects(connector.provision(grant).credentials, f"g{grant.pk}")
+        connector.revoke(grant)
+
+        assert {(item["kind"], item["name"], item["action"]) for item in connector.take_inventory(grant.pk)} == {
+            (kind, name, "dropped") for kind, name in made
+        }
+    assert _defined_by(root, f"jit_g{grant.pk}") == []
+
+
+def test_a_scope_that_lets_users_create_code_the_admin_cannot_drop_is_refused(make_admin):
+    # The admin may hand out CREATE VIEW and CREATE ROUTINE, but without DROP
+    # and ALTER ROUTINE it could neither see nor drop what a user made (to hand
+    # out TRIGGER it holds TRIGGER, which is enough for triggers).
+    target = make_admin(*README_ADMIN_GRANTS, README_CLEANUP_GRANTS[0])
+    entry = {"privileges": "SELECT, CREATE VIEW, CREATE ROUTINE, TRIGGER", "on": f"{db.DATABASE}.*"}
+    grant = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [entry]})
+
+    with MySQLConnector(target) as connector:
+        with pytest.raises(ConnectorError) as info:
+            connector.provision(grant)
+        assert info.value.permanent
+        message = info.value.message
+        assert "DROP on `jit\\_test\\_appdb`.*, which it needs to find and drop the views" in message
+        assert "ALTER ROUTINE on `jit\\_test\\_appdb`.*, which it needs to find and drop the routines" in message
+        assert "TRIGGER on" not in message
+        assert not connector.is_present(grant)
+        with pytest.raises(ConnectorError, match="lacks ALTER ROUTINE"):
+            connector.validate_scope(grant.scope)
+
+
+def test_an_object_the_admin_may_see_but_not_drop_is_reported_and_the_account_still_goes(
+    make_admin, connector, make_grant, root, code_allowed
+):
+    grant = make_grant([], privileges=[{"privileges": "SELECT, CREATE VIEW", "on": f"{db.DATABASE}.*"}])
+    with _login(connector.provision(grant).credentials) as conn:
+        _query(conn, "CREATE VIEW leftover AS SELECT * FROM orders")
+    # SELECT shows the admin the view; only DROP would let it remove it.
+    target = make_admin(*README_ADMIN_GRANTS, r"GRANT SELECT ON `jit\_test\_appdb`.* TO {admin}")
+    try:
+        with MySQLConnector(target) as weak:
+            weak.revoke(grant)
+            assert not weak.is_present(grant)
+            [item] = weak.take_inventory(grant.pk)
+        assert (item["kind"], item["name"]) == ("view", "leftover")
+        assert item["action"].startswith("reported: not dropped") and "DROP command denied" in item["action"]
+    finally:
+        db.execute(root, f"DROP VIEW IF EXISTS `{db.DATABASE}`.leftover")
+
+
+@pytest.fixture
+def scope_roles(root):
+    """Build jit_test_outer -> jit_test_middle -> jit_test_inner from the statements given; drop them after."""
+
+    def build(*statements):
+        for role in db.SCRATCH_ROLES:
+            db.execute(root, f"DROP ROLE IF EXISTS {role}")
+        db.execute(
+            root,
+            *(f"CREATE ROLE {role}" for role in db.SCRATCH_ROLES),
+            "GRANT jit_test_middle TO jit_test_outer",
+            "GRANT jit_test_inner TO jit_test_middle",
+            r"GRANT SELECT ON `jit\_test\_appdb`.* TO jit_test_outer",
+            *statements,
+        )
+
+    yield build
+    for role in db.SCRATCH_ROLES:
+        db.execute(root, f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.mark.parametrize(
+    ("statements", "reason"),
+    [
+        ([f"GRANT {db.DBA} TO jit_test_inner"], f"outer -> jit_test_middle -> jit_test_inner -> {db.DBA} holds global"),
+        # 10.5+ privileges live only in mysql.global_priv, not in mysql.user's columns.
+        (["GRANT BINLOG ADMIN, SET USER ON *.* TO jit_test_inner"], "holds global privileges (BINLOG ADMIN, SET USER)"),
+        (["GRANT SELECT ON *.* TO jit_test_inner"], "holds global privileges (SELECT)"),
+        (["GRANT SELECT ON mysql.* TO jit_test_inner"], "covers a system schema"),
+        (["GRANT SELECT ON `%`.* TO jit_test_inner"], "covers a system schema"),
+        (["GRANT UPDATE (Password) ON mysql.user TO jit_test_inner"], "covers a system schema"),
+        ([r"GRANT SELECT ON `jit\_test\_appdb`.* TO jit_test_inner WITH GRANT OPTION"], "holds GRANT OPTION"),
+        ([r"GRANT ALTER ROUTINE ON `jit\_test\_appdb`.* TO jit_test_inner"], "holds ALTER ROUTINE"),
+        ([f"GRANT {db.READER} TO jit_test_inner WITH ADMIN OPTION"], f"holds role {db.READER} WITH ADMIN OPTION"),
+    ],
+)
+def test_a_scope_role_reaching_admin_rights_through_other_roles_is_refused(
+    connector, make_grant, scope_roles, statements, reason
+):
+    scope_roles(*statements)
+    grant = make_grant(["jit_test_outer"])
+
+    with pytest.raises(ConnectorError) as planned:
+        connector.validate_scope(grant.scope)
+    with pytest.raises(ConnectorError) as provisioned:
+        connector.provision(grant)
+
+    for info in (planned, provisioned):
+        assert info.value.permanent
+        assert "jit_test_outer" in info.value.message and reason in info.value.message
+    assert not connector.is_present(grant)
+
+
+def test_a_scope_role_with_only_database_privileges_through_its_roles_is_provisioned(
+    connector, make_grant, scope_roles
+):
+    scope_roles(f"GRANT {db.WRITER} TO jit_test_inner")
+    grant = make_grant(["jit_test_outer"])
+
+    assert connector.validate_scope(grant.scope) == []
+    with _login(connector.provision(grant).credentials) as conn:
+        _query(conn, "INSERT INTO orders (customer, amount) VALUES ('Inherited', 1)")
+
+
+def test_validate_scope_warns_what_a_scope_lets_users_leave_behind(connector):
+    on = f"{db.DATABASE}.*"
+    code = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE ROUTINE, TRIGGER", "on": on}]})
+    tables = connector.validate_scope({"privileges": [{"privileges": "SELECT, CREATE", "on": on}]})
+
+    assert len(code) == 1 and "routines, triggers in `jit\\_test\\_appdb`.*" in code[0]
+    assert "revocation drops them" in code[0]
+    assert len(tables) == 1 and "tables have no owner" in tables[0]
+
+
+@pytest.mark.parametrize(
+    ("statements", "privileges"),
+    [
+        ([r"GRANT CREATE ROUTINE ON `jit\_test\_appdb`.* TO jit_test_inner"], None),
+        ([], [{"privileges": "SELECT, TRIGGER", "on": f"{db.DATABASE}.orders"}]),
+    ],
+)
+def test_a_role_scope_that_lets_users_create_code_is_refused_on_mariadb(
+    connector, make_grant, scope_roles, statements, privileges
+):
+    # With the role active, MariaDB lets the user write DEFINER = CURRENT_ROLE
+    # without SUPER: the code would belong to the role and outlive the grant.
+    scope_roles(*statements)
+    grant = make_grant(["jit_test_outer"], privileges=privileges)
+
+    for attempt in (connector.validate_scope, lambda scope: connector.provision(grant)):
+        with pytest.raises(ConnectorError, match="DEFINER") as info:
+            attempt(grant.scope)
+        assert info.value.permanent and "jit_test_outer" in info.value.message
+    assert not connector.is_present(grant)
+
+
+def test_why_mariadb_code_privileges_may_not_come_with_a_role(root, scope_roles, code_allowed):
+    # The server behaviour the refusal above stands on: an account whose role
+    # brings TRIGGER makes the role its trigger's DEFINER, no SUPER needed, and
+    # the trigger runs as the role once the account is gone. (Were TRIGGER the
+    # account's own, the role's trigger would stay and fail every insert.)
+    scope_roles(f"GRANT TRIGGER ON `{db.DATABASE}`.orders TO jit_test_inner")
+    user, password = f"jit_g{next(_grant_ids)}", "Pw-" + os.urandom(6).hex()
+    db.execute(
+        root,
+        f"CREATE USER '{user}'@'%' IDENTIFIED BY '{password}'",
+        f"GRANT jit_test_outer TO '{user}'@'%'",
+        f"SET DEFAULT ROLE jit_test_outer FOR '{user}'@'%'",
+    )
+    try:
+        creds = {"host": "127.0.0.1", "port": 3306, "username": user, "password": password, "database": db.DATABASE}
+        with _login(creds) as conn:
+            _query(
+                conn,
+                "CREATE DEFINER = CURRENT_ROLE TRIGGER role_trigger BEFORE INSERT ON orders FOR EACH ROW"
+                " SET @role_trigger_saw = (SELECT COUNT(*) FROM orders)",
+            )
+        db.drop_accounts(root, re.compile(re.escape(user)))
+
+        assert _query(root, "SELECT DEFINER FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = 'role_trigger'") == [
+            ("jit_test_outer@",)
+        ]
+        db.execute(root, f"INSERT INTO `{db.DATABASE}`.orders (customer, amount) VALUES ('Fires', 0)")
+        assert _query(root, "SELECT @role_trigger_saw") == [(3,)]
+    finally:
+        db.drop_accounts(root, re.compile(re.escape(user)))
+        db.execute(root, f"DROP TRIGGER IF EXISTS `{db.DATABASE}`.role_trigger")
+
+
+def test_alter_routine_is_refused_because_it_can_turn_a_dbas_routine_into_sql_security_definer(connector):
+    with pytest.raises(ConnectorError, match="SQL SECURITY DEFINER") as info:
+        connector.validate_scope({"privileges": [{"privileges": "SELECT, ALTER ROUTINE", "on": f"{db.DATABASE}.*"}]})
+
+    assert info.value.permanent
+
+
+def test_check_warns_when_public_lets_every_account_create_code(connector, root):
+    # The first grant to PUBLIC adds its row to the shared server's grant
+    # tables; REVOKE leaves the row, so take it out again if it was not there.
+    had_row = _query(root, "SELECT COUNT(*) FROM mysql.global_priv WHERE User = 'PUBLIC' AND Host = ''")[0][0]
+    db.execute(root, r"GRANT CREATE VIEW ON `jit\_test\_appdb`.* TO PUBLIC")
+    try:
+        warnings = connector.check()
+    finally:
+        db.execute(root, r"REVOKE CREATE VIEW ON `jit\_test\_appdb`.* FROM PUBLIC")
+        if not had_row:
+            db.execute(root, "DELETE FROM mysql.global_priv WHERE User = 'PUBLIC' AND Host = ''", "FLUSH PRIVILEGES")
+
+    assert any("PUBLIC holds CREATE VIEW on `jit\\_test\\_appdb`.*" in w for w in warnings), warnings
+    assert any(w.startswith("Through PUBLIC: Grant users of this scope may create views") for w in warnings), warnings
+
+
+@pytest.fixture
+def mysql_profile(root, monkeypatch, groups):
+    """A profile on the shared MariaDB whose users may create code in the demo database."""
+    monkeypatch.setenv(SECRET_ENV, db.root_url())
+    params = db.url_params(db.root_url())
+    target = Target.objects.create(
+        name="appdb-mysql", kind="mysql", secret_env=SECRET_ENV,
+        config={"host": params["host"], "port": params["port"], "database": db.DATABASE, "prefix": LIFECYCLE_PREFIX},
+    )
+    profile = AccessProfile.objects.create(
+        name="appdb-mysql-dev", title="appdb developer", target=target,
+        scope={"privileges": [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]},
+        max_duration=datetime.timedelta(hours=4), approver_group=groups["db-approvers"],
+    )
+    profile.requestable_by.add(groups["engineers"])
+    yield profile
+    db.drop_accounts(root, LIFECYCLE_ACCOUNTS)
+
+
+def test_what_a_grant_user_made_is_listed_in_the_revocation_event_and_a_drift_finding(
+    ana, otto, mysql_profile, root, code_allowed
+):
+    request = lifecycle.submit_request(
+        requester=ana, profile=mysql_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
+    lifecycle.approve_request(request.pk, actor=otto)
+    grant = lifecycle.provision_grant(request.grant.pk)
+    assert grant.status == "active", grant.last_error
+    made = _make_objects(lifecycle.reveal_credentials(grant.pk, actor=ana), "lc")
+
+    lifecycle.revoke_grant(grant.pk, actor=ana, reason="released")
+    grant = lifecycle.complete_revocation(grant.pk)
+
+    assert grant.status == "revoked"
+    assert _defined_by(root, grant.external_ref) == []
+    event = AuditEvent.objects.get(action="grant.revoked", object_id=str(grant.pk))
+    assert {(item["kind"], item["name"], item["action"]) for item in event.details["objects"]} == {
+        (kind, name, "dropped") for kind, name in made
+    }
+    finding = DriftFinding.objects.get(grant=grant)
+    assert finding.kind == DriftFinding.Kind.OBJECTS
+    assert finding.action.startswith(f"{len(made)} object(s)")
+    assert f"trigger {db.DATABASE}.lc_trigger on orders dropped" in finding.action
