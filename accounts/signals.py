@@ -3,8 +3,10 @@
 from django.contrib.auth.signals import user_logged_in
 from django.dispatch import Signal, receiver
 
-# Sent with `user` and `removed` (group names) when a login shows lost groups.
+# Sent with `user` and `removed` (group names) when a login or refresh shows lost groups.
 groups_removed = Signal()
+# Sent with `user` and `reason` when the IdP no longer accepts an account and the portal deactivated it.
+user_deactivated = Signal()
 
 
 @receiver(user_logged_in)

@@ -8,14 +8,22 @@ class GrantsConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        from accounts.signals import groups_removed
+        from accounts.signals import groups_removed, user_deactivated
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
+        user_deactivated.connect(_on_user_deactivated, dispatch_uid="grants.enforce_group_policy.deactivated")
         post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
 
 
 def _on_groups_removed(sender, user, removed, **kwargs):
     # Wiring only: the rule lives in the lifecycle.
+    from .lifecycle import enforce_group_policy
+
+    enforce_group_policy(user)
+
+
+def _on_user_deactivated(sender, user, reason, **kwargs):
+    # An inactive user may request nothing, so the same rule ends all their access.
     from .lifecycle import enforce_group_policy
 
     enforce_group_policy(user)
