@@ -222,18 +222,19 @@ def ensure_recent_identity(user):
     return fresh
 
 
-@transaction.atomic
 def deactivate_user(user, *, reason: str):
     """Deactivate an account the IdP no longer accepts; its tokens stop working and `user_deactivated` ends its access."""
     User = get_user_model()
-    locked = User.objects.select_for_update().get(pk=user.pk)
-    if not locked.is_active:
-        return
-    locked.is_active, locked.deactivated_by_idp_at = False, timezone.now()
-    locked.save(update_fields=["is_active", "deactivated_by_idp_at"])
+    with transaction.atomic():
+        locked = User.objects.select_for_update().get(pk=user.pk)
+        if not locked.is_active:
+            return
+        locked.is_active, locked.deactivated_by_idp_at = False, timezone.now()
+        locked.save(update_fields=["is_active", "deactivated_by_idp_at"])
+        audit.record("user.deactivated", obj=locked, details={"user": locked.username, "reason": reason})
     user.is_active, user.deactivated_by_idp_at = False, locked.deactivated_by_idp_at
     log.warning("Deactivated %s: %s.", locked.username, reason)
-    audit.record("user.deactivated", obj=locked, details={"user": locked.username, "reason": reason})
+    # After the commit: the account stays deactivated even if ending its access fails here.
     user_deactivated.send(sender=User, user=locked, reason=reason)
 
 

@@ -7,9 +7,12 @@ account at the IdP, as an administrator there would, and nobody signs in.
 
 import datetime
 import logging
+import threading
 
+import pytest
 from allauth.socialaccount.models import SocialToken
 from django.core.management import call_command
+from django.db import connection
 from django.utils import timezone
 
 from accounts import identity, tasks
@@ -158,6 +161,33 @@ def test_a_rotated_refresh_token_is_kept_for_the_next_refresh(client, idp):
         assert identity.refresh_identity(ana).outcome == identity.REFRESHED
         seen.add(SocialToken.objects.get(account__user=ana).token_secret)
     assert len(seen) == 4, "the test IdP rotates refresh tokens at every use"
+    ana.refresh_from_db()
+    assert ana.is_active
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_refreshes_at_once_do_not_use_one_rotating_refresh_token_twice(client, idp):
+    # Had both sent the same refresh token, the IdP would have ended the whole
+    # grant (reuse detection) and the next refresh would have deactivated ana.
+    ana = idp.sign_in(client, "ana")
+    age(ana)
+    start, outcomes = threading.Barrier(2), []
+
+    def refresh():
+        try:
+            start.wait()
+            outcomes.append(identity.refresh_identity(User.objects.get(pk=ana.pk)).outcome)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=refresh) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert outcomes == [identity.REFRESHED, identity.REFRESHED]
+    age(ana)
+    assert identity.refresh_identity(ana).outcome == identity.REFRESHED
     ana.refresh_from_db()
     assert ana.is_active
 
