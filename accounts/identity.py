@@ -113,6 +113,7 @@ def refresh_identity(user, *, unless_newer_than: int | None = None) -> Refresh:
         return result
     claims, extra_data = result
     SocialAccount.objects.filter(pk=account.pk).update(extra_data=extra_data)
+    user.refresh_from_db()  # the mapping saves the whole row: start from what is there now
     sync_user_from_claims(user, claims)
     return Refresh(REFRESHED)
 
