@@ -10,6 +10,9 @@ import pytest
 
 from grants import devcluster
 
+# The test IdP (tests/e2e/idp's oidc-provider) for the identity tests: fixtures `oidc_provider` and `idp`.
+pytest_plugins = ["accounts.tests.oidc_idp"]
+
 
 @pytest.fixture(scope="session")
 def pg_cluster():

@@ -10,7 +10,9 @@ admin.site.login_form = AdminLoginForm
 
 @admin.register(User)
 class UserAdmin(BaseUserAdmin):
-    fieldsets = BaseUserAdmin.fieldsets + (("Organisation", {"fields": ("manager",)}),)
+    identity_fields = ("manager_ref", "idp_subject", "employee_id", "identity_refreshed_at", "deactivated_by_idp_at")
+    fieldsets = BaseUserAdmin.fieldsets + (("Organisation", {"fields": ("manager", *identity_fields)}),)
+    readonly_fields = identity_fields
     list_display = ("username", "email", "first_name", "last_name", "manager", "is_staff")
     autocomplete_fields = ("manager",)
 

@@ -9,9 +9,24 @@ class User(AbstractUser):
     manager = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
     )
-    # The IdP's manager claim as given (an email or username), kept so that
-    # the relation is made when the manager first signs in.
+    # The IdP's manager claim as given (a subject, employee id or email: OIDC_MANAGER_MATCH),
+    # kept so that the relation is made when the manager first signs in.
     manager_ref = models.CharField(max_length=254, blank=True, editable=False)
+    # Stable keys the manager claim is matched against; set from the IdP's claims only.
+    idp_subject = models.CharField(
+        "IdP subject", max_length=255, blank=True, db_index=True, editable=False, help_text="The IdP's `sub` claim."
+    )
+    employee_id = models.CharField(
+        max_length=150, blank=True, db_index=True, editable=False, help_text="The claim named by OIDC_EMPLOYEE_ID_CLAIM."
+    )
+    identity_refreshed_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When groups, manager and state last came from the IdP."
+    )
+    # The sync job's last attempt, successful or not: a failing identity is tried again one interval later.
+    identity_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Set when the IdP refused to refresh this identity and the portal deactivated
+    # the account; a later sign-in at the IdP reactivates only such accounts.
+    deactivated_by_idp_at = models.DateTimeField("deactivated by the IdP at", null=True, blank=True, editable=False)
 
     def __str__(self):
         return self.get_full_name() or self.username

@@ -8,8 +8,10 @@ import audit
 
 from .login import record_login_failure, request_facts
 
-# Sent with `user` and `removed` (group names) when a login shows lost groups.
+# Sent with `user` and `removed` (group names) when a login or refresh shows lost groups.
 groups_removed = Signal()
+# Sent with `user` and `reason` when the IdP no longer accepts an account and the portal deactivated it.
+user_deactivated = Signal()
 # Sent with `user` and `event` (its audit event) after every emergency password login, for the security contacts.
 emergency_login = Signal()
 

@@ -25,6 +25,7 @@ Errors are `{"code", "message", "field"?}` with a stable `code`:
 | not_found | 404 | no such request, or the caller may not see it |
 | conflict | 409 | the request or grant is not in a state that allows this |
 | rate_limited | 429 | too many bad tokens from one address, or too many requests; see Retry-After |
+| unavailable | 503 | a decision needs the caller's rights refreshed from the IdP, which did not answer; try again |
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ninja import NinjaAPI, Path, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer
 
-from accounts import ratelimit
+from accounts import identity, ratelimit
 from accounts import tokens as api_tokens
 from accounts.ratelimit import client_ip
 
@@ -54,7 +55,7 @@ RS = AccessRequest.Status
 RequestId = Path(..., ge=1, le=2**63 - 1)
 # The lifecycle names form fields; the API's field for a duration is in seconds.
 FIELD_NAMES = {"duration": "duration_seconds", "params": "public_key"}
-CODES = {400: "invalid", 401: "unauthorized", 403: "not_allowed", 404: "not_found", 405: "invalid", 409: "conflict", 429: "rate_limited"}
+CODES = {400: "invalid", 401: "unauthorized", 403: "not_allowed", 404: "not_found", 405: "invalid", 409: "conflict", 429: "rate_limited", 503: "unavailable"}
 
 
 class ApiError(Exception):
@@ -198,7 +199,7 @@ def _on_crash(request, exc):
 
 # Reading ---------------------------------------------------------------------
 
-ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 429: Error}
+ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 429: Error, 503: Error}
 
 
 def _seconds(delta: datetime.timedelta) -> int:
@@ -353,10 +354,16 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide) -> dic
     if access_request is None:
         raise _not_found(request_id)
     try:
-        decide(access_request.pk, actor=request.auth, comment=payload.comment if payload else "")
+        # A token outlives group changes at the IdP: decide with rights read from it recently.
+        actor = identity.ensure_recent_identity(request.auth)
+    except identity.IdentityError as exc:
+        status, code = (503, "unavailable") if exc.temporary else (403, "not_allowed")
+        raise ApiError(status, code, f"Nothing was decided: {exc}") from None
+    try:
+        decide(access_request.pk, actor=actor, comment=payload.comment if payload else "")
     except lifecycle.NotAllowedError as exc:
         # The lifecycle has recorded the attempt; outsiders still learn nothing about the request.
-        if not selectors.may_view_request(request.auth, access_request):
+        if not selectors.may_view_request(actor, access_request):
             raise _not_found(request_id) from None
         raise ApiError(403, "not_allowed", str(exc)) from None
     except lifecycle.TransitionError as exc:

@@ -9,9 +9,10 @@ class GrantsConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        from accounts.signals import emergency_login, groups_removed
+        from accounts.signals import emergency_login, groups_removed, user_deactivated
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
+        user_deactivated.connect(_on_user_deactivated, dispatch_uid="grants.enforce_group_policy.deactivated")
         emergency_login.connect(_on_emergency_login, dispatch_uid="grants.tell_security_of_emergency_login")
         post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
 
@@ -29,6 +30,13 @@ def _on_emergency_login(sender, user, event, **kwargs):
 
     func = "grants.notify.emergency_login_used"
     transaction.on_commit(lambda: async_task(func, event.pk, group="emergency_login_used"))
+
+
+def _on_user_deactivated(sender, user, reason, **kwargs):
+    # An inactive user may request nothing, so the same rule ends all their access.
+    from .lifecycle import enforce_group_policy
+
+    enforce_group_policy(user)
 
 
 AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]

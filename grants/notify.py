@@ -31,6 +31,7 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import dateformat, timezone
 
+from accounts import identity
 from accounts.models import NotificationPreference
 from audit.models import AuditEvent
 
@@ -325,7 +326,12 @@ def decide_from_slack(click: dict):
     if len(actors) != 1:
         tell(f"Nothing was decided: {'no' if not actors else 'more than one'} active portal account has your Slack email ({email}).")
         return None
-    actor = actors[0]
+    try:
+        # A click can come long after the last sign-in: decide with rights read from the IdP recently.
+        actor = identity.ensure_recent_identity(actors[0])
+    except identity.IdentityError as exc:
+        tell(f"Nothing was decided: {exc}")
+        return None
     decide = lifecycle.approve_request if click["action"] == "approve" else lifecycle.deny_request
     try:
         decide(request_id, actor=actor, comment="via Slack", step=step)

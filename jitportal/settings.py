@@ -182,14 +182,29 @@ SOCIALACCOUNT_ADAPTER = "accounts.adapter.SocialAccountAdapter"
 SOCIALACCOUNT_AUTO_SIGNUP = True
 SOCIALACCOUNT_EMAIL_AUTHENTICATION = False
 SOCIALACCOUNT_LOGIN_ON_GET = False
+# The refresh token (SocialToken.token_secret) is what refreshes identity between logins.
+SOCIALACCOUNT_STORE_TOKENS = True
 
 OIDC_PROVIDER_ID = "idp"
 OIDC_PROVIDER_NAME = env.str("OIDC_PROVIDER_NAME", default="Single sign-on")
 OIDC_CLIENT_ID = env.str("OIDC_CLIENT_ID", default="")
 OIDC_CLIENT_SECRET = _secret("OIDC_CLIENT_SECRET", default="")
-OIDC_SCOPES = env.list("OIDC_SCOPES", default=["openid", "profile", "email", "groups"])
+# offline_access asks for a refresh token, with which groups and the account's
+# state are refreshed without an interactive login (README "Identity and its refresh").
+OIDC_SCOPES = env.list("OIDC_SCOPES", default=["openid", "profile", "email", "groups", "offline_access"])
 OIDC_GROUPS_CLAIM = env.str("OIDC_GROUPS_CLAIM", default="groups")
 OIDC_MANAGER_CLAIM = env.str("OIDC_MANAGER_CLAIM", default="manager")
+# What the manager claim names: the manager's IdP subject (sub), their employee id
+# (the claim OIDC_EMPLOYEE_ID_CLAIM), or their verified email address.
+OIDC_MANAGER_MATCH = env.str("OIDC_MANAGER_MATCH", default="sub")
+OIDC_EMPLOYEE_ID_CLAIM = env.str("OIDC_EMPLOYEE_ID_CLAIM", default="")
+if OIDC_MANAGER_MATCH not in ("sub", "employee_id", "email"):
+    raise ImproperlyConfigured(f"OIDC_MANAGER_MATCH={OIDC_MANAGER_MATCH!r}: use sub, employee_id or email.")
+if OIDC_MANAGER_MATCH == "employee_id" and not OIDC_EMPLOYEE_ID_CLAIM:
+    raise ImproperlyConfigured("OIDC_MANAGER_MATCH=employee_id needs OIDC_EMPLOYEE_ID_CLAIM (the claim holding it).")
+# An email claim is kept only with email_verified true; false also keeps one whose
+# email_verified is missing (IdPs such as Entra ID never send it), never one marked false.
+OIDC_REQUIRE_VERIFIED_EMAIL = env.bool("OIDC_REQUIRE_VERIFIED_EMAIL", default=True)
 # Groups the portal keeps in step with the IdP; empty means all of them.
 OIDC_MANAGED_GROUPS = env.list("OIDC_MANAGED_GROUPS", default=[])
 # IdP groups whose members may use the (read-only unless granted more) Django admin.
@@ -256,6 +271,11 @@ JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characte
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
+# Identity refresh without a login (accounts/identity.py): the sync job refreshes
+# each user whose identity is older than JIT_IDENTITY_SYNC_INTERVAL seconds; a decision
+# by API token or Slack first refreshes one older than JIT_IDENTITY_MAX_AGE seconds.
+JIT_IDENTITY_SYNC_INTERVAL = env.int("JIT_IDENTITY_SYNC_INTERVAL", default=600)
+JIT_IDENTITY_MAX_AGE = env.int("JIT_IDENTITY_MAX_AGE", default=900)
 # Where the hourly audit head line is appended (empty: the log only).
 AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # Members get read-only admin pages for the trail and the catalog.

@@ -44,7 +44,7 @@ def _follow_until(session, response, stop_prefix, limit=10):
     raise AssertionError("too many redirects")
 
 
-def _start(idp, portal_port):
+def _start(idp, portal_port, scope=SCOPE):
     """Begin an authorization request; return (session, login page response, state, verifier, nonce)."""
     session = requests.Session()
     verifier = _b64url(secrets.token_bytes(32))
@@ -55,7 +55,7 @@ def _start(idp, portal_port):
             "client_id": CLIENT_ID,
             "redirect_uri": _redirect_uri(portal_port),
             "response_type": "code",
-            "scope": SCOPE,
+            "scope": scope,
             "state": state,
             "nonce": nonce,
             "code_challenge": _b64url(hashlib.sha256(verifier.encode()).digest()),
@@ -104,7 +104,7 @@ def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
     tokens = token.json()
     id_token = _jwt_payload(tokens["id_token"])
     assert id_token["sub"] == "ana" and id_token["nonce"] == nonce and id_token["aud"] == CLIENT_ID
-    assert id_token["groups"] == ["engineers"] and id_token["manager"] == "marc@example.com"
+    assert id_token["groups"] == ["engineers"] and id_token["manager"] == "marc"  # the manager's subject
 
     userinfo = requests.get(idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
     assert userinfo.status_code == 200, userinfo.text
@@ -113,7 +113,31 @@ def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
     assert claims["email"] == "ana@example.com"
     assert claims["given_name"] == "Ana" and claims["family_name"] == "Requester" and claims["name"] == "Ana Requester"
     assert claims["groups"] == ["engineers"]
-    assert claims["manager"] == "marc@example.com"
+    assert claims["manager"] == "marc"
+    assert claims["email_verified"] is True
+
+
+def test_the_code_flow_gives_a_refresh_token_that_reads_the_claims_again(idp, portal_port):
+    session, page, _, verifier, _ = _start(idp, portal_port, scope=SCOPE + " offline_access")
+    response = session.post(_login_action(page), data={"username": "marc", "password": PASSWORDS["marc"]}, allow_redirects=False, timeout=10)
+    callback, _ = _follow_until(session, response, _redirect_uri(portal_port))
+    code = parse_qs(urlsplit(callback).query)["code"][0]
+    first = requests.post(
+        idp.issuer + "/token",
+        data={"grant_type": "authorization_code", "code": code, "redirect_uri": _redirect_uri(portal_port), "code_verifier": verifier},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=10,
+    ).json()
+    assert first.get("refresh_token"), first
+
+    refreshed = requests.post(
+        idp.issuer + "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10
+    )
+    assert refreshed.status_code == 200, refreshed.text
+    tokens = refreshed.json()
+    assert _jwt_payload(tokens["id_token"])["groups"] == ["engineers", "db-approvers"]
+    userinfo = requests.get(idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10).json()
+    assert (userinfo["sub"], userinfo["groups"]) == ("marc", ["engineers", "db-approvers"])
 
 
 def test_code_without_the_pkce_verifier_is_refused(idp, portal_port):

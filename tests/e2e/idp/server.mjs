@@ -2,9 +2,12 @@
 //
 // oidc-provider (https://github.com/panva/node-oidc-provider) with one
 // confidential client, the accounts of accounts.json (password checked, a
-// disabled account cannot sign in), a minimal login page of our own (labels
-// "Username" and "Password", button "Sign in"), consent granted
-// automatically (a first-party client), and RP-initiated logout.
+// disabled account cannot sign in nor refresh its tokens), a minimal login
+// page of our own (labels "Username" and "Password", button "Sign in"),
+// consent granted automatically (a first-party client), a refresh token with
+// every code, and RP-initiated logout. The accounts file is
+// read again whenever it changes, so a test can disable an account or change
+// its groups while the provider runs.
 //
 //   node server.mjs --port 0 --client-id portal --client-secret s3cret \
 //     --redirect-uri http://127.0.0.1:8000/accounts/oidc/idp/login/callback/ \
@@ -18,7 +21,7 @@
 // listening it prints "IdP ready on <issuer>".
 
 import { generateKeyPairSync, timingSafeEqual, createHash } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import http from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -61,13 +64,26 @@ const config = {
   accountsFile: option('accounts', 'IDP_ACCOUNTS', join(HERE, 'accounts.json')),
 };
 
-const accounts = JSON.parse(readFileSync(config.accountsFile, 'utf8'));
+let accounts = {};
+let accountsVersion = '';
+
+// The accounts as the file holds them now (read again when its mtime or size changes).
+function currentAccounts() {
+  const stat = statSync(config.accountsFile);
+  const version = `${stat.mtimeMs}:${stat.size}`;
+  if (version !== accountsVersion) {
+    accounts = JSON.parse(readFileSync(config.accountsFile, 'utf8'));
+    accountsVersion = version;
+  }
+  return accounts;
+}
+currentAccounts();
 
 // ---------------------------------------------------------------------------
 // Accounts
 
 function claimsOf(id) {
-  const a = accounts[id];
+  const a = currentAccounts()[id];
   const claims = {
     sub: id,
     preferred_username: id,
@@ -75,17 +91,20 @@ function claimsOf(id) {
     given_name: a.given_name,
     family_name: a.family_name,
     email: a.email,
-    email_verified: true,
+    email_verified: a.email_verified ?? true,
     groups: a.groups ?? [],
   };
   if (a.manager) claims.manager = a.manager;
+  if (a.employee_id) claims.employee_id = a.employee_id;
   return claims;
 }
 
 async function findAccount(ctx, id) {
-  const a = Object.hasOwn(accounts, id) ? accounts[id] : undefined;
+  const all = currentAccounts();
+  const a = Object.hasOwn(all, id) ? all[id] : undefined;
   // A disabled account is unknown to the provider: an existing session of it
-  // stops working and no token is issued for it.
+  // stops working, no token is issued for it, and its refresh token is
+  // refused with invalid_grant.
   if (!a || a.disabled) return undefined;
   return {
     accountId: id,
@@ -101,7 +120,8 @@ function digest(text) {
 
 // Returns [accountId, null] or [null, error message].
 function checkLogin(username, password) {
-  const a = Object.hasOwn(accounts, username) ? accounts[username] : undefined;
+  const all = currentAccounts();
+  const a = Object.hasOwn(all, username) ? all[username] : undefined;
   const ok = timingSafeEqual(digest(password), digest(a ? a.password : '\0no account\0'));
   if (!a || !ok) return [null, 'Invalid username or password.'];
   if (a.disabled) return [null, 'This account is disabled. Ask your administrator.'];
@@ -173,7 +193,7 @@ function buildProvider(issuer) {
         redirect_uris: config.redirectUris,
         post_logout_redirect_uris: config.postLogoutRedirectUris,
         response_types: ['code'],
-        grant_types: ['authorization_code'],
+        grant_types: ['authorization_code', 'refresh_token'],
         // client_secret_post is allowed too (see clientAuthMethods below)
         token_endpoint_auth_method: 'client_secret_basic',
       },
@@ -182,15 +202,24 @@ function buildProvider(issuer) {
     // Confidential clients may use PKCE (S256 only) and the portal does;
     // only public clients are forced to.
     pkce: { required: (ctx, client) => client.clientAuthMethod === 'none' },
-    scopes: ['openid', 'profile', 'email', 'groups'],
+    scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
     claims: {
       openid: ['sub'],
       profile: ['preferred_username', 'name', 'given_name', 'family_name'],
       email: ['email', 'email_verified'],
-      groups: ['groups', 'manager'],
+      groups: ['groups', 'manager', 'employee_id'],
     },
     // The ID token carries the scope claims too, not only userinfo.
     conformIdTokenClaims: false,
+    // Like Keycloak: a refresh token with every code, which outlives the IdP
+    // session. (oidc-provider alone keeps offline_access only with
+    // prompt=consent, and a portal sending that makes most IdPs ask for
+    // consent at every sign-in.)
+    issueRefreshToken: async (ctx, client) => client.grantTypeAllowed('refresh_token'),
+    expiresWithSession: async () => false,
+    // Each refresh token works once, as with rotation at Okta, Auth0 or
+    // Keycloak; using one twice ends the whole grant.
+    rotateRefreshToken: true,
     findAccount,
     // A first-party client: consent is granted for whatever it asks.
     async loadExistingGrant(ctx) {
