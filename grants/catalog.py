@@ -527,23 +527,23 @@ def _check_scopes_on_targets(path: str, desired: Desired, current_targets: dict[
         target = Target(name=target_name, **spec) if spec else current_targets.get(target_name)
         if target is None or target.kind not in REGISTRY:
             continue
+        unread = f"target {target_name}: scopes not checked on the target ({{}}); provisioning checks them."
         with get_connector(target) as connector:
             if type(connector).validate_scope is Connector.validate_scope:
                 continue  # this kind has nothing to check on the target
             try:
                 connector.admin_secret()
             except ConnectorError as exc:
-                warnings.append(f"target {target_name}: scopes not checked on the target ({exc.message}); provisioning checks them.")
+                warnings.append(unread.format(exc.message))
                 continue
             for name in names:
                 try:
                     connector.validate_scope(desired.profiles[name]["scope"])
                 except ConnectorError as exc:
-                    if exc.permanent:
-                        errors.append(f"{path}:{desired.scope_lines.get(name, 0)}: profiles.{name}.scope: {exc.message}")
-                        continue
-                    warnings.append(f"target {target_name}: scopes not checked on the target ({exc.message}); provisioning checks them.")
-                    break
+                    if not exc.permanent:
+                        warnings.append(unread.format(exc.message))
+                        break
+                    errors.append(f"{path}:{desired.scope_lines.get(name, 0)}: profiles.{name}.scope: {exc.message}")
     if errors:
         raise CatalogError(errors)
     return warnings

@@ -37,7 +37,8 @@ def _stub(grant_id: int):
 def _finding(target, ref, kind, *, grant=None, action="", objects=None):
     finding = DriftFinding.objects.create(target=target, external_ref=ref, grant=grant, kind=kind, action=action,
                                           resolved_at=timezone.now() if action.startswith("removed") else None)
-    details = {"target": target.name, "external_ref": ref, "kind": kind, "grant": grant.pk if grant else None, "action": action}
+    details = {"target": target.name, "external_ref": ref, "kind": kind, "grant": grant.pk if grant else None,
+               "action": action}
     if objects:
         details["objects"] = objects  # what the account had made or granted, and what removing it did with each
     audit.record("drift.found", obj=finding, details=details)

@@ -72,7 +72,9 @@ BUILTIN_ROLE_DANGERS = {
     "pg_execute_server_program": "runs programs on the database server as its operating-system user (COPY ... PROGRAM)",
     "pg_read_server_files": "reads any file the database server can read",
     "pg_write_server_files": "writes files on the database server, which is enough to become superuser",
-    "pg_read_all_data": "reads every table of every database whatever the GRANTs, pg_authid's password verifiers included",
+    "pg_read_all_data": (
+        "reads every table of every database whatever the GRANTs, pg_authid's password verifiers included"
+    ),
     "pg_write_all_data": "writes every table of every database whatever the GRANTs",
     "pg_signal_backend": "cancels and terminates other users' sessions",
     "pg_checkpoint": "runs CHECKPOINT, an administrator's command",
@@ -93,7 +95,8 @@ WITH RECURSIVE reach(start, oid, path) AS (
     FROM reach JOIN pg_auth_members m ON m.member = reach.oid JOIN pg_roles g ON g.oid = m.roleid
     WHERE g.rolname::text <> ALL(reach.path)
 )
-SELECT reach.start, reach.path, g.rolname::text, g.rolsuper, g.rolcreaterole, g.rolcreatedb, g.rolbypassrls, g.rolreplication
+SELECT reach.start, reach.path, g.rolname::text,
+       g.rolsuper, g.rolcreaterole, g.rolcreatedb, g.rolbypassrls, g.rolreplication
 FROM reach JOIN pg_roles g ON g.oid = reach.oid
 """
 
@@ -119,35 +122,44 @@ ORDER BY o.type, o.identity
 
 # Privileges the role granted to others (grantor = the role), on what it owns
 # and on what it holds a grant option of. On what it owns they would pass to
-# the new owner with the object; the others DROP OWNED would take back with
-# the role's grant option (it is in no group by then), but each is listed.
+# the new owner with the object, so they are revoked first; on the others,
+# DROP OWNED takes them back with the role's grant option (CASCADE: the role
+# is in no group by then, so it holds the option nowhere else).
 _GRANTED_SQL = """
 WITH deps AS (
-    SELECT DISTINCT classid, objid FROM pg_shdepend
+    SELECT classid, objid, bool_or(deptype = 'o') AS owned FROM pg_shdepend
     WHERE refclassid = 'pg_authid'::regclass AND refobjid = %(role)s AND deptype IN ('o', 'a')
       AND (dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) OR (%(shared)s AND dbid = 0))
+    GROUP BY 1, 2
 ), acls(classid, objid, acl) AS (
-    SELECT d.classid, d.objid, c.relacl FROM deps d JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, a.attacl FROM deps d JOIN pg_attribute a
-        ON d.classid = 'pg_class'::regclass AND a.attrelid = d.objid AND a.attnum > 0 AND NOT a.attisdropped
-    UNION ALL SELECT d.classid, d.objid, p.proacl FROM deps d JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, n.nspacl FROM deps d JOIN pg_namespace n
-        ON d.classid = 'pg_namespace'::regclass AND n.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, t.typacl FROM deps d JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, l.lomacl FROM deps d JOIN pg_largeobject_metadata l
-        ON d.classid = 'pg_largeobject'::regclass AND l.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, f.srvacl FROM deps d JOIN pg_foreign_server f
-        ON d.classid = 'pg_foreign_server'::regclass AND f.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, w.fdwacl FROM deps d JOIN pg_foreign_data_wrapper w
-        ON d.classid = 'pg_foreign_data_wrapper'::regclass AND w.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, g.lanacl FROM deps d JOIN pg_language g ON d.classid = 'pg_language'::regclass AND g.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, b.datacl FROM deps d JOIN pg_database b ON d.classid = 'pg_database'::regclass AND b.oid = d.objid
-    UNION ALL SELECT d.classid, d.objid, s.spcacl FROM deps d JOIN pg_tablespace s
-        ON d.classid = 'pg_tablespace'::regclass AND s.oid = d.objid
+    SELECT d.classid, d.objid, c.relacl FROM deps d
+        JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, a.attacl FROM deps d
+        JOIN pg_attribute a ON d.classid = 'pg_class'::regclass AND a.attrelid = d.objid
+                            AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL SELECT d.classid, d.objid, p.proacl FROM deps d
+        JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, n.nspacl FROM deps d
+        JOIN pg_namespace n ON d.classid = 'pg_namespace'::regclass AND n.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, t.typacl FROM deps d
+        JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, l.lomacl FROM deps d
+        JOIN pg_largeobject_metadata l ON d.classid = 'pg_largeobject'::regclass AND l.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, f.srvacl FROM deps d
+        JOIN pg_foreign_server f ON d.classid = 'pg_foreign_server'::regclass AND f.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, w.fdwacl FROM deps d
+        JOIN pg_foreign_data_wrapper w ON d.classid = 'pg_foreign_data_wrapper'::regclass AND w.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, g.lanacl FROM deps d
+        JOIN pg_language g ON d.classid = 'pg_language'::regclass AND g.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, b.datacl FROM deps d
+        JOIN pg_database b ON d.classid = 'pg_database'::regclass AND b.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, s.spcacl FROM deps d
+        JOIN pg_tablespace s ON d.classid = 'pg_tablespace'::regclass AND s.oid = d.objid
 )
 SELECT a.classid::regclass::text, a.objid, c.relkind::text, o.type, o.schema, o.name, o.identity,
-       coalesce(g.rolname::text, 'PUBLIC'), array_agg(DISTINCT e.privilege_type ORDER BY e.privilege_type)
+       coalesce(g.rolname::text, 'PUBLIC'), array_agg(DISTINCT e.privilege_type ORDER BY e.privilege_type), d.owned
 FROM acls a
+JOIN deps d USING (classid, objid)
 CROSS JOIN LATERAL aclexplode(a.acl) e
 CROSS JOIN LATERAL pg_identify_object(a.classid, a.objid, 0) o
 LEFT JOIN pg_class c ON a.classid = 'pg_class'::regclass AND c.oid = a.objid
@@ -158,7 +170,7 @@ WHERE e.grantor = %(role)s AND e.grantee <> %(role)s
   AND NOT (e.grantee = 0 AND (a.classid, e.privilege_type) IN (
       ('pg_proc'::regclass, 'EXECUTE'), ('pg_type'::regclass, 'USAGE'), ('pg_language'::regclass, 'USAGE'),
       ('pg_database'::regclass, 'CONNECT'), ('pg_database'::regclass, 'TEMPORARY')))
-GROUP BY 1, 2, 3, 4, 5, 6, 7, 8
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 10
 ORDER BY 7, 8
 """
 
@@ -172,7 +184,8 @@ SELECT 'trigger', t.tgname::text, n.nspname::text, c.relname::text
 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
 JOIN pg_proc p ON p.oid = t.tgfoid
 WHERE NOT t.tgisinternal AND t.tgparentid = 0
-  AND ((%(keep)s AND c.relowner = %(role)s AND c.relkind IN ('r', 'p')) OR (p.proowner = %(role)s AND c.relowner <> %(role)s))
+  AND ((%(keep)s AND c.relowner = %(role)s AND c.relkind IN ('r', 'p'))
+       OR (p.proowner = %(role)s AND c.relowner <> %(role)s))
 UNION ALL
 SELECT 'rule', r.rulename::text, n.nspname::text, c.relname::text
 FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
@@ -330,9 +343,6 @@ class PostgresConnector(Connector):
                 conn.execute(sql.SQL("; ").join(statements))
             self._terminate_sessions(conn, list(oids.values()))
 
-            for owner_role in {g.scope.get("owner_role") for g in grants} - {None, ""}:
-                if not self._role_oid(conn, owner_role):
-                    raise ConnectorError(f"Owner role {owner_role!r} does not exist on target {self.target.name!r}.", permanent=True)
             by_oid = {oid: name for name, oid in oids.items()}
             # pg_shdepend rows with dbid 0 are shared objects (databases,
             # tablespaces); DROP OWNED run in any database clears those, so
@@ -344,15 +354,16 @@ class PostgresConnector(Connector):
                 " WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = ANY(%s) ORDER BY 1, 2",
                 [list(oids.values())],
             ).fetchall()
-            places: dict[tuple[int, str], bool] = {}
+            places: dict[tuple[str, str], bool] = {}
             for oid, dbname, shared in deps:
-                places[oid, dbname] = places.get((oid, dbname), False) or shared
-            unclean: set[str] = set()
-            for (oid, dbname), shared in places.items():
-                role = by_oid[oid]
+                places[by_oid[oid], dbname] = places.get((by_oid[oid], dbname), False) or shared
+            unclean = self._missing_owner_roles(conn, [roles[role] for role in {role for role, _ in places}], errors)
+            for (role, dbname), shared in places.items():
                 grant = roles[role]
+                if role in unclean:
+                    continue
                 try:
-                    self._clean_owned(dbname, role, oid, grant.pk, self._owner_role(grant.scope), shared=shared)
+                    self._clean_owned(dbname, role, oids[role], grant.pk, self._owner_role(grant.scope), shared=shared)
                 except psycopg.Error as exc:
                     # The role keeps what it had here (it can no longer log in and
                     # is in no group); nothing was handed over. Retried later.
@@ -437,13 +448,15 @@ class PostgresConnector(Connector):
                     "SELECT line_number, type, database, user_name, auth_method, error FROM pg_hba_file_rules"
                 ).fetchall()
             except psycopg.errors.InsufficientPrivilege:
-                warnings = [f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."]
+                warnings = [
+                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."
+                ]
             else:
                 warnings = self._hba_warnings(rules)
         return warnings + self._create_warnings()
 
     def validate_scope(self, scope: dict) -> None:
-        """Read the target and refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
+        """Read the target; refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
         with self._errors("check the scope"):
             self._check_scope(self._admin(), scope)
 
@@ -479,11 +492,13 @@ class PostgresConnector(Connector):
     def _connection_limit(self, scope: dict) -> int:
         limit = scope.get("connection_limit", -1)
         if isinstance(limit, bool) or not isinstance(limit, int) or limit < -1:
-            raise ConnectorError("Grant scope 'connection_limit' must be a whole number (-1 for no limit).", permanent=True)
+            raise ConnectorError(
+                "Grant scope 'connection_limit' must be a whole number (-1 for no limit).", permanent=True
+            )
         return limit
 
     def _check_scope(self, conn: psycopg.Connection, scope: dict) -> None:
-        """Refuse a scope whose roles do not exist or reach more than a grant may hand out (see ROLE_ATTRIBUTE_DANGERS)."""
+        """Refuse a scope whose roles are missing or reach more than a grant may hand out (see the DANGERS above)."""
         roles = self._scope_roles(scope)
         owner_role = self._owner_role(scope)
         self._connection_limit(scope)
@@ -536,7 +551,29 @@ class PostgresConnector(Connector):
             [TERMINATE_WAIT_MS, oids],
         )
 
-    def _clean_owned(self, dbname: str, role: str, role_oid: int, grant_pk: int, owner_role: str | None, *, shared: bool) -> None:
+    def _missing_owner_roles(self, conn: psycopg.Connection, grants, errors: dict[int, str]) -> set[str]:
+        """Return the roles of grants whose owner role is gone from the target, with an error for each."""
+        wanted = sorted({self._owner_role(grant.scope) for grant in grants} - {None})
+        if not wanted:
+            return set()
+        rows = conn.execute("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s)", [wanted]).fetchall()
+        existing = {name for (name,) in rows}
+        missing = set()
+        for grant in grants:
+            owner_role = self._owner_role(grant.scope)
+            if owner_role and owner_role not in existing:
+                # Dropping instead would destroy the data the profile means to keep.
+                role = self.role_name(grant)
+                missing.add(role)
+                errors[grant.pk] = (
+                    f"Owner role {owner_role!r} does not exist on target {self.target.name!r}: {role} keeps its objects"
+                    " (it can no longer log in and is in no group). Create the role; revocation retries."
+                )
+        return missing
+
+    def _clean_owned(
+        self, dbname: str, role: str, role_oid: int, grant_pk: int, owner_role: str | None, *, shared: bool
+    ) -> None:
         """Remove what the role made or granted in one database, in one transaction, and note each object found.
 
         Privileges it granted to others are revoked; triggers, rules and
@@ -561,24 +598,18 @@ class PostgresConnector(Connector):
             granted = conn.execute(_GRANTED_SQL, params).fetchall()
             attached = conn.execute(_ATTACHED_SQL, params).fetchall()
 
-            revokes = []
-            for catalog, objid, relkind, kind, schema, name, identity, grantee, privileges in granted:
-                target = self._privilege_object(catalog, objid, relkind, schema, name, identity)
+            for catalog, objid, relkind, kind, schema, name, identity, grantee, privileges, its_own in granted:
                 privileges = [p for p in privileges if p in _PRIVILEGES]
-                if target is None or not privileges:
-                    continue
-                who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-                revokes.append(sql.SQL("REVOKE {} ON {} FROM {} CASCADE").format(
-                    sql.SQL(", ").join(map(sql.SQL, privileges)), target, who))
+                target = self._privilege_object(catalog, objid, relkind, schema, name, identity)
+                if its_own and target is not None and privileges:
+                    # A superuser's REVOKE acts as the object's owner: it takes
+                    # back what the role granted (CASCADE: and what others
+                    # passed on from it). Not SET ROLE to the role: it may no
+                    # longer have USAGE on the schema, which REVOKE would need.
+                    who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+                    conn.execute(sql.SQL("REVOKE {} ON {} FROM {} CASCADE").format(
+                        sql.SQL(", ").join(map(sql.SQL, privileges)), target, who))
                 notes.append(("privilege", f"{', '.join(privileges)} on {kind} {identity} to {grantee}", "revoked"))
-            if revokes:
-                # REVOKE removes only what the current user granted: as the
-                # role, it takes back exactly the role's grants (CASCADE: and
-                # what others passed on from them).
-                conn.execute(sql.SQL("SET LOCAL ROLE {}").format(ident))
-                for statement in revokes:
-                    conn.execute(statement)
-                conn.execute("RESET ROLE")
 
             for kind, name, schema, table in attached:
                 conn.execute(sql.SQL("DROP {} {} ON {}").format(
@@ -591,7 +622,8 @@ class PostgresConnector(Connector):
             order = {"SCHEMA": 0, "TYPE": 1, "TABLE": 2, "SEQUENCE": 3}
             for kind, schema, name, identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
                 target = sql.Identifier(name) if keep_as == "SCHEMA" else sql.Identifier(schema, name)
-                conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(keep_as), target, sql.Identifier(owner_role)))
+                new_owner = sql.Identifier(owner_role)
+                conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(keep_as), target, new_owner))
             for kind, schema, name, identity, keep_as in owned:
                 notes.append((kind, identity, f"reassigned to {owner_role}" if owner_role and keep_as else "dropped"))
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
@@ -640,13 +672,15 @@ class PostgresConnector(Connector):
                     "SELECT nspname::text FROM pg_namespace WHERE has_schema_privilege('public', oid, 'CREATE')"
                     " AND left(nspname, 3) <> 'pg_' AND nspname <> 'information_schema' ORDER BY 1"
                 ).fetchall()
-                database = conn.execute("SELECT has_database_privilege('public', current_database(), 'CREATE')").fetchone()[0]
+                database = conn.execute(
+                    "SELECT has_database_privilege('public', current_database(), 'CREATE')"
+                ).fetchone()[0]
         except psycopg.Error as exc:
-            return [f"Could not read database {dbname!r} to check where grant users may create objects: {self._scrub(exc)}"]
+            return [f"Could not read database {dbname!r} to check where grant users may create: {self._scrub(exc)}"]
         warnings = [
-            f"PUBLIC has CREATE on schema {name} of database {dbname}: every grant user, read-only ones included, can create"
-            f" functions and views there. Run REVOKE CREATE ON SCHEMA {name} FROM PUBLIC and grant CREATE to the group"
-            " roles meant to create."
+            f"PUBLIC has CREATE on schema {name} of database {dbname}: every grant user, read-only ones included,"
+            f" can create functions and views there. Run REVOKE CREATE ON SCHEMA {name} FROM PUBLIC and grant CREATE"
+            " to the group roles meant to create."
             for (name,) in schemas
         ]
         if database:

@@ -145,7 +145,9 @@ def test_errors_name_file_line_and_field_and_nothing_is_applied(db, write, text,
 
 
 def test_plan_refuses_a_scope_naming_pg_execute_server_program_and_nothing_is_applied(db, write, pg_target_env, capsys):
-    path = write(BASE.replace("scope: {roles: [app_readonly]}", "scope: {roles: [app_readonly, pg_execute_server_program]}"))
+    path = write(
+        BASE.replace("scope: {roles: [app_readonly]}", "scope: {roles: [app_readonly, pg_execute_server_program]}")
+    )
 
     with pytest.raises(catalog.CatalogError) as exc:
         catalog.plan(path)
@@ -175,7 +177,8 @@ def test_plan_warns_when_it_cannot_read_the_target_and_still_shows_the_changes(d
     text = catalog.plan(path).render()
 
     assert "+ profile ro: add" in text
-    assert f"warning: target appdb: scopes not checked on the target (Cannot check the scope on target 'appdb' (127.0.0.1:{port})" in text
+    assert "warning: target appdb: scopes not checked on the target (Cannot check the scope on target 'appdb'" in text
+    assert f"(127.0.0.1:{port})" in text
     assert text.endswith("provisioning checks them.")
     assert pg_cluster.admin_password not in text
 

@@ -215,7 +215,9 @@ def test_release_revokes_and_verifies_on_the_target(active_grant, ana, pg_cluste
     assert actions(grant)[-2:] == ["grant.revoke_requested", "grant.revoked"]
 
 
-def test_a_function_the_user_left_is_dropped_and_listed_in_the_revoked_event_and_a_drift_finding(active_grant, ana, pg_cluster):
+def test_a_function_the_user_left_is_dropped_and_listed_in_the_revoked_event_and_a_drift_finding(
+    active_grant, ana, pg_cluster
+):
     creds = lifecycle.reveal_credentials(active_grant.pk, actor=ana)
     with psycopg.connect(pg_cluster.dsn("appdb"), autocommit=True) as admin:
         # PostgreSQL 14 and older let every role create in schema public.

@@ -48,7 +48,9 @@ def test_an_orphan_roles_function_is_dropped_and_listed_in_the_finding(target, p
 
     assert finding.action == "removed from the target, with 1 object(s) it had made or granted"
     event = AuditEvent.objects.get(action="drift.found", details__external_ref="jit_g999998")
-    assert event.details["objects"] == [{"database": "appdb", "kind": "function", "name": "public.orphaned()", "action": "dropped"}]
+    assert event.details["objects"] == [
+        {"database": "appdb", "kind": "function", "name": "public.orphaned()", "action": "dropped"}
+    ]
     with psycopg.connect(pg_cluster.dsn("appdb")) as conn:
         assert conn.execute("SELECT to_regprocedure('public.orphaned()')").fetchone()[0] is None
 

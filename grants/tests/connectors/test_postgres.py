@@ -367,16 +367,19 @@ def test_read_only_user_cannot_leave_a_security_definer_function_behind(
     with _login(connector.provision(grant).credentials) as conn:
         with pytest.raises(psycopg.errors.InsufficientPrivilege):
             conn.execute(sql.SQL("SELECT * FROM {}").format(sql.Identifier(payroll)))
-        conn.execute(sql.SQL("CREATE FUNCTION public.{}() RETURNS SETOF {} LANGUAGE sql SECURITY DEFINER AS {}").format(
-            sql.Identifier(peek), sql.Identifier(payroll), sql.Literal(f"SELECT * FROM public.{payroll}")))
+        conn.execute(
+            sql.SQL("CREATE FUNCTION public.{}() RETURNS SETOF {} LANGUAGE sql SECURITY DEFINER AS {}").format(
+                sql.Identifier(peek), sql.Identifier(payroll), sql.Literal(f"SELECT * FROM public.{payroll}")
+            )
+        )
 
     connector.revoke(grant)
 
-    with _login(bystander) as conn:
-        with pytest.raises(psycopg.errors.UndefinedFunction):
-            conn.execute(sql.SQL("SELECT * FROM public.{}()").format(sql.Identifier(peek)))
+    with _login(bystander) as conn, pytest.raises(psycopg.errors.UndefinedFunction):
+        conn.execute(sql.SQL("SELECT * FROM public.{}()").format(sql.Identifier(peek)))
     assert admin.execute("SELECT count(*) FROM pg_proc WHERE proname = %s", [peek]).fetchone()[0] == 0
-    assert {"database": "appdb", "kind": "function", "name": f"public.{peek}()", "action": "dropped"} in _found(connector, grant)
+    found = _found(connector, grant)
+    assert {"database": "appdb", "kind": "function", "name": f"public.{peek}()", "action": "dropped"} in found
     assert not connector.is_present(grant)
 
 
@@ -386,17 +389,25 @@ def test_a_view_the_user_opened_to_public_is_gone_with_the_grant(
     grant = make_grant(["app_readonly"], owner_role="app_owner")
     view = f"salaries_{grant.pk}"
     with _login(connector.provision(grant).credentials) as conn:
-        conn.execute(sql.SQL("CREATE VIEW public.{} AS SELECT * FROM public.{}").format(sql.Identifier(view), sql.Identifier(payroll)))
+        conn.execute(
+            sql.SQL("CREATE VIEW public.{} AS SELECT * FROM public.{}").format(
+                sql.Identifier(view), sql.Identifier(payroll)
+            )
+        )
         conn.execute(sql.SQL("GRANT SELECT ON public.{} TO PUBLIC").format(sql.Identifier(view)))
 
     connector.revoke(grant)
 
-    with _login(bystander) as conn:
-        with pytest.raises(psycopg.errors.UndefinedTable):
-            conn.execute(sql.SQL("SELECT * FROM public.{}").format(sql.Identifier(view)))
+    with _login(bystander) as conn, pytest.raises(psycopg.errors.UndefinedTable):
+        conn.execute(sql.SQL("SELECT * FROM public.{}").format(sql.Identifier(view)))
     found = _found(connector, grant)
     assert {"database": "appdb", "kind": "view", "name": f"public.{view}", "action": "dropped"} in found
-    assert {"database": "appdb", "kind": "privilege", "name": f"SELECT on view public.{view} to PUBLIC", "action": "revoked"} in found
+    assert {
+        "database": "appdb",
+        "kind": "privilege",
+        "name": f"SELECT on view public.{view} to PUBLIC",
+        "action": "revoked",
+    } in found
 
 
 def test_a_writers_table_is_handed_over_with_its_data_but_without_its_trigger_rule_policy_or_grants(
@@ -408,8 +419,12 @@ def test_a_writers_table_is_handed_over_with_its_data_but_without_its_trigger_ru
     with _login(connector.provision(grant).credentials) as conn:
         conn.execute(sql.SQL("CREATE TABLE {} (id serial PRIMARY KEY, body text, secret text)").format(t))
         conn.execute(sql.SQL("INSERT INTO {} (body, secret) VALUES ('kept', 's')").format(t))
-        conn.execute(sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$").format(f))
-        conn.execute(sql.SQL("CREATE TRIGGER stamp BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(t, f))
+        conn.execute(
+            sql.SQL("CREATE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$").format(f)
+        )
+        conn.execute(
+            sql.SQL("CREATE TRIGGER stamp BEFORE INSERT ON {} FOR EACH ROW EXECUTE FUNCTION {}()").format(t, f)
+        )
         conn.execute(sql.SQL("CREATE RULE tell AS ON UPDATE TO {} DO ALSO NOTIFY notes").format(t))
         conn.execute(sql.SQL("CREATE POLICY everyone ON {} USING (true)").format(t))
         conn.execute(sql.SQL("GRANT SELECT, INSERT ON {} TO PUBLIC").format(t))
@@ -417,7 +432,9 @@ def test_a_writers_table_is_handed_over_with_its_data_but_without_its_trigger_ru
 
     connector.revoke(grant)
 
-    owner, acl = admin.execute("SELECT pg_get_userbyid(relowner), relacl::text[] FROM pg_class WHERE oid = %s::regclass", [f"public.{table}"]).fetchone()
+    owner, acl = admin.execute(
+        "SELECT pg_get_userbyid(relowner), relacl::text[] FROM pg_class WHERE oid = %s::regclass", [f"public.{table}"]
+    ).fetchone()
     assert owner == "app_owner"
     assert acl == ["app_owner=arwdDxt/app_owner"]
     assert admin.execute(sql.SQL("SELECT body FROM {}").format(t)).fetchall() == [("kept",)]
@@ -430,9 +447,8 @@ def test_a_writers_table_is_handed_over_with_its_data_but_without_its_trigger_ru
     ).fetchone()
     assert attached == (0, 0, 0, 0)
     assert admin.execute("SELECT to_regprocedure(%s)", [f"public.{audit_fn}()"]).fetchone()[0] is None
-    with _login(bystander) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL("SELECT secret FROM {}").format(t))
+    with _login(bystander) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("SELECT secret FROM {}").format(t))
     found = {(item["kind"], item["name"], item["action"]) for item in _found(connector, grant)}
     assert {
         ("table", f"public.{table}", "reassigned to app_owner"),
@@ -472,23 +488,34 @@ def test_objects_in_a_second_database_are_found_and_dropped(connector, make_gran
         admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(other)))
 
 
-def test_privileges_the_user_passed_on_with_a_grant_option_are_taken_back(connector, make_grant, admin, payroll, bystander):
+def test_privileges_the_user_passed_on_with_a_grant_option_are_taken_back(
+    connector, make_grant, admin, payroll, bystander
+):
     grant = make_grant(["app_readonly"])
     role = connector.provision(grant).external_ref
-    admin.execute(sql.SQL("GRANT SELECT ON {} TO {} WITH GRANT OPTION").format(sql.Identifier(payroll), sql.Identifier(role)))
+    admin.execute(
+        sql.SQL("GRANT SELECT ON {} TO {} WITH GRANT OPTION").format(sql.Identifier(payroll), sql.Identifier(role))
+    )
     with _login(connector.provision(grant).credentials) as conn:
-        conn.execute(sql.SQL("GRANT SELECT ON public.{} TO {}").format(sql.Identifier(payroll), sql.Identifier(bystander["username"])))
+        conn.execute(
+            sql.SQL("GRANT SELECT ON public.{} TO {}").format(
+                sql.Identifier(payroll), sql.Identifier(bystander["username"])
+            )
+        )
 
     connector.revoke(grant)
 
     assert not connector.is_present(grant)
-    with _login(bystander) as conn:
-        with pytest.raises(psycopg.errors.InsufficientPrivilege):
-            conn.execute(sql.SQL("SELECT * FROM public.{}").format(sql.Identifier(payroll)))
-    assert _found(connector, grant) == [{
-        "database": "appdb", "kind": "privilege", "name": f"SELECT on table public.{payroll} to {bystander['username']}",
-        "action": "revoked",
-    }]
+    with _login(bystander) as conn, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        conn.execute(sql.SQL("SELECT * FROM public.{}").format(sql.Identifier(payroll)))
+    assert _found(connector, grant) == [
+        {
+            "database": "appdb",
+            "kind": "privilege",
+            "name": f"SELECT on table public.{payroll} to {bystander['username']}",
+            "action": "revoked",
+        }
+    ]
 
 
 def test_a_trigger_the_user_put_on_someone_elses_table_goes_with_its_function(connector, make_grant, admin, payroll):
@@ -499,15 +526,22 @@ def test_a_trigger_the_user_put_on_someone_elses_table_goes_with_its_function(co
     admin.execute(sql.SQL("GRANT CREATE ON SCHEMA public TO {}").format(sql.Identifier(role)))
     admin.execute(sql.SQL("GRANT TRIGGER ON {} TO {}").format(sql.Identifier(payroll), sql.Identifier(role)))
     with _login(connector.provision(grant).credentials) as conn:
-        conn.execute(sql.SQL("CREATE FUNCTION public.{}() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$").format(
-            sql.Identifier(fn)))
-        conn.execute(sql.SQL("CREATE TRIGGER snoop BEFORE INSERT ON public.{} FOR EACH ROW EXECUTE FUNCTION public.{}()").format(
-            sql.Identifier(payroll), sql.Identifier(fn)))
+        conn.execute(
+            sql.SQL("CREATE FUNCTION public.{}() RETURNS trigger LANGUAGE plpgsql AS $$BEGIN RETURN NEW; END$$").format(
+                sql.Identifier(fn)
+            )
+        )
+        conn.execute(
+            sql.SQL("CREATE TRIGGER snoop BEFORE INSERT ON public.{} FOR EACH ROW EXECUTE FUNCTION public.{}()").format(
+                sql.Identifier(payroll), sql.Identifier(fn)
+            )
+        )
 
     connector.revoke(grant)
 
-
-    triggers = admin.execute("SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal", [payroll]).fetchall()
+    triggers = admin.execute(
+        "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND NOT tgisinternal", [payroll]
+    ).fetchall()
     assert triggers == []
     assert admin.execute(sql.SQL("SELECT count(*) FROM {}").format(sql.Identifier(payroll))).fetchone()[0] == 1
     found = _found(connector, grant)
@@ -519,15 +553,23 @@ def test_revocation_never_cascades_into_another_roles_objects(connector, make_gr
     grant = make_grant(["app_readonly"], owner_role="app_owner")
     fn, view = f"helper_{grant.pk}", f"uses_helper_{grant.pk}"
     with _login(connector.provision(grant).credentials) as conn:
-        conn.execute(sql.SQL("CREATE FUNCTION public.{}() RETURNS int LANGUAGE sql AS 'SELECT 42'").format(sql.Identifier(fn)))
-    admin.execute(sql.SQL("CREATE VIEW public.{} AS SELECT public.{}() AS answer").format(sql.Identifier(view), sql.Identifier(fn)))
+        conn.execute(
+            sql.SQL("CREATE FUNCTION public.{}() RETURNS int LANGUAGE sql AS 'SELECT 42'").format(sql.Identifier(fn))
+        )
+    admin.execute(
+        sql.SQL("CREATE VIEW public.{} AS SELECT public.{}() AS answer").format(
+            sql.Identifier(view), sql.Identifier(fn)
+        )
+    )
     admin.execute(sql.SQL("ALTER VIEW public.{} OWNER TO app_owner").format(sql.Identifier(view)))
 
     with pytest.raises(ConnectorError, match=f"view {view} depends on function {fn}") as info:
         connector.revoke(grant)
 
     assert not info.value.permanent
-    assert admin.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = %s", [fn]).fetchone() == (f"jit_g{grant.pk}",)
+    assert admin.execute("SELECT pg_get_userbyid(proowner) FROM pg_proc WHERE proname = %s", [fn]).fetchone() == (
+        f"jit_g{grant.pk}",
+    )
     assert admin.execute(sql.SQL("SELECT answer FROM public.{}").format(sql.Identifier(view))).fetchone() == (42,)
     assert connector.is_present(grant)  # kept, without login or memberships, until someone decides
 
@@ -573,18 +615,26 @@ def test_a_scope_role_that_is_a_member_of_a_superuser_role_is_refused(connector,
     ops = make_role(f"ops_{n}", member_of=[make_role(f"middle_{n}", member_of=[root])])
     grant = make_grant(["app_readonly", ops])
 
-    with pytest.raises(ConnectorError, match=f"scope role {ops} reaches {root} through membership"
-                       f" \\({ops} -> middle_{n} -> {root}\\), which is a superuser") as info:
+    with pytest.raises(
+        ConnectorError,
+        match=f"scope role {ops} reaches {root} through membership"
+        f" \\({ops} -> middle_{n} -> {root}\\), which is a superuser",
+    ) as info:
         connector.provision(grant)
 
     assert info.value.permanent
     assert not connector.is_present(grant)
 
 
-@pytest.mark.parametrize("attribute, why", [
-    ("CREATEROLE", "has CREATEROLE"), ("CREATEDB", "has CREATEDB"), ("BYPASSRLS", "has BYPASSRLS"),
-    ("REPLICATION", "has REPLICATION"),
-])
+@pytest.mark.parametrize(
+    "attribute, why",
+    [
+        ("CREATEROLE", "has CREATEROLE"),
+        ("CREATEDB", "has CREATEDB"),
+        ("BYPASSRLS", "has BYPASSRLS"),
+        ("REPLICATION", "has REPLICATION"),
+    ],
+)
 def test_a_scope_role_reaching_an_administrative_attribute_is_refused(connector, make_grant, make_role, attribute, why):
     n = next(_grant_ids)
     admin_like = make_role(f"admin_like_{n}", attribute)
@@ -619,3 +669,52 @@ def test_check_warns_when_public_may_create_in_a_schema(connector, public_may_cr
     assert len(warnings) == 1
     assert "PUBLIC has CREATE on schema public of database appdb" in warnings[0]
     assert "REVOKE CREATE ON SCHEMA public FROM PUBLIC" in warnings[0]
+
+
+def test_a_missing_owner_role_keeps_that_users_tables_and_does_not_hold_up_the_others(
+    connector, make_grant, admin, make_role
+):
+    n = next(_grant_ids)
+    keeper = make_role(f"keeper_{n}")
+    writer = make_grant(["app_readwrite"], owner_role=keeper)
+    reader = make_grant(["app_readonly"])
+    table = f"precious_{writer.pk}"
+    with _login(connector.provision(writer).credentials) as conn:
+        conn.execute(sql.SQL("CREATE TABLE public.{} (id int)").format(sql.Identifier(table)))
+    connector.provision(reader)
+    admin.execute(sql.SQL("DROP ROLE {}").format(sql.Identifier(keeper)))
+
+    errors = connector.revoke_many([writer, reader])
+
+    assert list(errors) == [writer.pk] and f"Owner role '{keeper}' does not exist" in errors[writer.pk]
+    assert connector.present_many([writer, reader]) == {writer.pk}
+    assert admin.execute("SELECT to_regclass(%s) IS NOT NULL", [f"public.{table}"]).fetchone()[0]
+
+    make_role(keeper)
+    assert connector.revoke_many([writer]) == {}
+    assert admin.execute("SELECT pg_get_userbyid(relowner) FROM pg_class WHERE relname = %s", [table]).fetchone() == (
+        keeper,
+    )
+    admin.execute(sql.SQL("DROP TABLE public.{}").format(sql.Identifier(table)))
+
+
+def test_a_table_in_a_schema_only_the_group_may_use_is_cleaned_up_after_the_membership_is_gone(
+    connector, make_grant, admin
+):
+    grant = make_grant(["app_readwrite"], owner_role="app_owner")
+    schema = f"team_{grant.pk}"
+    admin.execute(sql.SQL("CREATE SCHEMA {} AUTHORIZATION app_owner").format(sql.Identifier(schema)))
+    admin.execute(sql.SQL("GRANT USAGE, CREATE ON SCHEMA {} TO app_readwrite").format(sql.Identifier(schema)))
+    try:
+        with _login(connector.provision(grant).credentials) as conn:
+            conn.execute(sql.SQL("CREATE TABLE {} (id int)").format(sql.Identifier(schema, "shared")))
+            conn.execute(sql.SQL("GRANT SELECT ON {} TO PUBLIC").format(sql.Identifier(schema, "shared")))
+
+        connector.revoke(grant)
+
+        acl = admin.execute(
+            "SELECT relacl::text[] FROM pg_class WHERE oid = %s::regclass", [f"{schema}.shared"]
+        ).fetchone()[0]
+        assert acl == ["app_owner=arwdDxt/app_owner"]
+    finally:
+        admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
