@@ -491,11 +491,14 @@ class PostgresConnector(Connector):
 
     def _connection_limit(self, scope: dict) -> int:
         limit = scope.get("connection_limit", -1)
-        if isinstance(limit, bool) or not isinstance(limit, int) or limit < -1:
+        try:
+            if isinstance(limit, bool) or int(limit) < -1:
+                raise ValueError(limit)
+        except (TypeError, ValueError):
             raise ConnectorError(
-                "Grant scope 'connection_limit' must be a whole number (-1 for no limit).", permanent=True
-            )
-        return limit
+                f"Grant scope 'connection_limit' must be a whole number, -1 for no limit (got {limit!r}).", permanent=True
+            ) from None
+        return int(limit)
 
     def _check_scope(self, conn: psycopg.Connection, scope: dict) -> None:
         """Refuse a scope whose roles are missing or reach more than a grant may hand out (see the DANGERS above)."""
@@ -516,8 +519,11 @@ class PostgresConnector(Connector):
                 permanent=True,
             )
         problems = []
+        own = re.compile(re.escape(self.prefix + "g") + r"[0-9]+")
         for (start, name), path in sorted(reached.items()):
             dangers = [why for (_, why), flag in zip(ROLE_ATTRIBUTE_DANGERS, attributes[name]) if flag]
+            if own.fullmatch(name):
+                dangers.append("is another grant's account, which revocation drops")
             if name.startswith("pg_") and name not in HARMLESS_BUILTIN_ROLES:
                 dangers.append(BUILTIN_ROLE_DANGERS.get(name, "is a built-in administrative role"))
             if not dangers:

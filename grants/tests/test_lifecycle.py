@@ -317,6 +317,24 @@ def test_missing_group_role_fails_at_once(approved_request):
     assert "no_such_role" in grant.last_error
 
 
+def test_a_profile_handing_out_pg_execute_server_program_fails_at_provisioning_and_creates_no_account(
+    profile, ana, otto, pg_cluster
+):
+    profile.scope = {"roles": ["app_readonly", "pg_execute_server_program"]}
+    profile.save()
+    request = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION
+    )
+    lifecycle.approve_request(request.pk, actor=otto, comment="ok")
+
+    grant = lifecycle.provision_grant(request.grant.pk)
+
+    assert grant.status == GS.FAILED
+    assert "pg_execute_server_program runs programs on the database server" in grant.last_error
+    with psycopg.connect(pg_cluster.admin_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [f"jit_g{grant.pk}"]).fetchone()[0] == 0
+
+
 def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(active_grant, ana, settings, monkeypatch, pg_cluster):
     lifecycle.revoke_grant(active_grant.pk, actor=ana, reason="released")
     settings.JIT_REVOKE_FAILING_AFTER = 2

@@ -718,3 +718,10 @@ def test_a_table_in_a_schema_only_the_group_may_use_is_cleaned_up_after_the_memb
         assert acl == ["app_owner=arwdDxt/app_owner"]
     finally:
         admin.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+
+
+def test_a_scope_naming_another_grants_account_is_refused(connector, make_grant):
+    other = connector.provision(make_grant()).external_ref
+
+    with pytest.raises(ConnectorError, match=f"scope role {other} is another grant's account"):
+        connector.validate_scope({"roles": ["app_readonly", other]})
