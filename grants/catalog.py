@@ -23,7 +23,7 @@ from django.db import transaction
 import audit
 
 from . import lifecycle
-from .connectors import REGISTRY
+from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
 from .models import AccessProfile, Grant, Policy, Target
 
@@ -83,6 +83,8 @@ class Desired:
     policies: dict[str, dict]
     profiles: dict[str, dict]
     groups: set[str]
+    # The line of each profile's scope (or of the profile), for errors found on the target.
+    scope_lines: dict[str, int] = dataclasses.field(default_factory=dict)
 
 
 class _Checker:
@@ -254,7 +256,7 @@ def load(path: str | Path) -> Desired:
             "request_timeout": timeout, "break_glass_groups": glass_groups,
         }
 
-    profiles = {}
+    profiles, scope_lines = {}, {}
     for name, spec in (check.mapping(data, "profiles", "profiles") or {}).items():
         where = f"profiles.{name}"
         if not isinstance(spec, dict):
@@ -289,6 +291,7 @@ def load(path: str | Path) -> Desired:
         if not isinstance(scope, dict):
             check.error(spec, "scope", f"{where}.scope", "must be a mapping, e.g. {roles: [app_readonly]}")
             scope = {}
+        scope_lines[name] = spec.lines.get("scope", spec.line) if isinstance(spec, _Lines) else 0
         requestable = check.names(spec, "requestable_by", where) if "requestable_by" in spec else []
         groups.update(requestable)
         profiles[name] = {
@@ -300,7 +303,7 @@ def load(path: str | Path) -> Desired:
         }
     if check.errors:
         raise CatalogError(check.errors)
-    return Desired(targets=targets, policies=policies, profiles=profiles, groups=groups)
+    return Desired(targets=targets, policies=policies, profiles=profiles, groups=groups, scope_lines=scope_lines)
 
 
 def _business_hours(check: _Checker, rule, where) -> dict:
@@ -361,14 +364,16 @@ class Plan:
     path: str
     changes: list[Change]
     people: list[str]  # "profile x: may request: +ana -bob"
+    warnings: list[str] = dataclasses.field(default_factory=list)  # what could not be checked on a target
 
     @property
     def empty(self) -> bool:
         return not self.changes
 
     def render(self) -> str:
+        warnings = [f"warning: {w}" for w in self.warnings]
         if self.empty:
-            return f"{self.path}: no changes; the portal already matches the file."
+            return "\n".join([f"{self.path}: no changes; the portal already matches the file.", *warnings])
         lines = [f"{self.path}: {len(self.changes)} change(s)"]
         sign = {"add": "+", "change": "~", "disable": "-", "remove": "-"}
         for c in self.changes:
@@ -378,7 +383,7 @@ class Plan:
         if self.people:
             lines.append("Effect on people:")
             lines += [f"  {p}" for p in self.people]
-        return "\n".join(lines)
+        return "\n".join(lines + warnings)
 
 
 def _show(value):
@@ -502,7 +507,46 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
     for name, row in current_targets.items():
         if row.managed_by == path and name not in desired.targets:
             changes.append(Change("target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}))
-    return Plan(path, changes, people)
+    warnings = _check_scopes_on_targets(path, desired, current_targets)
+    return Plan(path, changes, people, warnings)
+
+
+def _check_scopes_on_targets(path: str, desired: Desired, current_targets: dict[str, Target]) -> list[str]:
+    """Ask each profile's target whether its scope is acceptable (no superuser or admin roles); return warnings.
+
+    A scope the target refuses is an error (raised, like the file's own
+    errors). A target this machine cannot read (no admin secret here, not
+    reachable) is a warning: provisioning checks the scope again anyway.
+    """
+    errors, warnings = [], []
+    by_target: dict[str, list[str]] = {}
+    for name, profile in desired.profiles.items():
+        by_target.setdefault(profile["target"], []).append(name)
+    for target_name, names in by_target.items():
+        spec = desired.targets.get(target_name)
+        target = Target(name=target_name, **spec) if spec else current_targets.get(target_name)
+        if target is None or target.kind not in REGISTRY:
+            continue
+        unread = f"target {target_name}: scopes not checked on the target ({{}}); provisioning checks them."
+        with get_connector(target) as connector:
+            if type(connector).validate_scope is Connector.validate_scope:
+                continue  # this kind has nothing to check on the target
+            try:
+                connector.admin_secret()
+            except ConnectorError as exc:
+                warnings.append(unread.format(exc.message))
+                continue
+            for name in names:
+                try:
+                    connector.validate_scope(desired.profiles[name]["scope"])
+                except ConnectorError as exc:
+                    if not exc.permanent:
+                        warnings.append(unread.format(exc.message))
+                        break
+                    errors.append(f"{path}:{desired.scope_lines.get(name, 0)}: profiles.{name}.scope: {exc.message}")
+    if errors:
+        raise CatalogError(errors)
+    return warnings
 
 
 # Applying -------------------------------------------------------------------

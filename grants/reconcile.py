@@ -34,14 +34,14 @@ def _stub(grant_id: int):
     return types.SimpleNamespace(pk=grant_id, scope={}, expires_at=None, starts_at=None, params={})
 
 
-def _finding(target, ref, kind, *, grant=None, action=""):
+def _finding(target, ref, kind, *, grant=None, action="", objects=None):
     finding = DriftFinding.objects.create(target=target, external_ref=ref, grant=grant, kind=kind, action=action,
                                           resolved_at=timezone.now() if action.startswith("removed") else None)
-    audit.record(
-        "drift.found",
-        obj=finding,
-        details={"target": target.name, "external_ref": ref, "kind": kind, "grant": grant.pk if grant else None, "action": action},
-    )
+    details = {"target": target.name, "external_ref": ref, "kind": kind, "grant": grant.pk if grant else None,
+               "action": action}
+    if objects:
+        details["objects"] = objects  # what the account had made or granted, and what removing it did with each
+    audit.record("drift.found", obj=finding, details=details)
     return finding
 
 
@@ -100,7 +100,10 @@ def _judge(target, connector, ref: str, grant_id: int) -> DriftFinding | None:
             action = "removed from the target"
         except ConnectorError as exc:
             action = f"removal failed: {exc.message}"
-        return _finding(target, ref, kind, grant=grant, action=action)
+        objects = connector.take_inventory(grant_id)
+        if objects and action.startswith("removed"):
+            action += f", with {len(objects)} object(s) it had made or granted"
+        return _finding(target, ref, kind, grant=grant, action=action[:200], objects=objects)
 
 
 def reconcile_all() -> dict[str, int]:

@@ -11,8 +11,11 @@ Target config: `host`, `port`, `dbname` (what users connect to), optional
 environment variable named by `target.secret_env`.
 
 Grant scope: `roles` (group roles to grant membership of), optional
-`owner_role` (receives the objects the user created, on revoke) and optional
-`connection_limit`.
+`owner_role` (receives the tables, sequences, schemas and plain types the
+user created, on revoke; code is dropped) and optional `connection_limit`.
+A scope role (or owner role) that reaches, through membership, a role with
+superuser, CREATEROLE, CREATEDB, BYPASSRLS or REPLICATION, or a built-in role
+other than the monitoring ones, is refused (`validate_scope`).
 
 A connector instance keeps one admin connection and is not thread-safe; use
 one instance per task or batch (`with get_connector(target) as c:`).
@@ -45,6 +48,165 @@ SCRAM_ITERATIONS = 4096
 # Role names are at most 63 bytes; a longer name would be truncated silently
 # by the server and no longer match what we look up. Keep room for "g<pk>".
 _PREFIX_RE = re.compile(r"^[a-z_][a-z0-9_]{0,39}$")
+
+# -- what a scope may hand out -------------------------------------------------
+#
+# Membership lets a member SET ROLE to the group and to every role the group
+# is a member of, so a scope role is judged by everything it reaches. Role
+# attributes (SUPERUSER, CREATEROLE, ...) are not inherited, but SET ROLE
+# makes them the member's.
+ROLE_ATTRIBUTE_DANGERS = (
+    ("rolsuper", "is a superuser"),
+    ("rolcreaterole", "has CREATEROLE (it creates roles and grants itself others)"),
+    ("rolcreatedb", "has CREATEDB"),
+    ("rolbypassrls", "has BYPASSRLS (row-level security does not apply to it)"),
+    ("rolreplication", "has REPLICATION (it streams every database's changes)"),
+)
+# Built-in roles (the server reserves the pg_ prefix) a scope may reach: they
+# show statistics and settings and change nothing. pg_read_all_stats shows
+# other sessions' query texts, so treat a monitoring profile as sensitive.
+HARMLESS_BUILTIN_ROLES = frozenset({"pg_monitor", "pg_read_all_settings", "pg_read_all_stats", "pg_stat_scan_tables"})
+# Every other built-in role is refused, including ones newer servers add;
+# these say why.
+BUILTIN_ROLE_DANGERS = {
+    "pg_execute_server_program": "runs programs on the database server as its operating-system user (COPY ... PROGRAM)",
+    "pg_read_server_files": "reads any file the database server can read",
+    "pg_write_server_files": "writes files on the database server, which is enough to become superuser",
+    "pg_read_all_data": (
+        "reads every table of every database whatever the GRANTs, pg_authid's password verifiers included"
+    ),
+    "pg_write_all_data": "writes every table of every database whatever the GRANTs",
+    "pg_signal_backend": "cancels and terminates other users' sessions",
+    "pg_checkpoint": "runs CHECKPOINT, an administrator's command",
+    "pg_maintain": "runs maintenance (REFRESH, REINDEX, ...) on every table with the table owner's rights",
+    "pg_create_subscription": "creates subscriptions, which connect from the server to any host",
+    "pg_use_reserved_connections": "takes the connection slots reserved for administrators",
+    "pg_database_owner": "stands for the owner of the current database and cannot be granted",
+}
+
+# Every role each named role reaches through membership (itself included),
+# with one path to it. Counted whatever the INHERIT/SET/ADMIN options of the
+# memberships (PostgreSQL 16+): ADMIN lets a member grant itself the role.
+_REACH_SQL = """
+WITH RECURSIVE reach(start, oid, path) AS (
+    SELECT r.rolname::text, r.oid, ARRAY[r.rolname::text] FROM pg_roles r WHERE r.rolname = ANY(%s)
+  UNION
+    SELECT reach.start, m.roleid, reach.path || g.rolname::text
+    FROM reach JOIN pg_auth_members m ON m.member = reach.oid JOIN pg_roles g ON g.oid = m.roleid
+    WHERE g.rolname::text <> ALL(reach.path)
+)
+SELECT reach.start, reach.path, g.rolname::text,
+       g.rolsuper, g.rolcreaterole, g.rolcreatedb, g.rolbypassrls, g.rolreplication
+FROM reach JOIN pg_roles g ON g.oid = reach.oid
+"""
+
+# -- what a grant role made ------------------------------------------------------
+#
+# Revocation reads these in each database where pg_shdepend shows the role.
+# `keep_as` names the data objects that are handed to the owner role; all
+# else the role owns is code or definitions and is dropped.
+_OWNED_SQL = """
+SELECT o.type, o.schema, o.name, o.identity,
+       CASE WHEN s.classid = 'pg_class'::regclass AND c.relkind IN ('r', 'p') THEN 'TABLE'
+            WHEN s.classid = 'pg_class'::regclass AND c.relkind = 'S' THEN 'SEQUENCE'
+            WHEN s.classid = 'pg_type'::regclass AND t.typtype IN ('e', 'c', 'd') THEN 'TYPE'
+            WHEN s.classid = 'pg_namespace'::regclass THEN 'SCHEMA' END AS keep_as
+FROM pg_shdepend s
+CROSS JOIN LATERAL pg_identify_object(s.classid, s.objid, s.objsubid) o
+LEFT JOIN pg_class c ON s.classid = 'pg_class'::regclass AND c.oid = s.objid
+LEFT JOIN pg_type t ON s.classid = 'pg_type'::regclass AND t.oid = s.objid
+WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = %(role)s AND s.deptype = 'o'
+  AND s.dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+ORDER BY o.type, o.identity
+"""
+
+# Privileges the role granted to others (grantor = the role), on what it owns
+# and on what it holds a grant option of. On what it owns they would pass to
+# the new owner with the object, so they are revoked first; on the others,
+# DROP OWNED takes them back with the role's grant option (CASCADE: the role
+# is in no group by then, so it holds the option nowhere else).
+_GRANTED_SQL = """
+WITH deps AS (
+    SELECT classid, objid, bool_or(deptype = 'o') AS owned FROM pg_shdepend
+    WHERE refclassid = 'pg_authid'::regclass AND refobjid = %(role)s AND deptype IN ('o', 'a')
+      AND (dbid = (SELECT oid FROM pg_database WHERE datname = current_database()) OR (%(shared)s AND dbid = 0))
+    GROUP BY 1, 2
+), acls(classid, objid, acl) AS (
+    SELECT d.classid, d.objid, c.relacl FROM deps d
+        JOIN pg_class c ON d.classid = 'pg_class'::regclass AND c.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, a.attacl FROM deps d
+        JOIN pg_attribute a ON d.classid = 'pg_class'::regclass AND a.attrelid = d.objid
+                            AND a.attnum > 0 AND NOT a.attisdropped
+    UNION ALL SELECT d.classid, d.objid, p.proacl FROM deps d
+        JOIN pg_proc p ON d.classid = 'pg_proc'::regclass AND p.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, n.nspacl FROM deps d
+        JOIN pg_namespace n ON d.classid = 'pg_namespace'::regclass AND n.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, t.typacl FROM deps d
+        JOIN pg_type t ON d.classid = 'pg_type'::regclass AND t.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, l.lomacl FROM deps d
+        JOIN pg_largeobject_metadata l ON d.classid = 'pg_largeobject'::regclass AND l.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, f.srvacl FROM deps d
+        JOIN pg_foreign_server f ON d.classid = 'pg_foreign_server'::regclass AND f.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, w.fdwacl FROM deps d
+        JOIN pg_foreign_data_wrapper w ON d.classid = 'pg_foreign_data_wrapper'::regclass AND w.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, g.lanacl FROM deps d
+        JOIN pg_language g ON d.classid = 'pg_language'::regclass AND g.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, b.datacl FROM deps d
+        JOIN pg_database b ON d.classid = 'pg_database'::regclass AND b.oid = d.objid
+    UNION ALL SELECT d.classid, d.objid, s.spcacl FROM deps d
+        JOIN pg_tablespace s ON d.classid = 'pg_tablespace'::regclass AND s.oid = d.objid
+)
+SELECT a.classid::regclass::text, a.objid, c.relkind::text, o.type, o.schema, o.name, o.identity,
+       coalesce(g.rolname::text, 'PUBLIC'), array_agg(DISTINCT e.privilege_type ORDER BY e.privilege_type), d.owned
+FROM acls a
+JOIN deps d USING (classid, objid)
+CROSS JOIN LATERAL aclexplode(a.acl) e
+CROSS JOIN LATERAL pg_identify_object(a.classid, a.objid, 0) o
+LEFT JOIN pg_class c ON a.classid = 'pg_class'::regclass AND c.oid = a.objid
+LEFT JOIN pg_roles g ON g.oid = e.grantee
+WHERE e.grantor = %(role)s AND e.grantee <> %(role)s
+  -- What every role has by default (EXECUTE on functions, USAGE on types and
+  -- languages, CONNECT and TEMP on databases) is not something the role gave.
+  AND NOT (e.grantee = 0 AND (a.classid, e.privilege_type) IN (
+      ('pg_proc'::regclass, 'EXECUTE'), ('pg_type'::regclass, 'USAGE'), ('pg_language'::regclass, 'USAGE'),
+      ('pg_database'::regclass, 'CONNECT'), ('pg_database'::regclass, 'TEMPORARY')))
+GROUP BY 1, 2, 3, 4, 5, 6, 7, 8, 10
+ORDER BY 7, 8
+"""
+
+# Code attached to tables: on the tables the role owns and that are handed
+# over (triggers and rules run with the table owner's rights, policies decide
+# who sees rows), and triggers anywhere that run one of the role's functions
+# (the function goes; its trigger cannot stay). Clones of a partitioned
+# table's trigger go with it.
+_ATTACHED_SQL = """
+SELECT 'trigger', t.tgname::text, n.nspname::text, c.relname::text
+FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+JOIN pg_proc p ON p.oid = t.tgfoid
+WHERE NOT t.tgisinternal AND t.tgparentid = 0
+  AND ((%(keep)s AND c.relowner = %(role)s AND c.relkind IN ('r', 'p'))
+       OR (p.proowner = %(role)s AND c.relowner <> %(role)s))
+UNION ALL
+SELECT 'rule', r.rulename::text, n.nspname::text, c.relname::text
+FROM pg_rewrite r JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE %(keep)s AND c.relowner = %(role)s AND c.relkind IN ('r', 'p') AND r.rulename <> '_RETURN'
+UNION ALL
+SELECT 'policy', p.polname::text, n.nspname::text, c.relname::text
+FROM pg_policy p JOIN pg_class c ON c.oid = p.polrelid JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE %(keep)s AND c.relowner = %(role)s AND c.relkind IN ('r', 'p')
+ORDER BY 1, 3, 4, 2
+"""
+# The keyword that names an object of a catalog in GRANT/REVOKE.
+_PRIVILEGE_OBJECT_KEYWORDS = {
+    "pg_class": "TABLE", "pg_proc": "ROUTINE", "pg_namespace": "SCHEMA", "pg_type": "TYPE",
+    "pg_largeobject": "LARGE OBJECT", "pg_foreign_server": "FOREIGN SERVER",
+    "pg_foreign_data_wrapper": "FOREIGN DATA WRAPPER", "pg_language": "LANGUAGE", "pg_database": "DATABASE",
+    "pg_tablespace": "TABLESPACE",
+}
+_PRIVILEGES = frozenset({
+    "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "EXECUTE", "USAGE", "CREATE",
+    "CONNECT", "TEMPORARY", "MAINTAIN",
+})
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -91,8 +253,8 @@ class PostgresConnector(Connector):
         """Create or update the grant's role with a fresh password and exactly the scope's memberships."""
         role = self.role_name(grant)
         host, port, dbname = self._endpoint()
-        wanted = self._scope_roles(grant)
-        limit = int(grant.scope.get("connection_limit", -1))
+        wanted = self._scope_roles(grant.scope)
+        limit = self._connection_limit(grant.scope)
         expires_at = grant.expires_at
         if expires_at.tzinfo is None:
             raise ValueError("grant.expires_at must be timezone-aware")
@@ -104,7 +266,8 @@ class PostgresConnector(Connector):
             with conn.transaction():
                 # Two workers provisioning the same grant would race on CREATE ROLE.
                 conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", [role])
-                self._check_scope_roles(conn, wanted)
+                # Read again here, not only at `catalog plan`: roles on the target change.
+                self._check_scope(conn, grant.scope)
                 attributes = sql.SQL(
                     "LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE INHERIT NOREPLICATION NOBYPASSRLS"
                     " CONNECTION LIMIT {limit} PASSWORD {password} VALID UNTIL {until}"
@@ -180,22 +343,35 @@ class PostgresConnector(Connector):
                 conn.execute(sql.SQL("; ").join(statements))
             self._terminate_sessions(conn, list(oids.values()))
 
-            for owner_role in {g.scope.get("owner_role") for g in grants} - {None, ""}:
-                if not self._role_oid(conn, owner_role):
-                    raise ConnectorError(f"Owner role {owner_role!r} does not exist on target {self.target.name!r}.", permanent=True)
             by_oid = {oid: name for name, oid in oids.items()}
             # pg_shdepend rows with dbid 0 are shared objects (databases,
             # tablespaces); DROP OWNED run in any database clears those, so
-            # the admin database stands in for them.
+            # the admin database stands in for them. Most roles own nothing:
+            # this one query is all they cost.
             deps = conn.execute(
-                "SELECT DISTINCT s.refobjid, coalesce(d.datname, current_database()) FROM pg_shdepend s"
+                "SELECT DISTINCT s.refobjid, coalesce(d.datname, current_database()), s.dbid = 0 FROM pg_shdepend s"
                 " LEFT JOIN pg_database d ON d.oid = s.dbid"
                 " WHERE s.refclassid = 'pg_authid'::regclass AND s.refobjid = ANY(%s) ORDER BY 1, 2",
                 [list(oids.values())],
             ).fetchall()
-            for oid, dbname in deps:
-                role = by_oid[oid]
-                self._clean_owned(dbname, role, roles[role].scope.get("owner_role"))
+            places: dict[tuple[str, str], bool] = {}
+            for oid, dbname, shared in deps:
+                places[by_oid[oid], dbname] = places.get((by_oid[oid], dbname), False) or shared
+            unclean = self._missing_owner_roles(conn, [roles[role] for role in {role for role, _ in places}], errors)
+            for (role, dbname), shared in places.items():
+                grant = roles[role]
+                if role in unclean:
+                    continue
+                try:
+                    self._clean_owned(dbname, role, oids[role], grant.pk, self._owner_role(grant.scope), shared=shared)
+                except psycopg.Error as exc:
+                    # The role keeps what it had here (it can no longer log in and
+                    # is in no group); nothing was handed over. Retried later.
+                    unclean.add(role)
+                    errors[grant.pk] = (
+                        f"Cannot clean up what {role} made or granted in database {dbname!r}: {self._scrub(exc)}"
+                        f"{self._detail(exc)} Change or drop what depends on it; revocation retries."
+                    )
 
             # A session that was authenticating when NOLOGIN committed may have slipped in.
             self._terminate_sessions(conn, list(oids.values()))
@@ -204,6 +380,8 @@ class PostgresConnector(Connector):
             ).fetchall())
             droppable = []
             for name, oid in oids.items():
+                if name in unclean:
+                    continue
                 if left.get(oid):
                     # Dropping now would orphan the sessions: PostgreSQL lets them run on
                     # with no role name, and we could no longer find them. Retry later.
@@ -252,7 +430,8 @@ class PostgresConnector(Connector):
         return {name for (name,) in rows if pattern.fullmatch(name)}
 
     def check(self) -> list[str]:
-        """Connect and verify the admin role; return warnings about pg_hba.conf lines that defeat expiry."""
+        """Connect and verify the admin role; return warnings about pg_hba.conf lines that defeat expiry
+        and about schemas where every grant user may create objects."""
         with self._errors("check"):
             conn = self._admin()
             user, can_create, version = conn.execute(
@@ -269,8 +448,17 @@ class PostgresConnector(Connector):
                     "SELECT line_number, type, database, user_name, auth_method, error FROM pg_hba_file_rules"
                 ).fetchall()
             except psycopg.errors.InsufficientPrivilege:
-                return [f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."]
-        return self._hba_warnings(rules)
+                warnings = [
+                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."
+                ]
+            else:
+                warnings = self._hba_warnings(rules)
+        return warnings + self._create_warnings()
+
+    def validate_scope(self, scope: dict) -> None:
+        """Read the target; refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
+        with self._errors("check the scope"):
+            self._check_scope(self._admin(), scope)
 
     def close(self) -> None:
         if self._conn is not None:
@@ -287,25 +475,68 @@ class PostgresConnector(Connector):
             raise ConnectorError(f"Target {self.target.name!r} config lacks {', '.join(missing)}.", permanent=True)
         return str(config["host"]), str(config["port"]), str(config["dbname"])
 
-    def _scope_roles(self, grant: GrantLike) -> list[str]:
-        roles = grant.scope.get("roles") or []
+    def _scope_roles(self, scope: dict) -> list[str]:
+        roles = scope.get("roles") or []
         if not isinstance(roles, list) or not all(isinstance(r, str) and r for r in roles):
             raise ConnectorError("Grant scope 'roles' must be a list of role names.", permanent=True)
         return roles
 
-    def _check_scope_roles(self, conn: psycopg.Connection, wanted: list[str]) -> None:
-        rows = conn.execute("SELECT rolname, rolsuper FROM pg_roles WHERE rolname = ANY(%s)", [wanted]).fetchall()
-        found = {name: is_super for name, is_super in rows}
-        missing = [r for r in wanted if r not in found]
+    def _owner_role(self, scope: dict) -> str | None:
+        owner_role = scope.get("owner_role")
+        if owner_role in (None, ""):
+            return None
+        if not isinstance(owner_role, str):
+            raise ConnectorError("Grant scope 'owner_role' must be a role name.", permanent=True)
+        return owner_role
+
+    def _connection_limit(self, scope: dict) -> int:
+        limit = scope.get("connection_limit", -1)
+        try:
+            if isinstance(limit, bool) or int(limit) < -1:
+                raise ValueError(limit)
+        except (TypeError, ValueError):
+            raise ConnectorError(
+                f"Grant scope 'connection_limit' must be a whole number, -1 for no limit (got {limit!r}).", permanent=True
+            ) from None
+        return int(limit)
+
+    def _check_scope(self, conn: psycopg.Connection, scope: dict) -> None:
+        """Refuse a scope whose roles are missing or reach more than a grant may hand out (see the DANGERS above)."""
+        roles = self._scope_roles(scope)
+        owner_role = self._owner_role(scope)
+        self._connection_limit(scope)
+        named = roles + ([owner_role] if owner_role and owner_role not in roles else [])
+        reached: dict[tuple[str, str], list[str]] = {}
+        attributes: dict[str, tuple[bool, ...]] = {}
+        for start, path, name, *flags in conn.execute(_REACH_SQL, [named]).fetchall():
+            if (start, name) not in reached or len(path) < len(reached[start, name]):
+                reached[start, name] = path
+            attributes[name] = tuple(flags)
+        missing = [r for r in named if (r, r) not in reached]
         if missing:
             raise ConnectorError(
                 f"Role(s) {', '.join(missing)} do not exist on target {self.target.name!r}; fix the access profile.",
                 permanent=True,
             )
-        # Membership lets the user SET ROLE to the group: a superuser group would make them one.
-        supers = [r for r in wanted if found[r]]
-        if supers:
-            raise ConnectorError(f"Refusing to grant superuser role(s) {', '.join(supers)}.", permanent=True)
+        problems = []
+        own = re.compile(re.escape(self.prefix + "g") + r"[0-9]+")
+        for (start, name), path in sorted(reached.items()):
+            dangers = [why for (_, why), flag in zip(ROLE_ATTRIBUTE_DANGERS, attributes[name]) if flag]
+            if own.fullmatch(name):
+                dangers.append("is another grant's account, which revocation drops")
+            if name.startswith("pg_") and name not in HARMLESS_BUILTIN_ROLES:
+                dangers.append(BUILTIN_ROLE_DANGERS.get(name, "is a built-in administrative role"))
+            if not dangers:
+                continue
+            what = "owner role" if start == owner_role and start not in roles else "scope role"
+            via = "" if name == start else f" reaches {name} through membership ({' -> '.join(path)}), which"
+            problems.append(f"{what} {start}{via} {' and '.join(dangers)}")
+        if problems:
+            raise ConnectorError(
+                f"Refusing the scope on target {self.target.name!r}: {'; '.join(problems)}."
+                " A grant may hand out none of these; fix the access profile or the role's memberships on the target.",
+                permanent=True,
+            )
 
     def _role_oid(self, conn: psycopg.Connection, role: str) -> int | None:
         row = conn.execute("SELECT oid FROM pg_roles WHERE rolname = %s", [role]).fetchone()
@@ -326,13 +557,144 @@ class PostgresConnector(Connector):
             [TERMINATE_WAIT_MS, oids],
         )
 
-    def _clean_owned(self, dbname: str, role: str, owner_role: str | None) -> None:
-        # REASSIGN/DROP OWNED only see the current database: connect to each one.
+    def _missing_owner_roles(self, conn: psycopg.Connection, grants, errors: dict[int, str]) -> set[str]:
+        """Return the roles of grants whose owner role is gone from the target, with an error for each."""
+        wanted = sorted({self._owner_role(grant.scope) for grant in grants} - {None})
+        if not wanted:
+            return set()
+        rows = conn.execute("SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%s)", [wanted]).fetchall()
+        existing = {name for (name,) in rows}
+        missing = set()
+        for grant in grants:
+            owner_role = self._owner_role(grant.scope)
+            if owner_role and owner_role not in existing:
+                # Dropping instead would destroy the data the profile means to keep.
+                role = self.role_name(grant)
+                missing.add(role)
+                errors[grant.pk] = (
+                    f"Owner role {owner_role!r} does not exist on target {self.target.name!r}: {role} keeps its objects"
+                    " (it can no longer log in and is in no group). Create the role; revocation retries."
+                )
+        return missing
+
+    def _clean_owned(
+        self, dbname: str, role: str, role_oid: int, grant_pk: int, owner_role: str | None, *, shared: bool
+    ) -> None:
+        """Remove what the role made or granted in one database, in one transaction, and note each object found.
+
+        Privileges it granted to others are revoked; triggers, rules and
+        policies on its tables, and triggers elsewhere that run its
+        functions, are dropped; with an owner role its tables, sequences,
+        schemas and plain types (enums, composite types, domains: a kept
+        table may use them, and they run no code) are handed over; then
+        DROP OWNED drops everything else (functions, procedures, views,
+        materialised views, large objects, publications, default privileges,
+        ...) and takes away its own privileges. Code is never handed to
+        another role: a SECURITY DEFINER function or a view would run with
+        the new owner's rights. DROP OWNED does not cascade: if an object of
+        another role depends on one of the role's, the transaction fails and
+        the role keeps everything.
+        """
         ident = sql.Identifier(role)
+        params = {"role": role_oid, "keep": bool(owner_role), "shared": shared}
+        notes = []
+        # REASSIGN/DROP OWNED only see the current database: connect to each one.
         with self._connect(dbname) as conn, conn.transaction():
-            if owner_role:
-                conn.execute(sql.SQL("REASSIGN OWNED BY {} TO {}").format(ident, sql.Identifier(owner_role)))
+            owned = conn.execute(_OWNED_SQL, params).fetchall()
+            granted = conn.execute(_GRANTED_SQL, params).fetchall()
+            attached = conn.execute(_ATTACHED_SQL, params).fetchall()
+
+            for catalog, objid, relkind, kind, schema, name, identity, grantee, privileges, its_own in granted:
+                privileges = [p for p in privileges if p in _PRIVILEGES]
+                target = self._privilege_object(catalog, objid, relkind, schema, name, identity)
+                if its_own and target is not None and privileges:
+                    # A superuser's REVOKE acts as the object's owner: it takes
+                    # back what the role granted (CASCADE: and what others
+                    # passed on from it). Not SET ROLE to the role: it may no
+                    # longer have USAGE on the schema, which REVOKE would need.
+                    who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
+                    conn.execute(sql.SQL("REVOKE {} ON {} FROM {} CASCADE").format(
+                        sql.SQL(", ").join(map(sql.SQL, privileges)), target, who))
+                notes.append(("privilege", f"{', '.join(privileges)} on {kind} {identity} to {grantee}", "revoked"))
+
+            for kind, name, schema, table in attached:
+                conn.execute(sql.SQL("DROP {} {} ON {}").format(
+                    sql.SQL(kind.upper()), sql.Identifier(name), sql.Identifier(schema, table)))
+                notes.append((kind, f"{name} on {schema}.{table}", "dropped"))
+
+            kept = [row for row in owned if owner_role and row[4]]
+            # Schemas and types before the tables that use them; a serial or
+            # identity sequence follows its table, and is then already handed over.
+            order = {"SCHEMA": 0, "TYPE": 1, "TABLE": 2, "SEQUENCE": 3}
+            for kind, schema, name, identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
+                target = sql.Identifier(name) if keep_as == "SCHEMA" else sql.Identifier(schema, name)
+                new_owner = sql.Identifier(owner_role)
+                conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(keep_as), target, new_owner))
+            for kind, schema, name, identity, keep_as in owned:
+                notes.append((kind, identity, f"reassigned to {owner_role}" if owner_role and keep_as else "dropped"))
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
+        for kind, name, action in notes:
+            self.note_object(grant_pk, kind=kind, name=name, action=action, database=dbname)
+
+    @staticmethod
+    def _privilege_object(catalog, objid, relkind, schema, name, identity) -> sql.Composable | None:
+        """Return how GRANT/REVOKE names an object (e.g. `TABLE "public"."t"`), or None for a catalog we do not know."""
+        keyword = _PRIVILEGE_OBJECT_KEYWORDS.get(catalog)
+        if keyword is None:
+            return None
+        if catalog == "pg_class":
+            keyword = "SEQUENCE" if relkind == "S" else "TABLE"
+            target = sql.Identifier(schema, name)
+        elif catalog == "pg_type":
+            target = sql.Identifier(schema, name)
+        elif catalog == "pg_proc":
+            # A routine is named with its argument types; pg_identify_object
+            # gives that signature already quoted by the server.
+            target = sql.SQL(identity)
+        elif catalog == "pg_largeobject":
+            target = sql.SQL(str(int(objid)))
+        else:
+            target = sql.Identifier(name)
+        return sql.SQL(keyword + " ") + target
+
+    @staticmethod
+    def _detail(exc: psycopg.Error) -> str:
+        detail = getattr(getattr(exc, "diag", None), "message_detail", None)
+        return f" ({' '.join(detail.split())})." if detail else "."
+
+    def _create_warnings(self) -> list[str]:
+        """Warn where PUBLIC may create objects in the target's database: then every grant user may.
+
+        What a profile means its users to create is what its group roles may
+        create (e.g. app_readwrite: CREATE on schema public); PUBLIC's CREATE
+        gives it to read-only users too. Revocation drops what they made, but
+        nobody meant them to make it. TEMP is not warned about: temporary
+        objects go when the session ends, and revocation ends the sessions.
+        """
+        dbname = self._endpoint()[2]
+        try:
+            with self._connect(dbname) as conn:
+                schemas = conn.execute(
+                    "SELECT nspname::text FROM pg_namespace WHERE has_schema_privilege('public', oid, 'CREATE')"
+                    " AND left(nspname, 3) <> 'pg_' AND nspname <> 'information_schema' ORDER BY 1"
+                ).fetchall()
+                database = conn.execute(
+                    "SELECT has_database_privilege('public', current_database(), 'CREATE')"
+                ).fetchone()[0]
+        except psycopg.Error as exc:
+            return [f"Could not read database {dbname!r} to check where grant users may create: {self._scrub(exc)}"]
+        warnings = [
+            f"PUBLIC has CREATE on schema {name} of database {dbname}: every grant user, read-only ones included,"
+            f" can create functions and views there. Run REVOKE CREATE ON SCHEMA {name} FROM PUBLIC and grant CREATE"
+            " to the group roles meant to create."
+            for (name,) in schemas
+        ]
+        if database:
+            warnings.append(
+                f"PUBLIC has CREATE on database {dbname}: every grant user can create schemas there."
+                f" Run REVOKE CREATE ON DATABASE {dbname} FROM PUBLIC."
+            )
+        return warnings
 
     def _hba_warnings(self, rules) -> list[str]:
         prefix = self.prefix

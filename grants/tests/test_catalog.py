@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
-from grants import catalog, lifecycle
+from grants import catalog, devcluster, lifecycle
 from grants.models import AccessProfile, Grant, Policy, Target
 
 from .conftest import JUSTIFICATION
@@ -142,6 +142,45 @@ def test_errors_name_file_line_and_field_and_nothing_is_applied(db, write, text,
     assert fragment in message
     assert f"{path}:{line}:" in message, message
     assert not Target.objects.exists() and not Policy.objects.exists() and not AccessProfile.objects.exists()
+
+
+def test_plan_refuses_a_scope_naming_pg_execute_server_program_and_nothing_is_applied(db, write, pg_target_env, capsys):
+    path = write(
+        BASE.replace("scope: {roles: [app_readonly]}", "scope: {roles: [app_readonly, pg_execute_server_program]}")
+    )
+
+    with pytest.raises(catalog.CatalogError) as exc:
+        catalog.plan(path)
+    with pytest.raises(CommandError, match="nothing was applied"):
+        call_command("catalog", "apply", path)
+
+    [error] = exc.value.errors
+    assert error.startswith(f"{path}:14: profiles.ro.scope: Refusing the scope on target 'appdb'")
+    assert "pg_execute_server_program runs programs on the database server" in error
+    assert "pg_execute_server_program" in capsys.readouterr().err
+    assert not Target.objects.exists() and not AccessProfile.objects.exists()
+
+
+def test_plan_checks_scopes_on_a_reachable_target_and_passes_good_ones(db, write, pg_target_env):
+    the_plan = catalog.plan(write(BASE))
+
+    assert the_plan.warnings == []
+
+
+def test_plan_warns_when_it_cannot_read_the_target_and_still_shows_the_changes(db, write, monkeypatch, pg_cluster):
+    path = write(BASE)
+    monkeypatch.delenv("JIT_TEST_PG_DSN", raising=False)
+    assert "scopes not checked on the target (Environment variable JIT_TEST_PG_DSN" in catalog.plan(path).render()
+
+    port = devcluster.free_port()
+    monkeypatch.setenv("JIT_TEST_PG_DSN", pg_cluster.admin_dsn.replace(f":{pg_cluster.port}/", f":{port}/"))
+    text = catalog.plan(path).render()
+
+    assert "+ profile ro: add" in text
+    assert "warning: target appdb: scopes not checked on the target (Cannot check the scope on target 'appdb'" in text
+    assert f"(127.0.0.1:{port})" in text
+    assert text.endswith("provisioning checks them.")
+    assert pg_cluster.admin_password not in text
 
 
 def test_the_command_exits_non_zero_on_errors(db, write, capsys):

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from audit.models import AuditEvent
 from grants import lifecycle, tasks
-from grants.models import AccessRequest, Grant
+from grants.models import AccessRequest, DriftFinding, Grant
 
 from .conftest import JUSTIFICATION
 
@@ -215,6 +215,31 @@ def test_release_revokes_and_verifies_on_the_target(active_grant, ana, pg_cluste
     assert actions(grant)[-2:] == ["grant.revoke_requested", "grant.revoked"]
 
 
+def test_a_function_the_user_left_is_dropped_and_listed_in_the_revoked_event_and_a_drift_finding(
+    active_grant, ana, pg_cluster
+):
+    creds = lifecycle.reveal_credentials(active_grant.pk, actor=ana)
+    with psycopg.connect(pg_cluster.dsn("appdb"), autocommit=True) as admin:
+        # PostgreSQL 14 and older let every role create in schema public.
+        admin.execute("GRANT CREATE ON SCHEMA public TO PUBLIC")
+        try:
+            with psycopg.connect(creds["dsn"], autocommit=True) as session:
+                session.execute("CREATE FUNCTION public.peek() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+        finally:
+            admin.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
+
+        lifecycle.revoke_grant(active_grant.pk, actor=ana, reason="released")
+        grant = lifecycle.complete_revocation(active_grant.pk)
+
+        assert grant.status == GS.REVOKED
+        assert admin.execute("SELECT to_regprocedure('public.peek()')").fetchone()[0] is None
+    left = [{"database": "appdb", "kind": "function", "name": "public.peek()", "action": "dropped"}]
+    assert AuditEvent.objects.get(action="grant.revoked", object_id=str(grant.pk)).details["objects"] == left
+    finding = DriftFinding.objects.get(grant=grant)
+    assert finding.kind == DriftFinding.Kind.OBJECTS and "function appdb.public.peek() dropped" in finding.action
+    assert AuditEvent.objects.get(action="drift.found").details["objects"] == left
+
+
 def test_only_the_holder_may_release(active_grant, otto):
     with pytest.raises(lifecycle.NotAllowedError):
         lifecycle.revoke_grant(active_grant.pk, actor=otto, reason="released")
@@ -290,6 +315,24 @@ def test_missing_group_role_fails_at_once(approved_request):
     grant = lifecycle.provision_grant(approved_request.grant.pk)
     assert grant.status == GS.FAILED
     assert "no_such_role" in grant.last_error
+
+
+def test_a_profile_handing_out_pg_execute_server_program_fails_at_provisioning_and_creates_no_account(
+    profile, ana, otto, pg_cluster
+):
+    profile.scope = {"roles": ["app_readonly", "pg_execute_server_program"]}
+    profile.save()
+    request = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION
+    )
+    lifecycle.approve_request(request.pk, actor=otto, comment="ok")
+
+    grant = lifecycle.provision_grant(request.grant.pk)
+
+    assert grant.status == GS.FAILED
+    assert "pg_execute_server_program runs programs on the database server" in grant.last_error
+    with psycopg.connect(pg_cluster.admin_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [f"jit_g{grant.pk}"]).fetchone()[0] == 0
 
 
 def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(active_grant, ana, settings, monkeypatch, pg_cluster):

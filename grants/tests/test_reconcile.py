@@ -38,6 +38,23 @@ def test_a_role_made_by_hand_with_the_prefix_is_found_and_removed(target, pg_clu
     assert target.reconciled_at and "1 finding" in target.reconcile_message
 
 
+def test_an_orphan_roles_function_is_dropped_and_listed_in_the_finding(target, pg_cluster):
+    with psycopg.connect(pg_cluster.dsn("appdb"), autocommit=True) as conn:
+        conn.execute("CREATE ROLE jit_g999998 NOLOGIN")
+        conn.execute("CREATE FUNCTION public.orphaned() RETURNS int LANGUAGE sql SECURITY DEFINER AS 'SELECT 1'")
+        conn.execute("ALTER FUNCTION public.orphaned() OWNER TO jit_g999998")
+
+    [finding] = reconcile.reconcile_target(target)
+
+    assert finding.action == "removed from the target, with 1 object(s) it had made or granted"
+    event = AuditEvent.objects.get(action="drift.found", details__external_ref="jit_g999998")
+    assert event.details["objects"] == [
+        {"database": "appdb", "kind": "function", "name": "public.orphaned()", "action": "dropped"}
+    ]
+    with psycopg.connect(pg_cluster.dsn("appdb")) as conn:
+        assert conn.execute("SELECT to_regprocedure('public.orphaned()')").fetchone()[0] is None
+
+
 def test_roles_that_merely_share_the_prefix_are_left_alone(target, pg_cluster):
     admin_sql(pg_cluster, "CREATE ROLE {} NOLOGIN", "jit_gadmin")
     try:
