@@ -538,7 +538,8 @@ def _check_scopes_on_targets(path: str, desired: Desired, current_targets: dict[
                 continue
             for name in names:
                 try:
-                    connector.validate_scope(desired.profiles[name]["scope"])
+                    found = connector.validate_scope(desired.profiles[name]["scope"]) or []
+                    warnings.extend(f"profiles.{name}.scope: {warning}" for warning in found)
                 except ConnectorError as exc:
                     if not exc.permanent:
                         warnings.append(unread.format(exc.message))

@@ -679,15 +679,16 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
             present = connector.present_many([g for g in group if g.pk not in errors])
         except ConnectorError as exc:
             for grant in group:
-                _revocation_failed(grant, exc.message)
+                _revocation_failed(grant, exc.message, objects=connector.take_inventory(grant.pk))
             continue
         verified_at = timezone.now()
         gone = []
         for grant in group:
             if grant.pk in errors:
-                _revocation_failed(grant, errors[grant.pk])
+                _revocation_failed(grant, errors[grant.pk], objects=connector.take_inventory(grant.pk))
             elif grant.pk in present:
-                _revocation_failed(grant, "The target still shows the account or a session after revoking.")
+                _revocation_failed(grant, "The target still shows the account or a session after revoking.",
+                                   objects=connector.take_inventory(grant.pk))
             else:
                 _check(grant, ALLOWED_GRANT, GS.REVOKED)
                 grant.status, grant.revoked_at, grant.verified_at = GS.REVOKED, revoked_at, verified_at
@@ -745,7 +746,7 @@ def objects_summary(objects: list[dict]) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
-def _revocation_failed(grant: Grant, message: str) -> Grant:
+def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None = None) -> Grant:
     # Like Vault's lease manager: retry with growing delays, flag the grant
     # after a few attempts, and keep trying; never claim it is gone.
     grant.attempts += 1
@@ -757,8 +758,10 @@ def _revocation_failed(grant: Grant, message: str) -> Grant:
         "grant.revoke_failed",
         obj=grant,
         details={**_snapshot(grant.profile, grant.user), "error": message, "attempt": grant.attempts,
-                 "failing": grant.revocation_failing},
+                 "failing": grant.revocation_failing, **({"objects": objects} if objects else {})},
     )
+    # What this attempt already removed is not found again by the next one.
+    _report_objects([grant] if objects else [], {grant.pk: objects})
     log.warning("Revoking grant %s failed (attempt %s): %s", grant.pk, grant.attempts, message)
     return grant
 

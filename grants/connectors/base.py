@@ -161,9 +161,11 @@ class Connector:
         """Raise ConnectorError if unreachable or misconfigured; return warnings."""
         raise NotImplementedError
 
-    def validate_scope(self, scope: dict) -> None:
+    def validate_scope(self, scope: dict) -> list[str]:
         """Read the target and refuse a scope that would hand out more than a grant may (superuser, admin roles).
 
         Raise ConnectorError(permanent=True) naming what to fix; a transient
-        error if the target cannot be read. `catalog plan` and provisioning call it.
+        error if the target cannot be read. Return warnings (what the scope
+        lets a user leave behind, say). `catalog plan` and provisioning call it.
         """
+        return []

@@ -455,10 +455,11 @@ class PostgresConnector(Connector):
                 warnings = self._hba_warnings(rules)
         return warnings + self._create_warnings()
 
-    def validate_scope(self, scope: dict) -> None:
+    def validate_scope(self, scope: dict) -> list[str]:
         """Read the target; refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
         with self._errors("check the scope"):
             self._check_scope(self._admin(), scope)
+        return []
 
     def close(self) -> None:
         if self._conn is not None:
