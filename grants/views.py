@@ -318,6 +318,10 @@ def review_close(request, pk):
     try:
         lifecycle.close_review(review.pk, actor=request.user, comment=form.cleaned_data["comment"])
     except lifecycle.NotAllowedError as exc:
+        # Recorded by the lifecycle; as with a decision, someone who may not see
+        # the request learns nothing, not even that this review exists.
+        if not selectors.may_view_request(request.user, review.request):
+            raise Http404 from None
         raise PermissionDenied(str(exc)) from None
     except lifecycle.TransitionError as exc:
         messages.warning(request, str(exc))
