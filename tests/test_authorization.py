@@ -149,7 +149,7 @@ def _build_world(pg_cluster) -> World:
     held = lifecycle.provision_grant(Grant.objects.get(request=held_request).pk)
     pending = ask(ana, analytics)
     review = BreakGlassReview.objects.get(request=ask(ana, emergency, break_glass=True))
-    ask(bob, ssh_logs, BOB_JUSTIFICATION)  # sven's to decide, none of otto's business
+    bobs = ask(bob, ssh_logs, BOB_JUSTIFICATION)  # sven's to decide, none of otto's business
     token, _ = tokens.create_token(actor=ana, name="ci", days=30)
     secrets = {name: tokens.create_token(actor=user, name="authz", days=30)[1] for name, user in users.items()}
     sessions = {}
@@ -171,7 +171,7 @@ def _build_world(pg_cluster) -> World:
     return World(
         users=users, secrets=secrets, sessions=sessions, groups=groups, marc=marc, **users,
         appdb=appdb, hosts=hosts, readonly=readonly, ssh_deploy=ssh_deploy, policy=emergency_policy,
-        pending=pending, held=held, held_request=held_request, review=review, token=token,
+        pending=pending, bobs=bobs, held=held, held_request=held_request, review=review, token=token,
         drift=DriftFinding.objects.get(external_ref=f"jit_g{ORPHAN_GRANT_ID}"),
         event=AuditEvent.objects.order_by("-id").first(),
         sweep=Task.objects.create(id=uuid.uuid4().hex, name="sweep-done", success=True, **task),
@@ -221,7 +221,7 @@ class Row:
     args: Callable | None = None  # world -> URL kwargs (for the API: path parameters)
     path: Callable | None = None  # world -> the address, for a pattern without a name
     data: Callable | dict | None = None  # form data (for the API: the JSON body), or world -> it
-    query: dict | None = None
+    query: Callable | dict | None = None  # or world -> it
     before: Callable | None = None  # world -> None, run before the call
     effect: Callable | None = None  # (world, client) -> whether an allowed write did what it says
     audited: str | None = None  # the event an allowed write leaves in the trail
@@ -273,6 +273,7 @@ def _fresh_sweep(w):
 
 
 PENDING = {"args": lambda w: {"pk": w.pending.pk}}
+BOBS = {"args": lambda w: {"pk": w.bobs.pk}, "label": "bobs"}
 HELD = {"args": lambda w: {"pk": w.held.pk}}
 REVIEW = {"args": lambda w: {"pk": w.review.pk}}
 TOKEN = {"args": lambda w: {"pk": w.token.pk}}
@@ -287,6 +288,9 @@ PORTAL_ROWS = [
     # The request journey (grants/urls.py).
     Row("grants:my_access",             "GET",   "login   200   200   200   200   200   200"),
     Row("grants:request_new",           "GET",   "login   200   200   200   200   200   200"),
+    # Pre-filled from one's own earlier request only.
+    Row("grants:request_new",           "GET",   "login   200   200   200   200   200   200", label="again",
+        query=lambda w: {"again": w.pending.pk}),
     # Only engineers may ask for the profile; the others get the form back, saying why.
     Row("grants:request_new",           "POST",  "login   302*  302*  200   200   200   200", data=_request_form,
         effect=_new_request, audited="request.submitted"),
@@ -298,9 +302,13 @@ PORTAL_ROWS = [
     # Who may not see a request gets 404 (no such request looks the same); who may see it but
     # not do this gets 403. The lifecycle records the refused attempt.
     Row("grants:request_detail",        "GET",   "login   200   404   200   404   200   200", **PENDING),
+    Row("grants:request_detail",        "GET",   "login   404   200   404   200   200   200", **BOBS),
     Row("grants:request_decide",        "GET",   "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_decide",        "POST",  "login   403   404   302*  404   403   403", **PENDING,
         data={"action": "approve", "step": "0"}, effect=_pending_is("approved"), audited="request.approved"),
+    Row("grants:request_decide",        "POST",  "login   404   403   404   302*  403   403", **BOBS,
+        data={"action": "deny", "step": "0"}, audited="request.denied",
+        effect=lambda w, c: AccessRequest.objects.get(pk=w.bobs.pk).status == "denied"),
     Row("grants:request_cancel",        "GET",   "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_cancel",        "POST",  "login   302*  404   403   404   403   403", **PENDING,
         effect=_pending_is("cancelled"), audited="request.cancelled"),
@@ -326,10 +334,16 @@ PORTAL_ROWS = [
     Row("audit:index",                  "GET",   "login   200   200   200   200   200   200"),
     Row("audit:access",                 "GET",   "login   200   200   200   200   200   200"),
     Row("audit:access",                 "GET",   "login   200*  200*  200*  200*  200*  200*", **CSV),
+    # Asking for someone else's history gets one's own (the filter is not offered).
+    Row("audit:access",                 "GET",   "login   200*  200*  200*  200*  200*  200*", label="csv-ana",
+        query={"format": "csv", "user": "ana"}, audited="report.downloaded"),
     Row("audit:current",                "GET",   "login   403   403   403   403   200   200"),
     Row("audit:current",                "GET",   "login   403   403   403   403   200*  200*", **CSV),
     Row("audit:decisions",              "GET",   "login   403   403   200   200   200   200"),
     Row("audit:decisions",              "GET",   "login   403   403   200*  200*  200*  200*", **CSV),
+    # An approver's decisions are his own, whoever he names.
+    Row("audit:decisions",              "GET",   "login   403   403   200   200   200   200", label="otto",
+        query={"approver": "otto", "since": "2000-01-01"}),
     Row("audit:break_glass",            "GET",   "login   403   403   403   403   200   200"),
     Row("audit:break_glass",            "GET",   "login   403   403   403   403   200*  200*", **CSV),
     Row("audit:timeline_lookup",        "GET",   "login   302   302   302   302   302   302"),
@@ -409,9 +423,14 @@ API_ROWS = [
         data={"profile": "ssh-deploy", "duration_seconds": 1800, "justification": NEW_JUSTIFICATION},
         effect=_new_request, audited="request.submitted"),
     Api("get_request",                           "401     200   404   200   404   200   200", **ON_PENDING),
+    Api("get_request",                           "401     404   200   404   200   200   200", label="bobs",
+        args=lambda w: {"request_id": w.bobs.pk}),
     Api("inbox",                                 "401     200   200   200   200   200   200"),
     Api("approve",                               "401     403   404   200*  404   403   403", **ON_PENDING,
         data={"comment": "fine"}, effect=_pending_is("approved"), audited="request.approved"),
+    Api("approve",                               "401     404   403   404   200*  403   403", label="bobs",
+        args=lambda w: {"request_id": w.bobs.pk}, audited="request.approved",
+        effect=lambda w, c: AccessRequest.objects.get(pk=w.bobs.pk).status == "approved"),
     Api("deny",                                  "401     403   404   200*  404   403   403", **ON_PENDING,
         data={"comment": "no"}, effect=_pending_is("denied"), audited="request.denied"),
     Api("cancel",                                "401     200*  404   403   404   403   403", **ON_PENDING,
@@ -521,6 +540,11 @@ ADMIN_ROWS = [
     Row("admin:grants_grant_changelist", "POST", f"{NOT_STAFF}                 200   302*", label="revoke_selected",
         data=lambda w: {"action": "revoke_selected", "_selected_action": [w.held.pk], "index": "0"},
         effect=_held_is("revoking"), audited="grant.revoke_requested"),
+    # Checking connects to the target with the portal's admin credentials and records its health: not an
+    # auditor's to start.
+    Row("admin:grants_target_changelist", "POST", f"{NOT_STAFF}                200   302*", label="check_now",
+        data=lambda w: {"action": "check_now", "_selected_action": [w.appdb.pk], "index": "0"},
+        effect=lambda w, c: Target.objects.get(pk=w.appdb.pk).checked_at is not None),
     # Every field of a grant is read-only in the admin: the save goes through and changes nothing.
     Row("admin:grants_grant_change",    "POST",  f"{NOT_STAFF}                 403   302", label="move_expiry",
         args=lambda w: {"object_id": w.held.pk},
@@ -668,7 +692,7 @@ def _call(client, row, world, operations, token):
         return client.generic(method, url, body, content_type="application/json", headers=headers)
     url = row.path(world) if row.path else reverse(row.endpoint, kwargs=args)
     if row.method == "GET":
-        return client.get(url, row.query or {})
+        return client.get(url, (row.query(world) if callable(row.query) else row.query) or {})
     return client.post(url, data or {})
 
 
