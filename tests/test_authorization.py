@@ -309,6 +309,9 @@ PORTAL_ROWS = [
     Row("grants:request_decide",        "POST",  "login   404   403   404   302*  403   403", **BOBS,
         data={"action": "deny", "step": "0"}, audited="request.denied",
         effect=lambda w, c: AccessRequest.objects.get(pk=w.bobs.pk).status == "denied"),
+    # A form that does not make sense tells viewers what to fix, and others nothing, not even that it exists.
+    Row("grants:request_decide",        "POST",  "login   302   404   302   404   302   302", **PENDING,
+        data={"action": "maybe"}, label="bad_form"),
     Row("grants:request_cancel",        "GET",   "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_cancel",        "POST",  "login   302*  404   403   404   403   403", **PENDING,
         effect=_pending_is("cancelled"), audited="request.cancelled"),
@@ -329,6 +332,8 @@ PORTAL_ROWS = [
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
         effect=lambda w, c: BreakGlassReview.objects.get(pk=w.review.pk).closed_at, audited="review.closed"),
+    Row("grants:review_close",          "POST",  "login   302   404   302   404   302   302", **REVIEW,
+        data={"comment": "x" * 2001}, label="bad_form"),
     # Reports (audit/urls.py): auditors and admins see everything, approvers their decisions, everyone
     # their own history; a CSV download is recorded.
     Row("audit:index",                  "GET",   "login   200   200   200   200   200   200"),
