@@ -174,6 +174,8 @@ def request_decide(request, pk):
     action = request.POST.get("action")
     back = redirect("grants:inbox") if request.POST.get("next") == "inbox" else redirect("grants:request_detail", pk=pk)
     if action not in ("approve", "deny") or not form.is_valid():
+        if not selectors.may_view_request(request.user, access_request):
+            raise Http404  # outsiders learn nothing, not even that the request exists
         messages.error(request, "Choose Approve or Deny; a comment has at most 2,000 characters.")
         return back
     decide = lifecycle.approve_request if action == "approve" else lifecycle.deny_request
@@ -310,14 +312,20 @@ def reviews(request):
 @login_required
 @require_POST
 def review_close(request, pk):
-    review = get_object_or_404(BreakGlassReview, pk=pk)
+    review = get_object_or_404(BreakGlassReview.objects.select_related("request"), pk=pk)
     form = ReviewForm(request.POST)
     if not form.is_valid():
+        if not selectors.may_view_request(request.user, review.request):
+            raise Http404  # as below: not even that this break-glass use exists
         messages.error(request, "Comment: keep it under 2,000 characters.")
         return redirect("grants:reviews")
     try:
         lifecycle.close_review(review.pk, actor=request.user, comment=form.cleaned_data["comment"])
     except lifecycle.NotAllowedError as exc:
+        # Recorded by the lifecycle; as with a decision, someone who may not see
+        # the request learns nothing (review ids would count break-glass uses).
+        if not selectors.may_view_request(request.user, review.request):
+            raise Http404 from None
         raise PermissionDenied(str(exc)) from None
     except lifecycle.TransitionError as exc:
         messages.warning(request, str(exc))
