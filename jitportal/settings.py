@@ -66,6 +66,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "jitportal.middleware.RequestIdMiddleware",
+    "jitportal.middleware.RefuseNulMiddleware",  # PostgreSQL text cannot hold NUL: a 400, not a server error
     "jitportal.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics: before host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
