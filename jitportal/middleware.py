@@ -3,7 +3,7 @@ import urllib.parse
 import uuid
 
 from django.core.signals import request_finished
-from django.http import HttpResponseBadRequest
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import Resolver404, resolve
 
 from .logging import request_id
@@ -12,6 +12,7 @@ from .logging import request_id
 # digits), a UUID, a trace id. Anything else is replaced, so a client
 # cannot put line breaks or megabytes into our logs and headers.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+API_PREFIX = "/api/"  # jitportal/urls.py
 
 
 class RequestIdMiddleware:
@@ -52,7 +53,11 @@ class RefuseNulMiddleware:
     def __call__(self, request):
         query = request.META.get("QUERY_STRING", "")
         if "\x00" in request.path_info or "\x00" in urllib.parse.unquote(query):
-            return HttpResponseBadRequest("The address contains a NUL character (%00); remove it.\n", content_type="text/plain")
+            message = "The address contains a NUL character (%00); remove it."
+            if request.path_info.startswith(API_PREFIX):
+                # In the API's documented error shape, which the CLI and scripts read.
+                return JsonResponse({"code": "invalid", "message": message}, status=400)
+            return HttpResponseBadRequest(message + "\n", content_type="text/plain")
         return self.get_response(request)
 
 
