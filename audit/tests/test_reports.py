@@ -540,6 +540,16 @@ def test_the_last_and_first_dates_the_filters_take_still_filter(client, history,
     assert 'min="0001-01-02"' in page and 'max="9998-12-31"' in page  # the browser's date picker says so too
 
 
+@pytest.mark.parametrize("url", PAGES + [timeline("ana")])
+def test_a_page_size_out_of_bounds_is_brought_within_them(client, history, audra, url):
+    client.force_login(audra)
+    fields = [s.table.prefixed_per_page_field for s in client.get(url).context["sections"]]
+    for asked, shown in (("-1", 1), ("3", 3), (str(10**30), 500)):
+        response = client.get(url, dict.fromkeys(fields, asked))  # -1 was a server error
+        assert response.status_code == 200, asked
+        assert {s.table.paginator.per_page for s in response.context["sections"]} == {shown}, asked
+
+
 def test_every_filter_control_has_a_visible_label(client, history, audra):
     client.force_login(audra)
     for url in PAGES + [timeline("ana")]:
