@@ -9,14 +9,38 @@ import datetime
 
 import django_filters
 from django import forms
+from django.core.exceptions import ValidationError
 from django.utils import timezone
 
 from audit.models import AuditEvent
 import grants.selectors as selectors
 
 
+# Python's dates run from year 1 to 9999. A period ends at the midnight after
+# `until`, and the database driver converts local midnights to UTC (up to a
+# day either way), so a date at either end of the calendar overflows: the
+# period's dates keep a day clear of both ends.
+FIRST_DAY = datetime.date(1, 1, 2)
+LAST_DAY = datetime.date(9998, 12, 31)
+
+
 def _start_of(day: datetime.date) -> datetime.datetime:
     return timezone.make_aware(datetime.datetime.combine(day, datetime.time.min))
+
+
+class PeriodDateField(forms.DateField):
+    """A date the period filters can turn into a moment and count to the next day from."""
+
+    widget = forms.DateInput(attrs={"type": "date", "min": FIRST_DAY.isoformat(), "max": LAST_DAY.isoformat()})
+
+    def validate(self, value):
+        super().validate(value)
+        if value is not None and not FIRST_DAY <= value <= LAST_DAY:
+            raise ValidationError(f"Enter a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.", code="out_of_range")
+
+
+class PeriodDateFilter(django_filters.DateFilter):
+    field_class = PeriodDateField
 
 
 def _target_filter(field_name, **kwargs):
@@ -48,8 +72,8 @@ class ReportFilter(django_filters.FilterSet):
     own history). Invalid input filters nothing in: `rows` is then empty.
     """
 
-    since = django_filters.DateFilter(label="From", method="filter_since", widget=forms.DateInput(attrs={"type": "date"}))
-    until = django_filters.DateFilter(label="To (inclusive)", method="filter_until", widget=forms.DateInput(attrs={"type": "date"}))
+    since = PeriodDateFilter(label="From", method="filter_since")
+    until = PeriodDateFilter(label="To (inclusive)", method="filter_until")
 
     period_field = "created_at"
 

@@ -28,6 +28,8 @@ from .reports import ALL, DECIDED, OWN
 PER_PAGE = 50
 # Summary tables (one row per profile or approver): sortable, so the top rows are the ones asked for.
 SUMMARY_PER_PAGE = 25
+# The most rows a page shows, whatever `?per_page=` asks.
+MAX_PER_PAGE = 500
 # The Decisions page without a period shows this many days, today included.
 DEFAULT_DECISION_DAYS = 30
 
@@ -47,15 +49,23 @@ class Section:
     per_page: int = PER_PAGE
 
 
-class CountingPaginator(Paginator):
-    """A paginator told how many rows there are: a number already known, or the same rows without the joins that only add columns."""
+class ReportPaginator(Paginator):
+    """Pages of 1 to MAX_PER_PAGE rows, optionally told how many rows there are.
 
-    def __init__(self, object_list, per_page, *, count_rows, **kwargs):
-        super().__init__(object_list, per_page, **kwargs)
+    django-tables2 takes the page size from `?per_page=`: a negative one was a
+    server error, a huge one would read a whole trail into one page.
+    `count_rows` is a number already known, or the same rows without the
+    joins that only add columns.
+    """
+
+    def __init__(self, object_list, per_page, *, count_rows=None, **kwargs):
+        super().__init__(object_list, min(max(int(per_page), 1), MAX_PER_PAGE), **kwargs)
         self.count_rows = count_rows
 
     @cached_property
     def count(self):
+        if self.count_rows is None:
+            return super().count
         return self.count_rows if isinstance(self.count_rows, int) else self.count_rows.count()
 
 
@@ -85,9 +95,9 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
     many = len(sections) > 1
     for section in sections:
         section.table = section.table_class(section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
-        paginate = {"per_page": section.per_page}
+        paginate = {"per_page": section.per_page, "paginator_class": ReportPaginator}
         if section.count_rows is not None:
-            paginate.update(paginator_class=CountingPaginator, count_rows=section.count_rows)
+            paginate["count_rows"] = section.count_rows
         RequestConfig(request, paginate=paginate).configure(section.table)
         link = query.copy()
         link["format"] = "csv"

@@ -428,7 +428,7 @@ def main(argv=None) -> int:
     if not database_url:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-reports does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_reports")
-    env = {**os.environ, "DATABASE_URL": bench_url, "METRICS_TOKEN": "", "DJANGO_SETTINGS_MODULE": "jitportal.settings", "DEBUG": "false", "ALLOWED_HOSTS": "testserver",
+    env = {**os.environ, "DATABASE_URL": bench_url, "METRICS_TOKEN": "", "METRICS_PUBLIC": "true", "DJANGO_SETTINGS_MODULE": "jitportal.settings", "DEBUG": "false", "ALLOWED_HOSTS": "testserver",
            "JITPORTAL_DEMO": "true", "PYTHONUNBUFFERED": "1"}
     os.environ.update(env)
     results: dict = {}

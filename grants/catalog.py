@@ -47,8 +47,26 @@ class CatalogError(Exception):
 # Reading: YAML with line numbers -------------------------------------------
 
 
+class _RefusedYAML(yaml.YAMLError):
+    def __init__(self, message: str, mark):
+        super().__init__(message)
+        self.message, self.mark = message, mark
+
+
 class _Loader(yaml.SafeLoader):
-    """SafeLoader that remembers each mapping's key lines and refuses duplicate keys."""
+    """SafeLoader that remembers each mapping's key lines and refuses duplicate keys, anchors and aliases.
+
+    Aliases let a file of a few hundred bytes stand for billions of values
+    ("billion laughs"), which the plan would then expand; a catalog reads
+    better with each value written out anyway.
+    """
+
+    def compose_node(self, parent, index):
+        event = self.peek_event()
+        if getattr(event, "anchor", None) is not None:  # an alias event's anchor is the name it refers to
+            what = f"aliases (*{event.anchor})" if isinstance(event, yaml.AliasEvent) else f"anchors (&{event.anchor})"
+            raise _RefusedYAML(f"YAML {what} are not allowed in a catalog file; write the value out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 def _construct_mapping(loader, node):
@@ -148,6 +166,8 @@ def load(path: str | Path) -> Desired:
         raise CatalogError([f"{path}: cannot read the file ({exc.strerror})"]) from None
     try:
         data = yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    except _RefusedYAML as exc:
+        raise CatalogError([f"{path}:{exc.mark.line + 1}: {exc.message}"]) from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""

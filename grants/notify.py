@@ -26,7 +26,9 @@ import logging
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
+from django.core.validators import validate_email
 from django.db.models import Q
 from django.urls import reverse
 from django.utils import dateformat, timezone
@@ -359,17 +361,14 @@ def decide_from_slack(click: dict):
 def _tell(users, title: str, body: str, *, blocks: list | None = None, channel_fallback: bool = False) -> int:
     """Send one message to each of `users` the way they chose; return how many messages were sent.
 
-    One email goes to everyone who chose email; with a bot token, each who
-    chose Slack gets a direct message. Without a bot token,
+    Each who chose email gets an email of their own; with a bot token, each
+    who chose Slack gets a direct message. Without a bot token,
     `channel_fallback` posts the message once to the webhook's channel.
     """
     users = list(users)
     chosen = {p.user_id: p for p in NotificationPreference.objects.filter(user__in=users)}
     prefs = {u.pk: chosen.get(u.pk) or NotificationPreference(user=u) for u in users}
-    sent = 0
-    to = sorted({u.email for u in users if u.email and prefs[u.pk].email})
-    if to:
-        sent += deliver({"kind": "email", "to": to, "subject": f"[jitportal] {title}", "body": body + "\n"})
+    sent = _email(sorted({u.email for u in users if u.email and prefs[u.pk].email}), title, body)
     text = _slack_text(title, body)
     if settings.SLACK_BOT_TOKEN:
         for user in users:
@@ -382,14 +381,30 @@ def _tell(users, title: str, body: str, *, blocks: list | None = None, channel_f
 
 
 def _tell_security(title: str, body: str) -> int:
-    sent = 0
-    if settings.SECURITY_EMAIL:
-        sent += deliver({"kind": "email", "to": list(settings.SECURITY_EMAIL), "subject": f"[jitportal] {title}", "body": body + "\n"})
+    sent = _email(list(settings.SECURITY_EMAIL), title, body)
     text = _slack_text(title, body)
     if settings.SLACK_BOT_TOKEN and settings.SLACK_SECURITY_CHANNEL:
         sent += deliver({"kind": "slack_channel", "channel": settings.SLACK_SECURITY_CHANNEL, "text": text})
     elif settings.SLACK_WEBHOOK_URL:
         sent += deliver({"kind": "webhook", "text": text})
+    return sent
+
+
+def _email(addresses: list[str], title: str, body: str) -> int:
+    """Send the message to each address in a mail of its own; return how many were sent.
+
+    One mail each: nobody learns the other recipients' addresses, and an
+    address the mail server refuses (or that cannot be a header) stops nobody
+    else's mail. An address that is not one is skipped, not retried.
+    """
+    sent = 0
+    for address in addresses:
+        try:
+            validate_email(address)
+        except ValidationError:
+            log.error("Not sending %r to %r: not an email address.", title, address)
+            continue
+        sent += deliver({"kind": "email", "to": [address], "subject": f"[jitportal] {title}", "body": body + "\n"})
     return sent
 
 

@@ -1,5 +1,7 @@
 """Pages of the request journey. Thin: load with an access check, validate, call the lifecycle, redirect."""
 
+import logging
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
@@ -14,6 +16,8 @@ from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
 from .connectors import ConnectorError, get_connector
 from .models import AccessRequest, BreakGlassReview, Grant, Target
 from .tables import PastGrantTable, RequestTable
+
+log = logging.getLogger(__name__)
 
 RS = AccessRequest.Status
 
@@ -351,7 +355,9 @@ def ssh_krl(request, target):
         with get_connector(target) as connector:
             data = connector.krl_bytes()
     except ConnectorError as exc:
-        return HttpResponse(f"KRL unavailable: {exc.message}\n", status=503, content_type="text/plain")
+        # Anyone may fetch the KRL: the reason (variable names, file paths) is for the operator's log only.
+        log.error("The KRL of SSH target %s is unavailable: %s", target.name, exc.message)
+        return HttpResponse("KRL unavailable.\n", status=503, content_type="text/plain")
     response = HttpResponse(data, content_type="application/octet-stream")
     response["Content-Disposition"] = f'attachment; filename="{target.name}.krl"'
     response["Cache-Control"] = "no-cache"

@@ -1,7 +1,9 @@
 import re
+import urllib.parse
 import uuid
 
 from django.core.signals import request_finished
+from django.http import HttpResponseBadRequest, JsonResponse
 from django.urls import Resolver404, resolve
 
 from .logging import request_id
@@ -10,6 +12,7 @@ from .logging import request_id
 # digits), a UUID, a trace id. Anything else is replaced, so a client
 # cannot put line breaks or megabytes into our logs and headers.
 SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:=+/-]{1,128}")
+API_PREFIX = "/api/"  # jitportal/urls.py
 
 
 class RequestIdMiddleware:
@@ -34,6 +37,28 @@ def _forget_request_id(**kwargs):
 
 
 request_finished.connect(_forget_request_id, dispatch_uid="jitportal.middleware.forget_request_id")
+
+
+class RefuseNulMiddleware:
+    """Answer 400 to an address with a NUL character (%00) in its path or query, before any view reads it.
+
+    PostgreSQL text cannot hold NUL, so a path or query value carrying one
+    would fail in whichever query it reached (a server error); no page, API
+    operation or probe takes one, so refuse it once for all of them.
+    """
+
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request):
+        query = request.META.get("QUERY_STRING", "")
+        if "\x00" in request.path_info or "\x00" in urllib.parse.unquote(query):
+            message = "The address contains a NUL character (%00); remove it."
+            if request.path_info.startswith(API_PREFIX):
+                # In the API's documented error shape, which the CLI and scripts read.
+                return JsonResponse({"code": "invalid", "message": message}, status=400)
+            return HttpResponseBadRequest(message + "\n", content_type="text/plain")
+        return self.get_response(request)
 
 
 class ProbeMiddleware:

@@ -112,16 +112,27 @@ def readyz(request):
     return JsonResponse(body, status=503 if failed else 200)
 
 
+def _metrics_allowed(request) -> bool:
+    """Return whether the request may read /metrics: it carries METRICS_TOKEN, or none is needed."""
+    token = settings.METRICS_TOKEN
+    if not token:
+        if settings.DEMO_MODE or settings.METRICS_PUBLIC:
+            return True
+        # The page names every target and its live grants, whatever the Host header: not for anyone who asks.
+        log.warning("/metrics refused: set METRICS_TOKEN (or METRICS_TOKEN_FILE), or METRICS_PUBLIC=true to serve it "
+                    "without a token.")
+        return False
+    given = request.headers.get("Authorization", "")
+    return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())
+
+
 @probe
 def metrics(request):
     """Prometheus metrics, computed from the database (see jitportal/metrics.py)."""
-    token = settings.METRICS_TOKEN
-    if token:
-        given = request.headers.get("Authorization", "")
-        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
-            response = HttpResponse("A valid bearer token is required.\n", status=401, content_type="text/plain")
-            response["WWW-Authenticate"] = 'Bearer realm="metrics"'
-            return response
+    if not _metrics_allowed(request):
+        response = HttpResponse("A valid bearer token is required.\n", status=401, content_type="text/plain")
+        response["WWW-Authenticate"] = 'Bearer realm="metrics"'
+        return response
     encoder, content_type = choose_encoder(request.headers.get("Accept", ""))
     try:
         body = encoder(registry)

@@ -108,6 +108,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "jitportal.middleware.RequestIdMiddleware",
+    "jitportal.middleware.RefuseNulMiddleware",  # PostgreSQL text cannot hold NUL: a 400, not a server error
     "jitportal.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics: before host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -314,8 +315,11 @@ SLACK_API_URL = env.str("SLACK_API_URL", default="https://slack.com/api")
 SECURITY_EMAIL = env.list("SECURITY_EMAIL", default=[])  # addresses told about break-glass and drift
 
 # Operations: /healthz, /readyz, /metrics (jitportal/ops.py), JSON logs, HTTPS behind a proxy.
-# /metrics requires `Authorization: Bearer <METRICS_TOKEN>` when it is set.
+# /metrics requires `Authorization: Bearer <METRICS_TOKEN>`. It lists every
+# target and its live grants, so without a token it answers 401, unless in
+# demo mode or told METRICS_PUBLIC=true (e.g. reachable from Prometheus only).
 METRICS_TOKEN = _secret("METRICS_TOKEN", default="")
+METRICS_PUBLIC = env.bool("METRICS_PUBLIC", default=False)
 # json: one JSON object per line with the request id (jitportal/logging.py); text: the message only.
 LOG_FORMAT = env.str("LOG_FORMAT", default="text" if DEMO_MODE else "json")
 if LOG_FORMAT not in ("json", "text"):

@@ -328,6 +328,44 @@ def test_metrics_require_the_token_when_one_is_set(client, db, settings):
     assert "jitportal_requests" in scrape(client, HTTP_AUTHORIZATION="Bearer m3trics-t0ken")
 
 
+def test_metrics_outside_demo_mode_need_a_token_even_when_none_is_set(client, db, settings, caplog):
+    settings.DEMO_MODE, settings.METRICS_TOKEN, settings.METRICS_PUBLIC = False, "", False
+    for host in ("jit.example.com", "10.0.0.7", "anything.example"):
+        response = client.get("/metrics", HTTP_HOST=host)
+        assert response.status_code == 401 and response["WWW-Authenticate"].startswith("Bearer")
+        assert "jitportal_active_grants" not in response.content.decode()
+    assert any("set METRICS_TOKEN" in r.getMessage() for r in caplog.records if r.name == "jitportal.ops")
+    # A token, once set, is what it takes.
+    settings.METRICS_TOKEN = "m3trics-t0ken"
+    assert "jitportal_active_grants" in scrape(client, HTTP_AUTHORIZATION="Bearer m3trics-t0ken")
+
+
+def test_metrics_are_public_outside_demo_mode_only_when_told(client, db, settings):
+    settings.DEMO_MODE, settings.METRICS_TOKEN, settings.METRICS_PUBLIC = False, "", True
+    assert "jitportal_requests" in scrape(client)
+    # A token set wins over METRICS_PUBLIC.
+    settings.METRICS_TOKEN = "m3trics-t0ken"
+    assert client.get("/metrics").status_code == 401
+
+
+def test_production_settings_refuse_metrics_without_a_token_by_default(tmp_path):
+    code = (
+        "from django.test import Client; from django.conf import settings as s;"
+        "print(s.METRICS_PUBLIC, Client().get('/metrics', HTTP_HOST='jit.example.com').status_code)"
+    )
+    database = f"sqlite:///{tmp_path / 'empty.sqlite3'}"
+
+    def run(**env):
+        result = subprocess.run(
+            [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE, env=production_env(DATABASE_URL=database, **env),
+            capture_output=True, text=True,
+        )
+        return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
+
+    assert run() == "False 401"
+    assert run(METRICS_PUBLIC="true") == "True 503"  # no token needed; this empty database has no tables: unavailable
+
+
 def test_metrics_speak_openmetrics_to_a_prometheus_that_asks(client, db):
     response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
     assert response["Content-Type"].startswith("application/openmetrics-text")

@@ -508,6 +508,48 @@ def test_a_filter_it_cannot_read_shows_nothing_and_refuses_the_download(client, 
     assert not AuditEvent.objects.filter(action="report.downloaded").exists()
 
 
+@pytest.mark.parametrize("url", PAGES + [timeline("ana")])
+@pytest.mark.parametrize(
+    "params, zone, message",
+    [
+        ({"until": "9999-12-31"}, "UTC", "To (inclusive): Enter a date between 0001-01-02 and 9998-12-31."),
+        # East of UTC, the first midnight of the calendar is in year 0 in UTC (SQLite's conversion overflows).
+        ({"since": "0001-01-01"}, "Asia/Tokyo", "From: Enter a date between 0001-01-02 and 9998-12-31."),
+    ],
+)
+def test_a_date_at_the_end_of_the_calendar_is_a_form_error_and_refuses_the_download(client, history, audra, settings, url, params, zone,
+                                                                                     message):
+    settings.TIME_ZONE = zone
+    client.force_login(audra)
+    response = client.get(url, params)
+    assert response.status_code == 200
+    assert message in text(response)
+    assert all(records(response, section) == [] for section in range(len(response.context["sections"])))
+    download = client.get(url, {**params, "format": "csv"})
+    assert download.status_code == 400
+    assert message in download.content.decode()
+    assert not AuditEvent.objects.filter(action="report.downloaded").exists()
+
+
+def test_the_last_and_first_dates_the_filters_take_still_filter(client, history, audra):
+    client.force_login(audra)
+    everything = set(Grant.objects.values_list("pk", flat=True))
+    assert {g.pk for g in records(client.get(ACCESS, {"since": "0001-01-02", "until": "9998-12-31"}))} == everything
+    assert as_dicts(download(client, DECISIONS, since="9998-12-31", until="9998-12-31")) == []
+    page = text(client.get(ACCESS))
+    assert 'min="0001-01-02"' in page and 'max="9998-12-31"' in page  # the browser's date picker says so too
+
+
+@pytest.mark.parametrize("url", PAGES + [timeline("ana")])
+def test_a_page_size_out_of_bounds_is_brought_within_them(client, history, audra, url):
+    client.force_login(audra)
+    fields = [s.table.prefixed_per_page_field for s in client.get(url).context["sections"]]
+    for asked, shown in (("-1", 1), ("3", 3), (str(10**30), 500)):
+        response = client.get(url, dict.fromkeys(fields, asked))  # -1 was a server error
+        assert response.status_code == 200, asked
+        assert {s.table.paginator.per_page for s in response.context["sections"]} == {shown}, asked
+
+
 def test_every_filter_control_has_a_visible_label(client, history, audra):
     client.force_login(audra)
     for url in PAGES + [timeline("ana")]:

@@ -4,14 +4,18 @@ Configuration: the environment variables JIT_URL (the portal, e.g.
 https://jit.example.com) and JIT_TOKEN (a personal API token), or the same
 as `url = ...` and `token = ...` lines in ~/.config/jit/config
 ($XDG_CONFIG_HOME/jit/config); the environment wins.
+
+The token travels only over HTTPS (plain HTTP only to this machine) and
+only to the portal's own origin: a redirect elsewhere is followed without it.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
-import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -58,9 +62,49 @@ def read_config(environ=None, path: Path | None = None) -> tuple[str, str]:
         raise ConfigError(
             f"Set {missing} (or put 'url = ...' and 'token = ...' in {path}); make a token on the portal's API tokens page."
         )
-    if not re.match(r"^https?://", url):
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(f"JIT_URL must start with https:// (or http:// for a local portal), not {url!r}.")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise ConfigError(
+            f"JIT_URL must use https:// ({url!r} would send your token in clear text); "
+            "http:// is only for a portal on this machine (localhost, 127.0.0.1, ::1)."
+        )
     return url.rstrip("/"), token
+
+
+def is_loopback(host: str) -> bool:
+    """Return whether `host` names this machine (localhost or a loopback address), where plain HTTP stays local."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, (parts.hostname or "").lower(), parts.port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _SameOriginRedirects(urllib.request.HTTPRedirectHandler):
+    """Follow redirects, but send the token only to the origin it was meant for.
+
+    urllib copies every header to the redirected request, so a portal (or a
+    proxy in front of it) redirecting elsewhere would hand the token to that
+    host, over plain HTTP too.
+    """
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and origin(new.full_url) != origin(req.full_url):
+            new.remove_header("Authorization")
+        return new
+
+
+_opener = urllib.request.build_opener(_SameOriginRedirects)
 
 
 class Client:
@@ -80,7 +124,7 @@ class Client:
         if data is not None:
             request.add_header("Content-Type", "application/json")
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+            with _opener.open(request, timeout=self.timeout) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise self._error(exc) from None

@@ -1,10 +1,13 @@
 """The `jit` command line, run as a real process against a real running portal (pytest-django's live_server)."""
 
+import json
 import os
 import re
 import subprocess
 import sys
+import threading
 import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import psycopg
@@ -187,6 +190,88 @@ def test_the_environment_wins_over_the_config_file(tmp_path):
     assert read_config({"JIT_TOKEN": "jit_from_env"}, path) == ("https://jit.example.com", "jit_from_env")
     with pytest.raises(ConfigError, match="JIT_URL must start with https://"):
         read_config({"JIT_URL": "jit.example.com", "JIT_TOKEN": "t"}, tmp_path / "missing")
+
+
+def run_jit(url, home, *args):
+    """Run `jit` with the token jit_secret-token against `url` (no portal behind it needed)."""
+    env = jit_env(url, "jit_secret-token", home)
+    return subprocess.run(command(*args), env=env, capture_output=True, text=True, timeout=30)
+
+
+@pytest.mark.parametrize(
+    "url", ["http://jit.example.com", "http://10.0.0.7:8000/", "HTTP://jit.example.com", "http://localhost.example.com"]
+)
+def test_a_plain_http_url_to_another_machine_is_refused_with_a_message_to_use_https(tmp_path, url):
+    with pytest.raises(ConfigError, match=r"JIT_URL must use https:// .* would send your token in clear text"):
+        read_config({"JIT_URL": url, "JIT_TOKEN": "t"}, tmp_path / "missing")
+    result = run_jit(url, tmp_path, "profiles")
+    assert result.returncode == 2
+    assert "JIT_URL must use https://" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "url", ["https://jit.example.com", "http://localhost:8000", "http://127.0.0.1:8000", "http://[::1]:8000"]
+)
+def test_https_anywhere_and_plain_http_to_this_machine_are_accepted(tmp_path, url):
+    assert read_config({"JIT_URL": url, "JIT_TOKEN": "t"}, tmp_path / "missing") == (url, "t")
+
+
+class Recorder:
+    """A loopback HTTP server that records the Authorization header of each request and answers from `routes`."""
+
+    def __init__(self):
+        self.seen: list[tuple[str, str | None]] = []
+        self.routes: dict[str, tuple[int, dict]] = {}  # path -> (status, headers); anything else: 200 []
+        recorder = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_GET(self):
+                recorder.seen.append((self.path, self.headers.get("Authorization")))
+                status, headers = recorder.routes.get(self.path, (200, {}))
+                body = b"" if status != 200 else json.dumps([]).encode()
+                self.send_response(status)
+                headers = {"Content-Type": "application/json", "Content-Length": str(len(body)), **headers}
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def recorders():
+    made = [Recorder(), Recorder()]  # two ports: two origins
+    yield made
+    for recorder in made:
+        recorder.close()
+
+
+def test_a_redirect_to_another_origin_does_not_carry_the_token(recorders, tmp_path):
+    portal, elsewhere = recorders
+    portal.routes["/api/v1/profiles"] = (302, {"Location": elsewhere.url + "/api/v1/profiles"})
+    result = run_jit(portal.url, tmp_path, "profiles")
+    assert result.returncode == 0, result.stderr
+    assert portal.seen == [("/api/v1/profiles", "Bearer jit_secret-token")]
+    assert elsewhere.seen == [("/api/v1/profiles", None)]
+
+
+def test_a_redirect_within_the_portal_keeps_the_token(recorders, tmp_path):
+    portal, _ = recorders
+    portal.routes["/api/v1/inbox"] = (301, {"Location": "/api/v1/inbox/"})
+    result = run_jit(portal.url, tmp_path, "inbox")
+    assert result.returncode == 0, result.stderr
+    assert "Nothing waits for your decision." in result.stderr
+    assert portal.seen == [("/api/v1/inbox", "Bearer jit_secret-token"), ("/api/v1/inbox/", "Bearer jit_secret-token")]
 
 
 def test_exports_are_shell_quoted():

@@ -183,6 +183,34 @@ def test_plan_warns_when_it_cannot_read_the_target_and_still_shows_the_changes(d
     assert pg_cluster.admin_password not in text
 
 
+def billion_laughs() -> str:
+    """Nine levels of nine aliases each: 549 bytes that stand for 9**9 (387 million) strings."""
+    lines = ["targets:", "  appdb:", "    kind: postgres", "    secret_env: JIT_TEST_PG_DSN", "    config:"]
+    lines.append("      a: &a [" + ", ".join(['"lol"'] * 9) + "]")
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        lines.append(f"      {name}: &{name} [" + ", ".join([f"*{previous}"] * 9) + "]")
+    return "\n".join(lines) + "\n"
+
+
+def test_a_billion_laughs_file_is_refused_at_once_with_the_line(db, write, capsys):
+    path = write(billion_laughs())
+    # Loading alone used to succeed (the aliases share one list); the plan then expanded them until memory ran out.
+    with pytest.raises(catalog.CatalogError) as exc:
+        catalog.load(path)
+    assert exc.value.errors == [f"{path}:6: YAML anchors (&a) are not allowed in a catalog file; write the value out"]
+    with pytest.raises(CommandError, match="nothing was applied"):
+        call_command("catalog", "plan", path)
+    assert "YAML anchors (&a) are not allowed" in capsys.readouterr().err
+    assert not Target.objects.exists()
+
+
+def test_an_alias_without_its_anchor_is_refused_too(db, write):
+    path = write(BASE.replace("requestable_by: [engineers]", "requestable_by: *engineers"))
+    with pytest.raises(catalog.CatalogError) as exc:
+        catalog.load(path)
+    assert exc.value.errors == [f"{path}:16: YAML aliases (*engineers) are not allowed in a catalog file; write the value out"]
+
+
 def test_the_command_exits_non_zero_on_errors(db, write, capsys):
     path = write(BASE.replace("kind: postgres", "kind: oracle"))
     with pytest.raises(CommandError, match="nothing was applied"):

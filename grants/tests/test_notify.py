@@ -50,7 +50,8 @@ def free_port() -> int:
 @dataclass
 class Mail:
     sender: str
-    to: list
+    to: list  # the envelope's recipients
+    to_header: str  # what the recipients see
     subject: str
     body: str
 
@@ -58,10 +59,17 @@ class Mail:
 class Inbox:
     def __init__(self):
         self.mails: list[Mail] = []
+        self.refuse: set[str] = set()  # recipients the server answers 550
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
+        if address in self.refuse:
+            return "550 No such user here"
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
 
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
-        self.mails.append(Mail(envelope.mail_from, sorted(envelope.rcpt_tos), str(msg["Subject"]), msg.get_content()))
+        self.mails.append(Mail(envelope.mail_from, sorted(envelope.rcpt_tos), str(msg["To"]), str(msg["Subject"]), msg.get_content()))
         return "250 Message accepted for delivery"
 
     def to(self, address):
@@ -200,15 +208,42 @@ def request_link(req):
 # Email -------------------------------------------------------------------------------
 
 
-def test_approvers_of_the_current_step_get_one_mail_with_the_justification_and_a_link_to_decide(smtp, run, ana, marc, otto, profile):
+def test_each_approver_of_the_current_step_gets_a_mail_of_their_own_with_the_justification_and_a_link_to_decide(
+    smtp, run, ana, marc, otto, profile
+):
     req = run(submit, ana, profile)
-    assert len(smtp.mails) == 1
-    mail = smtp.mails[0]
-    assert mail.to == ["marc@example.com", "otto@example.com"]
-    assert mail.sender == "jitportal@example.test"
-    assert mail.subject == "[jitportal] Approve? ana: appdb read-only for 30 min"
-    assert JUSTIFICATION in mail.body and "Ticket: INC-4711" in mail.body
-    assert f"Decide: {request_link(req)}" in mail.body
+    # One mail each: nobody sees the other approvers' addresses.
+    assert sorted((m.to, m.to_header) for m in smtp.mails) == [
+        (["marc@example.com"], "marc@example.com"), (["otto@example.com"], "otto@example.com"),
+    ]
+    for mail in smtp.mails:
+        assert mail.sender == "jitportal@example.test"
+        assert mail.subject == "[jitportal] Approve? ana: appdb read-only for 30 min"
+        assert JUSTIFICATION in mail.body and "Ticket: INC-4711" in mail.body
+        assert f"Decide: {request_link(req)}" in mail.body
+
+
+def test_an_approver_whose_address_is_malformed_stops_nobody_elses_mail(smtp, run, ana, marc, otto, profile, groups, django_user_model,
+                                                                      caplog):
+    # An IdP's email claim with a line break, stored as it came: it cannot be a To header.
+    mallory = django_user_model.objects.create_user("mallory", "mallory@example.com\nBcc: everyone@example.com", "mallory-password-123")
+    mallory.groups.add(groups["db-approvers"])
+    run(submit, ana, profile)
+    assert sorted(m.to for m in smtp.mails) == [["marc@example.com"], ["otto@example.com"]]
+    assert not Schedule.objects.filter(func="grants.notify.deliver").exists()  # no retry of what can never be sent
+    assert any("not an email address" in r.getMessage() and "mallory@example.com" in r.getMessage() for r in caplog.records)
+
+
+def test_each_security_address_gets_its_own_mail_and_a_refused_one_alone_is_tried_again(smtp, run, settings, ana, otto, profile):
+    settings.SECURITY_EMAIL = ["security@example.com", "soc@example.com"]
+    smtp.refuse = {"soc@example.com"}
+    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.save()
+    run(submit, ana, profile, break_glass=True)
+    (mail,) = smtp.to("security@example.com")
+    assert mail.to_header == "security@example.com"
+    message, attempt = ast.literal_eval(Schedule.objects.get(func="grants.notify.deliver").args)
+    assert (message["to"], attempt) == (["soc@example.com"], 2)  # only the refused one is tried again
 
 
 def test_only_the_approvers_of_the_step_the_request_waits_for_hear_of_it(smtp, run, ana, marc, otto, profile, groups, django_user_model):
@@ -268,8 +303,9 @@ def test_a_bundle_is_announced_once_and_its_decision_names_what_was_decided(smtp
         lifecycle.submit_bundle, requester=ana, profiles=[profile, rw_profile], duration=datetime.timedelta(minutes=30),
         justification=JUSTIFICATION, ticket="INC-4711",
     )
-    assert [(m.to, m.subject) for m in smtp.mails] == [
-        (["marc@example.com", "otto@example.com"], "[jitportal] Approve? ana: appdb read-only and appdb read-write for 30 min")
+    assert sorted((m.to, m.subject) for m in smtp.mails) == [
+        (["marc@example.com"], "[jitportal] Approve? ana: appdb read-only and appdb read-write for 30 min"),
+        (["otto@example.com"], "[jitportal] Approve? ana: appdb read-only and appdb read-write for 30 min"),
     ]
     run(lifecycle.approve_request, first.pk, actor=marc)  # ana's manager and a db approver: decides both
     (decided,) = [m for m in smtp.to("ana@example.com") if "approved" in m.subject]

@@ -89,3 +89,23 @@ def test_the_demo_catalog_loads_an_ssh_profile(db):
 
     call_command("load_demo")
     assert AccessProfile.objects.get(name="demo-ssh-login").target.kind == "ssh"
+
+
+@pytest.mark.parametrize("breakage", ["secret_env_unset", "ca_file_missing"])
+def test_an_unavailable_krl_tells_anonymous_visitors_nothing_of_the_configuration(
+    client, ssh_profile, tmp_path, monkeypatch, caplog, breakage
+):
+    target = ssh_profile.target
+    missing = tmp_path / "nowhere" / "ca"
+    if breakage == "secret_env_unset":
+        monkeypatch.delenv("JIT_TEST_SSH_CA")
+        detail = "JIT_TEST_SSH_CA"
+    else:
+        monkeypatch.setenv("JIT_TEST_SSH_CA", str(missing))
+        detail = str(missing)
+    response = client.get(f"/access/ssh/{target.name}/krl")
+    assert response.status_code == 503
+    assert response.content == b"KRL unavailable.\n"
+    # The operator finds the reason in the log.
+    (record,) = [r for r in caplog.records if r.name == "grants.views"]
+    assert detail in record.getMessage() and target.name in record.getMessage()
