@@ -100,9 +100,16 @@ class OpenBaoConnector(Connector):
             # Reconcile: a token from an attempt that crashed before it was recorded goes first.
             self._revoke_prefix(role)
             self._write_role(role, policies, no_default, seconds)
-            auth = self._create_token(role, policies, no_default, seconds, meta={
-                "jitportal_grant": str(int(grant.pk)), "jitportal_target": self.target.name,
-            })
+            auth = self._create_token(
+                role,
+                policies,
+                no_default,
+                seconds,
+                meta={
+                    "jitportal_grant": str(int(grant.pk)),
+                    "jitportal_target": self.target.name,
+                },
+            )
             issued_at = _now()
             try:
                 self._require_shape(auth)
@@ -113,7 +120,9 @@ class OpenBaoConnector(Connector):
         # The server counts from its own creation time, which is before
         # `issued_at`: the portal's expiry is never earlier than the server's.
         expires = min(expires_at, issued_at + datetime.timedelta(seconds=int(auth["lease_duration"])))
-        return Provisioned(external_ref=role, credentials=self._credentials(auth, policies, expires), expires_at=expires)
+        return Provisioned(
+            external_ref=role, credentials=self._credentials(auth, policies, expires), expires_at=expires
+        )
 
     def extend(self, grant: GrantLike) -> None:
         """Refuse: a token's explicit maximum TTL cannot be raised; the holder needs a new token."""
@@ -144,7 +153,9 @@ class OpenBaoConnector(Connector):
         with self._errors("list token roles"):
             names = set(self._list("auth/token/roles"))
             # A token whose role is gone (a revocation that stopped halfway) still sits under its prefix.
-            names |= {key.rstrip("/") for key in self._list("sys/leases/lookup/auth/token/create/") if key.endswith("/")}
+            names |= {
+                key.rstrip("/") for key in self._list("sys/leases/lookup/auth/token/create/") if key.endswith("/")
+            }
         # The reconciler revokes what we return: never a hand-made role such as
         # "jit_gadmin" that merely shares the prefix.
         pattern = re.compile(re.escape(self.prefix + "g") + r"[0-9]+")
@@ -214,29 +225,37 @@ class OpenBaoConnector(Connector):
     # -- tokens and roles -----------------------------------------------------
 
     def _write_role(self, role: str, policies: list[str], no_default: bool, seconds: int) -> None:
-        self._call("POST", f"auth/token/roles/{role}", json={
-            "allowed_policies": policies,
-            "orphan": True,
-            "renewable": False,
-            "token_type": "service",
-            "token_explicit_max_ttl": seconds,
-            "token_no_default_policy": no_default,
-            "token_period": 0,
-            "token_num_uses": 0,
-            "path_suffix": "",
-        })
+        self._call(
+            "POST",
+            f"auth/token/roles/{role}",
+            json={
+                "allowed_policies": policies,
+                "orphan": True,
+                "renewable": False,
+                "token_type": "service",
+                "token_explicit_max_ttl": seconds,
+                "token_no_default_policy": no_default,
+                "token_period": 0,
+                "token_num_uses": 0,
+                "path_suffix": "",
+            },
+        )
 
     def _create_token(self, role: str, policies: list[str], no_default: bool, seconds: int, *, meta: dict) -> dict:
-        answer = self._call("POST", f"auth/token/create/{role}", json={
-            "policies": policies,
-            "ttl": f"{seconds}s",
-            "explicit_max_ttl": f"{seconds}s",
-            "renewable": False,
-            "no_default_policy": no_default,
-            "type": "service",
-            "display_name": role,
-            "meta": meta,
-        })
+        answer = self._call(
+            "POST",
+            f"auth/token/create/{role}",
+            json={
+                "policies": policies,
+                "ttl": f"{seconds}s",
+                "explicit_max_ttl": f"{seconds}s",
+                "renewable": False,
+                "no_default_policy": no_default,
+                "type": "service",
+                "display_name": role,
+                "meta": meta,
+            },
+        )
         auth = answer.get("auth") or {}
         if not auth.get("client_token") or not auth.get("accessor"):
             raise ConnectorError(f"Target {self.target.name!r} answered a token request without a token.")
@@ -257,7 +276,9 @@ class OpenBaoConnector(Connector):
         if "root" in (auth.get("policies") or []):
             wrong.append("with the root policy")
         if wrong:
-            raise ConnectorError(f"Target {self.target.name!r} issued a token {', '.join(wrong)}; refusing it.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r} issued a token {', '.join(wrong)}; refusing it.", permanent=True
+            )
 
     def _remove(self, role: str) -> None:
         """Delete the role first (no new token through it), then revoke every token issued through it."""
@@ -277,11 +298,18 @@ class OpenBaoConnector(Connector):
     def _credentials(self, auth: dict, policies: list[str], expires: datetime.datetime) -> dict[str, str]:
         url = self._base_url()
         token = auth["client_token"]
-        env = [f"export BAO_ADDR={shlex.quote(url)}", f"export BAO_TOKEN={shlex.quote(token)}",
-               f"export VAULT_ADDR={shlex.quote(url)}", f"export VAULT_TOKEN={shlex.quote(token)}"]
+        env = [
+            f"export BAO_ADDR={shlex.quote(url)}",
+            f"export BAO_TOKEN={shlex.quote(token)}",
+            f"export VAULT_ADDR={shlex.quote(url)}",
+            f"export VAULT_TOKEN={shlex.quote(token)}",
+        ]
         namespace = self._namespace()
         if namespace:
-            env += [f"export BAO_NAMESPACE={shlex.quote(namespace)}", f"export VAULT_NAMESPACE={shlex.quote(namespace)}"]
+            env += [
+                f"export BAO_NAMESPACE={shlex.quote(namespace)}",
+                f"export VAULT_NAMESPACE={shlex.quote(namespace)}",
+            ]
         credentials = {
             "token": token,
             "accessor": auth["accessor"],
@@ -302,7 +330,8 @@ class OpenBaoConnector(Connector):
         unknown = sorted(set(scope) - SCOPE_FIELDS)
         if unknown:
             raise ConnectorError(
-                f"Grant scope field(s) {', '.join(unknown)} unknown for OpenBao; expected {', '.join(sorted(SCOPE_FIELDS))}.",
+                f"Grant scope field(s) {', '.join(unknown)} unknown for OpenBao;"
+                f" expected {', '.join(sorted(SCOPE_FIELDS))}.",
                 permanent=True,
             )
         policies = scope.get("policies")
@@ -317,7 +346,9 @@ class OpenBaoConnector(Connector):
         # The server lowercases policy names.
         policies = list(dict.fromkeys(p.lower() for p in policies))
         if "root" in policies:
-            raise ConnectorError("Grant scope policy 'root' is refused: a root token can do everything, forever.", permanent=True)
+            raise ConnectorError(
+                "Grant scope policy 'root' is refused: a root token can do everything, forever.", permanent=True
+            )
         no_default = scope.get("no_default_policy", False)
         if not isinstance(no_default, bool):
             raise ConnectorError("Grant scope 'no_default_policy' must be true or false.", permanent=True)
@@ -347,7 +378,8 @@ class OpenBaoConnector(Connector):
             listed = ", ".join(policies) + ("" if no_default else " (with default)")
             raise ConnectorError(
                 f"Refusing the scope on target {self.target.name!r}: a token with the policies {listed} has "
-                + "; ".join(problems) + ". Fix the policies or the profile.",
+                + "; ".join(problems)
+                + ". Fix the policies or the profile.",
                 permanent=True,
             )
 
@@ -356,7 +388,10 @@ class OpenBaoConnector(Connector):
         paths = {
             "auth/token/create-orphan": (frozenset({"sudo"}), f"creates orphan tokens, {outlive}"),
             "auth/token/create": (frozenset({"sudo"}), f"creates tokens without a parent (no_parent), {outlive}"),
-            f"auth/token/create/{self.prefix}g0": (_WRITE, f"creates orphan tokens through other grants' token roles, {outlive}"),
+            f"auth/token/create/{self.prefix}g0": (
+                _WRITE,
+                f"creates orphan tokens through other grants' token roles, {outlive}",
+            ),
             f"auth/token/roles/{_PROBE}": (_WRITE, "defines token roles, such as one that issues orphan tokens"),
             f"sys/auth/{_PROBE}": (_WRITE | {"sudo"}, "enables auth methods"),
             f"sys/plugins/catalog/auth/{_PROBE}": (_WRITE | {"sudo"}, "registers plugins, programs the server runs"),
@@ -374,7 +409,14 @@ class OpenBaoConnector(Connector):
             paths[f"auth/token/create/{role}"] = (_WRITE, f"creates orphan tokens through token role {role}, {outlive}")
         for mount in self._auth_mounts():
             what = f"makes logins under auth/{mount} (users, roles, secret IDs, its configuration), {outlive}"
-            for suffix in ("config", f"users/{_PROBE}", f"role/{_PROBE}", f"role/{_PROBE}/secret-id", f"certs/{_PROBE}", f"groups/{_PROBE}"):
+            for suffix in (
+                "config",
+                f"users/{_PROBE}",
+                f"role/{_PROBE}",
+                f"role/{_PROBE}/secret-id",
+                f"certs/{_PROBE}",
+                f"groups/{_PROBE}",
+            ):
                 paths[f"auth/{mount}{suffix}"] = (_WRITE, what)
         return paths
 
@@ -384,7 +426,9 @@ class OpenBaoConnector(Connector):
         for role in self._list("auth/token/roles"):
             if role.startswith(self.prefix):
                 continue  # ours are covered by the "<prefix>g0" path
-            data = (self._call("GET", f"auth/token/roles/{quote(role, safe='')}", missing_ok=True) or {}).get("data") or {}
+            data = (self._call("GET", f"auth/token/roles/{quote(role, safe='')}", missing_ok=True) or {}).get(
+                "data"
+            ) or {}
             if data.get("orphan"):
                 found.append(role)
         return found
@@ -393,7 +437,9 @@ class OpenBaoConnector(Connector):
         """Return the paths ("userpass/") of the auth methods other than tokens."""
         answer = self._call("GET", "sys/auth")
         mounts = answer.get("data") or {key: value for key, value in answer.items() if key.endswith("/")}
-        return sorted(path for path, mount in mounts.items() if isinstance(mount, dict) and mount.get("type") != "token")
+        return sorted(
+            path for path, mount in mounts.items() if isinstance(mount, dict) and mount.get("type") != "token"
+        )
 
     def _admin_lacks(self) -> list[str]:
         """Return what the admin token may not do of what the connector does, as "<capabilities> on <path>"."""
@@ -466,7 +512,9 @@ class OpenBaoConnector(Connector):
                 permanent=True,
             )
         # 429, 5xx (503: sealed, or a standby): retrying may help. 400: our request is wrong for this server.
-        raise ConnectorError(f"Target {self.target.name!r} refused {what}.", permanent=response.status_code in (400, 405))
+        raise ConnectorError(
+            f"Target {self.target.name!r} refused {what}.", permanent=response.status_code in (400, 405)
+        )
 
     def _session(self) -> requests.Session:
         if self._http is None:
@@ -489,7 +537,8 @@ class OpenBaoConnector(Connector):
             valid = False
         if not valid or parts.query or parts.path.strip("/"):
             raise ConnectorError(
-                f"Target {self.target.name!r} config 'url' must be the server's address, e.g. https://bao.internal:8200.",
+                f"Target {self.target.name!r} config 'url' must be the server's address,"
+                " e.g. https://bao.internal:8200.",
                 permanent=True,
             )
         return url.rstrip("/")
@@ -497,7 +546,9 @@ class OpenBaoConnector(Connector):
     def _namespace(self) -> str:
         namespace = self.target.config.get("namespace") or ""
         if namespace and (not isinstance(namespace, str) or not _NAMESPACE_RE.fullmatch(namespace)):
-            raise ConnectorError(f"Target {self.target.name!r}: namespace {namespace!r} is not a namespace path.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r}: namespace {namespace!r} is not a namespace path.", permanent=True
+            )
         return namespace
 
     def _admin_token(self) -> str:
@@ -524,7 +575,7 @@ class OpenBaoConnector(Connector):
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _seconds(value) -> int:
@@ -535,4 +586,3 @@ def _seconds(value) -> int:
     if not match:
         return 0
     return int(match.group(1)) * {"": 1, "s": 1, "m": 60, "h": 3600}[match.group(2)]
-

@@ -46,7 +46,13 @@ import time
 from urllib.parse import quote, urlsplit
 
 import redis
-from redis.exceptions import AuthenticationError, AuthorizationError, NoPermissionError, RedisError, ResponseError
+from redis.exceptions import (
+    AuthenticationError,
+    AuthorizationError,
+    NoPermissionError,
+    RedisError,
+    ResponseError,
+)
 
 from .base import Connector, ConnectorError, GrantLike, Provisioned
 
@@ -69,11 +75,32 @@ _REFUSED_CATEGORIES = {
 }
 # Commands that administer the server, refused by name whatever categories a
 # server puts them in; the subcommands of the ones in _REFUSED_CONTAINERS too.
-_REFUSED_COMMANDS = frozenset({
-    "acl", "bgrewriteaof", "bgsave", "client", "cluster", "config", "debug", "failover", "flushall", "flushdb",
-    "migrate", "module", "monitor", "psync", "replconf", "replicaof", "restore", "save", "shutdown", "slaveof",
-    "swapdb", "sync",
-})
+_REFUSED_COMMANDS = frozenset(
+    {
+        "acl",
+        "bgrewriteaof",
+        "bgsave",
+        "client",
+        "cluster",
+        "config",
+        "debug",
+        "failover",
+        "flushall",
+        "flushdb",
+        "migrate",
+        "module",
+        "monitor",
+        "psync",
+        "replconf",
+        "replicaof",
+        "restore",
+        "save",
+        "shutdown",
+        "slaveof",
+        "swapdb",
+        "sync",
+    }
+)
 _REFUSED_CONTAINERS = frozenset({"cluster", "config", "debug", "module"})
 # Containers among them with subcommands a profile may name instead.
 _HARMLESS = {"acl": "whoami", "client": "setname"}
@@ -136,7 +163,9 @@ class RedisConnector(Connector):
         name = self.account_name(grant)
         with self._errors("extend " + name):
             if not self._user_exists(name):
-                raise ConnectorError(f"ACL user {name} does not exist on the target; it cannot be extended.", permanent=True)
+                raise ConnectorError(
+                    f"ACL user {name} does not exist on the target; it cannot be extended.", permanent=True
+                )
 
     def revoke(self, grant: GrantLike) -> None:
         """Switch the grant's user off, kill its connections, delete it and look again; succeed if already gone."""
@@ -243,11 +272,14 @@ class RedisConnector(Connector):
     def _parse_scope(self, scope) -> list[str]:
         """Return the scope as ACL rules (without the user's name), or raise naming what to fix."""
         if not isinstance(scope, dict):
-            raise ConnectorError("Grant scope must be a mapping of commands, keys, read_keys, write_keys and channels.", permanent=True)
+            raise ConnectorError(
+                "Grant scope must be a mapping of commands, keys, read_keys, write_keys and channels.", permanent=True
+            )
         unknown = sorted(set(scope) - SCOPE_FIELDS)
         if unknown:
             raise ConnectorError(
-                f"Grant scope field(s) {', '.join(unknown)} unknown for Redis; expected {', '.join(sorted(SCOPE_FIELDS))}.",
+                f"Grant scope field(s) {', '.join(unknown)} unknown for Redis;"
+                f" expected {', '.join(sorted(SCOPE_FIELDS))}.",
                 permanent=True,
             )
         rules = []
@@ -255,13 +287,17 @@ class RedisConnector(Connector):
             for pattern in self._strings(scope, field):
                 if not _PATTERN_RE.fullmatch(pattern):
                     raise ConnectorError(
-                        f"Grant scope {field} pattern {pattern!r} must be 1-256 printable ASCII characters without spaces.",
+                        f"Grant scope {field} pattern {pattern!r} must be 1-256 printable ASCII characters"
+                        " without spaces.",
                         permanent=True,
                     )
                 rules.append(sign + pattern)
         commands = [self._command_rule(rule.strip().lower()) for rule in self._strings(scope, "commands")]
         if not any(rule.startswith("+") for rule in commands):
-            raise ConnectorError("Grant scope 'commands' grants no command (+@read, +get, ...): the user could do nothing.", permanent=True)
+            raise ConnectorError(
+                "Grant scope 'commands' grants no command (+@read, +get, ...): the user could do nothing.",
+                permanent=True,
+            )
         return rules + commands
 
     def _strings(self, scope: dict, field: str) -> list[str]:
@@ -272,7 +308,9 @@ class RedisConnector(Connector):
 
     def _command_rule(self, rule: str) -> str:
         if rule in _NOT_COMMANDS:
-            raise ConnectorError(f"Grant scope commands rule {rule!r} is refused: {_NOT_COMMANDS[rule]}.", permanent=True)
+            raise ConnectorError(
+                f"Grant scope commands rule {rule!r} is refused: {_NOT_COMMANDS[rule]}.", permanent=True
+            )
         match = _RULE_RE.fullmatch(rule)
         if not match:
             raise ConnectorError(
@@ -282,14 +320,21 @@ class RedisConnector(Connector):
             )
         sign, category, command, sub = match.groups()
         if sign == "+" and category in _REFUSED_CATEGORIES:
-            raise ConnectorError(f"Grant scope commands rule {rule!r} is refused: {_REFUSED_CATEGORIES[category]}.", permanent=True)
+            raise ConnectorError(
+                f"Grant scope commands rule {rule!r} is refused: {_REFUSED_CATEGORIES[category]}.", permanent=True
+            )
         if sign == "+" and command in _REFUSED_CONTAINERS:
             raise ConnectorError(
-                f"Grant scope commands rule {rule!r} is refused: {command.upper()} and its subcommands administer the server.",
+                f"Grant scope commands rule {rule!r} is refused: {command.upper()} and its subcommands"
+                " administer the server.",
                 permanent=True,
             )
         if sign == "+" and command in _REFUSED_COMMANDS and sub is None:
-            hint = f" (name a harmless subcommand instead, e.g. +{command}|{_HARMLESS[command]})" if command in _HARMLESS else ""
+            hint = (
+                f" (name a harmless subcommand instead, e.g. +{command}|{_HARMLESS[command]})"
+                if command in _HARMLESS
+                else ""
+            )
             raise ConnectorError(
                 f"Grant scope commands rule {rule!r} is refused: {command.upper()} administers the server{hint}.",
                 permanent=True,
@@ -319,7 +364,9 @@ class RedisConnector(Connector):
         infos = self._run("COMMAND", "INFO", *[name for _, name in named]) or []
         for (rule, name), info in zip(named, infos):
             if not info:
-                raise ConnectorError(f"Grant scope commands rule {rule!r}: the server has no command {name!r}.", permanent=True)
+                raise ConnectorError(
+                    f"Grant scope commands rule {rule!r}: the server has no command {name!r}.", permanent=True
+                )
             if rule.startswith("-"):
                 continue
             # A container (CLIENT, OBJECT, ...) grants every subcommand.
@@ -375,11 +422,16 @@ class RedisConnector(Connector):
             self._run("ACL", "SAVE")
         except ResponseError as exc:
             if _NO_ACL_FILE not in str(exc):
-                return [f"ACL SAVE fails ({exc}): revocations are not saved, and a restart would load revoked users back."]
+                return [
+                    f"ACL SAVE fails ({exc}): revocations are not saved, and a restart would load revoked users back."
+                ]
             return [
-                "The server has no ACL file (aclfile): grant users live in memory only and vanish at a restart,"
-                " which ends their access early. If users are kept in redis.conf instead, a CONFIG REWRITE while a"
-                " grant is live writes its user there and a restart brings it back after revocation; use an aclfile."
+                (
+                    "The server has no ACL file (aclfile): grant users live in memory only and vanish at a restart,"
+                    " which ends their access early. If users are kept in redis.conf instead, a CONFIG REWRITE while"
+                    " a grant is live writes its user there and a restart brings it back after revocation; use an"
+                    " aclfile."
+                )
             ]
         return []
 
@@ -387,9 +439,16 @@ class RedisConnector(Connector):
         """Return the commands the connector runs that the admin user may not run (ACL DRYRUN, Redis 7+)."""
         probe = self.prefix + "g0"
         needed = [
-            ("ACL", "SETUSER", probe), ("ACL", "DELUSER", probe), ("ACL", "GETUSER", probe), ("ACL", "USERS"),
-            ("ACL", "CAT"), ("ACL", "SAVE"), ("CLIENT", "LIST"), ("CLIENT", "KILL", "USER", probe),
-            ("CLIENT", "KILL", "ID", "1"), ("COMMAND", "INFO", "get"),
+            ("ACL", "SETUSER", probe),
+            ("ACL", "DELUSER", probe),
+            ("ACL", "GETUSER", probe),
+            ("ACL", "USERS"),
+            ("ACL", "CAT"),
+            ("ACL", "SAVE"),
+            ("CLIENT", "LIST"),
+            ("CLIENT", "KILL", "USER", probe),
+            ("CLIENT", "KILL", "ID", "1"),
+            ("COMMAND", "INFO", "get"),
         ]
         missing = []
         for command in needed:
@@ -414,7 +473,10 @@ class RedisConnector(Connector):
         if self._client is None:
             url = self._url()
             client = redis.Redis.from_url(
-                url, decode_responses=True, protocol=2, socket_connect_timeout=CONNECT_TIMEOUT_S,
+                url,
+                decode_responses=True,
+                protocol=2,
+                socket_connect_timeout=CONNECT_TIMEOUT_S,
                 socket_timeout=COMMAND_TIMEOUT_S,
             )
             # Raw replies, exactly as the server sends them: redis-py's parsers
@@ -458,7 +520,9 @@ class RedisConnector(Connector):
             raise
         except (AuthenticationError, AuthorizationError) as exc:
             self.close()
-            raise ConnectorError(f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=True) from None
+            raise ConnectorError(
+                f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=True
+            ) from None
         except NoPermissionError as exc:
             raise ConnectorError(
                 f"Cannot {action} on target {self.target.name!r}: the admin user may not ({self._scrub(exc, hide)}).",
@@ -467,11 +531,15 @@ class RedisConnector(Connector):
         except ResponseError as exc:
             # The server refused the command as given (a rule it does not know, ...):
             # retrying the same command cannot help.
-            raise ConnectorError(f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=True) from None
+            raise ConnectorError(
+                f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=True
+            ) from None
         except RedisError as exc:
             # Connection refused, reset, timed out: start afresh on the next call.
             self.close()
-            raise ConnectorError(f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}") from None
+            raise ConnectorError(
+                f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}"
+            ) from None
 
     def _where(self) -> str:
         try:

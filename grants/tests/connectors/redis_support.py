@@ -40,20 +40,36 @@ class RedisServer:
 
     def start(self) -> None:
         binary = shutil.which("redis-server") or REDIS_SERVER
-        args = [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.base),
-                "--save", "", "--appendonly", "no", "--daemonize", "no", "--logfile", str(self.log)]
+        args = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(self.base),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--logfile",
+            str(self.log),
+        ]
         if self.aclfile is not None:
             # The default user is switched off: only named users get in, as the README advises.
             self.aclfile.write_text(
-                "user default off resetpass\n"
-                f"user jitadmin on >{self.admin_password} ~* &* +@all\n"
+                f"user default off resetpass\nuser jitadmin on >{self.admin_password} ~* &* +@all\n"
             )
             args += ["--aclfile", str(self.aclfile)]
         self._proc = subprocess.Popen(args, cwd=self.base, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
-                raise RuntimeError("redis-server exited at start:\n" + (self.log.read_text() if self.log.exists() else ""))
+                raise RuntimeError(
+                    "redis-server exited at start:\n" + (self.log.read_text() if self.log.exists() else "")
+                )
             try:
                 if self.admin().ping():
                     return
@@ -80,6 +96,12 @@ class RedisServer:
     def login(self, username: str, password: str) -> redis.Redis:
         """A client as a grant's user, one connection, no retries (a refused command must surface)."""
         return redis.Redis(
-            host="127.0.0.1", port=self.port, username=username, password=password, decode_responses=True,
-            socket_timeout=10, single_connection_client=True, retry=Retry(NoBackoff(), 0),
+            host="127.0.0.1",
+            port=self.port,
+            username=username,
+            password=password,
+            decode_responses=True,
+            socket_timeout=10,
+            single_connection_client=True,
+            retry=Retry(NoBackoff(), 0),
         )

@@ -55,7 +55,9 @@ def connector(redis_server, monkeypatch):
 
 def _grant(scope=READ_WRITE, hours=1):
     return SimpleNamespace(
-        pk=next(_grant_ids), scope=scope, expires_at=datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(hours=hours)
+        pk=next(_grant_ids),
+        scope=scope,
+        expires_at=datetime.datetime.now(datetime.UTC) + datetime.timedelta(hours=hours),
     )
 
 
@@ -96,7 +98,9 @@ def test_the_clear_password_never_reaches_the_server_only_its_hash(connector, re
 
 
 def test_read_keys_and_write_keys_limit_each_direction(connector, redis_server):
-    provisioned = connector.provision(_grant({"read_keys": ["cfg:*"], "write_keys": ["out:*"], "commands": ["+get", "+set"]}))
+    provisioned = connector.provision(
+        _grant({"read_keys": ["cfg:*"], "write_keys": ["out:*"], "commands": ["+get", "+set"]})
+    )
     redis_server.admin().set("cfg:mode", "fast")
     user = _login(redis_server, provisioned)
 
@@ -242,7 +246,9 @@ def test_check_warns_about_a_passwordless_default_user_and_no_acl_file(monkeypat
     server.start()
     try:
         monkeypatch.setenv(SECRET_ENV, f"redis://127.0.0.1:{server.port}/0")
-        target = SimpleNamespace(name="bare", kind="redis", config={"host": "127.0.0.1", "port": server.port}, secret_env=SECRET_ENV)
+        target = SimpleNamespace(
+            name="bare", kind="redis", config={"host": "127.0.0.1", "port": server.port}, secret_env=SECRET_ENV
+        )
         with RedisConnector(target) as c:
             warnings = c.check()
     finally:
@@ -253,9 +259,13 @@ def test_check_warns_about_a_passwordless_default_user_and_no_acl_file(monkeypat
 
 
 def test_check_refuses_an_admin_user_that_may_not_manage_acl_users(connector, redis_server, monkeypatch):
-    redis_server.admin().execute_command("ACL", "SETUSER", "weak", "reset", "on", ">weak-password", "+@read", "+ping", "+acl|whoami", "+acl|dryrun")
+    redis_server.admin().execute_command(
+        "ACL", "SETUSER", "weak", "reset", "on", ">weak-password", "+@read", "+ping", "+acl|whoami", "+acl|dryrun"
+    )
     monkeypatch.setenv(SECRET_ENV, f"redis://weak:weak-password@127.0.0.1:{redis_server.port}/0")
-    target = SimpleNamespace(name="cache", kind="redis", config={"host": "127.0.0.1", "port": redis_server.port}, secret_env=SECRET_ENV)
+    target = SimpleNamespace(
+        name="cache", kind="redis", config={"host": "127.0.0.1", "port": redis_server.port}, secret_env=SECRET_ENV
+    )
     try:
         with RedisConnector(target) as c, pytest.raises(ConnectorError, match="may not run ACL SETUSER") as exc:
             c.check()
@@ -274,7 +284,9 @@ def test_an_unreachable_server_is_a_transient_error_without_the_password(monkeyp
 
 def test_a_malformed_admin_url_is_refused_without_echoing_it(monkeypatch):
     monkeypatch.setenv(SECRET_ENV, "http://jitadmin:s3cret-pw@127.0.0.1/")
-    target = SimpleNamespace(name="odd", kind="redis", config={"host": "127.0.0.1", "port": 6379}, secret_env=SECRET_ENV)
+    target = SimpleNamespace(
+        name="odd", kind="redis", config={"host": "127.0.0.1", "port": 6379}, secret_env=SECRET_ENV
+    )
     with RedisConnector(target) as c, pytest.raises(ConnectorError, match="malformed") as exc:
         c.check()
     assert exc.value.permanent and "s3cret-pw" not in exc.value.message
@@ -290,15 +302,23 @@ def redis_profile(db, groups, redis_server, monkeypatch):
         name="cache", kind="redis", config={"host": "127.0.0.1", "port": redis_server.port}, secret_env=SECRET_ENV
     )
     profile = AccessProfile.objects.create(
-        name="cache-rw", title="cache read-write", target=target, scope=READ_WRITE,
-        max_duration=datetime.timedelta(hours=4), approver_group=groups["db-approvers"],
+        name="cache-rw",
+        title="cache read-write",
+        target=target,
+        scope=READ_WRITE,
+        max_duration=datetime.timedelta(hours=4),
+        approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
     return profile
 
 
-def test_a_redis_grant_goes_through_the_whole_lifecycle_and_the_reconciler_removes_an_orphan(ana, otto, redis_profile, redis_server):
-    req = lifecycle.submit_request(requester=ana, profile=redis_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+def test_a_redis_grant_goes_through_the_whole_lifecycle_and_the_reconciler_removes_an_orphan(
+    ana, otto, redis_profile, redis_server
+):
+    req = lifecycle.submit_request(
+        requester=ana, profile=redis_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = lifecycle.provision_grant(req.grant.pk)
     assert grant.status == "active" and grant.external_ref == f"jit_g{grant.pk}"
