@@ -115,7 +115,10 @@ class OpenBaoConnector(Connector):
                 self._require_shape(auth)
                 self._refuse_escapes(auth["accessor"], policies, no_default)
             except BaseException:
-                self._remove(role)
+                # Keep the refusal as the error: a token left by a failed
+                # removal is the reconciler's (its grant is not active).
+                with contextlib.suppress(ConnectorError):
+                    self._remove(role)
                 raise
         # The server counts from its own creation time, which is before
         # `issued_at`: the portal's expiry is never earlier than the server's.
@@ -422,10 +425,11 @@ class OpenBaoConnector(Connector):
 
     def _other_orphan_roles(self) -> list[str]:
         """Return the token roles not ours that issue orphan tokens."""
+        ours = re.compile(re.escape(self.prefix) + r"(g[0-9]+|check_[0-9a-f]{8})")
         found = []
         for role in self._list("auth/token/roles"):
-            if role.startswith(self.prefix):
-                continue  # ours are covered by the "<prefix>g0" path
+            if ours.fullmatch(role):
+                continue  # covered by the "<prefix>g0" path; a hand-made "jit_ci" role is looked at
             data = (self._call("GET", f"auth/token/roles/{quote(role, safe='')}", missing_ok=True) or {}).get(
                 "data"
             ) or {}
