@@ -29,6 +29,10 @@ system-deps:
 	@test -x /usr/sbin/sshd || { \
 	  echo "Installing openssh-server (for the SSH connector tests' throwaway sshd)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssh-server >/dev/null; }
+	@# The Redis connector tests start their own redis-server on a loopback port.
+	@test -x /usr/bin/redis-server || { \
+	  echo "Installing redis-server (for the Redis connector tests' throwaway server)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
 	@# The end-to-end tests drive Debian's chromium (Playwright never downloads a browser).
 	@test -x /usr/bin/chromium || { \
 	  echo "Installing chromium (for the end-to-end browser tests)"; \

@@ -9,6 +9,8 @@ REGISTRY = {
     "mysql": "grants.connectors.mysql.MySQLConnector",
     "aws": "grants.connectors.aws.AWSConnector",
     "ssh": "grants.connectors.ssh.SSHConnector",
+    "openbao": "grants.connectors.openbao.OpenBaoConnector",
+    "redis": "grants.connectors.redis.RedisConnector",
 }
 
 
