@@ -1,6 +1,6 @@
 from django.apps import AppConfig
 from django.conf import settings
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 
 
 class GrantsConfig(AppConfig):
@@ -11,6 +11,7 @@ class GrantsConfig(AppConfig):
         from accounts.signals import groups_removed
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
+        post_save.connect(_on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="grants.deactivated_user")
         post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
 
 
@@ -19,6 +20,18 @@ def _on_groups_removed(sender, user, removed, **kwargs):
     from .lifecycle import enforce_group_policy
 
     enforce_group_policy(user)
+
+
+def _on_user_saved(sender, instance, created, update_fields=None, **kwargs):
+    # Wiring only: a deactivated account (the admin's "active" box, an IdP
+    # sync) keeps nothing; the lifecycle cancels and revokes.
+    if instance.is_active or created or kwargs.get("raw"):
+        return
+    if update_fields is not None and "is_active" not in update_fields:
+        return
+    from .lifecycle import enforce_group_policy
+
+    enforce_group_policy(instance)
 
 
 AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
