@@ -52,6 +52,15 @@ class AccessProfileAdmin(_CatalogManaged, admin.ModelAdmin):
     filter_horizontal = ("requestable_by",)
     readonly_fields = ("managed_by",)
 
+    def save_model(self, request, obj, form, change):
+        super().save_model(request, obj, form, change)
+        if change and "enabled" in form.changed_data and not obj.enabled:
+            cancelled = lifecycle.cancel_requests_of_disabled_profile(obj)
+            if cancelled:
+                self.message_user(
+                    request, f"Cancelled {len(cancelled)} pending request(s) for {obj.title} (reason: policy)."
+                )
+
 
 class _LifecycleOwnsStatus:
     """Statuses change only through the lifecycle, so the admin shows them read-only."""

@@ -231,7 +231,7 @@ def _grant_out(grant: Grant | None) -> dict | None:
 
 def _request_out(access_request: AccessRequest) -> dict:
     steps = policy.steps_for(access_request.profile)
-    index = min(access_request.step, len(steps) - 1)
+    index = policy.current_step(access_request)
     waiting = None
     if access_request.status == RS.PENDING:
         waiting = f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
@@ -242,6 +242,7 @@ def _request_out(access_request: AccessRequest) -> dict:
         "profile_title": access_request.profile.title,
         "target": access_request.profile.target.name,
         "requester": access_request.requester.username,
+        "scope": access_request.effective_scope,
         "duration_seconds": _seconds(access_request.duration),
         "justification": access_request.justification,
         "ticket": access_request.ticket,

@@ -92,6 +92,9 @@ class RequestOut(Schema):
     profile_title: str
     target: str
     requester: str
+    scope: dict = Field(
+        description="What the request grants, frozen when it was submitted: exactly this is approved and provisioned."
+    )
     duration_seconds: int
     justification: str
     ticket: str

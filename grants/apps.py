@@ -1,7 +1,7 @@
 from django.apps import AppConfig
 from django.conf import settings
 from django.db import transaction
-from django.db.models.signals import post_migrate
+from django.db.models.signals import post_migrate, post_save
 
 
 class GrantsConfig(AppConfig):
@@ -9,10 +9,11 @@ class GrantsConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        from accounts.signals import emergency_login, groups_removed, user_deactivated
+        from accounts.signals import emergency_login, groups_removed
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
-        user_deactivated.connect(_on_user_deactivated, dispatch_uid="grants.enforce_group_policy.deactivated")
+        # Any deactivation (the admin's "active" box, the IdP sync's `user_deactivated`) saves the user row.
+        post_save.connect(_on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="grants.deactivated_user")
         emergency_login.connect(_on_emergency_login, dispatch_uid="grants.tell_security_of_emergency_login")
         post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
 
@@ -32,11 +33,16 @@ def _on_emergency_login(sender, user, event, **kwargs):
     transaction.on_commit(lambda: async_task(func, event.pk, group="emergency_login_used"))
 
 
-def _on_user_deactivated(sender, user, reason, **kwargs):
-    # An inactive user may request nothing, so the same rule ends all their access.
+def _on_user_saved(sender, instance, created, update_fields=None, **kwargs):
+    # Wiring only: a deactivated account (the admin's "active" box, an IdP
+    # sync) keeps nothing; the lifecycle cancels and revokes.
+    if instance.is_active or created or kwargs.get("raw"):
+        return
+    if update_fields is not None and "is_active" not in update_fields:
+        return
     from .lifecycle import enforce_group_policy
 
-    enforce_group_policy(user)
+    enforce_group_policy(instance)
 
 
 AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]

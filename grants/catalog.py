@@ -25,7 +25,7 @@ import audit
 from . import lifecycle
 from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
-from .models import AccessProfile, Grant, Policy, Target
+from .models import AccessProfile, AccessRequest, Grant, Policy, Target
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-_]{0,63}$")
 TOP = {"targets", "policies", "profiles"}
@@ -522,7 +522,10 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
     for name, row in current_profiles.items():
         if row.managed_by == path and name not in desired.profiles and row.enabled:
             live = Grant.objects.filter(profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).count()
-            changes.append(Change("profile", name, "disable", {"live grants": (live, "kept to expiry unless --revoke-removed")}))
+            pending = AccessRequest.objects.filter(profile=row, status=AccessRequest.Status.PENDING).count()
+            fields = {"live grants": (live, "kept to expiry unless --revoke-removed"),
+                      "pending requests": (pending, "cancelled")}
+            changes.append(Change("profile", name, "disable", fields))
             people += _people_lines(name, _with_steps(_profile_row(row), policy_rows), None)
     for name, row in current_targets.items():
         if row.managed_by == path and name not in desired.targets:
@@ -578,6 +581,7 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
     path = str(path)
     desired = load(path)
     revoked: list[int] = []
+    cancelled: list[int] = []
     with transaction.atomic():
         the_plan = plan(path, desired)
         if the_plan.empty:
@@ -603,6 +607,7 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
         for profile in list(gone_profiles) + list(AccessProfile.objects.filter(target__in=gone_targets, enabled=True)):
             profile.enabled = False
             profile.save(update_fields=["enabled"])
+            cancelled += lifecycle.cancel_requests_of_disabled_profile(profile)
             if revoke_removed:
                 for grant_id in Grant.objects.filter(profile=profile, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("pk", flat=True):
                     lifecycle.revoke_grant(grant_id, actor=None, reason=Grant.EndReason.POLICY)
@@ -617,6 +622,6 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
             "catalog.applied",
             actor=actor,
             details={"file": path, "changes": [f"{c.action} {c.kind} {c.name}" for c in the_plan.changes],
-                     "people": the_plan.people, "revoked": revoked},
+                     "people": the_plan.people, "revoked": revoked, "cancelled": cancelled},
         )
     return the_plan, revoked

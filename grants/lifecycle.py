@@ -49,6 +49,11 @@ class TransitionError(Exception):
     """The row is not in a state that allows this (stale page, double click, illegal move)."""
 
 
+class IneligibleError(TransitionError):
+    """The request or grant may no longer be given: the profile is disabled, the person may no longer ask for it,
+    their account is deactivated, or the span it would make breaks a limit. A decision can still deny it."""
+
+
 class NotAllowedError(Exception):
     """The actor may not do this."""
 
@@ -72,6 +77,18 @@ def _check(obj, table, new_status):
 def _snapshot(profile: AccessProfile, user) -> dict:
     # Denormalised so the trail reads on its own even after renames.
     return {"profile": profile.name, "target": profile.target.name, "user": user.username}
+
+
+def _sentence(clause: str) -> str:
+    return f"{clause[:1].upper()}{clause[1:]}."
+
+
+def _moved_target(access_request: AccessRequest) -> str | None:
+    # A connector provisions on the profile's target; one that moved since
+    # submission is not what was asked for (or approved).
+    if access_request.target_id is not None and access_request.target_id != access_request.profile.target_id:
+        return f"the access profile {access_request.profile.title} now points at another target than the one asked for"
+    return None
 
 
 def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None):
@@ -148,20 +165,31 @@ def submit_request(
         get_user_model().objects.select_for_update().filter(pk=requester.pk).first()
         if AccessRequest.objects.filter(requester=requester, profile=profile, status=RS.PENDING, extends=None).exists():
             raise InvalidRequestError({None: f"You already have a pending request for {profile.title}."})
-        if starts_at is None:
-            live = Grant.objects.filter(user=requester, profile=profile, status__in=[GS.SCHEDULED, GS.ACTIVE], not_before=None).first()
-            if live is not None and (live.status == GS.SCHEDULED or live.is_active):
-                raise InvalidRequestError({None: f"You already hold {profile.title}; release it, extend it, or wait for it to end."})
+        starts_at = starts_at if starts_at is not None and starts_at > now else None
+        # Live and scheduled grants of the profile that this one touches count
+        # with it, so that back-to-back windows cannot chain past a limit.
+        start = starts_at or now
+        span = policy.span_of(requester, profile, start, start + duration, now=now)
+        if span.overlaps and starts_at is None and span.overlaps[0][1] <= now:
+            held = f"You already hold {profile.title}; release it, extend it, or wait for it to end."
+            raise InvalidRequestError({None: held})
+        problem = policy.span_problem(span, profile.max_duration, title=profile.title, whose="your",
+                                      subject="this window" if starts_at else "this request")
+        if problem:
+            raise InvalidRequestError({"starts_at" if span.overlaps else "duration": _sentence(problem)})
         req = AccessRequest.objects.create(
             requester=requester,
             profile=profile,
             duration=duration,
             justification=justification,
             ticket=ticket,
-            starts_at=starts_at if starts_at is None or starts_at > now else None,
+            starts_at=starts_at,
             break_glass=break_glass,
             bundle=bundle,
             params=params,
+            scope=profile.scope,
+            max_duration=profile.max_duration,
+            target=profile.target,
         )
         audit.record(
             "request.submitted",
@@ -169,7 +197,7 @@ def submit_request(
             obj=req,
             details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
                      "justification": justification, "ticket": ticket, "starts_at": req.starts_at,
-                     "break_glass": break_glass, "bundle": bundle},
+                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope},
         )
         if break_glass:
             _approve_by_policy(req, rule="break-glass", event="request.break_glass")
@@ -177,7 +205,7 @@ def submit_request(
             audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
             transaction.on_commit(lambda: _enqueue("grants.notify.break_glass_used", req.pk))
         else:
-            rule = policy.auto_approval_rule(req, now=now)
+            rule = policy.auto_approval_rule(req, span=span)
             if rule:
                 _approve_by_policy(req, rule=rule, event="request.auto_approved")
             else:
@@ -208,22 +236,42 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
     if not Grant.objects.filter(pk=grant_id, user=actor).exists():
         _refuse("grant.extend_refused", actor=actor, obj=Grant.objects.get(pk=grant_id), reason="Only the holder can extend a grant.")
     with transaction.atomic():
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__policy", "profile__target", "user").get(pk=grant_id)
+        # The holder's row first, as submit_request and the decisions take it,
+        # so that one person's span changes one step at a time.
+        get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
+        grant = (
+            Grant.objects.select_for_update(of=("self",))
+            .select_related("profile__policy", "profile__target", "user", "request")
+            .get(pk=grant_id)
+        )
         if not grant.is_active:
             raise TransitionError("Only active access can be extended.")
         if not get_connector(grant.profile.target).extends_in_place:
             raise TransitionError(
                 f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request new access when this one ends."
             )
+        why = policy.ineligibility(grant.user, grant.profile) or _moved_target(grant.request)
+        if why:
+            raise IneligibleError(f"This access cannot be extended: {why}.")
         errors = {}
+        maximum = policy.max_duration(grant.request)
+        span = None
         if duration is None or duration <= datetime.timedelta(0):
             errors["duration"] = "Choose a duration longer than zero."
-        elif grant.expires_at + duration - grant.starts_at > grant.profile.max_duration:
-            left = grant.profile.max_duration - (grant.expires_at - grant.starts_at)
-            errors["duration"] = (
-                f"This profile allows {human_duration(grant.profile.max_duration)} in all; "
-                f"you can add at most {human_duration(max(left, datetime.timedelta(0)))}."
-            )
+        else:
+            start, end = grant.expires_at, grant.expires_at + duration
+            span = policy.span_of(grant.user, grant.profile, start, end, now=timezone.now(), extends=grant.pk)
+            if span.overlaps:
+                title = grant.profile.title
+                problem = policy.span_problem(span, maximum, title=title, whose="your", subject="this extension")
+                errors["duration"] = _sentence(problem)
+            elif span.length > maximum:
+                left = maximum - (span.length - duration)
+                counting = "" if len(span.joined) < 2 else ", counting your other access to it that this touches"
+                errors["duration"] = (
+                    f"This profile allows {human_duration(maximum)} in all{counting}; "
+                    f"you can add at most {human_duration(max(left, datetime.timedelta(0)))}."
+                )
         for field, message in policy.justification_errors(grant.profile, justification, grant.request.ticket).items():
             if field == "justification":
                 errors[field] = message
@@ -233,17 +281,20 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
             errors[None] = "An extension of this access is already waiting for a decision."
         if errors:
             raise InvalidRequestError(errors)
+        # An extension gives more time on what was approved, not what the profile says today.
         req = AccessRequest.objects.create(
-            requester=actor, profile=grant.profile, duration=duration, justification=justification, ticket=grant.request.ticket, extends=grant
+            requester=actor, profile=grant.profile, duration=duration, justification=justification,
+            ticket=grant.request.ticket, extends=grant, scope=grant.scope, max_duration=maximum,
+            target_id=grant.request.target_id or grant.profile.target_id,
         )
         audit.record(
             "request.submitted",
             actor=actor,
             obj=req,
             details={**_snapshot(grant.profile, actor), "extends": grant.pk, "duration_seconds": int(duration.total_seconds()),
-                     "justification": justification},
+                     "justification": justification, "scope": req.scope},
         )
-        rule = policy.auto_approval_rule(req, duration=grant.expires_at + duration - grant.starts_at)
+        rule = policy.auto_approval_rule(req, span=span)
         if rule:
             _approve_by_policy(req, rule=rule, event="request.auto_approved")
         else:
@@ -276,18 +327,25 @@ def _approve_by_policy(req: AccessRequest, *, rule: str, event: str):
     req.decided_at = timezone.now()
     req.auto_rule = rule
     req.save(update_fields=["status", "decided_at", "auto_rule"])
-    audit.record(event, obj=req, details={**_snapshot(req.profile, req.requester), "rule": rule})
+    details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope}
+    audit.record(event, obj=req, details=details)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=None)
 
 
 def _approve_step(req: AccessRequest, *, actor, comment: str):
     steps = policy.steps_for(req.profile)
-    Approval.objects.create(request=req, step=req.step, approver=actor, comment=comment)
-    done = req.approvals.filter(step=req.step).count()
-    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1, "steps": len(steps)}
-    if done < steps[req.step].count or req.step + 1 < len(steps):
-        if done >= steps[req.step].count:
+    index = policy.current_step(req)
+    if index != req.step:
+        # The policy lost steps since the request reached this one: it waits for the last step now.
+        req.step = index
+        req.save(update_fields=["step"])
+    Approval.objects.create(request=req, step=index, approver=actor, comment=comment)
+    done = policy.approvals_counted(req, index)
+    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": index + 1, "steps": len(steps),
+               "scope": req.effective_scope}
+    if done < steps[index].count or index + 1 < len(steps):
+        if done >= steps[index].count:
             req.step += 1
             req.save(update_fields=["step"])
             transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
@@ -315,26 +373,71 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
+def _lock_decision(request_id, *, approve: bool) -> tuple[AccessRequest, list[AccessRequest]]:
+    """Lock the request and, for a bundle, all its members; return it and the members to decide (it first)."""
+    requester_id, bundle = AccessRequest.objects.values_list("requester", "bundle").get(pk=request_id)
+    if approve:
+        # An approval judges the requester's other access (their span): their
+        # row is locked first, as submissions, extensions and deactivation
+        # lock it, so that all of them queue in one order.
+        get_user_model().objects.select_for_update().filter(pk=requester_id).first()
+    if bundle is None:
+        req = _lock_request(request_id)
+        return req, [req]
+    # A bundle is decided once. All its members in one statement, in id
+    # order: two approvers deciding different members at once queue on the
+    # first one, instead of each holding a member the other waits for.
+    locked = list(
+        AccessRequest.objects.select_for_update(of=("self",))
+        .select_related("profile__target", "profile__policy", "requester")
+        .filter(bundle=bundle)
+        .order_by("pk")
+    )
+    req = next(m for m in locked if m.pk == request_id)
+    return req, [req] + [m for m in locked if m.pk != req.pk and m.status == RS.PENDING]
+
+
+def _approval_problem(req: AccessRequest, *, now) -> str | None:
+    """Return why the request cannot be approved now (eligibility, target, span), as a clause, or None."""
+    why = policy.ineligibility(req.requester, req.profile) or _moved_target(req)
+    if why:
+        return why
+    if req.extends_id:
+        grant = Grant.objects.get(pk=req.extends_id)
+        if not grant.is_active:
+            return None  # _extend_grant says so
+        start, end, extends = grant.expires_at, grant.expires_at + req.duration, grant.pk
+    else:
+        start = req.starts_at if req.starts_at and req.starts_at > now else now
+        end, extends = start + req.duration, None
+    span = policy.span_of(req.requester, req.profile, start, end, now=now, extends=extends)
+    whose = f"{req.requester.username}'s"
+    return policy.span_problem(span, policy.max_duration(req), title=req.profile.title, whose=whose, subject="it")
+
+
 def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None) -> AccessRequest:
     comment = (comment or "").strip()
     with transaction.atomic():
-        req = _lock_request(request_id)
-        members = [req]
-        if req.bundle:
-            # A bundle is decided once: lock its other members too, in id
-            # order so that two deciders never deadlock.
-            others = AccessRequest.objects.select_for_update(of=("self",)).select_related("profile__policy", "requester")
-            members = list(others.filter(bundle=req.bundle, status=RS.PENDING).order_by("pk")) or [req]
-            members = [req] + [m for m in members if m.pk != req.pk]
+        req, members = _lock_decision(request_id, approve=approve)
         if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
             # A stale page (a double click, a colleague was quicker): not a refusal.
             raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
         refusal = policy.approval_refusal(actor, req)
         if refusal is None:
             _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
+            members = [m for m in members if m is req or policy.approval_refusal(actor, m) is None]
+            if approve:
+                # Eligibility and limits again, as they are now: the profile, the
+                # person's groups or account, or their other access may have
+                # changed since submission.
+                now = timezone.now()
+                for member in members:
+                    problem = _approval_problem(member, now=now)
+                    if problem:
+                        raise IneligibleError(
+                            f"Request #{member.pk} cannot be approved now: {problem}. You can still deny it."
+                        )
             for member in members:
-                if member is not req and (member.status != RS.PENDING or policy.approval_refusal(actor, member) is not None):
-                    continue
                 if approve:
                     _approve_step(member, actor=actor, comment=comment)
                 else:
@@ -455,18 +558,16 @@ def provision_grant(grant_id) -> Grant | None:
             return None
         if grant.not_before and grant.not_before > now:
             return None  # a scheduled window: the timer provisions it at its start
+        # Eligibility once more: a window may open months after its approval.
+        why = policy.ineligibility(grant.user, grant.profile) or _moved_target(grant.request)
+        if why:
+            return _fail_unprovisioned(grant, _sentence(f"not provisioned: {why}"), reason="policy")
+        if (grant.not_before or now) + grant.duration <= now:
+            return _fail_unprovisioned(grant, "The scheduled window ended before the access could be provisioned.")
         # The clock starts now, when the access becomes usable, not when it
         # was asked for; a scheduled window ends where it was planned to.
         grant.starts_at = now
         grant.expires_at = (grant.not_before or now) + grant.duration
-        if grant.expires_at <= now:
-            _check(grant, ALLOWED_GRANT, GS.FAILED)
-            grant.status = GS.FAILED
-            grant.last_error = "The scheduled window ended before the access could be provisioned."
-            grant.starts_at = grant.expires_at = None
-            grant.save(update_fields=["status", "last_error", "starts_at", "expires_at"])
-            audit.record("grant.failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": grant.last_error})
-            return grant
         try:
             with get_connector(grant.profile.target) as connector:
                 provisioned = connector.provision(grant)
@@ -487,6 +588,18 @@ def provision_grant(grant_id) -> Grant | None:
                      "starts_at": grant.starts_at, "expires_at": grant.expires_at},
         )
         transaction.on_commit(lambda: _enqueue("grants.notify.grant_provisioned", grant.pk))
+    return grant
+
+
+def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
+    """Fail a grant before anything was made on the target (nothing to clean up there)."""
+    _check(grant, ALLOWED_GRANT, GS.FAILED)
+    grant.status = GS.FAILED
+    grant.last_error = message
+    grant.starts_at = grant.expires_at = grant.next_attempt_at = None
+    grant.save(update_fields=["status", "last_error", "starts_at", "expires_at", "next_attempt_at"])
+    details = {**_snapshot(grant.profile, grant.user), "error": message, **details}
+    audit.record("grant.failed", obj=grant, details=details)
     return grant
 
 
@@ -625,7 +738,7 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
     with transaction.atomic():
         grant = (
             Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user")
+            .select_related("profile__target", "user", "request")
             .filter(pk=grant_id, status=GS.REVOKING)
             .first()
         )
@@ -651,7 +764,7 @@ def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
         # matches. Skipping would leave the grant to the minute sweeper.
         grants = list(
             Grant.objects.select_for_update(of=("self",))
-            .select_related("profile__target", "user")
+            .select_related("profile__target", "user", "request")
             .filter(pk__in=list(grant_ids), status=GS.REVOKING)
             .order_by("pk")
         )
@@ -791,29 +904,49 @@ def reveal_credentials(grant_id, *, actor) -> dict:
 
 
 def enforce_group_policy(user) -> tuple[list[int], list[int]]:
-    """End what `user` may no longer have: revoke live grants and cancel pending requests
-    of profiles they may no longer request (reason `policy`). Return (grant ids, request ids).
+    """End what `user` may no longer have: revoke live grants of profiles they may no longer request,
+    and cancel pending requests (extensions too) they could no longer be given, reason `policy`.
+
+    A deactivated account may request nothing: all its live grants are
+    revoked and all its pending requests cancelled. Return (grant ids, request ids).
     """
     revoked, cancelled = [], []
     live = Grant.objects.filter(user=user, status__in=[GS.SCHEDULED, GS.ACTIVE]).select_related("profile")
     for grant in live:
+        # Not `ineligibility`: a disabled profile's grants run to expiry
+        # unless the catalog says otherwise (`--revoke-removed`).
         if not policy.may_request(user, grant.profile):
             try:
                 revoke_grant(grant.pk, actor=None, reason=Grant.EndReason.POLICY)
             except TransitionError:
                 continue  # ended meanwhile
             revoked.append(grant.pk)
-    for req in AccessRequest.objects.filter(requester=user, status=RS.PENDING).select_related("profile"):
-        if policy.may_request(user, req.profile):
-            continue
-        with transaction.atomic():
-            req = _lock_request(req.pk)
-            if req.status != RS.PENDING:
-                continue
-            req.status = RS.CANCELLED
-            req.decided_at = timezone.now()
-            req.decision_comment = "Cancelled by policy: the requester is no longer allowed to request this profile."
-            req.save(update_fields=["status", "decided_at", "decision_comment"])
-            audit.record("request.cancelled", obj=req, details={**_snapshot(req.profile, req.requester), "reason": "policy"})
-        cancelled.append(req.pk)
+    for req in AccessRequest.objects.filter(requester=user, status=RS.PENDING).select_related("profile").order_by("pk"):
+        why = policy.ineligibility(user, req.profile)
+        if why and _cancel_by_policy(req.pk, why):
+            cancelled.append(req.pk)
     return revoked, cancelled
+
+
+def cancel_requests_of_disabled_profile(profile: AccessProfile) -> list[int]:
+    """Cancel the pending requests and extensions of a profile just disabled (reason `policy`); return their ids."""
+    if profile.enabled:
+        raise ValueError(f"profile {profile.name} is enabled")
+    why = f"the access profile {profile.title} is disabled"
+    pending = AccessRequest.objects.filter(profile=profile, status=RS.PENDING).order_by("pk")
+    return [pk for pk in pending.values_list("pk", flat=True) if _cancel_by_policy(pk, why)]
+
+
+def _cancel_by_policy(request_id, why: str) -> bool:
+    with transaction.atomic():
+        req = _lock_request(request_id)
+        if req.status != RS.PENDING:
+            return False  # decided meanwhile
+        _check(req, ALLOWED_REQUEST, RS.CANCELLED)
+        req.status = RS.CANCELLED
+        req.decided_at = timezone.now()
+        req.decision_comment = f"Cancelled by policy: {why}."
+        req.save(update_fields=["status", "decided_at", "decision_comment"])
+        details = {**_snapshot(req.profile, req.requester), "reason": "policy", "why": why}
+        audit.record("request.cancelled", obj=req, details=details)
+    return True

@@ -131,6 +131,19 @@ class AccessRequest(models.Model):
     )
     bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
     params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
+    # Frozen at submission: the approver approves exactly this and the
+    # connector provisions exactly this, whatever the profile says later
+    # (a scheduled window may start 90 days after it was approved).
+    scope = models.JSONField(
+        null=True, blank=True, editable=False, help_text="What is granted, copied from the profile at submission."
+    )
+    max_duration = models.DurationField(
+        null=True, blank=True, editable=False, help_text="The profile's maximum at submission."
+    )
+    target = models.ForeignKey(
+        Target, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="requests",
+        help_text="The profile's target at submission.",
+    )
 
     class Meta:
         ordering = ["-created_at"]
@@ -139,6 +152,16 @@ class AccessRequest(models.Model):
 
     def __str__(self):
         return f"Request #{self.pk}: {self.profile} for {self.requester}"
+
+    @property
+    def effective_scope(self) -> dict:
+        """Return what this request grants: its frozen scope (the profile's for rows made before scopes were frozen)."""
+        return self.profile.scope if self.scope is None else self.scope
+
+    @property
+    def scope_changed(self) -> bool:
+        """Whether the profile now grants something else than this request asked for."""
+        return self.scope is not None and self.scope != self.profile.scope
 
 
 class Approval(models.Model):
@@ -240,7 +263,8 @@ class Grant(models.Model):
 
     @property
     def scope(self):
-        return self.profile.scope
+        # What was approved, not what the profile says today.
+        return self.request.effective_scope
 
     @property
     def params(self):

@@ -158,7 +158,8 @@ def _outcome(req: AccessRequest) -> str:
         steps = policy.steps_for(req.profile)
         last = req.approvals.select_related("approver").order_by("-created_at").first()
         by = f"Approved by {last.approver.label} (step {last.step + 1}); " if last else ""
-        return f"{by}the request waits for step {req.step + 1} of {len(steps)}: {steps[req.step].describe()}."
+        index = policy.current_step(req)
+        return f"{by}the request waits for step {index + 1} of {len(steps)}: {steps[index].describe()}."
     by = f" by {req.decided_by.label}" if req.decided_by_id else (f" by the policy ({req.auto_rule})" if req.auto_rule else "")
     return f"{req.get_status_display()}{by}" + (f": {req.decision_comment}" if req.decision_comment else "") + "."
 

@@ -13,7 +13,8 @@ import zoneinfo
 from django.conf import settings
 from django.utils import timezone
 
-from .models import AccessProfile, AccessRequest
+from .durations import human_duration
+from .models import AccessProfile, AccessRequest, Grant
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -37,6 +38,15 @@ def steps_for(profile: AccessProfile) -> list[Step]:
     return [Step(group=group, manager=profile.manager_approves)]
 
 
+def current_step(access_request: AccessRequest) -> int:
+    """Return the index of the step the request waits for, within the policy's steps as they are now.
+
+    A `catalog apply` may shorten a policy below a pending request's step;
+    such a request waits for the last step, so it can still be decided.
+    """
+    return min(access_request.step, len(steps_for(access_request.profile)) - 1)
+
+
 def may_request(user, profile: AccessProfile) -> bool:
     """Return whether `user` may ask for `profile` (an empty requestable_by means everyone)."""
     if not user.is_authenticated or not user.is_active:
@@ -45,6 +55,24 @@ def may_request(user, profile: AccessProfile) -> bool:
     if not allowed:
         return True
     return user.groups.filter(pk__in=[g.pk for g in allowed]).exists()
+
+
+def ineligibility(user, profile: AccessProfile) -> str | None:
+    """Return why `user` may not have `profile` now, or None: every decision, extension and provisioning asks again."""
+    if not user.is_active:
+        return f"{user.username}'s account is deactivated"
+    if not profile.enabled:
+        return f"the access profile {profile.title} is disabled"
+    if not may_request(user, profile):
+        return f"{user.username} is no longer in a group that may request {profile.title}"
+    return None
+
+
+def max_duration(access_request: AccessRequest) -> datetime.timedelta:
+    """Return the longest span the request may make: the profile's maximum at submission, or today's if lower."""
+    frozen = access_request.max_duration
+    current = access_request.profile.max_duration
+    return current if frozen is None else min(frozen, current)
 
 
 def group_names(user) -> set[str]:
@@ -76,15 +104,126 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
     """Return why `user` may not decide the request's current step, or None if they may."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
-    steps = steps_for(access_request.profile)
-    step = steps[min(access_request.step, len(steps) - 1)]
+    index = current_step(access_request)
+    step = steps_for(access_request.profile)[index]
     if not user.is_authenticated or not user.is_active or not _eligible(user, access_request, step):
         if is_approver(user, access_request):
-            return f"This request now waits for step {access_request.step + 1} ({step.describe()}), which you may not approve."
+            return f"This request now waits for step {index + 1} ({step.describe()}), which you may not approve."
         return "You are not an approver for this request."
     if access_request.status == AccessRequest.Status.PENDING and access_request.approvals.filter(approver=user).exists():
         return "You have already approved a step of this request; another person must approve this one."
     return None
+
+
+def approvals_counted(access_request: AccessRequest, index: int) -> int:
+    """Return how many distinct people who may decide step `index` today have approved it.
+
+    An approval by someone the step no longer names (the policy was changed
+    under the request, or they left the group) does not count.
+    """
+    step = steps_for(access_request.profile)[index]
+    approvals = access_request.approvals.filter(step=index).select_related("approver")
+    return sum(1 for a in approvals if a.approver.is_active and _eligible(a.approver, access_request, step))
+
+
+# Spans: a person's touching or overlapping grants of one profile are one ----
+
+
+Window = tuple[int, datetime.datetime, datetime.datetime]  # a grant's id, start and end
+
+
+@dataclasses.dataclass(frozen=True)
+class Span:
+    """The stretch of access that a new window makes with a person's live grants of the same profile.
+
+    `window` is the new access being judged (a request's window, or the time
+    an extension adds); `joined` are the live grants (id, start, end) that
+    touch it, directly or through one another; `overlaps` are those it
+    overlaps, which is refused.
+    """
+
+    start: datetime.datetime
+    end: datetime.datetime
+    window: tuple[datetime.datetime, datetime.datetime]
+    joined: tuple[Window, ...] = ()
+    overlaps: tuple[Window, ...] = ()
+
+    @property
+    def length(self) -> datetime.timedelta:
+        return self.end - self.start
+
+    @classmethod
+    def alone(cls, start: datetime.datetime, duration: datetime.timedelta) -> Span:
+        return cls(start=start, end=start + duration, window=(start, start + duration))
+
+
+def live_windows(user, profile: AccessProfile, *, now: datetime.datetime) -> list[Window]:
+    """Return (grant id, start, end) of `user`'s scheduled and active grants of `profile` that have not ended."""
+    found = []
+    live = Grant.objects.filter(user=user, profile=profile, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE])
+    for pk, status, not_before, duration, starts_at, expires_at in live.values_list(
+        "pk", "status", "not_before", "duration", "starts_at", "expires_at"
+    ):
+        if status == Grant.Status.ACTIVE:
+            start, end = starts_at, expires_at
+        elif not_before is not None:
+            start, end = not_before, not_before + duration
+        else:
+            start, end = now, now + duration  # approved, provisioned in a moment
+        if end is not None and end > now:
+            found.append((pk, start, end))
+    return found
+
+
+def span_of(user, profile: AccessProfile, start: datetime.datetime, end: datetime.datetime, *, now: datetime.datetime,
+            extends: int | None = None) -> Span:
+    """Return the span that new access [start, end) makes with `user`'s live grants of `profile`.
+
+    Grants at most JIT_SPAN_GAP apart count as touching: a gap of a second
+    must not turn one long stretch into many short ones. `extends`: the grant
+    an extension lengthens, which the new time joins rather than overlaps.
+    """
+    gap = datetime.timedelta(seconds=settings.JIT_SPAN_GAP)
+    live = live_windows(user, profile, now=now)
+    overlaps = tuple(w for w in live if w[0] != extends and w[1] < end and start < w[2])
+    joined, lo, hi = [], start, end
+    # Grow the stretch around the new window until no other grant is within the gap of it.
+    rest = sorted(live, key=lambda w: w[1])
+    grew = True
+    while grew:
+        grew = False
+        for w in list(rest):
+            if w[1] <= hi + gap and lo <= w[2] + gap:
+                joined.append(w)
+                rest.remove(w)
+                lo, hi, grew = min(lo, w[1]), max(hi, w[2]), True
+    joined.sort(key=lambda w: w[1])
+    return Span(start=lo, end=hi, window=(start, end), joined=tuple(joined), overlaps=overlaps)
+
+
+def _when(value: datetime.datetime) -> str:
+    return timezone.localtime(value).strftime("%Y-%m-%d %H:%M")
+
+
+def span_problem(span: Span, maximum: datetime.timedelta, *, title: str, whose: str, subject: str) -> str | None:
+    """Return what is wrong with a span, as a clause (it overlaps a live grant, or is longer than `maximum`), or None.
+
+    `whose` names the holder ("your", "ana's"); `subject` the new access ("this window", "it").
+    """
+    if span.overlaps:
+        pk, start, end = span.overlaps[0]
+        return f"{subject} overlaps {whose} access to {title} from {_when(start)} to {_when(end)} (grant #{pk})"
+    if span.length <= maximum:
+        return None
+    if not span.joined:
+        return f"the longest {title} allows is {human_duration(maximum)}"
+    gap = human_duration(datetime.timedelta(seconds=settings.JIT_SPAN_GAP))
+    first, last = span.joined[0][1], max(w[2] for w in span.joined)
+    return (
+        f"with {whose} access to {title} from {_when(first)} to {_when(last)}, {subject} makes "
+        f"{human_duration(span.length)} in a row (grants at most {gap} apart count as one); "
+        f"{title} allows {human_duration(maximum)} in all"
+    )
 
 
 # Justification and tickets -------------------------------------------------
@@ -114,36 +253,42 @@ def request_timeout(profile: AccessProfile) -> datetime.timedelta:
 # Auto-approval -------------------------------------------------------------
 
 
-def _in_business_hours(spec: dict, now: datetime.datetime) -> bool:
-    local = now.astimezone(zoneinfo.ZoneInfo(spec.get("tz", "UTC")))
-    days = spec.get("days", [0, 1, 2, 3, 4])
-    start = datetime.time.fromisoformat(spec.get("start", "09:00"))
-    end = datetime.time.fromisoformat(spec.get("end", "17:00"))
-    return local.weekday() in days and start <= local.time() < end
+def _in_business_hours(spec: dict, start: datetime.datetime, end: datetime.datetime) -> bool:
+    """Return whether every moment of [start, end) lies within one day's business hours."""
+    tz = zoneinfo.ZoneInfo(spec.get("tz", "UTC"))
+    local = start.astimezone(tz)
+    opens = datetime.time.fromisoformat(spec.get("start", "09:00"))
+    closes = datetime.time.fromisoformat(spec.get("end", "17:00"))
+    if local.weekday() not in spec.get("days", [0, 1, 2, 3, 4]) or not opens <= local.time() < closes:
+        return False
+    return end <= datetime.datetime.combine(local.date(), closes, tzinfo=tz)
 
 
-def rule_matches(rule: dict, *, groups: set[str], duration: datetime.timedelta, ticket: str, now: datetime.datetime) -> bool:
-    """Return whether a request meets every condition of one auto-approval rule."""
+def rule_matches(rule: dict, *, groups: set[str], ticket: str, span: Span) -> bool:
+    """Return whether a request meets every condition of one auto-approval rule.
+
+    `max_duration` is judged against the whole span (so touching windows
+    cannot chain past it); business hours against every moment of the new
+    window (the rest of the span was judged when it was approved).
+    """
     if "groups" in rule and not groups & set(rule["groups"]):
         return False
-    if "max_duration" in rule and duration > datetime.timedelta(seconds=int(rule["max_duration"])):
+    if "max_duration" in rule and span.length > datetime.timedelta(seconds=int(rule["max_duration"])):
         return False
-    if "business_hours" in rule and not _in_business_hours(rule["business_hours"], now):
+    if "business_hours" in rule and not _in_business_hours(rule["business_hours"], *span.window):
         return False
     if "ticket_pattern" in rule and not re.fullmatch(rule["ticket_pattern"], ticket or ""):
         return False
     return True
 
 
-def auto_approval_rule(access_request: AccessRequest, *, now=None, duration=None) -> str | None:
-    """Return the name of the first rule of the profile's policy that approves this request, or None."""
+def auto_approval_rule(access_request: AccessRequest, *, span: Span) -> str | None:
+    """Return the name of the first rule of the profile's policy that approves this request's span, or None."""
     profile = access_request.profile
     if not profile.policy_id:
         return None
     groups = group_names(access_request.requester)
     for index, rule in enumerate(profile.policy.auto_approve or []):
-        if rule_matches(
-            rule, groups=groups, duration=duration or access_request.duration, ticket=access_request.ticket, now=now or timezone.now()
-        ):
+        if rule_matches(rule, groups=groups, ticket=access_request.ticket, span=span):
             return rule.get("name") or f"rule {index + 1}"
     return None

@@ -51,7 +51,7 @@ def _ids(requests) -> str:
 def _step_text(access_request, *, word="Step") -> str:
     """Return e.g. 'Step 2 of 3: 2 × a member of security' for the step the request waits for."""
     steps = policy.steps_for(access_request.profile)
-    index = min(access_request.step, len(steps) - 1)
+    index = policy.current_step(access_request)
     return f"{word} {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
 
 

@@ -270,6 +270,8 @@ Q_CLUSTER = {
 # The lifecycle's clocks.
 JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characters, where a profile has no policy
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
+# A person's grants of one profile at most this many seconds apart count as one span for every limit.
+JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # Identity refresh without a login (accounts/identity.py): the sync job refreshes

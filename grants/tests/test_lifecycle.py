@@ -308,11 +308,14 @@ def test_unreachable_target_is_retried_then_fails_with_its_message(approved_requ
     assert AuditEvent.objects.filter(action="grant.failed", object_id=str(grant_id)).exists()
 
 
-def test_missing_group_role_fails_at_once(approved_request):
-    profile = approved_request.profile
+def test_missing_group_role_fails_at_once(ana, otto, profile):
     profile.scope = {"roles": ["no_such_role"]}
     profile.save()
-    grant = lifecycle.provision_grant(approved_request.grant.pk)
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION
+    )
+    lifecycle.approve_request(req.pk, actor=otto)
+    grant = lifecycle.provision_grant(req.grant.pk)
     assert grant.status == GS.FAILED
     assert "no_such_role" in grant.last_error
 

@@ -18,6 +18,8 @@ BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 WED_MORNING = datetime.datetime(2026, 11, 25, 10, 30, tzinfo=BERLIN)
 WED_NIGHT = datetime.datetime(2026, 11, 25, 22, 30, tzinfo=BERLIN)
 SATURDAY = datetime.datetime(2026, 11, 28, 10, 30, tzinfo=BERLIN)
+WED_17 = datetime.datetime(2026, 11, 25, 17, 0, tzinfo=BERLIN)
+WED_1730 = datetime.datetime(2026, 11, 25, 17, 30, tzinfo=BERLIN)
 OFFICE = {"tz": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end": "18:00"}
 
 
@@ -32,6 +34,9 @@ OFFICE = {"tz": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end
         ({"business_hours": OFFICE}, set(), H, "", WED_MORNING, True),
         ({"business_hours": OFFICE}, set(), H, "", WED_NIGHT, False),
         ({"business_hours": OFFICE}, set(), H, "", SATURDAY, False),
+        # The whole window must lie within them: 17:00-18:00 does, 17:30-18:30 does not.
+        ({"business_hours": OFFICE}, set(), H, "", WED_17, True),
+        ({"business_hours": OFFICE}, set(), H, "", WED_1730, False),
         ({"ticket_pattern": r"INC-\d+"}, set(), H, "INC-42", WED_MORNING, True),
         ({"ticket_pattern": r"INC-\d+"}, set(), H, "INC-42x", WED_MORNING, False),
         ({"ticket_pattern": r"INC-\d+"}, set(), H, "", WED_MORNING, False),
@@ -43,7 +48,7 @@ OFFICE = {"tz": "Europe/Berlin", "days": [0, 1, 2, 3, 4], "start": "09:00", "end
     ],
 )
 def test_auto_approval_rule_conditions(rule, groups, duration, ticket, now, matches):
-    assert policy.rule_matches(rule, groups=groups, duration=duration, ticket=ticket, now=now) is matches
+    assert policy.rule_matches(rule, groups=groups, ticket=ticket, span=policy.Span.alone(now, duration)) is matches
 
 
 @pytest.fixture
@@ -148,6 +153,50 @@ def test_a_stale_page_cannot_decide_a_step_that_moved_on(ana, otto, sec1, profil
         lifecycle.deny_request(req.pk, actor=sec1, step=0)
     req.refresh_from_db()
     assert req.status == "pending"
+
+
+@pytest.fixture
+def at_third_step(ana, otto, sec1, sec2, profile, strict, groups):
+    """A request that has passed db-approvers and security and waits for the auditors' step."""
+    strict.steps = [{"group": "db-approvers"}, {"group": "security", "count": 2}, {"group": "auditors"}]
+    strict.save()
+    req = submit(ana, profile)
+    for approver in (otto, sec1, sec2):
+        lifecycle.approve_request(req.pk, actor=approver)
+    req.refresh_from_db()
+    assert req.step == 2
+    return req
+
+
+@pytest.fixture
+def auditors(django_user_model, groups):
+    made = []
+    for name in ("audra", "aude"):
+        made.append(django_user_model.objects.create_user(name))
+        made[-1].groups.add(groups["auditors"])
+    return made
+
+
+def test_a_request_whose_policy_was_shortened_below_its_step_waits_for_the_last_step(at_third_step, strict, auditors):
+    # What `catalog apply` writes when the file drops a step.
+    strict.steps = [{"group": "db-approvers"}, {"group": "auditors", "count": 2}]
+    strict.save()
+    lifecycle.approve_request(at_third_step.pk, actor=auditors[0])
+    at_third_step.refresh_from_db()
+    # The security approvals of the old second step do not count for the new one.
+    assert (at_third_step.status, at_third_step.step) == ("pending", 1)
+    lifecycle.approve_request(at_third_step.pk, actor=auditors[1])
+    at_third_step.refresh_from_db()
+    assert at_third_step.status == "approved" and at_third_step.decided_by == auditors[1]
+    assert Grant.objects.filter(request=at_third_step).exists()
+
+
+def test_a_request_whose_policy_was_shortened_below_its_step_can_be_denied(at_third_step, strict, marc):
+    strict.steps = [{"group": "db-approvers"}]
+    strict.save()
+    lifecycle.deny_request(at_third_step.pk, actor=marc, comment="the policy changed")
+    at_third_step.refresh_from_db()
+    assert at_third_step.status == "denied"
 
 
 def test_a_matching_rule_approves_and_the_trail_names_it(ana, profile, strict, groups):

@@ -342,6 +342,26 @@ def test_a_decision_on_a_step_that_moved_on_is_a_warning_and_changes_nothing(cli
     assert not Approval.objects.filter(approver=three_steps["sec1"]).exists()
 
 
+def test_a_request_whose_policy_lost_its_current_step_is_shown_and_approved_at_the_last_step(
+    client, at_step_two, three_steps, profile, groups, django_user_model
+):
+    for name in ("sec1", "sec2"):
+        lifecycle.approve_request(at_step_two.pk, actor=three_steps[name])
+    audra = django_user_model.objects.create_user("audra", first_name="Audra")
+    audra.groups.add(groups["auditors"])
+    # `catalog apply` of a file that dropped the security step: the request waited for step 3 of 3.
+    profile.policy.steps = [{"group": "db-approvers"}, {"group": "auditors"}]
+    profile.policy.save()
+    client.force_login(audra)
+    page = text(client.get(detail_url(at_step_two)))
+    assert "Step 2 of 2: a member of auditors" in page
+    response = client.post(decide_url(at_step_two), {"action": "approve", "comment": "", "step": "2"}, follow=True)
+    assert response.status_code == 200
+    assert f"Request #{at_step_two.pk} approved." in text(response)
+    at_step_two.refresh_from_db()
+    assert at_step_two.status == RS.APPROVED and at_step_two.decided_by == audra
+
+
 def test_a_stale_approval_by_someone_not_in_the_next_step_is_a_warning_not_a_refusal(client, marc, at_step_two):
     client.force_login(marc)  # db-approvers: step 1 was theirs, step 2 is security's
     response = client.post(decide_url(at_step_two), {"action": "approve", "comment": "", "step": "0"}, follow=True)

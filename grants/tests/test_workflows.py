@@ -2,6 +2,7 @@
 
 import datetime
 import threading
+import time
 
 import psycopg
 import pytest
@@ -224,6 +225,50 @@ def test_an_approval_and_a_denial_at_once_give_one_outcome(pending_request, marc
     assert sorted(outcomes) in (["approved", "refused"], ["denied", "refused"])
     assert pending_request.status == [o for o in outcomes if o != "refused"][0]
     assert Grant.objects.filter(request=pending_request).count() == (1 if pending_request.status == "approved" else 0)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_two_approvers_deciding_different_members_of_a_bundle_at_once_do_not_deadlock(ana, marc, otto, three_dbs):
+    reqs = lifecycle.submit_bundle(requester=ana, profiles=three_dbs, duration=H, justification=JUSTIFICATION)
+    first, middle, last = sorted(reqs, key=lambda r: r.pk)
+    db = connection.settings_dict
+    dsn = f"host={db['HOST']} port={db['PORT']} user={db['USER']} dbname={db['NAME']}"
+    outcomes = []
+
+    def decide(actor, req, approve):
+        try:
+            (lifecycle.approve_request if approve else lifecycle.deny_request)(req.pk, actor=actor)
+            outcomes.append("approved" if approve else "denied")
+        except lifecycle.TransitionError:
+            outcomes.append("refused")  # the other approver decided the bundle first
+        except Exception as exc:  # noqa: BLE001 - a deadlock is what this test looks for
+            outcomes.append(f"error: {exc}")
+        finally:
+            connection.close()
+
+    # Hold the middle member, so that both deciders are inside their locking
+    # before either can finish: marc approves the first member, otto denies the last.
+    with psycopg.connect(dsn) as holder:
+        holder.execute("SELECT 1 FROM grants_accessrequest WHERE id = %s FOR UPDATE", [middle.pk])
+        threads = [threading.Thread(target=decide, args=args) for args in ((marc, first, True), (otto, last, False))]
+        for t in threads:
+            t.start()
+        with psycopg.connect(dsn, autocommit=True) as watcher:
+            for _ in range(600):
+                waiting = watcher.execute(
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchone()[0]
+                if waiting >= 2:
+                    break
+                time.sleep(0.05)
+        holder.rollback()
+    for t in threads:
+        t.join()
+    assert sorted(outcomes) in (["approved", "refused"], ["denied", "refused"]), outcomes
+    winner = next(o for o in outcomes if o != "refused")
+    assert set(AccessRequest.objects.filter(bundle=first.bundle).values_list("status", flat=True)) == {winner}
+    assert Grant.objects.filter(request__bundle=first.bundle).count() == (3 if winner == "approved" else 0)
 
 
 def test_break_glass_emails_the_profiles_approvers(ana, otto, marc, glass, mailoutbox, django_capture_on_commit_callbacks, monkeypatch):
