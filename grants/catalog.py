@@ -509,10 +509,12 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
 
     current_profiles = {p.name: p for p in AccessProfile.objects.select_related("target", "policy", "approver_group").prefetch_related("requestable_by")}
     policy_rows = {n: _policy_row(p) for n, p in current_policies.items()}
-    people = []
+    people, moved = [], []
     for name, wanted in desired.profiles.items():
         row = current_profiles.get(name)
         before = _profile_row(row) if row else None
+        if before and before["target"] != wanted["target"]:
+            moved += _target_move_errors(path, desired, row, wanted["target"])
         compare = {**wanted, "enabled": True}
         change = _diff("profile", name, {**before, "enabled": row.enabled} if row else None, compare)
         if change:
@@ -530,8 +532,27 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
     for name, row in current_targets.items():
         if row.managed_by == path and name not in desired.targets:
             changes.append(Change("target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}))
+    if moved:
+        raise CatalogError(moved)
     warnings = _check_scopes_on_targets(path, desired, current_targets)
     return Plan(path, changes, people, warnings)
+
+
+def _target_move_errors(path: str, desired: Desired, row: AccessProfile, new_target: str) -> list[str]:
+    """Refuse to move a profile to another target while something of it lives on the old one.
+
+    Requests freeze their target when submitted, and revocation talks to the
+    target a grant was made on: moving the profile under them would send
+    revocations to a server that never saw the account.
+    """
+    live = Grant.objects.filter(profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE, Grant.Status.REVOKING]).count()
+    pending = AccessRequest.objects.filter(profile=row, status=AccessRequest.Status.PENDING).count()
+    if not live and not pending:
+        return []
+    line = desired.scope_lines.get(row.name, 0)
+    return [f"{path}:{line}: profiles.{row.name}.target: cannot move from {row.target.name} to {new_target} while it has "
+            f"{live} live grant(s) and {pending} pending request(s) there; let them end (or revoke them), or add a new "
+            "profile for the new target"]
 
 
 def _check_scopes_on_targets(path: str, desired: Desired, current_targets: dict[str, Target]) -> list[str]:

@@ -235,3 +235,26 @@ def test_managed_rows_are_read_only_in_the_admin(db, write, admin_client):
 def test_groups_named_in_the_file_are_created(db, write):
     catalog.apply(write(BASE))
     assert {"engineers", "db-approvers"} <= set(Group.objects.values_list("name", flat=True))
+
+
+MOVED = BASE.replace(
+    "policies:",
+    "  otherdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5433, dbname: otherdb}\n    secret_env: JIT_OTHER_DSN\npolicies:",
+).replace("    target: appdb\n", "    target: otherdb\n")
+
+
+def test_a_profile_with_live_grants_cannot_move_to_another_target(db, write, ana, otto, monkeypatch):
+    # Revocation talks to the target a grant was made on; moving the profile under a live
+    # grant would send its revocation to a server that never saw the account.
+    catalog.apply(write(BASE))
+    monkeypatch.setattr(catalog, "_check_scopes_on_targets", lambda *args: [])
+    req = lifecycle.submit_request(requester=ana, profile=AccessProfile.objects.get(name="ro"),
+                                   duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION)
+
+    with pytest.raises(catalog.CatalogError) as exc:
+        catalog.plan(write(MOVED, name="moved.yaml"))
+    [error] = exc.value.errors
+    assert "profiles.ro.target: cannot move from appdb to otherdb while it has 0 live grant(s) and 1 pending request(s)" in error
+
+    lifecycle.deny_request(req.pk, actor=otto, comment="no")
+    assert "~ profile ro: change" in catalog.plan(write(MOVED, name="moved.yaml")).render()
