@@ -9,6 +9,7 @@ REGISTRY = {
     "mysql": "grants.connectors.mysql.MySQLConnector",
     "aws": "grants.connectors.aws.AWSConnector",
     "ssh": "grants.connectors.ssh.SSHConnector",
+    "ldap": "grants.connectors.ldap.LDAPConnector",
 }
 
 
