@@ -33,6 +33,12 @@ system-deps:
 	@test -x /usr/bin/redis-server || { \
 	  echo "Installing redis-server (for the Redis connector tests' throwaway server)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server >/dev/null; }
+	@# The LDAP connector tests start their own slapd on loopback ports, from their own cn=config.
+	@# Debian's package may start a system slapd on port 389 when installed: stop it, the tests never use it.
+	@test -x /usr/sbin/slapd || { \
+	  echo "Installing slapd and ldap-utils (for the LDAP connector tests' throwaway slapd)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null; \
+	  { systemctl disable --now slapd || service slapd stop; } >/dev/null 2>&1 || true; }
 	@# The end-to-end tests drive Debian's chromium (Playwright never downloads a browser).
 	@test -x /usr/bin/chromium || { \
 	  echo "Installing chromium (for the end-to-end browser tests)"; \

@@ -19,6 +19,7 @@ import yaml
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.db import transaction
+from django.utils.module_loading import import_string
 
 import audit
 
@@ -198,6 +199,8 @@ def load(path: str | Path) -> Desired:
         if not isinstance(config, dict):
             check.error(spec, "config", f"{where}.config", "must be a mapping")
             config = {}
+        for message in _kind(kind).config_errors(config) if kind in REGISTRY else []:
+            check.error(spec, "config", f"{where}.config", message)
         targets[name] = {
             "title": str(spec.get("title", "")), "kind": kind, "config": dict(config),
             "secret_env": spec.get("secret_env", ""), "description": str(spec.get("description", "")),
@@ -312,6 +315,11 @@ def load(path: str | Path) -> Desired:
             check.error(spec, "scope", f"{where}.scope", "must be a mapping, e.g. {roles: [app_readonly]}")
             scope = {}
         scope_lines[name] = spec.lines.get("scope", spec.line) if isinstance(spec, _Lines) else 0
+        kind = None
+        if isinstance(target, str):
+            kind = targets[target]["kind"] if target in targets else Target.objects.filter(name=target).values_list("kind", flat=True).first()
+        for message in _kind(kind).scope_errors(scope) if kind in REGISTRY else []:
+            check.error(spec, "scope", f"{where}.scope", message)
         requestable = check.names(spec, "requestable_by", where) if "requestable_by" in spec else []
         groups.update(requestable)
         profiles[name] = {
@@ -324,6 +332,10 @@ def load(path: str | Path) -> Desired:
     if check.errors:
         raise CatalogError(check.errors)
     return Desired(targets=targets, policies=policies, profiles=profiles, groups=groups, scope_lines=scope_lines)
+
+
+def _kind(kind: str) -> type[Connector]:
+    return import_string(REGISTRY[kind])
 
 
 def _business_hours(check: _Checker, rule, where) -> dict:

@@ -11,6 +11,7 @@ REGISTRY = {
     "ssh": "grants.connectors.ssh.SSHConnector",
     "openbao": "grants.connectors.openbao.OpenBaoConnector",
     "redis": "grants.connectors.redis.RedisConnector",
+    "ldap": "grants.connectors.ldap.LDAPConnector",
 }
 
 

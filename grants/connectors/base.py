@@ -161,6 +161,16 @@ class Connector:
         """Raise ConnectorError if unreachable or misconfigured; return warnings."""
         raise NotImplementedError
 
+    @classmethod
+    def config_errors(cls, config: dict) -> list[str]:
+        """Return what is wrong with a target's config, read without the target (`catalog plan` lists them)."""
+        return []
+
+    @classmethod
+    def scope_errors(cls, scope: dict) -> list[str]:
+        """Return what is wrong with a profile's scope, read without the target (`catalog plan` lists them)."""
+        return []
+
     def validate_scope(self, scope: dict) -> list[str]:
         """Read the target and refuse a scope that would hand out more than a grant may (superuser, admin roles).
 
