@@ -1,0 +1,27 @@
+"""Exit 0 if the web process in this container answers /healthz: the image's HEALTHCHECK (Containerfile, compose.yaml).
+
+    python -m jitportal.healthcheck
+
+It asks 127.0.0.1 on $PORT (gunicorn's port, 8000 unless set) and imports no Django, so it costs little
+every 30 seconds.
+"""
+
+import os
+import sys
+import urllib.error
+import urllib.request
+
+
+def main() -> int:
+    url = f"http://127.0.0.1:{os.environ.get('PORT', '8000')}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=4) as response:
+            response.read()
+    except (OSError, urllib.error.URLError) as exc:
+        print(f"unhealthy: {url}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
