@@ -408,6 +408,8 @@ def stack(portal_image, postgres_image, idp, target, ports):
     }
     stack = Stack(env, workdir)
     try:
+        # What a run that was killed may have left behind.
+        stack.compose("compose-down-leftovers", "down", "--volumes", "--timeout", "10", check=False, timeout=300)
         # compose.yaml's order by hand: podman 4.3 cannot wait for a health check (podman-compose skips
         # `service_healthy` below podman 4.6) and fails to start a container whose dependencies have
         # dependencies ("not found in input list"), so each step is started alone (--no-deps) once the one
@@ -424,19 +426,9 @@ def stack(portal_image, postgres_image, idp, target, ports):
         assert exit_code == "0", f"migrate exited with {exit_code}:\n{stack.logs('migrate')[-3000:]}"
         stack.compose("compose-up", "up", "-d", "--no-deps", "web", "worker", "timer")
         _wait("the web's /healthz", lambda: _answers(stack.url + "/healthz"))
+        apply = ["python", "manage.py", "catalog", "apply", "/catalog/catalog.yaml"]
         stack.compose(
-            "catalog-apply",
-            "run",
-            "--rm",
-            "--no-deps",
-            "-v",
-            f"{catalog}:/catalog/catalog.yaml:ro",
-            "web",
-            "python",
-            "manage.py",
-            "catalog",
-            "apply",
-            "/catalog/catalog.yaml",
+            "catalog-apply", "run", "--rm", "--no-deps", "-v", f"{catalog}:/catalog/catalog.yaml:ro", "web", *apply
         )
         yield stack
     finally:

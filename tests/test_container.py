@@ -1,5 +1,12 @@
-"""compose.yaml's structure, checked without podman (`make test-image` runs it for real)."""
+"""The container's pieces that need no podman: compose.yaml's structure, the image's health check.
 
+`make test-image` (tests/image) builds the image and runs the stack for real.
+"""
+
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -37,3 +44,42 @@ def test_every_secret_file_the_portal_reads_is_mounted_and_no_secret_is_in_the_e
             assert not key.endswith(("SECRET", "PASSWORD", "SECRET_KEY", "DSN")), (name, key)
         # The password comes from DATABASE_PASSWORD_FILE (the portal) or POSTGRES_PASSWORD_FILE (PostgreSQL).
         assert urlsplit(service["environment"].get("DATABASE_URL", "postgres://db")).password is None
+
+
+def healthcheck(port):
+    # A proxy for outgoing traffic (set for the IdP, say) must not swallow the check of our own port.
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "PORT": str(port),
+        "http_proxy": "http://127.0.0.1:9",
+        "HTTP_PROXY": "http://127.0.0.1:9",
+    }
+    argv = [sys.executable, "-m", "jitportal.healthcheck"]
+    return subprocess.run(argv, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30)
+
+
+def test_the_health_check_passes_while_the_web_answers_and_fails_when_it_does_not():
+    statuses = {"/healthz": 200}
+
+    class Web(BaseHTTPRequestHandler):
+        def do_GET(self):
+            self.send_response(statuses.get(self.path, 404))
+            self.end_headers()
+            self.wfile.write(b"ok\n")
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Web)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_address[1]
+    try:
+        assert healthcheck(port).returncode == 0
+        statuses["/healthz"] = 503
+        failed = healthcheck(port)
+        assert failed.returncode == 1 and "unhealthy" in failed.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    refused = healthcheck(port)
+    assert refused.returncode == 1 and f"http://127.0.0.1:{port}/healthz" in refused.stderr
