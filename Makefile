@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
 .PHONY: run test venv system-deps benchmark-expiry benchmark-connectors benchmark-reports clean
-.PHONY: e2e e2e-deps
+.PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
 IDP_STAMP := $(IDP_DIR)/node_modules/.package-lock.json
@@ -44,6 +44,13 @@ system-deps:
 	  echo "Installing chromium (for the end-to-end browser tests)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
+# The container image test (tests/image) builds and runs the image with podman, on a base made with
+# mmdebstrap; containers start only with runc here, and `init: true` in compose.yaml needs catatonit.
+image-deps:
+	@test -x /usr/bin/podman && test -x /usr/sbin/runc && test -x /usr/bin/mmdebstrap && test -x /usr/bin/catatonit || { \
+	  echo "Installing podman, runc, catatonit and mmdebstrap (for the container image test)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq podman runc catatonit mmdebstrap >/dev/null; }
+
 # The IdP's node packages, exactly as locked.
 $(IDP_STAMP): $(IDP_DIR)/package.json $(IDP_DIR)/package-lock.json
 	@command -v npm >/dev/null 2>&1 || { echo "npm (Node.js 20 or later) is needed for the end-to-end tests' IdP"; exit 1; }
@@ -62,6 +69,11 @@ test: $(STAMP) system-deps e2e-deps
 # Only the end-to-end browser suite (real IdP, portal processes, chromium); artifacts in test-artifacts/e2e/.
 e2e: $(STAMP) system-deps e2e-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q tests/e2e -x
+
+# Only the container image test: builds ./Containerfile, runs compose.yaml, signs in, requests, approves, uses
+# the credentials, tears it all down (README "With containers"). Not part of `make test`: root, minutes.
+test-image: $(STAMP) system-deps e2e-deps image-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q tests/image
 
 benchmark-expiry: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/expiry_lag.py $(ARGS)

@@ -106,11 +106,15 @@ INSTALLED_APPS = [
     "grants",
 ]
 
+# The container image sets SERVE_STATIC=true: its web processes serve STATIC_ROOT themselves (whitenoise),
+# as no proxy beside them holds the files. Elsewhere nginx serves them (README "Running in production").
+SERVE_STATIC = env.bool("SERVE_STATIC", default=False)
 MIDDLEWARE = [
     "jitportal.middleware.RequestIdMiddleware",
     "jitportal.middleware.RefuseNulMiddleware",  # PostgreSQL text cannot hold NUL: a 400, not a server error
     "jitportal.middleware.ProbeMiddleware",  # /healthz, /readyz, /metrics: before host checks and the HTTPS redirect
     "django.middleware.security.SecurityMiddleware",
+    *(["whitenoise.middleware.WhiteNoiseMiddleware"] if SERVE_STATIC else []),
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -143,6 +147,13 @@ WSGI_APPLICATION = "jitportal.wsgi.application"
 if not env.str("DATABASE_URL", default=""):
     VAR_DIR.mkdir(exist_ok=True)
 DATABASES = {"default": env.db("DATABASE_URL", default=f"sqlite:///{VAR_DIR / 'db.sqlite3'}")}
+# The password may live apart from the URL, in a file such as a container secret (compose.yaml hands
+# PostgreSQL and the portal the same one), so that DATABASE_URL holds nothing secret.
+_database_password = _secret("DATABASE_PASSWORD", default="")
+if _database_password:
+    if DATABASES["default"].get("PASSWORD"):
+        raise ImproperlyConfigured("DATABASE_URL has a password and DATABASE_PASSWORD (or _FILE) is set too: keep one.")
+    DATABASES["default"]["PASSWORD"] = _database_password
 # Keep connections between requests and tasks: a burst of expiries otherwise
 # opens a new PostgreSQL session for every task and every timer wake-up.
 DATABASES["default"].setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))
