@@ -132,8 +132,8 @@ def verify(heads: Iterable[Head] = (), *, public_key: Ed25519PublicKey | None = 
             return Verification(False, 0, GENESIS, reason="a head of no events has head_id=0 and the genesis hash",
                                 bad_head=h, **summary)
     heads = [h for h in heads if h.count > 0]
-    # One transaction: the walk and the re-reads of an event that needs a
-    # second look see the same rows (PostgreSQL), and the ORM's cursor streams.
+    # In a transaction SQLite reads one snapshot and the ORM's cursor streams on PostgreSQL. Each chunk of
+    # the PostgreSQL walk reads its own: events are only ever added at the end, and a walk sees those too.
     with transaction.atomic():
         walk = _walk_postgresql if connection.vendor == "postgresql" else _walk
         result = walk(heads)
