@@ -54,8 +54,7 @@ class Head:
         return f"{self.text} sig={self.signature}" if self.signature else self.text
 
     def __str__(self) -> str:
-        where = f" (line {self.line_no})" if self.line_no else ""
-        return f"the head exported at {self.at} (events={self.count}, head_id={self.head_id}){where}"
+        return f"the head exported at {self.at} (events={self.count}, head_id={self.head_id})"
 
     def signed_with(self, key: Ed25519PrivateKey) -> Head:
         signature = base64.b64encode(key.sign(_CONTEXT + self.text.encode())).decode()

@@ -52,7 +52,10 @@ class Command(BaseCommand):
             raise CommandError(str(exc)) from None
         result = verify(heads, public_key=public_key)
         if not result.ok and result.bad_head is not None:
-            raise CommandError(f"Audit chain does not match {result.bad_head} in {heads_path}: {result.reason}.")
+            raise CommandError(
+                f"Audit chain does not match {result.bad_head} ({heads_path}, line {result.bad_head.line_no}): "
+                f"{result.reason}."
+            )
         if not result.ok:
             raise CommandError(
                 f"Audit chain broken at event #{result.bad_event_id}: {result.reason} "
