@@ -121,6 +121,21 @@ def test_a_changed_middle_event_is_caught_with_or_without_heads(chain, public_ke
         verify_command("--public-key", public_key_file)
 
 
+@pytest.mark.parametrize("chunk", [1, 3, 4, 10])
+def test_the_walk_finds_the_same_in_whatever_chunks_it_reads_the_chain(chain, public_key_file, monkeypatch, chunk):
+    monkeypatch.setattr(audit.log, "_CHUNK", chunk)
+    verify_command("--public-key", public_key_file)
+    as_superuser("UPDATE audit_auditevent SET details = '{\"n\": 99}' WHERE id = %s", [chain[4].pk])
+    with pytest.raises(CommandError, match=f"broken at event #{chain[4].pk}: its content does not match its hash"):
+        verify_command("--public-key", public_key_file)
+    rehash_from(chain[4], {"n": 99})
+    with pytest.raises(CommandError, match=r"does not match the head exported at .* \(events=10, "):
+        verify_command("--public-key", public_key_file)
+    as_superuser("DELETE FROM audit_auditevent WHERE id > %s", [chain[3].pk])
+    with pytest.raises(CommandError, match="the chain ends after 4 events"):
+        verify_command("--public-key", public_key_file)
+
+
 def test_a_head_edited_or_signed_with_another_key_to_match_a_rewritten_chain_fails_its_signature(
     chain, public_key_file, settings
 ):
