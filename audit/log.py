@@ -127,7 +127,10 @@ def verify(heads: Iterable[Head] = (), *, public_key: Ed25519PublicKey | None = 
     summary = {"unsigned": sum(1 for h in heads if not h.signature), "signatures_checked": public_key is not None}
     for h in heads:
         if public_key is not None and h.signature and not h.signed_by(public_key):
-            reason = "its signature was not made with the private key of this public key: the head was altered or forged"
+            reason = (
+                "its signature was not made with the private key of this public key: the head was altered "
+                "or forged"
+            )
             return Verification(False, 0, GENESIS, reason=reason, bad_head=h, **summary)
         if h.count == 0 and (h.head_id, h.hash) != (0, GENESIS):
             return Verification(False, 0, GENESIS, reason="a head of no events has head_id=0 and the genesis hash",
@@ -166,7 +169,10 @@ class _Heads:
     def end(self, count: int, prev: str) -> Verification:
         if self.matched < len(self.heads):
             h = self.heads[self.matched]
-            reason = f"the chain ends after {count} events, fewer than the head counts: events were removed from its end"
+            reason = (
+                f"the chain ends after {count} events, fewer than the head counts: events were removed "
+                "from its end"
+            )
             return Verification(False, count, prev, None, reason, bad_head=h, heads_matched=self.matched)
         return Verification(True, count, prev, heads_matched=self.matched)
 
@@ -202,9 +208,9 @@ def _walk(heads: list[Head]) -> Verification:
 
 
 # The columns as `canonical()` renders them, made by PostgreSQL: no datetime
-# objects, and `details` as jsonb's text. A chunk at a time, by id: each is
-# one short index range scan, and between two the connection is free to read
-# an event again.
+# objects, and `details` as jsonb's text. A chunk at a time, by id, each one
+# short index range scan, so the walk can read an event again through the
+# ORM on the same connection (psycopg serialises that with the reader thread).
 _CHUNK_SQL = """
 SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"+00:00"'), actor_id, action,
        object_type, object_id, details::text, prev_hash, hash
@@ -258,7 +264,8 @@ def _walk_postgresql(heads: list[Head]) -> Verification:
                 pending = reader.submit(fetch, rows[-1][0])
             for event_id, at, actor_id, action, object_type, object_id, details, prev_hash, digest in rows:
                 if prev_hash != prev:
-                    return Verification(False, count, prev, event_id, "its prev_hash does not match the event before it")
+                    reason = "its prev_hash does not match the event before it"
+                    return Verification(False, count, prev, event_id, reason)
                 try:
                     if not details.isascii() or "\x7f" in details:
                         raise _Fraction

@@ -40,7 +40,7 @@ def audit_table_powers(connection) -> tuple[str, list[str]]:
     if owns_table:
         powers.append(f"owns {AUDIT_TABLE} (or may become its owner), so it may disable the append-only triggers")
     if owns_schema:
-        powers.append(f"owns the schema of {AUDIT_TABLE} (or the database, in PostgreSQL 15+), so it may drop the table")
+        powers.append(f"owns the schema of {AUDIT_TABLE} (or the database, in PostgreSQL 15+), so it may drop it")
     if createrole:
         powers.append("has CREATEROLE, so it may make itself a member of the table's owner")
     refused = [name for name, allowed in (("UPDATE", update), ("DELETE", delete), ("TRUNCATE", truncate),

@@ -170,7 +170,8 @@ def test_the_scheduled_export_signs_each_head_over_its_time_count_id_and_hash(ch
     assert (head.count, head.head_id, head.hash) == (10, chain[9].pk, chain[9].hash)
     assert head.signed_by(signing_key.public_key())
     # Any other count, id, hash or time makes the signature fail.
-    for field, value in (("count", 11), ("head_id", chain[8].pk), ("hash", chain[8].hash), ("at", "2000-01-01T00:00:00Z")):
+    others = {"count": 11, "head_id": chain[8].pk, "hash": chain[8].hash, "at": "2000-01-01T00:00:00Z"}
+    for field, value in others.items():
         assert not dataclasses.replace(head, **{field: value}).signed_by(signing_key.public_key())
 
 

@@ -56,9 +56,11 @@ def deployment(server):
 
 
 def manage(*args, **env):
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "AUDIT_"))}
+    ours = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "AUDIT_")
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE, env={**clean, **env}, capture_output=True, text=True, timeout=300
+        [sys.executable, "manage.py", *args], cwd=BASE, env={**clean, **env}, capture_output=True, text=True,
+        timeout=300,
     )
 
 
@@ -115,7 +117,8 @@ def test_even_the_owner_is_refused_truncate_by_the_trigger(deployment):
 
 
 def test_check_deploy_warns_while_the_portal_runs_as_the_owner_and_is_silent_as_the_portal_role(deployment):
-    as_owner = manage("check", "--deploy", DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]))
+    owner_url = url(deployment["server"], deployment["owner"], deployment["db"])
+    as_owner = manage("check", "--deploy", DATABASE_URL=owner_url)
     assert "audit.W002" in as_owner.stderr + as_owner.stdout
     assert f"The portal's database role '{deployment['owner']}' can rewrite or remove the audit trail: it owns " \
            "audit_auditevent" in as_owner.stderr + as_owner.stdout

@@ -1,4 +1,4 @@
-"""`migrate`, as the tables' owner when MIGRATE_DATABASE_URL is set; then DATABASE_URL's role gets what the portal needs."""
+"""`migrate`, as the tables' owner when MIGRATE_DATABASE_URL is set; then DATABASE_URL's role gets what it needs."""
 
 import environ
 from django.conf import settings
@@ -45,7 +45,7 @@ def _owner_credentials(owner_url: str, portal: dict) -> dict:
     except Exception as exc:  # django-environ raises bare exceptions of several kinds for a bad URL
         raise CommandError(f"MIGRATE_DATABASE_URL is not a database URL: {exc}") from None
     if "postgresql" not in owner.get("ENGINE", "") or "postgresql" not in portal["ENGINE"]:
-        raise CommandError("MIGRATE_DATABASE_URL needs PostgreSQL in both it and DATABASE_URL (roles are PostgreSQL's).")
+        raise CommandError("MIGRATE_DATABASE_URL needs PostgreSQL in it and in DATABASE_URL (roles are PostgreSQL's).")
     for key, what in (("NAME", "database"), ("HOST", "host"), ("PORT", "port")):
         if str(owner.get(key) or "") != str(portal.get(key) or ""):
             raise CommandError(
