@@ -34,6 +34,18 @@ def check_portal_role(app_configs=None, **kwargs):
 
 
 @checks.register(checks.Tags.security, deploy=True)
+def check_owner_credentials(app_configs=None, **kwargs):
+    if not settings.MIGRATE_DATABASE_URL:
+        return []
+    return [checks.Warning(
+        "MIGRATE_DATABASE_URL is set where the portal runs: whoever takes over a portal process could log in as "
+        "the tables' owner and disable the audit trail's triggers.",
+        hint="Set MIGRATE_DATABASE_URL (or its _FILE) only in the environment of the job that runs `migrate`.",
+        id="audit.W004",
+    )]
+
+
+@checks.register(checks.Tags.security, deploy=True)
 def check_signing_key(app_configs=None, **kwargs):
     if settings.AUDIT_SIGNING_KEY:
         return []

@@ -125,7 +125,15 @@ def test_check_deploy_warns_while_the_portal_runs_as_the_owner_and_is_silent_as_
     assert "MIGRATE_DATABASE_URL" in as_owner.stderr + as_owner.stdout
 
     as_portal_role = as_portal(deployment, "check", "--deploy")
-    assert "audit.W00" not in (as_portal_role.stderr + as_portal_role.stdout).replace("audit.W003", "")
+    assert "audit.W001" not in as_portal_role.stderr and "audit.W002" not in as_portal_role.stderr
+
+
+def test_check_deploy_warns_when_the_owners_url_is_left_in_the_portals_environment(deployment):
+    result = as_portal(deployment, "check", "--deploy")
+    assert "audit.W004" not in result.stderr
+    result = manage("check", "--deploy", DATABASE_URL=url(deployment["server"], deployment["portal"], deployment["db"]),
+                    MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]))
+    assert "(audit.W004) MIGRATE_DATABASE_URL is set where the portal runs" in result.stderr
 
 
 def test_a_superuser_portal_role_is_warned_about_too(deployment, server):
