@@ -396,7 +396,7 @@ def time_verify(env: dict) -> dict:
     seconds = time.perf_counter() - began
     heads.unlink()
     heads.parent.rmdir()
-    if result.returncode != 0 or "intact" not in result.stdout or "signatures are good" not in result.stdout:
+    if result.returncode != 0 or "intact" not in result.stdout or "every signature good" not in result.stdout:
         raise BenchError(f"audit verify failed:\n{result.stdout}{result.stderr[-4000:]}")
     events = int(result.stdout.split("intact: ")[1].split(" events")[0])
     return {"events": events, "seconds": seconds, "events_per_s": events / seconds, "output": result.stdout.strip()}

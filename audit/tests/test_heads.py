@@ -159,8 +159,8 @@ def test_an_intact_chain_meets_its_signed_heads_checked_with_the_printed_public_
     verify_command("--public-key", public_key_file)
     out = capsys.readouterr().out
     assert f"Audit chain intact: 10 events, head {chain[9].hash}." in out
-    assert "It meets all 2 exported heads in" in out and "(events=10)" in out
-    assert "2 of them are signed, and the signatures are good." in out
+    assert "It meets 2 heads exported in" in out and "(events=10)" in out
+    assert "Signed: 2 heads, every signature good." in out
     assert "not checked" not in out and "unsigned" not in out
 
 
@@ -185,8 +185,8 @@ def test_without_a_signing_key_heads_are_exported_unsigned_and_verify_says_so(db
 
     verify_command()
     out = capsys.readouterr().out
-    assert "It meets all 1 exported heads" in out
-    assert "1 heads are unsigned: anyone who can write" in out
+    assert "It meets 1 head exported in" in out
+    assert "1 head unsigned: anyone who can write" in out
     with pytest.raises(CommandError, match="No signing key: set AUDIT_SIGNING_KEY_FILE"):
         call_command("audit", "pubkey")
     assert check_signing_key()[0].id == "audit.W003"
@@ -204,7 +204,7 @@ def test_verify_without_heads_warns_that_a_cut_tail_would_not_show(db, settings,
 def test_signed_heads_without_a_public_key_to_check_them_are_reported_as_unchecked(chain, settings, capsys):
     settings.AUDIT_SIGNING_KEY = ""
     verify_command()
-    assert "2 heads are signed, but the signatures were not checked: give --public-key FILE" in capsys.readouterr().out
+    assert "2 heads signed, but the signatures were not checked: give --public-key FILE" in capsys.readouterr().out
 
 
 def test_a_malformed_heads_file_or_public_key_is_named_in_a_clear_error(chain, settings, tmp_path):

@@ -70,17 +70,16 @@ class Command(BaseCommand):
         else:
             last = max(heads, key=lambda h: h.count)
             self.stdout.write(self.style.SUCCESS(
-                f"It meets all {len(heads)} exported heads in {heads_path}, the last exported at {last.at} "
-                f"(events={last.count})."
+                f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
             ))
             signed = len(heads) - result.unsigned
             if signed and result.signatures_checked:
-                self.stdout.write(self.style.SUCCESS(f"{signed} of them are signed, and the signatures are good."))
+                self.stdout.write(self.style.SUCCESS(f"Signed: {_heads(signed)}, every signature good."))
             elif signed:
-                notes.append(f"{signed} heads are signed, but the signatures were not checked: give --public-key FILE "
+                notes.append(f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
                              "(what `audit pubkey` prints).")
             if result.unsigned:
-                notes.append(f"{result.unsigned} heads are unsigned: anyone who can write {heads_path} could have "
+                notes.append(f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
                              "made them (set AUDIT_SIGNING_KEY_FILE so the export signs).")
         for note in notes:
             self.stdout.write(self.style.WARNING(note))
@@ -98,3 +97,7 @@ class Command(BaseCommand):
                 raise HeadFileError(f"{path}: {exc}.") from None
         key = signing_key()
         return key.public_key() if key else None
+
+
+def _heads(n: int) -> str:
+    return f"{n} head" if n == 1 else f"{n} heads"
