@@ -94,6 +94,9 @@ def test_the_portal_role_appends_and_reads_the_trail_and_does_its_other_work(dep
     assert result.stdout.split()[-2:] == ["True", "2"]
     result = as_portal(deployment, "audit", "verify")
     assert "Audit chain intact: 2 events" in result.stdout, result.stderr
+    result = as_portal(deployment, "audit", "head")
+    assert "events=2 head_id=" in result.stdout, result.stderr
+    assert as_portal(deployment, "clearsessions").returncode == 0
 
 
 @pytest.mark.parametrize("statement, refusal", [
@@ -139,6 +142,17 @@ def test_check_deploy_warns_when_the_owners_url_is_left_in_the_portals_environme
 def test_a_superuser_portal_role_is_warned_about_too(deployment, server):
     result = manage("check", "--deploy", DATABASE_URL=url(server, server.username, deployment["db"]))
     assert "is a superuser (it may skip the triggers and rewrite anything)" in result.stderr + result.stdout
+
+
+def test_migrate_says_so_when_the_portal_role_does_not_exist(deployment):
+    result = manage(
+        "migrate", "--noinput",
+        DATABASE_URL=url(deployment["server"], "jit_nobody_" + uuid.uuid4().hex[:8], deployment["db"]),
+        MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]),
+    )
+    assert result.returncode != 0
+    assert "Migrated, but could not give the portal's role 'jit_nobody_" in result.stderr
+    assert "(create the role first" in result.stderr
 
 
 def test_migrate_refuses_an_owner_url_for_another_database(deployment):

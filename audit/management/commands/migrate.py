@@ -4,7 +4,7 @@ import environ
 from django.conf import settings
 from django.core.management import CommandError
 from django.core.management.commands.migrate import Command as DjangoMigrate
-from django.db import connections
+from django.db import DatabaseError, connections
 
 from audit.roles import grant_portal_privileges
 
@@ -28,7 +28,13 @@ class Command(DjangoMigrate):
         connection.settings_dict.update(owner)
         try:
             super().handle(*args, **options)
-            grant_portal_privileges(connection, portal_role)
+            try:
+                grant_portal_privileges(connection, portal_role)
+            except DatabaseError as exc:
+                raise CommandError(
+                    f"Migrated, but could not give the portal's role {portal_role!r} its privileges: {exc}".strip()
+                    + " (create the role first; README, \"The audit trail\")."
+                ) from None
         finally:
             connection.close()
             connection.settings_dict.update(saved)
