@@ -11,6 +11,8 @@ PostgreSQL only: SQLite (demo mode) has no roles.
 
 from __future__ import annotations
 
+from psycopg import sql
+
 AUDIT_TABLE = "audit_auditevent"
 # The portal reads which migrations ran (runserver, showmigrations) but never records one.
 READ_ONLY_TABLES = (AUDIT_TABLE, "django_migrations")
@@ -43,10 +45,10 @@ def audit_table_powers(connection) -> tuple[str, list[str]]:
         powers.append(f"owns the schema of {AUDIT_TABLE} (or the database, in PostgreSQL 15+), so it may drop it")
     if createrole:
         powers.append("has CREATEROLE, so it may make itself a member of the table's owner")
-    refused = [name for name, allowed in (("UPDATE", update), ("DELETE", delete), ("TRUNCATE", truncate),
+    granted = [name for name, allowed in (("UPDATE", update), ("DELETE", delete), ("TRUNCATE", truncate),
                                           ("TRIGGER", trigger)) if allowed]
-    if refused and not owns_table:
-        powers.append(f"has the {', '.join(refused)} privilege on {AUDIT_TABLE}")
+    if granted and not owns_table:
+        powers.append(f"has the {', '.join(granted)} privilege on {AUDIT_TABLE}")
     return role, powers
 
 
@@ -56,15 +58,18 @@ def grant_portal_privileges(connection, role: str) -> None:
     Runs after every `migrate` with MIGRATE_DATABASE_URL, so tables a new
     release adds are covered too.
     """
-    quote = connection.ops.quote_name
-    role = quote(role)
+    connection.ensure_connection()
     with connection.cursor() as cur:
         cur.execute("SELECT current_schema()")
-        schema = quote(cur.fetchone()[0])
-        cur.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        cur.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
+        names = {"schema": sql.Identifier(cur.fetchone()[0]), "role": sql.Identifier(role)}
+
+        def run(statement, **more):
+            cur.execute(sql.SQL(statement).format(**names, **more).as_string(connection.connection))
+
+        run("GRANT USAGE ON SCHEMA {schema} TO {role}")
+        run("GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {schema} TO {role}")
         # Identity columns need no sequence privilege; the sequences of older serial columns do.
-        cur.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
+        run("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {schema} TO {role}")
         for table in READ_ONLY_TABLES:
-            cur.execute(f"REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {quote(table)} FROM {role}")
-        cur.execute(f"REVOKE INSERT ON {quote('django_migrations')} FROM {role}")
+            run("REVOKE UPDATE, DELETE, TRUNCATE, REFERENCES, TRIGGER ON {t} FROM {role}", t=sql.Identifier(table))
+        run("REVOKE INSERT ON {t} FROM {role}", t=sql.Identifier("django_migrations"))
