@@ -7,6 +7,12 @@ class AuditConfig(AppConfig):
     verbose_name = "Audit trail"
 
     def ready(self):
+        from . import checks  # noqa: F401 - registers the deploy checks
+        from .heads import signing_key
+
+        # A bad key stops every process at start (ImproperlyConfigured), not the hourly export an hour later.
+        signing_key()
+
         from django.contrib.admin.models import LogEntry
 
         post_save.connect(_record_admin_change, sender=LogEntry, dispatch_uid="audit.admin_change")

@@ -292,6 +292,11 @@ JIT_IDENTITY_SYNC_INTERVAL = env.int("JIT_IDENTITY_SYNC_INTERVAL", default=600)
 JIT_IDENTITY_MAX_AGE = env.int("JIT_IDENTITY_MAX_AGE", default=900)
 # Where the hourly audit head line is appended (empty: the log only).
 AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
+# The Ed25519 private key that signs exported heads (PEM, or base64 of its 32 bytes); never in the database.
+AUDIT_SIGNING_KEY = _secret("AUDIT_SIGNING_KEY", default="")
+# The role that owns the tables, for `migrate` only (README, "The audit trail"): the portal's own role
+# (DATABASE_URL) then may only read and append to the audit trail. Give it to the migrating job alone.
+MIGRATE_DATABASE_URL = _secret("MIGRATE_DATABASE_URL", default="")
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 

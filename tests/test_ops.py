@@ -1,5 +1,6 @@
 """Operations: health and readiness probes, Prometheus metrics, JSON logs, `check --deploy`."""
 
+import base64
 import datetime
 import io
 import json
@@ -444,6 +445,8 @@ def production_env(**extra):
         "OIDC_CLIENT_ID": "portal",
         "SECRET_KEY": secrets.token_urlsafe(40)[:50],
         "ALLOWED_HOSTS": "jit.example.com",
+        # Any 32 bytes are an Ed25519 private key: the exported audit heads are signed.
+        "AUDIT_SIGNING_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
         **extra,
     }
 

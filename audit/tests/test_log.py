@@ -29,6 +29,46 @@ def test_database_refuses_to_change_or_delete_an_event(events):
         AuditEvent.objects.filter(pk=events[1].pk).delete()
 
 
+def test_database_refuses_to_truncate_the_trail(events):
+    with pytest.raises(DatabaseError, match=r"append-only \(TRUNCATE refused\)"), transaction.atomic():
+        with connection.cursor() as cur:
+            # Run the foreign-key checks of the fixture's inserts now: PostgreSQL will not truncate a table
+            # with checks pending, which would refuse before the trigger is asked.
+            cur.execute("SET CONSTRAINTS ALL IMMEDIATE")
+            cur.execute("TRUNCATE audit_auditevent")
+    assert AuditEvent.objects.count() == 3
+
+
+# Details as callers hand them over: what JSON and jsonb do to each of these
+# must not make an intact chain look broken.
+ODD_DETAILS = [
+    {"user": "Zoë Müller", "note": "日本語 and an emoji 😀"},
+    {"big": 1e16, "bigger": 2.5e20, "small": 1.5e-07, "ratio": 0.1, "zero": -0.0, "one": 1.0},
+    {"control": "tab\there\nnew line \x01 \x1f", "delete": "\x7f", "quotes": 'say "hi" \\ back'},
+    {"huge_int": 2**70, "negative": -(2**63) - 1, "nested": {"b": [1, {"z": None, "a": True}], "a": []}},
+    {"10.0.0.1": "an address key", "version": "2.5", "list": [1.5, "x.5", 3]},
+    {},
+]
+
+
+def test_events_whatever_their_details_verify_and_a_change_to_any_of_them_shows(db, django_user_model):
+    user = django_user_model.objects.create_user("ana")
+    recorded = [audit.record("test.odd", actor=user if n % 2 else None, obj=user, details=details)
+                for n, details in enumerate(ODD_DETAILS)]
+    result = verify()
+    assert result.ok, result.reason
+    assert result.count == len(ODD_DETAILS)
+    for event in recorded:
+        with connection.cursor() as cur:
+            cur.execute("SET LOCAL session_replication_role = replica")
+            cur.execute("UPDATE audit_auditevent SET action = 'test.edited' WHERE id = %s", [event.pk])
+            result = verify()
+            cur.execute("UPDATE audit_auditevent SET action = 'test.odd' WHERE id = %s", [event.pk])
+            cur.execute("SET LOCAL session_replication_role = DEFAULT")
+        assert (result.ok, result.bad_event_id) == (False, event.pk)
+    assert verify().ok
+
+
 def test_verification_names_the_first_rewritten_event(events):
     # A superuser can get past the trigger (here: replica mode skips
     # ordinary triggers); the chain still tells.

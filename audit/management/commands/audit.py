@@ -1,26 +1,103 @@
-"""`audit verify` walks the hash chain; `audit head` prints (and can append) the current head."""
+"""`audit verify` walks the hash chain and checks it against exported heads; `audit head` prints (and can append)
+the current head; `audit pubkey` prints the public key that verifies the heads' signatures."""
 
+import os
+
+from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from audit.heads import HeadFileError, load_public_key, public_key_pem, read_heads, signing_key
 from audit.log import export_head, head_line, verify
 
 
 class Command(BaseCommand):
-    help = "verify: check the whole audit chain. head [--file F]: print the chain's head line (and append it to F)."
+    help = (
+        "verify [--heads FILE] [--public-key FILE]: check the whole audit chain, and that it meets every exported "
+        "head (default: AUDIT_HEAD_FILE). head [--file F]: print the chain's head line (and append it to F). "
+        "pubkey: print the public key of AUDIT_SIGNING_KEY, for whoever keeps and checks the heads."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("action", choices=["verify", "head"])
+        parser.add_argument("action", choices=["verify", "head", "pubkey"])
         parser.add_argument("--file", default="", help="with head: append the line to this file")
+        parser.add_argument("--heads", default=None, help="with verify: the exported heads (default: AUDIT_HEAD_FILE)")
+        parser.add_argument(
+            "--public-key", default="",
+            help="with verify: the public key (PEM, from `audit pubkey`) the heads must be signed with "
+            "(default: that of AUDIT_SIGNING_KEY, if set)",
+        )
 
-    def handle(self, *args, action, file, **options):
+    def handle(self, *args, action, file, heads, public_key, **options):
         if action == "head":
             self.stdout.write(export_head(file) if file else head_line())
-            return
-        result = verify()
-        if result.ok:
-            self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {result.count} events, head {result.head}."))
-            return
-        raise CommandError(
-            f"Audit chain broken at event #{result.bad_event_id}: {result.reason} "
-            f"({result.count} events before it verified; last good hash {result.head})."
-        )
+        elif action == "pubkey":
+            key = signing_key()
+            if key is None:
+                raise CommandError("No signing key: set AUDIT_SIGNING_KEY_FILE (or AUDIT_SIGNING_KEY); README, "
+                                   "\"The audit trail\".")
+            self.stdout.write(public_key_pem(key.public_key()).strip())
+        else:
+            self.verify(heads, public_key)
+
+    def verify(self, heads_path, public_key_path):
+        notes = []
+        if heads_path is None and settings.AUDIT_HEAD_FILE and not os.path.exists(settings.AUDIT_HEAD_FILE):
+            notes.append(f"AUDIT_HEAD_FILE {settings.AUDIT_HEAD_FILE} does not exist (yet).")
+            heads_path = ""
+        heads_path = settings.AUDIT_HEAD_FILE if heads_path is None else heads_path
+        try:
+            heads = read_heads(heads_path) if heads_path else []
+            public_key = self.public_key(public_key_path)
+        except HeadFileError as exc:
+            raise CommandError(str(exc)) from None
+        result = verify(heads, public_key=public_key)
+        if not result.ok and result.bad_head is not None:
+            raise CommandError(
+                f"Audit chain does not match {result.bad_head} ({heads_path}, line {result.bad_head.line_no}): "
+                f"{result.reason}."
+            )
+        if not result.ok:
+            raise CommandError(
+                f"Audit chain broken at event #{result.bad_event_id}: {result.reason} "
+                f"({result.count} events before it verified; last good hash {result.head})."
+            )
+        self.stdout.write(self.style.SUCCESS(f"Audit chain intact: {result.count} events, head {result.head}."))
+        if not heads:
+            notes.append(
+                "Checked against no exported heads, so a cut tail or a suffix re-hashed by someone who can write "
+                "the database would not show: give --heads FILE (the heads AUDIT_HEAD_FILE collects)."
+            )
+        else:
+            last = max(heads, key=lambda h: h.count)
+            self.stdout.write(self.style.SUCCESS(
+                f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
+            ))
+            signed = len(heads) - result.unsigned
+            if signed and result.signatures_checked:
+                self.stdout.write(self.style.SUCCESS(f"Signed: {_heads(signed)}, every signature good."))
+            elif signed:
+                notes.append(f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
+                             "(what `audit pubkey` prints).")
+            if result.unsigned:
+                notes.append(f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
+                             "made them (set AUDIT_SIGNING_KEY_FILE so the export signs).")
+        for note in notes:
+            self.stdout.write(self.style.WARNING(note))
+
+    def public_key(self, path):
+        if path:
+            try:
+                with open(path, encoding="utf-8") as fh:
+                    text = fh.read()
+            except OSError as exc:
+                raise HeadFileError(f"Cannot read the public key {path}: {exc.strerror}.") from None
+            try:
+                return load_public_key(text)
+            except HeadFileError as exc:
+                raise HeadFileError(f"{path}: {exc}.") from None
+        key = signing_key()
+        return key.public_key() if key else None
+
+
+def _heads(n: int) -> str:
+    return f"{n} head" if n == 1 else f"{n} heads"
