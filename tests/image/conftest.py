@@ -36,6 +36,8 @@ from pathlib import Path
 import pytest
 import requests
 import yaml
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from grants import devcluster
 
@@ -337,6 +339,41 @@ class Stack:
     def exec(self, name: str, service: str, *argv, **kwargs):
         return run(name, ["podman", "exec", self.container(service), *argv], **kwargs)
 
+    def secret(self, name: str) -> str:
+        return (Path(self.env["IMAGE_TEST_SECRETS"]) / name).read_text().strip()
+
+    def portal_dsn(self) -> dict:
+        """How the portal's processes log in to the stack's PostgreSQL (its role, its password secret)."""
+        return {"host": "127.0.0.1", "port": int(self.env["IMAGE_TEST_DB_PORT"]), "dbname": "jitportal",
+                "user": "jitportal_app", "password": self.secret("db_password")}
+
+    def production_env(self, service: str) -> list[str]:
+        """`env` arguments putting back compose.yaml's own values of what compose.test.yaml changes for the test.
+
+        The test reaches the web over plain HTTP on a loopback port; in production the same variables are
+        compose.yaml's (HTTPS behind a proxy). The database address stays the test's: the real one.
+        """
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"][service]["environment"]
+        changed = yaml.safe_load((HERE / "compose.test.yaml").read_text())["x-test-portal"]["environment"]
+        argv = []
+        for name in sorted(set(changed) - {"DATABASE_URL"}):
+            if name in compose:
+                argv.append(f"{name}={_interpolate(str(compose[name]), self.env)}")
+            else:
+                argv[:0] = ["-u", name]
+        return argv
+
+
+def _interpolate(value: str, env: dict) -> str:
+    """compose's ${NAME}, ${NAME:-default} and ${NAME:?message}, from the environment compose runs with."""
+
+    def one(match):
+        name, op, arg = match.groups()
+        found = env.get(name, "")
+        return arg if op in (":-", "-") and not found else found
+
+    return re.sub(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}", one, value)
+
 
 def _wait(what: str, predicate, timeout: float = 90, every: float = 0.5):
     deadline = time.monotonic() + timeout
@@ -382,8 +419,13 @@ def stack(portal_image, postgres_image, idp, target, ports):
     # The directory keeps the host's other users out; the files are readable by the containers' users (the
     # portal's uid 10001, PostgreSQL's), to whom compose hands them as bind mounts under /run/secrets/.
     secrets_dir.mkdir(mode=0o700)
+    owner_password = secrets.token_hex(24)
     for name, value in {
+        # compose.yaml's two database roles: the tables' owner (db, migrate) and the portal's (web, worker, timer).
+        "db_owner_password": owner_password,
+        "migrate_database_url": f"postgres://jitportal:{owner_password}@127.0.0.1:{ports['db']}/jitportal",
         "db_password": secrets.token_hex(24),
+        "audit_signing_key": _ed25519_pem(),
         "secret_key": secrets.token_urlsafe(48),
         "oidc_client_secret": CLIENT_SECRET,
         "pg_prod_admin_dsn": target.admin_dsn,
@@ -458,6 +500,12 @@ def stack(portal_image, postgres_image, idp, target, ports):
                 run("podman-volume-rm", ["podman", "volume", "rm", "--force", name], check=False)
             shutil.rmtree(workdir, ignore_errors=True)
             assert not left, f"compose down left containers behind: {left}"
+
+
+def _ed25519_pem() -> str:
+    """What `openssl genpkey -algorithm ed25519` writes (README "With containers")."""
+    key = Ed25519PrivateKey.generate()
+    return key.private_bytes(Encoding.PEM, PrivateFormat.PKCS8, NoEncryption()).decode().strip()
 
 
 def _answers(url: str) -> bool:
