@@ -207,7 +207,7 @@ class DevCluster:
 
     def is_running(self) -> bool:
         """Tell whether a server is running on this data directory."""
-        if not (self.data_dir / "PG_VERSION").exists():
+        if bin_dir() is None or not (self.data_dir / "PG_VERSION").exists():
             return False
         # pg_ctl status: 0 running, 3 not running, 4 no accessible data directory.
         return self._run("pg_ctl", "status", "-D", self.data_dir, check=False).returncode == 0
