@@ -169,3 +169,18 @@ def test_the_devcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     assert re.search(r"\b\d+ passed\b", done.stdout), done.stdout[-2000:]
+
+
+def test_without_postgresqls_programs_make_run_says_so_in_one_line(tmp_path, monkeypatch):
+    # Every machine that runs this suite has PostgreSQL's programs (it needs them): the one stand-in here is
+    # an empty folder where the helper looks for them.
+    monkeypatch.setattr(devcluster, "PG_ROOT", tmp_path)
+    from jitportal import run
+
+    cluster, note = run.start_demo_target()
+
+    assert cluster is None
+    assert note == (
+        "Demo target unreachable (its grants fail):"
+        f" PostgreSQL's server programs are not installed (no {tmp_path}/<version>/bin/initdb)."
+    )
