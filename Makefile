@@ -85,5 +85,7 @@ benchmark-reports: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/reports.py $(ARGS)
 
 clean:
+	@# The demo cluster's files may live outside var/ (README "Two commands"): remove them with it.
+	-$(PYTHON) -m grants.devcluster stop var/demo-pg --remove
 	rm -rf $(VENV) var
 	rm -rf $(IDP_DIR)/node_modules test-artifacts

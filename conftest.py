@@ -2,7 +2,6 @@
 
 import datetime
 import os
-import shutil
 import tempfile
 from pathlib import Path
 
@@ -54,8 +53,7 @@ def pg_cluster():
         cluster.setup_demo_roles()
         yield cluster
     finally:
-        cluster.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
+        cluster.destroy()  # its files too, wherever they went
 
 
 @pytest.fixture

@@ -145,8 +145,7 @@ def bench_postgres(n, rows):
         with PostgresConnector(target) as c:
             _sessions_then_revoke(c, [grant(i, {"roles": ["app_readonly"]}) for i in range(n)], lambda cr: psycopg.connect(cr["dsn"]), rows, "PostgreSQL")
     finally:
-        cluster.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        cluster.destroy()  # its files too, wherever they went
 
 
 def main():

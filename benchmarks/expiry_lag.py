@@ -451,7 +451,7 @@ def main(argv=None) -> int:
             cluster.stop()
         else:
             try:
-                cluster.stop()
+                cluster.destroy()  # its files too, wherever they went
             except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
                 log(f"stopping the target cluster failed: {exc}")
             shutil.rmtree(work_dir, ignore_errors=True)

@@ -12,10 +12,16 @@ everything (data, socket, log, state) inside one base directory:
         postgres.log    server log
         cluster.json    port and admin password, so a second start() reuses it
 
+Where the server's OS user cannot reach base_dir (a checkout under a mode-700
+home, as /root is) or its socket path would be too long, data/, sock/ and
+postgres.log go to a fresh folder under /var/tmp instead (jitportal-pg-*,
+owned by that user, mode 0700), which cluster.json records so that the next
+start reuses it; destroy() (and `stop --remove`) deletes both.
+
 Command line (used by `make run`):
 
     python -m grants.devcluster start DIR [--port N] [--no-demo-roles]
-    python -m grants.devcluster stop DIR
+    python -m grants.devcluster stop DIR [--remove]
 """
 
 from __future__ import annotations
@@ -28,8 +34,10 @@ import secrets
 import shlex
 import shutil
 import socket
+import stat
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from urllib.parse import quote
 
@@ -37,6 +45,9 @@ PG_ROOT = Path("/usr/lib/postgresql")
 OS_USER = "postgres"
 ADMIN_USER = "jitadmin"
 DEMO_DB = "appdb"
+# Where the cluster's files go when the server's OS user cannot reach the base dir (not TMPDIR: that may be
+# under the same unreachable home). /var/tmp outlives a reboot, so a demo cluster there survives one too.
+RUN_ROOT = Path("/var/tmp")
 
 # Unix socket paths are limited to 107 bytes (sun_path) on Linux.
 _MAX_SOCKET_PATH = 107
@@ -52,16 +63,21 @@ def bin_dir() -> Path | None:
     return max(versions)[1] if versions else None
 
 
-def available() -> bool:
-    """Tell whether a dev cluster can be started on this machine."""
+def unavailable_reason() -> str | None:
+    """Say in one line why no dev cluster can start on this machine, or None if one can."""
     if bin_dir() is None:
-        return False
+        return f"PostgreSQL's server programs are not installed (no {PG_ROOT}/<version>/bin/initdb)"
     if os.geteuid() == 0:
         try:
             pwd.getpwnam(OS_USER)
         except KeyError:
-            return False
-    return True
+            return f"there is no {OS_USER!r} OS user to run PostgreSQL's server as (it refuses to run as root)"
+    return None
+
+
+def available() -> bool:
+    """Tell whether a dev cluster can be started on this machine."""
+    return unavailable_reason() is None
 
 
 def free_port() -> int:
@@ -72,7 +88,11 @@ def free_port() -> int:
 
 
 class DevClusterError(RuntimeError):
-    pass
+    """Why the cluster cannot do what was asked: `summary` in one line, str() with the programs' output too."""
+
+    def __init__(self, summary: str, details: str = ""):
+        super().__init__(summary + (f"\n{details}" if details else ""))
+        self.summary = summary
 
 
 class DevCluster:
@@ -80,10 +100,10 @@ class DevCluster:
 
     def __init__(self, base_dir: Path, port: int | None = None):
         self.base_dir = Path(base_dir).resolve()
-        self.data_dir = self.base_dir / "data"
-        self.socket_dir = self.base_dir / "sock"
-        self.log_file = self.base_dir / "postgres.log"
         self.state_file = self.base_dir / "cluster.json"
+        # Where data/, sock/ and postgres.log live: base_dir, or the folder a start() chose and recorded.
+        recorded = self._read_state().get("run_dir")
+        self.run_dir = Path(recorded) if recorded and self._is_private_run_dir(Path(recorded)) else self.base_dir
         self._requested_port = port
         self._port: int | None = None
         self._password: str | None = None
@@ -111,6 +131,18 @@ class DevCluster:
         return self.dsn("postgres")
 
     @property
+    def data_dir(self) -> Path:
+        return self.run_dir / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.run_dir / "sock"
+
+    @property
+    def log_file(self) -> Path:
+        return self.run_dir / "postgres.log"
+
+    @property
     def hba_file(self) -> Path:
         return self.data_dir / "pg_hba.conf"
 
@@ -120,11 +152,13 @@ class DevCluster:
 
     def start(self) -> DevCluster:
         """Start the cluster, creating it first if the base dir is new; reuse it if already running."""
-        if not available():
-            raise DevClusterError(f"No PostgreSQL server binaries under {PG_ROOT} (or no {OS_USER!r} OS user).")
-        self._check_socket_path()
-        self._prepare_base_dir()
+        reason = unavailable_reason()
+        if reason:
+            raise DevClusterError(reason[0].upper() + reason[1:] + ".")
         state = self._read_state()
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.run_dir = self._choose_run_dir(state.get("run_dir"))
+        self._prepare_run_dir()
 
         if state and self.is_running():
             self._port, self._password = state["port"], state["password"]
@@ -133,7 +167,7 @@ class DevCluster:
         if not (self.data_dir / "PG_VERSION").exists():
             state = {"password": secrets.token_urlsafe(24)}
             self._initdb(state["password"])
-        elif not state:
+        elif not state.get("password"):
             raise DevClusterError(f"{self.data_dir} exists but {self.state_file} is missing: cannot know the admin password.")
 
         # Keep the previous port when we can, so exported DSNs stay valid across restarts.
@@ -150,7 +184,13 @@ class DevCluster:
             check=False,
         )
         if result.returncode != 0:
-            raise DevClusterError(f"pg_ctl start failed:\n{result.stdout}{result.stderr}\n{self._log_tail()}")
+            log = self._log_tail()
+            fatal = next((line for line in reversed(log.splitlines()) if "FATAL:" in line), "")
+            why = fatal[fatal.find("FATAL:") :] or _first_line(result.stderr)
+            raise DevClusterError(
+                f"PostgreSQL did not start: {why or 'pg_ctl start failed'} (server log: {self.log_file})",
+                f"{result.stdout}{result.stderr}\n{log}",
+            )
         return self
 
     def stop(self) -> None:
@@ -158,9 +198,16 @@ class DevCluster:
         if self.data_dir.exists() and self.is_running():
             self._run("pg_ctl", "stop", "-w", "-t", "60", "-m", "fast", "-D", self.data_dir)
 
+    def destroy(self) -> None:
+        """Stop the cluster and delete its files: the base dir, and the folder it ran in if elsewhere."""
+        self.stop()
+        if self.run_dir != self.base_dir and self._is_private_run_dir(self.run_dir):
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+        shutil.rmtree(self.base_dir, ignore_errors=True)
+
     def is_running(self) -> bool:
         """Tell whether a server is running on this data directory."""
-        if not (self.data_dir / "PG_VERSION").exists():
+        if bin_dir() is None or not (self.data_dir / "PG_VERSION").exists():
             return False
         # pg_ctl status: 0 running, 3 not running, 4 no accessible data directory.
         return self._run("pg_ctl", "status", "-D", self.data_dir, check=False).returncode == 0
@@ -221,37 +268,68 @@ class DevCluster:
         if os.geteuid() == 0:
             cmd = ["runuser", "-u", OS_USER, "--", *cmd]
         # cwd: the postgres user may not be able to enter the caller's working directory.
-        result = subprocess.run(cmd, cwd=self.base_dir, capture_output=True, text=True)
+        result = subprocess.run(cmd, cwd=self.run_dir, capture_output=True, text=True)
         if check and result.returncode != 0:
-            raise DevClusterError(f"{shlex.join(cmd)} failed ({result.returncode}):\n{result.stdout}{result.stderr}")
+            raise DevClusterError(
+                f"{program} failed ({result.returncode}): {_first_line(result.stderr or result.stdout)}",
+                f"{shlex.join(cmd)}\n{result.stdout}{result.stderr}",
+            )
         return result
 
-    def _prepare_base_dir(self) -> None:
-        self.base_dir.mkdir(parents=True, exist_ok=True)
-        self.socket_dir.mkdir(exist_ok=True)
+    @staticmethod
+    def _server_user() -> tuple[int, int] | None:
+        """The (uid, gid) the server runs as when it is not the caller (root hands it to postgres), else None."""
         if os.geteuid() != 0:
-            return
+            return None
         entry = pwd.getpwnam(OS_USER)
-        for path in (self.base_dir, self.socket_dir):
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        os.chmod(self.base_dir, 0o700)
-        # A parent directory the postgres user cannot traverse (pytest's
-        # /tmp/pytest-of-root is 0700) makes initdb fail with a confusing message.
-        if subprocess.run(["runuser", "-u", OS_USER, "--", "test", "-w", str(self.base_dir)]).returncode != 0:
-            raise DevClusterError(f"The {OS_USER!r} OS user cannot write {self.base_dir}; choose a base dir it can reach.")
+        return entry.pw_uid, entry.pw_gid
 
-    def _check_socket_path(self) -> None:
-        if len(str(self.socket_dir / ".s.PGSQL.65535")) > _MAX_SOCKET_PATH:
-            raise DevClusterError(f"Base dir path too long for a unix socket: {self.base_dir}")
+    def _server_can(self, test: str, path: Path) -> bool:
+        """Tell whether the server's OS user passes `test -<test> path` (every folder above it searchable too)."""
+        return self._server_user() is None or subprocess.run(["runuser", "-u", OS_USER, "--", "test", test, str(path)]).returncode == 0
+
+    def _choose_run_dir(self, recorded: str | None) -> Path:
+        """The folder an earlier start recorded, else base_dir where the server can live in it, else a new one."""
+        if recorded and self._is_private_run_dir(Path(recorded)):
+            return Path(recorded)
+        fits = len(str(self.base_dir / "sock" / ".s.PGSQL.65535")) <= _MAX_SOCKET_PATH
+        if fits and self._server_can("-x", self.base_dir.parent):
+            return self.base_dir
+        # mkdtemp: a fresh name, created mode 0700, so nobody can have planted it in the shared folder.
+        run_dir = Path(tempfile.mkdtemp(prefix="jitportal-pg-", dir=RUN_ROOT if RUN_ROOT.is_dir() else None))
+        if owner := self._server_user():
+            os.chown(run_dir, *owner)
+        return run_dir
+
+    def _is_private_run_dir(self, path: Path) -> bool:
+        """Tell whether `path` is still a real folder that only the server's OS user can enter."""
+        try:
+            info = path.lstat()
+        except OSError:
+            return False
+        owner = self._server_user()
+        uid = owner[0] if owner else os.geteuid()
+        return stat.S_ISDIR(info.st_mode) and info.st_uid == uid and not info.st_mode & 0o077
+
+    def _prepare_run_dir(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.socket_dir.mkdir(exist_ok=True)
+        owner = self._server_user()
+        if owner is None:
+            return
+        for path in (self.run_dir, self.socket_dir):
+            os.chown(path, *owner)
+        os.chmod(self.run_dir, 0o700)
+        if not self._server_can("-w", self.run_dir):
+            raise DevClusterError(f"The {OS_USER!r} OS user cannot write {self.run_dir}.")
 
     def _initdb(self, password: str) -> None:
-        pwfile = self.base_dir / ".pwfile"
+        pwfile = self.run_dir / ".pwfile"
         pwfile.write_text(password + "\n")
         try:
             os.chmod(pwfile, 0o600)
-            if os.geteuid() == 0:
-                entry = pwd.getpwnam(OS_USER)
-                os.chown(pwfile, entry.pw_uid, entry.pw_gid)
+            if owner := self._server_user():
+                os.chown(pwfile, *owner)
             self._run(
                 "initdb", "-D", self.data_dir, "-U", ADMIN_USER, f"--pwfile={pwfile}",
                 "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
@@ -277,20 +355,27 @@ class DevCluster:
     def _read_state(self) -> dict:
         try:
             return json.loads(self.state_file.read_text())
-        except FileNotFoundError:
+        except (OSError, ValueError):
             return {}
 
     def _write_state(self) -> None:
         # Created 0600: it holds the superuser password.
         fd = os.open(self.state_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w") as fh:
-            json.dump({"port": self._port, "password": self._password}, fh)
+            state = {"port": self._port, "password": self._password}
+            if self.run_dir != self.base_dir:
+                state["run_dir"] = str(self.run_dir)
+            json.dump(state, fh)
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
             return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
 
 
 def _port_is_free(port: int) -> bool:
@@ -312,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
     start.add_argument("--no-demo-roles", action="store_true", help="skip creating appdb, the app_* roles and orders")
     stop = sub.add_parser("stop", help="stop the cluster in DIR")
     stop.add_argument("dir", type=Path)
-    stop.add_argument("--remove", action="store_true", help="also delete DIR")
+    stop.add_argument("--remove", action="store_true", help="also delete DIR (and the folder the cluster ran in)")
     args = parser.parse_args(argv)
 
     cluster = DevCluster(args.dir, port=getattr(args, "port", None))
@@ -325,9 +410,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"export JIT_DEMO_PG_HOST={cluster.host}")
             print(f"export JIT_DEMO_PG_PORT={cluster.port}")
         else:
-            cluster.stop()
-            if args.remove:
-                shutil.rmtree(cluster.base_dir, ignore_errors=True)
+            cluster.destroy() if args.remove else cluster.stop()
     except DevClusterError as exc:
         print(f"devcluster: {exc}", file=sys.stderr)
         return 1

@@ -5,6 +5,7 @@ and every process it starts; without that choice, or an identity provider,
 the portal refuses to start. Ctrl-C stops everything it started.
 """
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -21,6 +22,27 @@ def manage(*args, **kwargs):
     return subprocess.run([sys.executable, str(BASE / "manage.py"), *args], check=True, **kwargs)
 
 
+def start_demo_target():
+    """Start the throwaway target cluster; return it and the banner's line, or None and one line saying why not."""
+    import psycopg
+
+    from grants import devcluster
+
+    cluster = devcluster.DevCluster(BASE / "var" / "demo-pg")
+    try:
+        cluster.start()
+        cluster.setup_demo_roles()
+    except (devcluster.DevClusterError, psycopg.Error, OSError) as exc:
+        with contextlib.suppress(devcluster.DevClusterError, OSError):
+            cluster.stop()
+        why = getattr(exc, "summary", "") or next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
+        return None, f"Demo target unreachable (its grants fail): {why}"
+    where = "in var/demo-pg"
+    if cluster.run_dir != cluster.base_dir:
+        where = f"kept in {cluster.run_dir}, where the {devcluster.OS_USER} user can reach it"
+    return cluster, f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where})."
+
+
 def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
     os.environ["JITPORTAL_DEMO"] = "true"
@@ -28,21 +50,15 @@ def main():
     import django
 
     django.setup()
-    from grants import devcluster
     from grants.management.commands.load_demo import DEMO_USERS
 
     manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
-    cluster = None
-    if devcluster.available():
-        cluster = devcluster.DevCluster(BASE / "var" / "demo-pg")
-        cluster.start()
-        cluster.setup_demo_roles()
+    cluster, target_note = start_demo_target()
+    if cluster is not None:
         os.environ["JIT_DEMO_PG_DSN"] = cluster.admin_dsn
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
-        target_note = f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster in var/demo-pg)."
     else:
         manage("load_demo")
-        target_note = "PostgreSQL server programs are not installed: the demo target shows as unreachable and its grants fail with that message."
     from grants import sshca
 
     ca = BASE / "var" / "demo-ssh" / "ca"

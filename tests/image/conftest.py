@@ -281,8 +281,7 @@ def target():
         cluster.setup_demo_roles()
         yield cluster
     finally:
-        cluster.stop()
-        shutil.rmtree(base_dir, ignore_errors=True)
+        cluster.destroy()  # its files too, wherever they went
 
 
 class Stack:

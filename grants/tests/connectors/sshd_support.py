@@ -3,8 +3,11 @@
 It runs as root (sshd must, to switch to the logged-in user) from its own
 config file in a temporary folder: the portal's CA in TrustedUserCAKeys, the
 connector's KRL as RevokedKeys, and the session guard as ForceCommand. The
-guard runs under the system's /usr/bin/python3, as it would on a host, not
-under the portal's virtualenv (which the test user cannot read).
+guard is installed into the server's folder the way README "SSH" tells
+operators to (`install -m 0755`), since the logged-in user may not be able
+to read the checkout (a clone under a mode-700 home, as /root is), and runs
+under the system's python3 by its #! line, as on a host, not under the
+portal's virtualenv.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 HOST_PYTHON = "/usr/bin/python3"
+# The guard's source in the checkout: the tests that run it as root use it in place; sshd runs an installed copy.
 GUARD = Path(__file__).resolve().parents[3] / "jitportal" / "guard" / "jit-session-guard"
 
 
@@ -63,11 +67,16 @@ class SSHServer:
         self.port = free_port()
         self.config = base / "sshd_config"
         self.log = base / "sshd.log"
+        self.guard = base / "bin" / "jit-session-guard"
         self._proc: subprocess.Popen | None = None
 
     def start(self) -> None:
         # Privilege separation needs this folder; systemd's tmpfiles creates it on real hosts.
         os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
+        # Where a host keeps it (/usr/local/bin there): a folder the logged-in user can enter, whatever the umask.
+        self.guard.parent.mkdir()
+        self.guard.parent.chmod(0o755)
+        subprocess.run(["install", "-m", "0755", str(GUARD), str(self.guard)], check=True)
         host_key = self.base / "host_ed25519"
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(host_key)], check=True)
         (self.base / "ca.pub").write_text(self.ca_public_key + "\n")
@@ -90,7 +99,7 @@ TrustedUserCAKeys {self.base / "ca.pub"}
 AuthorizedPrincipalsFile {principals_dir}/%u
 RevokedKeys {self.krl}
 ExposeAuthInfo yes
-ForceCommand {HOST_PYTHON} {GUARD} --krl {self.krl} --interval 0.5 --grace 1
+ForceCommand {self.guard} --krl {self.krl} --interval 0.5 --grace 1
 AllowUsers {self.user}
 Subsystem sftp /usr/lib/openssh/sftp-server
 StrictModes no

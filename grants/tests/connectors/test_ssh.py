@@ -55,7 +55,8 @@ def workdir():
     base = Path(tempfile.mkdtemp(prefix="jitportal-ssh-"))
     base.chmod(0o755)
     (base / "ca").mkdir(mode=0o700)
-    (base / "krl").mkdir(mode=0o755)
+    (base / "krl").mkdir()
+    (base / "krl").chmod(0o755)  # not mkdir's mode, which the umask can narrow
     sshca.generate_ca(base / "ca" / "ca_key")
     yield base
     shutil.rmtree(base, ignore_errors=True)
@@ -81,7 +82,8 @@ def sshd(workdir, ca_env):
     connector = SSHConnector(_target(workdir))
     # sshd refuses every key while its RevokedKeys file is missing.
     connector.publish_krl()
-    (workdir / "sshd").mkdir(mode=0o755)
+    (workdir / "sshd").mkdir()
+    (workdir / "sshd").chmod(0o755)
     server = sshd_support.SSHServer(
         workdir / "sshd",
         ca_public_key=connector.ca_public_key(),
