@@ -57,8 +57,8 @@ class StepUp:
 
 def uses_idp(user) -> bool:
     """Return whether `user` steps up at the IdP (else: by re-entering their password)."""
-    if settings.DEMO_MODE or not settings.OIDC_ISSUER:
-        return False
+    if not settings.OIDC_ISSUER:
+        return False  # demo mode
     return user.socialaccount_set.filter(provider=settings.OIDC_PROVIDER_ID).exists()
 
 
