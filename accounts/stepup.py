@@ -95,8 +95,8 @@ def _keep(request, step_up: StepUp, *, action: str):
                  details={"user": request.user.username, "for": action, **step_up.details()})
 
 
-def _failed(request, reason: str, *, action: str, details: dict | None = None):
-    audit.record("user.step_up_failed", actor=request.user, obj=request.user,
+def _refused(request, reason: str, *, action: str, details: dict | None = None):
+    audit.record("user.step_up_refused", actor=request.user, obj=request.user,
                  details={"user": request.user.username, "for": action, "reason": reason, **(details or {})})
 
 
@@ -158,14 +158,14 @@ def record_from_idp(request, sociallogin) -> None:
     action = str(mark.get("for", ""))
     if mark.get("user") != request.user.pk or not sociallogin.is_existing or sociallogin.user.pk != request.user.pk:
         # Someone else signed in at the IdP in this browser: nothing is done as the person signed in here.
-        _failed(request, "signed in at the identity provider as someone else", action=action,
+        _refused(request, "signed in at the identity provider as someone else", action=action,
                 details={"idp_subject": str(claims.get("sub", ""))})
         return
     if not secrets.compare_digest(str(claims.get("nonce", "")), str(mark.get("nonce", ""))):
-        _failed(request, "the ID token is not the answer to this step-up (nonce)", action=action)
+        _refused(request, "the ID token is not the answer to this step-up (nonce)", action=action)
         return
     if not isinstance(claims.get("auth_time"), int | float):
-        _failed(request, "the identity provider sent no auth_time", action=action)
+        _refused(request, "the identity provider sent no auth_time", action=action)
         return
     amr = claims.get("amr") or []
     step_up = StepUp("idp", int(claims["auth_time"]), str(claims.get("acr") or ""),
@@ -179,8 +179,9 @@ def confirm_password(request, password: str, *, action: str) -> str | None:
     if wait:
         return login.wait_message(wait)
     if not request.user.check_password(password):
-        login.record_login_failure(request, request.user.get_username(), reason="step-up: wrong password")
-        _failed(request, "wrong password", action=action)
+        # Counted with the emergency login's failures: someone at an unlocked screen guesses no faster here.
+        login.count_login_failure(request, request.user.get_username())
+        _refused(request, "wrong password", action=action, details=login.request_facts(request))
         return "That is not your password."
     _keep(request, StepUp("password", int(timezone.now().timestamp())), action=action)
     return None

@@ -195,8 +195,8 @@ def test_a_wrong_password_does_nothing_and_is_recorded(client, pending_request, 
     assert page.status_code == 200 and "That is not your password." in page.content.decode()
     pending_request.refresh_from_db()
     assert pending_request.status == RS.PENDING
-    assert _event("user.step_up_failed").details["reason"] == "wrong password"
-    assert _event("user.login_failed").details["reason"] == "step-up: wrong password"
+    assert _event("user.step_up_refused").details["reason"] == "wrong password"
+    assert _event("user.step_up_refused").details["ip"] == "127.0.0.1"
 
 
 def test_a_low_risk_approval_asks_for_nothing(client, pending_request, otto, profile):
@@ -308,7 +308,7 @@ def test_signing_in_at_the_idp_as_someone_else_does_nothing(with_idp):
     assert "Nothing was decided" in done.content.decode()
     req.refresh_from_db()
     assert req.status == RS.PENDING
-    assert _event("user.step_up_failed").details["reason"] == "signed in at the identity provider as someone else"
+    assert _event("user.step_up_refused").details["reason"] == "signed in at the identity provider as someone else"
     assert int(browser.session["_auth_user_id"]) == otto.pk, "still otto in the portal"
 
 
