@@ -336,12 +336,17 @@ def _finish_approval(req: AccessRequest, *, actor):
     transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
 
 
+def _step_up_facts(channel: str, step_up: StepUp | None) -> dict:
+    """Return what a refusal for want of a step-up records: the channel, and the step-up that was not enough."""
+    return {"channel": channel, **({"step_up": step_up.details()} if step_up else {})}
+
+
 def _check_step_up(profiles, *, action: str, actor, obj, channel: str, step_up, event: str):
     """Refuse (recorded, StepUpRequiredError) an action a risky profile needs a fresh sign-in for."""
     reason = policy.step_up_refusal(profiles, action=action, channel=channel, step_up=step_up)
     if reason:
         _refuse(event, actor=actor, obj=obj, reason=reason, error=StepUpRequiredError,
-                details={"step_up_needed": action, "channel": channel, **({"step_up": step_up.details()} if step_up else {})})
+                details={"step_up_needed": action, **_step_up_facts(channel, step_up)})
 
 
 def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict | None = None):
@@ -477,7 +482,7 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None,
     # that it survives the error we raise.
     details = {**_snapshot(req.profile, req.requester), "attempted": "approved" if approve else "denied"}
     if error is StepUpRequiredError:
-        details.update({"channel": channel, **({"step_up": step_up.details()} if step_up else {})})
+        details.update(_step_up_facts(channel, step_up))
     _refuse(event, actor=actor, obj=req, reason=refusal, details=details, error=error)
 
 
@@ -935,7 +940,7 @@ def reveal_credentials(grant_id, *, actor, step_up: StepUp | None = None, channe
     if grant.user_id != actor.pk:
         _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)
     _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later, error=StepUpRequiredError,
-            details={"channel": channel, **({"step_up": step_up.details()} if step_up else {})})
+            details=_step_up_facts(channel, step_up))
 
 
 # Policy -------------------------------------------------------------------

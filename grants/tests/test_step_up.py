@@ -18,7 +18,7 @@ from accounts import tokens
 from accounts.stepup import GRACE, StepUp, problem
 from audit.models import AuditEvent
 from grants import lifecycle, policy
-from grants.models import AccessRequest, Grant, Policy
+from grants.models import AccessRequest, Policy
 
 from .conftest import JUSTIFICATION
 from .test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
