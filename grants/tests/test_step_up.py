@@ -138,6 +138,18 @@ def test_a_fresh_step_up_approves_and_the_trail_keeps_its_auth_time_and_acr(pend
     assert step_up.details()["acr"] == "urn:jitportal:idp:mfa" and step_up.details()["amr"] == ["pwd", "otp"]
 
 
+def test_a_bundle_with_one_high_risk_member_needs_the_step_up_to_approve_any_of_it(ana, marc, profile, rw_profile):
+    _risky(rw_profile)
+    low, high = lifecycle.submit_bundle(
+        requester=ana, profiles=[profile, rw_profile], duration=30 * MINUTES, justification=JUSTIFICATION, ticket="INC-4711"
+    )
+    with pytest.raises(lifecycle.StepUpRequiredError, match="appdb read-write is a high-risk profile"):
+        lifecycle.approve_request(low.pk, actor=marc)
+    assert set(AccessRequest.objects.values_list("status", flat=True)) == {RS.PENDING}
+    lifecycle.approve_request(low.pk, actor=marc, step_up=StepUp("password", int(time.time())))
+    assert set(AccessRequest.objects.values_list("status", flat=True)) == {RS.APPROVED}
+
+
 def test_denying_needs_no_step_up(pending_request, otto, profile):
     _risky(profile)
     lifecycle.deny_request(pending_request.pk, actor=otto, comment="no")
