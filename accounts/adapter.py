@@ -5,6 +5,7 @@ import logging
 import requests
 from allauth.account.adapter import DefaultAccountAdapter
 from allauth.socialaccount.adapter import DefaultSocialAccountAdapter
+from allauth.socialaccount.providers.base import AuthProcess
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
@@ -18,6 +19,7 @@ from django.utils.http import urlencode
 
 import audit
 
+from . import stepup
 from .signals import groups_removed
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,9 @@ class SocialAccountAdapter(DefaultSocialAccountAdapter):
         request._jit_sso = True
         if sociallogin.is_existing:
             sync_user_from_claims(sociallogin.user, claims_of(sociallogin))
+        if (sociallogin.state or {}).get("process") == AuthProcess.REDIRECT:
+            # A step-up (accounts/stepup.py): nobody is signed in or out, the evidence is kept.
+            stepup.record_from_idp(request, sociallogin)
 
     def save_user(self, request, sociallogin, form=None):
         user = super().save_user(request, sociallogin, form)

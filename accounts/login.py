@@ -52,9 +52,14 @@ def login_wait(request, username: str) -> int | None:
     )
 
 
+def count_login_failure(request, username: str) -> None:
+    """Count one wrong password of `username` from this address towards the throttle."""
+    ratelimit.hit(SCOPE, _ident(request, username), window=settings.JIT_LOGIN_FAILURE_WINDOW)
+
+
 def record_login_failure(request, username: str, *, reason: str) -> None:
     """Count one failed password sign-in towards the throttle and audit it."""
-    ratelimit.hit(SCOPE, _ident(request, username), window=settings.JIT_LOGIN_FAILURE_WINDOW)
+    count_login_failure(request, username)
     details = {"user": username[:MAX_USERNAME], "reason": reason, **request_facts(request)}
     audit.record("user.login_failed", details=details)
 

@@ -1,12 +1,14 @@
-"""Personal settings pages: API tokens (a secret shown once, list, revoke) and notification choices."""
+"""Personal settings pages: API tokens (a secret shown once, list, revoke), notification choices, and the password step-up."""
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
+from . import stepup
 from . import tokens as api_tokens
 from .forms import NotificationForm, TokenForm
 from .models import ApiToken, NotificationPreference
@@ -54,4 +56,25 @@ def notifications(request):
         request,
         "accounts/notifications.html",
         {"form": form, "preference": current, "slack_configured": bool(settings.SLACK_BOT_TOKEN)},
+    )
+
+
+@login_required
+def step_up(request):
+    """Confirm a risky action by re-entering one's password: for accounts without an IdP login (demo, emergency)."""
+    next_url = request.POST.get("next") or request.GET.get("next") or ""
+    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+        next_url = "/"
+    if stepup.uses_idp(request.user):
+        raise Http404  # they sign in again at the IdP instead (accounts/stepup.py)
+    error = None
+    if request.method == "POST":
+        error = stepup.confirm_password(request, request.POST.get("password", ""), action=request.POST.get("for", "")[:40])
+        if error is None:
+            return redirect(next_url)
+    return render(
+        request,
+        "accounts/step_up.html",
+        {"next": next_url, "error": error, "for": request.GET.get("for", request.POST.get("for", ""))[:40], "demo": settings.DEMO_MODE},
+        status=200,
     )

@@ -22,6 +22,7 @@ Errors are `{"code", "message", "field"?}` with a stable `code`:
 | invalid | 400 | input breaks a rule; `field` names it (`errors` lists all) |
 | unauthorized | 401 | token missing, unknown, expired or revoked |
 | not_allowed | 403 | the caller may not do this (same refusals as the pages) |
+| step_up_required | 403 | a high-risk profile: approving or showing credentials needs a fresh sign-in in the portal's pages (`url`) |
 | not_found | 404 | no such request, or the caller may not see it |
 | conflict | 409 | the request or grant is not in a state that allows this |
 | rate_limited | 429 | too many bad tokens from one address, or too many requests; see Retry-After |
@@ -150,6 +151,11 @@ def _on_invalid(request, exc):
     return _json_error(request, _invalid([(FIELD_NAMES.get(f, f), m) for f, m in exc.errors.items()]))
 
 
+@api.exception_handler(lifecycle.StepUpRequiredError)
+def _on_step_up(request, exc):
+    return _json_error(request, ApiError(403, "step_up_required", str(exc)))
+
+
 @api.exception_handler(lifecycle.NotAllowedError)
 def _on_not_allowed(request, exc):
     return _json_error(request, ApiError(403, "not_allowed", str(exc)))
@@ -229,6 +235,10 @@ def _grant_out(grant: Grant | None) -> dict | None:
     }
 
 
+def _portal_url(access_request) -> str:
+    return settings.PORTAL_URL.rstrip("/") + reverse("grants:request_detail", args=[access_request.pk])
+
+
 def _request_out(access_request: AccessRequest) -> dict:
     steps = policy.steps_for(access_request.profile)
     index = policy.current_step(access_request)
@@ -262,7 +272,7 @@ def _request_out(access_request: AccessRequest) -> dict:
             for a in selectors.approvals_of(access_request)
         ],
         "grant": _grant_out(_grant_of(access_request)),
-        "url": settings.PORTAL_URL.rstrip("/") + reverse("grants:request_detail", args=[access_request.pk]),
+        "url": _portal_url(access_request),
     }
 
 
@@ -350,7 +360,7 @@ def create_request(request, payload: RequestIn):
     return Status(201, _request_out(_load(created.pk)))
 
 
-def _decide(request, request_id: int, payload: DecisionIn | None, decide) -> dict:
+def _decide(request, request_id: int, payload: DecisionIn | None, decide, **channel) -> dict:
     access_request = _load(request_id)
     if access_request is None:
         raise _not_found(request_id)
@@ -361,7 +371,9 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide) -> dic
         status, code = (503, "unavailable") if exc.temporary else (403, "not_allowed")
         raise ApiError(status, code, f"Nothing was decided: {exc}") from None
     try:
-        decide(access_request.pk, actor=actor, comment=payload.comment if payload else "")
+        decide(access_request.pk, actor=actor, comment=payload.comment if payload else "", **channel)
+    except lifecycle.StepUpRequiredError as exc:
+        raise ApiError(403, "step_up_required", f"{exc} Open {_portal_url(access_request)}") from None
     except lifecycle.NotAllowedError as exc:
         # The lifecycle has recorded the attempt; outsiders still learn nothing about the request.
         if not selectors.may_view_request(actor, access_request):
@@ -379,7 +391,7 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide) -> dic
 
 @api.post("/requests/{request_id}/approve", response={200: RequestOut, **ERRORS}, summary="Approve the step you may decide")
 def approve(request, request_id: int = RequestId, payload: DecisionIn | None = None):
-    return _decide(request, request_id, payload, lifecycle.approve_request)
+    return _decide(request, request_id, payload, lifecycle.approve_request, channel="api")
 
 
 @api.post("/requests/{request_id}/deny", response={200: RequestOut, **ERRORS}, summary="Deny a request")
@@ -423,7 +435,11 @@ def credentials(request, response: HttpResponse, request_id: int = RequestId):
     grant = _grant_for_viewer(request, request_id)
     if grant.status == Grant.Status.SCHEDULED:
         raise ApiError(409, "conflict", "The access is still being set up on the target; try again in a few seconds.")
-    revealed = lifecycle.reveal_credentials(grant.pk, actor=request.auth)
+    try:
+        revealed = lifecycle.reveal_credentials(grant.pk, actor=request.auth, channel="api")
+    except lifecycle.StepUpRequiredError as exc:
+        portal = settings.PORTAL_URL.rstrip("/") + reverse("grants:my_access")
+        raise ApiError(403, "step_up_required", f"{exc} Show them at {portal}") from None
     return {
         "request": request_id,
         "grant": grant.pk,

@@ -17,6 +17,7 @@ from django.db import transaction
 from django.utils import timezone
 
 import audit
+from accounts.stepup import StepUp
 
 from . import policy, sealing
 from .durations import human_duration
@@ -58,6 +59,10 @@ class NotAllowedError(Exception):
     """The actor may not do this."""
 
 
+class StepUpRequiredError(NotAllowedError):
+    """The profile's risk needs a fresh sign-in for this, in the portal's pages (policy.step_up_refusal)."""
+
+
 class InvalidRequestError(Exception):
     """The input breaks a rule; `errors` maps a form field (or None) to what to fix."""
 
@@ -91,10 +96,10 @@ def _moved_target(access_request: AccessRequest) -> str | None:
     return None
 
 
-def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None):
+def _refuse(action: str, *, actor, obj, reason: str, details: dict | None = None, error=NotAllowedError):
     """Record a refused attempt in its own transaction, then raise."""
     audit.record(action, actor=actor, obj=obj, details={"reason": reason, **(details or {})})
-    raise NotAllowedError(reason)
+    raise error(reason)
 
 
 # Requests ------------------------------------------------------------------
@@ -135,12 +140,15 @@ def submit_request(
     break_glass: bool = False,
     bundle=None,
     params: dict | None = None,
+    step_up: StepUp | None = None,
+    channel: str = "web",
 ) -> AccessRequest:
     """Ask for `profile` for `duration` (from `starts_at`, or as soon as approved).
 
     The profile's policy may approve it at once (an auto-approval rule), or
-    `break_glass` may, for its designated groups. Raise InvalidRequestError
-    or NotAllowedError.
+    `break_glass` may, for its designated groups (a risky profile's needs
+    `step_up`, see policy.step_up_refusal). Raise InvalidRequestError or
+    NotAllowedError (StepUpRequiredError).
     """
     justification = (justification or "").strip()
     ticket = (ticket or "").strip()
@@ -156,6 +164,9 @@ def submit_request(
         errors["profile"] = exc.message
     if break_glass and not errors and not policy.may_break_glass(requester, profile):
         _refuse("request.break_glass_refused", actor=requester, obj=profile, reason="You may not use break-glass access for this profile.")
+    if break_glass and not errors:
+        _check_step_up([profile], action="break_glass", actor=requester, obj=profile, channel=channel, step_up=step_up,
+                       event="request.break_glass_refused")
     if errors:
         raise InvalidRequestError(errors)
 
@@ -200,7 +211,8 @@ def submit_request(
                      "break_glass": break_glass, "bundle": bundle, "scope": req.scope},
         )
         if break_glass:
-            _approve_by_policy(req, rule="break-glass", event="request.break_glass")
+            _approve_by_policy(req, rule="break-glass", event="request.break_glass",
+                               extra=policy.step_up_details([profile], channel=channel, step_up=step_up))
             review = BreakGlassReview.objects.create(request=req)
             audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
             transaction.on_commit(lambda: _enqueue("grants.notify.break_glass_used", req.pk))
@@ -225,6 +237,9 @@ def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
             _refuse("request.refused", actor=requester, obj=profile, reason=f"You may not request {profile.title}.")
         if kwargs.get("break_glass") and profile.enabled and not policy.may_break_glass(requester, profile):
             _refuse("request.break_glass_refused", actor=requester, obj=profile, reason=f"You may not use break-glass access for {profile.title}.")
+    if kwargs.get("break_glass"):
+        _check_step_up(profiles, action="break_glass", actor=requester, obj=profiles[0], channel=kwargs.get("channel", "web"),
+                       step_up=kwargs.get("step_up"), event="request.break_glass_refused")
     bundle = uuid.uuid4()
     with transaction.atomic():
         return [submit_request(requester=requester, profile=p, bundle=bundle, **kwargs) for p in profiles]
@@ -321,19 +336,32 @@ def _finish_approval(req: AccessRequest, *, actor):
     transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
 
 
-def _approve_by_policy(req: AccessRequest, *, rule: str, event: str):
+def _step_up_facts(channel: str, step_up: StepUp | None) -> dict:
+    """Return what a refusal for want of a step-up records: the channel, and the step-up that was not enough."""
+    return {"channel": channel, **({"step_up": step_up.details()} if step_up else {})}
+
+
+def _check_step_up(profiles, *, action: str, actor, obj, channel: str, step_up, event: str):
+    """Refuse (recorded, StepUpRequiredError) an action a risky profile needs a fresh sign-in for."""
+    reason = policy.step_up_refusal(profiles, action=action, channel=channel, step_up=step_up)
+    if reason:
+        _refuse(event, actor=actor, obj=obj, reason=reason, error=StepUpRequiredError,
+                details={"step_up_needed": action, **_step_up_facts(channel, step_up)})
+
+
+def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict | None = None):
     _check(req, ALLOWED_REQUEST, RS.APPROVED)
     req.status = RS.APPROVED
     req.decided_at = timezone.now()
     req.auto_rule = rule
     req.save(update_fields=["status", "decided_at", "auto_rule"])
-    details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope}
+    details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope, **(extra or {})}
     audit.record(event, obj=req, details=details)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=None)
 
 
-def _approve_step(req: AccessRequest, *, actor, comment: str):
+def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
     steps = policy.steps_for(req.profile)
     index = policy.current_step(req)
     if index != req.step:
@@ -343,7 +371,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
     Approval.objects.create(request=req, step=index, approver=actor, comment=comment)
     done = policy.approvals_counted(req, index)
     details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": index + 1, "steps": len(steps),
-               "scope": req.effective_scope}
+               "scope": req.effective_scope, **extra}
     if done < steps[index].count or index + 1 < len(steps):
         if done >= steps[index].count:
             req.step += 1
@@ -415,8 +443,9 @@ def _approval_problem(req: AccessRequest, *, now) -> str | None:
     return policy.span_problem(span, policy.max_duration(req), title=req.profile.title, whose=whose, subject="it")
 
 
-def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None) -> AccessRequest:
+def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None, step_up, channel: str) -> AccessRequest:
     comment = (comment or "").strip()
+    event, error = "request.decision_refused", NotAllowedError
     with transaction.atomic():
         req, members = _lock_decision(request_id, approve=approve)
         if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
@@ -426,6 +455,12 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None)
         if refusal is None:
             _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
             members = [m for m in members if m is req or policy.approval_refusal(actor, m) is None]
+            profiles = [m.profile for m in members]
+            if approve:
+                refusal = policy.step_up_refusal(profiles, action="approve", channel=channel, step_up=step_up)
+                event, error = "request.step_up_refused", StepUpRequiredError
+        if refusal is None:
+            extra = policy.step_up_details(profiles, channel=channel, step_up=step_up) if approve else {}
             if approve:
                 # Eligibility and limits again, as they are now: the profile, the
                 # person's groups or account, or their other access may have
@@ -439,33 +474,34 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None)
                         )
             for member in members:
                 if approve:
-                    _approve_step(member, actor=actor, comment=comment)
+                    _approve_step(member, actor=actor, comment=comment, extra=extra)
                 else:
                     _deny(member, actor=actor, comment=comment)
             return req
     # Refused: the lock is released; the attempt is recorded on its own so
     # that it survives the error we raise.
-    _refuse(
-        "request.decision_refused",
-        actor=actor,
-        obj=req,
-        reason=refusal,
-        details={**_snapshot(req.profile, req.requester), "attempted": "approved" if approve else "denied"},
-    )
+    details = {**_snapshot(req.profile, req.requester), "attempted": "approved" if approve else "denied"}
+    if error is StepUpRequiredError:
+        details.update(_step_up_facts(channel, step_up))
+    _refuse(event, actor=actor, obj=req, reason=refusal, details=details, error=error)
 
 
-def approve_request(request_id, *, actor, comment: str = "", step: int | None = None) -> AccessRequest:
+def approve_request(
+    request_id, *, actor, comment: str = "", step: int | None = None, step_up: StepUp | None = None, channel: str = "web"
+) -> AccessRequest:
     """Approve the current step of a pending request (and of its bundle); the last step schedules the grant.
 
     `step` is the step the approver was shown: if the request has moved on
-    meanwhile, nothing changes and TransitionError says so.
+    meanwhile, nothing changes and TransitionError says so. A risky profile
+    needs the approver's `step_up` through `channel` (policy.step_up_refusal),
+    else StepUpRequiredError.
     """
-    return _decide(request_id, actor=actor, comment=comment, approve=True, step=step)
+    return _decide(request_id, actor=actor, comment=comment, approve=True, step=step, step_up=step_up, channel=channel)
 
 
 def deny_request(request_id, *, actor, comment: str = "", step: int | None = None) -> AccessRequest:
     """Deny a pending request (and its bundle) at its current step."""
-    return _decide(request_id, actor=actor, comment=comment, approve=False, step=step)
+    return _decide(request_id, actor=actor, comment=comment, approve=False, step=step, step_up=None, channel="web")
 
 
 def cancel_request(request_id, *, actor) -> AccessRequest:
@@ -879,8 +915,8 @@ def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None
     return grant
 
 
-def reveal_credentials(grant_id, *, actor) -> dict:
-    """Return the grant's credentials to its holder, once, and forget them."""
+def reveal_credentials(grant_id, *, actor, step_up: StepUp | None = None, channel: str = "web") -> dict:
+    """Return the grant's credentials to its holder, once, and forget them; a risky profile needs `step_up`."""
     with transaction.atomic():
         grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=grant_id)
         if grant.user_id != actor.pk:
@@ -889,15 +925,22 @@ def reveal_credentials(grant_id, *, actor) -> dict:
             _refuse_later = None
             if not grant.credentials_available:
                 raise TransitionError("These credentials were already shown once, or the grant is no longer active.")
+            _refuse_later = policy.step_up_refusal([grant.profile], action="reveal", channel=channel, step_up=step_up)
+        if _refuse_later is None:
             credentials = sealing.unseal(grant.sealed_credentials)
             grant.sealed_credentials = ""
             grant.credentials_seen_at = timezone.now()
             grant.save(update_fields=["sealed_credentials", "credentials_seen_at"])
-            audit.record("grant.credentials_viewed", actor=actor, obj=grant, details=_snapshot(grant.profile, grant.user))
+            audit.record("grant.credentials_viewed", actor=actor, obj=grant,
+                         details={**_snapshot(grant.profile, grant.user),
+                                  **policy.step_up_details([grant.profile], channel=channel, step_up=step_up)})
             if credentials is None:
                 raise TransitionError("These credentials can no longer be read (the portal's key changed); release and request again.")
             return credentials
-    _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)
+    if grant.user_id != actor.pk:
+        _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)
+    _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later, error=StepUpRequiredError,
+            details=_step_up_facts(channel, step_up))
 
 
 # Policy -------------------------------------------------------------------

@@ -336,10 +336,14 @@ def decide_from_slack(click: dict):
         tell(f"Nothing was decided: {exc}")
         return None
     decide = lifecycle.approve_request if click["action"] == "approve" else lifecycle.deny_request
+    channel = {"channel": "slack"} if click["action"] == "approve" else {}
     try:
-        decide(request_id, actor=actor, comment="via Slack", step=step)
+        decide(request_id, actor=actor, comment="via Slack", step=step, **channel)
     except AccessRequest.DoesNotExist:
         tell(f"Request #{request_id} does not exist.")
+        return None
+    except lifecycle.StepUpRequiredError as exc:
+        tell(f"Nothing was decided: {exc} Approve it here: {_link('grants:request_detail', request_id)}")
         return None
     except lifecycle.NotAllowedError as exc:
         tell(f"Nothing was decided: {exc}")

@@ -13,6 +13,8 @@ import zoneinfo
 from django.conf import settings
 from django.utils import timezone
 
+from accounts import stepup
+
 from .durations import human_duration
 from .models import AccessProfile, AccessRequest, Grant
 
@@ -85,6 +87,47 @@ def group_names(user) -> set[str]:
 def may_break_glass(user, profile: AccessProfile) -> bool:
     groups = profile.policy.break_glass_groups if profile.policy_id else []
     return bool(set(groups) & group_names(user))
+
+
+# What needs a step-up on a risky profile, and how the refusal names it.
+STEP_UP_ACTIONS = {"approve": "approving it", "break_glass": "break-glass access to it", "reveal": "showing its credentials"}
+CHANNELS = ("web", "api", "slack")
+
+
+def needs_step_up(profile: AccessProfile) -> bool:
+    """Return whether the profile's risk is one that STEP_UP_RISKS names."""
+    return bool(profile.risk) and profile.risk in settings.STEP_UP_RISKS
+
+
+def step_up_refusal(profiles, *, action: str, channel: str, step_up: stepup.StepUp | None, now: float | None = None) -> str | None:
+    """Return why `action` on these profiles may not go through `channel` with this step-up, or None if it may.
+
+    Only profiles whose risk needs it ask anything. In the portal's pages the
+    person must have signed in afresh (`accounts.stepup.problem`); an API token
+    or a Slack button cannot show that, so they are refused unless
+    STEP_UP_ALLOW_API / STEP_UP_ALLOW_SLACK say otherwise.
+    """
+    if action not in STEP_UP_ACTIONS or channel not in CHANNELS:
+        raise ValueError(f"unknown step-up action {action!r} or channel {channel!r}")
+    risky = [p for p in profiles if needs_step_up(p)]
+    if not risky:
+        return None
+    what = f"{risky[0].title} is a {risky[0].risk}-risk profile: {STEP_UP_ACTIONS[action]} needs a fresh sign-in"
+    if channel == "api":
+        return None if settings.STEP_UP_ALLOW_API else f"{what} in the portal's pages; an API token cannot do it."
+    if channel == "slack":
+        return None if settings.STEP_UP_ALLOW_SLACK else f"{what} in the portal's pages; a Slack button cannot do it."
+    problem = stepup.problem(step_up, now=now)
+    return f"{what}: {problem}." if problem else None
+
+
+def step_up_details(profiles, *, channel: str, step_up: stepup.StepUp | None) -> dict:
+    """Return what the audit event of an allowed action says about its step-up ({} when none was needed)."""
+    if not any(needs_step_up(p) for p in profiles):
+        return {}
+    if channel != "web":
+        return {"step_up": {"waived": channel, "setting": f"STEP_UP_ALLOW_{channel.upper()}"}}
+    return {"step_up": step_up.details()}
 
 
 def _eligible(user, access_request: AccessRequest, step: Step) -> bool:

@@ -17,6 +17,7 @@ urlpatterns = [
     path("grants/<int:pk>/credentials", views.grant_credentials, name="grant_credentials"),
     path("grants/<int:pk>/release", views.grant_release, name="grant_release"),
     path("grants/<int:pk>/extend", views.grant_extend, name="grant_extend"),
+    path("step-up/<str:key>/", views.step_up_resume, name="step_up_resume"),
     path("reviews/", views.reviews, name="reviews"),
     path("reviews/<int:pk>/close", views.review_close, name="review_close"),
 ]

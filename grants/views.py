@@ -5,10 +5,13 @@ import logging
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import dateformat, timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
+
+from accounts import stepup
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
@@ -60,6 +63,7 @@ def _with_workflow(access_request) -> AccessRequest:
     access_request.step_text = _step_text(access_request)
     access_request.approvals_so_far = selectors.approvals_of(access_request)
     access_request.bundle_others = selectors.bundle_others(access_request)
+    access_request.needs_step_up = any(policy.needs_step_up(p) for p in _profiles_decided(access_request))
     return access_request
 
 
@@ -104,20 +108,64 @@ def _submitted_message(created) -> str:
     return " ".join(parts)
 
 
+def _step_up(request, action: dict):
+    """Keep `action` and send the person to sign in again; the resume page carries it out when they are back."""
+    key = stepup.stash(request, action)
+    return stepup.begin(
+        request, next_url=reverse("grants:step_up_resume", args=[key]), action=action["kind"], password_url=reverse("accounts:step_up")
+    )
+
+
+@login_required
+@require_GET
+def step_up_resume(request, key):
+    """Carry out what waited for a step-up, as it was asked: the approval with its comment, the reveal, the break-glass.
+
+    A GET (the IdP sends the browser back with one): the key is random, kept in
+    this session only and used once, so another site cannot make anyone do this.
+    """
+    action = stepup.take(request, key)
+    if action is None:
+        messages.warning(request, "Nothing is waiting for that sign-in any more: it was done already, or waited more than 10 minutes.")
+        return redirect("grants:my_access")
+    if action["kind"] == "approve":
+        return _decide(request, action)
+    if action["kind"] == "reveal":
+        return _reveal(request, _get_grant_for_viewer(request, action["grant"]))
+    data = QueryDict(mutable=True)
+    for name, values in action["data"]:
+        data.setlist(name, values)
+    return _request_form(request, data, resumed=True)
+
+
 @login_required
 def request_new(request):
+    return _request_form(request, request.POST if request.method == "POST" else None)
+
+
+def _request_form(request, data, *, resumed=False):
     profiles = selectors.requestable_profiles(request.user).select_related("policy")
     may_break_glass = any(policy.may_break_glass(request.user, p) for p in profiles)
-    form = RequestForm(request.POST or None, profiles=profiles, break_glass=may_break_glass, initial=_request_initial(request, profiles))
-    if request.method == "POST" and form.is_valid():
+    form = RequestForm(data, profiles=profiles, break_glass=may_break_glass, initial=_request_initial(request, profiles))
+    if data is not None and form.is_valid():
         asked = form.profiles_asked()
         break_glass = form.cleaned_data.get("break_glass", False)
+        evidence = stepup.current(request)
+        if (
+            break_glass
+            and not resumed
+            and all(policy.may_break_glass(request.user, p) for p in asked)
+            and policy.step_up_refusal(asked, action="break_glass", channel="web", step_up=evidence)
+        ):
+            kept = [(name, values) for name, values in data.lists() if name != "csrfmiddlewaretoken"]
+            return _step_up(request, {"kind": "break_glass", "data": kept})
         shared = {
             "duration": form.cleaned_data["duration"],
             "justification": form.cleaned_data["justification"],
             "ticket": form.cleaned_data["ticket"],
             "starts_at": form.cleaned_data["starts_at"],
             "break_glass": break_glass,
+            "step_up": evidence,
         }
         if form.cleaned_data.get("public_key"):
             shared["params"] = {"public_key": form.cleaned_data["public_key"]}
@@ -132,6 +180,8 @@ def request_new(request):
                     # The lifecycle does not say which member of the bundle it was.
                     field, message = None, f"One of the profiles you chose: {message}"
                 form.add_error(field if field in form.fields else None, message)
+        except lifecycle.StepUpRequiredError as exc:
+            form.add_error(None, str(exc))
         except lifecycle.NotAllowedError as exc:
             # With several profiles or break-glass, the refusal may not be about the first profile.
             form.add_error("profile" if len(asked) == 1 and not break_glass else None, str(exc))
@@ -170,22 +220,51 @@ def request_detail(request, pk):
     )
 
 
+def _profiles_decided(access_request) -> list:
+    """Return the profiles one decision on this request decides: its own and its bundle's."""
+    return [access_request.profile] + [r.profile for r in selectors.bundle_others(access_request) if r.status == RS.PENDING]
+
+
 @login_required
 @require_POST
 def request_decide(request, pk):
-    access_request = get_object_or_404(AccessRequest, pk=pk)
+    access_request = get_object_or_404(AccessRequest.objects.select_related("profile"), pk=pk)
     form = DecisionForm(request.POST)
     action = request.POST.get("action")
-    back = redirect("grants:inbox") if request.POST.get("next") == "inbox" else redirect("grants:request_detail", pk=pk)
     if action not in ("approve", "deny") or not form.is_valid():
         if not selectors.may_view_request(request.user, access_request):
             raise Http404  # outsiders learn nothing, not even that the request exists
         messages.error(request, "Choose Approve or Deny; a comment has at most 2,000 characters.")
-        return back
+        return _back(request.POST.get("next"), pk)
+    decision = {
+        "kind": action, "request": pk, "comment": form.cleaned_data["comment"], "step": form.cleaned_data["step"],
+        "next": request.POST.get("next", ""),
+    }
+    if (
+        action == "approve"
+        and policy.approval_refusal(request.user, access_request) is None
+        and policy.step_up_refusal(_profiles_decided(access_request), action="approve", channel="web", step_up=stepup.current(request))
+    ):
+        return _step_up(request, decision)
+    return _decide(request, decision)
+
+
+def _back(next_page, pk):
+    return redirect("grants:inbox") if next_page == "inbox" else redirect("grants:request_detail", pk=pk)
+
+
+def _decide(request, decision: dict):
+    """Approve or deny as `decision` says (the form, or what waited for a step-up); message and redirect."""
+    pk, action = decision["request"], decision["kind"]
+    access_request = get_object_or_404(AccessRequest, pk=pk)
+    back = _back(decision["next"], pk)
     decide = lifecycle.approve_request if action == "approve" else lifecycle.deny_request
-    step = form.cleaned_data["step"]
+    extra = {"step_up": stepup.current(request)} if action == "approve" else {}
     try:
-        decided = decide(access_request.pk, actor=request.user, comment=form.cleaned_data["comment"], step=step)
+        decided = decide(access_request.pk, actor=request.user, comment=decision["comment"], step=decision["step"], **extra)
+    except lifecycle.StepUpRequiredError as exc:
+        messages.error(request, f"Nothing was decided: {exc}")
+        return back
     except lifecycle.NotAllowedError as exc:
         # The lifecycle has recorded the attempt; outsiders still learn
         # nothing about the request.
@@ -245,8 +324,21 @@ def my_access(request):
 @require_POST
 def grant_credentials(request, pk):
     grant = _get_grant_for_viewer(request, pk)
+    if (
+        grant.user_id == request.user.pk
+        and grant.credentials_available
+        and policy.step_up_refusal([grant.profile], action="reveal", channel="web", step_up=stepup.current(request))
+    ):
+        return _step_up(request, {"kind": "reveal", "grant": grant.pk})
+    return _reveal(request, grant)
+
+
+def _reveal(request, grant):
     try:
-        credentials = lifecycle.reveal_credentials(grant.pk, actor=request.user)
+        credentials = lifecycle.reveal_credentials(grant.pk, actor=request.user, step_up=stepup.current(request))
+    except lifecycle.StepUpRequiredError as exc:
+        messages.error(request, f"The credentials stay hidden: {exc}")
+        return redirect("grants:my_access")
     except lifecycle.NotAllowedError as exc:
         raise PermissionDenied(str(exc)) from None
     except lifecycle.TransitionError as exc:

@@ -290,6 +290,18 @@ JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # by API token or Slack first refreshes one older than JIT_IDENTITY_MAX_AGE seconds.
 JIT_IDENTITY_SYNC_INTERVAL = env.int("JIT_IDENTITY_SYNC_INTERVAL", default=600)
 JIT_IDENTITY_MAX_AGE = env.int("JIT_IDENTITY_MAX_AGE", default=900)
+# Step-up (accounts/stepup.py, README "Step-up"): approving, break-glass and revealing credentials on
+# profiles of these risks need a sign-in at the IdP at most STEP_UP_MAX_AGE seconds old (sent as max_age),
+# with an acr among STEP_UP_ACR_VALUES and an amr among STEP_UP_AMR_VALUES where they are set.
+# API tokens and Slack buttons cannot do them unless STEP_UP_ALLOW_API / STEP_UP_ALLOW_SLACK.
+STEP_UP_RISKS = env.list("STEP_UP_RISKS", default=["high"])
+STEP_UP_MAX_AGE = env.int("STEP_UP_MAX_AGE", default=300)
+STEP_UP_ACR_VALUES = env.list("STEP_UP_ACR_VALUES", default=[])
+STEP_UP_AMR_VALUES = env.list("STEP_UP_AMR_VALUES", default=[])
+STEP_UP_ALLOW_API = env.bool("STEP_UP_ALLOW_API", default=False)
+STEP_UP_ALLOW_SLACK = env.bool("STEP_UP_ALLOW_SLACK", default=False)
+if STEP_UP_MAX_AGE < 0:
+    raise ImproperlyConfigured("STEP_UP_MAX_AGE must be 0 or more seconds.")
 # Where the hourly audit head line is appended (empty: the log only).
 AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # The Ed25519 private key that signs exported heads (PEM, or base64 of its 32 bytes); never in the database.

@@ -328,6 +328,11 @@ PORTAL_ROWS = [
         data={"duration": "30m", "justification": NEW_JUSTIFICATION}, effect=_extension_asked,
         audited="request.submitted"),
     Row("grants:reviews",               "GET",   "login   200   200   200   200   200   200"),
+    # Carries out what waited for a step-up in this session; with nothing waiting, back to one's access.
+    Row("grants:step_up_resume",        "GET",   "login   302   302   302   302   302   302",
+        args=lambda w: {"key": "nothing-waits-under-this-key"}),
+    Row("grants:step_up_resume",        "POST",  "login   405   405   405   405   405   405",
+        args=lambda w: {"key": "nothing-waits-under-this-key"}),
     Row("grants:review_close",          "GET",   "login   405   405   405   405   405   405", **REVIEW),
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
@@ -362,6 +367,11 @@ PORTAL_ROWS = [
     Row("accounts:token_revoke",        "GET",   "login   405   405   405   405   405   405", **TOKEN),
     Row("accounts:token_revoke",        "POST",  "login   302*  404   404   404   404   404", **TOKEN,
         effect=lambda w, c: tokens.own_tokens(w.ana).get(pk=w.token.pk).revoked_at, audited="token.revoked"),
+    # The password step-up (no IdP here): each confirms their own password; root's is another one.
+    Row("accounts:step_up",             "GET",   "login   200   200   200   200   200   200"),
+    Row("accounts:step_up",             "POST",  "login   302*  302*  302*  302*  302*  200",
+        data={"password": "a-password-123", "next": "/access/"}, audited="user.step_up",
+        effect=lambda w, c: c.session.get("jit_step_up", {}).get("user") == _caller(c).pk),
     Row("accounts:notifications",       "GET",   "login   200   200   200   200   200   200"),
     Row("accounts:notifications",       "POST",  "login   302*  302*  302*  302*  302*  302*", data={"email": "on"},
         effect=lambda w, c: _caller(c).notification_preference.slack is False),

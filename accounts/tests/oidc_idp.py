@@ -70,10 +70,18 @@ class Idp:
     def sign_in(self, client, username: str):
         """Sign `username` in to the portal through the IdP (the authorization code flow, driven by hand); return the user."""
         start = client.post("/accounts/oidc/idp/login/")
+        done = self.authorize(client, start, username)
+        assert done.status_code == 302, done.content[:500]
+        return get_user_model().objects.get(username=username)
+
+    def authorize(self, client, start, username: str, *, otp: str = "", browser=None):
+        """Follow the portal's redirect `start` to the IdP, sign in there as `username` if it asks
+        (with the one-time code `otp`), and return the portal's answer at its callback."""
         assert start.status_code == 302 and start["Location"].startswith(self.issuer), start
-        browser = requests.Session()
+        self.last_authorize_url = start["Location"]
+        browser = browser or requests.Session()
         response = browser.get(start["Location"], allow_redirects=False, timeout=10)
-        location = None
+        location, self.prompted = None, False
         for _ in range(10):
             if response.status_code not in (302, 303):
                 break
@@ -83,10 +91,11 @@ class Idp:
             response = browser.get(location, allow_redirects=False, timeout=10)
         if not (location or "").startswith(CALLBACK):
             assert 'for="username"' in response.text, response.text[:300]
+            self.prompted = True
             uid = urlsplit(response.url).path.rstrip("/").split("/")[-1]
             response = browser.post(
                 urljoin(response.url, f"/interaction/{uid}/login"),
-                data={"username": username, "password": PASSWORD},
+                data={"username": username, "password": PASSWORD, "otp": otp},
                 allow_redirects=False,
                 timeout=10,
             )
@@ -97,9 +106,7 @@ class Idp:
                     break
                 response = browser.get(location, allow_redirects=False, timeout=10)
         parts = urlsplit(location)
-        done = client.get(f"{parts.path}?{parts.query}")
-        assert done.status_code == 302, done.content[:500]
-        return get_user_model().objects.get(username=username)
+        return client.get(f"{parts.path}?{parts.query}")
 
 
 @pytest.fixture(scope="session")

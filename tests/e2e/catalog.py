@@ -5,8 +5,9 @@ Run by the e2e fixtures with the portal's environment, from the repository root:
     python tests/e2e/catalog.py --pg-host 127.0.0.1 --pg-port 5433
 
 One PostgreSQL target (the throwaway cluster; its admin DSN in
-JIT_E2E_PG_DSN) and one access profile, "appdb read-only", that engineers
-may request and db-approvers approve. No users: they come from the IdP at
+JIT_E2E_PG_DSN) and two access profiles that engineers may request and
+db-approvers approve: "appdb read-only", and "appdb critical" (risk high:
+approving it needs a step-up, tests/e2e/test_step_up.py). No users: they come from the IdP at
 their first sign-in. The groups are created up front so that the profile
 can point at them; the auditors group gets its read-only admin
 permissions from the grants app's post_migrate hook.
@@ -25,6 +26,7 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 import django  # noqa: E402
 
 PROFILE_TITLE = "appdb read-only"
+CRITICAL_TITLE = "appdb critical"
 
 
 def main(argv=None):
@@ -76,7 +78,21 @@ def main(argv=None):
             },
         )
         profile.requestable_by.set([engineers])
-    print(f"catalog loaded: target {target.pk}, profile {profile.pk} ({PROFILE_TITLE})")
+        critical, _ = AccessProfile.objects.update_or_create(
+            name="appdb-critical",
+            defaults={
+                "title": CRITICAL_TITLE,
+                "target": target,
+                "scope": {"roles": ["app_readonly"]},
+                "default_duration": datetime.timedelta(hours=1),
+                "max_duration": datetime.timedelta(hours=4),
+                "approver_group": approvers,
+                "risk": "high",
+                "description": "The same role, marked high risk: approving it needs a fresh sign-in (step-up).",
+            },
+        )
+        critical.requestable_by.set([engineers])
+    print(f"catalog loaded: target {target.pk}, profiles {profile.pk} ({PROFILE_TITLE}), {critical.pk} ({CRITICAL_TITLE})")
 
 
 if __name__ == "__main__":

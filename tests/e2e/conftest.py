@@ -160,6 +160,10 @@ def portal(artifacts, portal_port, idp, e2e_target, portal_database_url):
         "SESSION_COOKIE_SECURE": "false",
         "Q_WORKERS": "2",
         "JIT_E2E_PG_DSN": e2e_target.admin_dsn,
+        # Step-up on the high-risk profile (test_step_up.py): the IdP asks again every time, and only
+        # a sign-in with the one-time code (the IdP's acr for it) counts.
+        "STEP_UP_MAX_AGE": "0",
+        "STEP_UP_ACR_VALUES": "urn:jitportal:idp:mfa",
         "LOG_LEVEL": "INFO",
     }
     python = sys.executable

@@ -58,11 +58,12 @@ class Command(BaseCommand):
                 "description": "A throwaway cluster started by `make run`.",
             },
         )
+        # Read-write is high risk: approving it or showing its credentials asks for the password again (step-up).
         profiles = [
-            ("appdb-readonly", "appdb read-only", {"roles": ["app_readonly"]}, 1, 8, False),
-            ("appdb-readwrite", "appdb read-write", {"roles": ["app_readwrite"], "owner_role": "app_owner"}, 1, 4, True),
+            ("appdb-readonly", "appdb read-only", {"roles": ["app_readonly"]}, 1, 8, False, "low"),
+            ("appdb-readwrite", "appdb read-write", {"roles": ["app_readwrite"], "owner_role": "app_owner"}, 1, 4, True, "high"),
         ]
-        for name, title, scope, default_h, max_h, manager in profiles:
+        for name, title, scope, default_h, max_h, manager, risk in profiles:
             profile, _ = AccessProfile.objects.update_or_create(
                 name=name,
                 defaults={
@@ -73,6 +74,7 @@ class Command(BaseCommand):
                     "max_duration": datetime.timedelta(hours=max_h),
                     "approver_group": db_approvers,
                     "manager_approves": manager,
+                    "risk": risk,
                     "description": f"Membership of {', '.join(scope['roles'])} on appdb.",
                 },
             )

@@ -7,7 +7,9 @@
 // consent granted automatically (a first-party client), a refresh token with
 // every code, and RP-initiated logout. The accounts file is
 // read again whenever it changes, so a test can disable an account or change
-// its groups while the provider runs.
+// its groups while the provider runs. An account with an "otp" also has a
+// second factor: a sign-in giving that one-time code has acr ACR_MFA and amr
+// ["pwd", "otp"], one without it acr ACR_PWD and amr ["pwd"] (step-up tests).
 //
 //   node server.mjs --port 0 --client-id portal --client-secret s3cret \
 //     --redirect-uri http://127.0.0.1:8000/accounts/oidc/idp/login/callback/ \
@@ -30,6 +32,8 @@ import { parseArgs } from 'node:util';
 import Provider from 'oidc-provider';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
+const ACR_PWD = 'urn:jitportal:idp:pwd';
+const ACR_MFA = 'urn:jitportal:idp:mfa';
 
 const { values: args } = parseArgs({
   options: {
@@ -152,6 +156,8 @@ ${error ? `<p class="error" role="alert">${esc(error)}</p>` : ''}
   <input id="username" name="username" value="${esc(username)}" autofocus required>
   <label for="password">Password</label>
   <input id="password" name="password" type="password" required>
+  <label for="otp">One-time code (if you have one)</label>
+  <input id="otp" name="otp" inputmode="numeric">
   <button type="submit">Sign in</button>
 </form>
 <form method="post" action="/interaction/${esc(uid)}/abort"><button type="submit">Cancel</button></form>`);
@@ -199,12 +205,15 @@ function buildProvider(issuer) {
       },
     ],
     clientAuthMethods: ['client_secret_basic', 'client_secret_post'],
+    acrValues: [ACR_PWD, ACR_MFA],
     // Confidential clients may use PKCE (S256 only) and the portal does;
     // only public clients are forced to.
     pkce: { required: (ctx, client) => client.clientAuthMethod === 'none' },
     scopes: ['openid', 'offline_access', 'profile', 'email', 'groups'],
     claims: {
-      openid: ['sub'],
+      // acr and amr (how the person signed in: the password, or the one-time code too) in every
+      // ID token, as Keycloak and Entra ID send them.
+      openid: ['sub', 'acr', 'amr'],
       profile: ['preferred_username', 'name', 'given_name', 'family_name'],
       email: ['email', 'email_verified'],
       groups: ['groups', 'manager', 'employee_id'],
@@ -304,8 +313,11 @@ async function handleInteraction(provider, req, res, uid, action) {
       console.log(`idp: login refused for ${JSON.stringify(username)}: ${error}`);
       return send(res, 200, loginPage(uid, { username, error, clientId }));
     }
-    console.log(`idp: ${accountId} signed in`);
-    return provider.interactionFinished(req, res, { login: { accountId } }, { mergeWithLastSubmission: false });
+    const secondFactor = currentAccounts()[accountId].otp;
+    const mfa = Boolean(secondFactor) && timingSafeEqual(digest(form.get('otp') || ''), digest(secondFactor));
+    const login = { accountId, acr: mfa ? ACR_MFA : ACR_PWD, amr: mfa ? ['pwd', 'otp'] : ['pwd'] };
+    console.log(`idp: ${accountId} signed in (${login.acr})`);
+    return provider.interactionFinished(req, res, { login }, { mergeWithLastSubmission: false });
   }
   if (req.method === 'POST' && action === 'abort') {
     return provider.interactionFinished(
