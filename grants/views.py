@@ -10,6 +10,8 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import dateformat, timezone
 from django.views.decorators.http import require_POST
 
+from accounts import timezones
+
 from . import lifecycle, policy, selectors
 from .durations import format_duration
 from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
@@ -119,8 +121,8 @@ def request_new(request):
             "starts_at": form.cleaned_data["starts_at"],
             "break_glass": break_glass,
         }
-        if form.cleaned_data.get("public_key"):
-            shared["params"] = {"public_key": form.cleaned_data["public_key"]}
+        if form.params():
+            shared["params"] = form.params()
         try:
             if len(asked) > 1:
                 created = lifecycle.submit_bundle(requester=request.user, profiles=asked, **shared)
@@ -137,7 +139,10 @@ def request_new(request):
             form.add_error("profile" if len(asked) == 1 and not break_glass else None, str(exc))
         else:
             messages.success(request, _submitted_message(created))
-            return redirect("grants:request_detail", pk=created[0].pk)
+            response = redirect("grants:request_detail", pk=created[0].pk)
+            if form.cleaned_data["time_zone"]:
+                timezones.remember_zone(response, form.cleaned_data["time_zone"])
+            return response
     return render(request, "grants/request_new.html", {"form": form, "profiles": profiles})
 
 
