@@ -5,10 +5,11 @@ import logging
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse
+from django.http import Http404, HttpResponse, JsonResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
 from django.utils import dateformat, timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_GET, require_POST
 
 from accounts import timezones
 
@@ -170,9 +171,38 @@ def request_detail(request, pk):
             "review": review,
             "can_decide": can_decide,
             "is_requester": access_request.requester_id == request.user.pk,
+            "progress": _progress(access_request, grant, viewer=request.user),
             "history": selectors.recent_history(access_request.requester, limit=6) if can_decide else None,
         },
     )
+
+
+def _progress(access_request, grant, *, viewer) -> dict:
+    """Return what the request page shows of its progress; `ready` when the viewer may now reveal the credentials."""
+    ready = grant is not None and grant.credentials_available and grant.user_id == viewer.pk
+    return {
+        "id": access_request.pk,
+        "status": access_request.status,
+        "status_display": access_request.get_status_display(),
+        "grant": grant and {
+            "id": grant.pk,
+            "status": grant.status,
+            "status_display": grant.get_status_display(),
+            "url": reverse("grants:grant_detail", args=[grant.pk]),
+        },
+        "credentials_url": reverse("grants:grant_credentials", args=[grant.pk]) if ready else None,
+    }
+
+
+@login_required
+@require_GET
+def request_status(request, pk):
+    """Answer the request page's script: the request's progress as JSON, for whoever may see the page."""
+    access_request = _get_request_for_viewer(request, pk)
+    grant = Grant.objects.filter(request=access_request).first()
+    response = JsonResponse(_progress(access_request, grant, viewer=request.user))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required

@@ -303,6 +303,12 @@ PORTAL_ROWS = [
     # not do this gets 403. The lifecycle records the refused attempt.
     Row("grants:request_detail",        "GET",   "login   200   404   200   404   200   200", **PENDING),
     Row("grants:request_detail",        "GET",   "login   404   200   404   200   200   200", **BOBS),
+    # The request page's live status (JSON): exactly who may see the page.
+    Row("grants:request_status",        "GET",   "login   200   404   200   404   200   200", **PENDING),
+    Row("grants:request_status",        "GET",   "login   404   200   404   200   200   200", **BOBS),
+    Row("grants:request_status",        "GET",   "login   200   404   200   404   200   200",
+        args=lambda w: {"pk": w.held_request.pk}, label="held"),
+    Row("grants:request_status",        "POST",  "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_decide",        "GET",   "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_decide",        "POST",  "login   403   404   302*  404   403   403", **PENDING,
         data={"action": "approve", "step": "0"}, effect=_pending_is("approved"), audited="request.approved"),
