@@ -8,4 +8,5 @@ urlpatterns = [
     path("tokens/", views.tokens, name="tokens"),
     path("tokens/<int:pk>/revoke", views.token_revoke, name="token_revoke"),
     path("notifications/", views.notifications, name="notifications"),
+    path("time-zone", views.time_zone, name="time_zone"),
 ]

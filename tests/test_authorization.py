@@ -371,6 +371,11 @@ PORTAL_ROWS = [
     Row("accounts:notifications",       "GET",   "login   200   200   200   200   200   200"),
     Row("accounts:notifications",       "POST",  "login   302*  302*  302*  302*  302*  302*", data={"email": "on"},
         effect=lambda w, c: _caller(c).notification_preference.slack is False),
+    # The person's time zone is a cookie: no table changes.
+    Row("accounts:time_zone",           "GET",   "login   405   405   405   405   405   405"),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Europe/Paris"}),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Mars/Olympus"},
+        label="bad"),
     # Machine endpoints (jitportal/urls.py): a session neither opens nor closes them.
     Row("healthz",                      "GET",   "200     200   200   200   200   200   200"),
     Row("readyz",                       "GET",   "200     200   200   200   200   200   200", before=_fresh_sweep),

@@ -154,6 +154,23 @@ def test_a_start_that_the_clock_change_skips_is_a_form_error(client, ana, profil
     assert not AccessRequest.objects.exists()
 
 
+def test_zone_picked_on_the_settings_page_is_used_by_the_next_pages(client, ana, profile):
+    client.force_login(ana)
+    assert '<option value="UTC" selected>UTC</option>' in text(client.get(reverse("accounts:notifications")))
+    response = client.post(reverse("accounts:time_zone"), {"time_zone": "Asia/Tokyo"}, follow=True)
+    page = text(response)
+    assert "Times are now shown in Asia/Tokyo." in page
+    assert '<option value="Asia/Tokyo" selected>Asia/Tokyo</option>' in page
+    assert "(times in Asia/Tokyo)" in text(client.get(NEW))
+
+
+def test_a_zone_not_offered_on_the_settings_page_is_refused_with_a_reason(client, ana):
+    client.force_login(ana)
+    response = client.post(reverse("accounts:time_zone"), {"time_zone": "Mars/Olympus"}, follow=True)
+    assert "Pick a time zone from the list, e.g. Europe/Paris." in text(response)
+    assert timezones.COOKIE not in client.cookies
+
+
 # Live status ------------------------------------------------------------------
 
 

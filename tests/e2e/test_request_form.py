@@ -120,6 +120,7 @@ def test_request_page_follows_approval_to_show_credentials_without_a_reload(peop
     ana.wait_for_url(re.compile(r"/access/requests/\d+/$"))
     request_id = int(re.search(r"/access/requests/(\d+)/$", ana.url).group(1))
     expect(ana.get_by_text("Pending", exact=True)).to_be_visible()
+    expect(ana.get_by_text("Waiting for", exact=True)).to_be_visible()
     ana.evaluate("window.stillThisPage = true")
     marc.goto(portal.url + "/access/")
     answer = post_form(marc, portal.url, f"/access/requests/{request_id}/decide", {"action": "approve", "step": "0"})
@@ -128,6 +129,8 @@ def test_request_page_follows_approval_to_show_credentials_without_a_reload(peop
     expect(show).to_be_visible(timeout=60_000)
     expect(ana.locator("[data-live-request]")).to_have_text("Approved")
     expect(ana.locator("[data-live-grant]")).to_have_text("Active")
+    expect(ana.get_by_text("Waiting for", exact=True)).to_be_hidden()
+    expect(ana.get_by_role("button", name="Cancel request")).to_be_hidden()
     assert ana.evaluate("window.stillThisPage") is True, "the page was reloaded"
     screenshot(ana, "request-page-ready")
     show.click()
