@@ -102,7 +102,7 @@ class RequestForm(forms.Form):
             which = " or ".join(sorted(kinds))
             self.fields[name] = forms.CharField(
                 label=field.label, required=False, max_length=field.max_length, widget=widget,
-                help_text=f"For {which} profiles: {field.help_text}" if field.help_text else f"For {which} profiles.",
+                help_text=f"For {which} profiles. {field.help_text}".strip(),
             )
         self.request_field_names = list(extra)
         if extra and "break_glass" in self.fields:

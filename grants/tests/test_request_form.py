@@ -65,7 +65,7 @@ def test_ssh_key_field_comes_from_the_connector_and_names_the_kinds_it_is_for(cl
     page = text(client.get(NEW))
     assert ">SSH public key</label>" in page
     assert re.search(r'<textarea name="public_key"[^>]*data-kinds="ssh"', page)
-    assert "For ssh profiles: Paste your public key" in page
+    assert "For ssh profiles. Paste your public key" in page
 
 
 def test_page_tells_the_script_each_profiles_default_duration_and_kind(client, ana, profile, ssh_profile):

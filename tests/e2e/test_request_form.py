@@ -159,3 +159,18 @@ def test_top_bar_is_one_line_at_1280_px_and_fits_a_phone(people, username):
     screenshot(page, f"top-bar-390-{username}")
     page.keyboard.press("Escape")
     page.set_viewport_size({"width": 1280, "height": 900})
+
+
+def test_request_form_fits_a_phone(people):
+    ana = people.page("ana")
+    ana.set_viewport_size({"width": 390, "height": 844})
+    try:
+        nav(ana, "Request access")
+        ana.get_by_label("Access profile").select_option(label=PROFILE)
+        assert ana.evaluate("document.documentElement.scrollWidth") <= 390, "the request form scrolls sideways on a phone"
+        for label in ("Access profile", "Duration", "Justification", "Start", "Time zone"):
+            box = ana.get_by_label(label, exact=True).bounding_box()
+            assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{label} does not fit the width of a phone"
+        screenshot(ana, "request-form-390")
+    finally:
+        ana.set_viewport_size({"width": 1280, "height": 900})
