@@ -50,7 +50,8 @@ class NotificationForm(forms.Form):
 
 class TimeZoneForm(forms.Form):
     time_zone = forms.ChoiceField(
-        label="Time zone", help_text="Times on the portal's pages are shown in it, and a window's start is entered in it."
+        label="Time zone",
+        help_text="Times on the portal's pages are shown in it, and a window's start is entered in it.",
     )
 
     def __init__(self, *args, **kwargs):

@@ -339,7 +339,8 @@ def create_request(request, payload: RequestIn):
     if profile is None:
         raise ApiError(400, "invalid", f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.", field="profile")
     # The target kinds' request fields are top-level fields of the payload (RequestIn names each).
-    params = {name: getattr(payload, name) for name in connectors.request_fields([profile.target.kind]) if getattr(payload, name, None)}
+    fields = connectors.request_fields([profile.target.kind])
+    params = {name: getattr(payload, name) for name in fields if getattr(payload, name, None)}
     created = lifecycle.submit_request(
         requester=user,
         profile=profile,

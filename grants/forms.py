@@ -48,7 +48,9 @@ class RequestForm(forms.Form):
     )
     ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
     starts_at = WallClockField(label="Start", required=False)
-    time_zone = forms.ChoiceField(label="Time zone", required=False, help_text="The zone the start is in; the portal remembers it for showing times.")
+    time_zone = forms.ChoiceField(
+        label="Time zone", required=False, help_text="The zone the start is in; the portal remembers it to show times."
+    )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
@@ -88,10 +90,12 @@ class RequestForm(forms.Form):
             del self.fields["break_glass"]
         self._add_request_fields(profiles)
         # Read by the page's script: choosing a profile fills its default duration and shows its kind's fields.
-        self.profile_hints = {p.pk: {"duration": format_duration(p.default_duration), "kind": p.target.kind} for p in profiles}
+        self.profile_hints = {
+            p.pk: {"duration": format_duration(p.default_duration), "kind": p.target.kind} for p in profiles
+        }
 
     def _add_request_fields(self, profiles):
-        """Add the fields the offered profiles' target kinds take, before Break-glass; the page's script hides the others."""
+        """Add the fields the offered profiles' target kinds take, before Break-glass (the script hides the rest)."""
         extra = connectors.request_fields(p.target.kind for p in profiles)
         for name, (field, kinds) in extra.items():
             attrs = {"data-kinds": " ".join(sorted(kinds))}

@@ -39,4 +39,7 @@ def request_fields(kinds) -> dict[str, tuple[RequestField, set[str]]]:
     return fields
 
 
-__all__ = ["Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField", "get_connector", "kind_choices", "request_fields"]
+__all__ = [
+    "Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField",
+    "get_connector", "kind_choices", "request_fields",
+]

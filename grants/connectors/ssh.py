@@ -70,7 +70,7 @@ class SSHConnector(Connector):
     request_fields = {
         "public_key": RequestField(
             "SSH public key",
-            help_text="Paste your public key (ssh-ed25519 AAAA…). Leave empty and the portal generates a key pair, shown once.",
+            help_text="Paste your public key (ssh-ed25519 AAAA…). Empty: the portal makes a key pair, shown once.",
             multiline=True,
         )
     }
