@@ -4,6 +4,7 @@ from django.contrib.admin.forms import AdminAuthenticationForm
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator
 
+from . import timezones
 from .login import login_wait, record_login_failure, wait_message
 
 
@@ -45,3 +46,16 @@ class TokenForm(forms.Form):
 class NotificationForm(forms.Form):
     email = forms.BooleanField(label="Email", required=False, help_text="Mail to your address in the portal.")
     slack = forms.BooleanField(label="Slack", required=False, help_text="Direct messages from the portal's Slack app.")
+
+
+class TimeZoneForm(forms.Form):
+    time_zone = forms.ChoiceField(
+        label="Time zone",
+        help_text="Times on the portal's pages are shown in it, and a window's start is entered in it.",
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        field = self.fields["time_zone"]
+        field.choices = [(name, name) for name in timezones.zone_names()]
+        field.error_messages["invalid_choice"] = "Pick a time zone from the list, e.g. Europe/Paris."

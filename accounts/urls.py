@@ -9,4 +9,5 @@ urlpatterns = [
     path("tokens/<int:pk>/revoke", views.token_revoke, name="token_revoke"),
     path("notifications/", views.notifications, name="notifications"),
     path("step-up/", views.step_up, name="step_up"),
+    path("time-zone", views.time_zone, name="time_zone"),
 ]

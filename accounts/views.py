@@ -1,16 +1,17 @@
-"""Personal settings pages: API tokens (a secret shown once, list, revoke), notification choices, and the password step-up."""
+"""Personal settings pages: API tokens (a secret shown once, list, revoke), notification choices, time zone, and the password step-up."""
 
 from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_POST
 
-from . import stepup
+from . import stepup, timezones
 from . import tokens as api_tokens
-from .forms import NotificationForm, TokenForm
+from .forms import NotificationForm, TimeZoneForm, TokenForm
 from .models import ApiToken, NotificationPreference
 from .notifications import set_notification_preference
 
@@ -55,7 +56,12 @@ def notifications(request):
     return render(
         request,
         "accounts/notifications.html",
-        {"form": form, "preference": current, "slack_configured": bool(settings.SLACK_BOT_TOKEN)},
+        {
+            "form": form,
+            "preference": current,
+            "slack_configured": bool(settings.SLACK_BOT_TOKEN),
+            "zone_form": TimeZoneForm(initial={"time_zone": timezone.get_current_timezone_name()}),
+        },
     )
 
 
@@ -78,3 +84,18 @@ def step_up(request):
         {"next": next_url, "error": error, "for": request.GET.get("for", request.POST.get("for", ""))[:40], "demo": settings.DEMO_MODE},
         status=200,
     )
+
+
+@login_required
+@require_POST
+def time_zone(request):
+    """Set the person's zone (the tz cookie of accounts/timezones.py), the way that works without a script."""
+    form = TimeZoneForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, " ".join(form.errors["time_zone"]))
+        return redirect("accounts:notifications")
+    name = form.cleaned_data["time_zone"]
+    messages.success(request, f"Times are now shown in {name}.")
+    response = redirect("accounts:notifications")
+    timezones.remember_zone(response, name)
+    return response

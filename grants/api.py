@@ -46,7 +46,7 @@ from accounts import identity, ratelimit
 from accounts import tokens as api_tokens
 from accounts.ratelimit import client_ip
 
-from . import lifecycle, policy, selectors
+from . import connectors, lifecycle, policy, selectors
 from .api_schemas import CredentialsOut, DecisionIn, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut
 from .models import AccessProfile, AccessRequest, Grant
 
@@ -313,6 +313,7 @@ def list_profiles(request):
             "max_duration_seconds": _seconds(p.max_duration),
             "risk": p.risk,
             "approvers": "; then ".join(s.describe() for s in policy.steps_for(p)),
+            "request_fields": list(connectors.request_fields([p.target.kind])),
         }
         for p in profiles
     ]
@@ -347,7 +348,9 @@ def create_request(request, payload: RequestIn):
     profile = AccessProfile.objects.select_related("target", "policy").filter(name=payload.profile).first()
     if profile is None:
         raise ApiError(400, "invalid", f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.", field="profile")
-    params = {"public_key": payload.public_key} if payload.public_key else None
+    # The target kinds' request fields are top-level fields of the payload (RequestIn names each).
+    fields = connectors.request_fields([profile.target.kind])
+    params = {name: getattr(payload, name) for name in fields if getattr(payload, name, None)}
     created = lifecycle.submit_request(
         requester=user,
         profile=profile,

@@ -47,6 +47,7 @@ class ProfileOut(Schema):
     max_duration_seconds: int
     risk: str
     approvers: str = Field(description="Who decides each step, e.g. 'a member of db-approvers'.")
+    request_fields: list[str] = Field(description="Extra fields its kind takes in POST /requests, e.g. public_key.")
 
 
 class RequestIn(Schema):

@@ -1,8 +1,13 @@
+import datetime
+
 from django import forms
-from django.conf import settings
+from django.forms.utils import from_current_timezone
 from django.utils import timezone
 
-from .durations import parse_duration
+from accounts import timezones
+
+from . import connectors
+from .durations import format_duration, parse_duration
 from .models import AccessProfile
 from .lifecycle import MAX_JUSTIFICATION
 
@@ -16,15 +21,16 @@ def _parse_duration_field(text):
         raise forms.ValidationError(DURATION_ERROR) from None
 
 
-class PortalDateTimeField(forms.DateTimeField):
-    """A datetime-local value, read in the portal's TIME_ZONE whatever zone is active."""
+class WallClockField(forms.DateTimeField):
+    """A datetime-local value as a naive wall-clock time; the form reads it in the zone chosen beside it."""
 
     widget = forms.DateTimeInput(attrs={"type": "datetime-local"}, format="%Y-%m-%dT%H:%M")
     input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
     def to_python(self, value):
-        with timezone.override(settings.TIME_ZONE):
-            return super().to_python(value)
+        with timezone.override(datetime.timezone.utc):
+            value = super().to_python(value)
+        return value.replace(tzinfo=None) if value else None
 
 
 class RequestForm(forms.Form):
@@ -41,20 +47,16 @@ class RequestForm(forms.Form):
         help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and auditors read this.",
     )
     ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
-    starts_at = PortalDateTimeField(label="Start", required=False)
+    starts_at = WallClockField(label="Start", required=False)
+    time_zone = forms.ChoiceField(
+        label="Time zone", required=False, help_text="The zone the start is in; the portal remembers it to show times."
+    )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
         required=False,
         widget=forms.CheckboxSelectMultiple,
         help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided together.",
-    )
-    public_key = forms.CharField(
-        label="SSH public key",
-        required=False,
-        max_length=10000,
-        widget=forms.Textarea(attrs={"rows": 2, "spellcheck": "false"}),
-        help_text="For SSH profiles: paste your public key (ssh-ed25519 AAAA…). Leave empty and the portal generates a key pair, shown once.",
     )
     break_glass = forms.BooleanField(
         label="Break-glass",
@@ -75,18 +77,60 @@ class RequestForm(forms.Form):
         also.queryset = AccessProfile.objects.all()
         also.widget.choices = [(p.pk, p.title) for p in profiles]
         also.error_messages["invalid_choice"] = "Pick among the profiles listed."
+        zone = timezone.get_current_timezone_name()
         self.fields["starts_at"].help_text = (
-            f"Leave empty to start as soon as approved; set it for a maintenance window (times in {settings.TIME_ZONE})."
+            f"Leave empty to start as soon as approved; set it for a maintenance window (times in {zone})."
         )
+        self.fields["time_zone"].choices = [(name, name) for name in timezones.zone_names()]
+        self.fields["time_zone"].initial = zone
+        self.fields["time_zone"].error_messages["invalid_choice"] = "Pick a time zone from the list, e.g. Europe/Paris."
         if len(profiles) < 2:
             del self.fields["also"]
         if not break_glass:
             del self.fields["break_glass"]
-        if not any(p.target.kind == "ssh" for p in profiles):
-            del self.fields["public_key"]
+        self._add_request_fields(profiles)
+        # Read by the page's script: choosing a profile fills its default duration and shows its kind's fields.
+        self.profile_hints = {
+            p.pk: {"duration": format_duration(p.default_duration), "kind": p.target.kind} for p in profiles
+        }
+
+    def _add_request_fields(self, profiles):
+        """Add the fields the offered profiles' target kinds take, before Break-glass (the script hides the rest)."""
+        extra = connectors.request_fields(p.target.kind for p in profiles)
+        for name, (field, kinds) in extra.items():
+            attrs = {"data-kinds": " ".join(sorted(kinds))}
+            if field.multiline:
+                widget = forms.Textarea(attrs={**attrs, "rows": 2, "spellcheck": "false"})
+            else:
+                widget = forms.TextInput(attrs={**attrs, "autocomplete": "off"})
+            which = " or ".join(sorted(kinds))
+            self.fields[name] = forms.CharField(
+                label=field.label, required=False, max_length=field.max_length, widget=widget,
+                help_text=f"For {which} profiles. {field.help_text}".strip(),
+            )
+        self.request_field_names = list(extra)
+        if extra and "break_glass" in self.fields:
+            self.order_fields([n for n in self.fields if n != "break_glass"])
+
+    def params(self) -> dict:
+        """Return the values of the target kinds' fields that were filled in (the connector cleans them)."""
+        return {name: self.cleaned_data[name] for name in self.request_field_names if self.cleaned_data.get(name)}
 
     def clean_duration(self):
         return _parse_duration_field(self.cleaned_data["duration"])
+
+    def clean(self):
+        cleaned = super().clean()
+        wall = cleaned.get("starts_at")
+        zone = cleaned.get("time_zone") or timezone.get_current_timezone_name()
+        if wall is not None and "time_zone" not in self.errors:
+            with timezone.override(timezones.zone_named(zone)):
+                try:
+                    # Refuses a wall-clock time that a DST change skips or repeats in that zone.
+                    cleaned["starts_at"] = from_current_timezone(wall)
+                except forms.ValidationError as exc:
+                    self.add_error("starts_at", exc)
+        return cleaned
 
     def clean_justification(self):
         # Length rules are the lifecycle's; the form only keeps a huge paste

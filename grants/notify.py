@@ -86,7 +86,8 @@ def _link(name: str, *args) -> str:
 
 
 def _when(value: datetime.datetime) -> str:
-    return dateformat.format(timezone.localtime(value), "Y-m-d H:i T")
+    # In the portal's zone, not the zone of whoever's page view sent it: the readers are other people.
+    return dateformat.format(timezone.localtime(value, timezone.get_default_timezone()), "Y-m-d H:i T")
 
 
 def _escape(text: str) -> str:

@@ -11,6 +11,7 @@ urlpatterns = [
     path("targets/", views.targets, name="targets"),
     path("ssh/<slug:target>/krl", views.ssh_krl, name="ssh_krl"),
     path("requests/<int:pk>/", views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/status", views.request_status, name="request_status"),
     path("requests/<int:pk>/decide", views.request_decide, name="request_decide"),
     path("requests/<int:pk>/cancel", views.request_cancel, name="request_cancel"),
     path("grants/<int:pk>/", views.grant_detail, name="grant_detail"),

@@ -5,13 +5,13 @@ import logging
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, QueryDict
+from django.http import Http404, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import dateformat, timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from accounts import stepup
+from accounts import stepup, timezones
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
@@ -167,8 +167,8 @@ def _request_form(request, data, *, resumed=False):
             "break_glass": break_glass,
             "step_up": evidence,
         }
-        if form.cleaned_data.get("public_key"):
-            shared["params"] = {"public_key": form.cleaned_data["public_key"]}
+        if form.params():
+            shared["params"] = form.params()
         try:
             if len(asked) > 1:
                 created = lifecycle.submit_bundle(requester=request.user, profiles=asked, **shared)
@@ -187,7 +187,10 @@ def _request_form(request, data, *, resumed=False):
             form.add_error("profile" if len(asked) == 1 and not break_glass else None, str(exc))
         else:
             messages.success(request, _submitted_message(created))
-            return redirect("grants:request_detail", pk=created[0].pk)
+            response = redirect("grants:request_detail", pk=created[0].pk)
+            if form.cleaned_data["time_zone"]:
+                timezones.remember_zone(response, form.cleaned_data["time_zone"])
+            return response
     return render(request, "grants/request_new.html", {"form": form, "profiles": profiles})
 
 
@@ -215,6 +218,7 @@ def request_detail(request, pk):
             "review": review,
             "can_decide": can_decide,
             "is_requester": access_request.requester_id == request.user.pk,
+            "progress": _progress(access_request, grant, viewer=request.user),
             "history": selectors.recent_history(access_request.requester, limit=6) if can_decide else None,
         },
     )
@@ -223,6 +227,34 @@ def request_detail(request, pk):
 def _profiles_decided(access_request) -> list:
     """Return the profiles one decision on this request decides: its own and its bundle's."""
     return [access_request.profile] + [r.profile for r in selectors.bundle_others(access_request) if r.status == RS.PENDING]
+
+
+def _progress(access_request, grant, *, viewer) -> dict:
+    """Return what the request page shows of its progress; `ready` when the viewer may now reveal the credentials."""
+    ready = grant is not None and grant.credentials_available and grant.user_id == viewer.pk
+    return {
+        "id": access_request.pk,
+        "status": access_request.status,
+        "status_display": access_request.get_status_display(),
+        "grant": grant and {
+            "id": grant.pk,
+            "status": grant.status,
+            "status_display": grant.get_status_display(),
+            "url": reverse("grants:grant_detail", args=[grant.pk]),
+        },
+        "credentials_url": reverse("grants:grant_credentials", args=[grant.pk]) if ready else None,
+    }
+
+
+@login_required
+@require_GET
+def request_status(request, pk):
+    """Answer the request page's script: the request's progress as JSON, for whoever may see the page."""
+    access_request = _get_request_for_viewer(request, pk)
+    grant = Grant.objects.filter(request=access_request).first()
+    response = JsonResponse(_progress(access_request, grant, viewer=request.user))
+    response["Cache-Control"] = "no-store"
+    return response
 
 
 @login_required

@@ -303,6 +303,12 @@ PORTAL_ROWS = [
     # not do this gets 403. The lifecycle records the refused attempt.
     Row("grants:request_detail",        "GET",   "login   200   404   200   404   200   200", **PENDING),
     Row("grants:request_detail",        "GET",   "login   404   200   404   200   200   200", **BOBS),
+    # The request page's live status (JSON): exactly who may see the page.
+    Row("grants:request_status",        "GET",   "login   200   404   200   404   200   200", **PENDING),
+    Row("grants:request_status",        "GET",   "login   404   200   404   200   200   200", **BOBS),
+    Row("grants:request_status",        "GET",   "login   200   404   200   404   200   200",
+        args=lambda w: {"pk": w.held_request.pk}, label="held"),
+    Row("grants:request_status",        "POST",  "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_decide",        "GET",   "login   405   405   405   405   405   405", **PENDING),
     Row("grants:request_decide",        "POST",  "login   403   404   302*  404   403   403", **PENDING,
         data={"action": "approve", "step": "0"}, effect=_pending_is("approved"), audited="request.approved"),
@@ -375,6 +381,11 @@ PORTAL_ROWS = [
     Row("accounts:notifications",       "GET",   "login   200   200   200   200   200   200"),
     Row("accounts:notifications",       "POST",  "login   302*  302*  302*  302*  302*  302*", data={"email": "on"},
         effect=lambda w, c: _caller(c).notification_preference.slack is False),
+    # The person's time zone is a cookie: no table changes.
+    Row("accounts:time_zone",           "GET",   "login   405   405   405   405   405   405"),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Europe/Paris"}),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Mars/Olympus"},
+        label="bad"),
     # Machine endpoints (jitportal/urls.py): a session neither opens nor closes them.
     Row("healthz",                      "GET",   "200     200   200   200   200   200   200"),
     Row("readyz",                       "GET",   "200     200   200   200   200   200   200", before=_fresh_sweep),

@@ -2,7 +2,7 @@
 
 from django.utils.module_loading import import_string
 
-from .base import Connector, ConnectorError, Provisioned
+from .base import Connector, ConnectorError, Provisioned, RequestField
 
 REGISTRY = {
     "postgres": "grants.connectors.postgres.PostgresConnector",
@@ -28,4 +28,18 @@ def get_connector(target) -> Connector:
     return import_string(path)(target)
 
 
-__all__ = ["Connector", "ConnectorError", "Provisioned", "REGISTRY", "kind_choices", "get_connector"]
+def request_fields(kinds) -> dict[str, tuple[RequestField, set[str]]]:
+    """Return the extra request fields the target `kinds` take: name -> (field, the kinds that take it)."""
+    fields: dict[str, tuple[RequestField, set[str]]] = {}
+    for kind in sorted(set(kinds)):
+        if kind not in REGISTRY:
+            continue
+        for name, field in import_string(REGISTRY[kind]).request_fields.items():
+            fields.setdefault(name, (field, set()))[1].add(kind)
+    return fields
+
+
+__all__ = [
+    "Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField",
+    "get_connector", "kind_choices", "request_fields",
+]

@@ -15,6 +15,16 @@ import re
 from typing import Any, Protocol
 
 
+@dataclasses.dataclass(frozen=True)
+class RequestField:
+    """A request-form field a target kind takes (the API takes it under the same name)."""
+
+    label: str
+    help_text: str = ""
+    multiline: bool = False
+    max_length: int = 10000
+
+
 class ConnectorError(Exception):
     """A target refused or could not be reached.
 
@@ -114,7 +124,9 @@ class Connector:
             raise ConnectorError(f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True)
         return value
 
-    request_fields: dict[str, str] = {}  # extra request-form fields this kind takes: name -> label
+    # Extra request fields this kind takes (name -> field); their values reach
+    # `clean_params`. The form shows them only for profiles of this kind.
+    request_fields: dict[str, RequestField] = {}
 
     def clean_params(self, params: dict) -> dict:
         """Return the request parameters this kind uses, cleaned; raise ValueError({field: message})."""

@@ -50,7 +50,7 @@ import time
 
 from grants import sshca
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from .base import Connector, ConnectorError, GrantLike, Provisioned, RequestField
 
 DEFAULT_PREFIX = "jitportal-"
 CLOCK_SKEW_S = 60
@@ -67,7 +67,13 @@ class SSHConnector(Connector):
     prefix_pattern = _PREFIX_RE
     prefix_rule = "letters, digits, '_', '.', '-' (at most 40)"
 
-    request_fields = {"public_key": "SSH public key"}
+    request_fields = {
+        "public_key": RequestField(
+            "SSH public key",
+            help_text="Paste your public key (ssh-ed25519 AAAA…). Empty: the portal makes a key pair, shown once.",
+            multiline=True,
+        )
+    }
 
     def clean_params(self, params: dict) -> dict:
         """Validate the requester's public key, if given; without one the portal generates a key pair."""

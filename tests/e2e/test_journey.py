@@ -271,7 +271,9 @@ def test_audra_reads_the_trail(people, journey):
     need(journey, "released", "denied")
     audra = people.page("audra")
     # The auditors group makes her staff with read-only admin permissions.
-    audra.get_by_role("navigation", name="Main").get_by_role("link", name="Admin").click()
+    main_nav = audra.get_by_role("navigation", name="Main")
+    main_nav.get_by_text("Manage", exact=True).click()
+    main_nav.get_by_role("link", name="Admin").click()
     response = audra.goto("/admin/audit/auditevent/?o=0")  # oldest first
     assert response.status == 200, f"audit event list: HTTP {response.status}"
     expect(audra.get_by_role("heading", level=1)).to_contain_text("audit event")
