@@ -12,11 +12,11 @@ One run, one throwaway PostgreSQL target cluster (`grants.devcluster`):
   role's sessions and drop it (`--bao-revocation default`: none, the plugin's own revocation). OpenBao
   revokes each credential itself, in its expiration manager, when its lease expires.
 
-By default each grant gets a twin: right after jitportal provisions a grant, OpenBao issues a credential
-whose TTL is the grant's time left in whole seconds (`database/creds/...` of a role with that
-`default_ttl`; one role per TTL), so both sides have the same TTLs and expiries (to the second) and their
-bursts share the machine and the target. `--apart` runs OpenBao first and alone, in its own burst of the
-same shape (its TTLs are then shorter: it issues faster).
+Same TTLs, same burst: when jitportal's burst is over and its workers are stopped, OpenBao replays its
+grants, shifted to start then: each credential (`database/creds/...` of a role whose `default_ttl` is the
+grant's duration in whole seconds; one role per TTL) is issued so that its lease ends as long after the
+first as its grant did. `--together` instead gives each grant a twin issued right after it is provisioned
+(TTL: the grant's time left, to the second), so both bursts run at once on the same machine and target.
 
 For both, with the same probes (expiry_lag's `TargetPoller` and `LoginProbe`), seconds after each
 credential's own expiry (the grant's `expires_at`, the lease's `expire_time`): new login refused
@@ -64,14 +64,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--bao-revocation", choices=("terminate", "default"), default="terminate",
                         help="OpenBao's revocation_statements: end the role's sessions, then drop it (default), "
                              "or none (the plugin's default revocation)")
-    parser.add_argument("--apart", action="store_true",
-                        help="OpenBao first and alone, its own burst (TTLs then differ), instead of each grant's twin "
-                             "expiring with it")
+    parser.add_argument("--together", action="store_true",
+                        help="each grant's OpenBao twin expires with it, both bursts at once on the same machine and "
+                             "target (default: OpenBao after jitportal, alone, the same TTLs and burst replayed)")
     parser.add_argument("--session-grace", type=float, default=10.0,
                         help="after the last role is gone, wait this long for held sessions to end (default 10)")
     own, rest = parser.parse_known_args(argv)
     args = expiry_lag.parse_args(["--grants", str(own.grants), *rest])
-    args.bao_revocation, args.session_grace, args.apart = own.bao_revocation, own.session_grace, own.apart
+    args.bao_revocation, args.session_grace, args.together = own.bao_revocation, own.session_grace, own.together
     return args
 
 
@@ -184,7 +184,6 @@ class BaoSide:
         self.issued: list[dict] = []
         self.ttls: list[int] = []
         self.issue_s = 0.0
-        self.calibration_ms = None
         self.held: dict[int, object] = {}  # its own: expiry_lag.run() probes every session in world.held
 
     def start(self) -> None:
@@ -206,10 +205,13 @@ class BaoSide:
         return (f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
                 f"@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}")
 
-    def issue(self, expires_at: float) -> None:
-        """One credential whose lease ends as close to `expires_at` as whole seconds of TTL allow."""
+    def issue(self, expires_at: float, ttl: int | None = None) -> None:
+        """One credential whose lease ends at `expires_at`: its TTL is the time left in whole seconds, or `ttl`
+        issued `ttl` seconds before `expires_at`."""
+        if ttl is not None:
+            time.sleep(max(0.0, expires_at - ttl - time.time()))
         started = time.monotonic()
-        ttl = round(expires_at - time.time())
+        ttl = ttl if ttl is not None else round(expires_at - time.time())
         if ttl < 3:
             raise BenchError(f"Issuing is slower than planned ({len(self.issued)}/{self.args.grants} done); "
                              "rerun with a larger --lead.")
@@ -217,25 +219,16 @@ class BaoSide:
         self.ttls.append(ttl)
         self.issue_s += time.monotonic() - started
 
-    def issue_burst(self) -> None:
-        """--apart: on OpenBao alone, the same burst as expiry_lag's (calibrated, shuffled over --spread)."""
-        args, N = self.args, self.args.grants
-        timings = []
-        for _ in range(min(10, max(3, N // 100))):
-            started = time.monotonic()
-            creds = self.bao.issue(3600)
-            timings.append(time.monotonic() - started)
-            self.bao.revoke(creds["lease_id"])
-        per_cred = sorted(timings)[len(timings) // 2]
-        self.calibration_ms = per_cred * 1000
-        estimate = per_cred * N * 1.5 + args.sample * 0.05  # lookups and held sessions come before the burst
-        first_expiry = time.time() + estimate + args.lead
-        log(f"OpenBao calibration: {per_cred * 1000:.1f} ms per credential; issuing {N} (~{estimate:.0f} s), "
-            f"burst at {time.strftime('%H:%M:%S', time.localtime(first_expiry))} over {args.spread:g} s")
-        offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
-        self.rng.shuffle(offsets)
-        for offset in offsets:
-            self.issue(first_expiry + offset)
+    def replay(self, grants: list[tuple[float, float]]) -> None:
+        """Alone, after jitportal: the grants' (expires_at, duration) again, shifted to start now.
+
+        Each credential has its grant's TTL (to the second) and is issued so that its lease ends as long after
+        the first as the grant did: the same burst, the same lead, one system at a time.
+        """
+        grants = sorted(grants, key=lambda g: g[0] - round(g[1]))
+        shift = time.time() + 1 - (grants[0][0] - round(grants[0][1]))
+        for expires_at, duration in grants:
+            self.issue(expires_at + shift, round(duration))
 
     def twin(self, provision_grant):
         """provision_grant, which also issues each grant's OpenBao twin: same TTL, same expiry (to the second)."""
@@ -344,7 +337,7 @@ class BaoSide:
         session_lag = [poller.pid_gone[self.pids[i]] - expires[i] for i in self.sample if self.pids[i] in poller.pid_gone]
         late_logins = [p for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
         return {
-            "issue": {"request_s": self.issue_s, "per_s": N / self.issue_s, "calibration_ms": self.calibration_ms},
+            "issue": {"request_s": self.issue_s, "per_s": N / self.issue_s},
             "ttl_s": {"min": min(self.ttls), "max": max(self.ttls)},
             "expires_at_spread_s": max(expires.values()) - min(expires.values()),
             "rows": {
@@ -368,13 +361,12 @@ class BaoSide:
 # -- both, and the table ------------------------------------------------------------
 
 
-def jitportal_ttls() -> dict:
-    from django.db.models import Max, Min
-
+def bench_grants() -> list[tuple[float, float]]:
+    """(expires_at, duration in seconds) of expiry_lag's burst grants (its calibration grants were released)."""
     from grants.models import Grant
 
-    spans = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED).aggregate(lo=Min("duration"), hi=Max("duration"))
-    return {"min": spans["lo"] and spans["lo"].total_seconds(), "max": spans["hi"] and spans["hi"].total_seconds()}
+    rows = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED).values_list("expires_at", "duration")
+    return [(expires_at.timestamp(), duration.total_seconds()) for expires_at, duration in rows]
 
 
 def main(argv=None) -> int:
@@ -386,35 +378,36 @@ def main(argv=None) -> int:
         args.bench_db = world.bench_db
         side = BaoSide(args, rng, world)
         side.start()
-        if args.apart:
-            log(f"== OpenBao alone: {args.grants} credentials, revocation_statements: {args.bao_revocation}")
-            side.issue_burst()
-            side.arm()
-            side.wait()
-        how = "alone, after OpenBao" if args.apart else "each grant with its OpenBao twin"
+        how = "each grant with its OpenBao twin" if args.together else "alone"
         log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py), {how}")
         state: dict = {}
         from grants import lifecycle
 
         provision_grant = lifecycle.provision_grant
-        if not args.apart:
+        if args.together:
             lifecycle.provision_grant = side.twin(provision_grant)
         try:
             jit = expiry_lag.run(args, rng, world.cluster, world.work_dir, world.child_env, world.held,
                                  threading.Event(), state)
-            if not args.apart:
-                side.wait()
         finally:
             lifecycle.provision_grant = provision_grant
             if "children" in state:
-                world.children.append(state["children"])
-        jit["ttl_s"] = jitportal_ttls()
+                world.children.insert(0, state["children"])
+        grants = bench_grants()
+        jit["ttl_s"] = {"min": min(d for _, d in grants), "max": max(d for _, d in grants)}
+        if not args.together:
+            log("stopping qcluster and expiry_timer")
+            state["children"].stop()
+            log(f"== OpenBao: {args.grants} credentials, the grants' TTLs and burst again, alone")
+            side.replay(grants)
+            side.arm()
+        side.wait()
         bao = side.results()
-        log("stopping qcluster, expiry_timer and OpenBao")
+        log("stopping OpenBao" + (", qcluster and expiry_timer" if args.together else ""))
     results = {
         "config": {"grants": args.grants, "sample": args.sample, "spread_s": args.spread, "lead_s": args.lead,
                    "workers": args.workers, "batch": args.batch, "bao_revocation": args.bao_revocation,
-                   "together": not args.apart, "cpus": os.cpu_count(), "load": os.getloadavg()},
+                   "together": args.together, "cpus": os.cpu_count(), "load": os.getloadavg()},
         "jitportal": jit, "openbao": bao,
         "table": table(jit, bao),
     }
@@ -450,10 +443,11 @@ def print_table(results: dict) -> None:
         return f"{value:.1f}x" if ratio else f"{value:.3f}"
 
     print()
-    how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao first, alone"
+    how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao alone afterwards, same burst"
     print(f"jitportal vs OpenBao: {cfg['grants']} credentials each ({how}), expiring within {cfg['spread_s']:g} s "
           f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
-          f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); {cfg['sample']} sessions held open "
+          f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); expiries spread over "
+          f"{jit['expires_at_spread_s']:.1f} s / {bao['expires_at_spread_s']:.1f} s; {cfg['sample']} sessions held open "
           f"and probed; OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
           f"load {cfg['load'][0]:.2f}")
     print("Seconds after each credential's own expiry (grant expires_at, lease expire_time):")
