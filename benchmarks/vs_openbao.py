@@ -58,7 +58,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Every other option of benchmarks/expiry_lag.py (--sample, --workers, --batch, --lead, --spread, "
-               "--poll, --timeout, --stall, --db-name, --seed, --json, --keep) applies, to both sides.",
+               "--poll, --probe-interval (here 0.25 s by default), --timeout, --stall, --db-name, --seed, --json, "
+               "--keep) applies, to both sides.",
     )
     parser.add_argument("--grants", type=int, default=200, help="credentials on each side (default 200)")
     parser.add_argument("--bao-revocation", choices=("terminate", "default"), default="terminate",
@@ -70,7 +71,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--session-grace", type=float, default=10.0,
                         help="after the last role is gone, wait this long for held sessions to end (default 10)")
     own, rest = parser.parse_known_args(argv)
-    args = expiry_lag.parse_args(["--grants", str(own.grants), *rest])
+    # Login probes every 250 ms rather than expiry_lag's 50 ms: an OpenBao credential logs in until 5 s after its
+    # lease (VALID UNTIL gets a 5 s margin), and 20 logins a second per probe then load the target enough to
+    # hold up OpenBao's own revocations (README "Benchmarks"); pass --probe-interval 0.05 to see it.
+    args = expiry_lag.parse_args(["--grants", str(own.grants), "--probe-interval", "0.25", *rest])
     args.bao_revocation, args.session_grace, args.together = own.bao_revocation, own.session_grace, own.together
     return args
 
@@ -406,7 +410,7 @@ def main(argv=None) -> int:
         log("stopping OpenBao" + (", qcluster and expiry_timer" if args.together else ""))
     results = {
         "config": {"grants": args.grants, "sample": args.sample, "spread_s": args.spread, "lead_s": args.lead,
-                   "workers": args.workers, "batch": args.batch, "bao_revocation": args.bao_revocation,
+                   "workers": args.workers, "batch": args.batch, "probe_interval_s": args.probe_interval, "bao_revocation": args.bao_revocation,
                    "together": args.together, "cpus": os.cpu_count(), "load": os.getloadavg()},
         "jitportal": jit, "openbao": bao,
         "table": table(jit, bao),
@@ -448,7 +452,7 @@ def print_table(results: dict) -> None:
           f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
           f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); expiries spread over "
           f"{jit['expires_at_spread_s']:.1f} s / {bao['expires_at_spread_s']:.1f} s; {cfg['sample']} sessions held open "
-          f"and probed; OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
+          f"and probed (logins every {cfg['probe_interval_s']:g} s); OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
           f"load {cfg['load'][0]:.2f}")
     print("Seconds after each credential's own expiry (grant expires_at, lease expire_time):")
     print()
