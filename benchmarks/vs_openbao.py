@@ -444,7 +444,7 @@ def print_table(results: dict) -> None:
         value = summary[q]
         if value is None:
             return "-" if ratio or summary.get("n") else "never"
-        return f"{value:.1f}x" if ratio else f"{value:.3f}"
+        return f"{value:.2g}x" if ratio else f"{value:.3f}"
 
     print()
     how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao alone afterwards, same burst"
