@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors benchmark-reports clean
+.PHONY: run test venv system-deps benchmark-expiry benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
 .PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -83,6 +83,9 @@ benchmark-connectors: $(STAMP) system-deps
 
 benchmark-reports: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/reports.py $(ARGS)
+
+benchmark-scheduler: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/scheduler_cost.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) var

@@ -34,3 +34,26 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     assert "| access-history CSV, 1,500 rows" in result.stdout
     assert "| access history, filtered: target + a month |" in result.stdout
     assert "dropped portal database" in result.stderr
+
+
+def _smoke_db(suffix: str) -> str:
+    return (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + suffix
+
+
+def test_scheduler_benchmark_prints_a_row_per_size_with_the_same_queries_at_each(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/scheduler_cost.py", "--sizes", "20,200", "--history", "100", "--repeat", "2",
+         "--db-name", _smoke_db("_sched_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [step["active"] for step in results["steps"]] == [20, 200]
+    for step in results["steps"]:
+        assert step["timer"]["queries"] > 0 and step["sweep"]["queries"] > 0
+    # Nothing is due: each wake-up asks the same questions however many grants are active.
+    assert results["flat"]["timer"]["same queries"] and results["flat"]["sweep"]["same queries"]
+    assert "| active grants | timer queries | timer ms p50 / p95 | sweep queries |" in result.stdout
+    assert "| 200 | " in result.stdout
+    assert "dropped portal database" in result.stderr
