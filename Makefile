@@ -87,6 +87,9 @@ benchmark-reports: $(STAMP)
 benchmark-scheduler: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/scheduler_cost.py $(ARGS)
 
+benchmark-approval: $(STAMP) system-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/approval_latency.py $(ARGS)
+
 clean:
 	rm -rf $(VENV) var
 	rm -rf $(IDP_DIR)/node_modules test-artifacts

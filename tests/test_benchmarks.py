@@ -57,3 +57,23 @@ def test_scheduler_benchmark_prints_a_row_per_size_with_the_same_queries_at_each
     assert "| active grants | timer queries | timer ms p50 / p95 | sweep queries |" in result.stdout
     assert "| 200 | " in result.stdout
     assert "dropped portal database" in result.stderr
+
+
+def test_approval_benchmark_measures_every_approval_to_a_working_login(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/approval_latency.py", "--approvals", "6", "--window", "2", "--decide-after", "0.5",
+         "--workers", "2", "--mail-delay", "0.01", "--db-name", _smoke_db("_approval_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["rows"]["credentials readable"]["n"] == 6
+    assert results["rows"]["login works"]["n"] == 6
+    assert results["checks"]["grant statuses"] == {"active": 6}
+    assert results["checks"]["audit chain"].startswith("verifies")
+    # The requester hears of the decision and of the access being ready.
+    assert results["checks"]["mails accepted by the mail server"] >= 12
+    assert "| credentials readable | " in result.stdout
+    assert "| seconds after the approval's commit | p50 | p95 | max | n |" in result.stdout
+    assert "portal database dropped" in result.stderr
