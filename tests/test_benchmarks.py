@@ -77,3 +77,22 @@ def test_approval_benchmark_measures_every_approval_to_a_working_login(tmp_path)
     assert "| credentials readable | " in result.stdout
     assert "| seconds after the approval's commit | p50 | p95 | max | n |" in result.stdout
     assert "portal database dropped" in result.stderr
+
+
+def test_expiry_benchmark_revokes_every_grant_and_reports_the_portal_bookkeeping_per_grant(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/expiry_lag.py", "--grants", "6", "--sample", "2", "--lead", "4", "--spread", "1",
+         "--workers", "2", "--db-name", _smoke_db("_expiry_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["checks"]["grant statuses"] == {"revoked": 6}
+    assert results["checks"]["audit chain"].startswith("verifies")
+    assert results["rows"]["role gone lag (target poll)"]["n"] == 6
+    # Each grant is revoked in a transaction of its batch: at least two rows written for it (revoking, revoked).
+    work = results["portal_database_per_grant"]
+    assert work["tup_updated"] >= 2 and work["xact_commit"] > 0
+    assert "portal database from the first expiry to an empty queue, per grant: xact_commit" in result.stdout
+    assert "role gone lag (target poll)" in result.stdout
