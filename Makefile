@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports clean
+.PHONY: run test venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
 .PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -87,6 +87,12 @@ benchmark-connectors: $(STAMP) system-deps
 
 benchmark-reports: $(STAMP)
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/reports.py $(ARGS)
+
+benchmark-scheduler: $(STAMP)
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/scheduler_cost.py $(ARGS)
+
+benchmark-approval: $(STAMP) system-deps
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) benchmarks/approval_latency.py $(ARGS)
 
 clean:
 	@# The demo cluster's files may live outside var/ (README "Two commands"): remove them with it.

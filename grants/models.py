@@ -9,7 +9,7 @@ import datetime
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
-from django.db.models import Case, F, When
+from django.db.models import Case, F, Q, When
 from django.db.models.functions import Greatest
 from django.utils import timezone
 
@@ -256,6 +256,14 @@ class Grant(models.Model):
             # The metrics' last-24-hours latencies (provisioned, confirmed gone).
             models.Index(fields=["starts_at"], name="grants_grant_starts_at"),
             models.Index(fields=["verified_at"], name="grants_grant_verified_at"),
+            # The timer and the sweeper (README "Benchmarks"): partial, so each wake-up reads only the
+            # grants in that state, however many have ended or are live.
+            # Active by expiry: what is due, the next expiry, the "ends in 10 minutes" reminders.
+            models.Index(fields=["expires_at"], condition=Q(status="active"), name="grants_grant_active_expiry"),
+            # Revocations to retry, by when.
+            models.Index(fields=["next_attempt_at"], condition=Q(status="revoking"), name="grants_grant_revoking_retry"),
+            # Scheduled windows by start, and provisioning to retry.
+            models.Index(fields=["not_before"], condition=Q(status="scheduled"), name="grants_grant_scheduled_start"),
         ]
 
     def __str__(self):

@@ -243,16 +243,23 @@ _ENDED = {
 
 def grant_revoked(grant_id):
     """Tell the holder that the access has ended and the target no longer has it."""
-    grant = Grant.objects.select_related("profile__target", "user", "request").get(pk=grant_id)
-    if grant.status != Grant.Status.REVOKED:
-        return 0
-    title = f"Access ended: {grant.profile.title}"
-    body = (
-        f"Your access to {grant.profile.title} on {grant.profile.target} has ended ({_ENDED.get(grant.end_reason, grant.end_reason)}); "
-        f"the target confirmed it gone at {_when(grant.verified_at)}.\n"
-        f"{_why(grant.request)}\n\n{_link('grants:grant_detail', grant.pk)}"
-    )
-    return _tell([grant.user], title, body)
+    return grants_revoked([grant_id])
+
+
+def grants_revoked(grant_ids):
+    """Task: `grant_revoked` for each of a revocation batch's grants, in one task (a burst of expiries is one per batch)."""
+    sent = 0
+    for grant in Grant.objects.select_related("profile__target", "user", "request").filter(
+        pk__in=grant_ids, status=Grant.Status.REVOKED
+    ).order_by("pk"):
+        title = f"Access ended: {grant.profile.title}"
+        body = (
+            f"Your access to {grant.profile.title} on {grant.profile.target} has ended ({_ENDED.get(grant.end_reason, grant.end_reason)}); "
+            f"the target confirmed it gone at {_when(grant.verified_at)}.\n"
+            f"{_why(grant.request)}\n\n{_link('grants:grant_detail', grant.pk)}"
+        )
+        sent += _tell([grant.user], title, body)
+    return sent
 
 
 def break_glass_used(request_id):

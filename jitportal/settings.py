@@ -277,7 +277,14 @@ Q_CLUSTER = {
     "ack_failures": True,
     "save_limit": 1000,
     "label": "Background tasks",
+    # Two lanes in the ORM broker (jitportal/queues.py): provisioning and revocation are taken before
+    # notifications, and each lane oldest first. The pusher hands workers only a few tasks ahead
+    # (django-q2 takes workers squared), so new access work does not wait behind many already handed out.
+    "broker_class": "jitportal.queues.TwoLaneORM",
 }
+Q_CLUSTER["queue_limit"] = Q_CLUSTER["workers"]
+# Tasks whose function starts with one of these go to the later lane.
+JIT_QUEUE_LATER = ("grants.notify.",)
 
 # The lifecycle's clocks.
 JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characters, where a profile has no policy
@@ -377,7 +384,7 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
 # The Redis broker instead of the ORM one (README: why we recommend against it).
 Q_REDIS_URL = env.str("Q_REDIS_URL", default="")
 if Q_REDIS_URL:
-    Q_CLUSTER = {**{k: v for k, v in Q_CLUSTER.items() if k != "orm"}, "redis": Q_REDIS_URL}
+    Q_CLUSTER = {**{k: v for k, v in Q_CLUSTER.items() if k not in ("orm", "broker_class")}, "redis": Q_REDIS_URL}
 
 LOGGING = {
     "version": 1,

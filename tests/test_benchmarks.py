@@ -61,3 +61,63 @@ def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
     rows = [line.split(" | ")[0] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["| side", "| jitportal", "| OpenBao", "| OpenBao / jitportal"]
     assert "cleaned up (portal database dropped, target cluster removed)" in result.stderr
+def _smoke_db(suffix: str) -> str:
+    return (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + suffix
+
+
+def test_scheduler_benchmark_prints_a_row_per_size_with_the_same_queries_at_each(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/scheduler_cost.py", "--sizes", "20,200", "--history", "100", "--repeat", "2",
+         "--db-name", _smoke_db("_sched_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert [step["active"] for step in results["steps"]] == [20, 200]
+    for step in results["steps"]:
+        assert step["timer"]["queries"] > 0 and step["sweep"]["queries"] > 0
+    # Nothing is due: each wake-up asks the same questions however many grants are active.
+    assert results["flat"]["timer"]["same queries"] and results["flat"]["sweep"]["same queries"]
+    assert "| active grants | timer queries | timer ms p50 / p95 | sweep queries |" in result.stdout
+    assert "| 200 | " in result.stdout
+    assert "dropped portal database" in result.stderr
+
+
+def test_approval_benchmark_measures_every_approval_to_a_working_login(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/approval_latency.py", "--approvals", "6", "--window", "2", "--decide-after", "0.5",
+         "--workers", "2", "--mail-delay", "0.01", "--db-name", _smoke_db("_approval_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["rows"]["credentials readable"]["n"] == 6
+    assert results["rows"]["login works"]["n"] == 6
+    assert results["checks"]["grant statuses"] == {"active": 6}
+    assert results["checks"]["audit chain"].startswith("verifies")
+    # The requester hears of the decision and of the access being ready.
+    assert results["checks"]["mails accepted by the mail server"] >= 12
+    assert "| credentials readable | " in result.stdout
+    assert "| seconds after the approval's commit | p50 | p95 | max | n |" in result.stdout
+    assert "portal database dropped" in result.stderr
+
+
+def test_expiry_benchmark_revokes_every_grant_and_reports_the_portal_bookkeeping_per_grant(tmp_path):
+    out = tmp_path / "results.json"
+    result = subprocess.run(
+        [sys.executable, "benchmarks/expiry_lag.py", "--grants", "6", "--sample", "2", "--lead", "4", "--spread", "1",
+         "--workers", "2", "--db-name", _smoke_db("_expiry_smoke"), "--json", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())
+    assert results["checks"]["grant statuses"] == {"revoked": 6}
+    assert results["checks"]["audit chain"].startswith("verifies")
+    assert results["rows"]["role gone lag (target poll)"]["n"] == 6
+    # Each grant is revoked in a transaction of its batch: at least two rows written for it (revoking, revoked).
+    work = results["portal_database_per_grant"]
+    assert work["tup_updated"] >= 2 and work["xact_commit"] > 0
+    assert "portal database from the first expiry to an empty queue, per grant: xact_commit" in result.stdout
+    assert "role gone lag (target poll)" in result.stdout
