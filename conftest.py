@@ -15,6 +15,20 @@ from grants import devcluster
 pytest_plugins = ["accounts.tests.oidc_idp"]
 
 
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `postgres_only("why")` when the suite runs on SQLite (the embedded default), saying why."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("postgres_only")
+        if marker is not None:
+            if not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: postgres_only needs its reason, e.g. postgres_only(\"a trigger\")")
+            item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
+
+
 @pytest.fixture(scope="session", autouse=True)
 def flush_past_the_audit_trigger():
     """Let the test runner empty the audit table between transactional tests.

@@ -25,27 +25,35 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
     os.environ["JITPORTAL_DEMO"] = "true"
     os.environ.setdefault("DEBUG", "1")
+    # gunicorn serves the demo, as it does production: a download that fails midway is then a broken transfer
+    # (no chunked terminator), where runserver would end it like a complete file. It serves the static files
+    # itself (whitenoise), from STATIC_ROOT, which collectstatic fills below.
+    os.environ["SERVE_STATIC"] = "true"
     import django
 
     django.setup()
+    from django.conf import settings
+
     from grants import devcluster
     from grants.management.commands.load_demo import DEMO_USERS
 
+    var = Path(settings.VAR_DIR)
     manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
+    manage("collectstatic", "--no-input", stdout=subprocess.DEVNULL)
     cluster = None
     if devcluster.available():
-        cluster = devcluster.DevCluster(BASE / "var" / "demo-pg")
+        cluster = devcluster.DevCluster(var / "demo-pg")
         cluster.start()
         cluster.setup_demo_roles()
         os.environ["JIT_DEMO_PG_DSN"] = cluster.admin_dsn
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
-        target_note = f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster in var/demo-pg)."
+        target_note = f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster in {var / 'demo-pg'})."
     else:
         manage("load_demo")
         target_note = "PostgreSQL server programs are not installed: the demo target shows as unreachable and its grants fail with that message."
     from grants import sshca
 
-    ca = BASE / "var" / "demo-ssh" / "ca"
+    ca = var / "demo-ssh" / "ca"
     if not ca.exists():
         ca.parent.mkdir(parents=True, exist_ok=True)
         sshca.generate_ca(ca)
@@ -53,7 +61,8 @@ def main():
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
     procs = [
-        subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], cwd=BASE),
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}",
+                          "--workers", "3", "--timeout", "60", "--access-logfile", "-", "--no-control-socket"], cwd=BASE),
         subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE),
         subprocess.Popen([sys.executable, "manage.py", "expiry_timer"], cwd=BASE),
     ]
