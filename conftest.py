@@ -29,6 +29,35 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
 
 
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On SQLite, test in a database file, as `make run` does, not in the shared in-memory default.
+
+    The processes a test starts (workers, the timer, gunicorn, the CLI's
+    portal) then reach the same database, and threads write it with their
+    own connections, waiting for the write lock as the demo's processes do.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        folder = Path(tempfile.mkdtemp(prefix="jitportal-sqlite-"))
+        database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+        yield
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield
+
+
+@pytest.fixture
+def portal_database_url(db, settings):
+    """The URL of the test database, for the portal processes a test starts (DATABASE_URL)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{database['NAME']}"
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+
+
 @pytest.fixture(scope="session", autouse=True)
 def flush_past_the_audit_trigger():
     """Let the test runner empty the audit table between transactional tests.

@@ -785,15 +785,14 @@ def _free_port():
 
 @pytest.mark.postgres_only("holds a PostgreSQL table lock and ends the portal's database session mid-stream")
 def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_the_request_id(transactional_db, audra, settings,
-                                                                                               tmp_path):
+                                                                                               portal_database_url, tmp_path):
     # The portal under gunicorn (as `make run` and production serve it); the fault is real: the portal's database
     # session ends while the stream waits for its rows. The client must see a broken transfer, not a clean end.
     from django.test import Client
 
     web = Client()
     web.force_login(audra)
-    database = settings.DATABASES["default"]
-    url = f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
+    url = portal_database_url
     port = _free_port()
     log = (tmp_path / "web.log").open("w+")
     env = {**os.environ, "DATABASE_URL": url, "JITPORTAL_DEMO": "true", "SECRET_KEY": settings.SECRET_KEY, "LOG_FORMAT": "json", "DEBUG": "0"}
