@@ -6,8 +6,11 @@ import shutil
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db.backends.postgresql.operations import DatabaseOperations
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from grants import devcluster
 
@@ -102,6 +105,28 @@ def pg_cluster():
 
 
 @pytest.fixture
-def pg_target_env(pg_cluster, monkeypatch):
+def pg_target_env(pg_cluster, monkeypatch, settings):
     monkeypatch.setenv("JIT_TEST_PG_DSN", pg_cluster.admin_dsn)
-    return pg_cluster
+    yield pg_cluster
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # SQLite gives a rolled-back test's ids back, so the next test's grant 1 is `jit_g1` again: remove
+        # what this test's grants left on the shared target, or the next one finds it. PostgreSQL never
+        # hands a sequence number out twice.
+        _drop_grant_roles(pg_cluster)
+
+
+def _drop_grant_roles(cluster):
+    """Drop every role under the connector's prefix on `cluster`, its sessions and what it owns first."""
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
+        roles = [name for (name,) in conn.execute(r"SELECT rolname FROM pg_roles WHERE rolname LIKE 'jit\_%'")]
+        if not roles:
+            return
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)", [roles])
+        databases = [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")]
+    for database in databases:
+        with psycopg.connect(make_conninfo(cluster.admin_dsn, dbname=database), autocommit=True) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

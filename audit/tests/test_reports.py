@@ -25,6 +25,7 @@ from django.utils import timezone
 from audit import reports
 from audit.models import AuditEvent
 from grants import lifecycle, reconcile
+from grants.devcluster import free_port
 from grants.models import AccessProfile, AccessRequest, Grant, Policy, Target
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
@@ -777,12 +778,6 @@ def test_queries_per_page_do_not_grow_with_the_rows(client, load, audra, otto, v
 # A download that fails midway ------------------------------------------------
 
 
-def _free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.postgres_only("holds a PostgreSQL table lock and ends the portal's database session mid-stream")
 def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_the_request_id(transactional_db, audra, settings,
                                                                                                portal_database_url, tmp_path):
@@ -793,7 +788,7 @@ def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_t
     web = Client()
     web.force_login(audra)
     url = portal_database_url
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "web.log").open("w+")
     env = {**os.environ, "DATABASE_URL": url, "JITPORTAL_DEMO": "true", "SECRET_KEY": settings.SECRET_KEY, "LOG_FORMAT": "json", "DEBUG": "0"}
     server = subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"127.0.0.1:{port}",
