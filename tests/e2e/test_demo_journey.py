@@ -17,7 +17,6 @@ import re
 import shutil
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psycopg
@@ -94,6 +93,18 @@ def journey():
         conn.close()
 
 
+def reload_until(page, check, message):
+    """Reload `page` until `check()` holds: the workers change what it shows after the request that loaded it."""
+
+    def reloaded():
+        if check():
+            return True
+        page.reload()
+        return False
+
+    wait_until(reloaded, TIMEOUT_S, message=message)
+
+
 def request_and_approve(people, duration):
     """Ana asks for appdb read-only, Marc approves it from his inbox; return the request's number."""
     ana = people.page("ana")
@@ -113,7 +124,7 @@ def reveal_credentials(people, journey):
     ana = people.page("ana")
     nav(ana, "My access")
     show = ana.get_by_role("button", name="Show credentials")
-    wait_until(lambda: show.is_visible() or ana.reload() and False, TIMEOUT_S, message="Show credentials appears")
+    reload_until(ana, show.is_visible, "Show credentials appears")
     grant_url = ana.get_by_role("article", name=re.compile("appdb read-only")).get_by_role("link", name="Details").get_attribute("href")
     show.click()
     expect(ana.get_by_role("alert")).to_contain_text("Shown once")
@@ -145,8 +156,7 @@ def assert_gone(people, grant_url, dsn, session, how):
     wait_until(login_refused, TIMEOUT_S, message="a new login is refused")
     ana = people.page("ana")
     ana.goto(grant_url)
-    wait_until(lambda: "Confirmed gone" in ana.get_by_role("term").all_inner_texts() or ana.reload() and False, TIMEOUT_S,
-               message="the grant page shows 'Confirmed gone'")
+    reload_until(ana, lambda: "Confirmed gone" in ana.get_by_role("term").all_inner_texts(), "the grant page shows 'Confirmed gone'")
     expect(ana.locator("main")).to_contain_text(how)
     return int(re.search(r"/(\d+)/$", grant_url).group(1))
 
@@ -154,9 +164,7 @@ def assert_gone(people, grant_url, dsn, session, how):
 def test_on_the_demo_a_grant_ends_at_its_expiry_by_itself(demo_people, journey):
     request_and_approve(demo_people, "1m")
     grant_url, dsn, session = reveal_credentials(demo_people, journey)
-    started = time.monotonic()
     journey["expired"] = assert_gone(demo_people, grant_url, dsn, session, "Expired")
-    assert time.monotonic() - started < 2 * TIMEOUT_S
     screenshot(demo_people.page("ana"), "demo-expired")
 
 
