@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
+.PHONY: run test test-sqlite venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
 .PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -63,8 +63,23 @@ e2e-deps: $(IDP_STAMP)
 run: $(STAMP)
 	$(PY) -m jitportal.run
 
+# Two passes, each on PYTEST_WORKERS pytest-xdist workers (a file's tests stay on one worker, in order):
+# 1. PostgreSQL (TEST_DATABASE_URL): every test, then the browser suite on its own (its fixtures are per run);
+# 2. SQLite, the embedded default `make run` uses: every test but the connector tests (they exercise target
+#    servers, the portal's database is incidental to them) and those marked postgres_only("why") (skipped with
+#    their reason); the browser suite's test_demo_journey.py already ran the journey on `make run` itself.
+PYTEST_WORKERS ?= 2
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadfile
+# (the test database itself is a file of its own per worker, conftest.py)
+SQLITE_PASS = DATABASE_URL=sqlite:///:memory: $(PY) -m pytest -q $(PYTEST_XDIST) --ignore=tests/e2e --ignore=grants/tests/connectors
 test: $(STAMP) system-deps e2e-deps
-	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q $(PYTEST_XDIST) --ignore=tests/e2e
+	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q tests/e2e
+	$(SQLITE_PASS)
+
+# Only the SQLite pass of `make test`.
+test-sqlite: $(STAMP) system-deps e2e-deps
+	$(SQLITE_PASS)
 
 # Only the end-to-end browser suite (real IdP, portal processes, chromium); artifacts in test-artifacts/e2e/.
 e2e: $(STAMP) system-deps e2e-deps

@@ -5,13 +5,59 @@ import os
 import tempfile
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db.backends.postgresql.operations import DatabaseOperations
+from psycopg import sql
+from psycopg.conninfo import make_conninfo
 
 from grants import devcluster
 
 # The test IdP (tests/e2e/idp's oidc-provider) for the identity tests: fixtures `oidc_provider` and `idp`.
 pytest_plugins = ["accounts.tests.oidc_idp"]
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip the tests marked `postgres_only("why")` when the suite runs on SQLite (the embedded default), saying why."""
+    from django.conf import settings
+
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
+        return
+    for item in items:
+        marker = item.get_closest_marker("postgres_only")
+        if marker is not None:
+            if not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: postgres_only needs its reason, e.g. postgres_only(\"a trigger\")")
+            item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
+
+
+@pytest.fixture(scope="session")
+def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
+    """On SQLite, test in a database file, as `make run` does, not in the shared in-memory default.
+
+    The processes a test starts (workers, the timer, gunicorn, the CLI's
+    portal) then reach the same database, and threads write it with their
+    own connections, waiting for the write lock as the demo's processes do.
+    """
+    from django.conf import settings
+
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        folder = Path(tempfile.mkdtemp(prefix="jitportal-sqlite-"))
+        database.setdefault("TEST", {})["NAME"] = str(folder / "test.sqlite3")
+        yield
+        shutil.rmtree(folder, ignore_errors=True)
+    else:
+        yield
+
+
+@pytest.fixture
+def portal_database_url(db, settings):
+    """The URL of the test database, for the portal processes a test starts (DATABASE_URL)."""
+    database = settings.DATABASES["default"]
+    if database["ENGINE"] == "django.db.backends.sqlite3":
+        return f"sqlite:///{database['NAME']}"
+    return f"postgres://{database['USER']}@{database['HOST']}:{database['PORT']}/{database['NAME']}"
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -57,6 +103,28 @@ def pg_cluster():
 
 
 @pytest.fixture
-def pg_target_env(pg_cluster, monkeypatch):
+def pg_target_env(pg_cluster, monkeypatch, settings):
     monkeypatch.setenv("JIT_TEST_PG_DSN", pg_cluster.admin_dsn)
-    return pg_cluster
+    yield pg_cluster
+    if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
+        # SQLite gives a rolled-back test's ids back, so the next test's grant 1 is `jit_g1` again: remove
+        # what this test's grants left on the shared target, or the next one finds it. PostgreSQL never
+        # hands a sequence number out twice.
+        _drop_grant_roles(pg_cluster)
+
+
+def _drop_grant_roles(cluster):
+    """Drop every role under the connector's prefix on `cluster`, its sessions and what it owns first."""
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
+        roles = [name for (name,) in conn.execute(r"SELECT rolname FROM pg_roles WHERE rolname LIKE 'jit\_%'")]
+        if not roles:
+            return
+        conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = ANY(%s)", [roles])
+        databases = [name for (name,) in conn.execute("SELECT datname FROM pg_database WHERE datallowconn")]
+    for database in databases:
+        with psycopg.connect(make_conninfo(cluster.admin_dsn, dbname=database), autocommit=True) as conn:
+            for role in roles:
+                conn.execute(sql.SQL("DROP OWNED BY {}").format(sql.Identifier(role)))
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
+        for role in roles:
+            conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.Identifier(role)))

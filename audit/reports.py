@@ -13,9 +13,10 @@ import datetime
 import io
 import itertools
 import json
+import logging
 
 from django.core.exceptions import PermissionDenied
-from django.db import connections, models, transaction
+from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Case, F, Func, Value, When
 from django.db.models.functions import Concat, Left
 from django.db.models.lookups import In
@@ -24,6 +25,8 @@ from django.utils import timezone
 
 import audit
 import grants.selectors as selectors
+
+logger = logging.getLogger(__name__)
 
 ALL, OWN, DECIDED = "all", "own", "decided"
 AUDITOR_PERMISSION = "audit.view_auditevent"
@@ -227,30 +230,44 @@ def cell(value) -> str:
     return text
 
 
+# The cells the database makes, per vendor. Each template carries no `%` of its own: Django fills templates
+# with `%` formatting, and the SQLite debug cursor (DEBUG, query capture) formats the finished SQL with its
+# parameters again, so a literal `%Y` fails there ("unsupported format character"). Formats go as parameters.
+CELL_VENDORS = ("postgresql", "sqlite")
+_SQLITE_UTC_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 class UtcText(Func):
-    """A time as ISO 8601 UTC text (`2026-11-29T03:04:05Z`), made by the database."""
+    """A time as ISO 8601 UTC text (`2026-11-29T03:04:05Z`), made by the database (a vendor of CELL_VENDORS)."""
 
     output_field = models.TextField()
 
+    def as_sql(self, compiler, connection, **extra):
+        raise NotSupportedError(f"UtcText has no SQL for {connection.vendor}; CSV cells are made in Python there.")
+
     def as_postgresql(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="""to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""", **extra)
+        return super().as_sql(compiler, connection, template="""to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""", **extra)
 
     def as_sqlite(self, compiler, connection, **extra):
         # Django keeps SQLite times as UTC text.
-        return self.as_sql(compiler, connection, template="strftime('%%Y-%%m-%%dT%%H:%%M:%%SZ', %(expressions)s)", **extra)
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"strftime(%s, {sql})", (_SQLITE_UTC_FORMAT, *params)
 
 
 class WholeSeconds(Func):
-    """A duration in whole seconds (truncated), made by the database."""
+    """A duration in whole seconds (truncated), made by the database (a vendor of CELL_VENDORS)."""
 
     output_field = models.BigIntegerField()
 
+    def as_sql(self, compiler, connection, **extra):
+        raise NotSupportedError(f"WholeSeconds has no SQL for {connection.vendor}; CSV cells are made in Python there.")
+
     def as_postgresql(self, compiler, connection, **extra):
-        return self.as_sql(compiler, connection, template="trunc(extract(epoch from %(expressions)s))::bigint", **extra)
+        return super().as_sql(compiler, connection, template="trunc(extract(epoch from %(expressions)s))::bigint", **extra)
 
     def as_sqlite(self, compiler, connection, **extra):
         # Django keeps SQLite durations as integer microseconds; integer division truncates.
-        return self.as_sql(compiler, connection, template="(%(expressions)s / 1000000)", **extra)
+        return super().as_sql(compiler, connection, template="(%(expressions)s / 1000000)", **extra)
 
 
 def _formula_safe(field):
@@ -268,10 +285,10 @@ def _csv_values(rows, columns):
     The database writes the cells (times, whole seconds, true/false, text
     made safe from formula injection; csv writes None as an empty cell), so
     that a million-row download hands rows straight to the csv module.
-    Columns of other types (JSON, fractions) and UNION querysets (the
-    timeline) go through `cell` in Python.
+    Columns of other types (JSON, fractions), UNION querysets (the
+    timeline) and databases outside CELL_VENDORS go through `cell` in Python.
     """
-    if rows.query.combinator:  # a UNION takes no more annotations
+    if rows.query.combinator or connections[rows.db].vendor not in CELL_VENDORS:  # a UNION takes no more annotations
         return rows.values_list(*[c.field for c in columns]), [cell] * len(columns)
     probe = rows.query.chain()
     names, converters, cells = [], [], {}
@@ -353,8 +370,27 @@ def _same(value):
 def csv_response(request, *, report: str, columns, rows, filters: dict, scope: str) -> StreamingHttpResponse:
     """Record the download in the trail, then stream `rows` (a queryset, or a list of dicts) as CSV, 2,000 rows per database round trip."""
     audit.record("report.downloaded", actor=request.user, details={"report": report, "filters": filters, "scope": scope})
-    response = StreamingHttpResponse(csv_chunks(columns, rows), content_type="text/csv; charset=utf-8")
+    chunks = _abort_on_failure(csv_chunks(columns, rows), report=report, request_id=getattr(request, "request_id", None))
+    response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="jitportal-{report.replace("_", "-")}-{stamp}.csv"'
     response["Cache-Control"] = "no-store"
     return response
+
+
+def _abort_on_failure(chunks, *, report: str, request_id: str | None):
+    """Yield `chunks`; when one fails, log it with the request id and raise again, so that the server aborts the response.
+
+    The status line and the header row are out by then: breaking the transfer
+    (gunicorn closes the connection without the chunked terminator) is the
+    one way left to tell the client. Ending it cleanly would hand the auditor
+    a shorter file that looks complete.
+    """
+    sent = 0
+    try:
+        for chunk in chunks:
+            yield chunk
+            sent += len(chunk)
+    except Exception:
+        logger.exception("CSV download %s failed after %d characters (request %s): the response is aborted", report, sent, request_id)
+        raise

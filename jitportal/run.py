@@ -22,13 +22,13 @@ def manage(*args, **kwargs):
     return subprocess.run([sys.executable, str(BASE / "manage.py"), *args], check=True, **kwargs)
 
 
-def start_demo_target():
-    """Start the throwaway target cluster; return it and the banner's line, or None and one line saying why not."""
+def start_demo_target(var: Path):
+    """Start the throwaway target cluster in var/demo-pg; return it and the banner's line, or None and one line saying why not."""
     import psycopg
 
     from grants import devcluster
 
-    cluster = devcluster.DevCluster(BASE / "var" / "demo-pg")
+    cluster = devcluster.DevCluster(var / "demo-pg")
     try:
         cluster.start()
         cluster.setup_demo_roles()
@@ -37,7 +37,7 @@ def start_demo_target():
             cluster.stop()
         why = getattr(exc, "summary", "") or next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
         return None, f"Demo target unreachable (its grants fail): {why}"
-    where = "in var/demo-pg"
+    where = f"in {var / 'demo-pg'}"
     if cluster.run_dir != cluster.base_dir:
         where = f"kept in {cluster.run_dir}, where the {devcluster.OS_USER} user can reach it"
     return cluster, f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where})."
@@ -47,13 +47,21 @@ def main():
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
     os.environ["JITPORTAL_DEMO"] = "true"
     os.environ.setdefault("DEBUG", "1")
+    # gunicorn serves the demo, as it does production: a download that fails midway is then a broken transfer
+    # (no chunked terminator), where runserver would end it like a complete file. It serves the static files
+    # itself (whitenoise), from STATIC_ROOT, which collectstatic fills below.
+    os.environ["SERVE_STATIC"] = "true"
     import django
 
     django.setup()
+    from django.conf import settings
+
     from grants.management.commands.load_demo import DEMO_USERS
 
+    var = Path(settings.VAR_DIR)
     manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
-    cluster, target_note = start_demo_target()
+    manage("collectstatic", "--no-input", stdout=subprocess.DEVNULL)
+    cluster, target_note = start_demo_target(var)
     if cluster is not None:
         os.environ["JIT_DEMO_PG_DSN"] = cluster.admin_dsn
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
@@ -61,7 +69,7 @@ def main():
         manage("load_demo")
     from grants import sshca
 
-    ca = BASE / "var" / "demo-ssh" / "ca"
+    ca = var / "demo-ssh" / "ca"
     if not ca.exists():
         ca.parent.mkdir(parents=True, exist_ok=True)
         sshca.generate_ca(ca)
@@ -69,7 +77,8 @@ def main():
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
     procs = [
-        subprocess.Popen([sys.executable, "manage.py", "runserver", f"{HOST}:{PORT}", "--noreload"], cwd=BASE),
+        subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}",
+                          "--workers", "3", "--timeout", "60", "--access-logfile", "-", "--no-control-socket"], cwd=BASE),
         subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE),
         subprocess.Popen([sys.executable, "manage.py", "expiry_timer"], cwd=BASE),
     ]

@@ -15,11 +15,13 @@ import environ
 from django.core.exceptions import ImproperlyConfigured
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-VAR_DIR = BASE_DIR / "var"
 
 env = environ.Env()
 if env.str("JITPORTAL_ENV_FILE", default=""):
     environ.Env.read_env(env.str("JITPORTAL_ENV_FILE"))
+# The demo's files (SQLite database, demo key, target cluster, SSH CA, collected static files); a test
+# that starts `make run`'s demo gives it a folder of its own so that the checkout's demo is left alone.
+VAR_DIR = Path(env.str("JITPORTAL_VAR_DIR", default=str(BASE_DIR / "var"))).resolve()
 
 
 def _secret(name, default=None):

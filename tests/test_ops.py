@@ -181,10 +181,9 @@ def test_readyz_names_the_broker_and_keeps_its_address_out_of_the_answer(client,
 
 
 @pytest.fixture
-def qcluster():
+def qcluster(portal_database_url):
     """A real `qcluster` on the test database, as in production."""
-    db = connection.settings_dict
-    env = {**os.environ, "DATABASE_URL": f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}", "Q_WORKERS": "1"}
+    env = {**os.environ, "DATABASE_URL": portal_database_url, "Q_WORKERS": "1"}
     proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     yield proc
     proc.send_signal(signal.SIGTERM)

@@ -165,9 +165,6 @@ def test_a_rotated_refresh_token_is_kept_for_the_next_refresh(client, idp):
     assert ana.is_active
 
 
-@pytest.mark.skipif(
-    connection.vendor == "sqlite", reason="SQLite's shared in-memory test database fails concurrent writers at once"
-)
 @pytest.mark.django_db(transaction=True)
 def test_two_refreshes_at_once_do_not_use_one_rotating_refresh_token_twice(client, idp):
     # Had both sent the same refresh token, the IdP would have ended the whole

@@ -16,6 +16,8 @@ import psycopg
 import pytest
 from psycopg import sql
 
+pytestmark = pytest.mark.postgres_only("roles, grants and table ownership are PostgreSQL's")
+
 BASE = Path(__file__).resolve().parents[2]
 
 

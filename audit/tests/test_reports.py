@@ -3,9 +3,17 @@
 import csv
 import datetime
 import io
+import json
+import os
 import re
+import socket
+import subprocess
+import sys
+import time
+from http.client import HTTPConnection, IncompleteRead
 from pathlib import Path
 
+import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Count, F, Max, Q
@@ -17,6 +25,7 @@ from django.utils import timezone
 from audit import reports
 from audit.models import AuditEvent
 from grants import lifecycle, reconcile
+from grants.devcluster import free_port
 from grants.models import AccessProfile, AccessRequest, Grant, Policy, Target
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
@@ -624,6 +633,21 @@ def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(cl
     assert all(len(r) == len(columns) for r in rows)
 
 
+@pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
+@pytest.mark.parametrize("url, table, columns", DOWNLOADS)
+def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(client, history, audra, settings, url, table, columns,
+                                                                            debug):
+    # Regression: on SQLite with DEBUG (make run's demo) the debug cursor formats the finished SQL with `%` again,
+    # and a `%Y` in a strftime template failed the stream after its header: a 200 with the header line only.
+    settings.DEBUG = debug
+    client.force_login(audra)
+    page = client.get(url)
+    section = next(s for s in page.context["sections"] if s.name == table)
+    rows = download(client, url, table=table)
+    assert rows[0] == [c.header for c in columns]
+    assert len(rows) - 1 == section.table.paginator.count
+
+
 def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, monkeypatch):
     from django.db.models.query import QuerySet
 
@@ -749,3 +773,62 @@ def test_queries_per_page_do_not_grow_with_the_rows(client, load, audra, otto, v
     with django_assert_num_queries(len(few)):
         response = client.get(url)
     assert shown(response) > rows_few
+
+
+# A download that fails midway ------------------------------------------------
+
+
+@pytest.mark.postgres_only("holds a PostgreSQL table lock and ends the portal's database session mid-stream")
+def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_the_request_id(transactional_db, audra, settings,
+                                                                                               portal_database_url, tmp_path):
+    # The portal under gunicorn (as `make run` and production serve it); the fault is real: the portal's database
+    # session ends while the stream waits for its rows. The client must see a broken transfer, not a clean end.
+    from django.test import Client
+
+    web = Client()
+    web.force_login(audra)
+    url = portal_database_url
+    port = free_port()
+    log = (tmp_path / "web.log").open("w+")
+    env = {**os.environ, "DATABASE_URL": url, "JITPORTAL_DEMO": "true", "SECRET_KEY": settings.SECRET_KEY, "LOG_FORMAT": "json", "DEBUG": "0"}
+    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"127.0.0.1:{port}",
+                               "--workers", "1", "--timeout", "60", "--no-control-socket"], env=env, cwd=Path(__file__).resolve().parents[2],
+                              stdout=log, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(300):  # up to 30 s for gunicorn to import the portal
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            assert server.poll() is None, log.seek(0) or log.read()
+            time.sleep(0.1)
+        with psycopg.connect(url, autocommit=True) as admin, psycopg.connect(url) as locker:
+            # The rows' table is locked before the request: the view answers, the header row goes out, then the
+            # stream's query waits for the lock, and that waiting session is ended.
+            locker.execute("LOCK TABLE grants_grant IN ACCESS EXCLUSIVE MODE")
+            http = HTTPConnection("127.0.0.1", port, timeout=30)
+            http.request("GET", ACCESS + "?format=csv", headers={"Cookie": f"sessionid={web.cookies['sessionid'].value}",
+                                                                 "X-Request-ID": "abort-test-42"})
+            response = http.getresponse()
+            assert response.status == 200 and response.getheader("X-Request-ID") == "abort-test-42"
+            assert response.getheader("Transfer-Encoding") == "chunked"
+            assert response.readline().decode().startswith("grant_id,request_id,")
+            for _ in range(300):
+                waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchall()
+                if waiting:
+                    break
+                time.sleep(0.1)
+            assert len(waiting) == 1
+            admin.execute("SELECT pg_terminate_backend(%s)", waiting[0])
+            locker.rollback()
+            with pytest.raises(IncompleteRead):
+                response.read()
+            http.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    log.seek(0)
+    lines = [json.loads(line) for line in log if line.startswith("{")]
+    failed = [entry for entry in lines if "CSV download access_history failed" in entry["message"]]
+    assert len(failed) == 1, lines
+    assert failed[0]["request_id"] == "abort-test-42" and "abort-test-42" in failed[0]["message"]
+    assert "terminating connection" in failed[0]["exception"]

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from django.db import connection
 
 from grants import lifecycle
 from grants.models import Grant
@@ -31,11 +30,9 @@ def wait_for(predicate, *, seconds, what):
 
 
 @pytest.fixture
-def workers(pg_target_env, tmp_path):
+def workers(pg_target_env, portal_database_url, tmp_path):
     """Start `qcluster` and `expiry_timer` against the test database, as in production."""
-    db = connection.settings_dict
-    url = f"postgres://{db['USER']}@{db['HOST']}:{db['PORT']}/{db['NAME']}"
-    env = {**os.environ, "DATABASE_URL": url, "Q_WORKERS": "2", "JIT_TEST_PG_DSN": pg_target_env.admin_dsn}
+    env = {**os.environ, "DATABASE_URL": portal_database_url, "Q_WORKERS": "2", "JIT_TEST_PG_DSN": pg_target_env.admin_dsn}
     logs = []
     procs = []
     for args in (["qcluster"], ["expiry_timer", "--max-sleep", "1"]):

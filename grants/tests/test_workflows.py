@@ -227,6 +227,7 @@ def test_an_approval_and_a_denial_at_once_give_one_outcome(pending_request, marc
     assert Grant.objects.filter(request=pending_request).count() == (1 if pending_request.status == "approved" else 0)
 
 
+@pytest.mark.postgres_only("lines the deciders up behind a PostgreSQL row lock (FOR UPDATE) held from another session")
 @pytest.mark.django_db(transaction=True)
 def test_two_approvers_deciding_different_members_of_a_bundle_at_once_do_not_deadlock(ana, marc, otto, three_dbs):
     reqs = lifecycle.submit_bundle(requester=ana, profiles=three_dbs, duration=H, justification=JUSTIFICATION)
