@@ -88,10 +88,10 @@ class Demo:
                 raise AssertionError(f"make run exited ({self.proc.returncode}):\n{self.output()}")
             if "Ctrl-C stops" in self.output():
                 try:
-                    if requests.get(self.url + "/healthz", timeout=2).status_code == 200:
+                    if requests.get(self.url + "/healthz", timeout=10).status_code == 200:
                         return
-                except requests.ConnectionError:
-                    pass
+                except (requests.ConnectionError, requests.Timeout):
+                    pass  # gunicorn's master listens before a worker has booted and answers
             time.sleep(0.3)
         raise AssertionError(f"make run did not serve {self.url} within {timeout} s:\n{self.output()}")
 
