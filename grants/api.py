@@ -257,6 +257,8 @@ def _request_out(access_request: AccessRequest) -> dict:
         "step": index + 1,
         "steps": len(steps),
         "waiting_for": waiting,
+        "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
+                    for a in selectors.on_call_asked(access_request)],
         "approvals": [
             {"approver": a.approver.username, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
             for a in selectors.approvals_of(access_request)

@@ -85,6 +85,13 @@ class GrantOut(Schema):
     last_error: str
 
 
+class OnCallOut(Schema):
+    user: str
+    schedule: str
+    why: str = Field(description="How the schedule came to name them (rotation shift, override or calendar event).")
+    fallback: bool = Field(description="Asked when the step escalated.")
+
+
 class RequestOut(Schema):
     id: int
     status: str = Field(description="pending, approved, denied, cancelled or lapsed.")
@@ -109,6 +116,7 @@ class RequestOut(Schema):
     step: int = Field(description="The step waiting (1-based).")
     steps: int
     waiting_for: str | None = Field(description="While pending: who may decide the current step.")
+    on_call: list[OnCallOut] = Field(description="Whom on-call schedules named for the current step, and why.")
     approvals: list[ApprovalOut]
     grant: GrantOut | None
     url: str = Field(description="The request's page in the portal.")

@@ -18,10 +18,10 @@ from django.utils import timezone
 
 import audit
 
-from . import policy, sealing
+from . import oncall, policy, sealing
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
-from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant
+from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant, OnCallSchedule, StepAssignee
 
 log = logging.getLogger(__name__)
 
@@ -209,7 +209,7 @@ def submit_request(
             if rule:
                 _approve_by_policy(req, rule=rule, event="request.auto_approved")
             else:
-                transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+                _open_step(req)
     return req
 
 
@@ -298,8 +298,75 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
         if rule:
             _approve_by_policy(req, rule=rule, event="request.auto_approved")
         else:
-            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+            _open_step(req)
     return req
+
+
+def _ask_on_call(req: AccessRequest, schedule_name: str, *, index: int, fallback: bool, now) -> dict:
+    """Resolve who `schedule_name` has on call now, record them as asked for step `index`; return the trail's facts."""
+    schedule = OnCallSchedule.objects.filter(name=schedule_name).first()
+    found = oncall.on_call(schedule, at=now) if schedule else oncall.OnCall(None, f"there is no on-call schedule {schedule_name}")
+    user, why = found.user, found.why
+    if user is not None and user.pk == req.requester_id:
+        user, why = None, f"{why}; that is {req.requester.username}, who asked, so nobody else is asked by it"
+    if user is not None:
+        StepAssignee.objects.get_or_create(request=req, step=index, user=user, fallback=fallback,
+                                           defaults={"schedule": schedule_name, "why": why[:500], "created_at": now})
+    return {"schedule": schedule_name, "on_call": user.username if user else None, "why": why}
+
+
+def _open_step(req: AccessRequest):
+    """Open the step the request waits for: ask whoever is on call if it names a schedule, then tell its approvers."""
+    now = timezone.now()
+    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    req.step_opened_at, req.reminded_at, req.escalated_at = now, None, None
+    req.save(update_fields=["step_opened_at", "reminded_at", "escalated_at"])
+    if step.schedule:
+        facts = _ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now)
+        audit.record("request.on_call", obj=req, details={**_snapshot(req.profile, req.requester), "step": req.step + 1, **facts})
+    transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+
+
+def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
+    """Remind the approvers of steps undecided for their `remind_after`, escalate those past `escalate_after`.
+
+    Escalation asks the step's own schedule again (the shift may have
+    changed) and the fallback (a group, or whoever its schedule has on call);
+    the step's first approvers may still decide. Each request moves once per
+    step: the marks are cleared when the next step opens. Return the ids
+    reminded and escalated.
+    """
+    now = now or timezone.now()
+    reminded, escalated = [], []
+    with transaction.atomic():
+        pending = (
+            AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "profile__policy", "requester")
+            .filter(status=RS.PENDING, escalated_at=None)
+        )
+        for req in pending:
+            step = policy.steps_for(req.profile)[policy.current_step(req)]
+            opened = req.step_opened_at or req.created_at
+            base = {**_snapshot(req.profile, req.requester), "step": req.step + 1}
+            if step.escalate_after and now >= opened + step.escalate_after and (step.fallback_group or step.fallback_schedule):
+                asked = []
+                if step.schedule:
+                    asked.append(_ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now))
+                if step.fallback_schedule:
+                    asked.append(_ask_on_call(req, step.fallback_schedule, index=req.step, fallback=True, now=now))
+                req.escalated_at, req.reminded_at = now, req.reminded_at or now
+                req.save(update_fields=["escalated_at", "reminded_at"])
+                audit.record("request.escalated", obj=req, details={
+                    **base, "after": human_duration(now - opened), "fallback": step.describe_fallback(), "asked": asked})
+                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_escalated", pk))
+                escalated.append(req.pk)
+            elif step.remind_after and req.reminded_at is None and now >= opened + step.remind_after:
+                req.reminded_at = now
+                req.save(update_fields=["reminded_at"])
+                audit.record("request.reminded", obj=req, details={**base, "after": human_duration(now - opened)})
+                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_reminder", pk))
+                reminded.append(req.pk)
+    return reminded, escalated
 
 
 def _lock_request(request_id) -> AccessRequest:
@@ -348,7 +415,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
         if done >= steps[index].count:
             req.step += 1
             req.save(update_fields=["step"])
-            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+            _open_step(req)
         audit.record("request.step_approved", actor=actor, obj=req, details=details)
         return
     _check(req, ALLOWED_REQUEST, RS.APPROVED)

@@ -122,6 +122,9 @@ class AccessRequest(models.Model):
     )
     decision_comment = models.TextField(blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Index of the approval step now waiting.")
+    step_opened_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step opened.")
+    reminded_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step's approvers were reminded.")
+    escalated_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step escalated to its fallback.")
     auto_rule = models.CharField(max_length=100, blank=True, help_text="The policy rule that approved it, if any.")
     starts_at = models.DateTimeField(null=True, blank=True, help_text="Start of a scheduled window; empty: as soon as approved.")
     break_glass = models.BooleanField(default=False)
@@ -312,3 +315,47 @@ class DriftFinding(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()}: {self.external_ref} on {self.target}"
+
+
+class OnCallSchedule(models.Model):
+    """Who is on call: a rotation kept in the catalog, or an iCalendar feed the portal reads and caches.
+
+    A rotation hands over every `shift_length` at `handover` local time in
+    `tz`, going through `members` (usernames) in order from `starts_on`;
+    `overrides` (`[{"user", "start", "end"}]`, ISO times) win over it. With
+    `ics_url`, whoever an event running now names (an attendee's email, or
+    the summary as a username or email) is on call. Rules: `grants/oncall.py`.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    tz = models.CharField(max_length=64, default="UTC")
+    members = models.JSONField(default=list, blank=True)
+    handover = models.CharField(max_length=5, default="09:00")
+    shift_length = models.DurationField(default=datetime.timedelta(days=7))
+    starts_on = models.DateField(null=True, blank=True)
+    overrides = models.JSONField(default=list, blank=True)
+    ics_url = models.URLField(max_length=1000, blank=True)
+    ics_text = models.TextField(blank=True, editable=False, help_text="The feed as last read.")
+    ics_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ics_error = models.TextField(blank=True, editable=False)
+    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+
+    def __str__(self):
+        return self.title or self.name
+
+
+class StepAssignee(models.Model):
+    """A person asked to decide one step of a request because a schedule had them on call (and why)."""
+
+    request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="assignees")
+    step = models.PositiveSmallIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    schedule = models.CharField(max_length=64)
+    why = models.CharField(max_length=500)
+    fallback = models.BooleanField(default=False, help_text="Asked when the step escalated.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["step", "created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["request", "step", "user", "fallback"], name="one_assignment_per_step")]

@@ -14,7 +14,7 @@ from django.conf import settings
 from django.utils import timezone
 
 from .durations import human_duration
-from .models import AccessProfile, AccessRequest, Grant
+from .models import AccessProfile, AccessRequest, Grant, StepAssignee
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -23,17 +23,41 @@ DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 class Step:
     group: str | None = None
     manager: bool = False
+    schedule: str | None = None
     count: int = 1
+    remind_after: datetime.timedelta | None = None  # remind the step's approvers once, this long after it opened
+    escalate_after: datetime.timedelta | None = None  # then ask the fallback too
+    fallback_group: str | None = None
+    fallback_schedule: str | None = None
+
+    def describe_fallback(self) -> str:
+        return " or ".join(filter(None, [self.fallback_group and f"a member of {self.fallback_group}",
+                                         self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}"]))
 
     def describe(self) -> str:
-        who = " or ".join(filter(None, [self.group and f"a member of {self.group}", self.manager and "the requester's manager"]))
+        who = " or ".join(filter(None, [
+            self.group and f"a member of {self.group}",
+            self.manager and "the requester's manager",
+            self.schedule and f"whoever is on call for {self.schedule}",
+        ]))
         return f"{self.count} × {who}" if self.count > 1 else who
+
+
+def step_from(spec: dict) -> Step:
+    """Return the Step a policy's stored step (a dict, see Policy.steps) describes."""
+    def seconds(key):
+        return datetime.timedelta(seconds=spec[key]) if spec.get(key) else None
+
+    fallback = spec.get("fallback") or {}
+    return Step(group=spec.get("group"), manager=bool(spec.get("manager")), schedule=spec.get("schedule"),
+                count=int(spec.get("count", 1)), remind_after=seconds("remind_after"), escalate_after=seconds("escalate_after"),
+                fallback_group=fallback.get("group"), fallback_schedule=fallback.get("schedule"))
 
 
 def steps_for(profile: AccessProfile) -> list[Step]:
     """Return the profile's approval steps: its policy's, or one step from its own approver fields."""
     if profile.policy_id and profile.policy.steps:
-        return [Step(group=s.get("group"), manager=bool(s.get("manager")), count=int(s.get("count", 1))) for s in profile.policy.steps]
+        return [step_from(s) for s in profile.policy.steps]
     group = profile.approver_group.name if profile.approver_group_id else None
     return [Step(group=group, manager=profile.manager_approves)]
 
@@ -87,17 +111,23 @@ def may_break_glass(user, profile: AccessProfile) -> bool:
     return bool(set(groups) & group_names(user))
 
 
-def _eligible(user, access_request: AccessRequest, step: Step) -> bool:
+def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bool:
     if step.group and step.group in group_names(user):
         return True
-    return bool(step.manager and access_request.requester.manager_id == user.pk)
+    if step.manager and access_request.requester.manager_id == user.pk:
+        return True
+    escalated = access_request.escalated_at is not None and index == access_request.step
+    if escalated and step.fallback_group and step.fallback_group in group_names(user):
+        return True
+    # On call: whoever a schedule named when the step opened (or escalated), as recorded then.
+    return StepAssignee.objects.filter(request=access_request, step=index, user=user).exists()
 
 
 def is_approver(user, access_request: AccessRequest) -> bool:
     """Return whether `user` may decide some step of this request (own requests included)."""
     if not user.is_authenticated or not user.is_active:
         return False
-    return any(_eligible(user, access_request, step) for step in steps_for(access_request.profile))
+    return any(_eligible(user, access_request, step, i) for i, step in enumerate(steps_for(access_request.profile)))
 
 
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
@@ -106,7 +136,7 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
         return "You cannot decide your own request."
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
-    if not user.is_authenticated or not user.is_active or not _eligible(user, access_request, step):
+    if not user.is_authenticated or not user.is_active or not _eligible(user, access_request, step, index):
         if is_approver(user, access_request):
             return f"This request now waits for step {index + 1} ({step.describe()}), which you may not approve."
         return "You are not an approver for this request."
@@ -123,7 +153,7 @@ def approvals_counted(access_request: AccessRequest, index: int) -> int:
     """
     step = steps_for(access_request.profile)[index]
     approvals = access_request.approvals.filter(step=index).select_related("approver")
-    return sum(1 for a in approvals if a.approver.is_active and _eligible(a.approver, access_request, step))
+    return sum(1 for a in approvals if a.approver.is_active and _eligible(a.approver, access_request, step, index))
 
 
 # Spans: a person's touching or overlapping grants of one profile are one ----

@@ -4,7 +4,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import policy
-from .models import AccessProfile, AccessRequest, BreakGlassReview, DriftFinding, Grant, Target
+from .models import AccessProfile, AccessRequest, BreakGlassReview, DriftFinding, Grant, StepAssignee, Target
 
 
 def requestable_profiles(user):
@@ -78,6 +78,12 @@ def may_view_request(user, access_request) -> bool:
 
 def approvals_of(access_request):
     return list(access_request.approvals.select_related("approver"))
+
+
+def on_call_asked(access_request):
+    """Return whom on-call schedules named for the step the request waits for (with why), in the order asked."""
+    index = policy.current_step(access_request)
+    return list(StepAssignee.objects.filter(request=access_request, step=index).select_related("user"))
 
 
 def bundle_others(access_request):

@@ -59,6 +59,7 @@ def _with_workflow(access_request) -> AccessRequest:
     """Attach what deciders and requesters read: the current step, approvals so far, the rest of a bundle."""
     access_request.step_text = _step_text(access_request)
     access_request.approvals_so_far = selectors.approvals_of(access_request)
+    access_request.on_call = selectors.on_call_asked(access_request) if access_request.status == RS.PENDING else []
     access_request.bundle_others = selectors.bundle_others(access_request)
     return access_request
 
