@@ -260,7 +260,7 @@ def _request_out(access_request: AccessRequest) -> dict:
         "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
                     for a in selectors.on_call_asked(access_request)],
         "approvals": [
-            {"approver": a.approver.username, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
+            {"approver": a.approver.username, "on_behalf_of": a.on_behalf_of.username if a.on_behalf_of_id else None, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
             for a in selectors.approvals_of(access_request)
         ],
         "grant": _grant_out(_grant_of(access_request)),

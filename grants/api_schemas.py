@@ -69,6 +69,7 @@ class ExtensionIn(Schema):
 
 class ApprovalOut(Schema):
     approver: str
+    on_behalf_of: str | None = Field(description="The approver whose delegate decided.")
     step: int = Field(description="1-based.")
     comment: str
     created_at: datetime.datetime

@@ -118,3 +118,10 @@ class ExtensionForm(forms.Form):
 
 class ReviewForm(forms.Form):
     comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class DelegationForm(forms.Form):
+    delegate = forms.CharField(max_length=150, label="Delegate (username)")
+    starts_at = forms.DateTimeField(label="From", help_text="YYYY-MM-DD HH:MM, in the portal's time zone.")
+    ends_at = forms.DateTimeField(label="Until", help_text="At most 90 days after the start.")
+    reason = forms.CharField(max_length=200, required=False, label="Reason", help_text="E.g. out of office.")

@@ -21,7 +21,9 @@ import audit
 from . import oncall, policy, sealing
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
-from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant, OnCallSchedule, StepAssignee
+from .models import (
+    AccessProfile, AccessRequest, Approval, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee,
+)
 
 log = logging.getLogger(__name__)
 
@@ -407,10 +409,11 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
         # The policy lost steps since the request reached this one: it waits for the last step now.
         req.step = index
         req.save(update_fields=["step"])
-    Approval.objects.create(request=req, step=index, approver=actor, comment=comment)
+    principal = policy.on_behalf_of(actor, req)
+    Approval.objects.create(request=req, step=index, approver=actor, on_behalf_of=principal, comment=comment)
     done = policy.approvals_counted(req, index)
     details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": index + 1, "steps": len(steps),
-               "scope": req.effective_scope}
+               "scope": req.effective_scope, **({"on_behalf_of": principal.username} if principal else {})}
     if done < steps[index].count or index + 1 < len(steps):
         if done >= steps[index].count:
             req.step += 1
@@ -436,7 +439,9 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     req.decided_by = actor
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
-    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1})
+    principal = policy.on_behalf_of(actor, req)
+    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1,
+                                                                  **({"on_behalf_of": principal.username} if principal else {})})
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
@@ -594,6 +599,52 @@ def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
             audit.record("review.closed", actor=actor, obj=review, details={**_snapshot(req.profile, req.requester), "request": req.pk, "comment": comment})
             return review
     _refuse("review.close_refused", actor=actor, obj=review, reason=refusal)
+
+
+# Delegation ----------------------------------------------------------------
+
+MAX_DELEGATION = datetime.timedelta(days=90)
+
+
+def delegate_approvals(*, actor, delegate, starts_at: datetime.datetime, ends_at: datetime.datetime, reason: str = "") -> Delegation:
+    """Let `delegate` decide, from `starts_at` to `ends_at`, what `actor` could decide (recorded "on behalf of")."""
+    now = timezone.now()
+    reason = (reason or "").strip()
+    errors = {}
+    if delegate is None or not delegate.is_active:
+        errors["delegate"] = "Name an active portal user."
+    elif delegate.pk == actor.pk:
+        errors["delegate"] = "You cannot delegate to yourself."
+    if ends_at <= starts_at:
+        errors["ends_at"] = "The end must be after the start."
+    elif ends_at <= now:
+        errors["ends_at"] = "The end must be in the future."
+    elif ends_at - starts_at > MAX_DELEGATION:
+        errors["ends_at"] = f"A delegation lasts at most {human_duration(MAX_DELEGATION)}."
+    if len(reason) > 200:
+        errors["reason"] = "Say why in at most 200 characters."
+    if errors:
+        raise InvalidRequestError(errors)
+    with transaction.atomic():
+        delegation = Delegation.objects.create(delegator=actor, delegate=delegate, starts_at=starts_at, ends_at=ends_at, reason=reason)
+        audit.record("delegation.created", actor=actor, obj=delegation, details={
+            "delegator": actor.username, "delegate": delegate.username, "starts_at": starts_at, "ends_at": ends_at, "reason": reason})
+    return delegation
+
+
+def end_delegation(delegation_id, *, actor) -> Delegation:
+    """End one's own delegation now."""
+    with transaction.atomic():
+        delegation = Delegation.objects.select_for_update().get(pk=delegation_id)
+        if delegation.delegator_id != actor.pk:
+            raise NotAllowedError("Only the person who delegated can end the delegation.")
+        if delegation.ended_at or delegation.ends_at <= timezone.now():
+            raise TransitionError("This delegation has already ended.")
+        delegation.ended_at = timezone.now()
+        delegation.save(update_fields=["ended_at"])
+        audit.record("delegation.ended", actor=actor, obj=delegation,
+                     details={"delegator": actor.username, "delegate": delegation.delegate.username})
+    return delegation
 
 
 # Grants --------------------------------------------------------------------

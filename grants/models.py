@@ -173,6 +173,10 @@ class Approval(models.Model):
     request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="approvals")
     step = models.PositiveSmallIntegerField()
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The approver whose delegate decided, while their delegation ran.",
+    )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -359,3 +363,18 @@ class StepAssignee(models.Model):
     class Meta:
         ordering = ["step", "created_at", "pk"]
         constraints = [models.UniqueConstraint(fields=["request", "step", "user", "fallback"], name="one_assignment_per_step")]
+
+
+class Delegation(models.Model):
+    """An approver's delegate for a period (out of office): the delegate may decide what the approver could."""
+
+    delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given")
+    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Ended early by the approver.")
+
+    class Meta:
+        ordering = ["-starts_at"]

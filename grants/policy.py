@@ -11,10 +11,11 @@ import re
 import zoneinfo
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from .durations import human_duration
-from .models import AccessProfile, AccessRequest, Grant, StepAssignee
+from .models import AccessProfile, AccessRequest, Delegation, Grant, StepAssignee
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -123,25 +124,56 @@ def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bo
     return StepAssignee.objects.filter(request=access_request, step=index, user=user).exists()
 
 
+def delegators(user, *, now: datetime.datetime | None = None) -> list:
+    """Return the active people whose delegation to `user` runs now."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    now = now or timezone.now()
+    running = Delegation.objects.filter(delegate=user, starts_at__lte=now, ends_at__gt=now, ended_at=None, delegator__is_active=True)
+    return [d.delegator for d in running.select_related("delegator").order_by("pk")]
+
+
+def _principals(user, access_request: AccessRequest) -> list:
+    """Return who `user` may decide as: themselves, then each delegator (never the requester)."""
+    return [user] + [d for d in delegators(user) if d.pk != access_request.requester_id]
+
+
 def is_approver(user, access_request: AccessRequest) -> bool:
-    """Return whether `user` may decide some step of this request (own requests included)."""
+    """Return whether `user` may decide some step of this request (own requests included), themselves or as a delegate."""
     if not user.is_authenticated or not user.is_active:
         return False
-    return any(_eligible(user, access_request, step, i) for i, step in enumerate(steps_for(access_request.profile)))
+    steps = list(enumerate(steps_for(access_request.profile)))
+    return any(_eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps)
+
+
+def on_behalf_of(user, access_request: AccessRequest):
+    """Return the delegator `user` would decide the current step for, or None when they may decide it themselves (or not at all)."""
+    index = current_step(access_request)
+    step = steps_for(access_request.profile)[index]
+    if _eligible(user, access_request, step, index):
+        return None
+    return next((d for d in _principals(user, access_request)[1:] if _eligible(d, access_request, step, index)), None)
 
 
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
-    """Return why `user` may not decide the request's current step, or None if they may."""
+    """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
-    if not user.is_authenticated or not user.is_active or not _eligible(user, access_request, step, index):
+    active = user.is_authenticated and user.is_active
+    principal = on_behalf_of(user, access_request) if active else None
+    if not active or (principal is None and not _eligible(user, access_request, step, index)):
         if is_approver(user, access_request):
             return f"This request now waits for step {index + 1} ({step.describe()}), which you may not approve."
         return "You are not an approver for this request."
-    if access_request.status == AccessRequest.Status.PENDING and access_request.approvals.filter(approver=user).exists():
-        return "You have already approved a step of this request; another person must approve this one."
+    if access_request.status == AccessRequest.Status.PENDING:
+        # One person approves at most one step, whether themselves or through a delegate.
+        approvals = access_request.approvals
+        if approvals.filter(Q(approver=user) | Q(on_behalf_of=user)).exists():
+            return "You have already approved a step of this request; another person must approve this one."
+        if principal is not None and approvals.filter(Q(approver=principal) | Q(on_behalf_of=principal)).exists():
+            return f"{principal.username} has already approved a step of this request; another person must approve this one."
     return None
 
 
@@ -152,8 +184,12 @@ def approvals_counted(access_request: AccessRequest, index: int) -> int:
     under the request, or they left the group) does not count.
     """
     step = steps_for(access_request.profile)[index]
-    approvals = access_request.approvals.filter(step=index).select_related("approver")
-    return sum(1 for a in approvals if a.approver.is_active and _eligible(a.approver, access_request, step, index))
+    approvals = access_request.approvals.filter(step=index).select_related("approver", "on_behalf_of")
+    counted = 0
+    for a in approvals:
+        who = a.on_behalf_of or a.approver
+        counted += a.approver.is_active and who.is_active and _eligible(who, access_request, step, index)
+    return counted
 
 
 # Spans: a person's touching or overlapping grants of one profile are one ----

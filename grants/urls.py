@@ -18,5 +18,7 @@ urlpatterns = [
     path("grants/<int:pk>/release", views.grant_release, name="grant_release"),
     path("grants/<int:pk>/extend", views.grant_extend, name="grant_extend"),
     path("reviews/", views.reviews, name="reviews"),
+    path("delegations/", views.delegations, name="delegations"),
+    path("delegations/<int:pk>/end", views.delegation_end, name="delegation_end"),
     path("reviews/<int:pk>/close", views.review_close, name="review_close"),
 ]

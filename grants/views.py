@@ -12,9 +12,9 @@ from django.views.decorators.http import require_POST
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
-from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
+from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm
 from .connectors import ConnectorError, get_connector
-from .models import AccessRequest, BreakGlassReview, Grant, Target
+from .models import AccessRequest, BreakGlassReview, Delegation, Grant, Target
 from .tables import PastGrantTable, RequestTable
 
 log = logging.getLogger(__name__)
@@ -363,3 +363,36 @@ def ssh_krl(request, target):
     response["Content-Disposition"] = f'attachment; filename="{target.name}.krl"'
     response["Cache-Control"] = "no-cache"
     return response
+
+
+@login_required
+def delegations(request):
+    """List the delegations one gave and received; name a delegate for a period."""
+    form = DelegationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        delegate = selectors.active_user(data["delegate"])
+        try:
+            lifecycle.delegate_approvals(actor=request.user, delegate=delegate, starts_at=data["starts_at"], ends_at=data["ends_at"],
+                                         reason=data["reason"])
+        except lifecycle.InvalidRequestError as exc:
+            for field, message in exc.errors.items():
+                form.add_error(field, message)
+        else:
+            messages.success(request, f"{delegate.label} may decide for you from {_when(data['starts_at'])} to {_when(data['ends_at'])}.")
+            return redirect("grants:delegations")
+    given, received = selectors.delegations_of(request.user)
+    return render(request, "grants/delegations.html", {"form": form, "given": given, "received": received})
+
+
+@login_required
+@require_POST
+def delegation_end(request, pk):
+    delegation = get_object_or_404(Delegation, pk=pk, delegator=request.user)
+    try:
+        lifecycle.end_delegation(delegation.pk, actor=request.user)
+    except lifecycle.TransitionError as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, "Delegation ended.")
+    return redirect("grants:delegations")

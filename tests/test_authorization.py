@@ -328,6 +328,13 @@ PORTAL_ROWS = [
         data={"duration": "30m", "justification": NEW_JUSTIFICATION}, effect=_extension_asked,
         audited="request.submitted"),
     Row("grants:reviews",               "GET",   "login   200   200   200   200   200   200"),
+    Row("grants:delegations",           "GET",   "login   200   200   200   200   200   200"),
+    # Anyone may name a delegate of their own; a bad form comes back with the reason.
+    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200", data={"delegate": "nosuch"},
+        label="bad_form"),
+    Row("grants:delegation_end",        "GET",   "login   405   405   405   405   405   405", args=lambda w: {"pk": 1}),
+    # Only the delegator ends a delegation: for everyone else it does not exist.
+    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404", args=lambda w: {"pk": 999999}),
     Row("grants:review_close",          "GET",   "login   405   405   405   405   405   405", **REVIEW),
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
