@@ -131,3 +131,23 @@ def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, clie
     client.force_login(world["otto"])
     assert client.post(f"/access/delegations/{delegation.pk}/end").status_code == 302
     assert AuditEvent.objects.filter(action="delegation.ended").exists()
+
+
+# Slack: the same rules, through a signed button click to the portal (Slack itself is a loopback stand-in).
+
+from .test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
+
+
+def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(world, client, slack,
+                                                                                           django_capture_on_commit_callbacks):
+    delegate(world, "otto", "eve")
+    req = world["req"]
+    with django_capture_on_commit_callbacks(execute=True):
+        assert click(client, req, "U0EVE").status_code == 200
+    approval = Approval.objects.get(request=req)
+    assert (approval.approver, approval.on_behalf_of) == (world["eve"], world["otto"])
+    with django_capture_on_commit_callbacks(execute=True):
+        click(client, req, "U0EVE", step=1)
+    assert Approval.objects.filter(request=req).count() == 1
+    said = slack.sent("chat.postEphemeral")[-1]["text"]
+    assert said.startswith("Nothing was decided:") and "approve" in said
