@@ -257,6 +257,7 @@ def _request_out(access_request: AccessRequest) -> dict:
         "step": index + 1,
         "steps": len(steps),
         "waiting_for": waiting,
+        "reviewers": access_request.reviewers,
         "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
                     for a in selectors.on_call_asked(access_request)],
         "approvals": [
@@ -348,6 +349,7 @@ def create_request(request, payload: RequestIn):
         ticket=payload.ticket,
         starts_at=payload.starts_at,
         params=params,
+        reviewers=payload.reviewers,
     )
     return Status(201, _request_out(_load(created.pk)))
 

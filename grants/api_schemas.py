@@ -56,6 +56,7 @@ class RequestIn(Schema):
     ticket: Text = Field("", max_length=1000, examples=["INC-4711"])
     starts_at: AwareDatetime | None = Field(None, description="Start of a scheduled window (with a time zone); empty: as soon as approved.")
     public_key: Text | None = Field(None, max_length=10000, description="SSH profiles: your public key; empty: the portal makes a key pair.")
+    reviewers: list[Text] = Field([], max_length=10, description="Approvers you suggest (usernames); they are told first.")
 
 
 class DecisionIn(Schema):
@@ -117,6 +118,7 @@ class RequestOut(Schema):
     step: int = Field(description="The step waiting (1-based).")
     steps: int
     waiting_for: str | None = Field(description="While pending: who may decide the current step.")
+    reviewers: list[str] = Field(description="Approvers the requester suggested; told first.")
     on_call: list[OnCallOut] = Field(description="Whom on-call schedules named for the current step, and why.")
     approvals: list[ApprovalOut]
     grant: GrantOut | None

@@ -25,6 +25,7 @@ from django.utils.module_loading import import_string
 import audit
 
 from . import lifecycle, oncall
+from .channels import REGISTRY as CHANNELS, get_channel
 from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
 from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy, Target
@@ -32,10 +33,11 @@ from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy,
 NAME = re.compile(r"^[a-z0-9][a-z0-9-_]{0,63}$")
 TOP = {"targets", "schedules", "policies", "profiles"}
 SCHEDULE_FIELDS = {"title", "tz", "rotation", "overrides", "ics_url"}
-TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description"}
+TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description", "notify"}
 POLICY_FIELDS = {"title", "steps", "auto_approve", "justification", "request_timeout", "break_glass"}
 PROFILE_FIELDS = {
     "title", "target", "scope", "default_duration", "max_duration", "requestable_by", "approvers", "policy", "risk", "description",
+    "notify",
 }
 RULE_FIELDS = {"name", "groups", "max_duration", "business_hours", "ticket_pattern"}
 DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -207,6 +209,7 @@ def load(path: str | Path) -> Desired:
         targets[name] = {
             "title": str(spec.get("title", "")), "kind": kind, "config": dict(config),
             "secret_env": spec.get("secret_env", ""), "description": str(spec.get("description", "")),
+            "notify": _routes(check, spec, where),
         }
 
     schedules = {}
@@ -344,6 +347,7 @@ def load(path: str | Path) -> Desired:
             "max_duration": max_d, "requestable_by": sorted(requestable), "policy": pol,
             "approver_group": approvers.get("group") or None, "manager_approves": bool(approvers.get("manager")),
             "risk": str(spec.get("risk", "")), "description": str(spec.get("description", "")),
+            "notify": _routes(check, spec, where),
         }
     if check.errors:
         raise CatalogError(check.errors)
@@ -440,6 +444,30 @@ def _escalation(check: _Checker, step, where, schedules: dict, groups: set[str])
         check.error(step, "fallback", f"{where}.fallback", "say when to escalate: escalate_after: 1h")
     if out.get("remind_after") and out.get("escalate_after") and out["remind_after"] >= out["escalate_after"]:
         check.error(step, "remind_after", f"{where}.remind_after", "must be shorter than escalate_after")
+    return out
+
+
+def _routes(check: _Checker, spec, where) -> dict:
+    """Check `notify`: per channel kind (slack, email, teams) one address or a list of them."""
+    routes = spec.get("notify", {}) or {}
+    nw = f"{where}.notify"
+    if not isinstance(routes, dict):
+        check.error(spec, "notify", nw, f"must be a mapping of {', '.join(sorted(CHANNELS))} to addresses")
+        return {}
+    check.fields(routes, set(CHANNELS), nw)
+    out = {}
+    for kind, value in routes.items():
+        if kind not in CHANNELS:
+            continue
+        addresses = [value] if isinstance(value, str) else value
+        if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a for a in addresses):
+            check.error(routes, kind, f"{nw}.{kind}", "one address or a list of them")
+            continue
+        for address in addresses:
+            problem = get_channel(kind).address_error(address)
+            if problem:
+                check.error(routes, kind, f"{nw}.{kind}", problem)
+        out[kind] = addresses
     return out
 
 
@@ -555,7 +583,8 @@ def _on_call_now(desired: Desired) -> list[str]:
 
 
 def _target_row(t: Target) -> dict:
-    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description}
+    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description,
+            "notify": t.notify}
 
 
 def _policy_row(p: Policy) -> dict:
@@ -570,7 +599,7 @@ def _profile_row(p: AccessProfile) -> dict:
         "title": p.title, "target": p.target.name, "scope": p.scope, "default_duration": p.default_duration,
         "max_duration": p.max_duration, "requestable_by": sorted(g.name for g in p.requestable_by.all()),
         "policy": p.policy.name if p.policy_id else None, "approver_group": p.approver_group.name if p.approver_group_id else None,
-        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description,
+        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description, "notify": p.notify,
     }
 
 

@@ -42,6 +42,10 @@ class RequestForm(forms.Form):
     )
     ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
     starts_at = PortalDateTimeField(label="Start", required=False)
+    reviewers = forms.CharField(
+        label="Suggested reviewers", required=False, max_length=500,
+        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told first.",
+    )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
@@ -125,3 +129,8 @@ class DelegationForm(forms.Form):
     starts_at = forms.DateTimeField(label="From", help_text="YYYY-MM-DD HH:MM, in the portal's time zone.")
     ends_at = forms.DateTimeField(label="Until", help_text="At most 90 days after the start.")
     reason = forms.CharField(max_length=200, required=False, label="Reason", help_text="E.g. out of office.")
+
+
+def usernames(text: str) -> list[str]:
+    """Split 'a, b c' into ['a', 'b', 'c']."""
+    return [name for name in text.replace(",", " ").split() if name]

@@ -137,6 +137,7 @@ def submit_request(
     break_glass: bool = False,
     bundle=None,
     params: dict | None = None,
+    reviewers: list[str] | None = None,
 ) -> AccessRequest:
     """Ask for `profile` for `duration` (from `starts_at`, or as soon as approved).
 
@@ -189,6 +190,7 @@ def submit_request(
             break_glass=break_glass,
             bundle=bundle,
             params=params,
+            reviewers=list(dict.fromkeys(reviewers or [])),
             scope=profile.scope,
             max_duration=profile.max_duration,
             target=profile.target,
@@ -199,7 +201,7 @@ def submit_request(
             obj=req,
             details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
                      "justification": justification, "ticket": ticket, "starts_at": req.starts_at,
-                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope},
+                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope, "reviewers": req.reviewers},
         )
         if break_glass:
             _approve_by_policy(req, rule="break-glass", event="request.break_glass")
@@ -212,7 +214,17 @@ def submit_request(
                 _approve_by_policy(req, rule=rule, event="request.auto_approved")
             else:
                 _open_step(req)
+                _check_reviewers(req)
     return req
+
+
+def _check_reviewers(req: AccessRequest):
+    """Refuse suggested reviewers who may not decide a step of the request (the whole submission rolls back)."""
+    User = get_user_model()
+    for username in req.reviewers:
+        user = User.objects.filter(username=username, is_active=True).first()
+        if user is None or user.pk == req.requester_id or not policy.is_approver(user, req):
+            raise InvalidRequestError({"reviewers": f"{username} is not an approver of {req.profile.title}; suggest one who is."})
 
 
 def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:

@@ -32,6 +32,7 @@ class Target(models.Model):
         max_length=128,
         help_text="Name of the environment variable holding the admin connection string (or NAME_FILE naming a file).",
     )
+    notify = models.JSONField(default=dict, blank=True, help_text='Where its profiles\' requests are announced: {"slack": [...], "email": [...], "teams": [...]}.')
     managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     health_message = models.TextField(blank=True, editable=False)
@@ -94,6 +95,7 @@ class AccessProfile(models.Model):
         help_text="Empty: one approval by the approver group or (if set) the manager.",
     )
     risk = models.CharField(max_length=16, blank=True)
+    notify = models.JSONField(default=dict, blank=True, help_text="Where its requests are announced; per channel kind, instead of the target's.")
     enabled = models.BooleanField(default=True)
     managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
 
@@ -134,6 +136,7 @@ class AccessRequest(models.Model):
     )
     bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
     params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
+    reviewers = models.JSONField(default=list, blank=True, help_text="Approvers the requester suggested (usernames); told first.")
     # Frozen at submission: the approver approves exactly this and the
     # connector provisions exactly this, whatever the profile says later
     # (a scheduled window may start 90 days after it was approved).

@@ -38,6 +38,7 @@ from accounts.models import NotificationPreference
 from audit.models import AuditEvent
 
 from . import lifecycle, policy, selectors, slack
+from .channels import get_channel
 from .durations import human_duration
 from .models import AccessRequest, Approval, DriftFinding, Grant, StepAssignee
 
@@ -92,9 +93,7 @@ def _when(value: datetime.datetime) -> str:
     return dateformat.format(timezone.localtime(value), "Y-m-d H:i T")
 
 
-def _escape(text: str) -> str:
-    """Escape what Slack's mrkdwn reads as markup, so that user input cannot mention @channel or forge links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+_escape = slack.escape
 
 
 def _slack_text(title: str, body: str) -> str:
@@ -183,7 +182,30 @@ def approval_needed(request_id):
         told = {u.pk for e in earlier for u in current_approvers(e)}
         approvers = [u for u in approvers if u.pk not in told]
     title, body = approval_message(req)
-    return _tell(approvers, title, body, blocks=approval_blocks(req), channel_fallback=_first_of_bundle(req, status=RS.PENDING))
+    first = _first_of_bundle(req, status=RS.PENDING)
+    # Suggested reviewers are told first, each with a word on why.
+    suggested = [u for u in approvers if u.username in req.reviewers]
+    sent = _tell(suggested, title, f"{req.requester.username} suggested you as a reviewer.\n{body}", blocks=approval_blocks(req))
+    sent += _tell([u for u in approvers if u not in suggested], title, body, blocks=approval_blocks(req), channel_fallback=first)
+    if first:
+        sent += _route(req, title, body)
+    return sent
+
+
+def routes_of(profile) -> dict[str, list[str]]:
+    """Return where a profile's requests are announced: its own `notify`, per channel kind instead of its target's."""
+    return {**(profile.target.notify or {}), **(profile.notify or {})}
+
+
+def _route(req: AccessRequest, title: str, body: str) -> int:
+    """Announce the request in its profile's (or target's) channels, with the link back to the portal."""
+    if req.reviewers:
+        body = f"Suggested reviewers: {', '.join(req.reviewers)}.\n{body}"
+    link = _link("grants:request_detail", req.pk)
+    return sum(
+        deliver({"kind": "route", "channel": kind, "address": address, "title": title, "body": body, "link": link})
+        for kind, addresses in sorted(routes_of(req.profile).items()) for address in addresses
+    )
 
 
 def _approval_again(request_id, *, title_prefix: str, line) -> int:
@@ -473,6 +495,8 @@ def _send(message: dict):
         slack.call("chat.postMessage", channel=message["channel"], text=message["text"])
     elif kind == "webhook":
         slack.post_webhook({"text": message["text"]})
+    elif kind == "route":
+        get_channel(message["channel"]).send(message["address"], title=message["title"], body=message["body"], link=message["link"])
     else:
         raise ValueError(f"unknown notification kind {kind!r}")
 

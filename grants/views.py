@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
-from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm
+from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm, usernames
 from .connectors import ConnectorError, get_connector
 from .models import AccessRequest, BreakGlassReview, Delegation, Grant, Target
 from .tables import PastGrantTable, RequestTable
@@ -119,6 +119,7 @@ def request_new(request):
             "ticket": form.cleaned_data["ticket"],
             "starts_at": form.cleaned_data["starts_at"],
             "break_glass": break_glass,
+            "reviewers": usernames(form.cleaned_data.get("reviewers") or ""),
         }
         if form.cleaned_data.get("public_key"):
             shared["params"] = {"public_key": form.cleaned_data["public_key"]}
