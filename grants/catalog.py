@@ -624,6 +624,7 @@ def _people(profile: dict | None) -> tuple[set[str] | None, set[str]]:
     approvers = set(active.filter(groups__name__in=approver_groups).values_list("username", flat=True)) if approver_groups else set()
     if profile.get("manager_approves") or profile.get("_managers"):
         approvers.add("(the requester's manager)")
+    approvers.update(f"(on call for {name})" for name in profile.get("_schedules", []))
     return requesters, approvers
 
 
@@ -632,7 +633,8 @@ def _with_steps(row: dict | None, policies: dict) -> dict | None:
         return None
     pol = policies.get(row.get("policy")) if row.get("policy") else None
     steps = pol["steps"] if pol else []
-    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps)}
+    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps),
+            "_schedules": [s["schedule"] for s in steps if s.get("schedule")]}
 
 
 def _people_lines(name: str, before: dict | None, after: dict | None) -> list[str]:

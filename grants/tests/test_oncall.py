@@ -253,6 +253,7 @@ def test_catalog_plan_shows_who_is_on_call_now_for_each_schedule_and_apply_keeps
     call_command("catalog", "plan", str(path))
     out = capsys.readouterr().out
     assert "+ schedule primary: add" in out
+    assert "profile ro: may approve: +(on call for primary)" in out
     assert "On call now:" in out
     assert "schedule primary: otto (on call for primary in the rotation" in out
     assert "schedule cal: otto (on call for cal by the calendar event “Primary on call”" in out
