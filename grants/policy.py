@@ -128,9 +128,14 @@ def delegators(user, *, now: datetime.datetime | None = None) -> list:
     """Return the active people whose delegation to `user` runs now."""
     if not user.is_authenticated or not user.is_active:
         return []
-    now = now or timezone.now()
-    running = Delegation.objects.filter(delegate=user, starts_at__lte=now, ends_at__gt=now, ended_at=None, delegator__is_active=True)
-    return [d.delegator for d in running.select_related("delegator").order_by("pk")]
+    if now is None and hasattr(user, "_jit_delegators"):
+        return user._jit_delegators  # read once per user object, like its groups (an inbox asks per request)
+    running = Delegation.objects.filter(delegate=user, starts_at__lte=now or timezone.now(), ends_at__gt=now or timezone.now(),
+                                        ended_at=None, delegator__is_active=True)
+    found = [d.delegator for d in running.select_related("delegator").order_by("pk")]
+    if now is None:
+        user._jit_delegators = found
+    return found
 
 
 def _principals(user, access_request: AccessRequest) -> list:
