@@ -46,8 +46,10 @@ from accounts import tokens as api_tokens
 from accounts.ratelimit import client_ip
 
 from . import lifecycle, policy, selectors
-from .api_schemas import CredentialsOut, DecisionIn, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut
-from .models import AccessProfile, AccessRequest, Grant
+from .api_schemas import (
+    CredentialsOut, DecisionIn, DelegationIn, DelegationOut, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut,
+)
+from .models import AccessProfile, AccessRequest, Delegation, Grant
 
 log = logging.getLogger(__name__)
 
@@ -435,3 +437,35 @@ def credentials(request, response: HttpResponse, request_id: int = RequestId):
         "expires_at": grant.expires_at,
         "credentials": {str(k): str(v) for k, v in revealed.items()},
     }
+
+
+def _delegation_out(d) -> dict:
+    return {"id": d.pk, "delegator": d.delegator.username, "delegate": d.delegate.username, "starts_at": d.starts_at,
+            "ends_at": d.ends_at, "reason": d.reason}
+
+
+@api.get("/delegations", response={200: list[DelegationOut], **ERRORS}, summary="Delegations you gave or received that have not ended")
+def list_delegations(request):
+    given, received = selectors.delegations_of(request.auth)
+    return [_delegation_out(d) for d in given + received]
+
+
+@api.post("/delegations", response={201: DelegationOut, **ERRORS}, summary="Name a delegate who decides for you for a period")
+def create_delegation(request, payload: DelegationIn):
+    delegation = lifecycle.delegate_approvals(
+        actor=request.auth, delegate=selectors.active_user(payload.delegate), starts_at=payload.starts_at,
+        ends_at=payload.ends_at, reason=payload.reason,
+    )
+    return Status(201, _delegation_out(delegation))
+
+
+@api.post("/delegations/{delegation_id}/end", response={200: DelegationOut, **ERRORS}, summary="End your delegation now")
+def end_delegation(request, delegation_id: int):
+    delegation = Delegation.objects.filter(pk=delegation_id, delegator=request.auth).first()
+    if delegation is None:
+        raise ApiError(404, "not_found", f"There is no delegation #{delegation_id} of yours.")
+    try:
+        delegation = lifecycle.end_delegation(delegation.pk, actor=request.auth)
+    except lifecycle.TransitionError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _delegation_out(delegation)

@@ -131,3 +131,19 @@ class CredentialsOut(Schema):
     kind: str = Field(description="The target's kind: postgres, mysql, ssh, aws.")
     expires_at: datetime.datetime
     credentials: dict[str, str]
+
+
+class DelegationIn(Schema):
+    delegate: Text = Field(max_length=150, description="The delegate's username.")
+    starts_at: AwareDatetime = Field(description="From (with a time zone).")
+    ends_at: AwareDatetime = Field(description="Until (at most 90 days after the start).")
+    reason: Text = Field("", max_length=200, examples=["Out of office"])
+
+
+class DelegationOut(Schema):
+    id: int
+    delegator: str
+    delegate: str
+    starts_at: datetime.datetime
+    ends_at: datetime.datetime
+    reason: str

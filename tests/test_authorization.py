@@ -454,6 +454,12 @@ API_ROWS = [
         audited="request.submitted"),
     Api("credentials",                           "401     200*  404   403   404   403   403", **ON_HELD,
         effect=_credentials_seen, audited="grant.credentials_viewed"),
+    Api("list_delegations",                      "401     200   200   200   200   200   200"),
+    # Everyone may name a delegate of their own (here: a deactivated or unknown name is refused with the reason).
+    Api("create_delegation",                     "401     400   400   400   400   400   400",
+        data={"delegate": "nosuch", "starts_at": "2030-01-01T09:00:00Z", "ends_at": "2030-01-02T09:00:00Z"}),
+    # Only the delegator ends a delegation: for everyone else it does not exist.
+    Api("end_delegation",                        "401     404   404   404   404   404   404", args=lambda w: {"delegation_id": 999999}),
 ]
 # fmt: on
 

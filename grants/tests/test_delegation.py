@@ -151,3 +151,15 @@ def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_
     assert Approval.objects.filter(request=req).count() == 1
     said = slack.sent("chat.postEphemeral")[-1]["text"]
     assert said.startswith("Nothing was decided:") and "approve" in said
+
+
+def test_the_api_names_lists_and_ends_a_delegation(world, client):
+    headers = {"Authorization": f"Bearer {tokens.create_token(actor=world['otto'], name='t', days=1)[1]}"}
+    body = {"delegate": "eve", "starts_at": "2026-03-23T08:00:00+01:00", "ends_at": "2026-03-24T08:00:00+01:00", "reason": "away"}
+    made = client.post("/api/v1/delegations", data=body, content_type="application/json", headers=headers)
+    assert made.status_code == 201 and made.json()["delegate"] == "eve"
+    refused = client.post("/api/v1/delegations", data={**body, "delegate": "otto"}, content_type="application/json", headers=headers)
+    assert refused.status_code == 400 and "You cannot delegate to yourself." in refused.content.decode()
+    assert [d["delegate"] for d in client.get("/api/v1/delegations", headers=headers).json()] == ["eve"]
+    ended = client.post(f"/api/v1/delegations/{made.json()['id']}/end", headers=headers)
+    assert ended.status_code == 200 and client.get("/api/v1/delegations", headers=headers).json() == []
