@@ -47,8 +47,10 @@ from accounts import tokens as api_tokens
 from accounts.ratelimit import client_ip
 
 from . import connectors, lifecycle, policy, selectors
-from .api_schemas import CredentialsOut, DecisionIn, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut
-from .models import AccessProfile, AccessRequest, Grant
+from .api_schemas import (
+    CredentialsOut, DecisionIn, DelegationIn, DelegationOut, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut,
+)
+from .models import AccessProfile, AccessRequest, Delegation, Grant
 
 log = logging.getLogger(__name__)
 
@@ -267,8 +269,11 @@ def _request_out(access_request: AccessRequest) -> dict:
         "step": index + 1,
         "steps": len(steps),
         "waiting_for": waiting,
+        "reviewers": access_request.reviewers,
+        "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
+                    for a in selectors.on_call_asked(access_request)],
         "approvals": [
-            {"approver": a.approver.username, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
+            {"approver": a.approver.username, "on_behalf_of": a.on_behalf_of.username if a.on_behalf_of_id else None, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
             for a in selectors.approvals_of(access_request)
         ],
         "grant": _grant_out(_grant_of(access_request)),
@@ -359,6 +364,7 @@ def create_request(request, payload: RequestIn):
         ticket=payload.ticket,
         starts_at=payload.starts_at,
         params=params,
+        reviewers=payload.reviewers,
     )
     return Status(201, _request_out(_load(created.pk)))
 
@@ -450,3 +456,35 @@ def credentials(request, response: HttpResponse, request_id: int = RequestId):
         "expires_at": grant.expires_at,
         "credentials": {str(k): str(v) for k, v in revealed.items()},
     }
+
+
+def _delegation_out(d) -> dict:
+    return {"id": d.pk, "delegator": d.delegator.username, "delegate": d.delegate.username, "starts_at": d.starts_at,
+            "ends_at": d.ends_at, "reason": d.reason}
+
+
+@api.get("/delegations", response={200: list[DelegationOut], **ERRORS}, summary="Delegations you gave or received that have not ended")
+def list_delegations(request):
+    given, received = selectors.delegations_of(request.auth)
+    return [_delegation_out(d) for d in given + received]
+
+
+@api.post("/delegations", response={201: DelegationOut, **ERRORS}, summary="Name a delegate who decides for you for a period")
+def create_delegation(request, payload: DelegationIn):
+    delegation = lifecycle.delegate_approvals(
+        actor=request.auth, delegate=selectors.active_user(payload.delegate), starts_at=payload.starts_at,
+        ends_at=payload.ends_at, reason=payload.reason,
+    )
+    return Status(201, _delegation_out(delegation))
+
+
+@api.post("/delegations/{delegation_id}/end", response={200: DelegationOut, **ERRORS}, summary="End your delegation now")
+def end_delegation(request, delegation_id: int):
+    delegation = Delegation.objects.filter(pk=delegation_id, delegator=request.auth).first()
+    if delegation is None:
+        raise ApiError(404, "not_found", f"There is no delegation #{delegation_id} of yours.")
+    try:
+        delegation = lifecycle.end_delegation(delegation.pk, actor=request.auth)
+    except lifecycle.TransitionError as exc:
+        raise ApiError(409, "conflict", str(exc)) from None
+    return _delegation_out(delegation)

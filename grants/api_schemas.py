@@ -57,6 +57,7 @@ class RequestIn(Schema):
     ticket: Text = Field("", max_length=1000, examples=["INC-4711"])
     starts_at: AwareDatetime | None = Field(None, description="Start of a scheduled window (with a time zone); empty: as soon as approved.")
     public_key: Text | None = Field(None, max_length=10000, description="SSH profiles: your public key; empty: the portal makes a key pair.")
+    reviewers: list[Text] = Field([], max_length=10, description="Approvers you suggest (usernames); they are told first.")
 
 
 class DecisionIn(Schema):
@@ -70,6 +71,7 @@ class ExtensionIn(Schema):
 
 class ApprovalOut(Schema):
     approver: str
+    on_behalf_of: str | None = Field(description="The approver whose delegate decided.")
     step: int = Field(description="1-based.")
     comment: str
     created_at: datetime.datetime
@@ -84,6 +86,13 @@ class GrantOut(Schema):
     end_reason: str = Field(description="expired, released, revoked or policy; empty while live.")
     credentials_available: bool = Field(description="GET .../credentials would return them (once).")
     last_error: str
+
+
+class OnCallOut(Schema):
+    user: str
+    schedule: str
+    why: str = Field(description="How the schedule came to name them (rotation shift, override or calendar event).")
+    fallback: bool = Field(description="Asked when the step escalated.")
 
 
 class RequestOut(Schema):
@@ -110,6 +119,8 @@ class RequestOut(Schema):
     step: int = Field(description="The step waiting (1-based).")
     steps: int
     waiting_for: str | None = Field(description="While pending: who may decide the current step.")
+    reviewers: list[str] = Field(description="Approvers the requester suggested; told first.")
+    on_call: list[OnCallOut] = Field(description="Whom on-call schedules named for the current step, and why.")
     approvals: list[ApprovalOut]
     grant: GrantOut | None
     url: str = Field(description="The request's page in the portal.")
@@ -121,3 +132,19 @@ class CredentialsOut(Schema):
     kind: str = Field(description="The target's kind: postgres, mysql, ssh, aws.")
     expires_at: datetime.datetime
     credentials: dict[str, str]
+
+
+class DelegationIn(Schema):
+    delegate: Text = Field(max_length=150, description="The delegate's username.")
+    starts_at: AwareDatetime = Field(description="From (with a time zone).")
+    ends_at: AwareDatetime = Field(description="Until (at most 90 days after the start).")
+    reason: Text = Field("", max_length=200, examples=["Out of office"])
+
+
+class DelegationOut(Schema):
+    id: int
+    delegator: str
+    delegate: str
+    starts_at: datetime.datetime
+    ends_at: datetime.datetime
+    reason: str

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import re
+import zoneinfo
 from pathlib import Path
 from typing import Any
 
@@ -23,17 +24,20 @@ from django.utils.module_loading import import_string
 
 import audit
 
-from . import lifecycle
+from . import lifecycle, oncall
+from .channels import REGISTRY as CHANNELS, get_channel
 from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
-from .models import AccessProfile, AccessRequest, Grant, Policy, Target
+from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy, Target
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-_]{0,63}$")
-TOP = {"targets", "policies", "profiles"}
-TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description"}
+TOP = {"targets", "schedules", "policies", "profiles"}
+SCHEDULE_FIELDS = {"title", "tz", "rotation", "overrides", "ics_url"}
+TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description", "notify"}
 POLICY_FIELDS = {"title", "steps", "auto_approve", "justification", "request_timeout", "break_glass"}
 PROFILE_FIELDS = {
     "title", "target", "scope", "default_duration", "max_duration", "requestable_by", "approvers", "policy", "risk", "description",
+    "notify",
 }
 RULE_FIELDS = {"name", "groups", "max_duration", "business_hours", "ticket_pattern"}
 DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
@@ -99,6 +103,7 @@ _Loader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _constru
 @dataclasses.dataclass
 class Desired:
     targets: dict[str, dict]
+    schedules: dict[str, dict]
     policies: dict[str, dict]
     profiles: dict[str, dict]
     groups: set[str]
@@ -204,7 +209,17 @@ def load(path: str | Path) -> Desired:
         targets[name] = {
             "title": str(spec.get("title", "")), "kind": kind, "config": dict(config),
             "secret_env": spec.get("secret_env", ""), "description": str(spec.get("description", "")),
+            "notify": _routes(check, spec, where),
         }
+
+    schedules = {}
+    for name, spec in (check.mapping(data, "schedules", "schedules") or {}).items():
+        if not isinstance(spec, dict):
+            check.error(data["schedules"], name, f"schedules.{name}", "must be a mapping of settings")
+            continue
+        if not NAME.match(str(name)):
+            check.error(data["schedules"], name, f"schedules.{name}", "names are lowercase letters, digits, - and _")
+        schedules[name] = _schedule(check, spec, f"schedules.{name}")
 
     policies = {}
     for name, spec in (check.mapping(data, "policies", "policies") or {}).items():
@@ -223,16 +238,20 @@ def load(path: str | Path) -> Desired:
             if not isinstance(step, dict):
                 check.error(spec, "steps", sw, "each step is a mapping with group and/or manager, and count")
                 continue
-            check.fields(step, {"group", "manager", "count"}, sw)
-            if not step.get("group") and not step.get("manager"):
-                check.error(step, "group", sw, "name an approver group, or set manager: true")
+            check.fields(step, {"group", "manager", "schedule", "count", "remind_after", "escalate_after", "fallback"}, sw)
+            if not step.get("group") and not step.get("manager") and not step.get("schedule"):
+                check.error(step, "group", sw, "name an approver group or an on-call schedule, or set manager: true")
+            if step.get("schedule") and step["schedule"] not in schedules and not OnCallSchedule.objects.filter(name=step["schedule"]).exists():
+                check.error(step, "schedule", f"{sw}.schedule", f"no schedule {step['schedule']!r} in this file (or in the portal)")
             count = step.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 check.error(step, "count", f"{sw}.count", "must be a whole number of at least 1")
                 count = 1
             if step.get("group"):
                 groups.add(str(step["group"]))
-            steps.append({"group": step.get("group"), "manager": bool(step.get("manager")), "count": count})
+            steps.append({"group": step.get("group"), "manager": bool(step.get("manager")), "count": count,
+                          **({"schedule": str(step["schedule"])} if step.get("schedule") else {}),
+                          **_escalation(check, step, sw, schedules, groups)})
         rules = []
         raw_rules = spec.get("auto_approve", [])
         if not isinstance(raw_rules, list):
@@ -328,10 +347,128 @@ def load(path: str | Path) -> Desired:
             "max_duration": max_d, "requestable_by": sorted(requestable), "policy": pol,
             "approver_group": approvers.get("group") or None, "manager_approves": bool(approvers.get("manager")),
             "risk": str(spec.get("risk", "")), "description": str(spec.get("description", "")),
+            "notify": _routes(check, spec, where),
         }
     if check.errors:
         raise CatalogError(check.errors)
-    return Desired(targets=targets, policies=policies, profiles=profiles, groups=groups, scope_lines=scope_lines)
+    return Desired(targets=targets, schedules=schedules, policies=policies, profiles=profiles, groups=groups, scope_lines=scope_lines)
+
+
+def _schedule(check: _Checker, spec, where) -> dict:
+    """Check one on-call schedule: a rotation (with overrides) or an iCalendar feed URL."""
+    check.fields(spec, SCHEDULE_FIELDS, where)
+    tz_name = str(spec.get("tz", "UTC"))
+    try:
+        tz = zoneinfo.ZoneInfo(tz_name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        check.error(spec, "tz", f"{where}.tz", f"unknown time zone {tz_name!r} (e.g. Europe/Berlin)")
+        tz = datetime.UTC
+    out = {"title": str(spec.get("title", "")), "tz": tz_name, "members": [], "handover": "09:00",
+           "shift_length": datetime.timedelta(days=7), "starts_on": None, "overrides": [], "ics_url": ""}
+    url = spec.get("ics_url")
+    rotation = spec.get("rotation")
+    if (url is None) == (rotation is None):
+        check.error(spec, None, where, "give either rotation: {members, handover, length, start} or ics_url")
+    if url is not None:
+        if not isinstance(url, str) or not re.match(r"^https?://[^\s]+$", url):
+            check.error(spec, "ics_url", f"{where}.ics_url", f"write an http(s) URL of an iCalendar feed (got {url!r})")
+        out["ics_url"] = str(url)
+    if rotation is not None:
+        rw = f"{where}.rotation"
+        if not isinstance(rotation, dict):
+            check.error(spec, "rotation", rw, "must be a mapping with members, handover, length and start")
+            rotation = _Lines()
+        check.fields(rotation, {"members", "handover", "length", "start"}, rw)
+        members = rotation.get("members")
+        if not isinstance(members, list) or not members or not all(isinstance(m, str) and m for m in members):
+            check.error(rotation, "members", f"{rw}.members", "must be a list of usernames, in rotation order")
+        else:
+            out["members"] = members
+        handover = str(rotation.get("handover", "09:00"))
+        if not re.fullmatch(r"([01]\d|2[0-3]):[0-5]\d", handover):
+            check.error(rotation, "handover", f"{rw}.handover", f"write a local time like 09:00 (got {handover!r})")
+        else:
+            out["handover"] = handover
+        if "length" in rotation:
+            out["shift_length"] = check.duration(rotation, "length", rw) or out["shift_length"]
+        try:
+            out["starts_on"] = datetime.date.fromisoformat(str(rotation.get("start", "")))
+        except ValueError:
+            check.error(rotation, "start", f"{rw}.start", "write the first shift's date, e.g. 2026-01-05")
+    overrides = spec.get("overrides", [])
+    if not isinstance(overrides, list):
+        check.error(spec, "overrides", f"{where}.overrides", "must be a list of {user, start, end}")
+        overrides = []
+    for i, override in enumerate(overrides):
+        ow = f"{where}.overrides[{i + 1}]"
+        if not isinstance(override, dict):
+            check.error(spec, "overrides", ow, "each override is a mapping with user, start and end")
+            continue
+        check.fields(override, {"user", "start", "end"}, ow)
+        try:
+            start, end = (oncall.parse_time(override.get(k, ""), tz) for k in ("start", "end"))
+        except (ValueError, TypeError):
+            check.error(override, "start", ow, "write start and end as ISO times, e.g. 2026-12-24T18:00 (local to tz)")
+            continue
+        if end <= start:
+            check.error(override, "end", f"{ow}.end", "must be after start")
+        if not isinstance(override.get("user"), str) or not override["user"]:
+            check.error(override, "user", f"{ow}.user", "name the person on call (a username)")
+            continue
+        out["overrides"].append({"user": override["user"], "start": start.isoformat(), "end": end.isoformat()})
+    return out
+
+
+def _escalation(check: _Checker, step, where, schedules: dict, groups: set[str]) -> dict:
+    """Check a step's reminder and escalation: remind_after, escalate_after and fallback ({group} or {schedule})."""
+    out = {}
+    for key in ("remind_after", "escalate_after"):
+        if key in step:
+            delta = check.duration(step, key, where)
+            out[key] = int(delta.total_seconds()) if delta else 0
+    fallback = step.get("fallback")
+    if fallback is not None:
+        fw = f"{where}.fallback"
+        if not isinstance(fallback, dict) or len(fallback) != 1 or not isinstance(next(iter(fallback.values())), str):
+            check.error(step, "fallback", fw, "write {group: G} or {schedule: S}")
+        else:
+            check.fields(fallback, {"group", "schedule"}, fw)
+            if fallback.get("schedule") and fallback["schedule"] not in schedules and not OnCallSchedule.objects.filter(name=fallback["schedule"]).exists():
+                check.error(fallback, "schedule", f"{fw}.schedule", f"no schedule {fallback['schedule']!r} in this file (or in the portal)")
+            if fallback.get("group"):
+                groups.add(fallback["group"])
+            out["fallback"] = dict(fallback)
+    if "escalate_after" in step and fallback is None:
+        check.error(step, "escalate_after", f"{where}.escalate_after", "name the fallback to escalate to: fallback: {group: G} or {schedule: S}")
+    if fallback is not None and "escalate_after" not in step:
+        check.error(step, "fallback", f"{where}.fallback", "say when to escalate: escalate_after: 1h")
+    if out.get("remind_after") and out.get("escalate_after") and out["remind_after"] >= out["escalate_after"]:
+        check.error(step, "remind_after", f"{where}.remind_after", "must be shorter than escalate_after")
+    return out
+
+
+def _routes(check: _Checker, spec, where) -> dict:
+    """Check `notify`: per channel kind (slack, email, teams) one address or a list of them."""
+    routes = spec.get("notify", {}) or {}
+    nw = f"{where}.notify"
+    if not isinstance(routes, dict):
+        check.error(spec, "notify", nw, f"must be a mapping of {', '.join(sorted(CHANNELS))} to addresses")
+        return {}
+    check.fields(routes, set(CHANNELS), nw)
+    out = {}
+    for kind, value in routes.items():
+        if kind not in CHANNELS:
+            continue
+        addresses = [value] if isinstance(value, str) else value
+        if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a for a in addresses):
+            check.error(routes, kind, f"{nw}.{kind}", "one address or a list of them")
+            continue
+        for address in addresses:
+            problem = get_channel(kind).address_error(address)
+            if problem:
+                check.error(routes, kind, f"{nw}.{kind}", problem)
+        out[kind] = addresses
+    return out
 
 
 def _kind(kind: str) -> type[Connector]:
@@ -347,8 +484,6 @@ def _business_hours(check: _Checker, rule, where) -> dict:
     check.fields(spec, {"tz", "days", "start", "end"}, bw)
     out = {"tz": str(spec.get("tz", "UTC"))}
     try:
-        import zoneinfo
-
         zoneinfo.ZoneInfo(out["tz"])
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         check.error(spec, "tz", f"{bw}.tz", f"unknown time zone {out['tz']!r} (e.g. Europe/Berlin)")
@@ -385,7 +520,7 @@ def _days(value) -> list[int]:
 
 @dataclasses.dataclass
 class Change:
-    kind: str  # target | policy | profile | group
+    kind: str  # target | schedule | policy | profile | group
     name: str
     action: str  # add | change | disable | remove
     fields: dict[str, tuple[Any, Any]] = dataclasses.field(default_factory=dict)
@@ -397,6 +532,7 @@ class Plan:
     changes: list[Change]
     people: list[str]  # "profile x: may request: +ana -bob"
     warnings: list[str] = dataclasses.field(default_factory=list)  # what could not be checked on a target
+    on_call: list[str] = dataclasses.field(default_factory=list)  # "schedule primary: otto (why)", as of now
 
     @property
     def empty(self) -> bool:
@@ -404,6 +540,8 @@ class Plan:
 
     def render(self) -> str:
         warnings = [f"warning: {w}" for w in self.warnings]
+        if self.on_call:
+            warnings = ["On call now:", *[f"  {line}" for line in self.on_call], *warnings]
         if self.empty:
             return "\n".join([f"{self.path}: no changes; the portal already matches the file.", *warnings])
         lines = [f"{self.path}: {len(self.changes)} change(s)"]
@@ -426,8 +564,27 @@ def _show(value):
     return value if isinstance(value, str) else repr(value)
 
 
+def _schedule_row(s: OnCallSchedule) -> dict:
+    return {"title": s.title, "tz": s.tz, "members": s.members, "handover": s.handover, "shift_length": s.shift_length,
+            "starts_on": s.starts_on, "overrides": s.overrides, "ics_url": s.ics_url}
+
+
+def _on_call_now(desired: Desired) -> list[str]:
+    """Return who each schedule of the file has on call now, and why (an applied feed's copy is reused)."""
+    lines = []
+    rows = {s.name: s for s in OnCallSchedule.objects.filter(name__in=desired.schedules)}
+    for name, wanted in sorted(desired.schedules.items()):
+        row = rows.get(name)
+        if row is None or _schedule_row(row) != wanted:
+            row = OnCallSchedule(name=name, **wanted)
+        found = oncall.on_call(row)
+        lines.append(f"schedule {name}: {found.user.username if found.user else 'nobody'} ({found.why})")
+    return lines
+
+
 def _target_row(t: Target) -> dict:
-    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description}
+    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description,
+            "notify": t.notify}
 
 
 def _policy_row(p: Policy) -> dict:
@@ -442,7 +599,7 @@ def _profile_row(p: AccessProfile) -> dict:
         "title": p.title, "target": p.target.name, "scope": p.scope, "default_duration": p.default_duration,
         "max_duration": p.max_duration, "requestable_by": sorted(g.name for g in p.requestable_by.all()),
         "policy": p.policy.name if p.policy_id else None, "approver_group": p.approver_group.name if p.approver_group_id else None,
-        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description,
+        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description, "notify": p.notify,
     }
 
 
@@ -467,6 +624,7 @@ def _people(profile: dict | None) -> tuple[set[str] | None, set[str]]:
     approvers = set(active.filter(groups__name__in=approver_groups).values_list("username", flat=True)) if approver_groups else set()
     if profile.get("manager_approves") or profile.get("_managers"):
         approvers.add("(the requester's manager)")
+    approvers.update(f"(on call for {name})" for name in profile.get("_schedules", []))
     return requesters, approvers
 
 
@@ -475,7 +633,8 @@ def _with_steps(row: dict | None, policies: dict) -> dict | None:
         return None
     pol = policies.get(row.get("policy")) if row.get("policy") else None
     steps = pol["steps"] if pol else []
-    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps)}
+    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps),
+            "_schedules": [s["schedule"] for s in steps if s.get("schedule")]}
 
 
 def _people_lines(name: str, before: dict | None, after: dict | None) -> list[str]:
@@ -509,6 +668,15 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
         change = _diff("target", name, _target_row(row) if row else None, wanted)
         if change:
             changes.append(change)
+    current_schedules = {s.name: s for s in OnCallSchedule.objects.all()}
+    for name, wanted in desired.schedules.items():
+        row = current_schedules.get(name)
+        change = _diff("schedule", name, _schedule_row(row) if row else None, wanted)
+        if change:
+            changes.append(change)
+    for name, row in current_schedules.items():
+        if row.managed_by == path and name not in desired.schedules:
+            changes.append(Change("schedule", name, "remove", {"row": ("managed", "kept, no longer managed")}))
     current_policies = {p.name: p for p in Policy.objects.all()}
     for name, wanted in desired.policies.items():
         row = current_policies.get(name)
@@ -547,7 +715,7 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
     if moved:
         raise CatalogError(moved)
     warnings = _check_scopes_on_targets(path, desired, current_targets)
-    return Plan(path, changes, people, warnings)
+    return Plan(path, changes, people, warnings, on_call=_on_call_now(desired))
 
 
 def _target_move_errors(path: str, desired: Desired, row: AccessProfile, new_target: str) -> list[str]:
@@ -623,6 +791,12 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
         targets = {}
         for name, wanted in desired.targets.items():
             targets[name], _ = Target.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})
+        for name, wanted in desired.schedules.items():
+            row = OnCallSchedule.objects.filter(name=name).first()
+            # Another feed: the copy of the old one says nothing about it.
+            forget = {"ics_text": "", "ics_fetched_at": None, "ics_error": ""} if row and row.ics_url != wanted["ics_url"] else {}
+            OnCallSchedule.objects.update_or_create(name=name, defaults={**wanted, **forget, "managed_by": path})
+        OnCallSchedule.objects.filter(managed_by=path).exclude(name__in=desired.schedules).update(managed_by="")
         policies = {}
         for name, wanted in desired.policies.items():
             policies[name], _ = Policy.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})

@@ -51,6 +51,10 @@ class RequestForm(forms.Form):
     time_zone = forms.ChoiceField(
         label="Time zone", required=False, help_text="The zone the start is in; the portal remembers it to show times."
     )
+    reviewers = forms.CharField(
+        label="Suggested reviewers", required=False, max_length=500,
+        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told first.",
+    )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
@@ -162,3 +166,15 @@ class ExtensionForm(forms.Form):
 
 class ReviewForm(forms.Form):
     comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+
+
+class DelegationForm(forms.Form):
+    delegate = forms.CharField(max_length=150, label="Delegate (username)")
+    starts_at = forms.DateTimeField(label="From", help_text="YYYY-MM-DD HH:MM, in the portal's time zone.")
+    ends_at = forms.DateTimeField(label="Until", help_text="At most 90 days after the start.")
+    reason = forms.CharField(max_length=200, required=False, label="Reason", help_text="E.g. out of office.")
+
+
+def usernames(text: str) -> list[str]:
+    """Split 'a, b c' into ['a', 'b', 'c']."""
+    return [name for name in text.replace(",", " ").split() if name]

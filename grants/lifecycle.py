@@ -19,10 +19,12 @@ from django.utils import timezone
 import audit
 from accounts.stepup import StepUp
 
-from . import policy, sealing
+from . import oncall, policy, sealing
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
-from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant
+from .models import (
+    AccessProfile, AccessRequest, Approval, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee,
+)
 
 log = logging.getLogger(__name__)
 
@@ -142,6 +144,7 @@ def submit_request(
     params: dict | None = None,
     step_up: StepUp | None = None,
     channel: str = "web",
+    reviewers: list[str] | None = None,
 ) -> AccessRequest:
     """Ask for `profile` for `duration` (from `starts_at`, or as soon as approved).
 
@@ -198,6 +201,7 @@ def submit_request(
             break_glass=break_glass,
             bundle=bundle,
             params=params,
+            reviewers=list(dict.fromkeys(reviewers or [])),
             scope=profile.scope,
             max_duration=profile.max_duration,
             target=profile.target,
@@ -208,7 +212,7 @@ def submit_request(
             obj=req,
             details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
                      "justification": justification, "ticket": ticket, "starts_at": req.starts_at,
-                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope},
+                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope, "reviewers": req.reviewers},
         )
         if break_glass:
             _approve_by_policy(req, rule="break-glass", event="request.break_glass",
@@ -221,8 +225,18 @@ def submit_request(
             if rule:
                 _approve_by_policy(req, rule=rule, event="request.auto_approved")
             else:
-                transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+                _open_step(req)
+                _check_reviewers(req)
     return req
+
+
+def _check_reviewers(req: AccessRequest):
+    """Refuse suggested reviewers who may not decide a step of the request (the whole submission rolls back)."""
+    User = get_user_model()
+    for username in req.reviewers:
+        user = User.objects.filter(username=username, is_active=True).first()
+        if user is None or user.pk == req.requester_id or not policy.is_approver(user, req):
+            raise InvalidRequestError({"reviewers": f"{username} is not an approver of {req.profile.title}; suggest one who is."})
 
 
 def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
@@ -313,8 +327,75 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
         if rule:
             _approve_by_policy(req, rule=rule, event="request.auto_approved")
         else:
-            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+            _open_step(req)
     return req
+
+
+def _ask_on_call(req: AccessRequest, schedule_name: str, *, index: int, fallback: bool, now) -> dict:
+    """Resolve who `schedule_name` has on call now, record them as asked for step `index`; return the trail's facts."""
+    schedule = OnCallSchedule.objects.filter(name=schedule_name).first()
+    found = oncall.on_call(schedule, at=now) if schedule else oncall.OnCall(None, f"there is no on-call schedule {schedule_name}")
+    user, why = found.user, found.why
+    if user is not None and user.pk == req.requester_id:
+        user, why = None, f"{why}; that is {req.requester.username}, who asked, so nobody else is asked by it"
+    if user is not None:
+        StepAssignee.objects.get_or_create(request=req, step=index, user=user, fallback=fallback,
+                                           defaults={"schedule": schedule_name, "why": why[:500], "created_at": now})
+    return {"schedule": schedule_name, "on_call": user.username if user else None, "why": why}
+
+
+def _open_step(req: AccessRequest):
+    """Open the step the request waits for: ask whoever is on call if it names a schedule, then tell its approvers."""
+    now = timezone.now()
+    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    req.step_opened_at, req.reminded_at, req.escalated_at = now, None, None
+    req.save(update_fields=["step_opened_at", "reminded_at", "escalated_at"])
+    if step.schedule:
+        facts = _ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now)
+        audit.record("request.on_call", obj=req, details={**_snapshot(req.profile, req.requester), "step": req.step + 1, **facts})
+    transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+
+
+def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
+    """Remind the approvers of steps undecided for their `remind_after`, escalate those past `escalate_after`.
+
+    Escalation asks the step's own schedule again (the shift may have
+    changed) and the fallback (a group, or whoever its schedule has on call);
+    the step's first approvers may still decide. Each request moves once per
+    step: the marks are cleared when the next step opens. Return the ids
+    reminded and escalated.
+    """
+    now = now or timezone.now()
+    reminded, escalated = [], []
+    with transaction.atomic():
+        pending = (
+            AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile__target", "profile__policy", "requester")
+            .filter(status=RS.PENDING, escalated_at=None)
+        )
+        for req in pending:
+            step = policy.steps_for(req.profile)[policy.current_step(req)]
+            opened = req.step_opened_at or req.created_at
+            base = {**_snapshot(req.profile, req.requester), "step": req.step + 1}
+            if step.escalate_after and now >= opened + step.escalate_after and (step.fallback_group or step.fallback_schedule):
+                asked = []
+                if step.schedule:
+                    asked.append(_ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now))
+                if step.fallback_schedule:
+                    asked.append(_ask_on_call(req, step.fallback_schedule, index=req.step, fallback=True, now=now))
+                req.escalated_at, req.reminded_at = now, req.reminded_at or now
+                req.save(update_fields=["escalated_at", "reminded_at"])
+                audit.record("request.escalated", obj=req, details={
+                    **base, "after": human_duration(now - opened), "fallback": step.describe_fallback(), "asked": asked})
+                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_escalated", pk))
+                escalated.append(req.pk)
+            elif step.remind_after and req.reminded_at is None and now >= opened + step.remind_after:
+                req.reminded_at = now
+                req.save(update_fields=["reminded_at"])
+                audit.record("request.reminded", obj=req, details={**base, "after": human_duration(now - opened)})
+                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_reminder", pk))
+                reminded.append(req.pk)
+    return reminded, escalated
 
 
 def _lock_request(request_id) -> AccessRequest:
@@ -368,15 +449,16 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
         # The policy lost steps since the request reached this one: it waits for the last step now.
         req.step = index
         req.save(update_fields=["step"])
-    Approval.objects.create(request=req, step=index, approver=actor, comment=comment)
+    principal = policy.on_behalf_of(actor, req)
+    Approval.objects.create(request=req, step=index, approver=actor, on_behalf_of=principal, comment=comment)
     done = policy.approvals_counted(req, index)
     details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": index + 1, "steps": len(steps),
-               "scope": req.effective_scope, **extra}
+               "scope": req.effective_scope, **extra, **({"on_behalf_of": principal.username} if principal else {})}
     if done < steps[index].count or index + 1 < len(steps):
         if done >= steps[index].count:
             req.step += 1
             req.save(update_fields=["step"])
-            transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+            _open_step(req)
         audit.record("request.step_approved", actor=actor, obj=req, details=details)
         return
     _check(req, ALLOWED_REQUEST, RS.APPROVED)
@@ -397,7 +479,9 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     req.decided_by = actor
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
-    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1})
+    principal = policy.on_behalf_of(actor, req)
+    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1,
+                                                                  **({"on_behalf_of": principal.username} if principal else {})})
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
@@ -563,6 +647,52 @@ def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
             audit.record("review.closed", actor=actor, obj=review, details={**_snapshot(req.profile, req.requester), "request": req.pk, "comment": comment})
             return review
     _refuse("review.close_refused", actor=actor, obj=review, reason=refusal)
+
+
+# Delegation ----------------------------------------------------------------
+
+MAX_DELEGATION = datetime.timedelta(days=90)
+
+
+def delegate_approvals(*, actor, delegate, starts_at: datetime.datetime, ends_at: datetime.datetime, reason: str = "") -> Delegation:
+    """Let `delegate` decide, from `starts_at` to `ends_at`, what `actor` could decide (recorded "on behalf of")."""
+    now = timezone.now()
+    reason = (reason or "").strip()
+    errors = {}
+    if delegate is None or not delegate.is_active:
+        errors["delegate"] = "Name an active portal user."
+    elif delegate.pk == actor.pk:
+        errors["delegate"] = "You cannot delegate to yourself."
+    if ends_at <= starts_at:
+        errors["ends_at"] = "The end must be after the start."
+    elif ends_at <= now:
+        errors["ends_at"] = "The end must be in the future."
+    elif ends_at - starts_at > MAX_DELEGATION:
+        errors["ends_at"] = f"A delegation lasts at most {human_duration(MAX_DELEGATION)}."
+    if len(reason) > 200:
+        errors["reason"] = "Say why in at most 200 characters."
+    if errors:
+        raise InvalidRequestError(errors)
+    with transaction.atomic():
+        delegation = Delegation.objects.create(delegator=actor, delegate=delegate, starts_at=starts_at, ends_at=ends_at, reason=reason)
+        audit.record("delegation.created", actor=actor, obj=delegation, details={
+            "delegator": actor.username, "delegate": delegate.username, "starts_at": starts_at, "ends_at": ends_at, "reason": reason})
+    return delegation
+
+
+def end_delegation(delegation_id, *, actor) -> Delegation:
+    """End one's own delegation now."""
+    with transaction.atomic():
+        delegation = Delegation.objects.select_for_update().get(pk=delegation_id)
+        if delegation.delegator_id != actor.pk:
+            raise NotAllowedError("Only the person who delegated can end the delegation.")
+        if delegation.ended_at or delegation.ends_at <= timezone.now():
+            raise TransitionError("This delegation has already ended.")
+        delegation.ended_at = timezone.now()
+        delegation.save(update_fields=["ended_at"])
+        audit.record("delegation.ended", actor=actor, obj=delegation,
+                     details={"delegator": actor.username, "delegate": delegation.delegate.username})
+    return delegation
 
 
 # Grants --------------------------------------------------------------------

@@ -32,6 +32,7 @@ class Target(models.Model):
         max_length=128,
         help_text="Name of the environment variable holding the admin connection string (or NAME_FILE naming a file).",
     )
+    notify = models.JSONField(default=dict, blank=True, help_text='Where its profiles\' requests are announced: {"slack": [...], "email": [...], "teams": [...]}.')
     managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     health_message = models.TextField(blank=True, editable=False)
@@ -94,6 +95,7 @@ class AccessProfile(models.Model):
         help_text="Empty: one approval by the approver group or (if set) the manager.",
     )
     risk = models.CharField(max_length=16, blank=True)
+    notify = models.JSONField(default=dict, blank=True, help_text="Where its requests are announced; per channel kind, instead of the target's.")
     enabled = models.BooleanField(default=True)
     managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
 
@@ -122,6 +124,9 @@ class AccessRequest(models.Model):
     )
     decision_comment = models.TextField(blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Index of the approval step now waiting.")
+    step_opened_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step opened.")
+    reminded_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step's approvers were reminded.")
+    escalated_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step escalated to its fallback.")
     auto_rule = models.CharField(max_length=100, blank=True, help_text="The policy rule that approved it, if any.")
     starts_at = models.DateTimeField(null=True, blank=True, help_text="Start of a scheduled window; empty: as soon as approved.")
     break_glass = models.BooleanField(default=False)
@@ -131,6 +136,7 @@ class AccessRequest(models.Model):
     )
     bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
     params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
+    reviewers = models.JSONField(default=list, blank=True, help_text="Approvers the requester suggested (usernames); told first.")
     # Frozen at submission: the approver approves exactly this and the
     # connector provisions exactly this, whatever the profile says later
     # (a scheduled window may start 90 days after it was approved).
@@ -170,6 +176,10 @@ class Approval(models.Model):
     request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="approvals")
     step = models.PositiveSmallIntegerField()
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    on_behalf_of = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        help_text="The approver whose delegate decided, while their delegation ran.",
+    )
     comment = models.TextField(blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
@@ -320,3 +330,62 @@ class DriftFinding(models.Model):
 
     def __str__(self):
         return f"{self.get_kind_display()}: {self.external_ref} on {self.target}"
+
+
+class OnCallSchedule(models.Model):
+    """Who is on call: a rotation kept in the catalog, or an iCalendar feed the portal reads and caches.
+
+    A rotation hands over every `shift_length` at `handover` local time in
+    `tz`, going through `members` (usernames) in order from `starts_on`;
+    `overrides` (`[{"user", "start", "end"}]`, ISO times) win over it. With
+    `ics_url`, whoever an event running now names (an attendee's email, or
+    the summary as a username or email) is on call. Rules: `grants/oncall.py`.
+    """
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    tz = models.CharField(max_length=64, default="UTC")
+    members = models.JSONField(default=list, blank=True)
+    handover = models.CharField(max_length=5, default="09:00")
+    shift_length = models.DurationField(default=datetime.timedelta(days=7))
+    starts_on = models.DateField(null=True, blank=True)
+    overrides = models.JSONField(default=list, blank=True)
+    ics_url = models.URLField(max_length=1000, blank=True)
+    ics_text = models.TextField(blank=True, editable=False, help_text="The feed as last read.")
+    ics_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
+    ics_error = models.TextField(blank=True, editable=False)
+    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+
+    def __str__(self):
+        return self.title or self.name
+
+
+class StepAssignee(models.Model):
+    """A person asked to decide one step of a request because a schedule had them on call (and why)."""
+
+    request = models.ForeignKey(AccessRequest, on_delete=models.PROTECT, related_name="assignees")
+    step = models.PositiveSmallIntegerField()
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    schedule = models.CharField(max_length=64)
+    why = models.CharField(max_length=500)
+    fallback = models.BooleanField(default=False, help_text="Asked when the step escalated.")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["step", "created_at", "pk"]
+        constraints = [models.UniqueConstraint(fields=["request", "step", "user", "fallback"], name="one_assignment_per_step")]
+
+
+class Delegation(models.Model):
+    """An approver's delegate for a period (out of office): the delegate may decide what the approver could."""
+
+    delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given")
+    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received")
+    starts_at = models.DateTimeField()
+    ends_at = models.DateTimeField()
+    reason = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    ended_at = models.DateTimeField(null=True, blank=True, help_text="Ended early by the approver.")
+
+    class Meta:
+        ordering = ["-starts_at"]

@@ -37,9 +37,10 @@ from accounts import identity
 from accounts.models import NotificationPreference
 from audit.models import AuditEvent
 
-from . import lifecycle, policy, slack
+from . import lifecycle, policy, selectors, slack
+from .channels import get_channel
 from .durations import human_duration
-from .models import AccessRequest, Approval, DriftFinding, Grant
+from .models import AccessRequest, Approval, DriftFinding, Grant, StepAssignee
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,9 @@ def current_approvers(access_request: AccessRequest):
         who |= Q(groups__name=step.group)
     if step.manager and access_request.requester.manager_id:
         who |= Q(pk=access_request.requester.manager_id)
+    if step.fallback_group and access_request.escalated_at:
+        who |= Q(groups__name=step.fallback_group)
+    who |= Q(pk__in=StepAssignee.objects.filter(request=access_request, step=policy.current_step(access_request)).values("user"))
     already = Approval.objects.filter(request=access_request).values("approver")
     return (
         get_user_model().objects.filter(who, is_active=True)
@@ -90,9 +94,7 @@ def _when(value: datetime.datetime) -> str:
     return dateformat.format(timezone.localtime(value, timezone.get_default_timezone()), "Y-m-d H:i T")
 
 
-def _escape(text: str) -> str:
-    """Escape what Slack's mrkdwn reads as markup, so that user input cannot mention @channel or forge links."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+_escape = slack.escape
 
 
 def _slack_text(title: str, body: str) -> str:
@@ -129,7 +131,8 @@ def approval_message(req: AccessRequest) -> tuple[str, str]:
         first = f"{who} asks for {what} on {target} for {human_duration(req.duration)}{window}."
     steps = policy.steps_for(profile)
     step = f"\nStep {req.step + 1} of {len(steps)}." if len(steps) > 1 else ""
-    return title, f"{first}\n{_why(req)}{step}\n\nDecide: {_link('grants:request_detail', req.pk)}"
+    asked = "".join(f"\nAsked: {a.user.label}, {a.why}." for a in selectors.on_call_asked(req))
+    return title, f"{first}\n{_why(req)}{step}{asked}\n\nDecide: {_link('grants:request_detail', req.pk)}"
 
 
 def approval_blocks(req: AccessRequest, *, outcome: str = "") -> list[dict]:
@@ -180,7 +183,54 @@ def approval_needed(request_id):
         told = {u.pk for e in earlier for u in current_approvers(e)}
         approvers = [u for u in approvers if u.pk not in told]
     title, body = approval_message(req)
-    return _tell(approvers, title, body, blocks=approval_blocks(req), channel_fallback=_first_of_bundle(req, status=RS.PENDING))
+    first = _first_of_bundle(req, status=RS.PENDING)
+    # Suggested reviewers are told first, each with a word on why.
+    suggested = [u for u in approvers if u.username in req.reviewers]
+    sent = _tell(suggested, title, f"{req.requester.username} suggested you as a reviewer.\n{body}", blocks=approval_blocks(req))
+    sent += _tell([u for u in approvers if u not in suggested], title, body, blocks=approval_blocks(req), channel_fallback=first)
+    if first:
+        sent += _route(req, title, body)
+    return sent
+
+
+def routes_of(profile) -> dict[str, list[str]]:
+    """Return where a profile's requests are announced: its own `notify`, per channel kind instead of its target's."""
+    return {**(profile.target.notify or {}), **(profile.notify or {})}
+
+
+def _route(req: AccessRequest, title: str, body: str) -> int:
+    """Announce the request in its profile's (or target's) channels, with the link back to the portal."""
+    if req.reviewers:
+        body = f"Suggested reviewers: {', '.join(req.reviewers)}.\n{body}"
+    link = _link("grants:request_detail", req.pk)
+    return sum(
+        deliver({"kind": "route", "channel": kind, "address": address, "title": title, "body": body, "link": link})
+        for kind, addresses in sorted(routes_of(req.profile).items()) for address in addresses
+    )
+
+
+def _approval_again(request_id, *, title_prefix: str, line) -> int:
+    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(pk=request_id)
+    if req.status != RS.PENDING or not _first_of_bundle(req, status=RS.PENDING):
+        return 0
+    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    title, body = approval_message(req)
+    opened = req.step_opened_at or req.created_at
+    body = f"{line(step, human_duration(timezone.now() - opened))}\n{body}"
+    return _tell(current_approvers(req), f"{title_prefix}: {title}", body, blocks=approval_blocks(req), channel_fallback=True)
+
+
+def approval_reminder(request_id):
+    """Remind the approvers of a step that nobody has decided for its `remind_after`."""
+    return _approval_again(request_id, title_prefix="Reminder", line=lambda step, ago: f"Nobody has decided this for {ago}.")
+
+
+def approval_escalated(request_id):
+    """Tell the step's approvers, now with its fallback, that nobody decided it in time."""
+    return _approval_again(
+        request_id, title_prefix="Escalated",
+        line=lambda step, ago: f"Nobody decided this step in {ago}: it escalated to {step.describe_fallback()}.",
+    )
 
 
 def request_decided(request_id):
@@ -457,6 +507,8 @@ def _send(message: dict):
         slack.call("chat.postMessage", channel=message["channel"], text=message["text"])
     elif kind == "webhook":
         slack.post_webhook({"text": message["text"]})
+    elif kind == "route":
+        get_channel(message["channel"]).send(message["address"], title=message["title"], body=message["body"], link=message["link"])
     else:
         raise ValueError(f"unknown notification kind {kind!r}")
 

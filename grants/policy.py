@@ -11,12 +11,13 @@ import re
 import zoneinfo
 
 from django.conf import settings
+from django.db.models import Q
 from django.utils import timezone
 
 from accounts import stepup
 
 from .durations import human_duration
-from .models import AccessProfile, AccessRequest, Grant
+from .models import AccessProfile, AccessRequest, Delegation, Grant, StepAssignee
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -25,17 +26,41 @@ DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 class Step:
     group: str | None = None
     manager: bool = False
+    schedule: str | None = None
     count: int = 1
+    remind_after: datetime.timedelta | None = None  # remind the step's approvers once, this long after it opened
+    escalate_after: datetime.timedelta | None = None  # then ask the fallback too
+    fallback_group: str | None = None
+    fallback_schedule: str | None = None
+
+    def describe_fallback(self) -> str:
+        return " or ".join(filter(None, [self.fallback_group and f"a member of {self.fallback_group}",
+                                         self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}"]))
 
     def describe(self) -> str:
-        who = " or ".join(filter(None, [self.group and f"a member of {self.group}", self.manager and "the requester's manager"]))
+        who = " or ".join(filter(None, [
+            self.group and f"a member of {self.group}",
+            self.manager and "the requester's manager",
+            self.schedule and f"whoever is on call for {self.schedule}",
+        ]))
         return f"{self.count} × {who}" if self.count > 1 else who
+
+
+def step_from(spec: dict) -> Step:
+    """Return the Step a policy's stored step (a dict, see Policy.steps) describes."""
+    def seconds(key):
+        return datetime.timedelta(seconds=spec[key]) if spec.get(key) else None
+
+    fallback = spec.get("fallback") or {}
+    return Step(group=spec.get("group"), manager=bool(spec.get("manager")), schedule=spec.get("schedule"),
+                count=int(spec.get("count", 1)), remind_after=seconds("remind_after"), escalate_after=seconds("escalate_after"),
+                fallback_group=fallback.get("group"), fallback_schedule=fallback.get("schedule"))
 
 
 def steps_for(profile: AccessProfile) -> list[Step]:
     """Return the profile's approval steps: its policy's, or one step from its own approver fields."""
     if profile.policy_id and profile.policy.steps:
-        return [Step(group=s.get("group"), manager=bool(s.get("manager")), count=int(s.get("count", 1))) for s in profile.policy.steps]
+        return [step_from(s) for s in profile.policy.steps]
     group = profile.approver_group.name if profile.approver_group_id else None
     return [Step(group=group, manager=profile.manager_approves)]
 
@@ -130,31 +155,73 @@ def step_up_details(profiles, *, channel: str, step_up: stepup.StepUp | None) ->
     return {"step_up": step_up.details()}
 
 
-def _eligible(user, access_request: AccessRequest, step: Step) -> bool:
+def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bool:
     if step.group and step.group in group_names(user):
         return True
-    return bool(step.manager and access_request.requester.manager_id == user.pk)
+    if step.manager and access_request.requester.manager_id == user.pk:
+        return True
+    escalated = access_request.escalated_at is not None and index == access_request.step
+    if escalated and step.fallback_group and step.fallback_group in group_names(user):
+        return True
+    # On call: whoever a schedule named when the step opened (or escalated), as recorded then.
+    return StepAssignee.objects.filter(request=access_request, step=index, user=user).exists()
+
+
+def delegators(user, *, now: datetime.datetime | None = None) -> list:
+    """Return the active people whose delegation to `user` runs now."""
+    if not user.is_authenticated or not user.is_active:
+        return []
+    if now is None and hasattr(user, "_jit_delegators"):
+        return user._jit_delegators  # read once per user object, like its groups (an inbox asks per request)
+    running = Delegation.objects.filter(delegate=user, starts_at__lte=now or timezone.now(), ends_at__gt=now or timezone.now(),
+                                        ended_at=None, delegator__is_active=True)
+    found = [d.delegator for d in running.select_related("delegator").order_by("pk")]
+    if now is None:
+        user._jit_delegators = found
+    return found
+
+
+def _principals(user, access_request: AccessRequest) -> list:
+    """Return who `user` may decide as: themselves, then each delegator (never the requester)."""
+    return [user] + [d for d in delegators(user) if d.pk != access_request.requester_id]
 
 
 def is_approver(user, access_request: AccessRequest) -> bool:
-    """Return whether `user` may decide some step of this request (own requests included)."""
+    """Return whether `user` may decide some step of this request (own requests included), themselves or as a delegate."""
     if not user.is_authenticated or not user.is_active:
         return False
-    return any(_eligible(user, access_request, step) for step in steps_for(access_request.profile))
+    steps = list(enumerate(steps_for(access_request.profile)))
+    return any(_eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps)
+
+
+def on_behalf_of(user, access_request: AccessRequest):
+    """Return the delegator `user` would decide the current step for, or None when they may decide it themselves (or not at all)."""
+    index = current_step(access_request)
+    step = steps_for(access_request.profile)[index]
+    if _eligible(user, access_request, step, index):
+        return None
+    return next((d for d in _principals(user, access_request)[1:] if _eligible(d, access_request, step, index)), None)
 
 
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
-    """Return why `user` may not decide the request's current step, or None if they may."""
+    """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
-    if not user.is_authenticated or not user.is_active or not _eligible(user, access_request, step):
+    active = user.is_authenticated and user.is_active
+    principal = on_behalf_of(user, access_request) if active else None
+    if not active or (principal is None and not _eligible(user, access_request, step, index)):
         if is_approver(user, access_request):
             return f"This request now waits for step {index + 1} ({step.describe()}), which you may not approve."
         return "You are not an approver for this request."
-    if access_request.status == AccessRequest.Status.PENDING and access_request.approvals.filter(approver=user).exists():
-        return "You have already approved a step of this request; another person must approve this one."
+    if access_request.status == AccessRequest.Status.PENDING:
+        # One person approves at most one step, whether themselves or through a delegate.
+        approvals = access_request.approvals
+        if approvals.filter(Q(approver=user) | Q(on_behalf_of=user)).exists():
+            return "You have already approved a step of this request; another person must approve this one."
+        if principal is not None and approvals.filter(Q(approver=principal) | Q(on_behalf_of=principal)).exists():
+            return f"{principal.username} has already approved a step of this request; another person must approve this one."
     return None
 
 
@@ -165,8 +232,12 @@ def approvals_counted(access_request: AccessRequest, index: int) -> int:
     under the request, or they left the group) does not count.
     """
     step = steps_for(access_request.profile)[index]
-    approvals = access_request.approvals.filter(step=index).select_related("approver")
-    return sum(1 for a in approvals if a.approver.is_active and _eligible(a.approver, access_request, step))
+    approvals = access_request.approvals.filter(step=index).select_related("approver", "on_behalf_of")
+    counted = 0
+    for a in approvals:
+        who = a.on_behalf_of or a.approver
+        counted += a.approver.is_active and who.is_active and _eligible(who, access_request, step, index)
+    return counted
 
 
 # Spans: a person's touching or overlapping grants of one profile are one ----

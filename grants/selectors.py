@@ -1,10 +1,11 @@
 """Reads of the grants domain; the one door audit's report pages may use."""
 
+from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
 from . import policy
-from .models import AccessProfile, AccessRequest, BreakGlassReview, DriftFinding, Grant, Target
+from .models import AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, StepAssignee, Target
 
 
 def requestable_profiles(user):
@@ -77,7 +78,25 @@ def may_view_request(user, access_request) -> bool:
 
 
 def approvals_of(access_request):
-    return list(access_request.approvals.select_related("approver"))
+    return list(access_request.approvals.select_related("approver", "on_behalf_of"))
+
+
+def active_user(username: str):
+    """Return the active user with this username, or None."""
+    return get_user_model().objects.filter(username=username, is_active=True).first()
+
+
+def delegations_of(user) -> tuple[list, list]:
+    """Return (delegations `user` gave, delegations to `user`) that have not ended, soonest first."""
+    now = timezone.now()
+    live = Delegation.objects.filter(ends_at__gt=now, ended_at=None).select_related("delegator", "delegate").order_by("starts_at")
+    return list(live.filter(delegator=user)), list(live.filter(delegate=user))
+
+
+def on_call_asked(access_request):
+    """Return whom on-call schedules named for the step the request waits for (with why), in the order asked."""
+    index = policy.current_step(access_request)
+    return list(StepAssignee.objects.filter(request=access_request, step=index).select_related("user"))
 
 
 def bundle_others(access_request):

@@ -34,6 +34,11 @@ _PERMANENT = {
 }
 
 
+def escape(text: str) -> str:
+    """Escape what Slack's mrkdwn reads as markup, so that user input cannot mention @channel or forge links."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 class SlackError(Exception):
     """Slack refused or could not be reached; `permanent` when trying again cannot help."""
 

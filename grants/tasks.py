@@ -100,6 +100,11 @@ def sweep():
     lifecycle.lapse_stale_requests(now)
 
 
+def remind_and_escalate():
+    """Remind and escalate undecided approval steps (a django-q2 schedule, every minute)."""
+    return lifecycle.remind_and_escalate()
+
+
 def remind_expiring(now=None) -> list[int]:
     """Enqueue a reminder for each active grant that ends within ten minutes and was not reminded of this expiry.
 

@@ -20,5 +20,7 @@ urlpatterns = [
     path("grants/<int:pk>/extend", views.grant_extend, name="grant_extend"),
     path("step-up/<str:key>/", views.step_up_resume, name="step_up_resume"),
     path("reviews/", views.reviews, name="reviews"),
+    path("delegations/", views.delegations, name="delegations"),
+    path("delegations/<int:pk>/end", views.delegation_end, name="delegation_end"),
     path("reviews/<int:pk>/close", views.review_close, name="review_close"),
 ]

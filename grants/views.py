@@ -15,9 +15,9 @@ from accounts import stepup, timezones
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
-from .forms import DecisionForm, ExtensionForm, RequestForm, ReviewForm
+from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm, usernames
 from .connectors import ConnectorError, get_connector
-from .models import AccessRequest, BreakGlassReview, Grant, Target
+from .models import AccessRequest, BreakGlassReview, Delegation, Grant, Target
 from .tables import PastGrantTable, RequestTable
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,7 @@ def _with_workflow(access_request) -> AccessRequest:
     """Attach what deciders and requesters read: the current step, approvals so far, the rest of a bundle."""
     access_request.step_text = _step_text(access_request)
     access_request.approvals_so_far = selectors.approvals_of(access_request)
+    access_request.on_call = selectors.on_call_asked(access_request) if access_request.status == RS.PENDING else []
     access_request.bundle_others = selectors.bundle_others(access_request)
     access_request.needs_step_up = any(policy.needs_step_up(p) for p in _profiles_decided(access_request))
     return access_request
@@ -166,6 +167,7 @@ def _request_form(request, data, *, resumed=False):
             "starts_at": form.cleaned_data["starts_at"],
             "break_glass": break_glass,
             "step_up": evidence,
+            "reviewers": usernames(form.cleaned_data.get("reviewers") or ""),
         }
         if form.params():
             shared["params"] = form.params()
@@ -486,3 +488,36 @@ def ssh_krl(request, target):
     response["Content-Disposition"] = f'attachment; filename="{target.name}.krl"'
     response["Cache-Control"] = "no-cache"
     return response
+
+
+@login_required
+def delegations(request):
+    """List the delegations one gave and received; name a delegate for a period."""
+    form = DelegationForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        delegate = selectors.active_user(data["delegate"])
+        try:
+            lifecycle.delegate_approvals(actor=request.user, delegate=delegate, starts_at=data["starts_at"], ends_at=data["ends_at"],
+                                         reason=data["reason"])
+        except lifecycle.InvalidRequestError as exc:
+            for field, message in exc.errors.items():
+                form.add_error(field, message)
+        else:
+            messages.success(request, f"{delegate.label} may decide for you from {_when(data['starts_at'])} to {_when(data['ends_at'])}.")
+            return redirect("grants:delegations")
+    given, received = selectors.delegations_of(request.user)
+    return render(request, "grants/delegations.html", {"form": form, "given": given, "received": received})
+
+
+@login_required
+@require_POST
+def delegation_end(request, pk):
+    delegation = get_object_or_404(Delegation, pk=pk, delegator=request.user)
+    try:
+        lifecycle.end_delegation(delegation.pk, actor=request.user)
+    except lifecycle.TransitionError as exc:
+        messages.warning(request, str(exc))
+    else:
+        messages.success(request, "Delegation ended.")
+    return redirect("grants:delegations")

@@ -293,6 +293,7 @@ JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characte
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 # A person's grants of one profile at most this many seconds apart count as one span for every limit.
 JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
+JIT_ONCALL_FEED_TTL = env.int("JIT_ONCALL_FEED_TTL", default=300)  # seconds an on-call iCalendar feed is read from the cache
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # Identity refresh without a login (accounts/identity.py): the sync job refreshes

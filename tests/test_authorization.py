@@ -339,6 +339,13 @@ PORTAL_ROWS = [
         args=lambda w: {"key": "nothing-waits-under-this-key"}),
     Row("grants:step_up_resume",        "POST",  "login   405   405   405   405   405   405",
         args=lambda w: {"key": "nothing-waits-under-this-key"}),
+    Row("grants:delegations",           "GET",   "login   200   200   200   200   200   200"),
+    # Anyone may name a delegate of their own; a bad form comes back with the reason.
+    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200", data={"delegate": "nosuch"},
+        label="bad_form"),
+    Row("grants:delegation_end",        "GET",   "login   405   405   405   405   405   405", args=lambda w: {"pk": 1}),
+    # Only the delegator ends a delegation: for everyone else it does not exist.
+    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404", args=lambda w: {"pk": 999999}),
     Row("grants:review_close",          "GET",   "login   405   405   405   405   405   405", **REVIEW),
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
@@ -468,6 +475,12 @@ API_ROWS = [
         audited="request.submitted"),
     Api("credentials",                           "401     200*  404   403   404   403   403", **ON_HELD,
         effect=_credentials_seen, audited="grant.credentials_viewed"),
+    Api("list_delegations",                      "401     200   200   200   200   200   200"),
+    # Everyone may name a delegate of their own (here: a deactivated or unknown name is refused with the reason).
+    Api("create_delegation",                     "401     400   400   400   400   400   400",
+        data={"delegate": "nosuch", "starts_at": "2030-01-01T09:00:00Z", "ends_at": "2030-01-02T09:00:00Z"}),
+    # Only the delegator ends a delegation: for everyone else it does not exist.
+    Api("end_delegation",                        "401     404   404   404   404   404   404", args=lambda w: {"delegation_id": 999999}),
 ]
 # fmt: on
 

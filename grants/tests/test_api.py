@@ -273,7 +273,7 @@ def test_a_request_shows_its_approvals_and_its_grant_with_expiry(api, ana, activ
     body = api(ana).get(f"/requests/{active_grant.request_id}").json()
     assert body["status"] == "approved"
     assert body["decided_by"] == "otto"
-    assert body["approvals"] == [{"approver": "otto", "step": 1, "comment": "ok", "created_at": body["approvals"][0]["created_at"]}]
+    assert body["approvals"] == [{"approver": "otto", "on_behalf_of": None, "step": 1, "comment": "ok", "created_at": body["approvals"][0]["created_at"]}]
     grant = body["grant"]
     assert grant["id"] == active_grant.pk
     assert grant["status"] == "active" and grant["is_active"] is True
