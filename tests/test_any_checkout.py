@@ -177,7 +177,7 @@ def test_without_postgresqls_programs_make_run_says_so_in_one_line(tmp_path, mon
     monkeypatch.setattr(devcluster, "PG_ROOT", tmp_path)
     from jitportal import run
 
-    cluster, note = run.start_demo_target()
+    cluster, note = run.start_demo_target(tmp_path / "var")
 
     assert cluster is None
     assert note == (
