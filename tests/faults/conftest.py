@@ -102,6 +102,9 @@ def fleet(transactional_db, pg_target_env, tmp_path):
     fleet = Fleet(env, tmp_path)
     yield fleet
     fleet.stop_all()
+    for log in sorted(tmp_path.glob("*.log")):  # shown when the scenario fails
+        lines = [line for line in log.read_text().splitlines() if not line.startswith(("Enqueued", "Processed"))]
+        print(f"--- {log.name} (last lines)\n" + "\n".join(lines[-40:]))
 
 
 @pytest.fixture
@@ -176,7 +179,14 @@ def final_checks(ids, clusters, *, since: float, what: str, states=(Grant.Status
     provisioned or revoked twice, no role on a target that no live grant
     explains, and `audit verify` intact.
     """
-    wait_for(lambda: all_in(ids, END_STATES), seconds=timeout, what=f"every grant to end ({what}): {statuses(ids)}")
+    try:
+        wait_for(lambda: all_in(ids, END_STATES), seconds=timeout, what=f"every grant to end ({what})")
+    except pytest.fail.Exception:
+        from django_q.models import OrmQ
+
+        rows = list(Grant.objects.filter(pk__in=ids).values_list("pk", "status", "attempts", "next_attempt_at", "last_error"))
+        queue = list(OrmQ.objects.values_list("lock", flat=True))
+        pytest.fail(f"not every grant ended ({what}) at {timezone.now()}:\n{rows}\nqueue locks: {queue}")
     took = time.monotonic() - since
     assert set(statuses(ids).values()) <= set(states), statuses(ids)
     live = {f"jit_g{pk}" for pk in Grant.objects.filter(status__in=[Grant.Status.ACTIVE, Grant.Status.REVOKING]).values_list("pk", flat=True)}
@@ -237,3 +247,9 @@ def portal_db(transactional_db):
 
 def now():
     return timezone.now()
+
+
+@pytest.fixture
+def ana_on_second(second_profile, otto):  # noqa: F811 (fixture)
+    """An active-to-be grant of a profile whose extensions need an approver."""
+    return Grant.objects.get(pk=make_grants(1, second_profile, seconds=600, approver=otto, prefix="ext")[0])

@@ -1,4 +1,4 @@
-"""Wake at the next expiry (or window start) and enqueue the revocation (or provisioning) on time.
+"""Wake at the next expiry (or window start, or retry) and enqueue the revocation (or provisioning) on time.
 
 django-q2's scheduler looks at schedules only about every 30 seconds; this
 process sleeps until the next `expires_at` instead, so revocation starts
@@ -19,14 +19,16 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 from django.db import Error as DatabaseError
 from django.db import close_old_connections, connections
-from django.db.models import Count, Max, Min
+from django.db.models import Case, Count, F, Max, Min, Q, When
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
+from grants.lifecycle import RETRY_GRACE
 from grants.models import Grant
-from grants.tasks import enqueue_expiries
+from grants.tasks import due_work, enqueue_expiries
 
 log = logging.getLogger("grants.expiry_timer")
 
@@ -39,6 +41,13 @@ ROUND_EVERY = 0.25
 # may have died with a worker), but only if no task is waiting in the queue:
 # with the workers down, more tasks would only wait too.
 REPEAT_EVERY = 4.0
+RETRIED = [Grant.Status.SCHEDULED, Grant.Status.ACTIVE, Grant.Status.REVOKING]
+# When a due grant became due (see `due_work`): work is enqueued again when something newer is due.
+DUE_AT = Case(
+    When(next_attempt_at__isnull=False, then=F("next_attempt_at")),
+    When(status=Grant.Status.ACTIVE, then=F("expires_at")),
+    default=Coalesce("not_before", "created_at"),
+)
 # Pauses between tries while the database is unreachable.
 MIN_BACKOFF, MAX_BACKOFF = 0.2, 2.0
 
@@ -83,8 +92,9 @@ class Command(BaseCommand):
     def _wake(self) -> float:
         """Enqueue what is due now; return how long to sleep."""
         now = timezone.now()
-        active = Grant.objects.filter(status=Grant.Status.ACTIVE)
-        due = active.filter(expires_at__lte=now).aggregate(n=Count("pk"), newest=Max("expires_at"))
+        # Expiries, and target work whose retry (or lost task) is due: revocations
+        # left by a killed worker, provisioning, an extension the target has not followed.
+        due = Grant.objects.filter(due_work(now)).aggregate(n=Count("pk"), newest=Max(DUE_AT))
         if due["n"]:
             # Enqueue once per newly due grant; if workers are slow to take
             # them, enqueue again only after a pause, not on every wake-up.
@@ -95,14 +105,22 @@ class Command(BaseCommand):
                 enqueue_expiries(due["n"])
                 self.enqueued_up_to, self.enqueued_at = due["newest"], time.monotonic()
         # Scheduled windows open at their start, on time as well.
-        windows = Grant.objects.filter(status=Grant.Status.SCHEDULED, not_before__isnull=False)
+        scheduled = Grant.objects.filter(status=Grant.Status.SCHEDULED)
+        windows = scheduled.filter(not_before__isnull=False)
         for grant_id in windows.filter(not_before__lte=now).exclude(pk__in=self.opened).values_list("pk", flat=True):
             async_task("grants.tasks.provision", grant_id, group="provision")
             self.opened.add(grant_id)
+        lost = now - RETRY_GRACE
+        soon = scheduled.aggregate(
+            window=Min("not_before", filter=Q(not_before__gt=now)),
+            task=Min("created_at", filter=Q(not_before__isnull=True, next_attempt_at__isnull=True, created_at__gt=lost)),
+        )
         upcoming = min(
             filter(None, [
-                active.filter(expires_at__gt=now).aggregate(next=Min("expires_at"))["next"],
-                windows.filter(not_before__gt=now).aggregate(next=Min("not_before"))["next"],
+                Grant.objects.filter(status=Grant.Status.ACTIVE, expires_at__gt=now).aggregate(next=Min("expires_at"))["next"],
+                Grant.objects.filter(status__in=RETRIED, next_attempt_at__gt=now).aggregate(next=Min("next_attempt_at"))["next"],
+                soon["window"],
+                soon["task"] and soon["task"] + RETRY_GRACE,
             ]),
             default=None,
         )
