@@ -21,6 +21,7 @@ def test_a_target_stopped_across_several_retries_is_caught_up_within_seconds_of_
     wait_for(lambda: AuditEvent.objects.filter(action="grant.revoke_failed", details__attempt=3).count() >= 4, seconds=60,
              what="three failed attempts of each grant")
     second_cluster.start()
+    assert second_cluster.port == second_profile.target.config["port"]  # the grants' target, back where it was
     final_checks(ids, [second_cluster], since=time.monotonic(), what="target stopped across retries, then started")
 
 
@@ -43,7 +44,7 @@ def test_a_frozen_target_does_not_delay_a_healthy_one(fleet, profile, second_pro
         assert last_healthy.pk < first_failure.pk
         assert max(Grant.objects.filter(pk__in=healthy).values_list("verified_at", flat=True)) < first_failure.created_at
         # Nothing on the frozen target was marked revoked while it could not answer.
-        assert all_in(frozen, ["revoking"])
+        assert not Grant.objects.filter(pk__in=frozen, status=Grant.Status.REVOKED).exists()
     finally:
         resume(second_cluster)
     ended = time.monotonic()
