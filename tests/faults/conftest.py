@@ -28,7 +28,7 @@ from audit.log import verify
 from audit.models import AuditEvent
 from grants import devcluster, lifecycle
 from grants.models import AccessProfile, Grant, Target
-from grants.tests.conftest import JUSTIFICATION, groups, marc, otto, profile, target  # noqa: F401 (fixtures)
+from grants.tests.conftest import JUSTIFICATION, groups, otto, profile, target  # noqa: F401 (fixtures)
 
 BASE = Path(__file__).resolve().parents[2]
 END_STATES = {Grant.Status.REVOKED, Grant.Status.FAILED}
@@ -245,11 +245,11 @@ def portal_db(transactional_db):
     db.close()
 
 
-def now():
-    return timezone.now()
-
 
 @pytest.fixture
 def ana_on_second(second_profile, otto):  # noqa: F811 (fixture)
     """An active-to-be grant of a profile whose extensions need an approver."""
     return Grant.objects.get(pk=make_grants(1, second_profile, seconds=600, approver=otto, prefix="ext")[0])
+
+
+from grants.tests.conftest import ana, marc  # noqa: E402, F401 (fixtures for the in-process scenarios)

@@ -1,11 +1,14 @@
 """Targets fail: stopped across several retries, or frozen (SIGSTOP) while another target stays healthy."""
 
+import datetime
 import time
 
 import psycopg
 import pytest
+from django_q.models import Failure
 
 from audit.models import AuditEvent
+from grants import lifecycle
 from grants.models import Grant
 
 from .conftest import all_in, final_checks, freeze, make_grants, resume, wait_for
@@ -54,14 +57,10 @@ def test_a_frozen_target_does_not_delay_a_healthy_one(fleet, profile, second_pro
 
 @pytest.mark.django_db(transaction=True)
 def test_an_extension_approved_while_a_worker_holds_the_grant_reaches_the_target(fleet, second_profile, ana_on_second, otto, second_cluster):
-    from grants import lifecycle
-
     fleet.start("qcluster")
     fleet.start("timer")
     grant = ana_on_second
     wait_for(lambda: Grant.objects.filter(pk=grant.pk, status="active").exists(), seconds=60, what="provisioning")
-    import datetime
-
     first = lifecycle.request_extension(grant.pk, actor=grant.user, duration=datetime.timedelta(minutes=5), justification="INC-4711 needs longer")
     freeze(second_cluster)
     try:
@@ -84,6 +83,9 @@ def test_an_extension_approved_while_a_worker_holds_the_grant_reaches_the_target
     wait_for(target_follows, seconds=30, what="the target's VALID UNTIL to match the portal's expiry")
     print(f"\n[fault] extension approved while a worker held the grant: target matched {time.monotonic() - ended:.1f} s after")
     assert AuditEvent.objects.filter(action="grant.extended", object_id=str(grant.pk)).count() == 2
+    # The worker's attempt on the frozen target is in the trail (a deadlock rolled it back), and no task failed.
+    assert AuditEvent.objects.filter(action="grant.extend_failed", object_id=str(grant.pk)).exists()
+    assert not Failure.objects.exists(), list(Failure.objects.values_list("func", "result"))
     assert AuditEvent.objects.filter(action="grant.extended_on_target", object_id=str(grant.pk)).exists()
     lifecycle.revoke_grant(grant.pk, actor=grant.user, reason="released")
     final_checks([grant.pk], [second_cluster], since=time.monotonic(), what="extension while a worker held the grant")
