@@ -89,3 +89,13 @@ def test_revocation_retries_go_to_the_longest_waiting_grants_first(ana, otto, pr
         lifecycle.retry_revocations(target_id=profile.target_id, limit=1, connectors={})
         tried += [pk for pk in ids if pk not in tried and Grant.objects.get(pk=pk).attempts == 1]
     assert tried == [ids[1], ids[2], ids[0]]
+
+
+def test_a_pass_takes_no_new_work_once_its_time_budget_is_spent(active_grant, monkeypatch, settings):
+    # Half of django-q's task timeout: the batch under way may take the other half.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 120}
+    assert tasks.pass_budget() == 60
+    Grant.objects.filter(pk=active_grant.pk).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    monkeypatch.setattr(tasks, "pass_budget", lambda: 0)
+    assert tasks.expire_due() == 0
+    assert Grant.objects.get(pk=active_grant.pk).status == Grant.Status.ACTIVE  # left for the next pass
