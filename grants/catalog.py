@@ -811,7 +811,13 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
             profile.requestable_by.set([groups[g] for g in wanted["requestable_by"]])
         gone_profiles = AccessProfile.objects.filter(managed_by=path, enabled=True).exclude(name__in=desired.profiles)
         gone_targets = Target.objects.filter(managed_by=path).exclude(name__in=desired.targets)
-        for profile in list(gone_profiles) + list(AccessProfile.objects.filter(target__in=gone_targets, enabled=True)):
+        disabled = list(gone_profiles) + list(AccessProfile.objects.filter(target__in=gone_targets, enabled=True))
+        if revoke_removed:
+            # Grant rows before the audit chain (the cancellations below append), as everywhere:
+            # a worker holding a grant while it talks to the target appends after.
+            live = Grant.objects.filter(profile__in=disabled, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE])
+            list(live.select_for_update(of=("self",)).order_by("pk").values_list("pk", flat=True))
+        for profile in disabled:
             profile.enabled = False
             profile.save(update_fields=["enabled"])
             cancelled += lifecycle.cancel_requests_of_disabled_profile(profile)

@@ -8,10 +8,12 @@ target runs in tasks after commit (see `grants/tasks.py`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import logging
 import uuid
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
@@ -46,6 +48,11 @@ ALLOWED_GRANT = {
 MAX_JUSTIFICATION = 2000
 MAX_SCHEDULE_AHEAD = datetime.timedelta(days=90)
 MAX_PROVISION_ATTEMPTS = 3
+# Target work handed to a task right away (provisioning after approval, a
+# revocation, an extension) is due again this long after, should that task
+# be lost with its worker or meet the row locked by another one: the expiry
+# timer reads `next_attempt_at` and enqueues a pass then.
+RETRY_GRACE = datetime.timedelta(seconds=3)
 
 
 class TransitionError(Exception):
@@ -509,6 +516,15 @@ def _lock_decision(request_id, *, approve: bool) -> tuple[AccessRequest, list[Ac
     return req, [req] + [m for m in locked if m.pk != req.pk and m.status == RS.PENDING]
 
 
+def _lock_extended_grants(members: list[AccessRequest]) -> None:
+    # One lock order everywhere: a grant's row, then the audit chain. A
+    # worker moving the grant on its target holds the row and then appends;
+    # an approval appending first and locking the row after would deadlock with it.
+    extended = sorted(m.extends_id for m in members if m.extends_id)
+    if extended:
+        list(Grant.objects.select_for_update(of=("self",)).filter(pk__in=extended).order_by("pk").values_list("pk", flat=True))
+
+
 def _approval_problem(req: AccessRequest, *, now) -> str | None:
     """Return why the request cannot be approved now (eligibility, target, span), as a clause, or None."""
     why = policy.ineligibility(req.requester, req.profile) or _moved_target(req)
@@ -532,6 +548,7 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None,
     event, error = "request.decision_refused", NotAllowedError
     with transaction.atomic():
         req, members = _lock_decision(request_id, approve=approve)
+        _lock_extended_grants(members)
         if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
             # A stale page (a double click, a colleague was quicker): not a refusal.
             raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
@@ -704,11 +721,13 @@ def _enqueue(func: str, *args):
     async_task(func, *args, group=func.rsplit(".", 1)[-1])
 
 
-def provision_grant(grant_id) -> Grant | None:
+def provision_grant(grant_id, *, connectors: dict | None = None) -> Grant | None:
     """Create the access on the target and start the clock; a no-op unless scheduled and due.
 
     The row lock is held across the connector call: a second worker skips
     the grant, and a revocation waits until provisioning has finished.
+    `connectors` ({target id: connector}) lets a pass share one connector,
+    and what it remembers of a failed target, across grants.
     """
     with transaction.atomic():
         grant = (
@@ -735,7 +754,7 @@ def provision_grant(grant_id) -> Grant | None:
         grant.starts_at = now
         grant.expires_at = (grant.not_before or now) + grant.duration
         try:
-            with get_connector(grant.profile.target) as connector:
+            with _connector(grant.profile.target, connectors) as connector:
                 provisioned = connector.provision(grant)
         except ConnectorError as exc:
             return _provision_failed(grant, exc)
@@ -757,8 +776,17 @@ def provision_grant(grant_id) -> Grant | None:
     return grant
 
 
+def _connector(target, connectors: dict | None):
+    """Return a connector to use in a `with` block: the caller's shared one (left open), or a new one (closed after)."""
+    if connectors is None:
+        return get_connector(target)
+    if target.pk not in connectors:
+        connectors[target.pk] = get_connector(target)
+    return contextlib.nullcontext(connectors[target.pk])
+
+
 def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
-    """Fail a grant before anything was made on the target (nothing to clean up there)."""
+    """Fail a grant before this attempt made anything on the target; a crashed earlier attempt may have, so clean up."""
     _check(grant, ALLOWED_GRANT, GS.FAILED)
     grant.status = GS.FAILED
     grant.last_error = message
@@ -766,6 +794,7 @@ def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
     grant.save(update_fields=["status", "last_error", "starts_at", "expires_at", "next_attempt_at"])
     details = {**_snapshot(grant.profile, grant.user), "error": message, **details}
     audit.record("grant.failed", obj=grant, details=details)
+    transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
     return grant
 
 
@@ -796,7 +825,9 @@ def _extend_grant(req: AccessRequest, *, actor):
     old = grant.expires_at
     grant.expires_at = old + req.duration
     grant.duration = grant.duration + req.duration
-    grant.save(update_fields=["expires_at", "duration"])
+    # Due until the target follows (extend_on_target clears it): a lost task is enqueued again by the timer.
+    grant.next_attempt_at = timezone.now() + RETRY_GRACE
+    grant.save(update_fields=["expires_at", "duration", "next_attempt_at"])
     audit.record(
         "grant.extended",
         actor=actor,
@@ -808,27 +839,36 @@ def _extend_grant(req: AccessRequest, *, actor):
     transaction.on_commit(lambda: _enqueue("grants.tasks.extend_on_target", grant.pk))
 
 
-def extend_on_target(grant_id) -> Grant | None:
-    """Move the target's own expiry (e.g. VALID UNTIL) to the grant's new expiry."""
+EXTEND_RETRY = datetime.timedelta(seconds=10)
+
+
+def extend_on_target(grant_id, *, connectors: dict | None = None) -> Grant | None:
+    """Move the target's own expiry (e.g. VALID UNTIL) to the grant's new expiry; retried until it has.
+
+    A no-op if the grant is not active or another worker holds it (its
+    `next_attempt_at` stays due, so a pass takes it up if that worker dies).
+    """
     with transaction.atomic():
         grant = (
             Grant.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("profile__target", "user")
-            .filter(pk=grant_id, status=GS.ACTIVE)
+            .filter(pk=grant_id, status=GS.ACTIVE, expires_at__gt=timezone.now())
             .first()
         )
         if grant is None:
             return None
         try:
-            with get_connector(grant.profile.target) as connector:
+            with _connector(grant.profile.target, connectors) as connector:
                 connector.extend(grant)
         except ConnectorError as exc:
             grant.last_error = f"Extending on the target failed: {exc.message}"
-            grant.save(update_fields=["last_error"])
+            grant.next_attempt_at = timezone.now() + EXTEND_RETRY * (6 if exc.permanent else 1)
+            grant.save(update_fields=["last_error", "next_attempt_at"])
             audit.record("grant.extend_failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": exc.message})
             return grant
         grant.last_error = ""
-        grant.save(update_fields=["last_error"])
+        grant.next_attempt_at = None
+        grant.save(update_fields=["last_error", "next_attempt_at"])
         audit.record("grant.extended_on_target", obj=grant, details={**_snapshot(grant.profile, grant.user), "expires_at": grant.expires_at})
     return grant
 
@@ -838,8 +878,9 @@ def _begin_revocations(grants: list[Grant], *, actor, reason: str):
     for grant in grants:
         _check(grant, ALLOWED_GRANT, GS.REVOKING)
     now = timezone.now()
+    # The caller's task revokes at once; if it is lost, the timer's pass does after RETRY_GRACE.
     changes = {"status": GS.REVOKING, "end_reason": reason, "ended_by": actor, "revoke_requested_at": now, "attempts": 0,
-               "next_attempt_at": now, "last_error": "", "sealed_credentials": ""}
+               "next_attempt_at": now + RETRY_GRACE, "last_error": "", "sealed_credentials": ""}
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(**changes)
     for grant in grants:
         for field, value in changes.items():
@@ -875,19 +916,21 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
     _refuse("grant.revoke_refused", actor=actor, obj=grant, reason=refusal, details={"reason": reason})
 
 
-def begin_due_expiries(*, limit: int, now=None) -> list[int]:
-    """Move up to `limit` grants past their expiry to `revoking`; return their ids.
+def begin_due_expiries(*, limit: int, now=None, target_id: int | None = None) -> list[int]:
+    """Move up to `limit` grants past their expiry (on one target, if given) to `revoking`, oldest first; return their ids.
 
     Several workers and timers may call this at once: `skip_locked` hands
     each grant to exactly one of them.
     """
     now = now or timezone.now()
+    due = Grant.objects.filter(status=GS.ACTIVE, expires_at__lte=now)
+    if target_id is not None:
+        due = due.filter(profile__target_id=target_id)
     with transaction.atomic():
         due = list(
-            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            due.select_for_update(skip_locked=True, of=("self",))
             .select_related("profile__target", "user")
-            .filter(status=GS.ACTIVE, expires_at__lte=now)
-            .order_by("expires_at")[:limit]
+            .order_by("expires_at", "pk")[:limit]
         )
         if due:
             _begin_revocations(due, actor=None, reason=Grant.EndReason.EXPIRED)
@@ -921,20 +964,47 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
 
 
 def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
-    """Like `complete_revocation` for several grants, with one target call and one commit per batch; return those revoked."""
+    """Like `complete_revocation` for several grants, a few target calls and one commit per target; return those revoked.
+
+    One transaction per target: the audit chain lock its events take is
+    released before the next target is contacted, so a slow target never
+    holds up appends (approvals, other revocations) meanwhile.
+    """
+    grant_ids = list(grant_ids)
+    targets = Grant.objects.filter(pk__in=grant_ids).values_list("profile__target_id", flat=True).distinct().order_by("profile__target_id")
+    done = []
+    for target_id in list(targets):
+        with transaction.atomic():
+            # Not skip_locked: the caller claimed these grants a moment ago. Another
+            # worker's begin_due_expiries may still hold a lock on some of them: in
+            # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
+            # before rechecking the WHERE, and keeps the lock when the row no longer
+            # matches. Skipping would leave the grant to a later pass.
+            grants = list(
+                Grant.objects.select_for_update(of=("self",))
+                .select_related("profile__target", "user", "request")
+                .filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id)
+                .order_by("pk")
+            )
+            done += _revoke_on_targets(grants, connectors)
+    return done
+
+
+def retry_revocations(*, target_id: int, limit: int, connectors: dict, now=None) -> int:
+    """Revoke up to `limit` `revoking` grants of one target whose next attempt is due, longest waiting first.
+
+    Return how many were tried (0: nothing due that another worker does not hold).
+    """
+    now = now or timezone.now()
     with transaction.atomic():
-        # Not skip_locked: the caller claimed these grants a moment ago. Another
-        # worker's begin_due_expiries may still hold a lock on some of them: in
-        # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
-        # before rechecking the WHERE, and keeps the lock when the row no longer
-        # matches. Skipping would leave the grant to the minute sweeper.
         grants = list(
-            Grant.objects.select_for_update(of=("self",))
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("profile__target", "user", "request")
-            .filter(pk__in=list(grant_ids), status=GS.REVOKING)
-            .order_by("pk")
+            .filter(status=GS.REVOKING, next_attempt_at__lte=now, profile__target_id=target_id)
+            .order_by("next_attempt_at", "pk")[:limit]
         )
-        return _revoke_on_targets(grants, connectors)
+        _revoke_on_targets(grants, connectors)
+    return len(grants)
 
 
 def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
@@ -1028,10 +1098,13 @@ def objects_summary(objects: list[dict]) -> str:
 
 def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None = None) -> Grant:
     # Like Vault's lease manager: retry with growing delays, flag the grant
-    # after a few attempts, and keep trying; never claim it is gone.
+    # after a few attempts, and keep trying; never claim it is gone. The
+    # delay stays short (JIT_REVOKE_RETRY_MAX): a target back from an outage
+    # sees its revocations within seconds, and the pass's circuit breaker
+    # makes a retry on a target still down cost one connection attempt.
     grant.attempts += 1
     grant.last_error = message
-    delay = min(5 * 2 ** (grant.attempts - 1), 3600)
+    delay = min(2**grant.attempts, settings.JIT_REVOKE_RETRY_MAX)
     grant.next_attempt_at = timezone.now() + datetime.timedelta(seconds=delay)
     grant.save(update_fields=["attempts", "last_error", "next_attempt_at"])
     audit.record(

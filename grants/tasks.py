@@ -8,9 +8,13 @@ that finds nothing to do returns quietly.
 import datetime
 import logging
 import math
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.db import connection
 from django.db.models import F, Q
+from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from . import lifecycle
@@ -44,25 +48,127 @@ def clean_up_failed(grant_id):
         log.info("Clean-up of failed grant %s: %s", grant_id, exc.message)
 
 
-def expire_due():
-    """Revoke every active grant past its expiry, in batches, reusing one connection per target."""
-    done = 0
-    connectors = {}
-    try:
+# At most this many targets are worked on at once in a pass, each in its own thread.
+MAX_TARGET_THREADS = 8
+# While its threads run, a pass looks this often for targets with newly due work.
+LOOK_EVERY = 0.2
+IDLE_PAUSE = 1.0
+
+
+def pass_budget() -> float:
+    """Return how long a pass may keep taking new work (seconds): half of django-q's task timeout.
+
+    A pass stops between batches, so the other half is left for the batch
+    under way (a hung target's connect timeout, a slow statement).
+    """
+    return settings.Q_CLUSTER.get("timeout", 120) / 2
+
+
+def due_work(now) -> Q:
+    """Return the grants with target work due at `now`: expired, a revocation or provisioning attempt due, a lost task.
+
+    `next_attempt_at` is when a grant's pending target work is due (a retry's
+    backoff, or `RETRY_GRACE` after a task was handed the work): past it, the
+    task failed, was lost with its worker, or met the row locked by another
+    worker, and a pass takes it up.
+    """
+    lost = now - lifecycle.RETRY_GRACE
+    return (
+        Q(status=Grant.Status.ACTIVE, expires_at__lte=now)
+        | Q(status__in=[Grant.Status.REVOKING, Grant.Status.ACTIVE, Grant.Status.SCHEDULED], next_attempt_at__lte=now)
+        | Q(status=Grant.Status.SCHEDULED, next_attempt_at__isnull=True)
+        & (Q(not_before__isnull=True, created_at__lte=lost) | Q(not_before__lte=lost))
+    )
+
+
+def expire_due() -> int:
+    """Do what is due on every target: revoke what expired, retry revocations, provisioning and extensions.
+
+    Work is done per target, each in its own thread (unless called inside a
+    transaction, whose rows other threads could not see), and the pass keeps
+    looking for targets with newly due work while its threads run: a target
+    that hangs holds up its own thread only, never another target's grants,
+    even when every worker's pass waits on it. A target that fails once is
+    remembered by its thread (the connector's circuit breaker): its other
+    grants fail at once and are retried with backoff. The longest waiting
+    work goes first, and the pass takes no new work after `pass_budget()`,
+    so it ends well within django-q's task timeout. Return how many
+    expiries it began.
+    """
+    deadline = time.monotonic() + pass_budget()
+    if connection.in_atomic_block:
+        return sum(_pass_on_target(target_id, deadline) for target_id in _due_targets())
+    begun = 0
+    running, idle_until = {}, {}
+    with ThreadPoolExecutor(max_workers=MAX_TARGET_THREADS, thread_name_prefix="pass") as pool:
         while True:
-            ids = lifecycle.begin_due_expiries(limit=settings.JIT_EXPIRY_BATCH)
+            for target_id, future in list(running.items()):
+                if future.done():
+                    del running[target_id]
+                    done = future.result()
+                    begun += done
+                    # Due work that another worker holds is not ours: do not look again at once.
+                    idle_until[target_id] = time.monotonic() + (0 if done else IDLE_PAUSE)
+            if time.monotonic() < deadline:
+                for target_id in _due_targets():
+                    if target_id not in running and idle_until.get(target_id, 0) <= time.monotonic() and len(running) < MAX_TARGET_THREADS:
+                        running[target_id] = pool.submit(_in_thread, _pass_on_target, target_id, deadline)
+            if not running:
+                return begun
+            time.sleep(LOOK_EVERY)
+
+
+def _due_targets() -> list[int]:
+    return list(Grant.objects.filter(due_work(timezone.now())).values_list("profile__target_id", flat=True).distinct().order_by())
+
+
+def _in_thread(func, *args):
+    try:
+        return func(*args)
+    except Exception:
+        log.exception("A pass over target %s failed", args[0])
+        return 0
+    finally:
+        connection.close()  # this thread's own database connection
+
+
+def _pass_on_target(target_id: int, deadline: float) -> int:
+    connectors = {}
+    begun = 0
+    try:
+        while time.monotonic() < deadline:
+            ids = lifecycle.begin_due_expiries(limit=settings.JIT_EXPIRY_BATCH, target_id=target_id)
             if not ids:
                 break
+            begun += len(ids)
             try:
                 lifecycle.complete_revocations(ids, connectors=connectors)
             except Exception:
-                # The batch stays `revoking`; the sweeper retries each grant on its own.
+                # The batch stays `revoking`; it is due again after RETRY_GRACE.
                 log.exception("Revoking grants %s failed", ids)
-            done += len(ids)
+        while time.monotonic() < deadline:
+            try:
+                if not lifecycle.retry_revocations(target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors):
+                    break
+            except Exception:
+                log.exception("Retrying revocations on target %s failed", target_id)
+                break
+        now = timezone.now()
+        due = Grant.objects.filter(due_work(now), profile__target_id=target_id)
+        provisioning = due.filter(status=Grant.Status.SCHEDULED).order_by(Coalesce("next_attempt_at", "not_before", "created_at"), "pk")
+        extensions = due.filter(status=Grant.Status.ACTIVE, expires_at__gt=now, next_attempt_at__isnull=False).order_by("next_attempt_at", "pk")
+        for work, grant_ids in ((lifecycle.provision_grant, provisioning), (lifecycle.extend_on_target, extensions)):
+            for grant_id in list(grant_ids.values_list("pk", flat=True)[:500]):
+                if time.monotonic() >= deadline:
+                    break
+                try:
+                    work(grant_id, connectors=connectors)
+                except Exception:
+                    log.exception("%s of grant %s failed", work.__name__, grant_id)
     finally:
         for connector in connectors.values():
             connector.close()
-    return done
+    return begun
 
 
 def enqueue_expiries(due_count: int):
@@ -75,28 +181,10 @@ def enqueue_expiries(due_count: int):
 
 
 def sweep():
-    """Make what should be true now true: expire, retry revocations and provisioning, lapse requests, remind holders."""
+    """Make what should be true now true: a pass over due work, lapse requests, remind holders."""
     now = timezone.now()
     expire_due()
     remind_expiring(now)
-    connectors = {}
-    try:
-        for grant_id in Grant.objects.filter(status=Grant.Status.REVOKING, next_attempt_at__lte=now).values_list("pk", flat=True):
-            try:
-                lifecycle.complete_revocation(grant_id, connectors=connectors)
-            except Exception:
-                log.exception("Retrying revocation of grant %s failed", grant_id)
-    finally:
-        for connector in connectors.values():
-            connector.close()
-    stuck = Grant.objects.filter(status=Grant.Status.SCHEDULED).filter(Q(not_before__isnull=True) | Q(not_before__lte=now)).filter(
-        Q(next_attempt_at__lte=now) | Q(next_attempt_at__isnull=True, created_at__lte=now - timezone.timedelta(seconds=30))
-    )
-    for grant_id in stuck.values_list("pk", flat=True):
-        try:
-            lifecycle.provision_grant(grant_id)
-        except Exception:
-            log.exception("Provisioning grant %s failed", grant_id)
     lifecycle.lapse_stale_requests(now)
 
 

@@ -76,12 +76,17 @@ def main():
     os.environ["JIT_DEMO_SSH_CA"] = str(ca)
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
-    procs = [
-        subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}",
-                          "--workers", "3", "--timeout", "60", "--access-logfile", "-", "--no-control-socket"], cwd=BASE),
-        subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE),
-        subprocess.Popen([sys.executable, "manage.py", "expiry_timer"], cwd=BASE),
-    ]
+    commands = {
+        "web server": ["-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
+                       "--timeout", "60", "--access-logfile", "-", "--no-control-socket"],
+        "workers": ["manage.py", "qcluster"],
+        "expiry timer": ["manage.py", "expiry_timer"],
+    }
+
+    def start(name):
+        return subprocess.Popen([sys.executable, *commands[name]], cwd=BASE)
+
+    procs = {name: start(name) for name in commands}
     print("\n" + "=" * 70)
     print(f"jitportal demo is starting: open http://{HOST}:{PORT}/")
     print("Demo mode (JITPORTAL_DEMO=true): local passwords, no identity provider; not for real access.")
@@ -101,14 +106,28 @@ def main():
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
+    restarts: list[float] = []
     try:
-        while not stopping and all(p.poll() is None for p in procs):
+        while not stopping and procs["web server"].poll() is None:
             time.sleep(0.3)
+            for name, proc in procs.items():
+                if name == "web server" or proc.poll() is None:
+                    continue
+                # The workers and the timer ride out database errors themselves; one that
+                # exits anyway is started again (at most 5 times a minute), as a supervisor would.
+                restarts = [t for t in restarts if t > time.monotonic() - 60]
+                if len(restarts) >= 5:
+                    print(f"The {name} exited (status {proc.returncode}) too often; stopping the demo.", flush=True)
+                    stopping = True
+                    break
+                restarts.append(time.monotonic())
+                print(f"The {name} exited (status {proc.returncode}); starting it again.", flush=True)
+                procs[name] = start(name)
     finally:
-        for p in procs:
+        for p in procs.values():
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
-        for p in procs:
+        for p in procs.values():
             try:
                 p.wait(timeout=15)
             except subprocess.TimeoutExpired:

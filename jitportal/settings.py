@@ -296,6 +296,8 @@ JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
 JIT_ONCALL_FEED_TTL = env.int("JIT_ONCALL_FEED_TTL", default=300)  # seconds an on-call iCalendar feed is read from the cache
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
+# Failed revocations are retried after 2, 4, 8 ... seconds, at most this many apart.
+JIT_REVOKE_RETRY_MAX = env.int("JIT_REVOKE_RETRY_MAX", default=10)
 # Identity refresh without a login (accounts/identity.py): the sync job refreshes
 # each user whose identity is older than JIT_IDENTITY_SYNC_INTERVAL seconds; a decision
 # by API token or Slack first refreshes one older than JIT_IDENTITY_MAX_AGE seconds.

@@ -82,6 +82,7 @@ class Connector:
 
     def __init__(self, target: TargetLike):
         self.target = target
+        self._connect_failure: Exception | None = None
         # What revocation found that the grant's account made or granted on the
         # target, by grant pk: [{"database", "kind", "name", "action"}, ...]
         # ("action": "dropped", "revoked", "reassigned to <role>", "reported").
@@ -96,6 +97,23 @@ class Connector:
     def take_inventory(self, grant_pk: int) -> list[dict[str, str]]:
         """Return and forget what revocation found for one grant."""
         return self.inventory.pop(int(grant_pk), [])
+
+    def connect_once(self, connect):
+        """Return `connect()`; once it has failed, raise that failure again at once, without a round trip.
+
+        A circuit breaker for the life of this instance (one task, or one
+        pass of the sweep over a target): a target that is down or hangs
+        costs one connect timeout per pass, not one per grant. Each
+        connector's own error handling turns the failure into its
+        ConnectorError, as for the first attempt.
+        """
+        if self._connect_failure is not None:
+            raise self._connect_failure
+        try:
+            return connect()
+        except Exception as exc:
+            self._connect_failure = exc
+            raise
 
     # Connectors may hold a connection to the target; callers use
     # `with get_connector(target) as c:` so it is closed after a batch.

@@ -247,7 +247,7 @@ class LDAPConnector(Connector):
             auto_referrals=False, read_only=False,
         )  # fmt: skip
         with self._errors("connect"):
-            conn.open()
+            self.connect_once(conn.open)
             if config.get("start_tls"):
                 conn.start_tls()
             try:

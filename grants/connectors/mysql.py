@@ -1010,13 +1010,13 @@ class MySQLConnector(Connector):
         if self._conn is None or not self._conn.open:
             self.close()
             params = self._params()
-            conn = pymysql.connect(
+            conn = self.connect_once(lambda: pymysql.connect(
                 **params, autocommit=True, charset="utf8mb4", program_name="jitportal",
                 connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, write_timeout=READ_TIMEOUT_S,
                 # Dropping a trigger or view waits for the table's metadata lock:
                 # give up (and retry) before the client's read timeout.
                 init_command=f"SET SESSION lock_wait_timeout = {LOCK_WAIT_S}",
-            )
+            ))
             self._conn = conn
             try:
                 self._require_admin_privileges(self._server(conn))

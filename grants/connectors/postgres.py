@@ -729,7 +729,7 @@ class PostgresConnector(Connector):
 
     def _admin(self) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
-            self._conn = self._connect(None)
+            self._conn = self.connect_once(lambda: self._connect(None))
         return self._conn
 
     def _connect(self, dbname: str | None) -> psycopg.Connection:

@@ -35,3 +35,67 @@ def test_sweep_provisions_a_grant_whose_task_was_lost(approved_request):
     Grant.objects.filter(pk=approved_request.grant.pk).update(created_at=timezone.now() - datetime.timedelta(minutes=2))
     tasks.sweep()
     assert Grant.objects.get(pk=approved_request.grant.pk).status == Grant.Status.ACTIVE
+
+
+def _role_exists(pg_cluster, role) -> bool:
+    import psycopg
+
+    with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
+        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
+
+
+def test_a_window_that_ended_fails_its_grant_and_removes_what_a_crashed_attempt_left(
+    ana, otto, profile, pg_cluster, monkeypatch, django_capture_on_commit_callbacks
+):
+    from grants.connectors import get_connector
+
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the clean-up task runs in this process
+    start = timezone.now() + datetime.timedelta(hours=1)
+    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
+                                   justification="Investigate INC-4711: slow order queries on appdb", starts_at=start)
+    lifecycle.approve_request(req.pk, actor=otto)
+    grant = Grant.objects.get(request=req)
+    # An attempt made the role on the target, then its worker died before the portal's commit.
+    grant.expires_at = timezone.now() + datetime.timedelta(minutes=5)
+    with get_connector(profile.target) as connector:
+        role = connector.provision(grant).external_ref
+    assert _role_exists(pg_cluster, role)
+    Grant.objects.filter(pk=grant.pk).update(not_before=timezone.now() - datetime.timedelta(hours=2))
+
+    with django_capture_on_commit_callbacks(execute=True):
+        grant = lifecycle.provision_grant(grant.pk)
+
+    assert grant.status == Grant.Status.FAILED and "window ended" in grant.last_error
+    assert not _role_exists(pg_cluster, role)
+
+
+def test_revocation_retries_go_to_the_longest_waiting_grants_first(ana, otto, profile, monkeypatch, django_user_model):
+    ids = []
+    for n in range(3):
+        user = django_user_model.objects.create_user(f"wait{n}")
+        user.groups.add(*ana.groups.all())
+        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5),
+                                       justification="Investigate INC-4711: slow order queries on appdb")
+        lifecycle.approve_request(req.pk, actor=otto)
+        grant = lifecycle.provision_grant(req.grant.pk)
+        lifecycle.revoke_grant(grant.pk, actor=user, reason="released")
+        ids.append(grant.pk)
+    now = timezone.now()
+    for age, pk in zip((10, 300, 60), ids):  # the second has waited longest, the first the least
+        Grant.objects.filter(pk=pk).update(next_attempt_at=now - datetime.timedelta(seconds=age))
+    monkeypatch.setenv("JIT_TEST_PG_DSN", "postgresql://jitadmin:x@127.0.0.1:1/postgres")  # the target is down
+    tried = []
+    for _ in range(3):
+        lifecycle.retry_revocations(target_id=profile.target_id, limit=1, connectors={})
+        tried += [pk for pk in ids if pk not in tried and Grant.objects.get(pk=pk).attempts == 1]
+    assert tried == [ids[1], ids[2], ids[0]]
+
+
+def test_a_pass_takes_no_new_work_once_its_time_budget_is_spent(active_grant, monkeypatch, settings):
+    # Half of django-q's task timeout: the batch under way may take the other half.
+    settings.Q_CLUSTER = {**settings.Q_CLUSTER, "timeout": 120}
+    assert tasks.pass_budget() == 60
+    Grant.objects.filter(pk=active_grant.pk).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    monkeypatch.setattr(tasks, "pass_budget", lambda: 0)
+    assert tasks.expire_due() == 0
+    assert Grant.objects.get(pk=active_grant.pk).status == Grant.Status.ACTIVE  # left for the next pass
