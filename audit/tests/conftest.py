@@ -1,13 +1,13 @@
-"""Personas and a catalog for the report tests, on the real target cluster, built through the lifecycle."""
+"""A catalog for the report tests, on the real target cluster, built through the lifecycle; personas: tests/personas.py."""
 
 import contextlib
 import datetime
 
 import pytest
-from django.contrib.auth.models import Group, Permission
 
 from grants import lifecycle
 from grants.models import AccessProfile, Policy, Target
+from tests.personas import ana, audra, bob, eve, groups, marc, otto, root  # noqa: F401 (fixtures)
 
 JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
 MINUTES = datetime.timedelta(minutes=1)
@@ -25,62 +25,6 @@ def past_the_trail_triggers(cursor):
     yield
     if postgres:
         cursor.execute("SET LOCAL session_replication_role = DEFAULT")
-
-
-@pytest.fixture
-def groups(db):
-    names = ("engineers", "db-approvers", "auditors", "oncall")
-    found = {name: Group.objects.get_or_create(name=name)[0] for name in names}
-    # The auditors group gets this from a post_migrate hook; say it here so the tests do not depend on it.
-    found["auditors"].permissions.add(Permission.objects.get(content_type__app_label="audit", codename="view_auditevent"))
-    return found
-
-
-def _user(django_user_model, username, *groups_, **extra):
-    user = django_user_model.objects.create_user(username, f"{username}@example.com", f"{username}-password-123", **extra)
-    user.groups.add(*groups_)
-    return user
-
-
-@pytest.fixture
-def marc(django_user_model, groups):
-    """Manager of ana; in db-approvers."""
-    return _user(django_user_model, "marc", groups["engineers"], groups["db-approvers"], first_name="Marc")
-
-
-@pytest.fixture
-def ana(django_user_model, groups, marc):
-    """Requester (engineer, on call) whose manager is marc."""
-    return _user(django_user_model, "ana", groups["engineers"], groups["oncall"], first_name="Ana", manager=marc)
-
-
-@pytest.fixture
-def bob(django_user_model, groups):
-    """Another requester."""
-    return _user(django_user_model, "bob", groups["engineers"], first_name="Bob")
-
-
-@pytest.fixture
-def otto(django_user_model, groups):
-    """Resource owner: a db approver who is nobody's manager."""
-    return _user(django_user_model, "otto", groups["db-approvers"], first_name="Otto")
-
-
-@pytest.fixture
-def audra(django_user_model, groups):
-    """Auditor: in the auditors group, decides nothing."""
-    return _user(django_user_model, "audra", groups["auditors"], first_name="Audra")
-
-
-@pytest.fixture
-def eve(django_user_model, groups):
-    """An outsider: signed in, in no group."""
-    return _user(django_user_model, "eve", first_name="Eve")
-
-
-@pytest.fixture
-def root(django_user_model):
-    return django_user_model.objects.create_superuser("root", "root@example.com", "root-password-123")
 
 
 @pytest.fixture

@@ -1,52 +1,12 @@
-"""Personas and a catalog on the real target cluster, built through the lifecycle."""
+"""A catalog on the real target cluster, built through the lifecycle; the personas come from tests/personas.py."""
 
 import datetime
 
 import pytest
-from django.contrib.auth.models import Group
 
 from grants import lifecycle
 from grants.models import AccessProfile, Target
-
-
-@pytest.fixture
-def groups(db):
-    return {name: Group.objects.get_or_create(name=name)[0] for name in ("engineers", "db-approvers", "auditors")}
-
-
-def _user(django_user_model, username, *groups_, **extra):
-    user = django_user_model.objects.create_user(username, f"{username}@example.com", f"{username}-password-123", **extra)
-    user.groups.add(*groups_)
-    return user
-
-
-@pytest.fixture
-def marc(django_user_model, groups):
-    """Manager of ana; in db-approvers."""
-    return _user(django_user_model, "marc", groups["engineers"], groups["db-approvers"], first_name="Marc")
-
-
-@pytest.fixture
-def ana(django_user_model, groups, marc):
-    """Requester (engineer) whose manager is marc."""
-    return _user(django_user_model, "ana", groups["engineers"], first_name="Ana", manager=marc)
-
-
-@pytest.fixture
-def otto(django_user_model, groups):
-    """Resource owner: a db approver who is nobody's manager."""
-    return _user(django_user_model, "otto", groups["db-approvers"], first_name="Otto")
-
-
-@pytest.fixture
-def eve(django_user_model, groups):
-    """An outsider: signed in, in no group."""
-    return _user(django_user_model, "eve", first_name="Eve")
-
-
-@pytest.fixture
-def admin_user(django_user_model):
-    return django_user_model.objects.create_superuser("root", "root@example.com", "root-password-123")
+from tests.personas import admin_user, ana, audra, bob, eve, groups, marc, otto  # noqa: F401 (fixtures)
 
 
 @pytest.fixture
