@@ -6,11 +6,11 @@ import io
 import json
 import os
 import re
-from html.parser import HTMLParser
 import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from http.client import HTTPConnection, IncompleteRead
 from pathlib import Path
 
