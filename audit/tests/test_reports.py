@@ -624,7 +624,7 @@ def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(cl
     assert all(len(r) == len(columns) for r in rows)
 
 
-def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, monkeypatch):
+def test_downloads_read_rows_through_a_chunked_iterator_or_a_copy(client, history, audra, monkeypatch):
     from django.db.models.query import QuerySet
 
     seen = []
@@ -637,7 +637,55 @@ def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, 
     monkeypatch.setattr(QuerySet, "iterator", spy)
     client.force_login(audra)
     download(client, ACCESS)
+    if connection.vendor == "postgresql":
+        assert seen == []  # one COPY, streamed row by row
+        download(client, timeline("ana"), table="timeline_events")  # JSON details: cells made in Python
     assert seen == [2000]
+
+
+def _both_paths(rows, columns):
+    """Return the CSV bytes of `rows` as the csv module writes them (cells as before COPY) and as COPY writes them."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    values, converters = reports._csv_values(rows, columns)
+    written = "".join(reports._written_chunks(values, converters, writer, buffer, rows_per_chunk=2)).encode()
+    values, converters = reports._csv_values(rows, columns, empty_text_as_null=True)
+    assert not any(converters)
+    return written, b"".join(reports._copied_chunks(values, rows_per_chunk=2))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module")
+def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_user_model, groups, profile, otto, audra):
+    from grants import selectors
+
+    odd = django_user_model.objects.create_user("@mallory", "=cmd@example.com", "mallory-password-123")
+    odd.groups.add(groups["engineers"])
+    for justification, ticket in [
+        ('Line one, with a comma\r\nline two "quoted" and \\. a backslash', ""),
+        ("=HYPERLINK(\"http://evil.example\",\"click\")", "+1"),
+        ("-2+3 Zürich ✓ and a bare\nLF in the middle", "@SUM(1)"),
+        ("A justification that ends with spaces   ", "a,b"),
+    ]:
+        req = ask(odd, profile, justification=justification, ticket=ticket)
+        lifecycle.deny_request(req.pk, actor=otto, comment="=\"quoted\", said otto")
+    held(odd, profile, otto, justification='A quote " inside, and one at the end"', ticket="\\.")
+    queries = [
+        (selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY),
+        (selectors.current_access(), reports.CURRENT_ACCESS),
+        (selectors.decisions(), reports.DECISIONS),
+        (selectors.break_glass_uses(), reports.BREAK_GLASS),
+        (selectors.drift_report(), reports.DRIFT),
+        (selectors.decisions().filter(pk__in=[]), reports.DECISIONS),  # nothing to read
+    ]
+    for rows, columns in queries:
+        written, copied = _both_paths(rows, columns)
+        assert copied == written
+    written, _ = _both_paths(selectors.decisions(), reports.DECISIONS)
+    assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
+    client.force_login(audra)
+    body = b"".join(client.get(ACCESS, {"format": "csv"}).streaming_content)
+    header = ",".join(c.header for c in reports.ACCESS_HISTORY).encode() + b"\r\n"
+    assert body == header + _both_paths(selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY)[0]
 
 
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
