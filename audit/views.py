@@ -169,7 +169,7 @@ def decisions(request):
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
     # One row per profile and per approver, read once: the page and its downloads show the same lists.
-    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider)
+    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider, tally=None if decider else fs.tally())
     sections = [
         Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE, per_profile,
                 per_page=SUMMARY_PER_PAGE),

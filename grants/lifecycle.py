@@ -18,7 +18,7 @@ from django.utils import timezone
 
 import audit
 
-from . import policy, sealing
+from . import policy, sealing, tallies
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
 from .models import AccessProfile, AccessRequest, Approval, BreakGlassReview, DriftFinding, Grant
@@ -329,6 +329,7 @@ def _approve_by_policy(req: AccessRequest, *, rule: str, event: str):
     req.save(update_fields=["status", "decided_at", "auto_rule"])
     details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope}
     audit.record(event, obj=req, details=details)
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=None)
 
@@ -358,6 +359,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str):
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.approved", actor=actor, obj=req, details=details)
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=actor)
 
@@ -370,6 +372,7 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1})
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
@@ -479,6 +482,7 @@ def cancel_request(request_id, *, actor) -> AccessRequest:
         req.decided_at = timezone.now()
         req.save(update_fields=["status", "decided_at"])
         audit.record("request.cancelled", actor=actor, obj=req, details=_snapshot(req.profile, req.requester))
+        tallies.add(req)
     return req
 
 
@@ -502,6 +506,7 @@ def lapse_stale_requests(now=None) -> int:
             req.save(update_fields=["status", "decided_at"])
             audit.record("request.lapsed", obj=req, details={**_snapshot(req.profile, req.requester),
                                                              "why": "window ended" if window_over else "nobody decided in time"})
+            tallies.add(req)
             count += 1
     return count
 
@@ -949,4 +954,5 @@ def _cancel_by_policy(request_id, why: str) -> bool:
         req.save(update_fields=["status", "decided_at", "decision_comment"])
         details = {**_snapshot(req.profile, req.requester), "reason": "policy", "why": why}
         audit.record("request.cancelled", obj=req, details=details)
+        tallies.add(req)
     return True

@@ -16,8 +16,8 @@ from django.utils import timezone
 
 from audit import reports
 from audit.models import AuditEvent
-from grants import lifecycle, reconcile
-from grants.models import AccessProfile, AccessRequest, Grant, Policy, Target
+from grants import lifecycle, reconcile, tallies
+from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
 
@@ -432,6 +432,7 @@ def test_decisions_show_the_last_30_days_unless_a_period_is_chosen(client, histo
     old = history["denied"]
     AccessRequest.objects.filter(pk=old.pk).update(created_at=old.created_at - datetime.timedelta(days=41),
                                                    decided_at=old.decided_at - datetime.timedelta(days=40))
+    tallies.rebuild()  # rows changed behind the lifecycle's back: recount the day tallies
     client.force_login(audra)
 
     response = client.get(DECISIONS)
@@ -462,6 +463,99 @@ def test_decision_totals_add_up_the_profiles(client, history, audra):
     assert totals["decided"] == direct["decided"] == sum(p["decided"] for p in per_profile) > 0
     assert totals["lapsed"] == direct["lapsed"] == 1
     assert totals["max_time_to_decision"] == direct["longest"]
+
+
+def _tallies():
+    return (sorted(ProfileDecisionDay.objects.values_list("day", "profile__name", "requests", "decided", "approved", "auto_approved",
+                                                        "break_glass", "denied", "lapsed", "cancelled", "decided_by_person",
+                                                        "person_time", "person_time_max")),
+            sorted(ApproverDecisionDay.objects.values_list("day", "approver__username", "decided", "approved", "denied",
+                                                         "person_time", "person_time_max")))
+
+
+def test_each_decision_is_counted_in_its_days_tallies_as_a_recount_counts_it(history, ana, bob, quick_profile, profile):
+    pending = ask(bob, quick_profile, minutes=90, justification="Will be cancelled when the profile is disabled")
+    lifecycle.approve_request(ask(ana, profile, minutes=10, justification="A second approval today, by marc").pk,
+                              actor=history["live"].request.decided_by, comment="fine")
+    AccessProfile.objects.filter(pk=quick_profile.pk).update(enabled=False)
+    quick_profile.refresh_from_db()
+    assert lifecycle.cancel_requests_of_disabled_profile(quick_profile) == [pending.pk]  # cancelled by policy
+    kept = _tallies()
+    # Every kind of decision: by a person, by a rule, break-glass, denied, lapsed, cancelled (by the requester, by policy).
+    per_profile = {}
+    for row in kept[0]:
+        per_profile[row[1]] = per_profile.get(row[1], 0) + row[2]
+    assert per_profile == {"appdb-readonly": 5, "appdb-readwrite": 4}
+    assert sum(row[5] for row in kept[0]) == 1 and sum(row[6] for row in kept[0]) == 1
+    tallies.rebuild()
+    assert _tallies() == kept
+
+
+# Dates in the portal's time zone cut UTC days at other places: periods of whole UTC days, of partial ones, and none.
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/Los_Angeles"])
+def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(client, history, audra, otto, marc, ana, bob, profile,
+                                                                          quick_profile, settings, zone, django_user_model, groups):
+    settings.TIME_ZONE = zone
+    cara, dan = (django_user_model.objects.create_user(name, f"{name}@example.com", "x-password-123") for name in ("cara", "dan"))
+    for user in (cara, dan):
+        user.groups.add(groups["engineers"])
+    for offset, (user, prof, approver, approve) in enumerate([
+        (ana, profile, otto, True), (dan, quick_profile, marc, False), (bob, quick_profile, otto, True),
+        (cara, profile, marc, False), (cara, quick_profile, otto, True), (dan, profile, otto, False),
+    ]):
+        req = ask(user, prof, minutes=95 + offset, justification=f"Older decision number {offset} for the tallies")
+        decide = lifecycle.approve_request if approve else lifecycle.deny_request
+        decide(req.pk, actor=approver, comment="")
+    # Spread the decisions over a few days and hours (behind the lifecycle's back), then recount.
+    for n, req in enumerate(AccessRequest.objects.exclude(status="pending").order_by("pk")):
+        back = datetime.timedelta(days=n % 4, hours=7 * n, minutes=n)
+        AccessRequest.objects.filter(pk=req.pk).update(created_at=req.created_at - back - datetime.timedelta(minutes=3 * n),
+                                                       decided_at=req.decided_at - back)
+    tallies.rebuild()
+    client.force_login(audra)
+    day = today()
+    for params in [{"since": ""}, {"since": (day - datetime.timedelta(days=2)).isoformat()},
+                   {"since": (day - datetime.timedelta(days=3)).isoformat(), "until": (day - datetime.timedelta(days=1)).isoformat()},
+                   {"since": day.isoformat(), "until": day.isoformat()}, {"until": (day - datetime.timedelta(days=2)).isoformat()},
+                   {"since": "", "target": "appdb-cluster"}, {"since": "", "profile": "appdb-readwrite"},
+                   {"since": (day - datetime.timedelta(days=1)).isoformat(), "profile": "appdb-readonly"}]:
+        response = client.get(DECISIONS, params)
+        start = params.get("since") and timezone.make_aware(datetime.datetime.fromisoformat(params["since"]))
+        end = params.get("until") and timezone.make_aware(datetime.datetime.fromisoformat(params["until"]) + datetime.timedelta(days=1))
+        rows = [r for r in AccessRequest.objects.exclude(status="pending").select_related("profile", "decided_by")
+                if (not start or r.decided_at >= start) and (not end or r.decided_at < end)
+                and r.profile.name == params.get("profile", r.profile.name)]
+        assert rows or params.get("until"), params
+        expected = {}
+        for r in rows:
+            e = expected.setdefault(r.profile.name, {"rows": 0, "decided": 0, "approved": 0, "auto_approved": 0, "break_glass": 0,
+                                                     "denied": 0, "lapsed": 0, "cancelled": 0, "times": []})
+            e["rows"] += 1
+            e["decided"] += r.status in ("approved", "denied")
+            e["approved"] += r.status == "approved" and r.decided_by is not None
+            e["auto_approved"] += r.status == "approved" and r.decided_by is None and not r.break_glass
+            e["break_glass"] += r.status == "approved" and r.break_glass
+            e[r.status] = e.get(r.status, 0) + (r.status in ("denied", "lapsed", "cancelled"))
+            if r.decided_by is not None and r.status in ("approved", "denied"):
+                e["times"].append(r.decided_at - r.created_at)
+        shown = {row["profile__name"]: row for row in records(response, section=0)}
+        assert set(shown) == set(expected), params
+        for name, e in expected.items():
+            times = e.pop("times")
+            assert {k: shown[name][k] for k in e} == e, (params, name)
+            assert shown[name]["avg_time_to_decision"] == (sum(times, datetime.timedelta(0)) / len(times) if times else None)
+            assert shown[name]["max_time_to_decision"] == max(times, default=None)
+        by_person = [r for r in rows if r.decided_by is not None and r.status in ("approved", "denied")]
+        approvers = {row["decided_by__username"]: row for row in records(response, section=1)}
+        assert approvers.keys() == {r.decided_by.username for r in by_person}, params
+        for name, row in approvers.items():
+            mine = [r for r in by_person if r.decided_by.username == name]
+            times = [r.decided_at - r.created_at for r in mine]
+            assert (row["decided"], row["approved"], row["denied"]) == (
+                len(mine), sum(r.status == "approved" for r in mine), sum(r.status == "denied" for r in mine))
+            assert (row["avg_time_to_decision"], row["max_time_to_decision"]) == (sum(times, datetime.timedelta(0)) / len(times), max(times))
+        assert response.context["totals"]["decided"] == sum(e["decided"] for e in expected.values())
+        assert response.context["sections"][2].table.paginator.count == len(rows)
 
 
 @pytest.mark.parametrize("who", ["audra", "otto"])
