@@ -162,8 +162,8 @@ def decisions(request):
     decider = request.user if scope == DECIDED else None
     params = request.GET
     if "since" not in params and "until" not in params:
-        # Adding up every decision ever made is slow on a large trail and rarely
-        # what is asked; an empty From (submitted) shows all time.
+        # Every decision ever made is rarely what is asked; an empty From
+        # (submitted) shows all time.
         params = params.copy()
         params["since"] = (timezone.localdate() - datetime.timedelta(days=DEFAULT_DECISION_DAYS - 1)).isoformat()
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())

@@ -24,8 +24,11 @@
    the last byte; rows per second and the process's peak resident memory
    (`ru_maxrss`, which includes Django itself).
 
-Times are wall-clock on whatever machine runs it; the goals (issue #6) are
-for a 2-core machine: CSV >= 50,000 rows/s under 200 MB, pages p95 < 200 ms.
+Times are wall-clock on whatever machine runs it; the goals (issues #6 and
+#12) are for a 2-core machine: CSV >= 200,000 rows/s under 200 MB (on
+PostgreSQL the CSV is written by `COPY ... TO STDOUT`), pages p95 < 200 ms,
+the Decisions page over all two years too (it adds up day tallies, which
+the fill counts as the migration that made them does).
 """
 
 from __future__ import annotations
@@ -427,7 +430,7 @@ def print_table(results: dict) -> None:
     print("| --- | ---: | --- |")
     csv_ = results["csv"]
     print(f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | {csv_['rows_per_s']:,.0f} rows/s "
-          f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 50,000 rows/s |")
+          f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 200,000 rows/s |")
     print(f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: {csv_['rss_before_mb']:.0f} MB) | < 200 MB |")
     if "verify" in results:
         v = results["verify"]
