@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from django.db import connection
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Q, TextField, Value
 from django.http import StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -743,7 +743,7 @@ def _both_paths(rows, columns):
     writer = csv.writer(buffer)
     values, converters = reports._csv_values(rows, columns)
     written = "".join(reports._written_chunks(values, converters, writer, buffer, rows_per_chunk=2)).encode()
-    values, converters = reports._csv_values(rows, columns, empty_text_as_null=True)
+    values, converters = reports._csv_values(rows, columns, copy=True)
     assert not any(converters)
     return written, b"".join(reports._copied_chunks(values, rows_per_chunk=2))
 
@@ -776,6 +776,12 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
         assert copied == written
     written, _ = _both_paths(selectors.decisions(), reports.DECISIONS)
     assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
+    # Every start a spreadsheet runs, as the database neutralises it for COPY and for the csv module, is what `cell` gives.
+    for value in [*reports.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
+        text = Value(value, output_field=TextField())
+        made = AccessRequest.objects.annotate(v=text).values_list(
+            reports._formula_safe("v", postgresql=True), reports._formula_safe("v"))[:1].get()
+        assert made == (reports.cell(value),) * 2, value
     client.force_login(audra)
     body = b"".join(client.get(ACCESS, {"format": "csv"}).streaming_content)
     header = ",".join(c.header for c in reports.ACCESS_HISTORY).encode() + b"\r\n"
