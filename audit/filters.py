@@ -145,6 +145,17 @@ class DecisionFilter(ReportFilter):
     profile = _profile_filter("profile")
     outcome = _choice_filter("decision", selectors.DECISION_OUTCOMES, "Outcome")
 
+    def tally(self) -> dict | None:
+        """Return the period, target and profile for `selectors.decision_stats`'s day tallies, or None if other filters apply."""
+        if not self.is_valid():
+            return None
+        data = self.form.cleaned_data
+        if any(data.get(name) for name in ("user", "approver", "outcome")):
+            return None
+        since, until = data.get("since"), data.get("until")
+        return {"start": since and _start_of(since), "end": until and _start_of(until + datetime.timedelta(days=1)),
+                "target": data.get("target"), "profile": data.get("profile")}
+
 
 class BreakGlassFilter(ReportFilter):
     user = _user_filter("requester__username")

@@ -162,14 +162,14 @@ def decisions(request):
     decider = request.user if scope == DECIDED else None
     params = request.GET
     if "since" not in params and "until" not in params:
-        # Adding up every decision ever made is slow on a large trail and rarely
-        # what is asked; an empty From (submitted) shows all time.
+        # Every decision ever made is rarely what is asked; an empty From
+        # (submitted) shows all time.
         params = params.copy()
         params["since"] = (timezone.localdate() - datetime.timedelta(days=DEFAULT_DECISION_DAYS - 1)).isoformat()
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
     # One row per profile and per approver, read once: the page and its downloads show the same lists.
-    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider)
+    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider, tally=None if decider else fs.tally())
     sections = [
         Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE, per_profile,
                 per_page=SUMMARY_PER_PAGE),

@@ -24,8 +24,11 @@
    the last byte; rows per second and the process's peak resident memory
    (`ru_maxrss`, which includes Django itself).
 
-Times are wall-clock on whatever machine runs it; the goals (issue #6) are
-for a 2-core machine: CSV >= 50,000 rows/s under 200 MB, pages p95 < 200 ms.
+Times are wall-clock on whatever machine runs it; the goals (issues #6 and
+#12) are for a 2-core machine: CSV >= 200,000 rows/s under 200 MB (on
+PostgreSQL the CSV is written by `COPY ... TO STDOUT`), pages p95 < 200 ms,
+the Decisions page over all two years too (it adds up day tallies, which
+the fill counts as the migration that made them does).
 """
 
 from __future__ import annotations
@@ -267,6 +270,11 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         conn.execute("CREATE TABLE benchmark_fill (grants integer, seed integer)")
         conn.execute("INSERT INTO benchmark_fill VALUES (%s, %s)", [n, seed])
         conn.commit()
+        # The rows went in by COPY, not through the lifecycle: count the Decisions report's day tallies
+        # as the migration that made them does.
+        from grants import tallies
+
+        log("decision tallies: %s per profile, %s per approver" % tallies.rebuild())
         conn.autocommit = True
         log("VACUUM ANALYZE")
         conn.execute("VACUUM ANALYZE")
@@ -345,7 +353,13 @@ def child_pages(repeat: int) -> dict:
             "page": label, "url": url, "queries": len(queries), "rows": body.count("<tr") - body.count("<thead"),
             "p50_ms": percentile(times, 50) * 1000, "p95_ms": percentile(times, 95) * 1000, "max_ms": max(times) * 1000,
         })
-    return {"pages": results}
+    # The Decisions page adds up day tallies (counted from COPY'd rows by the fill): the figures of the rows themselves?
+    from grants import selectors
+
+    rows = selectors.decisions()
+    everything = {"start": None, "end": None, "target": None, "profile": None}
+    same = selectors.decision_stats(rows, tally=everything) == selectors.decision_stats(rows)
+    return {"pages": results, "decisions_tallied_as_the_rows": same}
 
 
 def child_csv() -> dict:
@@ -416,7 +430,7 @@ def print_table(results: dict) -> None:
     print("| --- | ---: | --- |")
     csv_ = results["csv"]
     print(f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | {csv_['rows_per_s']:,.0f} rows/s "
-          f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 50,000 rows/s |")
+          f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 200,000 rows/s |")
     print(f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: {csv_['rss_before_mb']:.0f} MB) | < 200 MB |")
     if "verify" in results:
         v = results["verify"]
@@ -428,6 +442,15 @@ def print_table(results: dict) -> None:
     for page in results["pages"]:
         goal = "p95 < 200" if page["url"].startswith("/audit/") else ""
         print(f"| {page['page']} | {page['p50_ms']:.0f} | {page['p95_ms']:.0f} | {page['max_ms']:.0f} | {page['queries']} | {goal} |")
+    print()
+    print("Decisions from the day tallies equal those from the rows:", "yes" if results["decisions_tallied_as_the_rows"] else "NO")
+
+
+def _migrate(env: dict) -> None:
+    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env,
+                             capture_output=True, text=True)
+    if migrate.returncode != 0:
+        raise BenchError(f"migrate failed:\n{migrate.stdout}{migrate.stderr}")
 
 
 def main(argv=None) -> int:
@@ -448,16 +471,14 @@ def main(argv=None) -> int:
     keep = args.keep or args.reuse
     try:
         if reuse:
-            log(f"reusing portal database {bench_db} ({args.grants:,} grants, seed {args.seed})")
+            log(f"reusing portal database {bench_db} ({args.grants:,} grants, seed {args.seed}); migrating it")
+            _migrate(env)
         else:
             if args.reuse:
                 log(f"{bench_db} does not hold {args.grants:,} grants of seed {args.seed}: filling it")
             log(f"portal database {bench_db} (fresh)")
             create_database(maintenance_url, bench_db)
-            migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env,
-                                     capture_output=True, text=True)
-            if migrate.returncode != 0:
-                raise BenchError(f"migrate failed:\n{migrate.stdout}{migrate.stderr}")
+            _migrate(env)
             import django
 
             django.setup()

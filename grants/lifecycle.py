@@ -21,7 +21,7 @@ from django.utils import timezone
 import audit
 from accounts.stepup import StepUp
 
-from . import oncall, policy, sealing
+from . import oncall, policy, sealing, tallies
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
 from .models import (
@@ -445,6 +445,7 @@ def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict
     req.save(update_fields=["status", "decided_at", "auto_rule"])
     details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope, **(extra or {})}
     audit.record(event, obj=req, details=details)
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=None)
 
@@ -475,6 +476,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
     req.decision_comment = comment
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.approved", actor=actor, obj=req, details=details)
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
     _finish_approval(req, actor=actor)
 
@@ -489,6 +491,7 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     principal = policy.on_behalf_of(actor, req)
     audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1,
                                                                   **({"on_behalf_of": principal.username} if principal else {})})
+    tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
 
@@ -616,6 +619,7 @@ def cancel_request(request_id, *, actor) -> AccessRequest:
         req.decided_at = timezone.now()
         req.save(update_fields=["status", "decided_at"])
         audit.record("request.cancelled", actor=actor, obj=req, details=_snapshot(req.profile, req.requester))
+        tallies.add(req)
     return req
 
 
@@ -639,6 +643,7 @@ def lapse_stale_requests(now=None) -> int:
             req.save(update_fields=["status", "decided_at"])
             audit.record("request.lapsed", obj=req, details={**_snapshot(req.profile, req.requester),
                                                              "why": "window ended" if window_over else "nobody decided in time"})
+            tallies.add(req)
             count += 1
     return count
 
@@ -1196,4 +1201,5 @@ def _cancel_by_policy(request_id, why: str) -> bool:
         req.save(update_fields=["status", "decided_at", "decision_comment"])
         details = {**_snapshot(req.profile, req.requester), "reason": "policy", "why": why}
         audit.record("request.cancelled", obj=req, details=details)
+        tallies.add(req)
     return True

@@ -389,3 +389,43 @@ class Delegation(models.Model):
 
     class Meta:
         ordering = ["-starts_at"]
+
+
+class ProfileDecisionDay(models.Model):
+    """How the requests of one profile decided on one day (UTC) were decided: the Decisions report's sums.
+
+    Kept by the lifecycle in the transaction of each decision (`grants/tallies.py`);
+    a request is decided once, so a day's row only ever grows.
+    """
+
+    day = models.DateField()
+    profile = models.ForeignKey(AccessProfile, on_delete=models.CASCADE, related_name="+")
+    requests = models.PositiveIntegerField(default=0, help_text="Decided, lapsed or cancelled.")
+    decided = models.PositiveIntegerField(default=0, help_text="Approved (by anyone or anything) or denied.")
+    approved = models.PositiveIntegerField(default=0, help_text="Approved by a person.")
+    auto_approved = models.PositiveIntegerField(default=0)
+    break_glass = models.PositiveIntegerField(default=0)
+    denied = models.PositiveIntegerField(default=0)
+    lapsed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    decided_by_person = models.PositiveIntegerField(default=0, help_text="Approved or denied by a person.")
+    person_time = models.DurationField(default=datetime.timedelta(0), help_text="Total time from request to a person's decision.")
+    person_time_max = models.DurationField(null=True, blank=True, help_text="Longest time from request to a person's decision.")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "profile"], name="grants_profile_decision_day")]
+
+
+class ApproverDecisionDay(models.Model):
+    """What one person approved (the last approval) or denied on one day (UTC): the Decisions report's sums per approver."""
+
+    day = models.DateField()
+    approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    decided = models.PositiveIntegerField(default=0)
+    approved = models.PositiveIntegerField(default=0)
+    denied = models.PositiveIntegerField(default=0)
+    person_time = models.DurationField(default=datetime.timedelta(0))
+    person_time_max = models.DurationField(null=True, blank=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["day", "approver"], name="grants_approver_decision_day")]

@@ -151,14 +151,15 @@ def drift_findings(*, limit=200):
 import datetime as _datetime  # noqa: E402
 
 from django.db.models import (  # noqa: E402
-    Avg, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
-    IntegerField, Max, OuterRef, TextField, Value, When,
+    Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
+    IntegerField, Max, OuterRef, Sum, TextField, Value, When,
 )
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connections  # noqa: E402
 from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
 
-from .models import Approval  # noqa: E402
+from . import tallies  # noqa: E402
+from .models import Approval, ApproverDecisionDay, ProfileDecisionDay  # noqa: E402
 
 _GS, _RS = Grant.Status, AccessRequest.Status
 
@@ -330,41 +331,103 @@ def decisions(*, decider=None):
     return rows.order_by("-decided_at", "-pk")
 
 
-def _decision_counts():
-    human = Q(decided_by__isnull=False, status__in=[_RS.APPROVED, _RS.DENIED])
-    return {
-        "decided": Count("pk", filter=Q(status__in=[_RS.APPROVED, _RS.DENIED])),
-        "approved": Count("pk", filter=Q(status=_RS.APPROVED, decided_by__isnull=False)),
-        "auto_approved": Count("pk", filter=Q(status=_RS.APPROVED, decided_by__isnull=True, break_glass=False)),
-        "break_glass": Count("pk", filter=Q(status=_RS.APPROVED, break_glass=True)),
-        "denied": Count("pk", filter=Q(status=_RS.DENIED)),
-        "lapsed": Count("pk", filter=Q(status=_RS.LAPSED)),
-        "cancelled": Count("pk", filter=Q(status=_RS.CANCELLED)),
-        "decided_by_person": Count("pk", filter=human),
-        "avg_time_to_decision": Avg(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
-        "max_time_to_decision": Max(F("decided_at") - F("created_at"), filter=human, output_field=DurationField()),
-    }
+def _whole_utc_days(start, end):
+    """Return the first UTC day wholly in [start, end) and the day after the last (None: unbounded)."""
+    first = stop = None
+    if start is not None:
+        start = start.astimezone(_datetime.timezone.utc)
+        first = start.date() + _datetime.timedelta(days=start.time() != _datetime.time.min)
+    if end is not None:
+        stop = end.astimezone(_datetime.timezone.utc).date()
+    return first, stop
 
 
-def decision_stats(rows, *, approver=None) -> tuple[list[dict], list[dict], int]:
+def _midnight(day):
+    return _datetime.datetime.combine(day, _datetime.time.min, tzinfo=_datetime.timezone.utc)
+
+
+def _add_up(key, *parts):
+    """Merge lists of `tallies` sums keyed by `key` (counts and total times add up, longest times take the longest)."""
+    merged = {}
+    for rows in parts:
+        for row in rows:
+            into = merged.get(row[key])
+            if into is None:
+                merged[row[key]] = {**row, "person_time": row["person_time"] or _datetime.timedelta(0)}
+                continue
+            for name, value in row.items():
+                if name == key or value is None:
+                    continue
+                if name == "person_time_max":
+                    into[name] = value if into[name] is None else max(into[name], value)
+                else:
+                    into[name] += value
+    return list(merged.values())
+
+
+def _per_profile(rows):
+    return list(rows.order_by().values("profile_id").annotate(**tallies.profile_sums()))
+
+
+def _per_approver(rows):
+    return list(rows.filter(decided_by__isnull=False).order_by().values("decided_by_id").annotate(**tallies.approver_sums()))
+
+
+def _tallied(key, days, sums):
+    return list(days.order_by().values(key).annotate(**{n: Max(n) if n == "person_time_max" else Sum(n) for n in sums}))
+
+
+def decision_stats(rows, *, approver=None, tally=None) -> tuple[list[dict], list[dict], int]:
     """Aggregate `decisions()` rows per profile and per person who closed them (the last approval or a denial).
 
     Returns (per profile, per approver, number of rows): lists of dicts,
     one query each grouped by id (no joins), with the names looked up once.
     Per approver, only `approver`'s row if given. `auto_share` is
     auto-approved out of approved or denied.
+
+    `tally` ({"start", "end", "target", "profile"}, each may be None) says
+    that `rows` are filtered by that period, target and profile and nothing
+    else: the day tallies (`grants/tallies.py`) then give the whole UTC days
+    of the period, and only the rows of the partial days at its ends are
+    read. The figures are the same as from the rows alone.
     """
-    counts = _decision_counts()
-    per_profile = list(rows.order_by().values("profile_id").annotate(rows=Count("pk"), **counts))
-    decided = rows.filter(decided_by__isnull=False)
-    if approver is not None:
-        decided = decided.filter(decided_by=approver)
-    wanted = ("decided", "approved", "denied", "avg_time_to_decision", "max_time_to_decision")
-    per_approver = list(decided.order_by().values("decided_by_id").annotate(**{k: counts[k] for k in wanted}))
+    if tally is None or approver is not None:
+        per_profile = _per_profile(rows)
+        per_approver = _per_approver(rows if approver is None else rows.filter(decided_by=approver))
+    else:
+        first, stop = _whole_utc_days(tally["start"], tally["end"])
+        profile_days, approver_days = ProfileDecisionDay.objects.all(), ApproverDecisionDay.objects.all()
+        if first is not None and stop is not None and first >= stop:  # no whole UTC day: the rows alone
+            profile_days, approver_days, edges = profile_days.none(), approver_days.none(), rows
+        else:
+            edge = Q(decided_at__isnull=True)
+            if first is not None:
+                profile_days, approver_days = profile_days.filter(day__gte=first), approver_days.filter(day__gte=first)
+                edge |= Q(decided_at__lt=_midnight(first))
+            if stop is not None:
+                profile_days, approver_days = profile_days.filter(day__lt=stop), approver_days.filter(day__lt=stop)
+                edge |= Q(decided_at__gte=_midnight(stop))
+            edges = rows.filter(edge)
+        if tally["target"] is not None:
+            profile_days = profile_days.filter(profile__target=tally["target"])
+        if tally["profile"] is not None:
+            profile_days = profile_days.filter(profile=tally["profile"])
+        per_profile = _add_up("profile_id", _tallied("profile_id", profile_days, tallies.profile_sums()),
+                              _per_profile(edges))
+        if tally["target"] is None and tally["profile"] is None:
+            per_approver = _add_up("decided_by_id", [
+                {"decided_by_id": row.pop("approver_id"), **row}
+                for row in _tallied("approver_id", approver_days, tallies.APPROVER_SUMS)
+            ], _per_approver(edges))
+        else:  # the approvers' tallies do not know profiles: the rows, fewer for the filter
+            per_approver = _per_approver(rows)
+    per_profile = [_finished(row) for row in per_profile if row["requests"]]
+    per_approver = [_finished(row) for row in per_approver if row["decided"]]
     profiles = {p.pk: p for p in AccessProfile.objects.filter(pk__in=[r["profile_id"] for r in per_profile]).select_related("target")}
     people = dict(get_user_model().objects.filter(pk__in=[r["decided_by_id"] for r in per_approver]).values_list("pk", "username"))
     for row in per_profile:
         profile = profiles[row.pop("profile_id")]
+        row["rows"] = row.pop("requests")
         row.update({"profile__name": profile.name, "profile__title": profile.title, "profile__target__name": profile.target.name,
                     "auto_share": row["auto_approved"] / row["decided"] if row["decided"] else None})
     for row in per_approver:
@@ -372,6 +435,15 @@ def decision_stats(rows, *, approver=None) -> tuple[list[dict], list[dict], int]
     per_profile.sort(key=lambda r: (r["profile__title"], r["profile__name"]))
     per_approver.sort(key=lambda r: r["decided_by__username"])
     return per_profile, per_approver, sum(r["rows"] for r in per_profile)
+
+
+def _finished(row) -> dict:
+    """Turn summed times into the mean and the longest time to a person's decision."""
+    total, longest = row.pop("person_time") or _datetime.timedelta(0), row.pop("person_time_max")
+    people = row.get("decided_by_person", row["decided"])
+    row["avg_time_to_decision"] = total / people if people else None
+    row["max_time_to_decision"] = longest
+    return row
 
 
 def decision_totals(per_profile) -> dict:

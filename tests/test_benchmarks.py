@@ -34,6 +34,7 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     pages = {p["page"]: p for p in results["pages"]}
     assert pages["access history, first page"]["rows"] == 50
     assert all(p["queries"] > 0 for p in pages.values())
+    assert results["decisions_tallied_as_the_rows"] is True
     assert "| access-history CSV, 1,500 rows" in result.stdout
     assert "| access history, filtered: target + a month |" in result.stdout
     assert "dropped portal database" in result.stderr

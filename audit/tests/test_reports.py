@@ -17,7 +17,7 @@ from pathlib import Path
 import psycopg
 import pytest
 from django.db import connection
-from django.db.models import Count, F, Max, Q
+from django.db.models import Count, F, Max, Q, TextField, Value
 from django.http import StreamingHttpResponse
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -25,9 +25,9 @@ from django.utils import timezone
 
 from audit import reports
 from audit.models import AuditEvent
-from grants import lifecycle, reconcile
+from grants import lifecycle, reconcile, tallies
 from grants.devcluster import free_port
-from grants.models import AccessProfile, AccessRequest, Grant, Policy, Target
+from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
 
@@ -479,6 +479,7 @@ def test_decisions_show_the_last_30_days_unless_a_period_is_chosen(client, histo
     old = history["denied"]
     AccessRequest.objects.filter(pk=old.pk).update(created_at=old.created_at - datetime.timedelta(days=41),
                                                    decided_at=old.decided_at - datetime.timedelta(days=40))
+    tallies.rebuild()  # rows changed behind the lifecycle's back: recount the day tallies
     client.force_login(audra)
 
     response = client.get(DECISIONS)
@@ -509,6 +510,99 @@ def test_decision_totals_add_up_the_profiles(client, history, audra):
     assert totals["decided"] == direct["decided"] == sum(p["decided"] for p in per_profile) > 0
     assert totals["lapsed"] == direct["lapsed"] == 1
     assert totals["max_time_to_decision"] == direct["longest"]
+
+
+def _tallies():
+    return (sorted(ProfileDecisionDay.objects.values_list("day", "profile__name", "requests", "decided", "approved", "auto_approved",
+                                                        "break_glass", "denied", "lapsed", "cancelled", "decided_by_person",
+                                                        "person_time", "person_time_max")),
+            sorted(ApproverDecisionDay.objects.values_list("day", "approver__username", "decided", "approved", "denied",
+                                                         "person_time", "person_time_max")))
+
+
+def test_each_decision_is_counted_in_its_days_tallies_as_a_recount_counts_it(history, ana, bob, quick_profile, profile):
+    pending = ask(bob, quick_profile, minutes=90, justification="Will be cancelled when the profile is disabled")
+    lifecycle.approve_request(ask(ana, profile, minutes=10, justification="A second approval today, by marc").pk,
+                              actor=history["live"].request.decided_by, comment="fine")
+    AccessProfile.objects.filter(pk=quick_profile.pk).update(enabled=False)
+    quick_profile.refresh_from_db()
+    assert lifecycle.cancel_requests_of_disabled_profile(quick_profile) == [pending.pk]  # cancelled by policy
+    kept = _tallies()
+    # Every kind of decision: by a person, by a rule, break-glass, denied, lapsed, cancelled (by the requester, by policy).
+    per_profile = {}
+    for row in kept[0]:
+        per_profile[row[1]] = per_profile.get(row[1], 0) + row[2]
+    assert per_profile == {"appdb-readonly": 5, "appdb-readwrite": 4}
+    assert sum(row[5] for row in kept[0]) == 1 and sum(row[6] for row in kept[0]) == 1
+    tallies.rebuild()
+    assert _tallies() == kept
+
+
+# Dates in the portal's time zone cut UTC days at other places: periods of whole UTC days, of partial ones, and none.
+@pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/Los_Angeles"])
+def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(client, history, audra, otto, marc, ana, bob, profile,
+                                                                          quick_profile, settings, zone, django_user_model, groups):
+    settings.TIME_ZONE = zone
+    cara, dan = (django_user_model.objects.create_user(name, f"{name}@example.com", "x-password-123") for name in ("cara", "dan"))
+    for user in (cara, dan):
+        user.groups.add(groups["engineers"])
+    for offset, (user, prof, approver, approve) in enumerate([
+        (ana, profile, otto, True), (dan, quick_profile, marc, False), (bob, quick_profile, otto, True),
+        (cara, profile, marc, False), (cara, quick_profile, otto, True), (dan, profile, otto, False),
+    ]):
+        req = ask(user, prof, minutes=95 + offset, justification=f"Older decision number {offset} for the tallies")
+        decide = lifecycle.approve_request if approve else lifecycle.deny_request
+        decide(req.pk, actor=approver, comment="")
+    # Spread the decisions over a few days and hours (behind the lifecycle's back), then recount.
+    for n, req in enumerate(AccessRequest.objects.exclude(status="pending").order_by("pk")):
+        back = datetime.timedelta(days=n % 4, hours=7 * n, minutes=n)
+        AccessRequest.objects.filter(pk=req.pk).update(created_at=req.created_at - back - datetime.timedelta(minutes=3 * n),
+                                                       decided_at=req.decided_at - back)
+    tallies.rebuild()
+    client.force_login(audra)
+    day = today()
+    for params in [{"since": ""}, {"since": (day - datetime.timedelta(days=2)).isoformat()},
+                   {"since": (day - datetime.timedelta(days=3)).isoformat(), "until": (day - datetime.timedelta(days=1)).isoformat()},
+                   {"since": day.isoformat(), "until": day.isoformat()}, {"until": (day - datetime.timedelta(days=2)).isoformat()},
+                   {"since": "", "target": "appdb-cluster"}, {"since": "", "profile": "appdb-readwrite"},
+                   {"since": (day - datetime.timedelta(days=1)).isoformat(), "profile": "appdb-readonly"}]:
+        response = client.get(DECISIONS, params)
+        start = params.get("since") and timezone.make_aware(datetime.datetime.fromisoformat(params["since"]))
+        end = params.get("until") and timezone.make_aware(datetime.datetime.fromisoformat(params["until"]) + datetime.timedelta(days=1))
+        rows = [r for r in AccessRequest.objects.exclude(status="pending").select_related("profile", "decided_by")
+                if (not start or r.decided_at >= start) and (not end or r.decided_at < end)
+                and r.profile.name == params.get("profile", r.profile.name)]
+        assert rows or params.get("until"), params
+        expected = {}
+        for r in rows:
+            e = expected.setdefault(r.profile.name, {"rows": 0, "decided": 0, "approved": 0, "auto_approved": 0, "break_glass": 0,
+                                                     "denied": 0, "lapsed": 0, "cancelled": 0, "times": []})
+            e["rows"] += 1
+            e["decided"] += r.status in ("approved", "denied")
+            e["approved"] += r.status == "approved" and r.decided_by is not None
+            e["auto_approved"] += r.status == "approved" and r.decided_by is None and not r.break_glass
+            e["break_glass"] += r.status == "approved" and r.break_glass
+            e[r.status] = e.get(r.status, 0) + (r.status in ("denied", "lapsed", "cancelled"))
+            if r.decided_by is not None and r.status in ("approved", "denied"):
+                e["times"].append(r.decided_at - r.created_at)
+        shown = {row["profile__name"]: row for row in records(response, section=0)}
+        assert set(shown) == set(expected), params
+        for name, e in expected.items():
+            times = e.pop("times")
+            assert {k: shown[name][k] for k in e} == e, (params, name)
+            assert shown[name]["avg_time_to_decision"] == (sum(times, datetime.timedelta(0)) / len(times) if times else None)
+            assert shown[name]["max_time_to_decision"] == max(times, default=None)
+        by_person = [r for r in rows if r.decided_by is not None and r.status in ("approved", "denied")]
+        approvers = {row["decided_by__username"]: row for row in records(response, section=1)}
+        assert approvers.keys() == {r.decided_by.username for r in by_person}, params
+        for name, row in approvers.items():
+            mine = [r for r in by_person if r.decided_by.username == name]
+            times = [r.decided_at - r.created_at for r in mine]
+            assert (row["decided"], row["approved"], row["denied"]) == (
+                len(mine), sum(r.status == "approved" for r in mine), sum(r.status == "denied" for r in mine))
+            assert (row["avg_time_to_decision"], row["max_time_to_decision"]) == (sum(times, datetime.timedelta(0)) / len(times), max(times))
+        assert response.context["totals"]["decided"] == sum(e["decided"] for e in expected.values())
+        assert response.context["sections"][2].table.paginator.count == len(rows)
 
 
 @pytest.mark.parametrize("who", ["audra", "otto"])
@@ -686,7 +780,7 @@ def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(cli
     assert len(rows) - 1 == section.table.paginator.count
 
 
-def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, monkeypatch):
+def test_downloads_read_rows_through_a_chunked_iterator_or_a_copy(client, history, audra, monkeypatch):
     from django.db.models.query import QuerySet
 
     seen = []
@@ -699,7 +793,61 @@ def test_downloads_read_rows_through_a_chunked_iterator(client, history, audra, 
     monkeypatch.setattr(QuerySet, "iterator", spy)
     client.force_login(audra)
     download(client, ACCESS)
+    if connection.vendor == "postgresql":
+        assert seen == []  # one COPY, streamed row by row
+        download(client, timeline("ana"), table="timeline_events")  # JSON details: cells made in Python
     assert seen == [2000]
+
+
+def _both_paths(rows, columns):
+    """Return the CSV bytes of `rows` as the csv module writes them (cells as before COPY) and as COPY writes them."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    values, converters = reports._csv_values(rows, columns)
+    written = "".join(reports._written_chunks(values, converters, writer, buffer, rows_per_chunk=2)).encode()
+    values, converters = reports._csv_values(rows, columns, copy=True)
+    assert not any(converters)
+    return written, b"".join(reports._copied_chunks(values, rows_per_chunk=2))
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module")
+def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_user_model, groups, profile, otto, audra):
+    from grants import selectors
+
+    odd = django_user_model.objects.create_user("@mallory", "=cmd@example.com", "mallory-password-123")
+    odd.groups.add(groups["engineers"])
+    for justification, ticket in [
+        ('Line one, with a comma\r\nline two "quoted" and \\. a backslash', ""),
+        ("=HYPERLINK(\"http://evil.example\",\"click\")", "+1"),
+        ("-2+3 Zürich ✓ and a bare\nLF in the middle", "@SUM(1)"),
+        ("A justification that ends with spaces   ", "a,b"),
+    ]:
+        req = ask(odd, profile, justification=justification, ticket=ticket)
+        lifecycle.deny_request(req.pk, actor=otto, comment="=\"quoted\", said otto")
+    held(odd, profile, otto, justification='A quote " inside, and one at the end"', ticket="\\.")
+    queries = [
+        (selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY),
+        (selectors.current_access(), reports.CURRENT_ACCESS),
+        (selectors.decisions(), reports.DECISIONS),
+        (selectors.break_glass_uses(), reports.BREAK_GLASS),
+        (selectors.drift_report(), reports.DRIFT),
+        (selectors.decisions().filter(pk__in=[]), reports.DECISIONS),  # nothing to read
+    ]
+    for rows, columns in queries:
+        written, copied = _both_paths(rows, columns)
+        assert copied == written
+    written, _ = _both_paths(selectors.decisions(), reports.DECISIONS)
+    assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
+    # Every start a spreadsheet runs, as the database neutralises it for COPY and for the csv module, is what `cell` gives.
+    for value in [*reports.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
+        text = Value(value, output_field=TextField())
+        made = AccessRequest.objects.annotate(v=text).values_list(
+            reports._formula_safe("v", postgresql=True), reports._formula_safe("v"))[:1].get()
+        assert made == (reports.cell(value),) * 2, value
+    client.force_login(audra)
+    body = b"".join(client.get(ACCESS, {"format": "csv"}).streaming_content)
+    header = ",".join(c.header for c in reports.ACCESS_HISTORY).encode() + b"\r\n"
+    assert body == header + _both_paths(selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY)[0]
 
 
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
