@@ -1,6 +1,7 @@
 """Fixtures shared by every test: a real PostgreSQL target cluster, personas, a demo catalog."""
 
 import datetime
+import inspect
 import os
 import tempfile
 from pathlib import Path
@@ -83,6 +84,38 @@ def flush_past_the_audit_trigger():
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(DatabaseOperations, "execute_sql_flush", execute_sql_flush)
         yield
+
+
+@pytest.fixture(scope="session", autouse=True)
+def schedules_outlive_a_flush():
+    """Put back the schedules the data migrations made whenever Django empties the database.
+
+    A `transaction=True` test ends with a TRUNCATE of every table, django_q's
+    Schedule too; Django then sends post_migrate (which brings back content
+    types and permissions) but runs no data migration. Serially the runner
+    keeps those tests last, but pytest-xdist (`make test` runs two workers,
+    whole files each) runs a later file's tests after them, so this re-runs
+    the migrations' own schedule functions (all update_or_create by name).
+    """
+    from django.apps import apps
+    from django.db.migrations.loader import MigrationLoader
+    from django.db.migrations.operations import RunPython
+    from django.db.models.signals import post_migrate
+
+    ours = {"accounts", "audit", "grants"}
+    functions = []
+    for (label, _name), migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):
+        for op in migration.operations if label in ours else ():
+            if isinstance(op, RunPython) and '"django_q", "Schedule"' in inspect.getsource(inspect.getmodule(op.code)):
+                functions.append(op.code)
+
+    def put_back(sender, **kwargs):
+        for code in functions:
+            code(apps, None)  # none of them alters the schema
+
+    post_migrate.connect(put_back, sender=apps.get_app_config("grants"), weak=False, dispatch_uid="tests.schedules")
+    yield
+    post_migrate.disconnect(sender=apps.get_app_config("grants"), dispatch_uid="tests.schedules")
 
 
 @pytest.fixture(scope="session")

@@ -136,7 +136,7 @@ class AccessRequest(models.Model):
     )
     bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
     params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
-    reviewers = models.JSONField(default=list, blank=True, help_text="Approvers the requester suggested (usernames); told first.")
+    reviewers = models.JSONField(default=list, db_default=[], blank=True, help_text="Approvers the requester suggested (usernames); told first.")
     # Frozen at submission: the approver approves exactly this and the
     # connector provisions exactly this, whatever the profile says later
     # (a scheduled window may start 90 days after it was approved).

@@ -88,7 +88,8 @@ class Demo:
                 raise AssertionError(f"make run exited ({self.proc.returncode}):\n{self.output()}")
             if "Ctrl-C stops" in self.output():
                 try:
-                    if requests.get(self.url + "/healthz", timeout=10).status_code == 200:
+                    # Long enough that the request is answered, not dropped (gunicorn would log the broken pipe).
+                    if requests.get(self.url + "/healthz", timeout=90).status_code == 200:
                         return
                 except (requests.ConnectionError, requests.Timeout):
                     pass  # gunicorn's master listens before a worker has booted and answers

@@ -18,7 +18,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='accessrequest',
             name='reviewers',
-            field=models.JSONField(blank=True, default=list, help_text='Approvers the requester suggested (usernames); told first.'),
+            field=models.JSONField(blank=True, default=list, db_default=[], help_text='Approvers the requester suggested (usernames); told first.'),
         ),
         migrations.AddField(
             model_name='target',

@@ -29,6 +29,8 @@ def test_the_timer_rides_out_killed_connections_and_refused_ones_and_revokes_on_
 
     assert timer.poll() is None, f"the timer exited with status {timer.returncode}:\n{fleet.log('timer')[-2000:]}"
     final_checks(before, [pg_cluster], since=ended, what="grants that expired during the database outage")
+    # One line when the outage began, one when the timer's next try (at most 2 s of backoff later) got through.
+    wait_for(lambda: fleet.log("timer").count("answers again") >= 1, seconds=10, what="the timer to say the database answers")
     log = fleet.log("timer")
     assert log.count("the portal database failed") == log.count("answers again") >= 1
 

@@ -23,7 +23,7 @@ import pytest
 
 from grants import devcluster, sshca
 from grants.connectors import REGISTRY, get_connector
-from grants.connectors.base import ConnectorError
+from grants.connectors.base import ConnectorError, RequestField
 
 from . import mariadb_support as db
 from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
@@ -381,7 +381,7 @@ def test_the_good_scope_passes_validation(kind, connector):
 def test_request_fields_are_declared_and_clean_params_keeps_only_them(kind, connector):
     fields = type(connector).request_fields
 
-    assert isinstance(fields, dict) and all(isinstance(k, str) and isinstance(v, str) and v for k, v in fields.items())
+    assert isinstance(fields, dict) and all(isinstance(k, str) and isinstance(v, RequestField) and v.label for k, v in fields.items())
     params = dict(kind.example_params)
     if "public_key" in fields:
         params["public_key"] = sshca.generate_user_key(comment="contract")[1]
