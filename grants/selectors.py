@@ -5,7 +5,9 @@ from django.db.models import Q
 from django.utils import timezone
 
 from . import policy
-from .models import AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, StepAssignee, Target
+from .models import (
+    AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee, Target,
+)
 
 
 def requestable_profiles(user):
@@ -201,6 +203,11 @@ def may_decide(user) -> bool:
     """Return whether `user` has decided a request, or may decide some (an approver group, a policy step, a manager)."""
     if AccessRequest.objects.filter(decided_by=user).exists() or Approval.objects.filter(approver=user).exists():
         return True
+    # Asked because a schedule had them on call, or someone's delegate: they decide too.
+    if StepAssignee.objects.filter(user=user).exists() or Delegation.objects.filter(delegate=user).exists():
+        return True
+    if any(user.username in schedule.members for schedule in OnCallSchedule.objects.only("members")):
+        return True
     groups = policy.group_names(user)
     if AccessProfile.objects.filter(approver_group__name__in=groups).exists():
         return True
@@ -208,7 +215,7 @@ def may_decide(user) -> bool:
     if is_manager and AccessProfile.objects.filter(manager_approves=True).exists():
         return True
     return any(
-        step.group in groups or (step.manager and is_manager)
+        step.group in groups or step.fallback_group in groups or (step.manager and is_manager)
         for profile in AccessProfile.objects.exclude(policy=None).select_related("policy")
         for step in policy.steps_for(profile)
     )

@@ -163,3 +163,17 @@ def test_the_api_names_lists_and_ends_a_delegation(world, client):
     assert [d["delegate"] for d in client.get("/api/v1/delegations", headers=headers).json()] == ["eve"]
     ended = client.post(f"/api/v1/delegations/{made.json()['id']}/end", headers=headers)
     assert ended.status_code == 200 and client.get("/api/v1/delegations", headers=headers).json() == []
+
+
+def test_on_call_members_fallback_approvers_and_delegates_see_the_decisions_report(world, client, bob, django_user_model):
+    # The Decisions report is open to whoever may decide (their own view): not only the groups named in steps.
+    dora = django_user_model.objects.create_user("dora", "dora@example.com", "dora-password-123")
+    OnCallSchedule.objects.filter(name="primary").update(members=["otto", "marc", "dora"])
+    client.force_login(bob)
+    assert client.get("/audit/decisions/").status_code == 403
+    delegate({**world, "bob": bob}, "marc", "bob")
+    for who in (dora, world["eve"], bob):  # on the rotation, the step's fallback group, marc's delegate
+        client.force_login(who)
+        assert client.get("/audit/decisions/").status_code == 200, who.username
+    client.force_login(world["ana"])
+    assert client.get("/audit/decisions/").status_code == 403
