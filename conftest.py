@@ -3,6 +3,7 @@
 import datetime
 import inspect
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
