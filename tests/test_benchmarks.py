@@ -9,10 +9,11 @@ from urllib.parse import urlsplit
 
 import pytest
 
+pytestmark = pytest.mark.postgres_only("the benchmarks make PostgreSQL portal databases of their own (COPY fills, pg_stat_database) and refuse others")
+
 REPO = Path(__file__).resolve().parent.parent
 
 
-@pytest.mark.postgres_only("the benchmark fills a PostgreSQL database of its own with COPY")
 def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_path):
     # The benchmark needs PostgreSQL; `make test` sets DATABASE_URL to it (the benchmark says so otherwise).
     name = (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + "_reports_smoke"

@@ -11,6 +11,8 @@ import audit
 from grants import lifecycle
 from grants.models import Grant
 
+pytestmark = pytest.mark.postgres_only("the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused")
+
 
 @pytest.mark.django_db(transaction=True)
 def test_approving_an_extension_while_a_worker_holds_the_grant_waits_for_it_instead_of_deadlocking(ana, otto, profile):

@@ -8,6 +8,8 @@ from grants.models import Grant
 
 from .conftest import final_checks, make_grants, wait_for
 
+pytestmark = pytest.mark.postgres_only("the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused")
+
 
 @pytest.mark.django_db(transaction=True)
 def test_the_timer_rides_out_killed_connections_and_refused_ones_and_revokes_on_time_after(fleet, portal_db, profile, otto, pg_cluster):

@@ -13,6 +13,8 @@ from grants.models import Grant
 
 from .conftest import all_in, final_checks, freeze, make_grants, resume, wait_for
 
+pytestmark = pytest.mark.postgres_only("the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused")
+
 
 @pytest.mark.django_db(transaction=True)
 def test_a_target_stopped_across_several_retries_is_caught_up_within_seconds_of_its_start(fleet, second_profile, otto, second_cluster):

@@ -10,6 +10,8 @@ from grants.models import Grant
 
 from .conftest import all_in, final_checks, freeze, make_grants, resume, wait_for
 
+pytestmark = pytest.mark.postgres_only("the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused")
+
 
 def active(ids):
     return all_in(ids, [Grant.Status.ACTIVE])
