@@ -34,7 +34,6 @@ import datetime
 import logging
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -46,7 +45,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, write_json  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
 from expiry_lag import Children  # noqa: E402
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
@@ -379,15 +378,4 @@ def print_table(results: dict) -> None:
 if __name__ == "__main__":
     from grants.devcluster import DevClusterError
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        sys.exit(main())
-    except (BenchError, DevClusterError) as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_cli(main, errors=(DevClusterError,))

@@ -182,3 +182,21 @@ class PortalWorld:
         if self._db_created:
             drop_database(self.maintenance_url, self.bench_db)
         log("cleaned up (portal database dropped, target cluster removed)")
+
+
+def run_cli(main, *, errors: tuple[type[BaseException], ...] = ()) -> None:
+    """Run a benchmark's main(): SIGTERM stops it like Ctrl-C, a BenchError (or one of `errors`) is one line, exit 1."""
+    import signal
+
+    def _terminate(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
+    try:
+        sys.exit(main())
+    except (BenchError, *errors) as exc:
+        log(f"error: {exc}")
+        sys.exit(1)
+    except KeyboardInterrupt:
+        log("interrupted")
+        sys.exit(130)

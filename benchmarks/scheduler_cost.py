@@ -38,7 +38,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, write_json  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
 
 PEOPLE, PROFILES = 1000, 20
 
@@ -315,15 +315,4 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        sys.exit(main())
-    except BenchError as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_cli(main)

@@ -32,7 +32,6 @@ import argparse
 import datetime
 import os
 import random
-import signal
 import sys
 import threading
 import time
@@ -43,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import expiry_lag  # noqa: E402 - the jitportal side and the probes, reused as they are
-from common import BenchError, PortalWorld, log, write_json  # noqa: E402
+from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402
 
 ROLE_PREFIX = "baobench_"
 MEASURES = (
@@ -490,15 +489,4 @@ CHECKS_SHOWN = (
 if __name__ == "__main__":
     from grants.devcluster import DevClusterError
 
-    def _terminate(signum, frame):
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, _terminate)
-    try:
-        sys.exit(main())
-    except (BenchError, DevClusterError) as exc:
-        log(f"error: {exc}")
-        sys.exit(1)
-    except KeyboardInterrupt:
-        log("interrupted")
-        sys.exit(130)
+    run_cli(main, errors=(DevClusterError,))
