@@ -217,7 +217,9 @@ def _approval_again(request_id, *, title_prefix: str, line) -> int:
     title, body = approval_message(req)
     opened = req.step_opened_at or req.created_at
     body = f"{line(step, human_duration(timezone.now() - opened))}\n{body}"
-    return _tell(current_approvers(req), f"{title_prefix}: {title}", body, blocks=approval_blocks(req), channel_fallback=True)
+    sent = _tell(current_approvers(req), f"{title_prefix}: {title}", body, blocks=approval_blocks(req), channel_fallback=True)
+    # The profile's channels heard of the request: they hear that nobody has decided it yet, too.
+    return sent + _route(req, f"{title_prefix}: {title}", body)
 
 
 def approval_reminder(request_id):

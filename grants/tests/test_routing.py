@@ -103,6 +103,20 @@ def test_a_request_is_announced_in_the_profile_channels_and_the_target_mailing_l
     assert teams_card["actions"] == [{"type": "Action.OpenUrl", "title": "Open in the portal", "url": link}]
 
 
+@pytest.mark.parametrize("task, prefix", [("approval_reminder", "Reminder"), ("approval_escalated", "Escalated")])
+def test_reminders_and_escalations_reach_the_profile_channels_too(routed, teams, run, ana, mailoutbox, task, prefix):
+    from grants import notify
+
+    req = run(submit, ana, routed)
+    teams.cards.clear()
+    mailoutbox.clear()
+    run(getattr(notify, task), req.pk)
+    (teams_card,) = teams.cards
+    assert teams_card["body"][0]["text"] == f"{prefix}: Approve? ana: appdb read-only for 30 min"
+    (mail,) = [m for m in mailoutbox if m.to == ["dba@example.com"]]
+    assert mail.subject == f"[jitportal] {prefix}: Approve? ana: appdb read-only for 30 min"
+
+
 def test_suggested_reviewers_are_told_first_and_why(routed, run, ana, otto, marc, mailoutbox, settings):
     settings.SLACK_BOT_TOKEN = ""
     run(submit, ana, routed, reviewers=["otto"])
