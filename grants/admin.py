@@ -1,7 +1,8 @@
 from django.contrib import admin, messages
+from django.db import models
 
 from . import lifecycle
-from .models import AccessProfile, AccessRequest, DriftFinding, Grant, Policy, Target
+from .models import AccessProfile, AccessRequest, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target
 from .tasks import check_target
 
 
@@ -115,3 +116,18 @@ class GrantAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
 class DriftFindingAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
     list_display = ("found_at", "target", "external_ref", "kind", "grant", "action")
     list_filter = ("kind", "target")
+
+
+@admin.register(OnCallSchedule)
+class OnCallScheduleAdmin(_CatalogManaged, admin.ModelAdmin):
+    list_display = ("name", "title", "tz", "handover", "shift_length", "ics_url", "ics_fetched_at", "managed")
+    readonly_fields = ("ics_fetched_at", "ics_error", "managed_by")
+    formfield_overrides = {models.URLField: {"assume_scheme": "https"}}  # a feed URL typed without one is https
+
+
+@admin.register(Delegation)
+class DelegationAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
+    """Approvers name and end their delegates themselves (pages, API: audited); the admin shows them."""
+
+    list_display = ("delegator", "delegate", "starts_at", "ends_at", "ended_at", "reason")
+    list_filter = ("ends_at",)

@@ -67,7 +67,9 @@ from accounts import tokens
 from audit.models import AuditEvent
 from grants import lifecycle, reconcile, sshca
 from grants.connectors import get_connector
-from grants.models import AccessProfile, AccessRequest, BreakGlassReview, DriftFinding, Grant, Policy, Target
+from grants.models import (
+    AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target,
+)
 from jitportal.ops import SWEEP_FUNC
 
 PERSONAS = ("anonymous", "ana", "bob", "otto", "sven", "audra", "root")
@@ -181,6 +183,10 @@ def _build_world(pg_cluster) -> World:
         email=EmailAddress.objects.create(user=ana, email=ana.email, verified=True, primary=True),
         social_app=social_app, social_account=social_account,
         social_token=SocialToken.objects.create(app=social_app, account=social_account, token="sample-token"),
+        rotation=OnCallSchedule.objects.create(name="sample-rotation", members=["marc"]),
+        # One that ended yesterday: a sample row that changes nobody's rights today.
+        delegation=Delegation.objects.create(delegator=marc, delegate=otto, starts_at=now - datetime.timedelta(days=2),
+                                             ends_at=now - datetime.timedelta(days=1), reason="sample"),
     )
 
 
@@ -505,6 +511,8 @@ ADMIN_MODELS = {
     "grants.accessrequest": (True, False, False, "pending"),  # statuses belong to the lifecycle
     "grants.grant": (True, False, False, "held"),
     "grants.driftfinding": (False, False, False, "drift"),
+    "grants.oncallschedule": (False, True, True, "rotation"),
+    "grants.delegation": (False, False, False, "delegation"),  # named and ended by the approver (pages, API)
 }
 # The admin sends whoever is not staff to its login page: the first five personas' cells of most rows.
 NOT_STAFF = "admin-login " * 5
