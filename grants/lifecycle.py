@@ -374,7 +374,9 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
     """
     now = now or timezone.now()
     reminded, escalated = [], []
-    with transaction.atomic():
+    # Feeds are read over the network here, before any lock; under the locks only from the cache.
+    oncall.refresh_feeds(now=now)
+    with transaction.atomic(), oncall.cached_feeds_only():
         pending = (
             AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
             .select_related("profile__target", "profile__policy", "requester")

@@ -7,6 +7,8 @@ why.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import datetime
 import logging
@@ -27,6 +29,24 @@ log = logging.getLogger(__name__)
 
 FEED_TIMEOUT = 10  # seconds; a feed that does not answer in time is read from the cache
 FEED_LIMIT = 2_000_000  # bytes of a feed read at most
+# Set while the caller holds locks: feeds are then read from the cache only, never over the network.
+_CACHED_ONLY = contextvars.ContextVar("oncall_cached_only", default=False)
+
+
+@contextlib.contextmanager
+def cached_feeds_only():
+    """Within: feed_text never goes to the network (the caller holds row or chain locks)."""
+    token = _CACHED_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _CACHED_ONLY.reset(token)
+
+
+def refresh_feeds(*, now: datetime.datetime) -> None:
+    """Read every stale iCalendar feed now, before a caller takes its locks and reads them from the cache."""
+    for schedule in OnCallSchedule.objects.exclude(ics_url=""):
+        feed_text(schedule, now=now)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +126,8 @@ def feed_text(schedule: OnCallSchedule, *, now: datetime.datetime) -> str:
     """Return the feed's text: the cache while it is fresh, else read again (the cache if that fails)."""
     ttl = datetime.timedelta(seconds=settings.JIT_ONCALL_FEED_TTL)
     if schedule.ics_fetched_at and now - schedule.ics_fetched_at < ttl and schedule.ics_text:
+        return schedule.ics_text
+    if _CACHED_ONLY.get():
         return schedule.ics_text
     try:
         with requests.get(schedule.ics_url, timeout=FEED_TIMEOUT, stream=True) as response:

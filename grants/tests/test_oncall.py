@@ -171,6 +171,18 @@ def test_a_feed_that_cannot_be_read_falls_back_to_its_last_copy_and_says_so(feed
     assert found.user == otto and "the feed could not be read" in found.why and "500" in found.why
 
 
+def test_feeds_are_read_before_the_escalation_pass_takes_its_locks_and_never_under_them(feed, otto, settings):
+    # An escalation pass locks the pending requests and the audit chain: a feed that takes 10 s to answer must
+    # not hold them (and every approval waiting on them). It is read first; under the locks only the cache counts.
+    settings.JIT_ONCALL_FEED_TTL = 0
+    schedule = OnCallSchedule.objects.create(name="cal", tz="Europe/Berlin", ics_url=feed.url)
+    lifecycle.remind_and_escalate(now=at("2026-03-23T10:00"))
+    assert feed.hits == 1
+    with oncall.cached_feeds_only():
+        found = oncall.on_call(OnCallSchedule.objects.get(pk=schedule.pk), at=at("2026-03-23T10:00"))
+    assert found.user == otto and feed.hits == 1
+
+
 # Steps that name a schedule: lifecycle, pages, API, mail, trail ----------------------------------
 
 
