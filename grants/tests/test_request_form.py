@@ -216,3 +216,11 @@ def test_pending_request_page_carries_a_hidden_show_credentials_for_the_script(c
     page = text(client.get(reverse("grants:request_detail", args=[pending_request.pk])))
     assert f'data-live="/access/requests/{pending_request.pk}/status"' in page
     assert '<form method="post" action="" data-live-credentials hidden>' in page
+
+
+def test_the_settings_page_shows_its_time_zone_form_once_in_the_page_not_in_its_title(client, ana):
+    client.force_login(ana)
+    page = text(client.get(reverse("accounts:notifications")))
+    title = re.search(r"<title>(.*?)</title>", page, re.S).group(1)
+    assert "<form" not in title and "Notifications" in title
+    assert page.count("Use this time zone") == 1
