@@ -168,7 +168,7 @@ def test_the_pgcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout,
         env["DATABASE_URL"] = urlunsplit(url._replace(path=url.path.rstrip("/") + "_copy"))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'inner'}",
-         "devtools/tests/test_pgcluster.py", "grants/tests/connectors/test_ssh.py"],
+         "devtools/tests/test_pgcluster.py", "grants/tests/connectors/test_ssh.py", "contrib/ssh-session-guard/tests"],
         cwd=checkout, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
