@@ -92,7 +92,9 @@ def test_guard_refuses_a_new_session_of_an_expired_certificate(tmp_path):
     # authentication, so sshd never rechecks the certificate.
     ca = ed25519.Ed25519PrivateKey.generate()
     _, public = sshca.generate_user_key(comment="ana")
-    cert = sshca.sign_user_certificate(ca, public, serial=5, key_id="k", principals=["ops"], valid_after=0, valid_before=int(time.time()) - 1)
+    cert = sshca.sign_user_certificate(
+        ca, public, serial=5, key_id="k", principals=["ops"], valid_after=0, valid_before=int(time.time()) - 1
+    )
 
     done = _run_guard(tmp_path, f"publickey {cert}\n", "echo should-not-run")
 
