@@ -16,7 +16,7 @@ What it sets up (and removes again, also on Ctrl-C or an error):
 - a dedicated portal database, DATABASE_URL with the database name replaced
   (default: `<name>_bench`), created fresh on the same server and migrated
   with `manage.py migrate`;
-- a throwaway PostgreSQL target cluster (`grants.devcluster`) with the demo
+- a throwaway PostgreSQL target cluster (`devtools.pgcluster`) with the demo
   roles; its admin DSN is passed to every process in JIT_BENCH_PG_DSN;
 - one approver and N requesters (each grant needs its own requester: the
   lifecycle refuses a second live grant of the same profile to one person).
@@ -384,16 +384,16 @@ def main(argv=None) -> int:
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name)
     args.bench_db = bench_db
 
-    from grants import devcluster
+    from devtools import pgcluster
 
-    if not devcluster.available():
+    if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
 
     work_dir = Path(tempfile.mkdtemp(prefix="jitbench-"))
     # The target cluster lives in work_dir/target and runs as the postgres OS user,
     # which must be able to traverse work_dir (mkdtemp makes it 0700).
     os.chmod(work_dir, 0o711)
-    cluster = devcluster.DevCluster(work_dir / "target")
+    cluster = pgcluster.DevCluster(work_dir / "target")
     state: dict = {}  # run() puts the child processes here, so that finally can stop them
     held: dict[int, object] = {}
     stop_event = threading.Event()
@@ -469,8 +469,8 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     from django.contrib.auth.models import Group
     from django.utils import timezone
 
+    from devtools.pgcluster import DEMO_DB
     from grants import lifecycle
-    from grants.devcluster import DEMO_DB
     from grants.models import AccessProfile, Grant, Target
 
     N = args.grants
@@ -847,6 +847,6 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    from grants.devcluster import DevClusterError
+    from devtools.pgcluster import DevClusterError
 
     run_cli(main, errors=(DevClusterError,))

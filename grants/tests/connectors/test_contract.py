@@ -23,7 +23,8 @@ from typing import Any, Callable
 import pymysql
 import pytest
 
-from grants import devcluster, sshca
+from devtools import pgcluster
+from grants import sshca
 from grants.connectors import REGISTRY, get_connector
 from grants.connectors.base import ConnectorError, RequestField
 
@@ -74,7 +75,7 @@ class Kind:
 
 
 def _closed_port() -> int:
-    return devcluster.free_port()
+    return pgcluster.free_port()
 
 
 def _with(target: SimpleNamespace, **config) -> SimpleNamespace:
