@@ -18,7 +18,7 @@ from grants import lifecycle
 from grants.models import AccessRequest, Grant
 
 from .conftest import JUSTIFICATION
-from .test_notify import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click
+from notifications.tests.test_notify import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click
 
 RS = AccessRequest.Status
 
