@@ -1,4 +1,4 @@
-"""Dependencies point one way: audit's log <- accounts <- grants <- audit's report pages <- jitportal.
+"""Dependencies point one way: audit's log <- accounts <- grants <- the edges (notifications, audit's report pages) <- jitportal.
 
 A dependency is an `import` statement or a dotted name in a string (a task
 name given to `async_task`, `schedule`, `_enqueue` or a `Schedule.func`, a
@@ -8,10 +8,32 @@ grants.notify as surely as code that imports it. Migrations count too.
 
 import ast
 import importlib
+import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = {"audit", "accounts", "grants", "jitportal"}
+APPS = {"audit", "accounts", "grants", "notifications", "jitportal"}
+
+# The edges: apps on top of the core. They do not import each other, and use of the core only what
+# EDGE_USES_OF_CORE names; they never write a grants model themselves (the lifecycle does).
+EDGES = {"notifications"}
+EDGE_USES_OF_CORE = {
+    "grants": "the package, in `from grants import lifecycle`",
+    "grants.lifecycle": "every write",
+    "grants.selectors": "reads",
+    "grants.policy": "the pure rules (steps, the current step)",
+    "grants.events": "what the core announces",
+    "grants.models": "model types, and reads of their rows",
+    "grants.durations": "human_duration, a pure formatting function",
+}
+# Calls that write a row: on a grants model's manager or queryset in an edge, or `.save()`/`.delete()` on any
+# row (the edges have no models of their own).
+WRITES = {"create", "update", "delete", "bulk_create", "bulk_update", "update_or_create", "get_or_create", "save", "select_for_update"}
+
+# Modules of the core exempted from "grants never names an edge", each with its reason.
+CORE_NAMING_AN_EDGE = {
+    "grants/notify.py": "the old task names (grants.notify.*) re-exported for one release; remove it and this line",
+}
 
 # Today's exemptions from "audit imports none of our apps", each with its reason.
 # The report pages live in audit until they move to reports/ (issue 13); they
@@ -107,9 +129,15 @@ def sources(app, *, migrations=True):
     ]  # fmt: skip
 
 
+def _edge_may_use(module: str) -> bool:
+    return any(module == allowed or module.startswith(allowed + ".") for allowed in EDGE_USES_OF_CORE if allowed != "grants") or (
+        module == "grants"
+    )
+
+
 def edges_violating():
     bad = []
-    for app in ("audit", "accounts", "grants"):
+    for app in ("audit", "accounts", "grants", *sorted(EDGES)):
         for path in sources(app):
             for module in sorted(imported_apps(path)):
                 other = module.split(".")[0]
@@ -122,11 +150,51 @@ def edges_violating():
                     ok = False  # the log imports none of our apps
                 elif app == "accounts":
                     ok = other == "audit"
+                elif app in EDGES:
+                    ok = other in {"audit", "accounts"} or (other == "grants" and _edge_may_use(module))
                 else:  # grants
-                    ok = other in {"audit", "accounts"}
+                    ok = other in {"audit", "accounts"} or (other in EDGES and rel in CORE_NAMING_AN_EDGE)
                 if not ok:
                     bad.append(f"{rel} imports {module}")
     return bad
+
+
+def edge_names_in_core():
+    """Return the strings of the core (docstrings too) that name an edge's module, e.g. "notifications.tasks"."""
+    named = re.compile(rf"(?<![\w.])({'|'.join(sorted(EDGES))})\.\w")
+    found = []
+    for path in sources("grants"):
+        rel = path.relative_to(ROOT).as_posix()
+        if rel in CORE_NAMING_AN_EDGE:
+            continue
+        for node in ast.walk(_tree(path)):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and named.search(node.value):
+                found.append(f"{rel}:{node.lineno}: {node.value[:60]!r}")
+    return found
+
+
+def edge_writes():
+    """Return the calls in the edges that write a grants model's rows (or any row, through `.save()`/`.delete()`)."""
+    found = []
+    for app in sorted(EDGES):
+        for path in sources(app, migrations=False):
+            tree = _tree(path)
+            models = {
+                alias.asname or alias.name
+                for node in ast.walk(tree)
+                if isinstance(node, ast.ImportFrom) and node.module in ("grants.models", "grants")
+                for alias in node.names
+                if node.module == "grants.models" or alias.name == "models"
+            }
+            for node in ast.walk(tree):
+                if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr in WRITES):
+                    continue
+                root = node.func.value
+                while isinstance(root, (ast.Attribute, ast.Call, ast.Subscript)):
+                    root = root.func if isinstance(root, ast.Call) else root.value
+                if node.func.attr in ("save", "delete") and not node.args or isinstance(root, ast.Name) and root.id in models:
+                    found.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}: .{node.func.attr}()")
+    return found
 
 
 def resolve(dotted: str):
@@ -169,10 +237,43 @@ def test_the_check_sees_an_upward_dotted_task_name(tmp_path, monkeypatch):
     ]
 
 
+def test_the_core_never_names_an_edge_not_even_in_a_string():
+    assert edge_names_in_core() == []
+
+
+def test_the_check_sees_the_core_naming_an_edge(tmp_path, monkeypatch):
+    (tmp_path / "grants").mkdir()
+    (tmp_path / "grants" / "lifecycle.py").write_text('"""Then notifications.tasks tells them."""\nx = "notifications"\n')
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert edge_names_in_core() == ["grants/lifecycle.py:1: 'Then notifications.tasks tells them.'"]
+
+
+def test_edges_do_not_write_grants_models():
+    assert edge_writes() == []
+
+
+def test_the_check_sees_an_edge_writing(tmp_path, monkeypatch):
+    (tmp_path / "notifications").mkdir()
+    (tmp_path / "notifications" / "tasks.py").write_text(
+        "from grants.models import Grant\nfrom accounts.models import NotificationPreference\n"
+        "Grant.objects.filter(pk=1).update(status='revoked')\nNotificationPreference.objects.filter(pk=1).update(slack=False)\n"
+        "grant.save()\n"
+    )
+    (tmp_path / "notifications" / "views.py").write_text("from grants import lifecycle, selectors\nimport reports.views\n")
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    monkeypatch.setitem(globals(), "EDGES", {"notifications", "reports"})
+    monkeypatch.setitem(globals(), "APPS", APPS | {"reports"})
+    assert edge_writes() == ["notifications/tasks.py:3: .update()", "notifications/tasks.py:5: .save()"]
+    assert edges_violating() == ["notifications/views.py imports reports.views"]
+
+
 def test_every_dotted_task_name_resolves_to_a_callable():
     names = {name: path.relative_to(ROOT).as_posix() for path in all_sources() for name in task_names(path)}
-    # The lifecycle's, the sweeper's, the notifier's and the migrations' schedules are all seen.
-    assert {"grants.notify.approval_needed", "grants.notify.deliver", "grants.tasks.check_targets", "audit.log.export_head"} <= set(names)
+    # The lifecycle's, the sweeper's, the notifications' and the migrations' schedules are all seen.
+    assert {
+        "notifications.tasks.approval_needed", "notifications.tasks.drift_found_by_id", "notifications.tasks.emergency_login_used",
+        "notifications.tasks.decide_from_slack", "notifications.delivery.deliver", "grants.tasks.check_targets", "audit.log.export_head",
+    } <= set(names)
 
     unresolved = []
     for name, where in sorted(names.items()):
@@ -194,6 +295,15 @@ def test_every_dotted_name_in_settings_migrations_and_code_resolves():
             except (ImportError, AttributeError):
                 unresolved.append(f"{path.relative_to(ROOT).as_posix()}:{node.lineno}: {node.value}")
     assert unresolved == []
+
+
+def test_the_old_notification_task_names_still_run_the_same_tasks_for_one_release():
+    # Queued or scheduled by a portal before the notifications app (grants/notify.py, to be removed).
+    import grants.notify
+
+    moved = {"deliver": "notifications.delivery.deliver"}
+    for name in grants.notify.__all__:
+        assert resolve(f"grants.notify.{name}") is resolve(moved.get(name, f"notifications.tasks.{name}"))
 
 
 def test_the_resolver_reports_a_task_name_that_names_nothing():

@@ -12,6 +12,7 @@ import email
 import email.policy
 import hashlib
 import hmac
+import importlib
 import json
 import socket
 import threading
@@ -462,6 +463,29 @@ def test_mail_is_tried_again_when_the_smtp_server_is_down(settings, run, ana, ot
     run(lifecycle.deny_request, pending_request.pk, actor=otto)
     message, attempt = ast.literal_eval(Schedule.objects.get(func="notifications.delivery.deliver").args)
     assert (message["kind"], message["to"], attempt) == ("email", ["ana@example.com"], 2)
+
+
+def test_a_retry_queued_under_the_old_name_and_message_shape_still_sends(slack, smtp, ana):
+    # Scheduled before the notifications app: grants.notify.deliver with messages that do not say `via`.
+    from grants import notify
+
+    assert notify.deliver({"kind": "slack_dm", "user": ana.pk, "text": "hello"}, 2) == 1
+    assert notify.deliver({"kind": "email", "to": ["ana@example.com"], "subject": "[jitportal] hi", "body": "hi\n"}, 2) == 1
+    assert slack.sent("chat.postMessage", channel="U0ANA") and [m.to for m in smtp.mails] == [["ana@example.com"]]
+
+
+def test_the_migration_moves_the_old_schedules_to_the_new_names_and_back(db):
+    from django.apps import apps
+
+    move = importlib.import_module("notifications.migrations.0001_notifications_schedules")
+    for func in ("grants.notify.deliver", "grants.notify.approval_needed", "grants.tasks.sweep"):
+        Schedule.objects.create(name=f"test {func}", func=func, schedule_type=Schedule.ONCE)
+    mine = Schedule.objects.filter(name__startswith="test ")
+    move.move_schedules(apps, None)
+    assert sorted(mine.values_list("func", flat=True)) == [
+        "grants.tasks.sweep", "notifications.delivery.deliver", "notifications.tasks.approval_needed"]
+    move.move_schedules_back(apps, None)
+    assert sorted(mine.values_list("func", flat=True)) == ["grants.notify.approval_needed", "grants.notify.deliver", "grants.tasks.sweep"]
 
 
 def test_a_message_is_given_up_after_the_last_attempt(slack, ana):
