@@ -16,4 +16,6 @@ class NotificationsConfig(AppConfig):
             events.subscribe(event, handler)
         for kind in REGISTRY:
             events.add_route_kind(kind, channel_class(kind).address_error)
-        emergency_login.connect(subscriptions.on_emergency_login, dispatch_uid="notifications.tell_security_of_emergency_login")
+        emergency_login.connect(
+            subscriptions.on_emergency_login, dispatch_uid="notifications.tell_security_of_emergency_login"
+        )

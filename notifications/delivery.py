@@ -27,7 +27,7 @@ _LEGACY_VIA = {"email": "email", "slack_dm": "slack", "slack_channel": "slack", 
 
 
 def tell(users, title: str, body: str, *, decide=None, fallback: bool = False) -> int:
-    """Send the message to each of `users` the way they chose (`accounts.NotificationPreference`); return how many were sent.
+    """Send the message to each of `users` the way they chose; return how many messages were sent.
 
     `decide`: the request the message asks them to decide (a channel may add
     buttons); `fallback`: a channel that cannot reach each person may post
@@ -79,14 +79,21 @@ def deliver(message: dict, attempt: int = 1) -> int:
             log.error("Giving up on a %s notification after %s attempt(s): %s", message["kind"], attempt, error)
             return 0
         delay = RETRY_DELAYS[attempt - 1]
-        schedule("notifications.delivery.deliver", message, attempt + 1, next_run=timezone.now() + datetime.timedelta(seconds=delay))
+        schedule(
+            "notifications.delivery.deliver",
+            message,
+            attempt + 1,
+            next_run=timezone.now() + datetime.timedelta(seconds=delay),
+        )
         log.warning("A %s notification failed (attempt %s, next in %s s): %s", message["kind"], attempt, delay, error)
         return 0
     return 1
 
 
 def _send(message: dict) -> None:
-    via = message.get("via") or (message.get("channel") if message["kind"] == "route" else _LEGACY_VIA.get(message["kind"]))
+    via = message.get("via") or (
+        message.get("channel") if message["kind"] == "route" else _LEGACY_VIA.get(message["kind"])
+    )
     if via not in REGISTRY:
         raise ChannelError(f"unknown notification kind {message['kind']!r}", permanent=True)
     get_channel(via).deliver(message)

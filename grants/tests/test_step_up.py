@@ -19,9 +19,9 @@ from accounts.stepup import GRACE, StepUp, problem
 from audit.models import AuditEvent
 from grants import lifecycle, policy
 from grants.models import AccessRequest, Policy
+from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
 
 from .conftest import JUSTIFICATION
-from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
 
 RS = AccessRequest.Status
 NOW = 1_800_000_000.0

@@ -22,7 +22,9 @@ class Channel:
         """Return what is wrong with an address of this channel (for the catalog's `notify`), or None."""
         return None
 
-    def to_people(self, users, preferences, *, title: str, body: str, decide=None, fallback: bool = False) -> list[dict]:
+    def to_people(
+        self, users, preferences, *, title: str, body: str, decide=None, fallback: bool = False
+    ) -> list[dict]:
         """Return the messages that tell `users` (those of them who chose this channel in `preferences`).
 
         `decide` is the request the message asks them to decide, for a

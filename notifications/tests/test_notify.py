@@ -30,7 +30,6 @@ from accounts.models import NotificationPreference
 from audit.models import AuditEvent
 from grants import lifecycle, tasks
 from grants.models import AccessRequest, DriftFinding, Grant, Policy
-
 from notifications import delivery, messages
 from notifications import tasks as notifications
 
