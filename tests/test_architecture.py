@@ -259,7 +259,7 @@ def test_the_check_sees_an_edge_writing(tmp_path, monkeypatch):
     (tmp_path / "notifications").mkdir()
     (tmp_path / "notifications" / "tasks.py").write_text(
         "from grants.models import Grant\nfrom accounts.models import NotificationPreference\n"
-        "Grant.objects.filter(pk=1).update(status='revoked')\n"
+        "Grant.objects.filter(pk=1).update(expires_at=None)\n"
         "NotificationPreference.objects.filter(pk=1).update(slack=False)\n"
         "grant.save()\n"
     )
