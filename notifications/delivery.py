@@ -73,7 +73,7 @@ def deliver(message: dict, attempt: int = 1) -> int:
     """
     try:
         _send(message)
-    except Exception as exc:  # noqa: BLE001: one message never stops the others
+    except Exception as exc:  # noqa: BLE001 (one message never stops the others)
         error = getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
         if getattr(exc, "permanent", False) or attempt > len(RETRY_DELAYS):
             log.error("Giving up on a %s notification after %s attempt(s): %s", message["kind"], attempt, error)
