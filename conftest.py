@@ -103,7 +103,7 @@ def schedules_outlive_a_flush():
     from django.db.migrations.operations import RunPython
     from django.db.models.signals import post_migrate
 
-    ours = {"accounts", "audit", "grants"}
+    ours = {"accounts", "audit", "grants", "notifications"}
     functions = []
     for (label, _name), migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):
         for op in migration.operations if label in ours else ():
