@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
+from api.views import api
 from grants import slack
-from grants.api import api
 
 from . import ops
 

@@ -45,12 +45,12 @@ from ninja.security import HttpBearer
 from accounts import identity, ratelimit
 from accounts import tokens as api_tokens
 from accounts.ratelimit import client_ip
+from grants import connectors, lifecycle, policy, selectors
+from grants.models import AccessProfile, AccessRequest, Delegation, Grant
 
-from . import connectors, lifecycle, policy, selectors
-from .api_schemas import (
+from .schemas import (
     CredentialsOut, DecisionIn, DelegationIn, DelegationOut, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut,
 )
-from .models import AccessProfile, AccessRequest, Delegation, Grant
 
 log = logging.getLogger(__name__)
 
