@@ -1,4 +1,4 @@
-"""Token authentication for the API: `Authorization: Bearer jit_...` (tokens: accounts/tokens.py); no session, no cookie."""
+"""Token authentication for the API: `Authorization: Bearer jit_...` (tokens: accounts/tokens.py); no session or cookie."""
 
 from __future__ import annotations
 
@@ -20,7 +20,11 @@ class TokenAuth(HttpBearer):
     def __call__(self, request):
         header = request.headers.get("Authorization", "")
         if not header:
-            raise ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'; make one on the API tokens page.")
+            raise ApiError(
+                401,
+                "unauthorized",
+                "Send your API token as 'Authorization: Bearer <token>'; make one on the API tokens page.",
+            )
         ip = client_ip(request)
         ratelimits.refuse_locked_out_address(ip)
         scheme, _, secret = header.partition(" ")

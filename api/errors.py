@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-CODES = {400: "invalid", 401: "unauthorized", 403: "not_allowed", 404: "not_found", 405: "invalid", 409: "conflict", 429: "rate_limited", 503: "unavailable"}
+CODES = {
+    400: "invalid",
+    401: "unauthorized",
+    403: "not_allowed",
+    404: "not_found",
+    405: "invalid",
+    409: "conflict",
+    429: "rate_limited",
+    503: "unavailable",
+}
 
 
 class ApiError(Exception):

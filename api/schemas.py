@@ -88,7 +88,7 @@ class RequestIn(BaseModel):
     reviewers: list[Text] = Field([], max_length=10, description="Approvers you suggest (usernames); they are told first.")
 
     def kind_params(self, kind: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
-        """Return the filled-in request fields target `kind` takes, and (field, message) for each that breaks its rules."""
+        """Return the request fields of target `kind` filled in, and (field, message) for each that breaks its rules."""
         extra = self.model_extra or {}
         params, errors = {}, []
         for name, (field, kinds) in selectors.request_fields([kind]).items():

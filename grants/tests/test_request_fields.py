@@ -27,7 +27,9 @@ NEW = reverse("grants:request_new")
 class BadgeConnector(Connector):
     """A kind that takes the requester's door badge number (a test plug-in: it provisions nothing)."""
 
-    request_fields = {"badge": RequestField("Badge number", help_text="The number printed on your badge.", max_length=8)}
+    request_fields = {
+        "badge": RequestField("Badge number", help_text="The number printed on your badge.", max_length=8)
+    }
 
     def clean_params(self, params: dict) -> dict:
         badge = (params.get("badge") or "").strip()
@@ -48,7 +50,11 @@ def badge_profile(db, monkeypatch, groups):
     monkeypatch.setitem(connectors.REGISTRY, "badge", f"{__name__}.BadgeConnector")
     target = Target.objects.create(name="doors", kind="badge", config={})
     profile = AccessProfile.objects.create(
-        name="server-room", title="Server room door", target=target, scope={}, max_duration=4 * H,
+        name="server-room",
+        title="Server room door",
+        target=target,
+        scope={},
+        max_duration=4 * H,
         approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
@@ -60,9 +66,15 @@ def ssh_profile(db, tmp_path, monkeypatch, groups):
     ca = tmp_path / "ca"
     sshca.generate_ca(ca)
     monkeypatch.setenv("JIT_TEST_SSH_CA", str(ca))
-    target = Target.objects.create(name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA")
+    target = Target.objects.create(
+        name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA"
+    )
     profile = AccessProfile.objects.create(
-        name="ssh-deploy", title="SSH as deploy", target=target, scope={"principals": ["deploy"]}, max_duration=4 * H,
+        name="ssh-deploy",
+        title="SSH as deploy",
+        target=target,
+        scope={"principals": ["deploy"]},
+        max_duration=4 * H,
         approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
@@ -76,7 +88,10 @@ def form_data(chosen, **fields):
 def post_api(client, user, body):
     secret = tokens.create_token(actor=user, name="t", days=1)[1]
     return client.post(
-        "/api/v1/requests", data=json.dumps(body), content_type="application/json", headers={"Authorization": f"Bearer {secret}"}
+        "/api/v1/requests",
+        data=json.dumps(body),
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
     )
 
 
@@ -130,7 +145,10 @@ def test_the_api_names_a_kinds_field_that_breaks_its_rules(client, ana, badge_pr
     refused = post_api(client, ana, api_request(badge_profile, badge="abc"))
     assert refused.status_code == 400
     assert refused.json() | {"errors": None} == {
-        "code": "invalid", "message": "A badge number has digits only.", "field": "badge", "errors": None
+        "code": "invalid",
+        "message": "A badge number has digits only.",
+        "field": "badge",
+        "errors": None,
     }
     assert not AccessRequest.objects.exists()
 
@@ -158,5 +176,7 @@ def test_ssh_public_key_through_the_api_still_reaches_the_request(client, ana, s
 
 
 def test_the_lifecycle_takes_a_registered_kinds_field(ana, badge_profile):
-    req = lifecycle.submit_request(requester=ana, profile=badge_profile, duration=H, justification=JUSTIFICATION, params={"badge": " 42 "})
+    req = lifecycle.submit_request(
+        requester=ana, profile=badge_profile, duration=H, justification=JUSTIFICATION, params={"badge": " 42 "}
+    )
     assert req.params == {"badge": "42"}

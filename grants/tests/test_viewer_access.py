@@ -43,7 +43,9 @@ def test_a_grant_is_seen_by_whoever_sees_its_request(ana, otto, audra, eve, acti
 
 
 def test_an_extension_leads_to_the_grant_it_extends(ana, active_grant):
-    extension = lifecycle.request_extension(active_grant.pk, actor=ana, duration=active_grant.request.duration, justification=JUSTIFICATION)
+    extension = lifecycle.request_extension(
+        active_grant.pk, actor=ana, duration=active_grant.request.duration, justification=JUSTIFICATION
+    )
     assert selectors.grant_of(extension) == active_grant
     assert selectors.grant_of(active_grant.request) == active_grant
 
@@ -51,7 +53,9 @@ def test_an_extension_leads_to_the_grant_it_extends(ana, active_grant):
 # The pages and the API answer alike ------------------------------------------------
 
 
-def test_pages_and_api_both_show_the_request_to_its_viewers_and_404_to_an_outsider(client, ana, otto, audra, eve, active_grant):
+def test_pages_and_api_both_show_the_request_to_its_viewers_and_404_to_an_outsider(
+    client, ana, otto, audra, eve, active_grant
+):
     request_page = reverse("grants:request_detail", args=[active_grant.request_id])
     grant_page = reverse("grants:grant_detail", args=[active_grant.pk])
     for user in (ana, otto, audra):
