@@ -1,4 +1,4 @@
-"""Token authentication for the API: `Authorization: Bearer jit_...` (tokens: accounts/tokens.py); no session or cookie."""
+"""Token authentication: `Authorization: Bearer jit_...` (tokens: accounts/tokens.py); no session, no cookie."""
 
 from __future__ import annotations
 
