@@ -4,6 +4,11 @@ A dependency is an `import` statement or a dotted name in a string (a task
 name given to `async_task`, `schedule`, `_enqueue` or a `Schedule.func`, a
 setting, a registry entry): code that enqueues "grants.notify.x" depends on
 grants.notify as surely as code that imports it. Migrations count too.
+
+Above them all, the outer packages: nothing imports jitportal, devtools,
+contrib, benchmarks or cli, but for the demo runner, which starts the
+throwaway target cluster (tests and benchmarks are not checked). And
+jitportal's own modules import one another without a cycle.
 """
 
 import ast
@@ -18,6 +23,14 @@ ROOT = Path(__file__).resolve().parents[1]
 EDGES = {"api", "reports", "notifications"}
 EDGE_USES_OF_GRANTS = ("grants.lifecycle", "grants.selectors", "grants.policy", "grants.events", "grants.models")
 APPS = {"audit", "accounts", "grants", "jitportal"} | EDGES
+# The outer packages, by their folder: only themselves import them, and the modules OUTER_ALLOWED names.
+OUTER = {"jitportal", "devtools", "contrib", "benchmarks", "cli"}
+# Import names that are not their folder's: the command-line client's package is cli/jit.
+IMPORT_FOLDERS = {"jit": "cli"}
+OUTER_ALLOWED = {
+    "jitportal/run.py": {"devtools": "`make run` starts the demo's target cluster (devtools/pgcluster.py)"},
+}
+ROOTS = APPS | OUTER | set(IMPORT_FOLDERS)
 
 # Today's exemptions from "audit imports none of our apps", each with its reason.
 # The report pages live in audit until they move to reports/ (issue 13); they
@@ -46,7 +59,7 @@ def _dotted(value) -> bool:
     if not isinstance(value, str) or value in NOT_CODE:
         return False
     parts = value.split(".")
-    return len(parts) >= 3 and parts[0] in APPS and all(p.isidentifier() for p in parts)
+    return len(parts) >= 3 and parts[0] in ROOTS and all(p.isidentifier() for p in parts)
 
 
 def _tree(path: Path) -> ast.AST:
@@ -69,7 +82,7 @@ def imported_apps(path: Path) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         else:
             continue
-        found |= {n for n in names if n.split(".")[0] in APPS}
+        found |= {n for n in names if n.split(".")[0] in ROOTS}
     return found
 
 
@@ -138,6 +151,76 @@ def edges_violating():
                 if not ok:
                     bad.append(f"{rel} imports {module}")
     return bad
+
+
+def folder(module: str) -> str:
+    """Return the top-level folder that holds `module`: 'cli' for jit.client, 'grants' for grants.models."""
+    top = module.split(".")[0]
+    return IMPORT_FOLDERS.get(top, top)
+
+
+def outer_imports_violating():
+    """Return the imports of an outer package by code of another folder (tests and benchmarks not checked)."""
+    bad = []
+    for package in sorted((APPS | OUTER) - {"benchmarks"}):
+        for path in sources(package):
+            rel = path.relative_to(ROOT).as_posix()
+            for module in sorted(imported_apps(path)):
+                other = folder(module)
+                if other in OUTER and other != package and other not in OUTER_ALLOWED.get(rel, {}):
+                    bad.append(f"{rel} imports {module}")
+    return bad
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def imported_names(path: Path) -> set[str]:
+    """Return every name `path` imports, anywhere in it, relative ones made absolute (`from X import y`: X and X.y)."""
+    this = module_name(path).split(".")
+    package = this if path.name == "__init__.py" else this[:-1]
+    names = set()
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Import):
+            names |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[: len(package) - node.level + 1]
+                module = ".".join(base + ([node.module] if node.module else []))
+            else:
+                module = node.module
+            names |= {module} | {f"{module}.{alias.name}" for alias in node.names}
+    return names
+
+
+def import_cycles(package: str) -> list[str]:
+    """Return the groups of `package`'s modules (not its tests) that import one another: 'jitportal.a <-> jitportal.b'.
+
+    A group is every module that can reach each other one through imports, whatever the path.
+    """
+    modules = {module_name(path): path for path in sources(package)}
+
+    def module_of(name):  # the longest prefix of `name` that is one of the package's modules
+        parts = name.split(".")
+        return next((m for m in (".".join(parts[:cut]) for cut in range(len(parts), 0, -1)) if m in modules), None)
+
+    graph = {
+        module: {module_of(name) for name in imported_names(path)} - {None, module} for module, path in modules.items()
+    }
+
+    def reachable(start):
+        seen, todo = set(), [start]
+        while todo:
+            for other in graph[todo.pop()] - seen:
+                seen.add(other)
+                todo.append(other)
+        return seen
+
+    reach = {module: reachable(module) for module in graph}
+    groups = {frozenset({m} | {o for o in reach[m] if m in reach[o]}) for m in graph if m in reach[m]}
+    return sorted(" <-> ".join(sorted(group)) for group in groups)
 
 
 def resolve(dotted: str):
@@ -242,3 +325,58 @@ def test_the_resolver_reports_a_task_name_that_names_nothing():
         except (ImportError, AttributeError):
             continue
         raise AssertionError(f"{name} resolved")
+
+
+def test_nothing_imports_the_outer_packages_but_the_demo_runner_the_cluster():
+    assert outer_imports_violating() == []
+
+
+def test_the_check_sees_an_import_of_an_outer_package(tmp_path, monkeypatch):
+    files = {
+        "grants/tasks.py": "from devtools import pgcluster\n",
+        "audit/log.py": 'def f():\n    async_task("benchmarks.common.run", 1)\n',
+        "accounts/adapter.py": "import jitportal.settings\nfrom jit.__main__ import main\n",
+        "jitportal/urls.py": "from devtools.pgcluster import free_port\nfrom . import metrics\n",
+        "jitportal/run.py": "from devtools import pgcluster\nfrom jitportal import settings\n",  # allowed, and itself
+        "devtools/pgcluster.py": "import contrib\n",
+        "cli/jit/__main__.py": "from jit import client\n",  # its own package
+        "grants/tests/test_x.py": "from devtools import pgcluster\nimport benchmarks.common\n",  # tests are not checked
+        "benchmarks/common.py": "from devtools import pgcluster\nimport jitportal.settings\n",  # nor are benchmarks
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+
+    assert outer_imports_violating() == [
+        "accounts/adapter.py imports jit.__main__",
+        "accounts/adapter.py imports jit.__main__.main",
+        "accounts/adapter.py imports jitportal.settings",
+        "audit/log.py imports benchmarks.common",
+        "devtools/pgcluster.py imports contrib",
+        "grants/tasks.py imports devtools",
+        "grants/tasks.py imports devtools.pgcluster",
+        "jitportal/urls.py imports devtools.pgcluster",
+        "jitportal/urls.py imports devtools.pgcluster.free_port",
+    ]
+
+
+def test_jitportals_modules_import_one_another_without_a_cycle():
+    assert import_cycles("jitportal") == []
+
+
+def test_the_cycle_check_sees_a_cycle_through_a_relative_import_inside_a_function(tmp_path, monkeypatch):
+    files = {
+        "jitportal/__init__.py": "",
+        "jitportal/ops.py": "from .metrics import registry\n",
+        "jitportal/metrics.py": "def collect():\n    from .ops import broker\n",
+        "jitportal/urls.py": "from . import ops\nfrom jitportal import queues\n",  # imports them, in no cycle
+        "jitportal/queues.py": "import jitportal.urls.x\n",  # back to urls: a second group, of two
+        "jitportal/settings.py": "from jitportal import settings\n",  # itself: no cycle
+    }
+    for name, text in files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text(text)
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+
+    assert import_cycles("jitportal") == ["jitportal.metrics <-> jitportal.ops", "jitportal.queues <-> jitportal.urls"]

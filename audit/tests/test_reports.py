@@ -25,8 +25,8 @@ from django.utils import timezone
 
 from audit import reports
 from audit.models import AuditEvent
+from devtools.pgcluster import free_port
 from grants import lifecycle, reconcile, tallies
-from grants.devcluster import free_port
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
