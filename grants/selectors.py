@@ -4,10 +4,19 @@ from django.contrib.auth import get_user_model
 from django.db.models import Q
 from django.utils import timezone
 
-from . import policy
+from . import connectors, policy
 from .models import (
     AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee, Target,
 )
+
+
+def request_fields(kinds=None) -> dict[str, tuple[connectors.RequestField, set[str]]]:
+    """Return the extra fields a request for these target kinds (default: every registered kind) takes.
+
+    name -> (field, the kinds that take it); each kind's connector declares its
+    own (`Connector.request_fields`), so the form and the API name none.
+    """
+    return connectors.request_fields(connectors.REGISTRY if kinds is None else kinds)
 
 
 def requestable_profiles(user):
@@ -76,7 +85,42 @@ def own_requests(user, *, limit=20):
 
 
 def may_view_request(user, access_request) -> bool:
+    """Say whether `user` may see `access_request`: its requester, an approver of its profile, or an auditor."""
     return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")
+
+
+def request_for_viewer(viewer, pk) -> AccessRequest | None:
+    """Return request `pk` for `viewer`'s eyes, with what its page shows loaded; None if none exists that they may see.
+
+    The pages and the API answer None with a 404, not a 403: outsiders learn
+    nothing about who asked for what, not even that the request exists.
+    """
+    access_request = (
+        AccessRequest.objects.select_related(
+            "profile__target", "profile__policy", "profile__approver_group", "requester", "decided_by", "extends"
+        )
+        .filter(pk=pk)
+        .first()
+    )
+    if access_request is None or not may_view_request(viewer, access_request):
+        return None
+    return access_request
+
+
+def grant_for_viewer(viewer, pk) -> Grant | None:
+    """Return grant `pk` if `viewer` may see the request that made it (as `request_for_viewer`), else None."""
+    grant = Grant.objects.select_related("profile__target", "user", "request", "ended_by").filter(pk=pk).first()
+    if grant is None or not may_view_request(viewer, grant.request):
+        return None
+    return grant
+
+
+def grant_of(access_request) -> Grant | None:
+    """Return the grant a request made, or for an extension the grant it extends."""
+    grant = Grant.objects.filter(request=access_request).first()
+    if grant is None and access_request.extends_id:
+        grant = Grant.objects.filter(pk=access_request.extends_id).first()
+    return grant
 
 
 def approvals_of(access_request):

@@ -26,18 +26,15 @@ RS = AccessRequest.Status
 
 
 def _get_request_for_viewer(request, pk) -> AccessRequest:
-    access_request = get_object_or_404(
-        AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "decided_by", "extends"), pk=pk
-    )
-    if not selectors.may_view_request(request.user, access_request):
-        # 404, not 403: outsiders learn nothing about who asked for what.
+    access_request = selectors.request_for_viewer(request.user, pk)
+    if access_request is None:
         raise Http404
     return access_request
 
 
 def _get_grant_for_viewer(request, pk) -> Grant:
-    grant = get_object_or_404(Grant.objects.select_related("profile__target", "user", "request", "ended_by"), pk=pk)
-    if not selectors.may_view_request(request.user, grant.request):
+    grant = selectors.grant_for_viewer(request.user, pk)
+    if grant is None:
         raise Http404
     return grant
 

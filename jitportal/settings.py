@@ -107,6 +107,7 @@ INSTALLED_APPS = [
     "accounts",
     "grants",
     "notifications",
+    "api",
 ]
 
 # The container image sets SERVE_STATIC=true: its web processes serve STATIC_ROOT themselves (whitenoise),
@@ -326,7 +327,7 @@ MIGRATE_DATABASE_URL = _secret("MIGRATE_DATABASE_URL", default="")
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 
-# The JSON API (grants/api.py) and its personal tokens (accounts/tokens.py).
+# The JSON API (api/views.py) and its personal tokens (accounts/tokens.py).
 JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live
 JIT_API_AUTH_FAILURES_PER_MINUTE = env.int("JIT_API_AUTH_FAILURES_PER_MINUTE", default=10)  # bad tokens per client IP
 JIT_API_REQUESTS_PER_HOUR = env.int("JIT_API_REQUESTS_PER_HOUR", default=20)  # access requests made through the API, per user

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from grants.api import api
+from api.views import api
 from notifications import views as notifications
 
 from . import ops

@@ -451,7 +451,7 @@ LOCAL_ACCOUNT_ROWS = [
     Row("account_reset_password_done",  "GET",   "200     200   200   200   200   200   200"),
 ]
 
-# The JSON API (grants/api.py), by operationId.
+# The JSON API (api/views.py), by operationId.
 ON_PENDING = {"args": lambda w: {"request_id": w.pending.pk}}
 ON_HELD = {"args": lambda w: {"request_id": w.held_request.pk}}
 API_ROWS = [

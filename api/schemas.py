@@ -6,7 +6,10 @@ import datetime
 from typing import Annotated
 
 from ninja import Field, Schema
-from pydantic import AfterValidator, AwareDatetime
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, TypeAdapter
+from pydantic import ValidationError as PydanticValidationError
+
+from grants import selectors
 
 
 def _no_nul(value: str) -> str:
@@ -50,14 +53,53 @@ class ProfileOut(Schema):
     request_fields: list[str] = Field(description="Extra fields its kind takes in POST /requests, e.g. public_key.")
 
 
-class RequestIn(Schema):
+def _kind_field_type(field, kinds):
+    which = " or ".join(sorted(kinds))
+    value = Annotated[str, Field(max_length=field.max_length), AfterValidator(_no_nul)]
+    return Annotated[value | None, Field(None, description=f"For {which} profiles. {field.help_text}".strip())]
+
+
+def _kind_fields_schema(schema: dict) -> None:
+    """Document the request fields of every registered target kind among RequestIn's properties.
+
+    Called when the OpenAPI document is made, not at import, so that the web
+    processes do not import every connector's driver to start.
+    """
+    for name, (field, kinds) in selectors.request_fields().items():
+        prop = TypeAdapter(_kind_field_type(field, kinds)).json_schema()
+        prop.pop("default", None)
+        schema["properties"].setdefault(name, {**prop, "title": name.replace("_", " ").title()})
+
+
+class RequestIn(BaseModel):
+    """A new request; the profile's target kind may take more fields (GET /profiles lists them as request_fields)."""
+
+    # Those fields are the kind's connector's own (`Connector.request_fields`):
+    # `kind_params` reads and checks them, so a new kind needs no change here.
+    # A plain pydantic model, not a ninja Schema: Schema reads its input
+    # through attribute access (for ORM objects) and so drops the extra fields.
+    model_config = ConfigDict(extra="allow", json_schema_extra=_kind_fields_schema)
+
     profile: Text = Field(max_length=64, description="The profile's name, as listed by GET /profiles.", examples=["appdb-readonly"])
     duration_seconds: Seconds = Field(examples=[1800])
     justification: Text = Field(max_length=20000, examples=["Investigate INC-4711: slow order queries on appdb"])
     ticket: Text = Field("", max_length=1000, examples=["INC-4711"])
     starts_at: AwareDatetime | None = Field(None, description="Start of a scheduled window (with a time zone); empty: as soon as approved.")
-    public_key: Text | None = Field(None, max_length=10000, description="SSH profiles: your public key; empty: the portal makes a key pair.")
     reviewers: list[Text] = Field([], max_length=10, description="Approvers you suggest (usernames); they are told first.")
+
+    def kind_params(self, kind: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+        """Return the request fields of target `kind` filled in, and (field, message) for each that breaks its rules."""
+        extra = self.model_extra or {}
+        params, errors = {}, []
+        for name, (field, kinds) in selectors.request_fields([kind]).items():
+            try:
+                value = TypeAdapter(_kind_field_type(field, kinds)).validate_python(extra.get(name))
+            except PydanticValidationError as exc:
+                errors += [(name, f"{name}: {error['msg']}") for error in exc.errors()]
+                continue
+            if value:
+                params[name] = value
+        return params, errors
 
 
 class DecisionIn(Schema):

@@ -11,9 +11,9 @@ drf-spectacular besides for an OpenAPI 3 document.
 Like the pages (`grants/views.py`), every endpoint is thin: it loads
 through the same access checks, calls one lifecycle function or selector,
 and turns the domain errors into JSON ones. It writes nothing itself.
-Callers authenticate with a personal token (`accounts/tokens.py`) as
-`Authorization: Bearer jit_...`; there is no session or cookie auth here,
-so there is no CSRF to worry about.
+Callers authenticate with a personal token (`accounts/tokens.py`, checked
+in `api/auth.py`) as `Authorization: Bearer jit_...`; there is no session or
+cookie auth here, so there is no CSRF to worry about.
 
 Errors are `{"code", "message", "field"?}` with a stable `code`:
 
@@ -40,70 +40,24 @@ from django.http import Http404, HttpResponse
 from django.urls import reverse
 from ninja import NinjaAPI, Path, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
-from ninja.security import HttpBearer
 
-from accounts import identity, ratelimit
-from accounts import tokens as api_tokens
-from accounts.ratelimit import client_ip
+from accounts import identity
+from grants import lifecycle, policy, selectors
+from grants.models import AccessProfile, AccessRequest, Delegation, Grant
 
-from . import connectors, lifecycle, policy, selectors
-from .api_schemas import (
+from . import ratelimits
+from .auth import TokenAuth
+from .errors import CODES, ApiError, invalid, not_found
+from .schemas import (
     CredentialsOut, DecisionIn, DelegationIn, DelegationOut, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut,
 )
-from .models import AccessProfile, AccessRequest, Delegation, Grant
 
 log = logging.getLogger(__name__)
 
 RS = AccessRequest.Status
 RequestId = Path(..., ge=1, le=2**63 - 1)
-# The lifecycle names form fields; the API's field for a duration is in seconds.
-FIELD_NAMES = {"duration": "duration_seconds", "params": "public_key"}
-CODES = {400: "invalid", 401: "unauthorized", 403: "not_allowed", 404: "not_found", 405: "invalid", 409: "conflict", 429: "rate_limited", 503: "unavailable"}
-
-
-class ApiError(Exception):
-    def __init__(self, status: int, code: str, message: str, *, field: str | None = None, errors=None, headers=None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.field = status, code, message, field
-        self.errors = errors
-        self.headers = headers or {}
-
-
-def _not_found(pk) -> ApiError:
-    # As on the pages: outsiders cannot tell a request they may not see from one that does not exist.
-    return ApiError(404, "not_found", f"There is no request #{pk} that you may see.")
-
-
-def _rate_limited(seconds: int, message: str) -> ApiError:
-    return ApiError(429, "rate_limited", f"{message} Try again in {seconds} s.", headers={"Retry-After": str(seconds)})
-
-
-class TokenAuth(HttpBearer):
-    """`Authorization: Bearer jit_...`; too many failures from one address lock it out for the rest of the minute."""
-
-    def __call__(self, request):
-        header = request.headers.get("Authorization", "")
-        if not header:
-            raise ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'; make one on the API tokens page.")
-        ip = client_ip(request)
-        limit = settings.JIT_API_AUTH_FAILURES_PER_MINUTE
-        # Checked before the token, so that a guesser learns nothing while locked out.
-        wait = ratelimit.retry_after("auth-failure", ip, limit=limit, window=60)
-        if wait:
-            raise _rate_limited(wait, "Too many failed token attempts from your address.")
-        scheme, _, secret = header.partition(" ")
-        try:
-            if scheme.lower() != "bearer":
-                raise api_tokens.InvalidTokenError("Use 'Authorization: Bearer <token>'.")
-            token = api_tokens.authenticate(secret)
-        except api_tokens.InvalidTokenError as exc:
-            ratelimit.hit("auth-failure", ip, window=60)
-            raise ApiError(401, "unauthorized", str(exc)) from None
-        request.api_token = token
-        return token.user
-
-    def authenticate(self, request, token):  # pragma: no cover - __call__ does it all
-        raise NotImplementedError
+# The lifecycle names form fields; the API's field for a duration is in seconds (a kind's fields keep their names).
+FIELD_NAMES = {"duration": "duration_seconds"}
 
 
 class _Api(NinjaAPI):
@@ -136,13 +90,6 @@ def _json_error(request, exc: ApiError):
     return response
 
 
-def _invalid(errors: list[tuple[str | None, str]]) -> ApiError:
-    field, message = errors[0]
-    if len(errors) > 1:
-        message = "; ".join(m.rstrip(".") for _, m in errors) + "."
-    return ApiError(400, "invalid", message, field=field, errors=[{"field": f, "message": m} for f, m in errors])
-
-
 @api.exception_handler(ApiError)
 def _on_api_error(request, exc):
     return _json_error(request, exc)
@@ -150,7 +97,7 @@ def _on_api_error(request, exc):
 
 @api.exception_handler(lifecycle.InvalidRequestError)
 def _on_invalid(request, exc):
-    return _json_error(request, _invalid([(FIELD_NAMES.get(f, f), m) for f, m in exc.errors.items()]))
+    return _json_error(request, invalid([(FIELD_NAMES.get(f, f), m) for f, m in exc.errors.items()]))
 
 
 @api.exception_handler(lifecycle.StepUpRequiredError)
@@ -176,7 +123,7 @@ def _on_validation(request, exc):
         field = names[0] if names else None
         message = error.get("msg", "Invalid value.")
         errors.append((field, f"{field}: {message}" if field else message))
-    return _json_error(request, _invalid(errors or [(None, "The request body is not valid JSON.")]))
+    return _json_error(request, invalid(errors or [(None, "The request body is not valid JSON.")]))
 
 
 @api.exception_handler(AuthenticationError)
@@ -212,14 +159,6 @@ ERRORS = {400: Error, 401: Error, 403: Error, 404: Error, 409: Error, 429: Error
 
 def _seconds(delta: datetime.timedelta) -> int:
     return int(delta.total_seconds())
-
-
-def _grant_of(access_request) -> Grant | None:
-    """Return the grant a request made, or for an extension the grant it extends."""
-    grant = Grant.objects.filter(request=access_request).first()
-    if grant is None and access_request.extends_id:
-        grant = Grant.objects.filter(pk=access_request.extends_id).first()
-    return grant
 
 
 def _grant_out(grant: Grant | None) -> dict | None:
@@ -276,7 +215,7 @@ def _request_out(access_request: AccessRequest) -> dict:
             {"approver": a.approver.username, "on_behalf_of": a.on_behalf_of.username if a.on_behalf_of_id else None, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
             for a in selectors.approvals_of(access_request)
         ],
-        "grant": _grant_out(_grant_of(access_request)),
+        "grant": _grant_out(selectors.grant_of(access_request)),
         "url": _portal_url(access_request),
     }
 
@@ -290,15 +229,15 @@ def _load(pk) -> AccessRequest | None:
 
 
 def _request_for_viewer(request, pk) -> AccessRequest:
-    access_request = _load(pk)
-    if access_request is None or not selectors.may_view_request(request.auth, access_request):
-        raise _not_found(pk)
+    access_request = selectors.request_for_viewer(request.auth, pk)
+    if access_request is None:
+        raise not_found(pk)
     return access_request
 
 
 def _grant_for_viewer(request, pk) -> Grant:
     access_request = _request_for_viewer(request, pk)
-    grant = _grant_of(access_request)
+    grant = selectors.grant_of(access_request)
     if grant is None:
         raise ApiError(409, "conflict", f"Request #{pk} is {access_request.get_status_display().lower()} and has no access yet.")
     return grant
@@ -318,7 +257,7 @@ def list_profiles(request):
             "max_duration_seconds": _seconds(p.max_duration),
             "risk": p.risk,
             "approvers": "; then ".join(s.describe() for s in policy.steps_for(p)),
-            "request_fields": list(connectors.request_fields([p.target.kind])),
+            "request_fields": list(selectors.request_fields([p.target.kind])),
         }
         for p in profiles
     ]
@@ -345,17 +284,16 @@ def inbox(request):
 @api.post("/requests", response={201: RequestOut, **ERRORS}, summary="Ask for access")
 def create_request(request, payload: RequestIn):
     user = request.auth
-    count, left = ratelimit.hit("api-request", str(user.pk), window=3600)
-    if count > settings.JIT_API_REQUESTS_PER_HOUR:
-        raise _rate_limited(left, f"At most {settings.JIT_API_REQUESTS_PER_HOUR} requests an hour through the API.")
+    ratelimits.count_new_request(user)
     # Any existing profile is looked up, so that the lifecycle (not the API)
     # refuses one the caller may not request, and records the attempt.
     profile = AccessProfile.objects.select_related("target", "policy").filter(name=payload.profile).first()
     if profile is None:
         raise ApiError(400, "invalid", f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.", field="profile")
-    # The target kinds' request fields are top-level fields of the payload (RequestIn names each).
-    fields = connectors.request_fields([profile.target.kind])
-    params = {name: getattr(payload, name) for name in fields if getattr(payload, name, None)}
+    # The target kind's request fields are top-level fields of the payload, named by its connector.
+    params, errors = payload.kind_params(profile.target.kind)
+    if errors:
+        raise invalid(errors)
     created = lifecycle.submit_request(
         requester=user,
         profile=profile,
@@ -372,7 +310,7 @@ def create_request(request, payload: RequestIn):
 def _decide(request, request_id: int, payload: DecisionIn | None, decide, **channel) -> dict:
     access_request = _load(request_id)
     if access_request is None:
-        raise _not_found(request_id)
+        raise not_found(request_id)
     try:
         # A token outlives group changes at the IdP: decide with rights read from it recently.
         actor = identity.ensure_recent_identity(request.auth)
@@ -386,7 +324,7 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide, **chan
     except lifecycle.NotAllowedError as exc:
         # The lifecycle has recorded the attempt; outsiders still learn nothing about the request.
         if not selectors.may_view_request(actor, access_request):
-            raise _not_found(request_id) from None
+            raise not_found(request_id) from None
         raise ApiError(403, "not_allowed", str(exc)) from None
     except lifecycle.TransitionError as exc:
         access_request.refresh_from_db()

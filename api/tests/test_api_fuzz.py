@@ -11,7 +11,7 @@ from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
 
 from accounts import tokens
-from grants.api import api
+from api.views import api
 
 
 @pytest.fixture

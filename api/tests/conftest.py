@@ -1,0 +1,12 @@
+"""The API tests use the request journey's catalog (grants/tests/conftest.py) and the personas (tests/personas.py)."""
+
+from grants.tests.conftest import (  # noqa: F401 (fixtures)
+    JUSTIFICATION,
+    active_grant,
+    approved_request,
+    pending_request,
+    profile,
+    rw_profile,
+    target,
+)
+from tests.personas import admin_user, ana, audra, bob, eve, groups, marc, otto  # noqa: F401 (fixtures)
