@@ -242,11 +242,7 @@ def _portal_url(access_request) -> str:
 
 
 def _request_out(access_request: AccessRequest) -> dict:
-    steps = policy.steps_for(access_request.profile)
-    index = policy.current_step(access_request)
-    waiting = None
-    if access_request.status == RS.PENDING:
-        waiting = f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
+    waiting = policy.waiting_for(access_request) if access_request.status == RS.PENDING else None
     return {
         "id": access_request.pk,
         "status": access_request.status,

@@ -65,8 +65,7 @@ def approvers_of(access_request: AccessRequest):
 
 def current_approvers(access_request: AccessRequest):
     """Return the active users who may decide the step the request waits for now."""
-    steps = policy.steps_for(access_request.profile)
-    step = steps[min(access_request.step, len(steps) - 1)]
+    step = policy.waiting_step(access_request)
     who = Q(pk__in=[])
     if step.group:
         who |= Q(groups__name=step.group)
@@ -130,7 +129,7 @@ def approval_message(req: AccessRequest) -> tuple[str, str]:
         window = f", from {_when(req.starts_at)}" if req.starts_at else ""
         first = f"{who} asks for {what} on {target} for {human_duration(req.duration)}{window}."
     steps = policy.steps_for(profile)
-    step = f"\nStep {req.step + 1} of {len(steps)}." if len(steps) > 1 else ""
+    step = f"\nStep {policy.current_step(req) + 1} of {len(steps)}." if len(steps) > 1 else ""
     asked = "".join(f"\nAsked: {a.user.label}, {a.why}." for a in selectors.on_call_asked(req))
     return title, f"{first}\n{_why(req)}{step}{asked}\n\nDecide: {_link('grants:request_detail', req.pk)}"
 
@@ -159,11 +158,9 @@ def approval_blocks(req: AccessRequest, *, outcome: str = "") -> list[dict]:
 def _outcome(req: AccessRequest) -> str:
     """Return what became of the request, for the Slack message that asked about it."""
     if req.status == RS.PENDING:
-        steps = policy.steps_for(req.profile)
         last = req.approvals.select_related("approver").order_by("-created_at").first()
         by = f"Approved by {last.approver.label} (step {last.step + 1}); " if last else ""
-        index = policy.current_step(req)
-        return f"{by}the request waits for step {index + 1} of {len(steps)}: {steps[index].describe()}."
+        return f"{by}the request waits for {policy.waiting_for(req)}."
     by = f" by {req.decided_by.label}" if req.decided_by_id else (f" by the policy ({req.auto_rule})" if req.auto_rule else "")
     return f"{req.get_status_display()}{by}" + (f": {req.decision_comment}" if req.decision_comment else "") + "."
 
@@ -213,7 +210,7 @@ def _approval_again(request_id, *, title_prefix: str, line) -> int:
     req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(pk=request_id)
     if req.status != RS.PENDING or not _first_of_bundle(req, status=RS.PENDING):
         return 0
-    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    step = policy.waiting_step(req)
     title, body = approval_message(req)
     opened = req.step_opened_at or req.created_at
     body = f"{line(step, human_duration(timezone.now() - opened))}\n{body}"
