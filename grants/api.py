@@ -262,8 +262,8 @@ def _request_out(access_request: AccessRequest) -> dict:
         "auto_rule": access_request.auto_rule,
         "break_glass": access_request.break_glass,
         "extends": access_request.extends_id,
-        "step": index + 1,
-        "steps": len(steps),
+        "step": policy.current_step(access_request) + 1,
+        "steps": len(policy.steps_for(access_request.profile)),
         "waiting_for": waiting,
         "reviewers": access_request.reviewers,
         "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}

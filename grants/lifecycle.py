@@ -93,7 +93,7 @@ def _check(obj, table, new_status):
 
 
 def _transition(obj, table, new_status, *, save=(), **changes):
-    """Move a locked row to `new_status` if `table` allows it, set `changes` with it, and save those and the `save` fields."""
+    """Move a locked row to `new_status` if `table` allows it, with `changes`; save them and the `save` fields."""
     _check(obj, table, new_status)
     obj.status = new_status
     for field, value in changes.items():
@@ -112,8 +112,9 @@ def _transition_many(objs: list, table, new_status, **changes):
             setattr(obj, field, value)
 
 
-def _close_request(req: AccessRequest, new_status, *, actor=None, comment: str | None = None, rule: str | None = None, now=None):
-    """Record a pending request's outcome: its status, when, and (when given) by whom, with what comment, by which rule."""
+def _close_request(req: AccessRequest, new_status, *, actor=None, comment: str | None = None, rule: str | None = None,
+                   now=None):
+    """Record a pending request's outcome: status, when, and (if given) by whom, with what comment, by which rule."""
     changes = {"decided_at": now or timezone.now()}
     if actor is not None:
         changes["decided_by"] = actor
@@ -150,7 +151,7 @@ def _locked_grant(grant_id) -> Grant:
 
 
 def _claimed_grant(grant_id, **state) -> Grant | None:
-    """Return grant `grant_id` locked FOR UPDATE if it is in `state` (e.g. status=...) and no other worker holds it, else None."""
+    """Return grant `grant_id` locked FOR UPDATE if it is in `state` (status=...) and free, else None (skip_locked)."""
     return _grants_locked(skip_locked=True).filter(pk=grant_id, **state).first()
 
 
@@ -421,7 +422,8 @@ def _open_step(req: AccessRequest):
     req.save(update_fields=["step_opened_at", "reminded_at", "escalated_at"])
     if step.schedule:
         facts = _ask_on_call(req, step.schedule, index=index, fallback=False, now=now)
-        audit.record("request.on_call", obj=req, details={**_snapshot(req.profile, req.requester), "step": index + 1, **facts})
+        details = {**_snapshot(req.profile, req.requester), "step": index + 1, **facts}
+        audit.record("request.on_call", obj=req, details=details)
     transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
 
 
@@ -532,9 +534,9 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
 def _deny(req: AccessRequest, *, actor, comment: str):
     _close_request(req, RS.DENIED, actor=actor, comment=comment)
     principal = policy.on_behalf_of(actor, req)
-    step = policy.current_step(req) + 1
-    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": step,
-                                                                  **({"on_behalf_of": principal.username} if principal else {})})
+    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": policy.current_step(req) + 1,
+               **({"on_behalf_of": principal.username} if principal else {})}
+    audit.record("request.denied", actor=actor, obj=req, details=details)
     tallies.add(req)
     transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
 
@@ -592,13 +594,12 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None,
         if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
             # A stale page (a double click, a colleague was quicker): not a refusal. `step` is the stored
             # `req.step` the page or Slack message was made from, compared as stored; it is shown clamped.
-            raise TransitionError(
-                f"Request #{req.pk} has moved on to step {policy.current_step(req) + 1} since you looked; nothing changed."
-            )
+            moved = policy.current_step(req) + 1
+            raise TransitionError(f"Request #{req.pk} has moved on to step {moved} since you looked; nothing changed.")
         refusal = policy.approval_refusal(actor, req)
         if refusal is None:
             _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
-            members = [m for m in members if m is req or policy.approval_refusal(actor, m) is None]
+            members = [m for m in members if m is req or policy.may_decide(actor, m)]
             profiles = [m.profile for m in members]
             if approve:
                 refusal = policy.step_up_refusal(profiles, action="approve", channel=channel, step_up=step_up)
@@ -812,7 +813,8 @@ def _connector(target, connectors: dict | None):
 
 def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
     """Fail a grant before this attempt made anything on the target; a crashed earlier attempt may have, so clean up."""
-    _transition(grant, ALLOWED_GRANT, GS.FAILED, last_error=message, starts_at=None, expires_at=None, next_attempt_at=None)
+    _transition(grant, ALLOWED_GRANT, GS.FAILED, last_error=message, starts_at=None, expires_at=None,
+                next_attempt_at=None)
     details = {**_snapshot(grant.profile, grant.user), "error": message, **details}
     audit.record("grant.failed", obj=grant, details=details)
     transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -824,7 +826,8 @@ def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
     grant.last_error = exc.message
     details = {**_snapshot(grant.profile, grant.user), "error": exc.message, "attempt": grant.attempts}
     if exc.permanent or grant.attempts >= MAX_PROVISION_ATTEMPTS:
-        _transition(grant, ALLOWED_GRANT, GS.FAILED, save=["attempts", "last_error"], starts_at=None, expires_at=None, next_attempt_at=None)
+        _transition(grant, ALLOWED_GRANT, GS.FAILED, save=["attempts", "last_error"], starts_at=None, expires_at=None,
+                    next_attempt_at=None)
         audit.record("grant.failed", obj=grant, details=details)
         # Whatever a half-done provisioning left on the target goes too.
         transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -889,8 +892,8 @@ def _begin_revocations(grants: list[Grant], *, actor, reason: str):
     """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
     now = timezone.now()
     # The caller's task revokes at once; if it is lost, the timer's pass does after RETRY_GRACE.
-    _transition_many(grants, ALLOWED_GRANT, GS.REVOKING, end_reason=reason, ended_by=actor, revoke_requested_at=now, attempts=0,
-                     next_attempt_at=now + RETRY_GRACE, last_error="", sealed_credentials="")
+    _transition_many(grants, ALLOWED_GRANT, GS.REVOKING, end_reason=reason, ended_by=actor, revoke_requested_at=now,
+                     attempts=0, next_attempt_at=now + RETRY_GRACE, last_error="", sealed_credentials="")
     audit.record_many(
         ("grant.revoke_requested", actor, grant,
          {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at})
@@ -977,7 +980,8 @@ def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
             # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
             # before rechecking the WHERE, and keeps the lock when the row no longer
             # matches. Skipping would leave the grant to a later pass.
-            grants = list(_grants_locked().filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id).order_by("pk"))
+            claimed = _grants_locked().filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id)
+            grants = list(claimed.order_by("pk"))
             done += _revoke_on_targets(grants, connectors)
     return done
 
@@ -1032,7 +1036,8 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
             else:
                 gone.append(grant)
         if gone:
-            _transition_many(gone, ALLOWED_GRANT, GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error="")
+            _transition_many(gone, ALLOWED_GRANT, GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at,
+                             next_attempt_at=None, last_error="")
             found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
             audit.record_many(
                 ("grant.revoked", grant.ended_by, grant,

@@ -29,7 +29,6 @@ from django.contrib.auth import get_user_model
 from django.core.exceptions import ValidationError
 from django.core.mail import EmailMessage
 from django.core.validators import validate_email
-from django.db.models import Q
 from django.urls import reverse
 from django.utils import dateformat, timezone
 
@@ -40,7 +39,7 @@ from audit.models import AuditEvent
 from . import lifecycle, policy, selectors, slack
 from .channels import get_channel
 from .durations import human_duration
-from .models import AccessRequest, Approval, DriftFinding, Grant, StepAssignee
+from .models import AccessRequest, DriftFinding, Grant
 
 log = logging.getLogger(__name__)
 
@@ -53,32 +52,8 @@ SLACK_TEXT_LIMIT = 2900  # a section block holds 3,000 characters
 # Who -------------------------------------------------------------------------
 
 
-def approvers_of(access_request: AccessRequest):
-    """Return the active users who may decide some step of the request (never the requester)."""
-    steps = policy.steps_for(access_request.profile)
-    groups = [s.group for s in steps if s.group]
-    who = Q(groups__name__in=groups)
-    if any(s.manager for s in steps) and access_request.requester.manager_id:
-        who |= Q(pk=access_request.requester.manager_id)
-    return get_user_model().objects.filter(who, is_active=True).exclude(pk=access_request.requester_id).distinct()
-
-
-def current_approvers(access_request: AccessRequest):
-    """Return the active users who may decide the step the request waits for now."""
-    step = policy.waiting_step(access_request)
-    who = Q(pk__in=[])
-    if step.group:
-        who |= Q(groups__name=step.group)
-    if step.manager and access_request.requester.manager_id:
-        who |= Q(pk=access_request.requester.manager_id)
-    if step.fallback_group and access_request.escalated_at:
-        who |= Q(groups__name=step.fallback_group)
-    who |= Q(pk__in=StepAssignee.objects.filter(request=access_request, step=policy.current_step(access_request)).values("user"))
-    already = Approval.objects.filter(request=access_request).values("approver")
-    return (
-        get_user_model().objects.filter(who, is_active=True)
-        .exclude(pk=access_request.requester_id).exclude(pk__in=already).distinct().order_by("pk")
-    )
+approvers_of = selectors.approvers_of  # who may decide some step (a break-glass use is theirs to review)
+current_approvers = selectors.deciders_of  # who may decide the step the request waits for now
 
 
 # Words -----------------------------------------------------------------------

@@ -218,6 +218,16 @@ def on_behalf_of(user, access_request: AccessRequest):
     return next((d for d in _principals(user, access_request)[1:] if _eligible(d, access_request, step, index)), None)
 
 
+def may_decide(user, access_request: AccessRequest) -> bool:
+    """Return whether `user` may decide the step the request waits for now, themselves or as a delegate.
+
+    The one answer to "who may approve": on-call and fallback asks, delegations
+    and the one-step-per-person rule included. Pages, the API, Slack (through
+    the lifecycle) and the recipient lists (selectors.deciders_of) ask it.
+    """
+    return approval_refusal(user, access_request) is None
+
+
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
     """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:

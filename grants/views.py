@@ -202,7 +202,7 @@ def inbox(request):
 @login_required
 def request_detail(request, pk):
     access_request = _with_workflow(_get_request_for_viewer(request, pk))
-    can_decide = access_request.status == RS.PENDING and policy.approval_refusal(request.user, access_request) is None
+    can_decide = access_request.status == RS.PENDING and policy.may_decide(request.user, access_request)
     grant = Grant.objects.filter(request=access_request).first()
     review = BreakGlassReview.objects.filter(request=access_request).select_related("closed_by").first()
     return render(
@@ -270,7 +270,7 @@ def request_decide(request, pk):
     }
     if (
         action == "approve"
-        and policy.approval_refusal(request.user, access_request) is None
+        and policy.may_decide(request.user, access_request)
         and policy.step_up_refusal(_profiles_decided(access_request), action="approve", channel="web", step_up=stepup.current(request))
     ):
         return _step_up(request, decision)
