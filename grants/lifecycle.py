@@ -105,6 +105,8 @@ def _transition_many(objs: list, table, new_status, **changes):
     """Move locked rows of one model to `new_status` in one UPDATE, each checked against `table` first."""
     for obj in objs:
         _check(obj, table, new_status)
+    if not objs:
+        return
     type(objs[0]).objects.filter(pk__in=[obj.pk for obj in objs]).update(status=new_status, **changes)
     for obj in objs:
         obj.status = new_status
