@@ -181,11 +181,7 @@ def _portal_url(access_request) -> str:
 
 
 def _request_out(access_request: AccessRequest) -> dict:
-    steps = policy.steps_for(access_request.profile)
-    index = policy.current_step(access_request)
-    waiting = None
-    if access_request.status == RS.PENDING:
-        waiting = f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
+    waiting = policy.waiting_for(access_request) if access_request.status == RS.PENDING else None
     return {
         "id": access_request.pk,
         "status": access_request.status,
@@ -205,8 +201,8 @@ def _request_out(access_request: AccessRequest) -> dict:
         "auto_rule": access_request.auto_rule,
         "break_glass": access_request.break_glass,
         "extends": access_request.extends_id,
-        "step": index + 1,
-        "steps": len(steps),
+        "step": policy.current_step(access_request) + 1,
+        "steps": len(policy.steps_for(access_request.profile)),
         "waiting_for": waiting,
         "reviewers": access_request.reviewers,
         "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}

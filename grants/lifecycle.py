@@ -88,6 +88,75 @@ def _check(obj, table, new_status):
         )
 
 
+# The only two places that write `status` (a test holds every other line of
+# this module to it): each checks the move against its table first.
+
+
+def _transition(obj, table, new_status, *, save=(), **changes):
+    """Move a locked row to `new_status` if `table` allows it, with `changes`; save them and the `save` fields."""
+    _check(obj, table, new_status)
+    obj.status = new_status
+    for field, value in changes.items():
+        setattr(obj, field, value)
+    obj.save(update_fields=["status", *changes, *save])
+
+
+def _transition_many(objs: list, table, new_status, **changes):
+    """Move locked rows of one model to `new_status` in one UPDATE, each checked against `table` first."""
+    for obj in objs:
+        _check(obj, table, new_status)
+    if not objs:
+        return
+    type(objs[0]).objects.filter(pk__in=[obj.pk for obj in objs]).update(status=new_status, **changes)
+    for obj in objs:
+        obj.status = new_status
+        for field, value in changes.items():
+            setattr(obj, field, value)
+
+
+def _close_request(req: AccessRequest, new_status, *, actor=None, comment: str | None = None, rule: str | None = None,
+                   now=None):
+    """Record a pending request's outcome: status, when, and (if given) by whom, with what comment, by which rule."""
+    changes = {"decided_at": now or timezone.now()}
+    if actor is not None:
+        changes["decided_by"] = actor
+    if comment is not None:
+        changes["decision_comment"] = comment
+    if rule is not None:
+        changes["auto_rule"] = rule
+    _transition(req, ALLOWED_REQUEST, new_status, **changes)
+
+
+def _requests_locked(*, skip_locked: bool = False):
+    """Return requests to lock FOR UPDATE (their own rows only), with the rows every transition of theirs reads."""
+    return AccessRequest.objects.select_for_update(skip_locked=skip_locked, of=("self",)).select_related(
+        "profile__target", "profile__policy", "requester"
+    )
+
+
+# One lock order everywhere: a grant's row, then the audit chain (every
+# audit.record takes the chain's lock). A worker moving a grant on its target
+# holds the row and then appends; anything that appended first and locked the
+# row after would deadlock with it. These helpers lock only the grant's own
+# row (`of=self`), never its profile's, target's or user's.
+_GRANT_RELATED = ("profile__target", "profile__policy", "user", "request")
+
+
+def _grants_locked(*, skip_locked: bool = False):
+    """Return grants to lock FOR UPDATE (their own rows only), with the rows every transition of theirs reads."""
+    return Grant.objects.select_for_update(skip_locked=skip_locked, of=("self",)).select_related(*_GRANT_RELATED)
+
+
+def _locked_grant(grant_id) -> Grant:
+    """Return grant `grant_id` locked FOR UPDATE, waiting for whoever holds it (Grant.DoesNotExist if there is none)."""
+    return _grants_locked().get(pk=grant_id)
+
+
+def _claimed_grant(grant_id, **state) -> Grant | None:
+    """Return grant `grant_id` locked FOR UPDATE if it is in `state` (status=...) and free, else None (skip_locked)."""
+    return _grants_locked(skip_locked=True).filter(pk=grant_id, **state).first()
+
+
 def _snapshot(profile: AccessProfile, user) -> dict:
     # Denormalised so the trail reads on its own even after renames.
     return {"profile": profile.name, "target": profile.target.name, "user": user.username}
@@ -275,11 +344,7 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
         # The holder's row first, as submit_request and the decisions take it,
         # so that one person's span changes one step at a time.
         get_user_model().objects.select_for_update().filter(pk=actor.pk).first()
-        grant = (
-            Grant.objects.select_for_update(of=("self",))
-            .select_related("profile__policy", "profile__target", "user", "request")
-            .get(pk=grant_id)
-        )
+        grant = _locked_grant(grant_id)
         if not grant.is_active:
             raise TransitionError("Only active access can be extended.")
         if not get_connector(grant.profile.target).extends_in_place:
@@ -354,12 +419,13 @@ def _ask_on_call(req: AccessRequest, schedule_name: str, *, index: int, fallback
 def _open_step(req: AccessRequest):
     """Open the step the request waits for: ask whoever is on call if it names a schedule, then tell its approvers."""
     now = timezone.now()
-    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    index, step = policy.current_step(req), policy.waiting_step(req)
     req.step_opened_at, req.reminded_at, req.escalated_at = now, None, None
     req.save(update_fields=["step_opened_at", "reminded_at", "escalated_at"])
     if step.schedule:
-        facts = _ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now)
-        audit.record("request.on_call", obj=req, details={**_snapshot(req.profile, req.requester), "step": req.step + 1, **facts})
+        facts = _ask_on_call(req, step.schedule, index=index, fallback=False, now=now)
+        details = {**_snapshot(req.profile, req.requester), "step": index + 1, **facts}
+        audit.record("request.on_call", obj=req, details=details)
     events.announce("approval_needed", request_id=req.pk)
 
 
@@ -377,21 +443,18 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
     # Feeds are read over the network here, before any lock; under the locks only from the cache.
     oncall.refresh_feeds(now=now)
     with transaction.atomic(), oncall.cached_feeds_only():
-        pending = (
-            AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "profile__policy", "requester")
-            .filter(status=RS.PENDING, escalated_at=None)
-        )
+        pending = _requests_locked(skip_locked=True).filter(status=RS.PENDING, escalated_at=None)
         for req in pending:
-            step = policy.steps_for(req.profile)[policy.current_step(req)]
+            # A policy shortened under the request: it waits for (and escalates) the last step.
+            index, step = policy.current_step(req), policy.waiting_step(req)
             opened = req.step_opened_at or req.created_at
-            base = {**_snapshot(req.profile, req.requester), "step": req.step + 1}
+            base = {**_snapshot(req.profile, req.requester), "step": index + 1}
             if step.escalate_after and now >= opened + step.escalate_after and (step.fallback_group or step.fallback_schedule):
                 asked = []
                 if step.schedule:
-                    asked.append(_ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now))
+                    asked.append(_ask_on_call(req, step.schedule, index=index, fallback=False, now=now))
                 if step.fallback_schedule:
-                    asked.append(_ask_on_call(req, step.fallback_schedule, index=req.step, fallback=True, now=now))
+                    asked.append(_ask_on_call(req, step.fallback_schedule, index=index, fallback=True, now=now))
                 req.escalated_at, req.reminded_at = now, req.reminded_at or now
                 req.save(update_fields=["escalated_at", "reminded_at"])
                 audit.record("request.escalated", obj=req, details={
@@ -408,11 +471,7 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
 
 
 def _lock_request(request_id) -> AccessRequest:
-    return (
-        AccessRequest.objects.select_for_update(of=("self",))
-        .select_related("profile__target", "profile__policy", "requester")
-        .get(pk=request_id)
-    )
+    return _requests_locked().get(pk=request_id)
 
 
 def _finish_approval(req: AccessRequest, *, actor):
@@ -440,11 +499,7 @@ def _check_step_up(profiles, *, action: str, actor, obj, channel: str, step_up, 
 
 
 def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict | None = None):
-    _check(req, ALLOWED_REQUEST, RS.APPROVED)
-    req.status = RS.APPROVED
-    req.decided_at = timezone.now()
-    req.auto_rule = rule
-    req.save(update_fields=["status", "decided_at", "auto_rule"])
+    _close_request(req, RS.APPROVED, rule=rule)
     details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope, **(extra or {})}
     audit.record(event, obj=req, details=details)
     tallies.add(req)
@@ -471,12 +526,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
             _open_step(req)
         audit.record("request.step_approved", actor=actor, obj=req, details=details)
         return
-    _check(req, ALLOWED_REQUEST, RS.APPROVED)
-    req.status = RS.APPROVED
-    req.decided_at = timezone.now()
-    req.decided_by = actor
-    req.decision_comment = comment
-    req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
+    _close_request(req, RS.APPROVED, actor=actor, comment=comment)
     audit.record("request.approved", actor=actor, obj=req, details=details)
     tallies.add(req)
     events.announce("request_decided", request_id=req.pk)
@@ -484,15 +534,11 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
 
 
 def _deny(req: AccessRequest, *, actor, comment: str):
-    _check(req, ALLOWED_REQUEST, RS.DENIED)
-    req.status = RS.DENIED
-    req.decided_at = timezone.now()
-    req.decided_by = actor
-    req.decision_comment = comment
-    req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
+    _close_request(req, RS.DENIED, actor=actor, comment=comment)
     principal = policy.on_behalf_of(actor, req)
-    audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1,
-                                                                  **({"on_behalf_of": principal.username} if principal else {})})
+    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": policy.current_step(req) + 1,
+               **({"on_behalf_of": principal.username} if principal else {})}
+    audit.record("request.denied", actor=actor, obj=req, details=details)
     tallies.add(req)
     events.announce("request_decided", request_id=req.pk)
 
@@ -511,23 +557,16 @@ def _lock_decision(request_id, *, approve: bool) -> tuple[AccessRequest, list[Ac
     # A bundle is decided once. All its members in one statement, in id
     # order: two approvers deciding different members at once queue on the
     # first one, instead of each holding a member the other waits for.
-    locked = list(
-        AccessRequest.objects.select_for_update(of=("self",))
-        .select_related("profile__target", "profile__policy", "requester")
-        .filter(bundle=bundle)
-        .order_by("pk")
-    )
+    locked = list(_requests_locked().filter(bundle=bundle).order_by("pk"))
     req = next(m for m in locked if m.pk == request_id)
     return req, [req] + [m for m in locked if m.pk != req.pk and m.status == RS.PENDING]
 
 
 def _lock_extended_grants(members: list[AccessRequest]) -> None:
-    # One lock order everywhere: a grant's row, then the audit chain. A
-    # worker moving the grant on its target holds the row and then appends;
-    # an approval appending first and locking the row after would deadlock with it.
+    # Before any audit append of the decision (see _grants_locked).
     extended = sorted(m.extends_id for m in members if m.extends_id)
     if extended:
-        list(Grant.objects.select_for_update(of=("self",)).filter(pk__in=extended).order_by("pk").values_list("pk", flat=True))
+        list(_grants_locked().filter(pk__in=extended).order_by("pk").values_list("pk", flat=True))
 
 
 def _approval_problem(req: AccessRequest, *, now) -> str | None:
@@ -555,12 +594,14 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None,
         req, members = _lock_decision(request_id, approve=approve)
         _lock_extended_grants(members)
         if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
-            # A stale page (a double click, a colleague was quicker): not a refusal.
-            raise TransitionError(f"Request #{req.pk} has moved on to step {req.step + 1} since you looked; nothing changed.")
+            # A stale page (a double click, a colleague was quicker): not a refusal. `step` is the stored
+            # `req.step` the page or Slack message was made from, compared as stored; it is shown clamped.
+            moved = policy.current_step(req) + 1
+            raise TransitionError(f"Request #{req.pk} has moved on to step {moved} since you looked; nothing changed.")
         refusal = policy.approval_refusal(actor, req)
         if refusal is None:
             _check(req, ALLOWED_REQUEST, RS.APPROVED if approve else RS.DENIED)
-            members = [m for m in members if m is req or policy.approval_refusal(actor, m) is None]
+            members = [m for m in members if m is req or policy.may_decide(actor, m)]
             profiles = [m.profile for m in members]
             if approve:
                 refusal = policy.step_up_refusal(profiles, action="approve", channel=channel, step_up=step_up)
@@ -616,10 +657,7 @@ def cancel_request(request_id, *, actor) -> AccessRequest:
         req = _lock_request(request_id)
         if req.requester_id != actor.pk:
             raise NotAllowedError("Only the requester can cancel a request.")
-        _check(req, ALLOWED_REQUEST, RS.CANCELLED)
-        req.status = RS.CANCELLED
-        req.decided_at = timezone.now()
-        req.save(update_fields=["status", "decided_at"])
+        _close_request(req, RS.CANCELLED)
         audit.record("request.cancelled", actor=actor, obj=req, details=_snapshot(req.profile, req.requester))
         tallies.add(req)
     return req
@@ -630,19 +668,12 @@ def lapse_stale_requests(now=None) -> int:
     now = now or timezone.now()
     count = 0
     with transaction.atomic():
-        pending = (
-            AccessRequest.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "profile__policy", "requester")
-            .filter(status=RS.PENDING)
-        )
-        for req in pending:
+        for req in _requests_locked(skip_locked=True).filter(status=RS.PENDING):
             timed_out = req.created_at + policy.request_timeout(req.profile) < now
             window_over = req.starts_at is not None and req.starts_at + req.duration <= now
             if not (timed_out or window_over):
                 continue
-            req.status = RS.LAPSED
-            req.decided_at = now
-            req.save(update_fields=["status", "decided_at"])
+            _close_request(req, RS.LAPSED, now=now)
             audit.record("request.lapsed", obj=req, details={**_snapshot(req.profile, req.requester),
                                                              "why": "window ended" if window_over else "nobody decided in time"})
             tallies.add(req)
@@ -737,12 +768,7 @@ def provision_grant(grant_id, *, connectors: dict | None = None) -> Grant | None
     and what it remembers of a failed target, across grants.
     """
     with transaction.atomic():
-        grant = (
-            Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user", "request")
-            .filter(pk=grant_id, status=GS.SCHEDULED)
-            .first()
-        )
+        grant = _claimed_grant(grant_id, status=GS.SCHEDULED)
         if grant is None:
             return None
         now = timezone.now()
@@ -765,14 +791,9 @@ def provision_grant(grant_id, *, connectors: dict | None = None) -> Grant | None
                 provisioned = connector.provision(grant)
         except ConnectorError as exc:
             return _provision_failed(grant, exc)
-        _check(grant, ALLOWED_GRANT, GS.ACTIVE)
-        grant.status = GS.ACTIVE
-        grant.expires_at = provisioned.expires_at
-        grant.external_ref = provisioned.external_ref
-        grant.sealed_credentials = sealing.seal(provisioned.credentials)
-        grant.last_error = ""
-        grant.next_attempt_at = None
-        grant.save(update_fields=["status", "starts_at", "expires_at", "external_ref", "sealed_credentials", "last_error", "next_attempt_at"])
+        _transition(grant, ALLOWED_GRANT, GS.ACTIVE, save=["starts_at"], expires_at=provisioned.expires_at,
+                    external_ref=provisioned.external_ref, sealed_credentials=sealing.seal(provisioned.credentials),
+                    last_error="", next_attempt_at=None)
         audit.record(
             "grant.provisioned",
             obj=grant,
@@ -794,11 +815,8 @@ def _connector(target, connectors: dict | None):
 
 def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
     """Fail a grant before this attempt made anything on the target; a crashed earlier attempt may have, so clean up."""
-    _check(grant, ALLOWED_GRANT, GS.FAILED)
-    grant.status = GS.FAILED
-    grant.last_error = message
-    grant.starts_at = grant.expires_at = grant.next_attempt_at = None
-    grant.save(update_fields=["status", "last_error", "starts_at", "expires_at", "next_attempt_at"])
+    _transition(grant, ALLOWED_GRANT, GS.FAILED, last_error=message, starts_at=None, expires_at=None,
+                next_attempt_at=None)
     details = {**_snapshot(grant.profile, grant.user), "error": message, **details}
     audit.record("grant.failed", obj=grant, details=details)
     transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -810,11 +828,8 @@ def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
     grant.last_error = exc.message
     details = {**_snapshot(grant.profile, grant.user), "error": exc.message, "attempt": grant.attempts}
     if exc.permanent or grant.attempts >= MAX_PROVISION_ATTEMPTS:
-        _check(grant, ALLOWED_GRANT, GS.FAILED)
-        grant.status = GS.FAILED
-        grant.starts_at = grant.expires_at = None
-        grant.next_attempt_at = None
-        grant.save(update_fields=["status", "attempts", "last_error", "starts_at", "expires_at", "next_attempt_at"])
+        _transition(grant, ALLOWED_GRANT, GS.FAILED, save=["attempts", "last_error"], starts_at=None, expires_at=None,
+                    next_attempt_at=None)
         audit.record("grant.failed", obj=grant, details=details)
         # Whatever a half-done provisioning left on the target goes too.
         transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -826,7 +841,7 @@ def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
 
 
 def _extend_grant(req: AccessRequest, *, actor):
-    grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=req.extends_id)
+    grant = _locked_grant(req.extends_id)
     if not grant.is_active:
         raise TransitionError(f"Grant #{grant.pk} is no longer active; it cannot be extended.")
     old = grant.expires_at
@@ -856,12 +871,7 @@ def extend_on_target(grant_id, *, connectors: dict | None = None) -> Grant | Non
     `next_attempt_at` stays due, so a pass takes it up if that worker dies).
     """
     with transaction.atomic():
-        grant = (
-            Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user")
-            .filter(pk=grant_id, status=GS.ACTIVE, expires_at__gt=timezone.now())
-            .first()
-        )
+        grant = _claimed_grant(grant_id, status=GS.ACTIVE, expires_at__gt=timezone.now())
         if grant is None:
             return None
         try:
@@ -882,16 +892,10 @@ def extend_on_target(grant_id, *, connectors: dict | None = None) -> Grant | Non
 
 def _begin_revocations(grants: list[Grant], *, actor, reason: str):
     """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
-    for grant in grants:
-        _check(grant, ALLOWED_GRANT, GS.REVOKING)
     now = timezone.now()
     # The caller's task revokes at once; if it is lost, the timer's pass does after RETRY_GRACE.
-    changes = {"status": GS.REVOKING, "end_reason": reason, "ended_by": actor, "revoke_requested_at": now, "attempts": 0,
-               "next_attempt_at": now + RETRY_GRACE, "last_error": "", "sealed_credentials": ""}
-    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(**changes)
-    for grant in grants:
-        for field, value in changes.items():
-            setattr(grant, field, value)
+    _transition_many(grants, ALLOWED_GRANT, GS.REVOKING, end_reason=reason, ended_by=actor, revoke_requested_at=now,
+                     attempts=0, next_attempt_at=now + RETRY_GRACE, last_error="", sealed_credentials="")
     audit.record_many(
         ("grant.revoke_requested", actor, grant,
          {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at})
@@ -910,7 +914,7 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
     if reason not in Grant.EndReason.values:
         raise ValueError(f"unknown reason {reason!r}")
     with transaction.atomic():
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=grant_id)
+        grant = _locked_grant(grant_id)
         if reason == Grant.EndReason.RELEASED and (actor is None or actor.pk != grant.user_id):
             refusal = "Only the holder can release a grant."
         elif reason == Grant.EndReason.REVOKED and (actor is None or not actor.has_perm("grants.change_grant")):
@@ -930,15 +934,11 @@ def begin_due_expiries(*, limit: int, now=None, target_id: int | None = None) ->
     each grant to exactly one of them.
     """
     now = now or timezone.now()
-    due = Grant.objects.filter(status=GS.ACTIVE, expires_at__lte=now)
+    due = _grants_locked(skip_locked=True).filter(status=GS.ACTIVE, expires_at__lte=now)
     if target_id is not None:
         due = due.filter(profile__target_id=target_id)
     with transaction.atomic():
-        due = list(
-            due.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user")
-            .order_by("expires_at", "pk")[:limit]
-        )
+        due = list(due.order_by("expires_at", "pk")[:limit])
         if due:
             _begin_revocations(due, actor=None, reason=Grant.EndReason.EXPIRED)
     return [g.pk for g in due]
@@ -952,12 +952,7 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
     connection per target; without it the connection is closed here.
     """
     with transaction.atomic():
-        grant = (
-            Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user", "request")
-            .filter(pk=grant_id, status=GS.REVOKING)
-            .first()
-        )
+        grant = _claimed_grant(grant_id, status=GS.REVOKING)
         if grant is None:
             return None
         own = {} if connectors is None else connectors
@@ -987,12 +982,8 @@ def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
             # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
             # before rechecking the WHERE, and keeps the lock when the row no longer
             # matches. Skipping would leave the grant to a later pass.
-            grants = list(
-                Grant.objects.select_for_update(of=("self",))
-                .select_related("profile__target", "user", "request")
-                .filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id)
-                .order_by("pk")
-            )
+            claimed = _grants_locked().filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id)
+            grants = list(claimed.order_by("pk"))
             done += _revoke_on_targets(grants, connectors)
     return done
 
@@ -1005,8 +996,7 @@ def retry_revocations(*, target_id: int, limit: int, connectors: dict, now=None)
     now = now or timezone.now()
     with transaction.atomic():
         grants = list(
-            Grant.objects.select_for_update(skip_locked=True, of=("self",))
-            .select_related("profile__target", "user", "request")
+            _grants_locked(skip_locked=True)
             .filter(status=GS.REVOKING, next_attempt_at__lte=now, profile__target_id=target_id)
             .order_by("next_attempt_at", "pk")[:limit]
         )
@@ -1046,14 +1036,10 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
                 _revocation_failed(grant, "The target still shows the account or a session after revoking.",
                                    objects=connector.take_inventory(grant.pk))
             else:
-                _check(grant, ALLOWED_GRANT, GS.REVOKED)
-                grant.status, grant.revoked_at, grant.verified_at = GS.REVOKED, revoked_at, verified_at
-                grant.next_attempt_at, grant.last_error = None, ""
                 gone.append(grant)
         if gone:
-            Grant.objects.filter(pk__in=[g.pk for g in gone]).update(
-                status=GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at, next_attempt_at=None, last_error=""
-            )
+            _transition_many(gone, ALLOWED_GRANT, GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at,
+                             next_attempt_at=None, last_error="")
             found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
             audit.record_many(
                 ("grant.revoked", grant.ended_by, grant,
@@ -1129,7 +1115,7 @@ def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None
 def reveal_credentials(grant_id, *, actor, step_up: StepUp | None = None, channel: str = "web") -> dict:
     """Return the grant's credentials to its holder, once, and forget them; a risky profile needs `step_up`."""
     with transaction.atomic():
-        grant = Grant.objects.select_for_update(of=("self",)).select_related("profile__target", "user").get(pk=grant_id)
+        grant = _locked_grant(grant_id)
         if grant.user_id != actor.pk:
             _refuse_later = "Only the holder can see these credentials."
         else:
@@ -1196,11 +1182,7 @@ def _cancel_by_policy(request_id, why: str) -> bool:
         req = _lock_request(request_id)
         if req.status != RS.PENDING:
             return False  # decided meanwhile
-        _check(req, ALLOWED_REQUEST, RS.CANCELLED)
-        req.status = RS.CANCELLED
-        req.decided_at = timezone.now()
-        req.decision_comment = f"Cancelled by policy: {why}."
-        req.save(update_fields=["status", "decided_at", "decision_comment"])
+        _close_request(req, RS.CANCELLED, comment=f"Cancelled by policy: {why}.")
         details = {**_snapshot(req.profile, req.requester), "reason": "policy", "why": why}
         audit.record("request.cancelled", obj=req, details=details)
         tallies.add(req)

@@ -74,6 +74,21 @@ def current_step(access_request: AccessRequest) -> int:
     return min(access_request.step, len(steps_for(access_request.profile)) - 1)
 
 
+def waiting_step(access_request: AccessRequest) -> Step:
+    """Return the Step the request waits for (the one `current_step` names)."""
+    return steps_for(access_request.profile)[current_step(access_request)]
+
+
+def waiting_for(access_request: AccessRequest) -> str:
+    """Return e.g. "step 2 of 3: 2 × a member of security": the step the request waits for, and who decides it.
+
+    Pages, the API, Slack and messages all say it this way; capitalise it where it starts a sentence.
+    """
+    steps = steps_for(access_request.profile)
+    index = current_step(access_request)
+    return f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
+
+
 def may_request(user, profile: AccessProfile) -> bool:
     """Return whether `user` may ask for `profile` (an empty requestable_by means everyone)."""
     if not user.is_authenticated or not user.is_active:
@@ -160,7 +175,7 @@ def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bo
         return True
     if step.manager and access_request.requester.manager_id == user.pk:
         return True
-    escalated = access_request.escalated_at is not None and index == access_request.step
+    escalated = access_request.escalated_at is not None and index == current_step(access_request)
     if escalated and step.fallback_group and step.fallback_group in group_names(user):
         return True
     # On call: whoever a schedule named when the step opened (or escalated), as recorded then.
@@ -203,6 +218,16 @@ def on_behalf_of(user, access_request: AccessRequest):
     return next((d for d in _principals(user, access_request)[1:] if _eligible(d, access_request, step, index)), None)
 
 
+def may_decide(user, access_request: AccessRequest) -> bool:
+    """Return whether `user` may decide the step the request waits for now, themselves or as a delegate.
+
+    The one answer to "who may approve": on-call and fallback asks, delegations
+    and the one-step-per-person rule included. Pages, the API, Slack (through
+    the lifecycle) and the recipient lists (selectors.deciders_of) ask it.
+    """
+    return approval_refusal(user, access_request) is None
+
+
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
     """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
@@ -213,7 +238,7 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
     principal = on_behalf_of(user, access_request) if active else None
     if not active or (principal is None and not _eligible(user, access_request, step, index)):
         if is_approver(user, access_request):
-            return f"This request now waits for step {index + 1} ({step.describe()}), which you may not approve."
+            return f"This request now waits for {waiting_for(access_request)}, which you may not approve."
         return "You are not an approver for this request."
     if access_request.status == AccessRequest.Status.PENDING:
         # One person approves at most one step, whether themselves or through a delegate.

@@ -34,7 +34,7 @@ def requests_awaiting(user):
         .select_related("requester", "profile__target", "profile__policy", "profile__approver_group", "extends")
         .order_by("created_at")
     )
-    return [req for req in pending if policy.approval_refusal(user, req) is None]
+    return [req for req in pending if policy.may_decide(user, req)]
 
 
 def open_reviews(user):
@@ -121,6 +121,47 @@ def grant_of(access_request) -> Grant | None:
     if grant is None and access_request.extends_id:
         grant = Grant.objects.filter(pk=access_request.extends_id).first()
     return grant
+def _with_delegates(candidates):
+    """Return the active `candidates` (a user queryset) and delegates of theirs whose delegation runs now, by id."""
+    now = timezone.now()
+    delegates = Delegation.objects.filter(delegator__in=candidates, starts_at__lte=now, ends_at__gt=now, ended_at=None)
+    User = get_user_model()
+    who = Q(pk__in=candidates.values("pk")) | Q(pk__in=delegates.values("delegate"))
+    return User.objects.filter(who, is_active=True).order_by("pk")
+
+
+def deciders_of(access_request) -> list:
+    """Return the people who may decide the step the request waits for now (policy.may_decide), by id.
+
+    The query only narrows the search to those a step could name; who is in
+    is policy.may_decide's answer, as for the pages.
+    """
+    step, index = policy.waiting_step(access_request), policy.current_step(access_request)
+    who = Q(pk__in=StepAssignee.objects.filter(request=access_request, step=index).values("user"))
+    if step.group:
+        who |= Q(groups__name=step.group)
+    if step.fallback_group:
+        who |= Q(groups__name=step.fallback_group)
+    if step.manager and access_request.requester.manager_id:
+        who |= Q(pk=access_request.requester.manager_id)
+    candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
+    return [user for user in _with_delegates(candidates) if policy.may_decide(user, access_request)]
+
+
+def approvers_of(access_request) -> list:
+    """Return the people who may decide some step of the request (policy.is_approver), never its requester, by id."""
+    steps = policy.steps_for(access_request.profile)
+    who = Q(pk__in=StepAssignee.objects.filter(request=access_request).values("user"))
+    for step in steps:
+        for group in filter(None, [step.group, step.fallback_group]):
+            who |= Q(groups__name=group)
+    if any(step.manager for step in steps) and access_request.requester.manager_id:
+        who |= Q(pk=access_request.requester.manager_id)
+    candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
+    return [
+        user for user in _with_delegates(candidates)
+        if user.pk != access_request.requester_id and policy.is_approver(user, access_request)
+    ]
 
 
 def approvals_of(access_request):

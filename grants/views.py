@@ -9,6 +9,7 @@ from django.http import Http404, HttpResponse, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import dateformat, timezone
+from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import stepup, timezones
@@ -48,16 +49,9 @@ def _ids(requests) -> str:
     return ids[0] if len(ids) == 1 else f"{', '.join(ids[:-1])} and {ids[-1]}"
 
 
-def _step_text(access_request, *, word="Step") -> str:
-    """Return e.g. 'Step 2 of 3: 2 × a member of security' for the step the request waits for."""
-    steps = policy.steps_for(access_request.profile)
-    index = policy.current_step(access_request)
-    return f"{word} {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
-
-
 def _with_workflow(access_request) -> AccessRequest:
     """Attach what deciders and requesters read: the current step, approvals so far, the rest of a bundle."""
-    access_request.step_text = _step_text(access_request)
+    access_request.step_text = capfirst(policy.waiting_for(access_request))
     access_request.approvals_so_far = selectors.approvals_of(access_request)
     access_request.on_call = selectors.on_call_asked(access_request) if access_request.status == RS.PENDING else []
     access_request.bundle_others = selectors.bundle_others(access_request)
@@ -205,7 +199,7 @@ def inbox(request):
 @login_required
 def request_detail(request, pk):
     access_request = _with_workflow(_get_request_for_viewer(request, pk))
-    can_decide = access_request.status == RS.PENDING and policy.approval_refusal(request.user, access_request) is None
+    can_decide = access_request.status == RS.PENDING and policy.may_decide(request.user, access_request)
     grant = Grant.objects.filter(request=access_request).first()
     review = BreakGlassReview.objects.filter(request=access_request).select_related("closed_by").first()
     return render(
@@ -273,7 +267,7 @@ def request_decide(request, pk):
     }
     if (
         action == "approve"
-        and policy.approval_refusal(request.user, access_request) is None
+        and policy.may_decide(request.user, access_request)
         and policy.step_up_refusal(_profiles_decided(access_request), action="approve", channel="web", step_up=stepup.current(request))
     ):
         return _step_up(request, decision)
@@ -310,7 +304,7 @@ def _decide(request, decision: dict):
             messages.warning(request, f"Request #{pk} was already {access_request.get_status_display().lower()}; nothing changed.")
     else:
         if decided.status == RS.PENDING:
-            text = f"Your approval of request #{pk} is recorded; it now waits for {_step_text(decided, word='step')}."
+            text = f"Your approval of request #{pk} is recorded; it now waits for {policy.waiting_for(decided)}."
         else:
             text = f"Request #{pk} {'approved' if action == 'approve' else 'denied'}."
         if decided.bundle:

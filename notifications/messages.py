@@ -58,7 +58,7 @@ def approval_message(req: AccessRequest) -> tuple[str, str]:
         window = f", from {when(req.starts_at)}" if req.starts_at else ""
         first = f"{who} asks for {what} on {target} for {human_duration(req.duration)}{window}."
     steps = policy.steps_for(profile)
-    step = f"\nStep {req.step + 1} of {len(steps)}." if len(steps) > 1 else ""
+    step = f"\nStep {policy.current_step(req) + 1} of {len(steps)}." if len(steps) > 1 else ""
     asked = "".join(f"\nAsked: {a.user.label}, {a.why}." for a in selectors.on_call_asked(req))
     return title, f"{first}\n{why(req)}{step}{asked}\n\nDecide: {link('grants:request_detail', req.pk)}"
 
@@ -87,10 +87,8 @@ def approval_blocks(req: AccessRequest, *, outcome: str = "") -> list[dict]:
 def outcome(req: AccessRequest) -> str:
     """Return what became of the request, for the Slack message that asked about it."""
     if req.status == RS.PENDING:
-        steps = policy.steps_for(req.profile)
         last = req.approvals.select_related("approver").order_by("-created_at").first()
         by = f"Approved by {last.approver.label} (step {last.step + 1}); " if last else ""
-        index = policy.current_step(req)
-        return f"{by}the request waits for step {index + 1} of {len(steps)}: {steps[index].describe()}."
+        return f"{by}the request waits for {policy.waiting_for(req)}."
     by = f" by {req.decided_by.label}" if req.decided_by_id else (f" by the policy ({req.auto_rule})" if req.auto_rule else "")
     return f"{req.get_status_display()}{by}" + (f": {req.decision_comment}" if req.decision_comment else "") + "."

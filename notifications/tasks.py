@@ -77,7 +77,7 @@ def _approval_again(request_id, *, title_prefix: str, line) -> int:
     req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(pk=request_id)
     if req.status != RS.PENDING or not first_of_bundle(req, status=RS.PENDING):
         return 0
-    step = policy.steps_for(req.profile)[policy.current_step(req)]
+    step = policy.waiting_step(req)
     title, body = approval_message(req)
     opened = req.step_opened_at or req.created_at
     body = f"{line(step, human_duration(timezone.now() - opened))}\n{body}"

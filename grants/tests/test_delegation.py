@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts import tokens
 from audit.models import AuditEvent
-from grants import lifecycle, tasks
+from grants import lifecycle, selectors, tasks
 from grants.models import AccessProfile, Approval, OnCallSchedule, Policy, Target
 
 from .conftest import JUSTIFICATION
@@ -86,6 +86,18 @@ def test_who_may_decide(world, first, actor, expected):
         with pytest.raises(lifecycle.NotAllowedError, match=expected):
             lifecycle.approve_request(world["req"].pk, actor=world[actor])
         assert Approval.objects.filter(request=world["req"]).count() == before
+
+
+@pytest.mark.parametrize("first, actor, expected", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
+def test_the_inbox_and_the_message_recipients_agree_with_who_may_decide(world, first, actor, expected):
+    for step in first:
+        step(world)
+    req = lifecycle.AccessRequest.objects.get(pk=world["req"].pk)
+    user = world[actor]
+    told = [u.username for u in selectors.deciders_of(req)]
+    assert (user.username in told) is (expected is None)
+    assert (req in selectors.requests_awaiting(user)) is (expected is None)
+    assert told == sorted(told, key=lambda name: world[name].pk)  # one message each, in id order
 
 
 def test_a_delegate_decision_is_recorded_on_behalf_of_through_the_page_and_the_api(world, client):

@@ -199,6 +199,32 @@ def test_a_request_whose_policy_was_shortened_below_its_step_can_be_denied(at_th
     assert at_third_step.status == "denied"
 
 
+def test_a_request_whose_policy_was_shortened_below_its_step_escalates_its_last_step(at_third_step, strict, eve):
+    # Regression: the escalation pass recorded and judged the stored step (3 of a policy now 2 long),
+    # so the fallback it asked could not decide, and the trail named a step that no longer exists.
+    eve.groups.add(Group.objects.create(name="sre"))
+    last = {"group": "auditors", "escalate_after": 1800, "fallback": {"group": "sre"}}
+    strict.steps = [{"group": "db-approvers"}, last]
+    strict.save()
+    assert policy.current_step(at_third_step) == 1
+    assert policy.waiting_for(at_third_step) == "step 2 of 2: a member of auditors"
+    later = at_third_step.step_opened_at + datetime.timedelta(hours=1)
+    assert lifecycle.remind_and_escalate(now=later) == ([], [at_third_step.pk])
+    assert AuditEvent.objects.get(action="request.escalated").details["step"] == 2
+    at_third_step.refresh_from_db()
+    assert policy.approval_refusal(eve, at_third_step) is None
+    lifecycle.approve_request(at_third_step.pk, actor=eve)
+    at_third_step.refresh_from_db()
+    assert at_third_step.status == "approved" and at_third_step.decided_by == eve
+
+
+def test_a_request_whose_policy_was_shortened_below_its_step_is_refused_naming_that_step(at_third_step, strict, otto):
+    strict.steps = [{"group": "db-approvers"}, {"group": "auditors"}]
+    strict.save()
+    with pytest.raises(lifecycle.NotAllowedError, match="waits for step 2 of 2: a member of auditors, which you may"):
+        lifecycle.approve_request(at_third_step.pk, actor=otto)
+
+
 def test_a_matching_rule_approves_and_the_trail_names_it(ana, profile, strict, groups):
     ana.groups.add(Group.objects.create(name="sre"))
     req = submit(ana, profile, duration=datetime.timedelta(minutes=20))

@@ -238,7 +238,7 @@ def test_requester_sees_their_pending_request_and_a_cancel_button(client, ana, p
     assert f"Request #{pending_request.pk}: appdb read-only" in page
     assert "Pending" in page
     assert JUSTIFICATION in page
-    assert "Waiting for an approver in db-approvers." in page
+    assert "Waiting for approval: Step 1 of 1: a member of db-approvers." in page
     assert ">Cancel request</button>" in page
     assert ">Approve</button>" not in page
 
