@@ -69,6 +69,23 @@ def wait_for(predicate, timeout=20):
     raise AssertionError("timed out")
 
 
+def read_until(stream, text, timeout=20) -> str:
+    """Return the lines of `stream` up to the first holding `text` (fail after `timeout` seconds)."""
+    lines = []
+
+    def read():
+        for line in stream:
+            lines.append(line)
+            if text in line:
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout)
+    assert any(text in line for line in lines), f"no {text!r} within {timeout} s in: {''.join(lines)!r}"
+    return "".join(lines)
+
+
 def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, profile):
     result = portal(ana, "profiles")
     assert result.returncode == 0, result.stderr
@@ -117,12 +134,14 @@ def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, p
 def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana, otto, profile):
     waiting = portal.start(ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--env", "--poll", "0.2")
     req = wait_for(lambda: AccessRequest.objects.filter(requester=ana).first())
+    # Approved only once the CLI has said what it waits for (on a busy machine its first poll may come late).
+    said = read_until(waiting.stderr, "waits for")
+    assert f"Request #{req.pk} waits for step 1 of 1: a member of db-approvers." in said
     lifecycle.approve_request(req.pk, actor=otto, comment="ok")
     grant = Grant.objects.get(request=req)
     lifecycle.provision_grant(grant.pk)
     stdout, stderr = waiting.communicate(timeout=30)
-    assert waiting.returncode == 0, stderr
-    assert f"Request #{req.pk} waits for step 1 of 1: a member of db-approvers." in stderr
+    assert waiting.returncode == 0, said + stderr
     exports = dict(line.removeprefix("export ").split("=", 1) for line in stdout.splitlines() if line.startswith("export "))
     assert set(exports) == {"JIT_REQUEST_ID", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "DATABASE_URL"}
     assert exports["JIT_REQUEST_ID"] == str(req.pk)
