@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "grants",
+    "reports",
 ]
 
 # The container image sets SERVE_STATIC=true: its web processes serve STATIC_ROOT themselves (whitenoise),

@@ -1,9 +1,11 @@
-"""Dependencies point one way: audit's log <- accounts <- grants <- audit's report pages <- jitportal.
+"""Dependencies point one way: audit's log <- accounts <- grants <- the edges (reports) <- jitportal.
 
 A dependency is an `import` statement or a dotted name in a string (a task
 name given to `async_task`, `schedule`, `_enqueue` or a `Schedule.func`, a
 setting, a registry entry): code that enqueues "grants.notify.x" depends on
 grants.notify as surely as code that imports it. Migrations count too.
+An edge reads the core through the modules EDGE_READS names, and never
+writes a row itself (it would skip the lifecycle's locks and audit events).
 """
 
 import ast
@@ -11,17 +13,11 @@ import importlib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-APPS = {"audit", "accounts", "grants", "jitportal"}
+APPS = {"audit", "accounts", "grants", "reports", "jitportal"}
 
-# Today's exemptions from "audit imports none of our apps", each with its reason.
-# The report pages live in audit until they move to reports/ (issue 13); they
-# read grants only through grants.selectors, and accounts for user names.
-AUDIT_REPORT_MODULES = {
-    "views.py": "report pages (move to reports/)",
-    "tables.py": "report tables (move to reports/)",
-    "filters.py": "report filters (move to reports/)",
-    "urls.py": "report URLs (move to reports/)",
-    "reports.py": "report scope and columns (move to reports/)",
+# What each edge may use of the core, besides `audit` and `accounts`: reads, rules, announcements and model types.
+EDGE_READS = {
+    "reports": ("grants.selectors", "grants.policy", "grants.models", "grants.events"),
 }
 
 # Strings that look like dotted paths but name no code: not dependencies, nothing to resolve.
@@ -109,24 +105,57 @@ def sources(app, *, migrations=True):
 
 def edges_violating():
     bad = []
-    for app in ("audit", "accounts", "grants"):
+    for app in ("audit", "accounts", "grants", *EDGE_READS):
         for path in sources(app):
             for module in sorted(imported_apps(path)):
                 other = module.split(".")[0]
                 if other == app:
                     continue
                 rel = path.relative_to(ROOT).as_posix()
-                if app == "audit" and path.name in AUDIT_REPORT_MODULES and "migrations" not in path.parts:
-                    ok = module.startswith("grants.selectors") or other == "accounts"
-                elif app == "audit":
+                if app == "audit":
                     ok = False  # the log imports none of our apps
                 elif app == "accounts":
                     ok = other == "audit"
-                else:  # grants
+                elif app == "grants":
                     ok = other in {"audit", "accounts"}
+                else:  # an edge: never another edge, grants only through its reads
+                    # `from grants import selectors` names the package too: the module after it is what counts.
+                    ok = other in {"audit", "accounts"} or module == "grants" or any(
+                        module == allowed or module.startswith(f"{allowed}.") for allowed in EDGE_READS[app]
+                    )
                 if not ok:
                     bad.append(f"{rel} imports {module}")
     return bad
+
+
+# The ORM's writes. `update` is one only on a queryset (`X.objects...update()`); a dict's or a QueryDict's is not.
+ORM_WRITES = {"save", "delete", "create", "bulk_create", "bulk_update", "get_or_create", "update_or_create"}
+
+
+def _on_a_queryset(node) -> bool:
+    while isinstance(node, (ast.Attribute, ast.Call)):
+        if isinstance(node, ast.Attribute) and node.attr == "objects":
+            return True
+        node = node.func if isinstance(node, ast.Call) else node.value
+    return False
+
+
+def orm_writes(path: Path) -> list[str]:
+    """Return `line: method` for every ORM write call in `path` (`.save()`, `.objects.create()`, `....update()`, ...)."""
+    found = []
+    for node in ast.walk(_tree(path)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
+            method = node.func.attr
+            if method in ORM_WRITES or (method == "update" and _on_a_queryset(node.func.value)):
+                found.append(f"{node.lineno}: {method}")
+    return found
+
+
+def edge_writes():
+    return [
+        f"{path.relative_to(ROOT).as_posix()}:{write}"
+        for app in EDGE_READS for path in sources(app, migrations=False) for write in orm_writes(path)
+    ]
 
 
 def resolve(dotted: str):
@@ -156,6 +185,33 @@ def test_the_check_sees_an_upward_import(tmp_path, monkeypatch):
     (tmp_path / "audit" / "log.py").write_text("from grants.models import Grant\n")
     monkeypatch.setitem(globals(), "ROOT", tmp_path)
     assert edges_violating() == ["audit/log.py imports grants.models", "audit/log.py imports grants.models.Grant"]
+
+
+def test_reports_read_the_core_only_through_its_reads(tmp_path, monkeypatch):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "views.py").write_text(
+        "from grants import lifecycle\nfrom grants.selectors import decisions\nfrom grants.models import Grant\nimport jitportal.ops\n"
+    )
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert edges_violating() == ["reports/views.py imports grants.lifecycle", "reports/views.py imports jitportal.ops"]
+
+
+def test_audit_no_longer_holds_the_report_pages():
+    assert [p.name for p in sources("audit") if p.name in {"views.py", "tables.py", "filters.py", "urls.py", "reports.py"}] == []
+
+
+def test_edges_never_write_a_row_themselves():
+    assert edge_writes() == []
+
+
+def test_the_write_check_sees_a_save_and_a_queryset_update_but_not_a_dicts(tmp_path, monkeypatch):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "views.py").write_text(
+        "grant.save(update_fields=['status'])\nGrant.objects.filter(pk=1).update(status='revoked')\n"
+        "applied = {}\napplied.update({'a': 1})\nreview.delete()\n"
+    )
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert edge_writes() == ["reports/views.py:1: save", "reports/views.py:2: update", "reports/views.py:5: delete"]
 
 
 def test_the_check_sees_an_upward_dotted_task_name(tmp_path, monkeypatch):
