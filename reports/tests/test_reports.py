@@ -24,7 +24,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from grants import lifecycle, reconcile, tallies
+from grants import lifecycle, policy, reconcile, tallies
 from grants.devcluster import free_port
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 from reports import columns, downloads, scope
@@ -310,6 +310,41 @@ def test_current_access_keeps_access_past_expiry_until_the_target_is_clean(clien
     assert (row["state"], row["end_reason"]) == ("ending", "expired")
     lifecycle.complete_revocation(history["live"].pk)
     assert as_dicts(download(client, CURRENT)) == []
+
+
+def test_a_break_glass_decision_is_break_glass_in_the_report_its_tallies_and_the_metric(
+    client, ana, audra, quick_profile
+):
+    # Regression: the metric counted break-glass as auto-approved (its `auto_rule` is set), the report did not.
+    emergency = ask(ana, quick_profile, minutes=60, justification=EMERGENCY, break_glass=True)
+    emergency.refresh_from_db()
+    assert (emergency.status, emergency.decided_by, emergency.auto_rule) == ("approved", None, "break-glass")
+    assert policy.decision_outcome(emergency) == "break_glass"
+
+    client.force_login(audra)
+    [row] = as_dicts(download(client, DECISIONS))
+    assert row["decision"] == "break_glass"
+    totals = client.get(DECISIONS).context["totals"]
+    assert (totals["break_glass"], totals["auto_approved"], totals["approved"]) == (1, 0, 0)
+    day = ProfileDecisionDay.objects.get(profile=quick_profile)
+    assert (day.break_glass, day.auto_approved, day.approved) == (1, 0, 0)
+
+    metrics = client.get("/metrics").content.decode()
+    assert 'jitportal_decisions_total{outcome="break_glass"} 1.0' in metrics
+    assert 'jitportal_decisions_total{outcome="auto_approved"} 0.0' in metrics
+    assert 'jitportal_decisions_total{outcome="approved"} 0.0' in metrics
+
+
+def test_every_decision_has_the_same_outcome_in_python_and_in_the_database(history):
+    # The tallies count in Python as each request is decided; the reports and the metrics ask the database.
+    rows = AccessRequest.objects.exclude(status="pending").annotate(outcome=policy.decision_outcome_expression())
+    outcomes = {r.pk: (r.outcome, policy.decision_outcome(r)) for r in rows}
+    assert all(db == python for db, python in outcomes.values()), outcomes
+    assert {db for db, _ in outcomes.values()} == {o.name for o in policy.DECISION_OUTCOMES}
+    for outcome in policy.DECISION_OUTCOMES:
+        matched = AccessRequest.objects.filter(policy.decision_outcome_filter(outcome.name))
+        matched = set(matched.values_list("pk", flat=True))
+        assert matched == {pk for pk, (db, _) in outcomes.items() if db == outcome.name}, outcome.name
 
 
 def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client, history, audra):
@@ -833,8 +868,8 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
         (selectors.drift_report(), columns.DRIFT),
         (selectors.decisions().filter(pk__in=[]), columns.DECISIONS),  # nothing to read
     ]
-    for rows, columns in queries:
-        written, copied = _both_paths(rows, columns)
+    for rows, report_columns in queries:
+        written, copied = _both_paths(rows, report_columns)
         assert copied == written
     written, _ = _both_paths(selectors.decisions(), columns.DECISIONS)
     assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
