@@ -111,6 +111,6 @@ benchmark-approval: $(STAMP) system-deps
 
 clean:
 	@# The demo cluster's files may live outside var/ (README "Two commands"): remove them with it.
-	-$(PYTHON) -m grants.devcluster stop var/demo-pg --remove
+	-$(PYTHON) -m devtools.pgcluster stop var/demo-pg --remove
 	rm -rf $(VENV) var
 	rm -rf $(IDP_DIR)/node_modules test-artifacts

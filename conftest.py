@@ -13,7 +13,7 @@ from django.db.backends.postgresql.operations import DatabaseOperations
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
-from grants import devcluster
+from devtools import pgcluster
 
 # The test IdP (tests/e2e/idp's oidc-provider) for the identity tests: fixtures `oidc_provider` and `idp`.
 pytest_plugins = ["accounts.tests.oidc_idp"]
@@ -103,7 +103,7 @@ def schedules_outlive_a_flush():
     from django.db.migrations.operations import RunPython
     from django.db.models.signals import post_migrate
 
-    ours = {"accounts", "audit", "grants"}
+    ours = {"accounts", "audit", "grants", "notifications"}
     functions = []
     for (label, _name), migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):
         for op in migration.operations if label in ours else ():
@@ -122,12 +122,12 @@ def schedules_outlive_a_flush():
 @pytest.fixture(scope="session")
 def pg_cluster():
     """Start a throwaway PostgreSQL target (scram-sha-256 on loopback) with the demo roles."""
-    if not devcluster.available():
+    if not pgcluster.available():
         pytest.fail("PostgreSQL server programs are missing under /usr/lib/postgresql: `make test` installs them.")
     # Not pytest's tmp_path: /tmp/pytest-of-root is 0700, and the server runs
     # as the postgres OS user, which must reach its data and socket folders.
     base_dir = Path(tempfile.mkdtemp(prefix="jitportal-pg-"))
-    cluster = devcluster.DevCluster(base_dir)
+    cluster = pgcluster.DevCluster(base_dir)
     try:
         cluster.start()
         cluster.setup_demo_roles()

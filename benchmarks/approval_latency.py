@@ -6,7 +6,7 @@
 
 1. Creates a portal database next to DATABASE_URL's (its name +
    `_approval`, or `--db-name`), migrates it, starts a throwaway PostgreSQL
-   target cluster (`grants.devcluster`) and a mail server on loopback
+   target cluster (`devtools.pgcluster`) and a mail server on loopback
    (aiosmtpd) that takes `--mail-delay` seconds to accept each message, as a
    relay across a network does; the portal mails through it (EMAIL_URL).
 2. Starts `manage.py qcluster` (`--workers`, default 4) and `manage.py
@@ -107,13 +107,13 @@ def main(argv=None) -> int:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-approval does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_approval")
 
-    from grants import devcluster
+    from devtools import pgcluster
 
-    if not devcluster.available():
+    if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
     work_dir = Path(tempfile.mkdtemp(prefix="jitbench-approval-"))
     os.chmod(work_dir, 0o711)  # the target cluster runs as the postgres OS user
-    cluster = devcluster.DevCluster(work_dir / "target")
+    cluster = pgcluster.DevCluster(work_dir / "target")
     mail = SlowMail(args.mail_delay)
     state: dict = {}
     db_created = django_ready = mail_started = False
@@ -237,8 +237,8 @@ def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: d
     from django_q.models import Failure, OrmQ, Success
 
     from audit.log import verify as verify_chain
+    from devtools.pgcluster import DEMO_DB
     from grants import lifecycle
-    from grants.devcluster import DEMO_DB
     from grants.models import AccessProfile, Grant, Target
 
     N = args.approvals
@@ -376,6 +376,6 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    from grants.devcluster import DevClusterError
+    from devtools.pgcluster import DevClusterError
 
     run_cli(main, errors=(DevClusterError,))

@@ -89,7 +89,7 @@ class PortalWorld:
     """A throwaway portal database and PostgreSQL target cluster, set up for Django in this process.
 
     `with PortalWorld(database_url, db_name, keep=...) as world:` creates the database next to DATABASE_URL's,
-    starts a target cluster (`grants.devcluster`) with the demo roles, puts its admin DSN in `target_env`,
+    starts a target cluster (`devtools.pgcluster`) with the demo roles, puts its admin DSN in `target_env`,
     migrates and calls `django.setup()`; on leaving, also on Ctrl-C or an error, it stops what the benchmark
     put in `world.children`, closes `world.held` connections and removes the database and the cluster
     (unless `keep`). `world.child_env` is the environment for `manage.py` child processes.
@@ -109,14 +109,14 @@ class PortalWorld:
         import subprocess
         import tempfile
 
-        from grants import devcluster
+        from devtools import pgcluster
 
-        if not devcluster.available():
+        if not pgcluster.available():
             raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
         self.work_dir = Path(tempfile.mkdtemp(prefix="jitbench-"))
         # The target cluster runs as the postgres OS user, which must traverse work_dir (mkdtemp makes it 0700).
         os.chmod(self.work_dir, 0o711)
-        self.cluster = devcluster.DevCluster(self.work_dir / "target")
+        self.cluster = pgcluster.DevCluster(self.work_dir / "target")
         self._db_created = self._django_ready = False
         try:
             log(f"portal database {self.bench_db} (fresh), work dir {self.work_dir}")

@@ -38,7 +38,8 @@ import django  # noqa: E402
 
 django.setup()
 
-from grants import devcluster, sshca  # noqa: E402
+from devtools import pgcluster  # noqa: E402
+from grants import sshca  # noqa: E402
 from grants.connectors.mysql import MySQLConnector  # noqa: E402
 from grants.connectors.postgres import PostgresConnector  # noqa: E402
 from grants.connectors.ssh import SSHConnector  # noqa: E402
@@ -136,7 +137,7 @@ def bench_postgres(n, rows):
     import psycopg
 
     base = Path(tempfile.mkdtemp(prefix="jit-bench-pg-"))
-    cluster = devcluster.DevCluster(base)
+    cluster = pgcluster.DevCluster(base)
     try:
         cluster.start()
         cluster.setup_demo_roles()

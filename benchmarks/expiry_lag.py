@@ -16,7 +16,7 @@ What it sets up (and removes again, also on Ctrl-C or an error):
 - a dedicated portal database, DATABASE_URL with the database name replaced
   (default: `<name>_bench`), created fresh on the same server and migrated
   with `manage.py migrate`;
-- a throwaway PostgreSQL target cluster (`grants.devcluster`) with the demo
+- a throwaway PostgreSQL target cluster (`devtools.pgcluster`) with the demo
   roles; its admin DSN is passed to every process in JIT_BENCH_PG_DSN;
 - one approver and N requesters (each grant needs its own requester: the
   lifecycle refuses a second live grant of the same profile to one person).
@@ -79,6 +79,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", 4)), help="qcluster workers (Q_WORKERS; default 4)")
     parser.add_argument("--batch", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH", 25)), help="JIT_EXPIRY_BATCH for the workers (default 25)")
     parser.add_argument("--lead", type=float, default=25.0, help="seconds from the end of provisioning to the first expiry (default 25)")
+    parser.add_argument("--setup", choices=("timed", "retimed"), default="timed",
+                        help="timed (default): each grant provisioned with the duration that lands it in the burst; "
+                             "retimed: all provisioned for an hour, then moved into the burst in one step (for 10,000)")
     parser.add_argument("--spread", type=float, default=3.0, help="expiries are spread over this many seconds (default 3)")
     parser.add_argument("--poll", type=float, default=0.05, help="target poll interval in seconds (default 0.05)")
     parser.add_argument("--probe-interval", type=float, default=0.05, help="login probe interval in seconds (default 0.05)")
@@ -381,16 +384,16 @@ def main(argv=None) -> int:
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name)
     args.bench_db = bench_db
 
-    from grants import devcluster
+    from devtools import pgcluster
 
-    if not devcluster.available():
+    if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
 
     work_dir = Path(tempfile.mkdtemp(prefix="jitbench-"))
     # The target cluster lives in work_dir/target and runs as the postgres OS user,
     # which must be able to traverse work_dir (mkdtemp makes it 0700).
     os.chmod(work_dir, 0o711)
-    cluster = devcluster.DevCluster(work_dir / "target")
+    cluster = pgcluster.DevCluster(work_dir / "target")
     state: dict = {}  # run() puts the child processes here, so that finally can stop them
     held: dict[int, object] = {}
     stop_event = threading.Event()
@@ -461,18 +464,13 @@ def main(argv=None) -> int:
 
 
 def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict) -> dict:
-    import psycopg
     from django.contrib.auth import get_user_model
     from django.contrib.auth.hashers import make_password
     from django.contrib.auth.models import Group
-    from django.db.models import Count
     from django.utils import timezone
-    from django_q.models import OrmQ, Success, Failure
 
-    from audit.log import verify as verify_chain
-    from audit.models import AuditEvent
+    from devtools.pgcluster import DEMO_DB
     from grants import lifecycle
-    from grants.devcluster import DEMO_DB
     from grants.models import AccessProfile, Grant, Target
 
     N = args.grants
@@ -506,6 +504,9 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
             raise BenchError(f"Provisioning failed: {grant and grant.last_error}")
         return grant
 
+    if args.setup == "retimed":
+        return _retimed(args, rng, cluster, users[:N], make_grant, work_dir, child_env, held, stop_event, state)
+
     # Calibration: how long one grant takes here, so the burst lands where we want it.
     timings = []
     for user in users[N:]:
@@ -536,11 +537,75 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
             last_report = time.monotonic()
             log(f"  provisioned {i + 1}/{N}")
     provision_s = time.monotonic() - started
+    log(f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); "
+        f"first expiry in {min(g.expires_at for g in grants).timestamp() - time.time():.1f} s")
+    return burst(args, rng, cluster, grants, work_dir, child_env, held, stop_event, state,
+                 provision={"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": per_grant * 1000})
+
+
+def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, stop_event, state) -> dict:
+    """`--setup retimed`: provision at whatever pace, then move every grant's expiry into the burst at once.
+
+    Each grant goes through the lifecycle with an hour to run; when all are
+    active, one transaction on the target sets each role's `VALID UNTIL` to
+    its burst time (as the connector's `extend` would, a statement per role)
+    and one UPDATE gives the grants the same `expires_at`. That is the state
+    timed provisioning ends in, without having to finish within a lead
+    calibrated beforehand: at 10,000 grants on a loaded machine provisioning
+    took an hour, longer than any lead. What this skips, and `timed` keeps:
+    the `grant.provisioned` audit events and `duration` say an hour.
+    """
+    import psycopg
+    from psycopg import sql
+    from django.utils import timezone
+
+    from grants.models import Grant
+
+    N = len(users)
+    grants: list[Grant] = []
+    started = last_report = time.monotonic()
+    for i, user in enumerate(users):
+        grants.append(make_grant(user, datetime.timedelta(hours=1)))
+        if time.monotonic() - last_report > 10:
+            last_report = time.monotonic()
+            log(f"  provisioned {i + 1}/{N}")
+    provision_s = time.monotonic() - started
+    log(f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); retiming them into the burst")
+
+    offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
+    rng.shuffle(offsets)
+    first_expiry = timezone.now() + datetime.timedelta(seconds=args.lead)
+    for grant, offset in zip(grants, offsets, strict=True):
+        grant.expires_at = first_expiry + datetime.timedelta(seconds=offset)
+    with psycopg.connect(cluster.admin_dsn) as target, target.cursor() as cursor:
+        for i in range(0, N, 500):
+            cursor.execute(sql.SQL("; ").join(
+                sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(sql.Identifier(g.external_ref), sql.Literal(g.expires_at.isoformat()))
+                for g in grants[i:i + 500]
+            ))
+    Grant.objects.bulk_update(grants, ["expires_at"], batch_size=1000)
+    log(f"retimed: first expiry in {first_expiry.timestamp() - time.time():.1f} s")
+    return burst(args, rng, cluster, grants, work_dir, child_env, held, stop_event, state,
+                 provision={"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": None})
+
+
+def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict,
+          *, provision: dict) -> dict:
+    """Hold the sample's sessions, start the workers and the timer, and measure the burst of `grants`' expiries."""
+    import psycopg
+    from django.db.models import Count
+    from django.utils import timezone
+    from django_q.models import OrmQ, Success, Failure
+
+    from audit.log import verify as verify_chain
+    from audit.models import AuditEvent
+    from grants import lifecycle
+    from grants.models import Grant
+
+    N = len(grants)
     provisioned_at = timezone.now()
     expires = {g.pk: g.expires_at.timestamp() for g in grants}
     roles = {g.pk: g.external_ref for g in grants}
-    log(f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); "
-        f"first expiry in {min(expires.values()) - time.time():.1f} s")
 
     # Credentials and open sessions for the sample -----------------------------
     sample = sorted(rng.sample([g.pk for g in grants], args.sample))
@@ -682,7 +747,7 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
             "grants": N, "sample": args.sample, "workers": args.workers, "batch": args.batch,
             "spread_s": args.spread, "lead_s": round(lead, 2), "poll_s": args.poll, "cpus": os.cpu_count(),
         },
-        "provision": {"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": per_grant * 1000},
+        "provision": provision,
         "expires_at_spread_s": max(expires.values()) - min(expires.values()),
         "rows": {
             "new login refused lag": summarise(login_lag, len(probes)),
@@ -782,6 +847,6 @@ def print_table(results: dict) -> None:
 
 
 if __name__ == "__main__":
-    from grants.devcluster import DevClusterError
+    from devtools.pgcluster import DevClusterError
 
     run_cli(main, errors=(DevClusterError,))

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """jitportal and OpenBao side by side: how late does access end after a burst of expiries?
 
-One run, one throwaway PostgreSQL target cluster (`grants.devcluster`):
+One run, one throwaway PostgreSQL target cluster (`devtools.pgcluster`):
 
 - jitportal: exactly `benchmarks/expiry_lag.py` (its `run()`): N grants through the lifecycle, expiring
   within `--spread` seconds about `--lead` seconds after the last is provisioned, the real `qcluster` and
@@ -124,7 +124,7 @@ class Bao:
             raise BenchError(f"OpenBao: {exc}") from None
 
     def start(self) -> None:
-        from grants import devcluster
+        from devtools import pgcluster
 
         try:
             self.server.start()
@@ -134,8 +134,8 @@ class Bao:
         self.api("POST", "sys/mounts/database", {"type": "database"})
         self.api("POST", "database/config/target", {
             "plugin_name": "postgresql-database-plugin",
-            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}",
-            "username": devcluster.ADMIN_USER, "password": cluster.admin_password,
+            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}",
+            "username": pgcluster.ADMIN_USER, "password": cluster.admin_password,
             "allowed_roles": ["*"], "username_template": ROLE_PREFIX + "{{random 20 | lowercase}}",
         })
         log(f"OpenBao dev server on {self.server.url}, database secrets engine on the target cluster")
@@ -202,11 +202,11 @@ class BaoSide:
         self.bao.stop()
 
     def dsn(self, creds: dict) -> str:
-        from grants import devcluster
+        from devtools import pgcluster
 
         data, cluster = creds["data"], self.world.cluster
         return (f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
-                f"@{cluster.host}:{cluster.port}/{devcluster.DEMO_DB}")
+                f"@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}")
 
     def issue(self, expires_at: float, ttl: int | None = None) -> None:
         """One credential whose lease ends at `expires_at`: its TTL is the time left in whole seconds, or `ttl`
@@ -487,6 +487,6 @@ CHECKS_SHOWN = (
 
 
 if __name__ == "__main__":
-    from grants.devcluster import DevClusterError
+    from devtools.pgcluster import DevClusterError
 
     run_cli(main, errors=(DevClusterError,))

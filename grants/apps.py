@@ -1,6 +1,5 @@
 from django.apps import AppConfig
 from django.conf import settings
-from django.db import transaction
 from django.db.models.signals import post_migrate, post_save
 
 
@@ -9,12 +8,11 @@ class GrantsConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        from accounts.signals import emergency_login, groups_removed
+        from accounts.signals import groups_removed
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
         # Any deactivation (the admin's "active" box, the IdP sync's `user_deactivated`) saves the user row.
         post_save.connect(_on_user_saved, sender=settings.AUTH_USER_MODEL, dispatch_uid="grants.deactivated_user")
-        emergency_login.connect(_on_emergency_login, dispatch_uid="grants.tell_security_of_emergency_login")
         post_migrate.connect(_ensure_auditor_group, sender=self, dispatch_uid="grants.auditor_group")
 
 
@@ -23,14 +21,6 @@ def _on_groups_removed(sender, user, removed, **kwargs):
     from .lifecycle import enforce_group_policy
 
     enforce_group_policy(user)
-
-
-def _on_emergency_login(sender, user, event, **kwargs):
-    # Wiring only: the message is a task after commit, so a slow mail server never holds up the login.
-    from django_q.tasks import async_task
-
-    func = "grants.notify.emergency_login_used"
-    transaction.on_commit(lambda: async_task(func, event.pk, group="emergency_login_used"))
 
 
 def _on_user_saved(sender, instance, created, update_fields=None, **kwargs):

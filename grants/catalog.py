@@ -24,8 +24,7 @@ from django.utils.module_loading import import_string
 
 import audit
 
-from . import lifecycle, oncall
-from .channels import REGISTRY as CHANNELS, get_channel
+from . import events, lifecycle, oncall
 from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
 from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy, Target
@@ -448,23 +447,24 @@ def _escalation(check: _Checker, step, where, schedules: dict, groups: set[str])
 
 
 def _routes(check: _Checker, spec, where) -> dict:
-    """Check `notify`: per channel kind (slack, email, teams) one address or a list of them."""
+    """Check `notify`: per channel kind (as `events.add_route_kind` registered them) one address or a list of them."""
+    kinds = events.route_kinds()
     routes = spec.get("notify", {}) or {}
     nw = f"{where}.notify"
     if not isinstance(routes, dict):
-        check.error(spec, "notify", nw, f"must be a mapping of {', '.join(sorted(CHANNELS))} to addresses")
+        check.error(spec, "notify", nw, f"must be a mapping of {', '.join(sorted(kinds))} to addresses")
         return {}
-    check.fields(routes, set(CHANNELS), nw)
+    check.fields(routes, set(kinds), nw)
     out = {}
     for kind, value in routes.items():
-        if kind not in CHANNELS:
+        if kind not in kinds:
             continue
         addresses = [value] if isinstance(value, str) else value
         if not isinstance(addresses, list) or not addresses or not all(isinstance(a, str) and a for a in addresses):
             check.error(routes, kind, f"{nw}.{kind}", "one address or a list of them")
             continue
         for address in addresses:
-            problem = get_channel(kind).address_error(address)
+            problem = kinds[kind](address)
             if problem:
                 check.error(routes, kind, f"{nw}.{kind}", problem)
         out[kind] = addresses

@@ -21,7 +21,7 @@ from django.utils import timezone
 import audit
 from accounts.stepup import StepUp
 
-from . import oncall, policy, sealing, tallies
+from . import events, oncall, policy, sealing, tallies
 from .durations import human_duration
 from .connectors import ConnectorError, get_connector
 from .models import (
@@ -226,7 +226,7 @@ def submit_request(
                                extra=policy.step_up_details([profile], channel=channel, step_up=step_up))
             review = BreakGlassReview.objects.create(request=req)
             audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
-            transaction.on_commit(lambda: _enqueue("grants.notify.break_glass_used", req.pk))
+            events.announce("break_glass_used", request_id=req.pk)
         else:
             rule = policy.auto_approval_rule(req, span=span)
             if rule:
@@ -360,7 +360,7 @@ def _open_step(req: AccessRequest):
     if step.schedule:
         facts = _ask_on_call(req, step.schedule, index=req.step, fallback=False, now=now)
         audit.record("request.on_call", obj=req, details={**_snapshot(req.profile, req.requester), "step": req.step + 1, **facts})
-    transaction.on_commit(lambda: _enqueue("grants.notify.approval_needed", req.pk))
+    events.announce("approval_needed", request_id=req.pk)
 
 
 def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
@@ -396,13 +396,13 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
                 req.save(update_fields=["escalated_at", "reminded_at"])
                 audit.record("request.escalated", obj=req, details={
                     **base, "after": human_duration(now - opened), "fallback": step.describe_fallback(), "asked": asked})
-                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_escalated", pk))
+                events.announce("approval_escalated", request_id=req.pk)
                 escalated.append(req.pk)
             elif step.remind_after and req.reminded_at is None and now >= opened + step.remind_after:
                 req.reminded_at = now
                 req.save(update_fields=["reminded_at"])
                 audit.record("request.reminded", obj=req, details={**base, "after": human_duration(now - opened)})
-                transaction.on_commit(lambda pk=req.pk: _enqueue("grants.notify.approval_reminder", pk))
+                events.announce("approval_reminder", request_id=req.pk)
                 reminded.append(req.pk)
     return reminded, escalated
 
@@ -448,7 +448,7 @@ def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict
     details = {**_snapshot(req.profile, req.requester), "rule": rule, "scope": req.effective_scope, **(extra or {})}
     audit.record(event, obj=req, details=details)
     tallies.add(req)
-    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
+    events.announce("request_decided", request_id=req.pk)
     _finish_approval(req, actor=None)
 
 
@@ -479,7 +479,7 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
     req.save(update_fields=["status", "decided_at", "decided_by", "decision_comment"])
     audit.record("request.approved", actor=actor, obj=req, details=details)
     tallies.add(req)
-    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
+    events.announce("request_decided", request_id=req.pk)
     _finish_approval(req, actor=actor)
 
 
@@ -494,7 +494,7 @@ def _deny(req: AccessRequest, *, actor, comment: str):
     audit.record("request.denied", actor=actor, obj=req, details={**_snapshot(req.profile, req.requester), "comment": comment, "step": req.step + 1,
                                                                   **({"on_behalf_of": principal.username} if principal else {})})
     tallies.add(req)
-    transaction.on_commit(lambda: _enqueue("grants.notify.request_decided", req.pk))
+    events.announce("request_decided", request_id=req.pk)
 
 
 def _lock_decision(request_id, *, approve: bool) -> tuple[AccessRequest, list[AccessRequest]]:
@@ -779,7 +779,7 @@ def provision_grant(grant_id, *, connectors: dict | None = None) -> Grant | None
             details={**_snapshot(grant.profile, grant.user), "external_ref": grant.external_ref,
                      "starts_at": grant.starts_at, "expires_at": grant.expires_at},
         )
-        transaction.on_commit(lambda: _enqueue("grants.notify.grant_provisioned", grant.pk))
+        events.announce("grant_provisioned", grant_id=grant.pk)
     return grant
 
 
@@ -1063,9 +1063,9 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
                 for grant in gone
             )
             _report_objects([grant for grant in gone if found[grant.pk]], found)
-            # One notification task for the batch: in a burst, a task (and its queue rows) per grant cost
-            # the portal's database more than the revocations themselves.
-            transaction.on_commit(lambda ids=[grant.pk for grant in gone]: _enqueue("grants.notify.grants_revoked", ids))
+            # One announcement (so one notification task) for the batch: in a burst, a task (and its queue rows)
+            # per grant cost the portal's database more than the revocations themselves.
+            events.announce("grants_revoked", grant_ids=[grant.pk for grant in gone])
             done.extend(gone)
     return done
 
@@ -1090,7 +1090,7 @@ def _report_objects(grants: list[Grant], found: dict[int, list[dict]]) -> None:
         for finding in findings
     )
     ids = [finding.pk for finding in findings]
-    transaction.on_commit(lambda: _enqueue("grants.notify.drift_found_by_id", ids))
+    events.announce("drift_found", finding_ids=ids)
 
 
 def objects_summary(objects: list[dict]) -> str:

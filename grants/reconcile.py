@@ -19,7 +19,7 @@ from django.utils import timezone
 
 import audit
 
-from . import notify
+from . import events
 from .connectors import ConnectorError, get_connector
 from .models import DriftFinding, Grant, Target
 
@@ -73,7 +73,7 @@ def reconcile_target(target: Target) -> list[DriftFinding]:
     summary = f"{len(found)} on the target, {len(findings)} finding(s)"
     Target.objects.filter(pk=target.pk).update(reconciled_at=timezone.now(), reconcile_message=summary)
     if findings:
-        notify.drift_found(findings)
+        events.announce("drift_found", finding_ids=[finding.pk for finding in findings])
     return findings
 
 

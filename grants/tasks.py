@@ -17,7 +17,7 @@ from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from . import lifecycle
+from . import events, lifecycle
 from .connectors import ConnectorError, get_connector
 from .models import Grant, Target
 
@@ -194,14 +194,12 @@ def remind_and_escalate():
 
 
 def remind_expiring(now=None) -> list[int]:
-    """Enqueue a reminder for each active grant that ends within ten minutes and was not reminded of this expiry.
+    """Announce `expiry_soon` for each active grant that ends within ten minutes and was not reminded of this expiry.
 
     The claim is a compare-and-set on `reminded_at`, so two sweepers send
     one reminder; a grant extended after its reminder is reminded again
     before its new expiry.
     """
-    from django_q.tasks import async_task
-
     now = now or timezone.now()
     not_reminded = Q(reminded_at__isnull=True) | Q(reminded_at__lt=F("expires_at") - REMIND_BEFORE)
     due = Grant.objects.filter(not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE)
@@ -209,7 +207,7 @@ def remind_expiring(now=None) -> list[int]:
     for grant_id in due.values_list("pk", flat=True):
         if Grant.objects.filter(not_reminded, pk=grant_id).update(reminded_at=now) == 1:
             claimed.append(grant_id)
-            async_task("grants.notify.expiry_soon", grant_id, group="expiry_soon")
+            events.announce("expiry_soon", grant_id=grant_id)
     return claimed
 
 

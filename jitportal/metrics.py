@@ -26,6 +26,8 @@ from audit.models import AuditEvent
 from grants import policy, selectors
 from grants.models import AccessRequest, DriftFinding, Grant, Target
 
+from .queues import broker, last_sweep
+
 WINDOW = datetime.timedelta(hours=24)
 
 # Seconds. Decisions are made by people (minutes to hours); provisioning and
@@ -61,8 +63,6 @@ class DatabaseCollector:
     """Read the lifecycle's rows and turn them into metrics."""
 
     def collect(self):
-        from .ops import broker, last_sweep  # ops imports this module
-
         now = timezone.now()
         since = now - WINDOW
         RS, GS = AccessRequest.Status, Grant.Status

@@ -17,6 +17,7 @@ from django.views.decorators.cache import never_cache
 from prometheus_client.exposition import choose_encoder
 
 from .metrics import registry
+from .queues import broker, last_sweep
 
 log = logging.getLogger(__name__)
 
@@ -24,7 +25,6 @@ STARTED = time.monotonic()
 # The minute sweep ("jitportal: sweep") proves that the scheduler and at
 # least one worker are alive; give it this long before calling them gone.
 WORKERS_GRACE = datetime.timedelta(minutes=3)
-SWEEP_FUNC = "grants.tasks.sweep"
 
 
 def probe(view):
@@ -42,25 +42,6 @@ class NotReady(Exception):
 def healthz(request):
     """The process is up and answers; touches nothing else."""
     return HttpResponse("ok\n", content_type="text/plain")
-
-
-def last_sweep():
-    """Return when a worker last finished the minute sweep, or None."""
-    from django_q.models import Task
-
-    return Task.objects.filter(func=SWEEP_FUNC).order_by("-stopped").values_list("stopped", flat=True).first()
-
-
-_broker = None
-
-
-def broker():
-    global _broker
-    if _broker is None:
-        from django_q.brokers import get_broker
-
-        _broker = get_broker()
-    return _broker
 
 
 def _check_database():

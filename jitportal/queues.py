@@ -10,17 +10,25 @@ second lane (key `<cluster>:later`) that workers take from only when the
 first is empty; each lane is taken oldest first. Same table, same workers,
 same acknowledgement: nothing else changes, and a notification is never
 lost, only taken after the access work that is waiting.
+
+Here too is what the probes (jitportal/ops.py) and the metrics read about
+the background work: this process's broker, and when a worker last finished
+the minute sweep.
 """
 
 from time import sleep
 
 from django.conf import settings
 from django.utils import timezone
+from django_q.brokers import get_broker
 from django_q.brokers.orm import ORM
 from django_q.conf import Conf
+from django_q.models import Task
 from django_q.signing import BadSignature, SignedPackage
 
 LATER = ":later"
+# The minute sweep ("jitportal: sweep") proves that the scheduler and at least one worker are alive.
+SWEEP_FUNC = "grants.tasks.sweep"
 
 
 class TwoLaneORM(ORM):
@@ -58,3 +66,19 @@ class TwoLaneORM(ORM):
 
     def purge_queue(self):
         return self.get_connection().filter(key__in=self._keys()).delete()
+
+
+_broker = None
+
+
+def broker():
+    """Return this process's broker (the configured one), made on first use."""
+    global _broker
+    if _broker is None:
+        _broker = get_broker()
+    return _broker
+
+
+def last_sweep():
+    """Return when a worker last finished the minute sweep, or None."""
+    return Task.objects.filter(func=SWEEP_FUNC).order_by("-stopped").values_list("stopped", flat=True).first()

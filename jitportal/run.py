@@ -26,20 +26,20 @@ def start_demo_target(var: Path):
     """Start the throwaway target cluster in var/demo-pg; return it and the banner's line, or None and one line saying why not."""
     import psycopg
 
-    from grants import devcluster
+    from devtools import pgcluster
 
-    cluster = devcluster.DevCluster(var / "demo-pg")
+    cluster = pgcluster.DevCluster(var / "demo-pg")
     try:
         cluster.start()
         cluster.setup_demo_roles()
-    except (devcluster.DevClusterError, psycopg.Error, OSError) as exc:
-        with contextlib.suppress(devcluster.DevClusterError, OSError):
+    except (pgcluster.DevClusterError, psycopg.Error, OSError) as exc:
+        with contextlib.suppress(pgcluster.DevClusterError, OSError):
             cluster.stop()
         why = getattr(exc, "summary", "") or next(iter(str(exc).strip().splitlines()), "") or type(exc).__name__
         return None, f"Demo target unreachable (its grants fail): {why}"
     where = f"in {var / 'demo-pg'}"
     if cluster.run_dir != cluster.base_dir:
-        where = f"kept in {cluster.run_dir}, where the {devcluster.OS_USER} user can reach it"
+        where = f"kept in {cluster.run_dir}, where the {pgcluster.OS_USER} user can reach it"
     return cluster, f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where})."
 
 

@@ -106,6 +106,7 @@ INSTALLED_APPS = [
     "audit",
     "accounts",
     "grants",
+    "notifications",
     "reports",
 ]
 
@@ -286,8 +287,8 @@ Q_CLUSTER = {
     "broker_class": "jitportal.queues.TwoLaneORM",
 }
 Q_CLUSTER["queue_limit"] = Q_CLUSTER["workers"]
-# Tasks whose function starts with one of these go to the later lane.
-JIT_QUEUE_LATER = ("grants.notify.",)
+# Tasks whose function starts with one of these go to the later lane (grants.notify.: the old names, one release).
+JIT_QUEUE_LATER = ("notifications.", "grants.notify.")
 
 # The lifecycle's clocks.
 JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characters, where a profile has no policy
@@ -348,7 +349,7 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")
 
-# Notifications (grants/notify.py). Slack: a bot token sends direct messages,
+# Notifications (notifications/, a module per channel in notifications/channels/). Slack: a bot token sends direct messages,
 # posts to the security channel and makes approval buttons work (with the
 # signing secret); an incoming webhook alone posts channel messages only.
 SLACK_WEBHOOK_URL = _secret("SLACK_WEBHOOK_URL", default="")

@@ -2,8 +2,8 @@ from django.contrib import admin
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from grants import slack
 from grants.api import api
+from notifications import views as notifications
 
 from . import ops
 
@@ -18,5 +18,5 @@ urlpatterns = [
     path("healthz", ops.healthz, name="healthz"),
     path("readyz", ops.readyz, name="readyz"),
     path("metrics", ops.metrics, name="metrics"),
-    path("slack/interactions", slack.interactions, name="slack_interactions"),
+    path("slack/interactions", notifications.interactions, name="slack_interactions"),
 ]

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 import requests
 
-from grants import devcluster
+from devtools import pgcluster
 from tests.image.browser import Person
 
 BASE = Path(__file__).resolve().parents[1]
@@ -59,14 +59,14 @@ def checkout(tmp_path_factory):
     (clone / ".venv").mkdir()
     (clone / ".venv" / ".installed").touch()
     yield clone
-    devcluster.DevCluster(clone / "var" / "demo-pg").destroy()
+    pgcluster.DevCluster(clone / "var" / "demo-pg").destroy()
 
 
 class Demo:
     """`make run` in a checkout, stopped with Ctrl-C (SIGINT to its process group) as a person would."""
 
     def __init__(self, checkout: Path):
-        self.port = devcluster.free_port()
+        self.port = pgcluster.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = checkout / "make-run.log"
         env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "JIT_", "MAKE", "MFLAGS"))}
@@ -133,13 +133,13 @@ def test_make_run_in_a_mode_700_checkout_serves_the_portal_with_its_demo_target_
     assert "Demo target: PostgreSQL on 127.0.0.1:" in output and "where the postgres user can reach it" in output
     assert ">Reachable</span>" in row, row
     assert "jitportal stopped." in output
-    cluster = devcluster.DevCluster(checkout / "var" / "demo-pg")
+    cluster = pgcluster.DevCluster(checkout / "var" / "demo-pg")
     assert not cluster.run_dir.is_relative_to(checkout) and not cluster.is_running()
 
 
 def test_make_run_whose_demo_cluster_cannot_start_still_serves_and_says_why_in_one_line(checkout):
     # A cluster left by an earlier `make run` whose configuration no longer loads.
-    cluster = devcluster.DevCluster(checkout / "var" / "demo-pg").start()
+    cluster = pgcluster.DevCluster(checkout / "var" / "demo-pg").start()
     cluster.stop()
     conf = cluster.data_dir / "postgresql.conf"
     intact = conf.read_text()
@@ -159,7 +159,7 @@ def test_make_run_whose_demo_cluster_cannot_start_still_serves_and_says_why_in_o
     assert ">Unreachable</span>" in row, row
 
 
-def test_the_devcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout, tmp_path):
+def test_the_pgcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout, tmp_path):
     # Just as `make test` there would run them: grants/tests/connectors/sshd_support.py installs the guard.
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     if env.get("DATABASE_URL"):
@@ -168,7 +168,7 @@ def test_the_devcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout
         env["DATABASE_URL"] = urlunsplit(url._replace(path=url.path.rstrip("/") + "_copy"))
     done = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--basetemp={tmp_path / 'inner'}",
-         "grants/tests/test_devcluster.py", "grants/tests/connectors/test_ssh.py"],
+         "devtools/tests/test_pgcluster.py", "grants/tests/connectors/test_ssh.py", "contrib/ssh-session-guard/tests"],
         cwd=checkout, env=env, capture_output=True, text=True, timeout=900,
     )  # fmt: skip
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
@@ -178,7 +178,7 @@ def test_the_devcluster_and_ssh_guard_tests_pass_in_a_mode_700_checkout(checkout
 def test_without_postgresqls_programs_make_run_says_so_in_one_line(tmp_path, monkeypatch):
     # Every machine that runs this suite has PostgreSQL's programs (it needs them): the one stand-in here is
     # an empty folder where the helper looks for them.
-    monkeypatch.setattr(devcluster, "PG_ROOT", tmp_path)
+    monkeypatch.setattr(pgcluster, "PG_ROOT", tmp_path)
     from jitportal import run
 
     cluster, note = run.start_demo_target(tmp_path / "var")

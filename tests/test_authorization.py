@@ -70,7 +70,7 @@ from grants.connectors import get_connector
 from grants.models import (
     AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target,
 )
-from jitportal.ops import SWEEP_FUNC
+from jitportal.queues import SWEEP_FUNC
 
 PERSONAS = ("anonymous", "ana", "bob", "otto", "sven", "audra", "root")
 MINUTES = datetime.timedelta(minutes=1)

@@ -27,7 +27,7 @@ from grants import lifecycle, reconcile, tasks
 from grants.connectors import get_connector
 from grants.models import AccessProfile, Target
 import jitportal.logging
-from jitportal import ops
+from jitportal import ops, queues
 from jitportal.logging import JsonFormatter
 
 BASE = Path(__file__).resolve().parents[1]
@@ -103,7 +103,7 @@ def sample(text, name, **labels):
 def sweep_finished(ago: datetime.timedelta):
     """Record a finished minute sweep, as a worker does (django-q2 keeps its Task row)."""
     stopped = timezone.now() - ago
-    Task.objects.create(id=uuid.uuid4().hex, name="sweep", func=ops.SWEEP_FUNC, started=stopped, stopped=stopped, success=True)
+    Task.objects.create(id=uuid.uuid4().hex, name="sweep", func=queues.SWEEP_FUNC, started=stopped, stopped=stopped, success=True)
 
 
 # /healthz and /readyz ---------------------------------------------------------
@@ -131,7 +131,7 @@ def test_probes_answer_a_load_balancer_calling_by_address_over_http(client, db, 
 
 
 def test_readyz_is_ready_when_database_broker_and_workers_are_fine(client, db):
-    assert Schedule.objects.get(name="jitportal: sweep").func == ops.SWEEP_FUNC  # the signal readyz watches
+    assert Schedule.objects.get(name="jitportal: sweep").func == queues.SWEEP_FUNC  # the signal readyz watches
     sweep_finished(datetime.timedelta(seconds=40))
     response = client.get("/readyz")
     assert response.status_code == 200
@@ -170,7 +170,7 @@ def test_readyz_names_the_broker_and_keeps_its_address_out_of_the_answer(client,
         def ping(self):
             raise ConnectionError("Error 111 connecting to 10.9.9.9:6379. Connection refused.")
 
-    monkeypatch.setattr(ops, "_broker", DeadRedis())
+    monkeypatch.setattr(queues, "_broker", DeadRedis())
     sweep_finished(datetime.timedelta(seconds=5))
     response = client.get("/readyz")
     assert response.status_code == 503
@@ -200,7 +200,7 @@ def test_readyz_sees_a_real_worker_run_the_minute_sweep(client, monkeypatch, qcl
     monkeypatch.setattr(ops, "STARTED", time.monotonic() - 3600)
     assert client.get("/readyz").status_code == 503
     # What the schedule does every minute, without waiting for django-q2's 30 s scheduler tick.
-    async_task(ops.SWEEP_FUNC)
+    async_task(queues.SWEEP_FUNC)
     deadline = time.monotonic() + 60
     while client.get("/readyz").status_code != 200:
         assert time.monotonic() < deadline, client.get("/readyz").json()

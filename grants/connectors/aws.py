@@ -639,6 +639,7 @@ class AWSConnector(Connector):
     def _errors(self, action: str):
         """Turn botocore errors into ConnectorError, without admin secrets in the message."""
         where = f"target {self.target.name!r}"
+        self.fail_fast()  # an endpoint this instance could not reach is not asked again (`Connector.trip`)
         try:
             yield
         except ConnectorError:
@@ -650,7 +651,7 @@ class AWSConnector(Connector):
         except (NoCredentialsError, PartialCredentialsError):
             raise ConnectorError(f"Cannot {action} on {where}: no usable AWS credentials were found.", permanent=True) from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
-            raise ConnectorError(f"Cannot {action} on {where}: {self._scrub(str(exc))}") from None
+            raise self.trip(ConnectorError(f"Cannot {action} on {where}: {self._scrub(str(exc))}")) from None
         except BotoCoreError as exc:
             raise ConnectorError(f"Cannot {action} on {where}: {self._scrub(str(exc))}") from None
 

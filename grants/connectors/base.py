@@ -107,13 +107,29 @@ class Connector:
         connector's own error handling turns the failure into its
         ConnectorError, as for the first attempt.
         """
-        if self._connect_failure is not None:
-            raise self._connect_failure
+        self.fail_fast()
         try:
             return connect()
         except Exception as exc:
-            self._connect_failure = exc
+            self.trip(exc)
             raise
+
+    def fail_fast(self) -> None:
+        """Raise at once the failure that made this instance give up on its target, if one did (see `trip`)."""
+        if self._connect_failure is not None:
+            raise self._connect_failure
+
+    def trip(self, error: Exception) -> Exception:
+        """Remember that the target could not be reached (refused, reset, timed out); return `error`.
+
+        For connectors whose client connects lazily (on the first command or
+        request): their error handling calls this for transport failures, and
+        `fail_fast` before each call, so they get the same breaker as
+        `connect_once`. Errors the server answered with (a refusal, a missing
+        object) do not trip it: the target is there.
+        """
+        self._connect_failure = error
+        return error
 
     # Connectors may hold a connection to the target; callers use
     # `with get_connector(target) as c:` so it is closed after a batch.

@@ -246,8 +246,11 @@ class LDAPConnector(Connector):
             server, user=config["bind_dn"], password=password, raise_exceptions=True, receive_timeout=timeout,
             auto_referrals=False, read_only=False,
         )  # fmt: skip
-        with self._errors("connect"):
-            self.connect_once(conn.open)
+
+        def connect():
+            # Opening, TLS and the bind are one step for the breaker: a frozen
+            # server accepts the TCP connection (the kernel does) and hangs at the bind.
+            conn.open()
             if config.get("start_tls"):
                 conn.start_tls()
             try:
@@ -258,6 +261,9 @@ class LDAPConnector(Connector):
                     f"from {self.target.secret_env}: invalid credentials.",
                     permanent=True,
                 ) from None
+
+        with self._errors("connect"):
+            self.connect_once(connect)
         self._conn = conn
         return conn
 

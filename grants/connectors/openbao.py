@@ -484,6 +484,7 @@ class OpenBaoConnector(Connector):
         if self._namespace():
             headers["X-Vault-Namespace"] = self._namespace()
         url = f"{self._base_url()}/v1/{path}"
+        self.fail_fast()  # a server this instance could not reach is not asked again (`Connector.trip`)
         try:
             # No redirects: a standby answering 307 would have our token sent on.
             response = self._session().request(
@@ -491,9 +492,10 @@ class OpenBaoConnector(Connector):
             )
         except requests.RequestException as exc:
             self.close()
-            raise ConnectorError(
-                f"Cannot reach target {self.target.name!r} ({self._base_url()}): {type(exc).__name__}"
-            ) from None
+            error = ConnectorError(f"Cannot reach target {self.target.name!r} ({self._base_url()}): {type(exc).__name__}")
+            if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+                self.trip(error)
+            raise error from None
         if response.status_code == 404 and missing_ok:
             return None
         try:

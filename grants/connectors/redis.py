@@ -46,6 +46,8 @@ import time
 from urllib.parse import quote, urlsplit
 
 import redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -513,7 +515,12 @@ class RedisConnector(Connector):
 
     @contextlib.contextmanager
     def _errors(self, action: str, *, hide: tuple[str, ...] = ()):
-        """Turn client errors into ConnectorError, without the admin password (or `hide`) in the message."""
+        """Turn client errors into ConnectorError, without the admin password (or `hide`) in the message.
+
+        A server that refused, dropped or did not answer the connection is
+        not tried again by this instance (the breaker, `Connector.trip`).
+        """
+        self.fail_fast()
         try:
             yield
         except ConnectorError:
@@ -535,11 +542,13 @@ class RedisConnector(Connector):
                 f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=True
             ) from None
         except RedisError as exc:
-            # Connection refused, reset, timed out: start afresh on the next call.
+            # Connection refused, reset, timed out: start afresh on the next call,
+            # which this instance fails at once (another pass tries the server again).
             self.close()
-            raise ConnectorError(
-                f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}"
-            ) from None
+            error = ConnectorError(f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}")
+            if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
+                self.trip(error)
+            raise error from None
 
     def _where(self) -> str:
         try:

@@ -3,7 +3,7 @@
 The target enforces expiry itself: sshd refuses a certificate outside its
 validity window even if the portal's workers are down. sshd does not end a
 session opened before that moment; the session guard on the host
-(`jitportal/guard/jit-session-guard`, run as sshd's `ForceCommand`) ends it
+(`contrib/ssh-session-guard/jit-session-guard`, run as sshd's `ForceCommand`) ends it
 at expiry or as soon as the serial shows up in the KRL.
 
 What is issued. Serial = grant id (unique per CA while the portal's

@@ -9,7 +9,8 @@ from django.contrib.auth.models import Group
 from django.core.management import CommandError, call_command
 
 from audit.models import AuditEvent
-from grants import catalog, devcluster, lifecycle
+from devtools import pgcluster
+from grants import catalog, lifecycle
 from grants.models import AccessProfile, Grant, Policy, Target
 
 from .conftest import JUSTIFICATION
@@ -172,7 +173,7 @@ def test_plan_warns_when_it_cannot_read_the_target_and_still_shows_the_changes(d
     monkeypatch.delenv("JIT_TEST_PG_DSN", raising=False)
     assert "scopes not checked on the target (Environment variable JIT_TEST_PG_DSN" in catalog.plan(path).render()
 
-    port = devcluster.free_port()
+    port = pgcluster.free_port()
     monkeypatch.setenv("JIT_TEST_PG_DSN", pg_cluster.admin_dsn.replace(f":{pg_cluster.port}/", f":{port}/"))
     text = catalog.plan(path).render()
 

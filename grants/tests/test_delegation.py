@@ -135,7 +135,7 @@ def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, clie
 
 # Slack: the same rules, through a signed button click to the portal (Slack itself is a loopback stand-in).
 
-from .test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
+from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
 
 
 def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(world, client, slack,

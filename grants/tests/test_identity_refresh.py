@@ -16,9 +16,9 @@ from accounts.models import User
 from audit.models import AuditEvent
 from grants import lifecycle
 from grants.models import AccessRequest, Grant
+from notifications.tests.test_notify import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click
 
 from .conftest import JUSTIFICATION
-from .test_notify import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click
 
 RS = AccessRequest.Status
 

@@ -118,9 +118,11 @@ def test_a_target_that_is_down_is_reported_not_a_crash(target, monkeypatch):
     assert not DriftFinding.objects.exists()
 
 
-def test_admins_are_emailed_about_drift(target, pg_cluster, admin_user, mailoutbox):
+def test_admins_are_emailed_about_drift(target, pg_cluster, admin_user, mailoutbox, monkeypatch, django_capture_on_commit_callbacks):
+    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the notification task runs in this process
     admin_sql(pg_cluster, "CREATE ROLE {} LOGIN PASSWORD 'x'", "jit_g888888")
-    reconcile.reconcile_target(target)
+    with django_capture_on_commit_callbacks(execute=True):  # announced after commit, as the worker's would be
+        reconcile.reconcile_target(target)
     assert len(mailoutbox) == 1 and mailoutbox[0].to == ["root@example.com"]
     assert "jit_g888888" in mailoutbox[0].body
 

@@ -2,7 +2,7 @@
 with max_age and acr), the API and Slack.
 
 The IdP is the e2e suite's oidc-provider (accounts/tests/oidc_idp.py), driven by hand as a browser would; Slack
-is test_notify's stand-in for its Web API on loopback.
+is notifications/tests/test_notify's stand-in for its Web API on loopback.
 """
 
 import datetime
@@ -19,9 +19,9 @@ from accounts.stepup import GRACE, StepUp, problem
 from audit.models import AuditEvent
 from grants import lifecycle, policy
 from grants.models import AccessRequest, Policy
+from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
 
 from .conftest import JUSTIFICATION
-from .test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
 
 RS = AccessRequest.Status
 NOW = 1_800_000_000.0

@@ -24,8 +24,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
+from devtools.pgcluster import free_port
 from grants import lifecycle, policy, reconcile, tallies
-from grants.devcluster import free_port
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 from reports import columns, downloads, scope
 

@@ -5,7 +5,7 @@ Package-scoped: started once, stopped after the last e2e test:
 - `idp`: tests/e2e/idp/server.mjs (oidc-provider) on a free loopback port,
   with one confidential client for the portal and the accounts of
   idp/accounts.json;
-- `e2e_target`: a throwaway PostgreSQL cluster (grants.devcluster) with the
+- `e2e_target`: a throwaway PostgreSQL cluster (devtools.pgcluster) with the
   demo roles, the target the portal hands out access to;
 - `portal`: a fresh portal database (E2E_POSTGRES_URL's server, database
   jitportal_e2e), migrated and loaded with tests/e2e/catalog.py, then
@@ -103,13 +103,13 @@ def idp(artifacts, portal_port):
 @pytest.fixture(scope="package")
 def e2e_target():
     """A throwaway PostgreSQL cluster with appdb and the app_* group roles."""
-    from grants import devcluster
+    from devtools import pgcluster
 
-    if not devcluster.available():
+    if not pgcluster.available():
         pytest.fail("PostgreSQL server programs are missing under /usr/lib/postgresql: `make system-deps` installs them.", pytrace=False)
     # Not under /tmp/pytest-of-root (0700): the server runs as the postgres OS user.
     base_dir = Path(tempfile.mkdtemp(prefix="jitportal-e2e-pg-"))
-    cluster = devcluster.DevCluster(base_dir)
+    cluster = pgcluster.DevCluster(base_dir)
     try:
         cluster.start()
         cluster.setup_demo_roles()

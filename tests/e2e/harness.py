@@ -161,7 +161,7 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
 
 
 def free_port() -> int:
-    from grants.devcluster import free_port as _free_port
+    from devtools.pgcluster import free_port as _free_port
 
     return _free_port()
 

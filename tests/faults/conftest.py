@@ -26,7 +26,8 @@ from django.utils import timezone
 
 from audit.log import verify
 from audit.models import AuditEvent
-from grants import devcluster, lifecycle
+from devtools import pgcluster
+from grants import lifecycle
 from grants.models import AccessProfile, Grant, Target
 from grants.tests.conftest import JUSTIFICATION, groups, otto, profile, target  # noqa: F401 (fixtures)
 
@@ -111,7 +112,7 @@ def fleet(transactional_db, pg_target_env, tmp_path):
 def second_cluster():
     """A second PostgreSQL target of our own, to stop or freeze while the session's target stays healthy."""
     base_dir = Path(tempfile.mkdtemp(prefix="jitportal-fault-pg-"))
-    cluster = devcluster.DevCluster(base_dir)
+    cluster = pgcluster.DevCluster(base_dir)
     try:
         cluster.start()
         cluster.setup_demo_roles()

@@ -9,7 +9,7 @@ builds images and needs root, podman and a few minutes. What it does, in order:
 - `portal_image`: ./Containerfile built on that base (`--build-arg BASE=...`), exactly as a self-hoster
   builds it on the public Python image.
 - `idp`: tests/e2e/idp (oidc-provider) on the host, with the e2e accounts; `target`: a throwaway
-  PostgreSQL target cluster (grants.devcluster) on the host.
+  PostgreSQL target cluster (devtools.pgcluster) on the host.
 - `stack`: compose.yaml with tests/image/compose.test.yaml over it, started with podman-compose: PostgreSQL,
   the migrations, then web, worker and timer; the catalog applied inside the stack. At the end every
   container and volume of the stack is removed, and the logs are in test-artifacts/image/.
@@ -39,7 +39,7 @@ import yaml
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
-from grants import devcluster
+from devtools import pgcluster
 
 ROOT = Path(__file__).resolve().parents[2]
 HERE = Path(__file__).resolve().parent
@@ -200,7 +200,7 @@ def portal_image(base_image) -> str:
 
 @pytest.fixture(scope="session")
 def ports() -> dict:
-    return {"web": devcluster.free_port(), "db": devcluster.free_port()}
+    return {"web": pgcluster.free_port(), "db": pgcluster.free_port()}
 
 
 @dataclass
@@ -268,14 +268,14 @@ def idp(artifacts, ports):
 @pytest.fixture(scope="session")
 def target():
     """A throwaway PostgreSQL target on the host (appdb, app_readonly), reached by the containers on 127.0.0.1."""
-    if not devcluster.available():
+    if not pgcluster.available():
         pytest.fail(
             "PostgreSQL server programs are missing under /usr/lib/postgresql: `make system-deps` installs them.",
             pytrace=False,
         )
     # Not under /tmp/pytest-of-root (0700): the server runs as the postgres OS user.
     base_dir = Path(tempfile.mkdtemp(prefix="jitportal-image-pg-"))
-    cluster = devcluster.DevCluster(base_dir)
+    cluster = pgcluster.DevCluster(base_dir)
     try:
         cluster.start()
         cluster.setup_demo_roles()

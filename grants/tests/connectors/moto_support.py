@@ -16,7 +16,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from grants import devcluster
+from devtools import pgcluster
 
 
 class MotoServerError(RuntimeError):
@@ -27,7 +27,7 @@ class MotoServer:
     """Start, reset and stop one `moto_server` bound to 127.0.0.1 on a free port."""
 
     def __init__(self, *, start_timeout: float = 30.0):
-        self.port = devcluster.free_port()
+        self.port = pgcluster.free_port()
         self.start_timeout = start_timeout
         self._process: subprocess.Popen | None = None
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import requests
 
-from grants import devcluster
+from devtools import pgcluster
 
 POLICY_FILE = Path(__file__).resolve().parents[3] / "docs" / "openbao-jitportal-policy.hcl"
 
@@ -35,7 +35,7 @@ def bao_binary() -> str | None:
 class BaoDevServer:
     def __init__(self, base: Path):
         self.base = base
-        self.port = devcluster.free_port()
+        self.port = pgcluster.free_port()
         self.root_token = "root-" + secrets.token_urlsafe(18)
         self.log = base / "bao.log"
         self._proc: subprocess.Popen | None = None

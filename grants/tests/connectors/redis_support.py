@@ -16,7 +16,7 @@ import redis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from grants import devcluster
+from devtools import pgcluster
 
 REDIS_SERVER = "/usr/bin/redis-server"
 
@@ -28,7 +28,7 @@ def available() -> bool:
 class RedisServer:
     def __init__(self, base: Path, *, aclfile: bool = True):
         self.base = base
-        self.port = devcluster.free_port()
+        self.port = pgcluster.free_port()
         self.admin_password = secrets.token_urlsafe(18)
         self.aclfile = base / "users.acl" if aclfile else None
         self.log = base / "redis.log"

@@ -28,7 +28,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from grants import devcluster
+from devtools import pgcluster
 
 SLAPD = "/usr/sbin/slapd"
 SLAPADD = "/usr/sbin/slapadd"
@@ -209,8 +209,8 @@ class SlapdServer:
 
     def __init__(self):
         self.base = Path(tempfile.mkdtemp(prefix="jitportal-slapd-"))
-        self.port = devcluster.free_port()
-        self.tls_port = devcluster.free_port()
+        self.port = pgcluster.free_port()
+        self.tls_port = pgcluster.free_port()
         self.log = self.base / "slapd.log"
         self.tls: dict[str, Path] = {}
         self._proc: subprocess.Popen | None = None

@@ -3,7 +3,7 @@
 It runs as root (sshd must, to switch to the logged-in user) from its own
 config file in a temporary folder: the portal's CA in TrustedUserCAKeys, the
 connector's KRL as RevokedKeys, and the session guard as ForceCommand. The
-guard is installed into the server's folder the way README "SSH" tells
+guard is installed into the server's folder the way its README tells
 operators to (`install -m 0755`), since the logged-in user may not be able
 to read the checkout (a clone under a mode-700 home, as /root is), and runs
 under the system's python3 by its #! line, as on a host, not under the
@@ -22,8 +22,8 @@ from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
 HOST_PYTHON = "/usr/bin/python3"
-# The guard's source in the checkout: the tests that run it as root use it in place; sshd runs an installed copy.
-GUARD = Path(__file__).resolve().parents[3] / "jitportal" / "guard" / "jit-session-guard"
+# The guard's source in the checkout (contrib/ssh-session-guard/README.md); sshd runs an installed copy.
+GUARD = Path(__file__).resolve().parents[3] / "contrib" / "ssh-session-guard" / "jit-session-guard"
 
 
 def available() -> bool:

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import boto3
 import pytest
 
-from grants import devcluster
+from devtools import pgcluster
 from grants.connectors.aws import AWSConnector, iso
 from grants.connectors.base import ConnectorError
 
@@ -492,7 +492,7 @@ def test_check_refuses_credentials_of_another_account(target):
 
 
 def test_check_raises_a_clear_error_for_an_unreachable_endpoint(target, aws):
-    port = devcluster.free_port()
+    port = pgcluster.free_port()
     target.config["endpoint_url"] = f"http://127.0.0.1:{port}"
 
     with AWSConnector(target) as connector, pytest.raises(ConnectorError) as info:

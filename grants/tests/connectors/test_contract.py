@@ -15,13 +15,16 @@ import datetime
 import itertools
 import os
 import re
+import socket
+import threading
 from types import SimpleNamespace
 from typing import Any, Callable
 
 import pymysql
 import pytest
 
-from grants import devcluster, sshca
+from devtools import pgcluster
+from grants import sshca
 from grants.connectors import REGISTRY, get_connector
 from grants.connectors.base import ConnectorError, RequestField
 
@@ -63,6 +66,7 @@ class Kind:
     works: Callable[[Any, Any], bool]  # the credential does what the grant allows, used the way its user would
     gone: Callable[[Any, Any], bool]  # an admin's own read of the target finds nothing of the grant
     bad_target: SimpleNamespace  # a target whose check() must fail
+    at_port: Callable[[int], SimpleNamespace] | None  # the target, pointed at another loopback port (None: no server to reach)
     bad_scope: dict
     refusal: str  # what the refusal of bad_scope says
     refused_by: str = "validate_scope"
@@ -71,7 +75,7 @@ class Kind:
 
 
 def _closed_port() -> int:
-    return devcluster.free_port()
+    return pgcluster.free_port()
 
 
 def _with(target: SimpleNamespace, **config) -> SimpleNamespace:
@@ -106,9 +110,12 @@ def _postgres(request, monkeypatch) -> Kind:
         with psycopg.connect(cluster.dsn("appdb"), autocommit=True) as admin:
             return admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [provisioned.external_ref]).fetchone()[0] == 0
 
+    def at(port):
+        return _bad_secret(target, monkeypatch, f"postgresql://postgres@127.0.0.1:{port}/appdb")
+
     return Kind(
         target, lambda: _grant({"roles": ["app_readonly"]}), works, gone,
-        bad_target=_bad_secret(target, monkeypatch, f"postgresql://postgres@127.0.0.1:{_closed_port()}/appdb"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"roles": ["no_such_role"]}, refusal="no_such_role",
     )  # fmt: skip
 
@@ -155,9 +162,12 @@ def _mysql(request, monkeypatch) -> Kind:
     def gone(grant, provisioned):
         return db.query(root, "SELECT count(*) FROM mysql.user WHERE User = %s", [provisioned.external_ref]) == [(0,)]
 
+    def at(port):
+        return _bad_secret(target, monkeypatch, f"mysql://root@127.0.0.1:{port}/")
+
     return Kind(
         target, lambda: _grant({"roles": [MYSQL_READER]}), works, gone,
-        bad_target=_bad_secret(target, monkeypatch, f"mysql://root@127.0.0.1:{_closed_port()}/"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"roles": ["contract_no_such_role"]},
         refusal="contract_no_such_role",
     )  # fmt: skip
@@ -184,6 +194,7 @@ def _ssh(request, monkeypatch) -> Kind:
         target, grant, works,
         gone=lambda grant, provisioned: not works(grant, provisioned),  # a certificate cannot be deleted: sshd refuses it by the KRL
         bad_target=_with(target, krl_path="/nonexistent-contract/jit.krl"),
+        at_port=None,  # the portal signs certificates and publishes the KRL itself: it never connects to a host
         bad_scope={"principals": []}, refusal="principal",
         refused_by="provision",  # no validate_scope: the certificate is signed from the scope alone, nothing on a host to read
         managed_name=lambda grant, provisioned: f"serial:{grant.pk}",  # the inventory is certificate serials, not names
@@ -198,10 +209,13 @@ def _aws(request, monkeypatch) -> Kind:
     def works(grant, provisioned):
         return f":assumed-role/{provisioned.external_ref}/" in test_aws._caller(provisioned.credentials, account.url)["Arn"]
 
+    def at(port):
+        return _with(target, endpoint_url=f"http://127.0.0.1:{port}")
+
     return Kind(
         target, lambda: _grant({"policy_arns": [account.policies["S3Read"]]}), works,
         gone=lambda grant, provisioned: provisioned.external_ref not in test_aws._role_names(account),
-        bad_target=_with(target, endpoint_url=f"http://127.0.0.1:{_closed_port()}"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"role_arn": "ReadOnly"}, refusal="not an IAM role ARN",
         refused_by="provision",  # no validate_scope: IAM cannot be asked what a policy would allow; provision checks the scope
     )  # fmt: skip
@@ -223,11 +237,14 @@ def _ldap(request, monkeypatch) -> Kind:
     def member(grant):
         return test_ldap.ANA in test_ldap.members(directory, "ops")
 
+    def at(port):
+        return _with(target, url=f"ldap://127.0.0.1:{port}")
+
     return Kind(
         target, lambda: _grant({"groups": [sd.group_dn("ops")]}, user=test_ldap.person("ana")),
         works=lambda grant, provisioned: member(grant),  # no credential: the grant is group membership, read as the directory
         gone=lambda grant, provisioned: not member(grant) and directory.children(sd.LEDGER) == [],
-        bad_target=_with(target, url=f"ldap://127.0.0.1:{_closed_port()}"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"groups": [sd.group_dn("nope")]}, refusal="does not exist",
     )  # fmt: skip
 
@@ -240,10 +257,13 @@ def _openbao(request, monkeypatch) -> Kind:
     def reads(grant, provisioned):
         return test_openbao._read(server, provisioned.credentials["token"]) == 200
 
+    def at(port):
+        return _with(target, url=f"http://127.0.0.1:{port}")
+
     return Kind(
         target, lambda: _grant({"policies": ["app-read"]}), reads,
         gone=lambda grant, provisioned: not reads(grant, provisioned),  # a revoked token is refused, it cannot be listed
-        bad_target=_with(target, url=f"http://127.0.0.1:{_closed_port()}"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"policies": ["app-read", "no-such-policy"]}, refusal="Policy no-such-policy does not exist",
     )  # fmt: skip
 
@@ -261,9 +281,12 @@ def _redis(request, monkeypatch) -> Kind:
     def gone(grant, provisioned):
         return provisioned.credentials["username"] not in server.admin().acl_users()
 
+    def at(port):
+        return _bad_secret(target, monkeypatch, f"redis://jitadmin:wrong@127.0.0.1:{port}/0")
+
     return Kind(
         target, lambda: _grant(test_redis.READ_WRITE), works, gone,
-        bad_target=_bad_secret(target, monkeypatch, f"redis://jitadmin:wrong@127.0.0.1:{_closed_port()}/0"),
+        bad_target=at(_closed_port()), at_port=at,
         bad_scope={"commands": ["+nosuchcommand"]}, refusal="has no command 'nosuchcommand'",
     )  # fmt: skip
 
@@ -386,6 +409,69 @@ def test_request_fields_are_declared_and_clean_params_keeps_only_them(kind, conn
     if "public_key" in fields:
         params["public_key"] = sshca.generate_user_key(comment="contract")[1]
     assert set(connector.clean_params(params)) <= set(fields)
+
+
+class _HangingUp(threading.Thread):
+    """A loopback port whose server accepts every connection and closes it at once, counting them: a broken target."""
+
+    def __init__(self):
+        super().__init__(daemon=True)
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+
+    def run(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return  # closed
+            self.accepted += 1
+            conn.close()
+
+    def settled(self) -> int:
+        """The count once the clients' connections have arrived (a closed connection is counted when accepted)."""
+        for _ in range(50):
+            before = self.accepted
+            threading.Event().wait(0.05)
+            if self.accepted == before:
+                return before
+        return self.accepted
+
+
+@pytest.fixture
+def hanging_up():
+    server = _HangingUp()
+    server.start()
+    yield server
+    server.sock.close()
+
+
+def _fails(call) -> bool:
+    """Did the call fail (a ConnectorError, or revoke_many naming the grants it could not revoke)?"""
+    try:
+        return bool(call())
+    except ConnectorError:
+        return True
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "ssh"], indirect=True)  # ssh: no server to reach (its adapter)
+def test_a_target_that_hangs_up_is_tried_once_per_pass_not_once_per_grant(kind, hanging_up):
+    # One call on a fresh instance: what a single attempt costs (the client library's own retries included).
+    with get_connector(kind.at_port(hanging_up.port)) as connector:
+        assert _fails(lambda: connector.is_present(kind.grant()))
+    one_attempt = hanging_up.settled()
+    assert one_attempt >= 1
+
+    # A pass over several grants: every call fails, and the server is not asked again.
+    with get_connector(kind.at_port(hanging_up.port)) as connector:
+        grants = [kind.grant() for _ in range(4)]
+        assert _fails(lambda: connector.revoke(grants[0]))
+        assert _fails(lambda: connector.is_present(grants[1]))
+        assert _fails(lambda: connector.revoke_many(grants[2:]))
+        assert _fails(lambda: connector.present_many(grants))
+
+    assert hanging_up.settled() == 2 * one_attempt
 
 
 def test_every_registered_kind_runs_the_contract():

@@ -15,7 +15,8 @@ from types import SimpleNamespace
 import ldap3
 import pytest
 
-from grants import catalog, devcluster
+from devtools import pgcluster
+from grants import catalog
 from grants.connectors import get_connector
 from grants.connectors.base import ConnectorError
 from grants.connectors.ldap import LDAPConnector
@@ -418,7 +419,7 @@ def test_a_missing_bind_password_says_which_variable_to_set(connector, monkeypat
 
 
 def test_an_unreachable_server_is_a_transient_error_naming_the_url(directory):
-    url = f"ldap://127.0.0.1:{devcluster.free_port()}"
+    url = f"ldap://127.0.0.1:{pgcluster.free_port()}"
     connector = LDAPConnector(_target(directory, url=url, timeout=2))
     with pytest.raises(ConnectorError) as exc:
         connector.check()

@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from grants import devcluster
+from devtools import pgcluster
 from grants.connectors.base import ConnectorError
 from grants.connectors.postgres import PostgresConnector, scram_sha256_verifier
 
@@ -271,7 +271,7 @@ def test_check_warns_about_a_trust_line(connector, pg_cluster):
 
 
 def test_check_raises_a_clear_error_for_an_unreachable_port(target, monkeypatch, pg_cluster):
-    port = devcluster.free_port()
+    port = pgcluster.free_port()
     monkeypatch.setenv(SECRET_ENV, pg_cluster.admin_dsn.replace(f":{pg_cluster.port}/", f":{port}/"))
 
     with PostgresConnector(target) as connector, pytest.raises(ConnectorError) as info:

@@ -3,13 +3,13 @@
 Grants and targets are plain namespaces: the connector never touches the
 portal's database. sshd runs as root on a loopback port (see
 sshd_support.py) and the logins go to a local account, `jitssh`, created if
-missing. Expiry tests use certificates valid for a few seconds.
+missing. Expiry tests use certificates valid for a few seconds. The guard's
+own tests (its certificate parser, the sessions it refuses before anything
+runs) are beside it, in contrib/ssh-session-guard/tests.
 """
 
 import contextlib
 import datetime
-import importlib.machinery
-import importlib.util
 import itertools
 import os
 import select
@@ -24,7 +24,7 @@ from types import SimpleNamespace
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
 from grants import sshca
 from grants.connectors.base import ConnectorError
@@ -195,14 +195,6 @@ def _kill_leftovers(user: str, *markers: str) -> None:
         for pid in _live_processes_of(user, marker):
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
-
-
-def _load_guard():
-    loader = importlib.machinery.SourceFileLoader("jit_session_guard", str(sshd_support.GUARD))
-    spec = importlib.util.spec_from_loader(loader.name, loader)
-    module = importlib.util.module_from_spec(spec)
-    loader.exec_module(module)
-    return module
 
 
 # -- logins against sshd ---------------------------------------------------------
@@ -420,77 +412,6 @@ def test_sftp_runs_through_the_guard(connector, sshd, identity, tmp_path):
 
     assert done.returncode == 0, done.stderr
     assert f"/home/{USER}" in done.stdout
-
-
-def test_guard_reads_serial_expiry_and_force_command_from_each_key_type_the_portal_signs():
-    guard = _load_guard()
-    ca_key = ed25519.Ed25519PrivateKey.generate()
-    keys = [
-        ed25519.Ed25519PrivateKey.generate(),
-        ec.generate_private_key(ec.SECP256R1()),
-        ec.generate_private_key(ec.SECP521R1()),
-        rsa.generate_private_key(public_exponent=65537, key_size=3072),
-    ]
-    for i, key in enumerate(keys, start=7):
-        line = sshca.sign_user_certificate(
-            ca_key,
-            sshca.public_key_line(key),
-            serial=2**40 + i,
-            key_id=f"jitportal-grant-{i}",
-            principals=["ops"],
-            valid_after=1_000,
-            valid_before=2_000_000_000 + i,
-            options={"force-command": "uptime", "source-address": "10.0.0.0/8"},
-        )
-        key_type, blob = line.split()[:2]
-
-        cert = guard.parse_certificate(key_type, blob)
-
-        assert (cert.serial, cert.valid_before, cert.key_id) == (2**40 + i, 2_000_000_000 + i, f"jitportal-grant-{i}")
-        assert cert.options == {"force-command": "uptime", "source-address": "10.0.0.0/8"}
-
-
-def _run_guard(tmp_path, auth_info: str | None, command: str, *extra: str):
-    env = {"PATH": os.environ["PATH"], "SSH_ORIGINAL_COMMAND": command}
-    if auth_info is not None:
-        path = tmp_path / "auth-info"
-        path.write_text(auth_info)
-        env["SSH_USER_AUTH"] = str(path)
-    return subprocess.run(
-        [sshd_support.HOST_PYTHON, str(sshd_support.GUARD), "--krl", str(tmp_path / "missing.krl"), *extra],
-        env=env, capture_output=True, text=True, timeout=20, stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-
-
-def test_guard_refuses_when_sshd_does_not_expose_auth_info(tmp_path):
-    done = _run_guard(tmp_path, None, "echo should-not-run")
-
-    assert done.returncode == 1
-    assert "ExposeAuthInfo yes" in done.stderr and "should-not-run" not in done.stdout
-
-
-def test_guard_runs_a_session_without_certificate_unguarded_unless_told_to_refuse(tmp_path):
-    _, public = sshca.generate_user_key(comment="admin")
-    auth_info = f"publickey {public}\n"
-
-    plain = _run_guard(tmp_path, auth_info, "echo plain")
-    strict = _run_guard(tmp_path, auth_info, "echo plain", "--require-certificate")
-
-    assert (plain.returncode, plain.stdout.strip()) == (0, "plain")
-    assert strict.returncode == 1 and "only jitportal certificates" in strict.stderr and not strict.stdout
-
-
-def test_guard_refuses_a_new_session_of_an_expired_certificate(tmp_path, ca_env):
-    # A multiplexed connection (ControlMaster) opens sessions without a new
-    # authentication, so sshd never rechecks the certificate.
-    ca = sshca.load_ca(ca_env)
-    _, public = sshca.generate_user_key(comment="ana")
-    cert = sshca.sign_user_certificate(ca, public, serial=5, key_id="k", principals=["ops"], valid_after=0, valid_before=int(time.time()) - 1)
-
-    done = _run_guard(tmp_path, f"publickey {cert}\n", "echo should-not-run")
-
-    assert done.returncode == 1
-    assert "access ended (expired)" in done.stderr and "should-not-run" not in done.stdout
 
 
 # -- revocation bookkeeping -------------------------------------------------------

@@ -1,30 +1,19 @@
-"""Slack: a small client for the Web API and incoming webhooks, and the endpoint for approval buttons.
+"""Slack: a small client for the Web API and incoming webhooks, and the check of Slack's request signatures.
 
-Slack posts button clicks to `/slack/interactions`. The view checks Slack's
-request signature and timestamp and hands the click to a task (Slack wants
-an answer within three seconds); `grants.notify.decide_from_slack` then
-decides through the lifecycle under the same rules as the pages.
+The endpoint for approval buttons is `views.interactions`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
-import json
-import logging
 import time
 
 import requests
 from django.conf import settings
-from django.http import Http404, HttpResponse, HttpResponseBadRequest, HttpResponseForbidden
-from django.views.decorators.csrf import csrf_exempt
-from django.views.decorators.http import require_POST
-
-log = logging.getLogger(__name__)
 
 TIMEOUT = 10  # seconds for one call to Slack
 MAX_SIGNATURE_AGE = 300  # seconds; Slack's advice, against replays of a captured request
-DECISIONS = ("approve", "deny")
 
 # Web API errors that another attempt will not fix.
 _PERMANENT = {
@@ -127,39 +116,3 @@ def signature_refusal(body: bytes, timestamp: str, signature: str, *, now: float
     if abs((now or time.time()) - sent_at) > MAX_SIGNATURE_AGE:
         return "The request is too old (X-Slack-Request-Timestamp more than 5 minutes away)."
     return None
-
-
-@csrf_exempt  # Slack cannot send our CSRF token; its signature stands in for it
-@require_POST
-def interactions(request):
-    """Take a click on an Approve or Deny button from Slack and hand it to a task."""
-    if not settings.SLACK_SIGNING_SECRET:
-        raise Http404
-    body = request.body  # read before request.POST, which consumes the stream
-    refusal = signature_refusal(
-        body, request.headers.get("X-Slack-Request-Timestamp", ""), request.headers.get("X-Slack-Signature", "")
-    )
-    if refusal:
-        log.warning("Refused a Slack interaction: %s", refusal)
-        return HttpResponseForbidden(refusal)
-    try:
-        payload = json.loads(request.POST["payload"])
-    except (KeyError, ValueError):
-        return HttpResponseBadRequest("No interaction payload.")
-    if payload.get("type") != "block_actions":
-        return HttpResponse()  # the portal uses button clicks only
-    action = next((a for a in payload.get("actions") or [] if a.get("action_id") in DECISIONS), None)
-    if action is None:
-        return HttpResponse()  # e.g. the "Open in the portal" link button
-    container = payload.get("container") or {}
-    click = {
-        "action": action["action_id"],
-        "value": str(action.get("value", "")),
-        "user": str((payload.get("user") or {}).get("id", "")),
-        "channel": str(container.get("channel_id") or (payload.get("channel") or {}).get("id", "")),
-        "ts": str(container.get("message_ts") or (payload.get("message") or {}).get("ts", "")),
-    }
-    from django_q.tasks import async_task
-
-    async_task("grants.notify.decide_from_slack", click, group="decide_from_slack")
-    return HttpResponse()

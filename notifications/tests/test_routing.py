@@ -17,7 +17,8 @@ import pytest
 
 from accounts import tokens
 from grants import catalog, lifecycle
-from grants.channels.teams import card
+from notifications import tasks as notifications
+from notifications.channels.teams import card
 
 from .conftest import JUSTIFICATION
 from .test_notify import PORTAL, fake_slack, portal, slack  # noqa: F401 (fixtures of the Slack stand-in)
@@ -105,12 +106,10 @@ def test_a_request_is_announced_in_the_profile_channels_and_the_target_mailing_l
 
 @pytest.mark.parametrize("task, prefix", [("approval_reminder", "Reminder"), ("approval_escalated", "Escalated")])
 def test_reminders_and_escalations_reach_the_profile_channels_too(routed, teams, run, ana, mailoutbox, task, prefix):
-    from grants import notify
-
     req = run(submit, ana, routed)
     teams.cards.clear()
     mailoutbox.clear()
-    run(getattr(notify, task), req.pk)
+    run(getattr(notifications, task), req.pk)
     (teams_card,) = teams.cards
     assert teams_card["body"][0]["text"] == f"{prefix}: Approve? ana: appdb read-only for 30 min"
     (mail,) = [m for m in mailoutbox if m.to == ["dba@example.com"]]

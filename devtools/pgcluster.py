@@ -20,8 +20,8 @@ start reuses it; destroy() (and `stop --remove`) deletes both.
 
 Command line (used by `make run`):
 
-    python -m grants.devcluster start DIR [--port N] [--no-demo-roles]
-    python -m grants.devcluster stop DIR [--remove]
+    python -m devtools.pgcluster start DIR [--port N] [--no-demo-roles]
+    python -m devtools.pgcluster stop DIR [--remove]
 """
 
 from __future__ import annotations
@@ -392,7 +392,7 @@ def _port_is_free(port: int) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the `start` / `stop` command line."""
-    parser = argparse.ArgumentParser(prog="python -m grants.devcluster", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m devtools.pgcluster", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     start = sub.add_parser("start", help="start (or reuse) the cluster in DIR and print shell exports")
     start.add_argument("dir", type=Path)
@@ -415,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cluster.destroy() if args.remove else cluster.stop()
     except DevClusterError as exc:
-        print(f"devcluster: {exc}", file=sys.stderr)
+        print(f"pgcluster: {exc}", file=sys.stderr)
         return 1
     return 0
 

@@ -1,0 +1,21 @@
+from django.apps import AppConfig
+
+
+class NotificationsConfig(AppConfig):
+    name = "notifications"
+    verbose_name = "Notifications"
+
+    def ready(self):
+        from accounts.signals import emergency_login
+        from grants import events
+
+        from . import subscriptions
+        from .channels import REGISTRY, channel_class
+
+        for event, handler in subscriptions.HANDLERS.items():
+            events.subscribe(event, handler)
+        for kind in REGISTRY:
+            events.add_route_kind(kind, channel_class(kind).address_error)
+        emergency_login.connect(
+            subscriptions.on_emergency_login, dispatch_uid="notifications.tell_security_of_emergency_login"
+        )
