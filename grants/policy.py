@@ -11,7 +11,7 @@ import re
 import zoneinfo
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import Case, CharField, F, Q, Value, When
 from django.utils import timezone
 
 from accounts import stepup
@@ -431,3 +431,68 @@ def auto_approval_rule(access_request: AccessRequest, *, span: Span) -> str | No
         if rule_matches(rule, groups=groups, ticket=access_request.ticket, span=span):
             return rule.get("name") or f"rule {index + 1}"
     return None
+
+
+# How a request was decided ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Outcome:
+    """One way a request ends; `break_glass` and `by_person` None: either."""
+
+    name: str
+    label: str
+    status: str
+    break_glass: bool | None = None
+    by_person: bool | None = None
+
+
+# The one definition of a decision's outcome: the Decisions and access-history reports, the day tallies, the
+# timeline and the metrics all read it. The outcomes exclude each other. A break-glass request is approved
+# without a person, like a policy rule's, but it is break-glass, never "approved by a policy rule".
+_RS = AccessRequest.Status
+DECISION_OUTCOMES = (
+    Outcome("approved", "Approved by a person", _RS.APPROVED, break_glass=False, by_person=True),
+    Outcome("auto_approved", "Approved by a policy rule", _RS.APPROVED, break_glass=False, by_person=False),
+    Outcome("break_glass", "Break-glass", _RS.APPROVED, break_glass=True),
+    Outcome("denied", "Denied", _RS.DENIED),
+    Outcome("lapsed", "Lapsed: nobody decided in time", _RS.LAPSED),
+    Outcome("cancelled", "Cancelled", _RS.CANCELLED),
+)
+_OUTCOMES = {outcome.name: outcome for outcome in DECISION_OUTCOMES}
+
+
+def decision_outcome(access_request: AccessRequest) -> str:
+    """Return how `access_request` was decided: the name of one of DECISION_OUTCOMES, or its status while pending."""
+    for outcome in DECISION_OUTCOMES:
+        if (
+            access_request.status == outcome.status
+            and outcome.break_glass in (None, access_request.break_glass)
+            and outcome.by_person in (None, access_request.decided_by_id is not None)
+        ):
+            return outcome.name
+    return access_request.status
+
+
+def decision_outcome_filter(name: str, *, prefix: str = "") -> Q:
+    """Return the condition that requests (at `prefix`, e.g. "request__" from a grant) ended as outcome `name`."""
+    outcome = _OUTCOMES[name]
+    condition = Q(**{f"{prefix}status": outcome.status})
+    if outcome.break_glass is not None:
+        condition &= Q(**{f"{prefix}break_glass": outcome.break_glass})
+    if outcome.by_person is not None:
+        condition &= Q(**{f"{prefix}decided_by__isnull": not outcome.by_person})
+    return condition
+
+
+def decision_outcome_expression(*, prefix: str = "", then: dict | None = None) -> Case:
+    """Return the database's `decision_outcome` of requests (at `prefix`): the outcome's name, or `then[name]`."""
+    then = then or {}
+    return Case(
+        *[
+            When(decision_outcome_filter(o.name, prefix=prefix), then=then.get(o.name, Value(o.name)))
+            for o in DECISION_OUTCOMES
+        ],
+        default=F(f"{prefix}status"),
+        output_field=CharField(),
+    )

@@ -257,15 +257,8 @@ ACCESS_OUTCOMES = [
     (_GS.FAILED, "Failed"),
     *Grant.EndReason.choices,
 ]
-# How a request was decided.
-DECISION_OUTCOMES = [
-    ("approved", "Approved by a person"),
-    ("auto_approved", "Approved by a policy rule"),
-    ("break_glass", "Break-glass"),
-    (_RS.DENIED, "Denied"),
-    (_RS.LAPSED, "Lapsed: nobody decided in time"),
-    (_RS.CANCELLED, "Cancelled"),
-]
+# How a request was decided (the definition: `policy.DECISION_OUTCOMES`).
+DECISION_OUTCOMES = [(outcome.name, outcome.label) for outcome in policy.DECISION_OUTCOMES]
 # Where a grant that may still exist on its target stands.
 CURRENT_STATES = [
     ("active", "Active"),
@@ -306,17 +299,6 @@ def may_decide(user) -> bool:
     )
 
 
-def _decision(prefix=""):
-    """How a request was decided, as one of DECISION_OUTCOMES (or 'pending')."""
-    p = prefix
-    return Case(
-        When(**{f"{p}status": _RS.APPROVED, f"{p}break_glass": True}, then=Value("break_glass")),
-        When(**{f"{p}status": _RS.APPROVED, f"{p}decided_by__isnull": True}, then=Value("auto_approved")),
-        default=F(f"{p}status"),
-        output_field=CharField(),
-    )
-
-
 def _between(end, start):
     return ExpressionWrapper(end - start, output_field=DurationField())
 
@@ -351,7 +333,7 @@ def access_history_columns(rows):
     return rows.select_related("user", "profile__target", "request__decided_by").annotate(
         requested_at=F("request__created_at"),
         decided_at=F("request__decided_at"),
-        decision=_decision("request__"),
+        decision=policy.decision_outcome_expression(prefix="request__"),
         ended_at=ended,
         actual_duration=_between(ended, F("starts_at")),
     )
@@ -416,7 +398,10 @@ def decisions(*, decider=None):
     rows = (
         AccessRequest.objects.exclude(status=_RS.PENDING)
         .select_related("requester", "profile__target", "decided_by")
-        .annotate(decision=_decision(), time_to_decision=_between(F("decided_at"), F("created_at")))
+        .annotate(
+            decision=policy.decision_outcome_expression(),
+            time_to_decision=_between(F("decided_at"), F("created_at")),
+        )
     )
     if decider is not None:
         rows = rows.filter(Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider)))
@@ -572,6 +557,15 @@ def drift_report():
     return DriftFinding.objects.select_related("target", "grant__user", "grant__profile").order_by("-found_at", "-pk")
 
 
+# The timeline's words for each of `policy.DECISION_OUTCOMES` (the TIMELINE CSV column documents them).
+TIMELINE_DECISIONS = {
+    "approved": "request approved",
+    "auto_approved": "request auto-approved",
+    "break_glass": "request approved (break-glass)",
+    "denied": "request denied",
+    "lapsed": "request lapsed",
+    "cancelled": "request cancelled",
+}
 TIMELINE_FIELDS = ("when", "what", "request_no", "grant_no", "target_name", "profile_name", "counterpart", "detail")
 
 
@@ -616,14 +610,7 @@ def user_timeline(person, *, since=None, until=None, target=None, profile=None):
         _timeline_part(
             own.exclude(status=_RS.PENDING), profile_path="profile", **filters,
             when=F("decided_at"),
-            what=Case(
-                When(status=_RS.APPROVED, break_glass=True, then=text("request approved (break-glass)")),
-                When(status=_RS.APPROVED, decided_by__isnull=True, then=text("request auto-approved")),
-                When(status=_RS.APPROVED, then=text("request approved")),
-                When(status=_RS.DENIED, then=text("request denied")),
-                When(status=_RS.LAPSED, then=text("request lapsed")),
-                default=text("request cancelled"),
-            ),
+            what=policy.decision_outcome_expression(then={name: text(w) for name, w in TIMELINE_DECISIONS.items()}),
             request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
             target_name=F("profile__target__name"), profile_name=F("profile__title"),
             counterpart=Coalesce(F("decided_by__username"), NullIf("auto_rule", Value(""))),

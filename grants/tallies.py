@@ -18,6 +18,7 @@ from django.db import connection, transaction
 from django.db.models import Count, DurationField, F, Max, Q, Sum
 from django.db.models.functions import TruncDate
 
+from . import policy
 from .models import AccessRequest, ApproverDecisionDay, ProfileDecisionDay
 
 RS = AccessRequest.Status
@@ -25,6 +26,8 @@ UTC = datetime.timezone.utc
 _DECIDED = [RS.APPROVED, RS.DENIED]
 _BY_PERSON = Q(decided_by__isnull=False, status__in=_DECIDED)
 _ZERO = datetime.timedelta(0)
+# A count per outcome of `policy.DECISION_OUTCOMES`: the tally rows' columns of the same names.
+OUTCOME_SUMS = tuple(outcome.name for outcome in policy.DECISION_OUTCOMES)
 
 
 def profile_sums() -> dict:
@@ -33,12 +36,7 @@ def profile_sums() -> dict:
     return {
         "requests": Count("pk"),
         "decided": Count("pk", filter=Q(status__in=_DECIDED)),
-        "approved": Count("pk", filter=Q(status=RS.APPROVED, decided_by__isnull=False)),
-        "auto_approved": Count("pk", filter=Q(status=RS.APPROVED, decided_by__isnull=True, break_glass=False)),
-        "break_glass": Count("pk", filter=Q(status=RS.APPROVED, break_glass=True)),
-        "denied": Count("pk", filter=Q(status=RS.DENIED)),
-        "lapsed": Count("pk", filter=Q(status=RS.LAPSED)),
-        "cancelled": Count("pk", filter=Q(status=RS.CANCELLED)),
+        **{name: Count("pk", filter=policy.decision_outcome_filter(name)) for name in OUTCOME_SUMS},
         "decided_by_person": Count("pk", filter=_BY_PERSON),
         "person_time": Sum(waited, filter=_BY_PERSON, output_field=DurationField()),
         "person_time_max": Max(waited, filter=_BY_PERSON, output_field=DurationField()),
@@ -58,16 +56,11 @@ def _parts(req: AccessRequest) -> tuple[dict, dict | None]:
     """Return what `req` adds to its profile's day and to its approver's (None: no person decided it)."""
     by_person = req.decided_by_id is not None and req.status in _DECIDED
     waited = req.decided_at - req.created_at
-    approved = req.status == RS.APPROVED
+    outcome = policy.decision_outcome(req)
     profile = {
         "requests": 1,
         "decided": int(req.status in _DECIDED),
-        "approved": int(approved and req.decided_by_id is not None),
-        "auto_approved": int(approved and req.decided_by_id is None and not req.break_glass),
-        "break_glass": int(approved and req.break_glass),
-        "denied": int(req.status == RS.DENIED),
-        "lapsed": int(req.status == RS.LAPSED),
-        "cancelled": int(req.status == RS.CANCELLED),
+        **{name: int(outcome == name) for name in OUTCOME_SUMS},
         "decided_by_person": int(by_person),
         "person_time": waited if by_person else _ZERO,
         "person_time_max": waited if by_person else None,

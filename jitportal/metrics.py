@@ -23,7 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.registry import CollectorRegistry
 
 from audit.models import AuditEvent
-from grants import selectors
+from grants import policy, selectors
 from grants.models import AccessRequest, DriftFinding, Grant, Target
 
 from .queues import broker, last_sweep
@@ -34,6 +34,10 @@ WINDOW = datetime.timedelta(hours=24)
 # revocation by machines (milliseconds to seconds, minutes when retrying).
 DECISION_BUCKETS = (10, 30, 60, 300, 900, 1800, 3600, 4 * 3600, 8 * 3600, 24 * 3600)
 MACHINE_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900, 3600)
+
+# The outcomes `jitportal_decisions_total` counts, named as `grants.policy.decision_outcome` names them
+# (a cancelled request was never decided).
+DECISION_OUTCOMES = ("approved", "auto_approved", "break_glass", "denied", "lapsed")
 
 PROVISION_FAILURE_EVENTS = {"grant.provision_retry": "retry", "grant.failed": "failed"}
 REVOKE_FAILURE_EVENT = "grant.revoke_failed"
@@ -66,20 +70,20 @@ class DatabaseCollector:
         # Requests by state, and decisions (one query).
         row = AccessRequest.objects.aggregate(
             **{s.value: Count("pk", filter=Q(status=s)) for s in RS},
-            auto_approved=Count("pk", filter=Q(status=RS.APPROVED) & ~Q(auto_rule="")),
+            **{f"outcome_{o}": Count("pk", filter=policy.decision_outcome_filter(o)) for o in DECISION_OUTCOMES},
         )
         requests = GaugeMetricFamily("jitportal_requests", "Access requests by state.", labels=["state"])
         for s in RS:
             requests.add_metric([s.value], row[s.value])
         yield requests
         decisions = CounterMetricFamily(
-            "jitportal_decisions", "Requests decided, by outcome (approved by people, approved by a policy rule, denied, lapsed undecided).",
+            "jitportal_decisions",
+            "Requests decided, by outcome (approved by people, approved by a policy rule, break-glass, denied, "
+            "lapsed undecided).",
             labels=["outcome"],
         )
-        decisions.add_metric(["approved"], row[RS.APPROVED] - row["auto_approved"])
-        decisions.add_metric(["auto_approved"], row["auto_approved"])
-        decisions.add_metric(["denied"], row[RS.DENIED])
-        decisions.add_metric(["lapsed"], row[RS.LAPSED])
+        for name in DECISION_OUTCOMES:
+            decisions.add_metric([name], row[f"outcome_{name}"])
         yield decisions
 
         # Grants by state (a scan of the status index only), and the ones that

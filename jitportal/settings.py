@@ -108,6 +108,7 @@ INSTALLED_APPS = [
     "grants",
     "notifications",
     "api",
+    "reports",
 ]
 
 # The container image sets SERVE_STATIC=true: its web processes serve STATIC_ROOT themselves (whitenoise),

@@ -39,6 +39,8 @@ EDGE_USES_OF_CORE = {
     "grants.models": "model types, and reads of their rows",
     "grants.durations": "human_duration, a pure formatting function",
 }
+# Edges that change nothing of the core's: they have no use for grants.lifecycle either.
+READ_ONLY_EDGES = {"reports": "the auditor's pages read; their one write is the download's audit event"}
 # Calls that write a row: on a grants model's manager or queryset in an edge, or `.save()`/`.delete()` on any
 # row (the edges have no models of their own).
 WRITES = {
@@ -49,17 +51,6 @@ WRITES = {
 # Modules of the core exempted from "grants never names an edge", each with its reason.
 CORE_NAMING_AN_EDGE = {
     "grants/notify.py": "the old task names (grants.notify.*) re-exported for one release; remove it and this line",
-}
-
-# Today's exemptions from "audit imports none of our apps", each with its reason.
-# The report pages live in audit until they move to reports/ (issue 13); they
-# read grants only through grants.selectors, and accounts for user names.
-AUDIT_REPORT_MODULES = {
-    "views.py": "report pages (move to reports/)",
-    "tables.py": "report tables (move to reports/)",
-    "filters.py": "report filters (move to reports/)",
-    "urls.py": "report URLs (move to reports/)",
-    "reports.py": "report scope and columns (move to reports/)",
 }
 
 # Strings that look like dotted paths but name no code: not dependencies, nothing to resolve.
@@ -164,14 +155,14 @@ def edges_violating():
                 if other == app:
                     continue
                 rel = path.relative_to(ROOT).as_posix()
-                if app == "audit" and path.name in AUDIT_REPORT_MODULES and "migrations" not in path.parts:
-                    ok = module.startswith("grants.selectors") or other == "accounts"
-                elif app == "audit":
+                if app == "audit":
                     ok = False  # the log imports none of our apps
                 elif app == "accounts":
                     ok = other == "audit"
                 elif app in EDGES:
                     ok = other in {"audit", "accounts"} or (other == "grants" and _edge_may_use(module))
+                    if app in READ_ONLY_EDGES and module.split(".")[:2] == ["grants", "lifecycle"]:
+                        ok = False
                 else:  # grants
                     ok = other in {"audit", "accounts"} or (other in EDGES and rel in CORE_NAMING_AN_EDGE)
                 if not ok:
@@ -383,6 +374,24 @@ def test_the_check_sees_an_edge_writing(tmp_path, monkeypatch):
     monkeypatch.setitem(globals(), "APPS", APPS | {"reports"})
     assert edge_writes() == ["notifications/tasks.py:3: .update()", "notifications/tasks.py:5: .save()"]
     assert edges_violating() == ["notifications/views.py imports reports.views"]
+
+
+def test_reports_read_the_core_and_import_no_other_edge(tmp_path, monkeypatch):
+    (tmp_path / "reports").mkdir()
+    (tmp_path / "reports" / "views.py").write_text(
+        "from grants import lifecycle\nfrom grants.selectors import decisions\n"
+        "from grants.models import Grant\nimport notifications.tasks\n"
+    )
+    monkeypatch.setitem(globals(), "ROOT", tmp_path)
+    assert edges_violating() == [
+        "reports/views.py imports grants.lifecycle",
+        "reports/views.py imports notifications.tasks",
+    ]
+
+
+def test_audit_no_longer_holds_the_report_pages():
+    pages = {"views.py", "tables.py", "filters.py", "urls.py", "reports.py"}
+    assert [p.name for p in sources("audit") if p.name in pages] == []
 
 
 def test_every_dotted_task_name_resolves_to_a_callable():

@@ -2,7 +2,7 @@
 
 Each page is a set of tables over one filter form; `?format=csv` (plus
 `&table=<name>` where a page has several) downloads a table with the same
-filters. Who sees what is `reports.scope_for`, decided once per request.
+filters. Who sees what is `reports.scope.scope_for`, decided once per request.
 """
 
 from __future__ import annotations
@@ -22,8 +22,8 @@ from django_tables2 import RequestConfig
 from audit.models import AuditEvent
 import grants.selectors as selectors
 
-from . import filters, reports, tables
-from .reports import ALL, DECIDED, OWN
+from . import columns, downloads, filters, tables
+from .scope import ALL, AUDITOR_PERMISSION, DECIDED, OWN, may_see, scope_for
 
 PER_PAGE = 50
 # Summary tables (one row per profile or approver): sortable, so the top rows are the ones asked for.
@@ -86,7 +86,7 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
             raise Http404(f"This page has no table {name!r}.")
         if invalid:
             return HttpResponseBadRequest("Fix the filters first: " + "; ".join(_errors(filtersets)), content_type="text/plain")
-        return reports.csv_response(
+        return downloads.csv_response(
             request, report=section.name, columns=section.columns, rows=section.rows, filters={**(fixed or {}), **applied}, scope=scope
         )
 
@@ -130,35 +130,35 @@ def _errors(filtersets) -> list[str]:
 @login_required
 def index(request):
     user = request.user
-    available = {name: reports.may_see(user, name) for name in ("access", "current", "decisions", "break_glass")}
+    available = {name: may_see(user, name) for name in ("access", "current", "decisions", "break_glass")}
     return render(
         request,
-        "audit/index.html",
-        {"available": available, "auditor": user.has_perm(reports.AUDITOR_PERMISSION)},
+        "reports/index.html",
+        {"available": available, "auditor": user.has_perm(AUDITOR_PERMISSION)},
     )
 
 
 @login_required
 def access_history(request):
-    scope = reports.scope_for(request.user, "access")
+    scope = scope_for(request.user, "access")
     rows = selectors.access_history_base(user=None if scope == ALL else request.user)
     fs = filters.AccessHistoryFilter(request.GET, rows, hide=("user",) if scope == OWN else ())
-    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, reports.ACCESS_HISTORY,
+    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, columns.ACCESS_HISTORY,
                         selectors.access_history_columns(fs.rows), count_rows=fs.rows)]
-    return _respond(request, template="audit/access.html", scope=scope, filtersets=[fs], sections=sections)
+    return _respond(request, template="reports/access.html", scope=scope, filtersets=[fs], sections=sections)
 
 
 @login_required
 def current_access(request):
-    scope = reports.scope_for(request.user, "current")
+    scope = scope_for(request.user, "current")
     fs = filters.CurrentAccessFilter(request.GET, selectors.current_access())
-    sections = [Section("current_access", "Current access", tables.CurrentAccessTable, reports.CURRENT_ACCESS, fs.rows)]
-    return _respond(request, template="audit/current.html", scope=scope, filtersets=[fs], sections=sections)
+    sections = [Section("current_access", "Current access", tables.CurrentAccessTable, columns.CURRENT_ACCESS, fs.rows)]
+    return _respond(request, template="reports/current.html", scope=scope, filtersets=[fs], sections=sections)
 
 
 @login_required
 def decisions(request):
-    scope = reports.scope_for(request.user, "decisions")
+    scope = scope_for(request.user, "decisions")
     decider = request.user if scope == DECIDED else None
     params = request.GET
     if "since" not in params and "until" not in params:
@@ -171,45 +171,45 @@ def decisions(request):
     # One row per profile and per approver, read once: the page and its downloads show the same lists.
     per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider, tally=None if decider else fs.tally())
     sections = [
-        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, reports.DECISIONS_BY_PROFILE, per_profile,
+        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, columns.DECISIONS_BY_PROFILE, per_profile,
                 per_page=SUMMARY_PER_PAGE),
-        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, reports.DECISIONS_BY_APPROVER, per_approver,
+        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, columns.DECISIONS_BY_APPROVER, per_approver,
                 per_page=SUMMARY_PER_PAGE),
-        Section("decisions", "Decisions", tables.DecisionTable, reports.DECISIONS, rows, count_rows=count),
+        Section("decisions", "Decisions", tables.DecisionTable, columns.DECISIONS, rows, count_rows=count),
     ]
     context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
     if request.GET.get("format") != "csv":
         totals = selectors.decision_totals(per_profile)
         totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
         context["totals"] = totals
-    return _respond(request, template="audit/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,
+    return _respond(request, template="reports/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,
                     csv_default="decisions")
 
 
 @login_required
 def break_glass(request):
-    scope = reports.scope_for(request.user, "break_glass")
+    scope = scope_for(request.user, "break_glass")
     uses = filters.BreakGlassFilter(request.GET, selectors.break_glass_uses())
     drift = filters.DriftFilter(request.GET, selectors.drift_report())
     sections = [
-        Section("break_glass", "Break-glass uses", tables.BreakGlassTable, reports.BREAK_GLASS, uses.rows),
-        Section("drift", "Drift findings", tables.DriftTable, reports.DRIFT, drift.rows),
+        Section("break_glass", "Break-glass uses", tables.BreakGlassTable, columns.BREAK_GLASS, uses.rows),
+        Section("drift", "Drift findings", tables.DriftTable, columns.DRIFT, drift.rows),
     ]
-    return _respond(request, template="audit/break_glass.html", scope=scope, filtersets=[uses, drift], sections=sections)
+    return _respond(request, template="reports/break_glass.html", scope=scope, filtersets=[uses, drift], sections=sections)
 
 
 @login_required
 def timeline(request, username):
-    scope = reports.scope_for(request.user, "timeline", subject=username)
+    scope = scope_for(request.user, "timeline", subject=username)
     person = get_object_or_404(get_user_model(), username=username)
     fs = filters.TimelineFilter(request.GET, AuditEvent.objects.filter(actor=person).order_by("created_at", "id"))
     valid = not (fs.is_bound and not fs.is_valid())
     entries = selectors.user_timeline(person, **fs.timeline_filters()) if valid else []
     sections = [
-        Section("timeline", "Requested, held and decided", tables.TimelineTable, reports.TIMELINE, entries),
-        Section("timeline_events", "Audit events by this person", tables.EventTable, reports.TIMELINE_EVENTS, fs.rows),
+        Section("timeline", "Requested, held and decided", tables.TimelineTable, columns.TIMELINE, entries),
+        Section("timeline_events", "Audit events by this person", tables.EventTable, columns.TIMELINE_EVENTS, fs.rows),
     ]
-    return _respond(request, template="audit/timeline.html", scope=scope, filtersets=[fs], sections=sections, context={"person": person}, fixed={"user": person.username})
+    return _respond(request, template="reports/timeline.html", scope=scope, filtersets=[fs], sections=sections, context={"person": person}, fixed={"user": person.username})
 
 
 @login_required

@@ -2,6 +2,7 @@ from django.urls import path
 
 from . import views
 
+# The namespace the pages had under audit/: templates, tests and bookmarks use `audit:<name>`.
 app_name = "audit"
 
 urlpatterns = [

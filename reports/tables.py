@@ -55,7 +55,7 @@ class DurationColumn(tables.Column):
 class TimeColumn(tables.Column):
     """A time in the portal's time zone, `YYYY-MM-DD HH:MM:SS`, in a cell that does not wrap."""
 
-    td_class = "time"  # read by audit/table.html, which skips django-tables2's per-cell attribute merging
+    td_class = "time"  # read by reports/table.html, which skips django-tables2's per-cell attribute merging
 
     def __init__(self, *args, **kwargs):
         kwargs.setdefault("default", "—")
@@ -71,7 +71,7 @@ class ReportTable(tables.Table):
     class Meta:
         attrs = {"class": "table report"}
         empty_text = "Nothing matches these filters."
-        template_name = "audit/table.html"
+        template_name = "reports/table.html"
 
     def __init__(self, *args, link_people=False, **kwargs):
         super().__init__(*args, **kwargs)

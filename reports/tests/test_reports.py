@@ -1,4 +1,4 @@
-"""The report pages under /audit/: what each shows, to whom, filtered and sorted, and their CSV downloads."""
+"""The report pages under /audit/ (the reports app): what each shows, to whom, filtered and sorted, and their CSV downloads."""
 
 import csv
 import datetime
@@ -23,11 +23,11 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from audit import reports
 from audit.models import AuditEvent
 from devtools.pgcluster import free_port
-from grants import lifecycle, reconcile, tallies
+from grants import lifecycle, policy, reconcile, tallies
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
+from reports import columns, downloads, scope
 
 from .conftest import JUSTIFICATION, approved, ask, held, released
 
@@ -239,14 +239,14 @@ def test_reports_link_and_index_show_what_the_user_may_open(client, history, ana
 
 
 def test_permission_helper_names_the_scope(history, ana, otto, audra, root, eve):
-    assert reports.scope_for(audra, "current") == reports.ALL
-    assert reports.scope_for(root, "break_glass") == reports.ALL
-    assert reports.scope_for(ana, "access") == reports.OWN
-    assert reports.scope_for(ana, "timeline", subject="ana") == reports.OWN
-    assert reports.scope_for(otto, "decisions") == reports.DECIDED
-    assert not reports.may_see(ana, "decisions")
-    assert not reports.may_see(eve, "decisions")
-    assert not reports.may_see(otto, "timeline", subject="ana")
+    assert scope.scope_for(audra, "current") == scope.ALL
+    assert scope.scope_for(root, "break_glass") == scope.ALL
+    assert scope.scope_for(ana, "access") == scope.OWN
+    assert scope.scope_for(ana, "timeline", subject="ana") == scope.OWN
+    assert scope.scope_for(otto, "decisions") == scope.DECIDED
+    assert not scope.may_see(ana, "decisions")
+    assert not scope.may_see(eve, "decisions")
+    assert not scope.may_see(otto, "timeline", subject="ana")
 
 
 # What each report shows -------------------------------------------------------
@@ -310,6 +310,41 @@ def test_current_access_keeps_access_past_expiry_until_the_target_is_clean(clien
     assert (row["state"], row["end_reason"]) == ("ending", "expired")
     lifecycle.complete_revocation(history["live"].pk)
     assert as_dicts(download(client, CURRENT)) == []
+
+
+def test_a_break_glass_decision_is_break_glass_in_the_report_its_tallies_and_the_metric(
+    client, ana, audra, quick_profile
+):
+    # Regression: the metric counted break-glass as auto-approved (its `auto_rule` is set), the report did not.
+    emergency = ask(ana, quick_profile, minutes=60, justification=EMERGENCY, break_glass=True)
+    emergency.refresh_from_db()
+    assert (emergency.status, emergency.decided_by, emergency.auto_rule) == ("approved", None, "break-glass")
+    assert policy.decision_outcome(emergency) == "break_glass"
+
+    client.force_login(audra)
+    [row] = as_dicts(download(client, DECISIONS))
+    assert row["decision"] == "break_glass"
+    totals = client.get(DECISIONS).context["totals"]
+    assert (totals["break_glass"], totals["auto_approved"], totals["approved"]) == (1, 0, 0)
+    day = ProfileDecisionDay.objects.get(profile=quick_profile)
+    assert (day.break_glass, day.auto_approved, day.approved) == (1, 0, 0)
+
+    metrics = client.get("/metrics").content.decode()
+    assert 'jitportal_decisions_total{outcome="break_glass"} 1.0' in metrics
+    assert 'jitportal_decisions_total{outcome="auto_approved"} 0.0' in metrics
+    assert 'jitportal_decisions_total{outcome="approved"} 0.0' in metrics
+
+
+def test_every_decision_has_the_same_outcome_in_python_and_in_the_database(history):
+    # The tallies count in Python as each request is decided; the reports and the metrics ask the database.
+    rows = AccessRequest.objects.exclude(status="pending").annotate(outcome=policy.decision_outcome_expression())
+    outcomes = {r.pk: (r.outcome, policy.decision_outcome(r)) for r in rows}
+    assert all(db == python for db, python in outcomes.values()), outcomes
+    assert {db for db, _ in outcomes.values()} == {o.name for o in policy.DECISION_OUTCOMES}
+    for outcome in policy.DECISION_OUTCOMES:
+        matched = AccessRequest.objects.filter(policy.decision_outcome_filter(outcome.name))
+        matched = set(matched.values_list("pk", flat=True))
+        assert matched == {pk for pk, (db, _) in outcomes.items() if db == outcome.name}, outcome.name
 
 
 def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client, history, audra):
@@ -611,7 +646,7 @@ def test_the_pages_figures_are_the_downloads_figures(client, history, audra, ott
     client.force_login({"audra": audra, "otto": otto}[who])
     response = client.get(DECISIONS)
     for section, table in ((0, "decisions_by_profile"), (1, "decisions_by_approver")):
-        shown = [{k: reports.cell(v) for k, v in row.items() if k in {c.field for c in response.context["sections"][section].columns}}
+        shown = [{k: downloads.cell(v) for k, v in row.items() if k in {c.field for c in response.context["sections"][section].columns}}
                  for row in records(response, section=section)]
         downloaded = as_dicts(download(client, DECISIONS, table=table))
         columns = response.context["sections"][section].columns
@@ -732,15 +767,15 @@ def test_report_pages_are_paginated_and_keep_their_filters(client, ana, otto, pr
 # CSV -------------------------------------------------------------------------------
 
 DOWNLOADS = [
-    (ACCESS, "access_history", reports.ACCESS_HISTORY),
-    (CURRENT, "current_access", reports.CURRENT_ACCESS),
-    (DECISIONS, "decisions", reports.DECISIONS),
-    (DECISIONS, "decisions_by_profile", reports.DECISIONS_BY_PROFILE),
-    (DECISIONS, "decisions_by_approver", reports.DECISIONS_BY_APPROVER),
-    (BREAK_GLASS, "break_glass", reports.BREAK_GLASS),
-    (BREAK_GLASS, "drift", reports.DRIFT),
-    ("/audit/users/ana/", "timeline", reports.TIMELINE),
-    ("/audit/users/ana/", "timeline_events", reports.TIMELINE_EVENTS),
+    (ACCESS, "access_history", columns.ACCESS_HISTORY),
+    (CURRENT, "current_access", columns.CURRENT_ACCESS),
+    (DECISIONS, "decisions", columns.DECISIONS),
+    (DECISIONS, "decisions_by_profile", columns.DECISIONS_BY_PROFILE),
+    (DECISIONS, "decisions_by_approver", columns.DECISIONS_BY_APPROVER),
+    (BREAK_GLASS, "break_glass", columns.BREAK_GLASS),
+    (BREAK_GLASS, "drift", columns.DRIFT),
+    ("/audit/users/ana/", "timeline", columns.TIMELINE),
+    ("/audit/users/ana/", "timeline_events", columns.TIMELINE_EVENTS),
 ]
 
 
@@ -803,11 +838,11 @@ def _both_paths(rows, columns):
     """Return the CSV bytes of `rows` as the csv module writes them (cells as before COPY) and as COPY writes them."""
     buffer = io.StringIO()
     writer = csv.writer(buffer)
-    values, converters = reports._csv_values(rows, columns)
-    written = "".join(reports._written_chunks(values, converters, writer, buffer, rows_per_chunk=2)).encode()
-    values, converters = reports._csv_values(rows, columns, copy=True)
+    values, converters = downloads._csv_values(rows, columns)
+    written = "".join(downloads._written_chunks(values, converters, writer, buffer, rows_per_chunk=2)).encode()
+    values, converters = downloads._csv_values(rows, columns, copy=True)
     assert not any(converters)
-    return written, b"".join(reports._copied_chunks(values, rows_per_chunk=2))
+    return written, b"".join(downloads._copied_chunks(values, rows_per_chunk=2))
 
 
 @pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module")
@@ -826,28 +861,28 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
         lifecycle.deny_request(req.pk, actor=otto, comment="=\"quoted\", said otto")
     held(odd, profile, otto, justification='A quote " inside, and one at the end"', ticket="\\.")
     queries = [
-        (selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY),
-        (selectors.current_access(), reports.CURRENT_ACCESS),
-        (selectors.decisions(), reports.DECISIONS),
-        (selectors.break_glass_uses(), reports.BREAK_GLASS),
-        (selectors.drift_report(), reports.DRIFT),
-        (selectors.decisions().filter(pk__in=[]), reports.DECISIONS),  # nothing to read
+        (selectors.access_history_columns(selectors.access_history_base()), columns.ACCESS_HISTORY),
+        (selectors.current_access(), columns.CURRENT_ACCESS),
+        (selectors.decisions(), columns.DECISIONS),
+        (selectors.break_glass_uses(), columns.BREAK_GLASS),
+        (selectors.drift_report(), columns.DRIFT),
+        (selectors.decisions().filter(pk__in=[]), columns.DECISIONS),  # nothing to read
     ]
-    for rows, columns in queries:
-        written, copied = _both_paths(rows, columns)
+    for rows, report_columns in queries:
+        written, copied = _both_paths(rows, report_columns)
         assert copied == written
-    written, _ = _both_paths(selectors.decisions(), reports.DECISIONS)
+    written, _ = _both_paths(selectors.decisions(), columns.DECISIONS)
     assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
     # Every start a spreadsheet runs, as the database neutralises it for COPY and for the csv module, is what `cell` gives.
-    for value in [*reports.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
+    for value in [*downloads.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
         text = Value(value, output_field=TextField())
         made = AccessRequest.objects.annotate(v=text).values_list(
-            reports._formula_safe("v", postgresql=True), reports._formula_safe("v"))[:1].get()
-        assert made == (reports.cell(value),) * 2, value
+            downloads._formula_safe("v", postgresql=True), downloads._formula_safe("v"))[:1].get()
+        assert made == (downloads.cell(value),) * 2, value
     client.force_login(audra)
     body = b"".join(client.get(ACCESS, {"format": "csv"}).streaming_content)
-    header = ",".join(c.header for c in reports.ACCESS_HISTORY).encode() + b"\r\n"
-    assert body == header + _both_paths(selectors.access_history_columns(selectors.access_history_base()), reports.ACCESS_HISTORY)[0]
+    header = ",".join(c.header for c in columns.ACCESS_HISTORY).encode() + b"\r\n"
+    assert body == header + _both_paths(selectors.access_history_columns(selectors.access_history_base()), columns.ACCESS_HISTORY)[0]
 
 
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
@@ -861,7 +896,7 @@ def test_the_readme_documents_every_csv_column(url, table, columns):
 
 @pytest.mark.parametrize("value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://evil\")"])
 def test_cells_that_a_spreadsheet_would_run_are_neutralised(value):
-    assert reports.cell(value) == "'" + value
+    assert downloads.cell(value) == "'" + value
 
 
 @pytest.mark.parametrize("value, expected", [
@@ -876,7 +911,7 @@ def test_cells_that_a_spreadsheet_would_run_are_neutralised(value):
     ({"b": 1, "a": "=x"}, '{"a":"=x","b":1}'),
 ])
 def test_cells_are_plain_text_iso_times_and_whole_seconds(value, expected):
-    assert reports.cell(value) == expected
+    assert downloads.cell(value) == expected
 
 
 def test_formula_injection_through_the_portal_is_neutralised_in_downloads(client, ana, otto, profile, audra):

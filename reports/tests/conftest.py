@@ -1,0 +1,81 @@
+"""A catalog for the report tests, on the real target cluster, built through the lifecycle; personas: tests/personas.py."""
+
+import datetime
+
+import pytest
+
+from grants import lifecycle
+from grants.models import AccessProfile, Policy, Target
+from tests.personas import ana, audra, bob, eve, groups, marc, otto, root  # noqa: F401 (fixtures)
+
+JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
+MINUTES = datetime.timedelta(minutes=1)
+
+
+@pytest.fixture
+def target(db, pg_target_env):
+    return Target.objects.create(
+        name="appdb-cluster",
+        kind="postgres",
+        config={"host": pg_target_env.host, "port": pg_target_env.port, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+    )
+
+
+@pytest.fixture
+def profile(target, groups):
+    """Read-only on appdb, requestable by engineers, approved by db-approvers."""
+    p = AccessProfile.objects.create(
+        name="appdb-readonly",
+        title="appdb read-only",
+        target=target,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+        approver_group=groups["db-approvers"],
+    )
+    p.requestable_by.add(groups["engineers"])
+    return p
+
+
+@pytest.fixture
+def quick_profile(target, groups):
+    """Read-write on appdb; its policy approves up to 30 minutes by itself, and on-call engineers may break glass."""
+    policy = Policy.objects.create(
+        name="quick", auto_approve=[{"name": "short-fix", "max_duration": 1800}], break_glass_groups=["oncall"],
+        steps=[{"group": "db-approvers"}],
+    )
+    p = AccessProfile.objects.create(
+        name="appdb-readwrite",
+        title="appdb read-write",
+        target=target,
+        scope={"roles": ["app_readwrite"], "owner_role": "app_owner"},
+        max_duration=datetime.timedelta(hours=2),
+        policy=policy,
+    )
+    p.requestable_by.add(groups["engineers"])
+    return p
+
+
+def ask(user, profile, *, minutes=45, justification=JUSTIFICATION, ticket="INC-4711", **kwargs):
+    return lifecycle.submit_request(
+        requester=user, profile=profile, duration=minutes * MINUTES, justification=justification, ticket=ticket, **kwargs
+    )
+
+
+def approved(user, profile, approver, **kwargs):
+    """Ask and have `approver` approve: return the scheduled grant."""
+    req = ask(user, profile, **kwargs)
+    lifecycle.approve_request(req.pk, actor=approver, comment="ok")
+    req.refresh_from_db()
+    return req.grant
+
+
+def held(user, profile, approver, **kwargs):
+    """Ask, approve and provision on the real target: return the active grant."""
+    return lifecycle.provision_grant(approved(user, profile, approver, **kwargs).pk)
+
+
+def released(grant):
+    """The holder releases it and the target is cleaned and read again: return the revoked grant."""
+    lifecycle.revoke_grant(grant.pk, actor=grant.user, reason="released")
+    return lifecycle.complete_revocation(grant.pk)
