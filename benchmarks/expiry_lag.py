@@ -78,6 +78,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--sample", type=int, default=50, help="grants whose login and open session are probed (default 50)")
     parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", 4)), help="qcluster workers (Q_WORKERS; default 4)")
     parser.add_argument("--batch", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH", 25)), help="JIT_EXPIRY_BATCH for the workers (default 25)")
+    parser.add_argument("--batch-max", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH_MAX", 400)),
+                        help="JIT_EXPIRY_BATCH_MAX for the workers: the largest batch a burst grows to (default 400)")
     parser.add_argument("--lead", type=float, default=25.0, help="seconds from the end of provisioning to the first expiry (default 25)")
     parser.add_argument("--setup", choices=("timed", "retimed"), default="timed",
                         help="timed (default): each grant provisioned with the duration that lands it in the burst; "
@@ -414,6 +416,7 @@ def main(argv=None) -> int:
             TARGET_ENV: cluster.admin_dsn,
             "Q_WORKERS": str(args.workers),
             "JIT_EXPIRY_BATCH": str(args.batch),
+            "JIT_EXPIRY_BATCH_MAX": str(args.batch_max),
         })
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         result = subprocess.run(
@@ -744,7 +747,7 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
 
     return {
         "config": {
-            "grants": N, "sample": args.sample, "workers": args.workers, "batch": args.batch,
+            "grants": N, "sample": args.sample, "workers": args.workers, "batch": args.batch, "batch_max": args.batch_max,
             "spread_s": args.spread, "lead_s": round(lead, 2), "poll_s": args.poll, "cpus": os.cpu_count(),
         },
         "provision": provision,

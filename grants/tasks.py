@@ -135,9 +135,10 @@ def _in_thread(func, *args):
 def _pass_on_target(target_id: int, deadline: float) -> int:
     connectors = {}
     begun = 0
+    limit = settings.JIT_EXPIRY_BATCH
     try:
         while time.monotonic() < deadline:
-            ids = lifecycle.begin_due_expiries(limit=settings.JIT_EXPIRY_BATCH, target_id=target_id)
+            ids = lifecycle.begin_due_expiries(limit=limit, target_id=target_id)
             if not ids:
                 break
             begun += len(ids)
@@ -146,6 +147,7 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
             except Exception:
                 # The batch stays `revoking`; it is due again after RETRY_GRACE.
                 log.exception("Revoking grants %s failed", ids)
+            limit = next_batch(limit, taken=len(ids))
         while time.monotonic() < deadline:
             try:
                 if not lifecycle.retry_revocations(target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors):
@@ -169,6 +171,19 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
         for connector in connectors.values():
             connector.close()
     return begun
+
+
+def next_batch(limit: int, *, taken: int) -> int:
+    """Return how many expiries a pass takes next: twice as many after a full batch, up to JIT_EXPIRY_BATCH_MAX.
+
+    A quiet minute's few expiries go in small batches, each revoked as soon
+    as possible; a burst (a full batch: more is waiting) is taken in ever
+    larger ones, because a batch's round trips to the target, its commits and
+    its audit append cost about the same for 25 grants as for 400.
+    """
+    if taken < limit:
+        return settings.JIT_EXPIRY_BATCH
+    return max(settings.JIT_EXPIRY_BATCH, min(limit * 2, settings.JIT_EXPIRY_BATCH_MAX))
 
 
 def enqueue_expiries(due_count: int):

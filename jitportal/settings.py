@@ -299,6 +299,8 @@ JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
 JIT_ONCALL_FEED_TTL = env.int("JIT_ONCALL_FEED_TTL", default=300)  # seconds an on-call iCalendar feed is read from the cache
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
+# After a full batch (a burst: more is due) a pass takes twice as many, up to this many at once.
+JIT_EXPIRY_BATCH_MAX = env.int("JIT_EXPIRY_BATCH_MAX", default=400)
 # Failed revocations are retried after 2, 4, 8 ... seconds, at most this many apart.
 JIT_REVOKE_RETRY_MAX = env.int("JIT_REVOKE_RETRY_MAX", default=10)
 # Identity refresh without a login (accounts/identity.py): the sync job refreshes

@@ -5,6 +5,7 @@ import threading
 
 import psycopg
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
@@ -401,3 +402,24 @@ def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(an
         left = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]).fetchone()[0]
     assert left == 0
     assert verify().ok
+
+
+def test_a_burst_is_taken_in_growing_batches_and_a_quiet_pass_in_small_ones(ana, otto, profile, pg_cluster, settings, monkeypatch):
+    settings.JIT_EXPIRY_BATCH, settings.JIT_EXPIRY_BATCH_MAX = 2, 8
+    grants = []
+    for n in range(21):
+        user = get_user_model().objects.create_user(f"wave{n}")
+        user.groups.add(*ana.groups.all())
+        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        lifecycle.approve_request(req.pk, actor=otto)
+        grants.append(lifecycle.provision_grant(req.grant.pk))
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    taken = []
+    begin = lifecycle.begin_due_expiries
+    monkeypatch.setattr(lifecycle, "begin_due_expiries", lambda **kw: taken.append(kw["limit"]) or begin(**kw))
+
+    assert tasks.expire_due() == 21
+
+    # 2, 4, 8 (the cap), 8: 22 places for 21 grants; then one more look finds nothing.
+    assert taken == [2, 4, 8, 8, 2]
+    assert set(Grant.objects.filter(pk__in=[g.pk for g in grants]).values_list("status", flat=True)) == {"revoked"}
