@@ -7,6 +7,8 @@ from django.utils import timezone
 from grants import lifecycle, tasks
 from grants.models import Grant, Target
 
+from .conftest import JUSTIFICATION
+
 
 def test_reachable_target_is_marked_ok(target):
     health, _ = tasks.check_target(target)
@@ -99,3 +101,40 @@ def test_a_pass_takes_no_new_work_once_its_time_budget_is_spent(active_grant, mo
     monkeypatch.setattr(tasks, "pass_budget", lambda: 0)
     assert tasks.expire_due() == 0
     assert Grant.objects.get(pk=active_grant.pk).status == Grant.Status.ACTIVE  # left for the next pass
+
+
+def test_the_timer_enqueues_a_round_for_newly_due_work_once_and_again_when_more_falls_due(
+    ana, otto, profile, monkeypatch, django_user_model, settings
+):
+    from grants.management.commands import expiry_timer
+
+    settings.JIT_EXPIRY_BATCH = 2
+    grants = []
+    for n in range(12):
+        user = django_user_model.objects.create_user(f"due{n}")
+        user.groups.add(*ana.groups.all())
+        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        grants.append(lifecycle.approve_request(req.pk, actor=otto).grant)
+    # Active, as provisioning leaves them (the target is not what this test is about), ten of them expired.
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
+        status=Grant.Status.ACTIVE, expires_at=timezone.now() + datetime.timedelta(minutes=5), next_attempt_at=None
+    )
+    Grant.objects.filter(pk__in=[g.pk for g in grants[:10]]).update(expires_at=timezone.now() - datetime.timedelta(seconds=5))
+    enqueued = []
+    monkeypatch.setattr(expiry_timer, "enqueue_expiries", enqueued.append)
+    monkeypatch.setattr(expiry_timer, "ROUND_EVERY", 0.0)
+    monkeypatch.setattr(expiry_timer, "REPEAT_EVERY", 3600.0)
+    timer = expiry_timer.Command()
+    timer.broker, timer.workers, timer.max_sleep = expiry_timer.get_broker(), 3, 2.0
+    timer.enqueued_up_to, timer.enqueued_at, timer.opened = None, 0.0, set()
+
+    timer._wake()
+    # Ten due; the count stops at what one round of three workers takes (3 x 2): their tasks loop until none is due.
+    assert enqueued == [6]
+
+    timer._wake()
+    assert enqueued == [6]  # nothing newly due: no second round for the same burst
+
+    Grant.objects.filter(pk=grants[10].pk).update(expires_at=timezone.now())
+    timer._wake()
+    assert enqueued == [6, 6]  # one more expired after the round was enqueued
