@@ -499,10 +499,14 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     )
     profile.requestable_by.add(engineers)
 
+    connectors: dict = {}
+    state["set-up connectors"] = connectors
+
     def make_grant(user, duration: datetime.timedelta) -> Grant:
         req = lifecycle.submit_request(requester=user, profile=profile, duration=duration, justification=JUSTIFICATION)
         lifecycle.approve_request(req.pk, actor=approver, comment="benchmark")
-        grant = lifecycle.provision_grant(Grant.objects.get(request_id=req.pk).pk)
+        # One admin connection to the target for the whole set-up, as a worker's pass keeps one.
+        grant = lifecycle.provision_grant(Grant.objects.get(request_id=req.pk).pk, connectors=connectors)
         if grant is None or grant.status != Grant.Status.ACTIVE:
             raise BenchError(f"Provisioning failed: {grant and grant.last_error}")
         return grant
@@ -606,6 +610,8 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
     from grants.models import Grant
 
     N = len(grants)
+    for connector in state.pop("set-up connectors", {}).values():
+        connector.close()
     provisioned_at = timezone.now()
     expires = {g.pk: g.expires_at.timestamp() for g in grants}
     roles = {g.pk: g.external_ref for g in grants}

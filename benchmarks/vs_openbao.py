@@ -235,8 +235,8 @@ class BaoSide:
 
     def twin(self, provision_grant):
         """provision_grant, which also issues each grant's OpenBao twin: same TTL, same expiry (to the second)."""
-        def provision_and_twin(grant_id):
-            grant = provision_grant(grant_id)
+        def provision_and_twin(grant_id, **kwargs):
+            grant = provision_grant(grant_id, **kwargs)
             if grant is not None and grant.expires_at is not None:
                 if grant.duration >= datetime.timedelta(minutes=30):
                     # expiry_lag's calibration grants (an hour, released at once): calibrate with their twins too.
