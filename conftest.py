@@ -20,7 +20,7 @@ pytest_plugins = ["accounts.tests.oidc_idp"]
 
 
 def pytest_collection_modifyitems(config, items):
-    """Skip the tests marked `postgres_only("why")` when the suite runs on SQLite (the embedded default), saying why."""
+    """On SQLite (the embedded default), skip the tests marked `postgres_only("why")` and `whatever_the_database("why")`, saying why."""
     from django.conf import settings
 
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
@@ -31,6 +31,11 @@ def pytest_collection_modifyitems(config, items):
             if not marker.args:
                 raise pytest.UsageError(f"{item.nodeid}: postgres_only needs its reason, e.g. postgres_only(\"a trigger\")")
             item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
+        marker = item.get_closest_marker("whatever_the_database")
+        if marker is not None:
+            if not marker.args:
+                raise pytest.UsageError(f"{item.nodeid}: whatever_the_database needs its reason")
+            item.add_marker(pytest.mark.skip(reason=f"Run once, by the PostgreSQL pass: {marker.args[0]}"))
 
 
 @pytest.fixture(scope="session")

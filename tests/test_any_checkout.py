@@ -24,6 +24,10 @@ import requests
 from devtools import pgcluster
 from tests.image.browser import Person
 
+pytestmark = pytest.mark.whatever_the_database(
+    "`make run` in a checkout runs on its own SQLite file, and the connector tests it runs there are not the SQLite pass's"
+)
+
 BASE = Path(__file__).resolve().parents[1]
 # What a fresh clone does not have (and a copy need not take).
 NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".pytest_cache")
