@@ -39,10 +39,10 @@ import django  # noqa: E402
 django.setup()
 
 from devtools import pgcluster  # noqa: E402
-from grants import sshca  # noqa: E402
 from grants.connectors.mysql import MySQLConnector  # noqa: E402
 from grants.connectors.postgres import PostgresConnector  # noqa: E402
 from grants.connectors.ssh import SSHConnector  # noqa: E402
+from grants.connectors.ssh import ca as sshca  # noqa: E402
 
 FIRST_ID = 900_000_000  # far from any real grant id
 

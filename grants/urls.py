@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import connectors, views
 
 app_name = "grants"
 
@@ -9,7 +9,6 @@ urlpatterns = [
     path("request/", views.request_new, name="request_new"),
     path("inbox/", views.inbox, name="inbox"),
     path("targets/", views.targets, name="targets"),
-    path("ssh/<slug:target>/krl", views.ssh_krl, name="ssh_krl"),
     path("requests/<int:pk>/", views.request_detail, name="request_detail"),
     path("requests/<int:pk>/status", views.request_status, name="request_status"),
     path("requests/<int:pk>/decide", views.request_decide, name="request_decide"),
@@ -23,4 +22,5 @@ urlpatterns = [
     path("delegations/", views.delegations, name="delegations"),
     path("delegations/<int:pk>/end", views.delegation_end, name="delegation_end"),
     path("reviews/<int:pk>/close", views.review_close, name="review_close"),
+    *connectors.urlpatterns(),
 ]

@@ -1,11 +1,9 @@
 """Pages of the request journey. Thin: load with an access check, validate, call the lifecycle, redirect."""
 
-import logging
-
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponse, JsonResponse, QueryDict
+from django.http import Http404, JsonResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import dateformat, timezone
@@ -17,11 +15,8 @@ from accounts import stepup, timezones
 from . import lifecycle, policy, selectors
 from .durations import format_duration
 from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm, usernames
-from .connectors import ConnectorError, get_connector
-from .models import AccessRequest, BreakGlassReview, Delegation, Grant, Target
+from .models import AccessRequest, BreakGlassReview, Delegation, Grant
 from .tables import PastGrantTable, RequestTable
-
-log = logging.getLogger(__name__)
 
 RS = AccessRequest.Status
 
@@ -463,22 +458,6 @@ def targets(request):
     if not request.user.is_staff:
         raise PermissionDenied("Only admins and auditors see the targets page.")
     return render(request, "grants/targets.html", {"targets": selectors.targets_overview(), "findings": selectors.drift_findings()})
-
-
-def ssh_krl(request, target):
-    """Serve the current Key Revocation List of an SSH target, for hosts' `RevokedKeys` (public: it lists serials only)."""
-    target = get_object_or_404(Target, name=target, kind="ssh")
-    try:
-        with get_connector(target) as connector:
-            data = connector.krl_bytes()
-    except ConnectorError as exc:
-        # Anyone may fetch the KRL: the reason (variable names, file paths) is for the operator's log only.
-        log.error("The KRL of SSH target %s is unavailable: %s", target.name, exc.message)
-        return HttpResponse("KRL unavailable.\n", status=503, content_type="text/plain")
-    response = HttpResponse(data, content_type="application/octet-stream")
-    response["Content-Disposition"] = f'attachment; filename="{target.name}.krl"'
-    response["Cache-Control"] = "no-cache"
-    return response
 
 
 @login_required

@@ -67,7 +67,7 @@ def main():
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
     else:
         manage("load_demo")
-    from grants import sshca
+    from grants.connectors.ssh import ca as sshca
 
     ca = var / "demo-ssh" / "ca"
     if not ca.exists():

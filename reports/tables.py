@@ -1,6 +1,6 @@
 """The report tables: sortable by their columns, paginated by the view.
 
-Rows come from `grants/selectors.py` with their related rows joined and
+Rows come from `grants/selectors/reports.py` with their related rows joined and
 their computed values annotated, so rendering a page never queries again.
 """
 

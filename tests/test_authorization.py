@@ -65,8 +65,9 @@ from django_q.models import OrmQ, Schedule, Task
 
 from accounts import tokens
 from audit.models import AuditEvent
-from grants import lifecycle, reconcile, sshca
+from grants import lifecycle, reconcile
 from grants.connectors import get_connector
+from grants.connectors.ssh import ca as sshca
 from grants.models import (
     AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target,
 )

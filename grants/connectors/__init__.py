@@ -1,4 +1,4 @@
-"""Connectors, one module per target kind, registered by kind name."""
+"""Connectors, one package per target kind, registered by kind name."""
 
 from django.utils.module_loading import import_string
 
@@ -12,6 +12,10 @@ REGISTRY = {
     "openbao": "grants.connectors.openbao.OpenBaoConnector",
     "redis": "grants.connectors.redis.RedisConnector",
     "ldap": "grants.connectors.ldap.LDAPConnector",
+}
+# A kind's own endpoints (such as the SSH KRL hosts fetch), by kind: URL patterns that join the grants pages'.
+URLS = {
+    "ssh": "grants.connectors.ssh.urls.urlpatterns",
 }
 
 
@@ -39,7 +43,12 @@ def request_fields(kinds) -> dict[str, tuple[RequestField, set[str]]]:
     return fields
 
 
+def urlpatterns() -> list:
+    """Return the URL patterns of the registered kinds' own endpoints (`URLS`)."""
+    return [pattern for kind, path in URLS.items() if kind in REGISTRY for pattern in import_string(path)]
+
+
 __all__ = [
     "Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField",
-    "get_connector", "kind_choices", "request_fields",
+    "get_connector", "kind_choices", "request_fields", "urlpatterns",
 ]

@@ -14,8 +14,9 @@ from django.core.cache import cache
 from django.urls import reverse
 
 from accounts import tokens
-from grants import connectors, lifecycle, sshca
+from grants import connectors, lifecycle
 from grants.connectors import Connector, RequestField
+from grants.connectors.ssh import ca as sshca
 from grants.models import AccessProfile, AccessRequest, Target
 
 from .conftest import JUSTIFICATION

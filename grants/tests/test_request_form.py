@@ -15,7 +15,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from accounts import timezones, tokens
-from grants import lifecycle, sshca
+from grants import lifecycle
+from grants.connectors.ssh import ca as sshca
 from grants.models import AccessProfile, AccessRequest, Target
 
 from .conftest import JUSTIFICATION

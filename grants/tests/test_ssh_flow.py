@@ -6,7 +6,8 @@ import subprocess
 import pytest
 from django.contrib.auth.models import Group
 
-from grants import lifecycle, sshca
+from grants import lifecycle
+from grants.connectors.ssh import ca as sshca
 from grants.models import AccessProfile, Grant, Target
 
 from .conftest import JUSTIFICATION
@@ -107,5 +108,5 @@ def test_an_unavailable_krl_tells_anonymous_visitors_nothing_of_the_configuratio
     assert response.status_code == 503
     assert response.content == b"KRL unavailable.\n"
     # The operator finds the reason in the log.
-    (record,) = [r for r in caplog.records if r.name == "grants.views"]
+    (record,) = [r for r in caplog.records if r.name == "grants.connectors.ssh.views"]
     assert detail in record.getMessage() and target.name in record.getMessage()

@@ -1,7 +1,7 @@
 """The session guard on its own: its certificate parser and the sessions it refuses before anything runs.
 
 It runs as a host runs it, under the system's python3 (standard library only), not the portal's
-virtualenv. The certificates come from the portal's own signer (grants/sshca.py): what the guard must read
+virtualenv. The certificates come from the portal's own signer (grants/connectors/ssh/ca.py): what the guard must read
 is what the portal issues. The sessions it ends, behind a real sshd, are tested with the SSH connector
 (grants/tests/connectors/test_ssh.py, "open sessions and the guard").
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 
-from grants import sshca
+from grants.connectors.ssh import ca as sshca
 
 GUARD = Path(__file__).resolve().parents[1] / "jit-session-guard"
 HOST_PYTHON = "/usr/bin/python3"

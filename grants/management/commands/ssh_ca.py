@@ -4,7 +4,7 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from grants import sshca
+from grants.connectors.ssh import ca as sshca
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ moto records IAM and STS state faithfully but evaluates no policy and no
 condition: nothing here can show AWS refusing a request at expiry. The tests
 check instead what the connector asks for and the IAM state it leaves, which
 is what AWS evaluates on each request (see the module docstring of
-grants/connectors/aws.py for why those conditions hold on AWS).
+grants/connectors/aws/connector.py for why those conditions hold on AWS).
 """
 
 import configparser
@@ -17,7 +17,8 @@ import boto3
 import pytest
 
 from devtools import pgcluster
-from grants.connectors.aws import AWSConnector, iso
+from grants.connectors.aws import AWSConnector
+from grants.connectors.aws.connector import iso
 from grants.connectors.base import ConnectorError
 
 from .moto_support import MotoServer

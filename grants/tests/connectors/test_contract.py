@@ -24,9 +24,9 @@ import pymysql
 import pytest
 
 from devtools import pgcluster
-from grants import sshca
 from grants.connectors import REGISTRY, get_connector
 from grants.connectors.base import ConnectorError, RequestField
+from grants.connectors.ssh import ca as sshca
 
 from . import mariadb_support as db
 from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh

@@ -21,7 +21,8 @@ import pytest
 from audit.models import AuditEvent
 from grants import lifecycle
 from grants.connectors.base import ConnectorError
-from grants.connectors.mysql import MySQLConnector, mysql_native_password_hash
+from grants.connectors.mysql import MySQLConnector
+from grants.connectors.mysql.connector import mysql_native_password_hash
 from grants.models import AccessProfile, DriftFinding, Target
 
 from ..conftest import JUSTIFICATION

@@ -15,7 +15,8 @@ from psycopg import sql
 
 from devtools import pgcluster
 from grants.connectors.base import ConnectorError
-from grants.connectors.postgres import PostgresConnector, scram_sha256_verifier
+from grants.connectors.postgres import PostgresConnector
+from grants.connectors.postgres.connector import scram_sha256_verifier
 
 SECRET_ENV = "JIT_TEST_PG_ADMIN_DSN"
 # Far above the ids of real grants that other tests leave on the shared target cluster.

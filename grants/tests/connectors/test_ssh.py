@@ -26,9 +26,10 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 
-from grants import sshca
 from grants.connectors.base import ConnectorError
-from grants.connectors.ssh import CLOCK_SKEW_S, SSHConnector
+from grants.connectors.ssh import SSHConnector
+from grants.connectors.ssh import ca as sshca
+from grants.connectors.ssh.connector import CLOCK_SKEW_S
 
 from . import sshd_support
 

@@ -48,9 +48,8 @@ import shlex
 import tempfile
 import time
 
-from grants import sshca
-
-from .base import Connector, ConnectorError, GrantLike, Provisioned, RequestField
+from ..base import Connector, ConnectorError, GrantLike, Provisioned, RequestField
+from . import ca as sshca
 
 DEFAULT_PREFIX = "jitportal-"
 CLOCK_SKEW_S = 60

@@ -36,7 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 CONNECT_TIMEOUT_S = 10
 # A worker must not hang forever on a lock held on the target.

@@ -52,7 +52,7 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 # (connect, read) seconds: a worker must not hang on a server that stopped answering.
 TIMEOUT = (5, 30)

@@ -57,7 +57,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pymysql
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 DEFAULT_USER_HOST = "%"
 DEFAULT_PORT = 3306

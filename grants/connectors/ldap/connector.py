@@ -67,7 +67,7 @@ from ldap3.operation.search import parse_filter
 from ldap3.utils.conv import escape_filter_chars
 from ldap3.utils.dn import escape_rdn, parse_dn
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 MEMBER_ATTRIBUTES = {"member": "groupOfNames", "uniqueMember": "groupOfUniqueNames", "memberUid": "posixGroup"}
 # Object classes known to hold each attribute, for a warning when a scope group has none of them.

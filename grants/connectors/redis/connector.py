@@ -56,7 +56,7 @@ from redis.exceptions import (
     ResponseError,
 )
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 CONNECT_TIMEOUT_S = 5
 # A worker must not hang forever on a server that stopped answering.

@@ -7,7 +7,7 @@ and queries key revocation lists (KRLs), so a KRL means exactly what sshd's
 `RevokedKeys` will make of it.
 
 Nothing here reads the environment or the portal's database; the SSH
-connector (`grants/connectors/ssh.py`) decides where keys and files live.
+connector (`connector.py` beside it) decides where keys and files live.
 """
 
 from __future__ import annotations

@@ -65,7 +65,7 @@ from botocore.exceptions import (
     ReadTimeoutError,
 )
 
-from .base import Connector, ConnectorError, GrantLike, Provisioned
+from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 DEFAULT_PREFIX = "jit-"
 ROLE_PATH = "/jitportal/"

@@ -1,252 +1,30 @@
-"""Reads of the grants domain; the one door audit's report pages may use."""
+"""Read-only rows for the report pages and their CSV downloads.
+
+Each selector returns a queryset with flat annotations, so that a page
+(select_related, one query per page of rows) and a download (values_list
+over the same names) read the same thing in a constant number of queries.
+The scope (everything, one person's own, one approver's decisions) is an
+argument: the caller decides it once, before any filter is applied.
+"""
+
+import datetime as _datetime
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q
+from django.contrib.postgres.fields import DateTimeRangeField
+from django.db import connections
+from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+from django.db.models import (
+    Case, CharField, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
+    IntegerField, Max, OuterRef, Q, Sum, TextField, Value, When,
+)
+from django.db.models.functions import Cast, Coalesce, NullIf
 from django.utils import timezone
 
-from . import connectors, policy
-from .models import (
-    AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee, Target,
+from grants import policy, tallies
+from grants.models import (
+    AccessProfile, AccessRequest, Approval, ApproverDecisionDay, BreakGlassReview, Delegation, DriftFinding, Grant,
+    OnCallSchedule, ProfileDecisionDay, StepAssignee, Target,
 )
-
-
-def request_fields(kinds=None) -> dict[str, tuple[connectors.RequestField, set[str]]]:
-    """Return the extra fields a request for these target kinds (default: every registered kind) takes.
-
-    name -> (field, the kinds that take it); each kind's connector declares its
-    own (`Connector.request_fields`), so the form and the API name none.
-    """
-    return connectors.request_fields(connectors.REGISTRY if kinds is None else kinds)
-
-
-def requestable_profiles(user):
-    """Return the enabled profiles `user` may ask for."""
-    profiles = AccessProfile.objects.filter(enabled=True).select_related("target").order_by("title")
-    group_ids = list(user.groups.values_list("pk", flat=True))
-    return profiles.filter(Q(requestable_by__isnull=True) | Q(requestable_by__in=group_ids)).distinct()
-
-
-def requests_awaiting(user):
-    """Return the pending requests whose current step `user` may decide (never their own), oldest first."""
-    pending = (
-        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING)
-        .exclude(requester=user)
-        .select_related("requester", "profile__target", "profile__policy", "profile__approver_group", "extends")
-        .order_by("created_at")
-    )
-    return [req for req in pending if policy.may_decide(user, req)]
-
-
-def open_reviews(user):
-    """Return the open break-glass reviews `user` may close."""
-    reviews = (
-        BreakGlassReview.objects.filter(closed_at__isnull=True)
-        .exclude(request__requester=user)
-        .select_related("request__requester", "request__profile__target", "request__profile__policy", "request__grant")
-        .order_by("created_at")
-    )
-    return [r for r in reviews if policy.is_approver(user, r.request)]
-
-
-def recent_history(user, *, limit=5):
-    """Return the latest requests of `user`, with their outcome, for an approver's context."""
-    return (
-        AccessRequest.objects.filter(requester=user)
-        .select_related("profile", "decided_by", "grant")
-        .order_by("-created_at")[:limit]
-    )
-
-
-def current_grants(user):
-    """Return the grants of `user` that are live or on their way in or out."""
-    now = timezone.now()
-    return (
-        Grant.objects.filter(user=user)
-        .filter(
-            Q(status__in=[Grant.Status.SCHEDULED, Grant.Status.REVOKING])
-            | Q(status=Grant.Status.ACTIVE, expires_at__gt=now)
-            | Q(status=Grant.Status.ACTIVE, expires_at__lte=now)
-        )
-        .select_related("profile__target", "request")
-        .order_by("expires_at", "pk")
-    )
-
-
-def past_grants(user, *, limit=20):
-    return (
-        Grant.objects.filter(user=user, status__in=[Grant.Status.REVOKED, Grant.Status.FAILED])
-        .select_related("profile__target", "request")
-        .order_by("-created_at")[:limit]
-    )
-
-
-def own_requests(user, *, limit=20):
-    return AccessRequest.objects.filter(requester=user).select_related("profile__target", "decided_by").order_by("-created_at")[:limit]
-
-
-def may_view_request(user, access_request) -> bool:
-    """Say whether `user` may see `access_request`: its requester, an approver of its profile, or an auditor."""
-    return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")
-
-
-def request_for_viewer(viewer, pk) -> AccessRequest | None:
-    """Return request `pk` for `viewer`'s eyes, with what its page shows loaded; None if none exists that they may see.
-
-    The pages and the API answer None with a 404, not a 403: outsiders learn
-    nothing about who asked for what, not even that the request exists.
-    """
-    access_request = (
-        AccessRequest.objects.select_related(
-            "profile__target", "profile__policy", "profile__approver_group", "requester", "decided_by", "extends"
-        )
-        .filter(pk=pk)
-        .first()
-    )
-    if access_request is None or not may_view_request(viewer, access_request):
-        return None
-    return access_request
-
-
-def grant_for_viewer(viewer, pk) -> Grant | None:
-    """Return grant `pk` if `viewer` may see the request that made it (as `request_for_viewer`), else None."""
-    grant = Grant.objects.select_related("profile__target", "user", "request", "ended_by").filter(pk=pk).first()
-    if grant is None or not may_view_request(viewer, grant.request):
-        return None
-    return grant
-
-
-def grant_of(access_request) -> Grant | None:
-    """Return the grant a request made, or for an extension the grant it extends."""
-    grant = Grant.objects.filter(request=access_request).first()
-    if grant is None and access_request.extends_id:
-        grant = Grant.objects.filter(pk=access_request.extends_id).first()
-    return grant
-def _with_delegates(candidates):
-    """Return the active `candidates` (a user queryset) and delegates of theirs whose delegation runs now, by id."""
-    now = timezone.now()
-    delegates = Delegation.objects.filter(delegator__in=candidates, starts_at__lte=now, ends_at__gt=now, ended_at=None)
-    User = get_user_model()
-    who = Q(pk__in=candidates.values("pk")) | Q(pk__in=delegates.values("delegate"))
-    return User.objects.filter(who, is_active=True).order_by("pk")
-
-
-def deciders_of(access_request) -> list:
-    """Return the people who may decide the step the request waits for now (policy.may_decide), by id.
-
-    The query only narrows the search to those a step could name; who is in
-    is policy.may_decide's answer, as for the pages.
-    """
-    step, index = policy.waiting_step(access_request), policy.current_step(access_request)
-    who = Q(pk__in=StepAssignee.objects.filter(request=access_request, step=index).values("user"))
-    if step.group:
-        who |= Q(groups__name=step.group)
-    if step.fallback_group:
-        who |= Q(groups__name=step.fallback_group)
-    if step.manager and access_request.requester.manager_id:
-        who |= Q(pk=access_request.requester.manager_id)
-    candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
-    return [user for user in _with_delegates(candidates) if policy.may_decide(user, access_request)]
-
-
-def approvers_of(access_request) -> list:
-    """Return the people who may decide some step of the request (policy.is_approver), never its requester, by id."""
-    steps = policy.steps_for(access_request.profile)
-    who = Q(pk__in=StepAssignee.objects.filter(request=access_request).values("user"))
-    for step in steps:
-        for group in filter(None, [step.group, step.fallback_group]):
-            who |= Q(groups__name=group)
-    if any(step.manager for step in steps) and access_request.requester.manager_id:
-        who |= Q(pk=access_request.requester.manager_id)
-    candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
-    return [
-        user for user in _with_delegates(candidates)
-        if user.pk != access_request.requester_id and policy.is_approver(user, access_request)
-    ]
-
-
-def approvals_of(access_request):
-    return list(access_request.approvals.select_related("approver", "on_behalf_of"))
-
-
-def active_user(username: str):
-    """Return the active user with this username, or None."""
-    return get_user_model().objects.filter(username=username, is_active=True).first()
-
-
-def delegations_of(user) -> tuple[list, list]:
-    """Return (delegations `user` gave, delegations to `user`) that have not ended, soonest first."""
-    now = timezone.now()
-    live = Delegation.objects.filter(ends_at__gt=now, ended_at=None).select_related("delegator", "delegate").order_by("starts_at")
-    return list(live.filter(delegator=user)), list(live.filter(delegate=user))
-
-
-def on_call_asked(access_request):
-    """Return whom on-call schedules named for the step the request waits for (with why), in the order asked."""
-    index = policy.current_step(access_request)
-    return list(StepAssignee.objects.filter(request=access_request, step=index).select_related("user"))
-
-
-def bundle_others(access_request):
-    """Return the other requests made together with this one."""
-    if not access_request.bundle:
-        return []
-    return list(
-        AccessRequest.objects.filter(bundle=access_request.bundle).exclude(pk=access_request.pk).select_related("profile").order_by("pk")
-    )
-
-
-def pending_extensions(grants) -> dict[int, int]:
-    """Map grant id to the id of its extension request waiting for a decision."""
-    return dict(
-        AccessRequest.objects.filter(extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING).values_list("extends_id", "pk")
-    )
-
-
-def own_request(user, request_id):
-    """Return `user`'s own request `request_id`, or None."""
-    return AccessRequest.objects.filter(pk=request_id, requester=user).select_related("profile").first()
-
-
-def targets_overview():
-    """Return every target with its count of live grants (one query).
-
-    Counted in a subquery from the active grants (the status index), not by
-    joining every grant there ever was to its target.
-    """
-    from django.db.models import Count, IntegerField, OuterRef, Subquery
-    from django.db.models.functions import Coalesce
-
-    live = (
-        Grant.objects.filter(profile__target=OuterRef("pk"), status=Grant.Status.ACTIVE, expires_at__gt=timezone.now())
-        .order_by().values("profile__target").annotate(n=Count("pk")).values("n")
-    )
-    return Target.objects.annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), 0)).order_by("name")
-
-
-def drift_findings(*, limit=200):
-    return DriftFinding.objects.select_related("target", "grant__user").order_by("-found_at")[:limit]
-
-
-# Reports (audit pages) ------------------------------------------------------
-# Read-only rows for audit's report pages and their CSV downloads. Each
-# selector returns a queryset with flat annotations, so that a page
-# (select_related, one query per page of rows) and a download (values_list
-# over the same names) read the same thing in a constant number of queries.
-# The scope (everything, one person's own, one approver's decisions) is an
-# argument: the caller decides it once, before any filter is applied.
-
-import datetime as _datetime  # noqa: E402
-
-from django.db.models import (  # noqa: E402
-    Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
-    IntegerField, Max, OuterRef, Sum, TextField, Value, When,
-)
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.db import connections  # noqa: E402
-from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
-
-from . import tallies  # noqa: E402
-from .models import Approval, ApproverDecisionDay, ProfileDecisionDay  # noqa: E402
 
 _GS, _RS = Grant.Status, AccessRequest.Status
 
@@ -349,9 +127,6 @@ class _Existence(Func):
 def existed_between(rows, start=None, end=None):
     """Keep the grants that existed (from approval until confirmed gone) at some time in [start, end); either may be None."""
     if connections[rows.db].vendor == "postgresql":
-        from django.contrib.postgres.fields import DateTimeRangeField
-        from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
-
         existence = _Existence("created_at", "window_end", output_field=DateTimeRangeField())
         rows = rows.alias(existence=existence).filter(existence__overlap=DateTimeTZRange(start, end, "[)"))
         # Implied by the overlap; stated so that the newest-first walk of

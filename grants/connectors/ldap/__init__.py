@@ -1,0 +1,5 @@
+"""LDAP: temporary membership of directory groups (connector.py)."""
+
+from .connector import LDAPConnector
+
+__all__ = ["LDAPConnector"]

@@ -1,0 +1,8 @@
+from django.urls import path
+
+from . import views
+
+# Joins the grants pages' URLs (grants:ssh_krl, under /access/) through `grants.connectors.URLS`.
+urlpatterns = [
+    path("ssh/<slug:target>/krl", views.ssh_krl, name="ssh_krl"),
+]
