@@ -382,19 +382,24 @@ def test_two_approvals_at_once_give_exactly_one_grant(pending_request, marc, ott
     assert AuditEvent.objects.filter(action="request.approved").count() == 1
 
 
-def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
-    from audit.log import verify
-    from django.contrib.auth import get_user_model
-
-    settings.JIT_EXPIRY_BATCH = 3
+def _expired_grants(n, like, approver, profile) -> list[Grant]:
+    """`n` grants provisioned on the target for people in `like`'s groups, all past their expiry a second ago."""
     grants = []
-    for n in range(7):
-        user = get_user_model().objects.create_user(f"burst{n}")
-        user.groups.add(*ana.groups.all())
+    for i in range(n):
+        user = get_user_model().objects.create_user(f"burst{i}")
+        user.groups.add(*like.groups.all())
         req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
-        lifecycle.approve_request(req.pk, actor=otto)
+        lifecycle.approve_request(req.pk, actor=approver)
         grants.append(lifecycle.provision_grant(req.grant.pk))
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    return grants
+
+
+def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
+    from audit.log import verify
+
+    settings.JIT_EXPIRY_BATCH = 3
+    grants = _expired_grants(7, ana, otto, profile)
     assert tasks.expire_due() == 7
     assert set(Grant.objects.filter(pk__in=[g.pk for g in grants]).values_list("status", flat=True)) == {"revoked"}
     assert AuditEvent.objects.filter(action="grant.revoked").count() == 7
@@ -406,14 +411,7 @@ def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(an
 
 def test_a_burst_is_taken_in_growing_batches_and_a_quiet_pass_in_small_ones(ana, otto, profile, pg_cluster, settings, monkeypatch):
     settings.JIT_EXPIRY_BATCH, settings.JIT_EXPIRY_BATCH_MAX = 2, 8
-    grants = []
-    for n in range(21):
-        user = get_user_model().objects.create_user(f"wave{n}")
-        user.groups.add(*ana.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
-        lifecycle.approve_request(req.pk, actor=otto)
-        grants.append(lifecycle.provision_grant(req.grant.pk))
-    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    grants = _expired_grants(21, ana, otto, profile)
     taken = []
     begin = lifecycle.begin_due_expiries
     monkeypatch.setattr(lifecycle, "begin_due_expiries", lambda **kw: taken.append(kw["limit"]) or begin(**kw))
