@@ -73,7 +73,12 @@ def charts(start: datetime.datetime, end: datetime.datetime, days: list[datetime
             "Requests approved by a policy rule, out of those approved or denied, per day of decision.",
             "lines",
             days,
-            [Series("Auto-approved share", _column(decisions, days, lambda r: r["auto_approved"] / r["decided"] if r["decided"] else None))],
+            [
+                Series(
+                    "Auto-approved share",
+                    _column(decisions, days, lambda r: r["auto_approved"] / r["decided"] if r["decided"] else None),
+                )
+            ],
             axis=SHARE,
             extra=[
                 Series("Auto-approved", _column(decisions, days, lambda r: r["auto_approved"]), text=COUNT.text),

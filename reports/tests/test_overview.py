@@ -98,8 +98,10 @@ def scene(ana, bob, otto, marc, groups, django_user_model, target, profile, quic
     lifecycle.deny_request(denied.pk, actor=otto, comment="Use the migration pipeline")
     decided(denied, day_b, asked=(10, 0), answered=(11, 0))
     decided(ask(bob, quick_profile, minutes=20), day_b, asked=(9, 20), answered=(9, 20))
-    decided(ask(ana, quick_profile, minutes=60, justification="Production is down: the orders table is locked", break_glass=True), day_b,
-            asked=(13, 0), answered=(13, 0))  # fmt: skip
+    emergency = ask(
+        ana, quick_profile, minutes=60, justification="Production is down: the orders table", break_glass=True
+    )
+    decided(emergency, day_b, asked=(13, 0), answered=(13, 0))
     # Expiry: two grants held today, expired on day A and confirmed gone 2 and 10 minutes later; a third
     # past its expiry on day B and still active (nothing swept it yet).
     holders = []
@@ -107,7 +109,9 @@ def scene(ana, bob, otto, marc, groups, django_user_model, target, profile, quic
         holders.append(django_user_model.objects.create_user(f"holder{n}", f"holder{n}@example.com"))
         holders[-1].groups.add(groups["engineers"])
     lagging = [held(holders[0], profile, otto), held(holders[1], profile, otto)]
-    Grant.objects.filter(pk__in=[g.pk for g in lagging]).update(expires_at=timezone.now() - datetime.timedelta(minutes=1))
+    Grant.objects.filter(pk__in=[g.pk for g in lagging]).update(
+        expires_at=timezone.now() - datetime.timedelta(minutes=1)
+    )
     assert sorted(lifecycle.begin_due_expiries(limit=10)) == sorted(g.pk for g in lagging)
     for grant, (expired, verified) in zip(lagging, [((15, 0), (15, 2)), ((16, 0), (16, 10))], strict=True):
         lifecycle.complete_revocation(grant.pk)
@@ -146,15 +150,28 @@ def test_the_tables_under_the_charts_hold_the_numbers_of_each_day(client, scene,
     assert share[a] == {"Auto-approved share": "0%", "Auto-approved": "0", "Approved or denied": "2"}
     assert share[b] == {"Auto-approved share": "25%", "Auto-approved": "1", "Approved or denied": "4"}
 
-    assert tables["break-glass"] == {b: {"Uses": "1", "Review still open": "1"}, "Total": {"Uses": "1", "Review still open": "1"}}
+    assert tables["break-glass"] == {
+        b: {"Uses": "1", "Review still open": "1"},
+        "Total": {"Uses": "1", "Review still open": "1"},
+    }
 
     orphan, missing = DriftFinding.Kind.ORPHAN.label, DriftFinding.Kind.MISSING.label
     assert tables["drift"][a] == {missing: "0", orphan: "2"}
     assert tables["drift"][b] == {missing: "1", orphan: "0"}
 
     lag = tables["expiry-lag"]
-    assert lag[a] == {"Median (p50)": "6 min", "95th percentile (p95)": "9 min", "Confirmed gone": "2", "Not yet confirmed": "—"}
-    assert lag[b] == {"Median (p50)": "—", "95th percentile (p95)": "—", "Confirmed gone": "—", "Not yet confirmed": "1"}
+    assert lag[a] == {
+        "Median (p50)": "6 min",
+        "95th percentile (p95)": "9 min",
+        "Confirmed gone": "2",
+        "Not yet confirmed": "—",
+    }
+    assert lag[b] == {
+        "Median (p50)": "—",
+        "95th percentile (p95)": "—",
+        "Confirmed gone": "—",
+        "Not yet confirmed": "1",
+    }
 
 
 def test_each_chart_is_an_svg_image_with_a_title_and_a_description_in_words(client, scene, audra):
@@ -166,7 +183,9 @@ def test_each_chart_is_an_svg_image_with_a_title_and_a_description_in_words(clie
     assert page.count('role="img"') == len(CHARTS)
     # The grants chart's description gives its totals and its busiest day (the first of two with 3).
     assert f"8 in all (appdb-cluster: 7; reports-cluster: 1); the most on {scene['b']} (3)." in page
-    assert "<script" not in page.split("<main>")[1].split("</main>")[0]  # nothing to run: the page is drawn on the server
+    assert (
+        "<script" not in page.split("<main>")[1].split("</main>")[0]
+    )  # nothing to run: the page is drawn on the server
 
 
 def test_the_overview_reads_a_bounded_number_of_queries(client, scene, audra, django_assert_max_num_queries):
@@ -197,9 +216,23 @@ def test_the_period_is_the_last_30_days_unless_chosen(client, scene, audra):
     assert "the last 30 days unless you choose a period" in response.content.decode()
     # Day B alone: day A's grants and the three held today are outside.
     response = client.get(OVERVIEW, {"since": scene["b"], "until": scene["b"]})
-    assert chart_tables(response)["grants"] == {
-        scene["b"]: {"appdb-cluster": "2", "reports-cluster": "1"}, "Total": {"appdb-cluster": "2", "reports-cluster": "1"},
-    }  # fmt: skip
+    day_b = {"appdb-cluster": "2", "reports-cluster": "1"}
+    assert chart_tables(response)["grants"] == {scene["b"]: day_b, "Total": day_b}
+
+
+def test_days_are_the_portals_time_zone(client, ana, otto, profile, audra, settings):
+    settings.TIME_ZONE = "Asia/Tokyo"  # UTC+9: 23:30 UTC is half past eight the next morning
+    req = approved(ana, profile, otto).request
+    utc = datetime.UTC
+    AccessRequest.objects.filter(pk=req.pk).update(
+        created_at=datetime.datetime(2026, 11, 20, 23, 0, tzinfo=utc),
+        decided_at=datetime.datetime(2026, 11, 20, 23, 30, tzinfo=utc),
+    )
+    Grant.objects.filter(request_id=req.pk).update(created_at=datetime.datetime(2026, 11, 20, 23, 30, tzinfo=utc))
+    client.force_login(audra)
+    tables = chart_tables(client.get(OVERVIEW, {"since": "2026-11-20", "until": "2026-11-21"}))
+    assert list(tables["grants"]) == ["2026-11-21", "Total"]
+    assert tables["decision-time"]["2026-11-21"]["Median (p50)"] == "30 min"
 
 
 @pytest.mark.parametrize(

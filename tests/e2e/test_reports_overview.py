@@ -34,8 +34,10 @@ today = timezone.localdate()
 for n in range(%(requesters)d):
     user, _ = users.get_or_create(username=f"chart-user{n}", defaults={"email": f"chart-user{n}@example.com"})
     user.groups.add(Group.objects.get(name="engineers"))
-    req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=20),
-                                   justification="Chart e2e: compare the order totals for the monthly report", ticket="")
+    req = lifecycle.submit_request(
+        requester=user, profile=profile, duration=datetime.timedelta(minutes=20),
+        justification="Chart e2e: compare the order totals for the monthly report", ticket="",
+    )
     day = today - datetime.timedelta(days=n %% 6 + 1)
     asked = timezone.make_aware(datetime.datetime.combine(day, datetime.time(9 + n %% 5)))
     answered = asked + datetime.timedelta(minutes=4 + 9 * n)
