@@ -169,6 +169,8 @@ class Chart:
             if points:
                 value, i = max(points)
                 parts.append(f"{s.name} highest on {self.days[i].isoformat()} ({self.axis.text(value)})")
+        if not parts:  # only the table's counts (grants past expiry, none confirmed gone yet)
+            return f"{period}: no value to draw; the table gives the counts."
         return f"{period}: " + "; ".join(parts) + "."
 
     # Drawing ---------------------------------------------------------------

@@ -308,3 +308,11 @@ def test_the_axis_counts_in_round_steps():
     assert COUNT.ticks(1) == [0, 1]
     assert COUNT.ticks(123_456)[-1] >= 123_456
     assert Axis(text=str, steps=(0.25,), top=1.0).ticks(0.3) == [0, 0.25, 0.5, 0.75, 1.0]
+
+
+def test_a_chart_with_only_table_counts_says_it_has_nothing_to_draw():
+    days = [datetime.date(2026, 11, 30)]
+    chart = Chart("x", "t", "d", "lines", days, [Series("p50", [None])], extra=[Series("Not yet confirmed", [1])])
+    assert not chart.empty
+    assert chart.summary == "From 2026-11-30 to 2026-11-30: no value to draw; the table gives the counts."
+    assert chart.table_rows == [["2026-11-30", "—", "1"]]
