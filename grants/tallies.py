@@ -24,7 +24,8 @@ from .models import AccessRequest, ApproverDecisionDay, ProfileDecisionDay
 RS = AccessRequest.Status
 UTC = datetime.timezone.utc
 _DECIDED = [RS.APPROVED, RS.DENIED]
-_BY_PERSON = Q(decided_by__isnull=False, status__in=_DECIDED)
+# Decided by a person (approved or denied by someone): the requests whose time to decision counts.
+BY_PERSON = Q(decided_by__isnull=False, status__in=_DECIDED)
 _ZERO = datetime.timedelta(0)
 # A count per outcome of `policy.DECISION_OUTCOMES`: the tally rows' columns of the same names.
 OUTCOME_SUMS = tuple(outcome.name for outcome in policy.DECISION_OUTCOMES)
@@ -37,9 +38,9 @@ def profile_sums() -> dict:
         "requests": Count("pk"),
         "decided": Count("pk", filter=Q(status__in=_DECIDED)),
         **{name: Count("pk", filter=policy.decision_outcome_filter(name)) for name in OUTCOME_SUMS},
-        "decided_by_person": Count("pk", filter=_BY_PERSON),
-        "person_time": Sum(waited, filter=_BY_PERSON, output_field=DurationField()),
-        "person_time_max": Max(waited, filter=_BY_PERSON, output_field=DurationField()),
+        "decided_by_person": Count("pk", filter=BY_PERSON),
+        "person_time": Sum(waited, filter=BY_PERSON, output_field=DurationField()),
+        "person_time_max": Max(waited, filter=BY_PERSON, output_field=DurationField()),
     }
 
 
@@ -126,7 +127,7 @@ def rebuild(*, requests=AccessRequest, profile_days=ProfileDecisionDay, approver
         made = profile_days.objects.bulk_create(
             [profile_days(**{**row, "person_time": row["person_time"] or _ZERO}) for row in per_profile], batch_size=5000,
         )
-        per_approver = decided.filter(_BY_PERSON).values("day", "decided_by_id").annotate(**approver_sums())
+        per_approver = decided.filter(BY_PERSON).values("day", "decided_by_id").annotate(**approver_sums())
         approvers = approver_days.objects.bulk_create(
             [approver_days(approver_id=row.pop("decided_by_id"), **{**row, "person_time": row["person_time"] or _ZERO})
              for row in per_approver],

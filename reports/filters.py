@@ -196,3 +196,46 @@ class TimelineFilter(ReportFilter):
             "target": data.get("target"),
             "profile": data.get("profile"),
         }
+
+
+class OverviewPeriodForm(forms.Form):
+    """The Reports overview's period: whole days in the portal's time zone, `until` inclusive, at most MAX_DAYS.
+
+    Without a date the period is the last DEFAULT_DAYS, today included: every
+    chart's queries are bounded by it.
+    """
+
+    DEFAULT_DAYS = 30
+    MAX_DAYS = 366
+
+    since = PeriodDateField(label="From", required=False)
+    until = PeriodDateField(label="To (inclusive)", required=False)
+
+    def __init__(self, query, *, today=None):
+        today = today or timezone.localdate()
+        data = {
+            "since": query.get("since") or (today - datetime.timedelta(days=self.DEFAULT_DAYS - 1)).isoformat(),
+            "until": query.get("until") or today.isoformat(),
+        }
+        super().__init__(data)
+        self.applied = {name: query.get(name) for name in ("since", "until") if query.get(name)}
+
+    def clean(self):
+        data = super().clean()
+        since, until = data.get("since"), data.get("until")
+        if since and until:
+            if since > until:
+                raise ValidationError("The period ends before it starts.", code="reversed")
+            if (until - since).days + 1 > self.MAX_DAYS:
+                raise ValidationError(f"Choose at most {self.MAX_DAYS} days.", code="too_long")
+        return data
+
+    def period(self) -> tuple[datetime.datetime, datetime.datetime, list[datetime.date]]:
+        """Return the period's first moment, the moment after it, and its days (the form must be valid)."""
+        since, until = self.cleaned_data["since"], self.cleaned_data["until"]
+        days = [since + datetime.timedelta(days=n) for n in range((until - since).days + 1)]
+        return _start_of(since), _start_of(until + datetime.timedelta(days=1)), days
+
+    def error_texts(self) -> list[str]:
+        labels = {name: field.label for name, field in self.fields.items()}
+        return [f"{labels[n]}: {m}" if n in labels else m for n, messages in self.errors.items() for m in messages]

@@ -14,7 +14,8 @@ def scope_for(user, report: str, *, subject: str | None = None) -> str:
     """Return how much of `report` `user` may see, or raise PermissionDenied.
 
     ALL: auditors (the `audit.view_auditevent` permission, e.g. the auditors
-    group) and superusers. OWN: anyone, their own access history and their
+    group) and superusers; they alone see the other reports (current access,
+    break-glass and drift, the overview's charts). OWN: anyone, their own access history and their
     own timeline (`subject` is the timeline's username). DECIDED: approvers,
     the decisions they took part in.
     """

@@ -7,6 +7,7 @@ app_name = "audit"
 
 urlpatterns = [
     path("", views.index, name="index"),
+    path("overview/", views.overview_page, name="overview"),
     path("access/", views.access_history, name="access"),
     path("current/", views.current_access, name="current"),
     path("decisions/", views.decisions, name="decisions"),

@@ -22,7 +22,7 @@ from django_tables2 import RequestConfig
 from audit.models import AuditEvent
 import grants.selectors as selectors
 
-from . import columns, downloads, filters, tables
+from . import columns, downloads, filters, overview, tables
 from .scope import ALL, AUDITOR_PERMISSION, DECIDED, OWN, may_see, scope_for
 
 PER_PAGE = 50
@@ -130,12 +130,30 @@ def _errors(filtersets) -> list[str]:
 @login_required
 def index(request):
     user = request.user
-    available = {name: may_see(user, name) for name in ("access", "current", "decisions", "break_glass")}
+    available = {name: may_see(user, name) for name in ("overview", "access", "current", "decisions", "break_glass")}
     return render(
         request,
         "reports/index.html",
         {"available": available, "auditor": user.has_perm(AUDITOR_PERMISSION)},
     )
+
+
+@login_required
+def overview_page(request):
+    """Charts of a period (the last 30 days unless chosen), each with a table of its numbers; auditors only."""
+    scope = scope_for(request.user, "overview")
+    form = filters.OverviewPeriodForm(request.GET)
+    charts = overview.charts(*form.period()) if form.is_valid() else []
+    context = {
+        "scope": scope,
+        "fields": list(form),
+        "errors": form.error_texts(),
+        "filtered": bool(form.applied),
+        "charts": charts,
+        "period": form.cleaned_data if form.is_valid() else None,
+        "default_days": None if form.applied else form.DEFAULT_DAYS,
+    }
+    return render(request, "reports/overview.html", context)
 
 
 @login_required

@@ -362,6 +362,9 @@ PORTAL_ROWS = [
     # Reports (audit/urls.py): auditors and admins see everything, approvers their decisions, everyone
     # their own history; a CSV download is recorded.
     Row("audit:index",                  "GET",   "login   200   200   200   200   200   200"),
+    Row("audit:overview",               "GET",   "login   403   403   403   403   200   200"),
+    Row("audit:overview",               "GET",   "login   403   403   403   403   200   200", label="year",
+        query={"since": "2025-12-02", "until": "2026-12-01"}),
     Row("audit:access",                 "GET",   "login   200   200   200   200   200   200"),
     Row("audit:access",                 "GET",   "login   200*  200*  200*  200*  200*  200*", **CSV),
     # Asking for someone else's history gets one's own (the filter is not offered).

@@ -14,10 +14,10 @@ from django.contrib.postgres.fields import DateTimeRangeField
 from django.db import connections
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 from django.db.models import (
-    Case, CharField, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
+    Aggregate, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
     IntegerField, Max, OuterRef, Q, Sum, TextField, Value, When,
 )
-from django.db.models.functions import Cast, Coalesce, NullIf
+from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from grants import policy, tallies
@@ -442,3 +442,107 @@ def user_timeline(person, *, since=None, until=None, target=None, profile=None):
         ),
     ]
     return parts[0].union(*parts[1:], all=True).order_by("when", "what")
+
+
+# Charts of the Reports overview ----------------------------------------------
+# Day buckets in the portal's time zone (the days of the period filters), counted by the database: a query or
+# two per chart, whatever the number of rows. The caller bounds the period [start, end): reports.filters.
+
+# The quantiles the duration charts draw: the median and the 95th percentile.
+QUANTILES = {"p50": 0.5, "p95": 0.95}
+
+
+class _PercentileCont(Aggregate):
+    """PostgreSQL's percentile_cont over an interval: the quantile, interpolated between the two nearest values."""
+
+    function = "PERCENTILE_CONT"
+    template = "%(function)s(%(fraction)s) WITHIN GROUP (ORDER BY %(expressions)s)"
+
+    def __init__(self, expression, *, fraction: float):
+        # A float of our own (QUANTILES), never input: formatted into the SQL as a literal.
+        super().__init__(expression, fraction=float(fraction), output_field=DurationField())
+
+
+def quantile(ordered: list, fraction: float):
+    """Return percentile_cont's `fraction` quantile of the sorted timedeltas `ordered` (None if empty)."""
+    if not ordered:
+        return None
+    position = fraction * (len(ordered) - 1)
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+def _per_day(rows, field, start, end):
+    return rows.filter(**{f"{field}__gte": start, f"{field}__lt": end}).annotate(day=TruncDate(field)).order_by()
+
+
+def _quantiles_per_day(rows, field, value, start, end) -> list[dict]:
+    """Return {"day", "count", "p50", "p95"} per day of `field` in [start, end), of the durations `value`.
+
+    PostgreSQL computes the quantiles itself; SQLite has no percentile
+    function, so there the durations alone are read, in order, and
+    interpolated the same way (`quantile`): the period bounds what is read.
+    """
+    rows = _per_day(rows, field, start, end).annotate(value=ExpressionWrapper(value, output_field=DurationField()))
+    if connections[rows.db].vendor == "postgresql":
+        sums = {name: _PercentileCont("value", fraction=fraction) for name, fraction in QUANTILES.items()}
+        return list(rows.values("day").annotate(count=Count("pk"), **sums).order_by("day"))
+    days: dict = {}
+    for day, duration in rows.order_by("day", "value").values_list("day", "value"):
+        days.setdefault(day, []).append(duration)
+    return [
+        {"day": day, "count": len(ordered), **{name: quantile(ordered, f) for name, f in QUANTILES.items()}}
+        for day, ordered in days.items()
+    ]
+
+
+def grants_per_day(*, start, end) -> list[dict]:
+    """Return {"day", "target", "grants"} per day and target: the grants made (on approval) in [start, end)."""
+    rows = _per_day(Grant.objects, "created_at", start, end)
+    per_target = rows.values("day", target=F("profile__target__name")).annotate(grants=Count("pk"))
+    return list(per_target.order_by("day", "target"))
+
+
+def decisions_per_day(*, start, end) -> list[dict]:
+    """Return the Decisions report's counts (`tallies.profile_sums`: decided, auto_approved, ...) per decision day."""
+    rows = _per_day(AccessRequest.objects.exclude(status=_RS.PENDING), "decided_at", start, end)
+    return list(rows.values("day").annotate(**tallies.profile_sums()).order_by("day"))
+
+
+def decision_times_per_day(*, start, end) -> list[dict]:
+    """Return the count, median and 95th percentile of the time to a person's decision, per day of decision."""
+    rows = AccessRequest.objects.filter(tallies.BY_PERSON)
+    return _quantiles_per_day(rows, "decided_at", F("decided_at") - F("created_at"), start, end)
+
+
+def break_glass_per_day(*, start, end) -> list[dict]:
+    """Return {"day", "uses", "open_reviews"} per day of use: break-glass requests, and those whose review is open."""
+    rows = _per_day(AccessRequest.objects.filter(break_glass=True), "created_at", start, end)
+    open_review = Q(review__closed_at__isnull=True)
+    per_day = rows.values("day").annotate(uses=Count("pk"), open_reviews=Count("pk", filter=open_review))
+    return list(per_day.order_by("day"))
+
+
+def drift_per_day(*, start, end) -> list[dict]:
+    """Return {"day", "kind", "findings"} per day and kind of the reconciler's findings."""
+    rows = _per_day(DriftFinding.objects, "found_at", start, end)
+    return list(rows.values("day", "kind").annotate(findings=Count("pk")).order_by("day", "kind"))
+
+
+def expiry_lag_per_day(*, start, end, now=None) -> tuple[list[dict], list[dict]]:
+    """Return, per day of `expires_at`, how long after expiry access was confirmed gone, and what is not yet.
+
+    First: {"day", "count", "p50", "p95"} of `verified_at - expires_at` over
+    grants that ended by expiry and were confirmed gone. Second: {"day",
+    "unconfirmed"}: grants past their expiry that may still exist (still
+    active, or expired and being removed).
+    """
+    now = now or timezone.now()
+    confirmed = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED, verified_at__isnull=False)
+    lag = _quantiles_per_day(confirmed, "expires_at", F("verified_at") - F("expires_at"), start, end)
+    pending = Grant.objects.filter(
+        Q(status=_GS.ACTIVE, expires_at__lte=now) | Q(status=_GS.REVOKING, end_reason=Grant.EndReason.EXPIRED)
+    )
+    unconfirmed = _per_day(pending, "expires_at", start, end).values("day").annotate(unconfirmed=Count("pk"))
+    return lag, list(unconfirmed.order_by("day"))
