@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import hashlib
 import json
@@ -327,3 +328,71 @@ def export_head(path: str | None = None) -> str:
             fh.write(line + "\n")
     logging.getLogger("jitportal.audit.head").info(line)
     return line
+
+
+@dataclasses.dataclass
+class CopyVerification:
+    ok: bool
+    count: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    # The hash the copy starts after: GENESIS when it starts at the chain's first event.
+    starts_after: str = GENESIS
+    head: str = GENESIS
+    repeats: int = 0
+    line_no: int | None = None
+    reason: str = ""
+
+
+def verify_copy(lines: Iterable[str]) -> CopyVerification:
+    """Check an exported copy of the trail (JSON Lines of sink records) on its own, without the database.
+
+    Each record's hash must cover its content and the record before it, and
+    the ids must rise. A record seen before with the same hash is a repeat
+    (sinks deliver at least once) and is skipped; with another hash it fails.
+    A line `{"events": [...]}` (a webhook body kept as is) counts as its records.
+    """
+    seen: dict[int, str] = {}
+    result = CopyVerification(ok=True)
+    prev = None
+
+    def fail(line_no, reason):
+        return dataclasses.replace(result, ok=False, line_no=line_no, reason=reason)
+
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_float=_as_postgresql_returns_it)
+        except ValueError as exc:
+            return fail(line_no, f"not JSON: {exc}")
+        records = obj["events"] if isinstance(obj, dict) and isinstance(obj.get("events"), list) else [obj]
+        for record in records:
+            try:
+                event_id, digest, prev_hash = int(record["id"]), record["hash"], record["prev_hash"]
+                content = canonical(
+                    created_at=datetime.datetime.fromisoformat(record["created_at"]), actor_id=record["actor_id"],
+                    action=record["action"], object_type=record["object_type"], object_id=record["object_id"],
+                    details=record["details"], prev_hash=prev_hash,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                return fail(line_no, f"not an audit record ({exc.__class__.__name__}: {exc})")
+            if event_id in seen:
+                if seen[event_id] != digest:
+                    return fail(line_no, f"event #{event_id} appears twice with different hashes")
+                result.repeats += 1
+                continue
+            if hashlib.sha256(content).hexdigest() != digest:
+                return fail(line_no, f"event #{event_id}: its content does not match its hash")
+            if prev is None:
+                result.first_id, result.starts_after = event_id, prev_hash
+            elif event_id < result.last_id:
+                return fail(line_no, f"event #{event_id} comes after #{result.last_id}: the copy is out of order")
+            elif prev_hash != prev:
+                return fail(line_no, f"event #{event_id}: its prev_hash does not match #{result.last_id} before it "
+                                     "(an event is missing or was changed)")
+            seen[event_id] = digest
+            prev = digest
+            result.last_id, result.head = event_id, digest
+            result.count += 1
+    return result

@@ -7,6 +7,7 @@ With neither it refuses to start. Every variable is listed with its default
 in `.env.example` and the README.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -322,6 +323,16 @@ if STEP_UP_MAX_AGE < 0:
 AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # The Ed25519 private key that signs exported heads (PEM, or base64 of its 32 bytes); never in the database.
 AUDIT_SIGNING_KEY = _secret("AUDIT_SIGNING_KEY", default="")
+# Where the trail is streamed to (audit/sinks/, README "Audit streaming"): a JSON list of objects, each with
+# a unique `name`, a `kind` (syslog, webhook, s3) and that kind's options; AUDIT_SINKS_FILE names a file of it.
+try:
+    AUDIT_SINKS = json.loads(_secret("AUDIT_SINKS", default="") or "[]")
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AUDIT_SINKS is not JSON: {exc}") from None
+# A failed delivery is tried again after 2, 4, 8 ... seconds, at most this many apart.
+AUDIT_SINK_RETRY_MAX = env.int("AUDIT_SINK_RETRY_MAX", default=300)
+# Seconds one delivery task spends sending batches to one sink before it leaves the rest to the next run.
+AUDIT_SINK_BUDGET = env.int("AUDIT_SINK_BUDGET", default=30)
 # The role that owns the tables, for `migrate` only (README, "The audit trail"): the portal's own role
 # (DATABASE_URL) then may only read and append to the audit trail. Give it to the migrating job alone.
 MIGRATE_DATABASE_URL = _secret("MIGRATE_DATABASE_URL", default="")
