@@ -189,10 +189,25 @@ class DatabaseCollector:
             )
 
         # Audit streaming (audit/sinks/): how far behind each sink is, and why (one query for all sinks).
-        lag = GaugeMetricFamily("jitportal_audit_sink_lag_events", "Audit events a sink has not received yet.", labels=["sink", "kind"])
-        failures = GaugeMetricFamily("jitportal_audit_sink_failures", "Consecutive failed deliveries to a sink (0: the last one worked).", labels=["sink", "kind"])
-        delivered = GaugeMetricFamily("jitportal_audit_sink_last_delivered_timestamp_seconds", "When a sink last took a batch (Unix time).", labels=["sink", "kind"])
-        errors = GaugeMetricFamily("jitportal_audit_sink_last_error_info", "1 with the last error of a sink that is failing.", labels=["sink", "kind", "error"])
+        labels = ["sink", "kind"]
+        lag = GaugeMetricFamily(
+            "jitportal_audit_sink_lag_events", "Audit events a sink has not received yet.", labels=labels
+        )
+        failures = GaugeMetricFamily(
+            "jitportal_audit_sink_failures",
+            "Consecutive failed deliveries to a sink (0: the last one worked).",
+            labels=labels,
+        )
+        delivered = GaugeMetricFamily(
+            "jitportal_audit_sink_last_delivered_timestamp_seconds",
+            "When a sink last took a batch (Unix time).",
+            labels=labels,
+        )
+        errors = GaugeMetricFamily(
+            "jitportal_audit_sink_last_error_info",
+            "1 with the last error of a sink that is failing.",
+            labels=[*labels, "error"],
+        )
         for s in sink_status():
             cursor = s["cursor"]
             lag.add_metric([s["name"], s["kind"]], s["lag"])

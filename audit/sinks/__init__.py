@@ -42,7 +42,7 @@ def configured_sinks() -> list[Sink]:
     sinks, names = [], set()
     entries = settings.AUDIT_SINKS
     if not isinstance(entries, list):
-        raise ImproperlyConfigured("AUDIT_SINKS must be a JSON list of objects (README, \"Audit streaming\").")
+        raise ImproperlyConfigured('AUDIT_SINKS must be a JSON list of objects (README, "Audit streaming").')
     for i, entry in enumerate(entries):
         if not isinstance(entry, dict) or not entry.get("name") or entry.get("kind") not in KINDS:
             raise ImproperlyConfigured(
@@ -102,15 +102,21 @@ def deliver_batch(sink: Sink) -> int | None:
             cursor.last_error = f"{exc}"[:1000] or exc.__class__.__name__
             cursor.save(update_fields=["attempted_at", "failures", "retry_at", "last_error"])
             permanent = getattr(exc, "permanent", False)
-            logger.warning("audit sink %s: delivery after #%s failed (%s%s), retry at %s", sink.name,
-                           cursor.last_event_id, cursor.last_error, ", permanent" if permanent else "",
-                           cursor.retry_at.isoformat())
+            logger.warning(
+                "audit sink %s: delivery after #%s failed (%s%s), retry at %s",
+                sink.name,
+                cursor.last_event_id,
+                cursor.last_error,
+                ", permanent" if permanent else "",
+                cursor.retry_at.isoformat(),
+            )
             return None
         cursor.last_event_id = events[-1]["id"]
         cursor.delivered_at = timezone.now()
         cursor.failures, cursor.retry_at, cursor.last_error = 0, None, ""
-        cursor.save(update_fields=["last_event_id", "delivered_at", "attempted_at", "failures", "retry_at",
-                                   "last_error"])
+        cursor.save(
+            update_fields=["last_event_id", "delivered_at", "attempted_at", "failures", "retry_at", "last_error"]
+        )
         return len(events)
 
 
@@ -140,10 +146,16 @@ def sink_status() -> list[dict]:
         return []
     cursors = {c.name: c for c in SinkCursor.objects.filter(name__in=[s.name for s in sinks])}
     last = {s.name: cursors[s.name].last_event_id if s.name in cursors else 0 for s in sinks}
-    lag = AuditEvent.objects.aggregate(**{f"s{i}": Count("pk", filter=Q(id__gt=last[s.name]))
-                                          for i, s in enumerate(sinks)})
+    lag = AuditEvent.objects.aggregate(
+        **{f"s{i}": Count("pk", filter=Q(id__gt=last[s.name])) for i, s in enumerate(sinks)}
+    )
     return [
-        {"name": s.name, "kind": s.config["kind"], "cursor": cursors.get(s.name), "last_event_id": last[s.name],
-         "lag": lag[f"s{i}"]}
+        {
+            "name": s.name,
+            "kind": s.config["kind"],
+            "cursor": cursors.get(s.name),
+            "last_event_id": last[s.name],
+            "lag": lag[f"s{i}"],
+        }
         for i, s in enumerate(sinks)
     ]

@@ -21,8 +21,16 @@ from .base import Sink, SinkError, dumps
 
 
 class S3Sink(Sink):
-    options = ("bucket", "prefix", "endpoint_url", "region", "access_key_id", "secret_access_key",
-               "secret_access_key_file", "timeout")
+    options = (
+        "bucket",
+        "prefix",
+        "endpoint_url",
+        "region",
+        "access_key_id",
+        "secret_access_key",
+        "secret_access_key_file",
+        "timeout",
+    )
     batch_size = 1000
 
     def __init__(self, name, config):

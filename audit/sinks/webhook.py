@@ -62,8 +62,14 @@ class WebhookSink(Sink):
                 SIGNATURE_HEADER: signature(self.secret, timestamp, body),
             }
             try:
-                response = requests.post(self.url, data=body, headers=headers, timeout=self.timeout,
-                                         verify=self.verify, allow_redirects=False)
+                response = requests.post(
+                    self.url,
+                    data=body,
+                    headers=headers,
+                    timeout=self.timeout,
+                    verify=self.verify,
+                    allow_redirects=False,
+                )
             except requests.RequestException as exc:
                 error = f"POST {self.url} failed: {exc.__class__.__name__}: {exc}"
                 continue

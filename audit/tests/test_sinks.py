@@ -41,7 +41,7 @@ BOM = "\ufeff"
 
 
 def _events(n, start=0):
-    return [audit.record("test.streamed", details={"n": start + i, "text": "héllo \"quoted\" ] \n"}) for i in range(n)]
+    return [audit.record("test.streamed", details={"n": start + i, "text": 'héllo "quoted" ] \n'}) for i in range(n)]
 
 
 def _wait_for_port(port, *, process=None, timeout=15):
@@ -71,7 +71,7 @@ class Rsyslogd:
             'template(name="raw" type="string" string="%rawmsg%\\n")\n'
             'ruleset(name="jitportal") {\n'
             f'  action(type="omfile" file="{self.out}" template="raw" flushOnTXEnd="on" asyncWriting="off")\n'
-            '}\n'
+            "}\n"
             f'input(type="imtcp" address="127.0.0.1" port="{self.port}" ruleset="jitportal")\n',
             encoding="utf-8",
         )
@@ -80,7 +80,8 @@ class Rsyslogd:
     def start(self):
         self.process = subprocess.Popen(
             [RSYSLOGD, "-n", "-f", str(self.conf), "-i", str(self.folder / "rsyslogd.pid")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         _wait_for_port(self.port, process=self.process)
 
@@ -229,8 +230,14 @@ def test_a_syslog_server_that_is_down_gets_every_event_when_it_returns(db, setti
 
 def test_octet_counting_frames_carry_newlines_and_non_ascii_whole(db, settings):
     sink = _syslog_sink(settings, 1)
-    record = {"id": 1, "created_at": "2026-12-01T10:00:00.000001+00:00", "action": "a.b", "hash": "h",
-              "prev_hash": "p", "details": {"x": "é\n"}}
+    record = {
+        "id": 1,
+        "created_at": "2026-12-01T10:00:00.000001+00:00",
+        "action": "a.b",
+        "hash": "h",
+        "prev_hash": "p",
+        "details": {"x": "é\n"},
+    }
     frame = sink.frames([record])
     length, message = frame.split(b" ", 1)
     assert int(length) == len(message)  # the length counts bytes, not characters
@@ -279,8 +286,16 @@ def test_a_webhook_error_is_retried_with_backoff_and_nothing_is_skipped(db, sett
 
 def test_a_webhook_that_is_down_catches_up_when_it_returns(db, settings, fast_retries):
     port = free_port()
-    settings.AUDIT_SINKS = [{"name": "hook", "kind": "webhook", "url": f"http://127.0.0.1:{port}/a", "secret": SECRET,
-                             "tries": 1, "timeout": 2}]
+    settings.AUDIT_SINKS = [
+        {
+            "name": "hook",
+            "kind": "webhook",
+            "url": f"http://127.0.0.1:{port}/a",
+            "secret": SECRET,
+            "tries": 1,
+            "timeout": 2,
+        }
+    ]
     events = _events(4)
     assert deliver_all() == {"hook": 0}
     assert "ConnectionError" in SinkCursor.objects.get(name="hook").last_error
@@ -295,15 +310,19 @@ def test_a_webhook_that_is_down_catches_up_when_it_returns(db, settings, fast_re
 
 
 @pytest.mark.django_db(transaction=True)
-def test_a_worker_killed_mid_delivery_leaves_the_cursor_and_the_batch_goes_again(settings, webhook,
-                                                                                  portal_database_url):
+def test_a_worker_killed_mid_delivery_leaves_the_cursor_and_the_batch_goes_again(
+    settings, webhook, portal_database_url
+):
     events = _events(3)
     config = [{"name": "hook", "kind": "webhook", "url": webhook.url, "secret": SECRET, "tries": 1, "timeout": 30}]
     webhook.hold = threading.Event()
     env = {**os.environ, "DATABASE_URL": portal_database_url, "AUDIT_SINKS": json.dumps(config)}
     worker = subprocess.Popen(
         [sys.executable, "manage.py", "shell", "-c", "from audit.sinks import deliver_all; deliver_all()"],
-        cwd=Path(__file__).resolve().parents[2], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
     )
     try:
         deadline = time.monotonic() + 30
@@ -334,11 +353,26 @@ def test_a_worker_killed_mid_delivery_leaves_the_cursor_and_the_batch_goes_again
 
 def test_s3_gets_json_lines_objects_named_in_order(db, settings, moto, fast_retries, tmp_path):
     moto.reset()
-    s3 = boto3.client("s3", endpoint_url=moto.url, region_name="us-east-1", aws_access_key_id="testing",
-                      aws_secret_access_key="testing")
-    settings.AUDIT_SINKS = [{"name": "bucket", "kind": "s3", "bucket": "trail", "endpoint_url": moto.url,
-                             "region": "us-east-1", "access_key_id": "testing", "secret_access_key": "testing",
-                             "batch_size": 2, "prefix": "audit/"}]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=moto.url,
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
+    settings.AUDIT_SINKS = [
+        {
+            "name": "bucket",
+            "kind": "s3",
+            "bucket": "trail",
+            "endpoint_url": moto.url,
+            "region": "us-east-1",
+            "access_key_id": "testing",
+            "secret_access_key": "testing",
+            "batch_size": 2,
+            "prefix": "audit/",
+        }
+    ]
     events = _events(3)
     assert deliver_all() == {"bucket": 0}  # no bucket yet
     assert "NoSuchBucket" in SinkCursor.objects.get(name="bucket").last_error
@@ -346,8 +380,10 @@ def test_s3_gets_json_lines_objects_named_in_order(db, settings, moto, fast_retr
     s3.create_bucket(Bucket="trail")
     assert deliver_all() == {"bucket": 3}
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="trail", Prefix="audit/")["Contents"]]
-    assert keys == [f"audit/{events[0].pk:012d}-{events[1].pk:012d}.jsonl",
-                    f"audit/{events[2].pk:012d}-{events[2].pk:012d}.jsonl"]
+    assert keys == [
+        f"audit/{events[0].pk:012d}-{events[1].pk:012d}.jsonl",
+        f"audit/{events[2].pk:012d}-{events[2].pk:012d}.jsonl",
+    ]
     copy = tmp_path / "copy.jsonl"
     copy.write_bytes(b"".join(s3.get_object(Bucket="trail", Key=k)["Body"].read() for k in keys * 2))
     out = io.StringIO()
@@ -377,13 +413,16 @@ def test_each_sink_has_its_own_cursor_and_lag(db, settings, webhook, fast_retrie
     assert "ConnectionError" in samples[("jitportal_audit_sink_last_error_info", "down")].labels["error"]
 
 
-@pytest.mark.parametrize("entry, message", [
-    ({"kind": "syslog", "host": "x"}, "needs a name and a kind"),
-    ({"name": "a", "kind": "ftp"}, "needs a name and a kind"),
-    ({"name": "a", "kind": "syslog"}, "host is required"),
-    ({"name": "a", "kind": "webhook", "url": "https://x"}, "needs secret or secret_file"),
-    ({"name": "a", "kind": "s3", "bucket": "b", "colour": "red"}, "unknown option(s) colour"),
-])
+@pytest.mark.parametrize(
+    "entry, message",
+    [
+        ({"kind": "syslog", "host": "x"}, "needs a name and a kind"),
+        ({"name": "a", "kind": "ftp"}, "needs a name and a kind"),
+        ({"name": "a", "kind": "syslog"}, "host is required"),
+        ({"name": "a", "kind": "webhook", "url": "https://x"}, "needs secret or secret_file"),
+        ({"name": "a", "kind": "s3", "bucket": "b", "colour": "red"}, "unknown option(s) colour"),
+    ],
+)
 def test_a_bad_sink_configuration_is_refused_with_what_to_fix(settings, entry, message):
     settings.AUDIT_SINKS = [entry]
     with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -392,8 +431,14 @@ def test_a_bad_sink_configuration_is_refused_with_what_to_fix(settings, entry, m
 
 def test_a_bad_audit_sinks_variable_stops_the_portal_at_start(tmp_path):
     env = {**os.environ, "AUDIT_SINKS": '[{"name": "a", "kind": "syslog"}]', "DATABASE_URL": "sqlite:///:memory:"}
-    result = subprocess.run([sys.executable, "manage.py", "check"], cwd=Path(__file__).resolve().parents[2], env=env,
-                            capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "check"],
+        cwd=Path(__file__).resolve().parents[2],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode != 0 and "AUDIT_SINKS a: host is required for kind syslog" in result.stderr
 
 

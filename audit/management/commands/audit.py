@@ -14,8 +14,8 @@ from audit.log import GENESIS, export_head, head_line, verify, verify_copy
 class Command(BaseCommand):
     help = (
         "verify [--heads FILE] [--public-key FILE]: check the whole audit chain, and that it meets every exported "
-        "head (default: AUDIT_HEAD_FILE); verify --from FILE: check an exported copy (JSON Lines of sink records) on its "
-        "own, without the database. head [--file F]: print the chain's head line (and append it to F). "
+        "head (default: AUDIT_HEAD_FILE); verify --from FILE: check an exported copy (JSON Lines of sink records) "
+        "on its own, without the database. head [--file F]: print the chain's head line (and append it to F). "
         "pubkey: print the public key of AUDIT_SIGNING_KEY, for whoever keeps and checks the heads."
     )
 
