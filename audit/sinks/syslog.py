@@ -89,7 +89,11 @@ class SyslogSink(Sink):
         try:
             sock.sendall(data)
             if isinstance(sock, ssl.SSLSocket):
-                sock = sock.unwrap()  # close_notify, then the plain socket's end of stream
+                # Our close_notify, and the server's answer to it: it has read every record before ours.
+                try:
+                    sock = sock.unwrap()
+                except (ssl.SSLEOFError, ssl.SSLZeroReturnError):
+                    return  # it closed the connection without answering, after reading to our end of stream
             sock.shutdown(socket.SHUT_WR)
             # Wait for the server to close its side: it has read the whole stream then.
             while sock.recv(4096):

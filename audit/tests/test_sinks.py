@@ -6,6 +6,7 @@ the webhook, moto's server for S3. A worker killed halfway is a real
 process killed with SIGKILL.
 """
 
+import datetime
 import hashlib
 import hmac
 import io
@@ -14,6 +15,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -23,9 +25,14 @@ from pathlib import Path
 
 import boto3
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.db import connection
 
 import audit
 from audit.log import verify_copy
@@ -228,6 +235,83 @@ def test_a_syslog_server_that_is_down_gets_every_event_when_it_returns(db, setti
     assert (cursor.failures, cursor.last_error, cursor.last_event_id) == (0, "", missed[-1].pk)
 
 
+class TLSSyslogServer:
+    """A real TLS syslog receiver on loopback (RFC 5425): reads octet-counted frames until close_notify, answers it.
+
+    rsyslog speaks TLS only with its GnuTLS or OpenSSL driver, packaged apart (rsyslog-gnutls); the framing and the
+    close are the same, and this server checks both.
+    """
+
+    def __init__(self, folder: Path):
+        key = ec.generate_private_key(ec.SECP256R1())
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+        now = datetime.datetime.now(datetime.timezone.utc)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(hours=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256())
+        )
+        self.ca_file = folder / "syslog-cert.pem"
+        self.ca_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+        key_file = folder / "syslog-key.pem"
+        key_file.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(self.ca_file, key_file)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.messages = []
+        self.thread = threading.Thread(target=self.serve, daemon=True)
+        self.thread.start()
+
+    def serve(self):
+        while True:
+            try:
+                raw, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                with self.context.wrap_socket(raw, server_side=True) as conn:
+                    data = b""
+                    while chunk := conn.recv(65536):
+                        data += chunk
+                    conn.unwrap()
+            except (OSError, ssl.SSLError):
+                continue  # a client that refused our certificate
+            while data:
+                length, rest = data.split(b" ", 1)
+                self.messages.append(rest[: int(length)].decode())
+                data = rest[int(length) :]
+
+    def close(self):
+        self.listener.close()
+
+
+def test_syslog_over_tls_checks_the_server_certificate_and_frames_every_event(db, settings, tmp_path, fast_retries):
+    server = TLSSyslogServer(tmp_path)
+    try:
+        events = _events(3)
+        sink = _syslog_sink(settings, server.port, tls=True, server_name="localhost")
+        assert deliver(sink) == 0  # the system's CAs do not know this certificate
+        assert "certificate verify failed" in SinkCursor.objects.get(name="siem").last_error
+
+        sink = _syslog_sink(settings, server.port, tls=True, server_name="localhost", ca_file=str(server.ca_file))
+        assert deliver(sink) == 3
+        assert [json.loads(m.split(BOM, 1)[1])["hash"] for m in server.messages] == [e.hash for e in events]
+    finally:
+        server.close()
+
+
 def test_octet_counting_frames_carry_newlines_and_non_ascii_whole(db, settings):
     sink = _syslog_sink(settings, 1)
     record = {
@@ -242,6 +326,35 @@ def test_octet_counting_frames_carry_newlines_and_non_ascii_whole(db, settings):
     length, message = frame.split(b" ", 1)
     assert int(length) == len(message)  # the length counts bytes, not characters
     assert b"\n" not in message
+
+
+@pytest.mark.postgres_only("row locks: SQLite has none, and the demo runs one worker")
+@pytest.mark.django_db(transaction=True)
+def test_two_workers_never_send_the_same_batch_at_once(settings, webhook):
+    events = _events(3)
+    settings.AUDIT_SINKS = [{"name": "hook", "kind": "webhook", "url": webhook.url, "secret": SECRET}]
+    webhook.hold = threading.Event()
+    results = {}
+
+    def worker(name):
+        try:
+            results[name] = deliver_all()
+        finally:
+            connection.close()
+
+    first = threading.Thread(target=worker, args=("first",))
+    first.start()
+    deadline = time.monotonic() + 10
+    while not webhook.received and time.monotonic() < deadline:
+        time.sleep(0.02)
+    second = threading.Thread(target=worker, args=("second",))
+    second.start()
+    second.join(10)
+    assert results["second"] == {"hook": 0}  # the first holds the cursor's row: the second skips the sink
+    webhook.hold.set()
+    first.join(10)
+    assert results["first"] == {"hook": 3}
+    assert len(webhook.received) == 1 and [r["id"] for r in webhook.records()] == [e.pk for e in events]
 
 
 # Webhook
