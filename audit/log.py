@@ -97,7 +97,12 @@ def record_many(events) -> list[AuditEvent]:
             ))
             prev_hash = digest
         # bulk_create inserts in list order, so ids follow the chain.
-        return AuditEvent.objects.bulk_create(rows)
+        created = AuditEvent.objects.bulk_create(rows)
+    if settings.AUDIT_SINKS:
+        from .sinks import nudge  # noqa: PLC0415 - sinks imports this module
+
+        transaction.on_commit(nudge)
+    return created
 
 
 @dataclasses.dataclass

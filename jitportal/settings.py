@@ -289,8 +289,9 @@ Q_CLUSTER = {
     "broker_class": "jitportal.queues.TwoLaneORM",
 }
 Q_CLUSTER["queue_limit"] = Q_CLUSTER["workers"]
-# Tasks whose function starts with one of these go to the later lane (grants.notify.: the old names, one release).
-JIT_QUEUE_LATER = ("notifications.", "grants.notify.")
+# Tasks whose function starts with one of these go to the later lane (grants.notify.: the old names, one release;
+# audit.sinks.: streaming the trail out waits behind access work too).
+JIT_QUEUE_LATER = ("notifications.", "grants.notify.", "audit.sinks.")
 
 # The lifecycle's clocks.
 JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characters, where a profile has no policy
@@ -331,6 +332,9 @@ except ValueError as exc:
     raise ImproperlyConfigured(f"AUDIT_SINKS is not JSON: {exc}") from None
 # A failed delivery is tried again after 2, 4, 8 ... seconds, at most this many apart.
 AUDIT_SINK_RETRY_MAX = env.int("AUDIT_SINK_RETRY_MAX", default=300)
+# After an append a delivery is queued at once, at most one every this many seconds per process (0: only the
+# minute schedule delivers).
+AUDIT_SINK_NUDGE = env.int("AUDIT_SINK_NUDGE", default=5)
 # Seconds one delivery task spends sending batches to one sink before it leaves the rest to the next run.
 AUDIT_SINK_BUDGET = env.int("AUDIT_SINK_BUDGET", default=30)
 # The role that owns the tables, for `migrate` only (README, "The audit trail"): the portal's own role

@@ -139,6 +139,24 @@ def deliver_all() -> dict[str, int]:
     return {sink.name: deliver(sink) for sink in configured_sinks()}
 
 
+_last_nudge = [float("-inf")]
+
+
+def nudge() -> None:
+    """Queue a delivery soon after an append, at most one every AUDIT_SINK_NUDGE seconds from this process.
+
+    The minute schedule delivers anyway; this only shortens the wait, for the
+    price of one queued task every few seconds while events are being written.
+    """
+    now = time.monotonic()
+    if not settings.AUDIT_SINKS or not settings.AUDIT_SINK_NUDGE or now - _last_nudge[0] < settings.AUDIT_SINK_NUDGE:
+        return
+    _last_nudge[0] = now
+    from django_q.tasks import async_task  # noqa: PLC0415 - django-q's app must be ready, and only sinks need it
+
+    async_task("audit.sinks.deliver_all", group="audit_sinks")
+
+
 def sink_status() -> list[dict]:
     """Return each configured sink's name, kind, cursor and lag (events it has not received), in one query."""
     sinks = configured_sinks()

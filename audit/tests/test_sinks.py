@@ -35,6 +35,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 import audit
+import audit.sinks
 from audit.log import verify_copy
 from audit.models import SinkCursor
 from audit.sinks import configured_sinks, deliver, deliver_all, sink_status
@@ -586,3 +587,21 @@ def test_rsyslogd_is_installed_by_make_system_deps():
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text(encoding="utf-8")
     assert "install -y -qq rsyslog" in makefile
     assert shutil.which("rsyslogd") or os.access(RSYSLOGD, os.X_OK)
+
+
+def test_an_append_queues_a_delivery_after_commit_at_most_one_every_few_seconds(
+    db, settings, webhook, django_capture_on_commit_callbacks
+):
+    from django_q.models import OrmQ  # noqa: PLC0415 - only this test reads the queue
+
+    settings.AUDIT_SINKS = [{"name": "hook", "kind": "webhook", "url": webhook.url, "secret": SECRET}]
+    settings.AUDIT_SINK_NUDGE = 60
+    audit.sinks._last_nudge[0] = float("-inf")
+    before = OrmQ.objects.count()
+    with django_capture_on_commit_callbacks(execute=True):
+        _events(2)
+    with django_capture_on_commit_callbacks(execute=True):
+        _events(1)
+    queued = [q.task for q in OrmQ.objects.order_by("id")[before:]]
+    assert [t["func"] for t in queued] == ["audit.sinks.deliver_all"]
+    assert OrmQ.objects.order_by("-id").first().key.endswith(":later")  # behind access work
