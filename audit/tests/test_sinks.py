@@ -33,6 +33,7 @@ from django.core.exceptions import ImproperlyConfigured
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.db import connection
+from django.urls import reverse
 
 import audit
 import audit.sinks
@@ -605,3 +606,19 @@ def test_an_append_queues_a_delivery_after_commit_at_most_one_every_few_seconds(
     queued = [q.task for q in OrmQ.objects.order_by("id")[before:]]
     assert [t["func"] for t in queued] == ["audit.sinks.deliver_all"]
     assert OrmQ.objects.order_by("-id").first().key.endswith(":later")  # behind access work
+
+
+def test_the_targets_page_shows_each_sink_its_lag_and_last_error(client, db, settings, admin_user, fast_retries):
+    settings.AUDIT_SINKS = [
+        {"name": "siem-down", "kind": "syslog", "host": "127.0.0.1", "port": free_port(), "timeout": 2},
+    ]
+    _events(3)
+    deliver_all()
+    client.force_login(admin_user)
+    page = client.get(reverse("grants:targets")).content.decode()
+    assert "Audit sinks" in page and "siem-down" in page
+    lag = sink_status()[0]["lag"]
+    assert lag >= 3 and f"{lag} events" in page and "1 failure in a row" in page and "cannot connect to 127.0.0.1" in page
+
+    settings.AUDIT_SINKS = []
+    assert "Audit sinks" not in client.get(reverse("grants:targets")).content.decode()
