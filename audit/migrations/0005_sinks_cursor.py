@@ -35,6 +35,7 @@ class Migration(migrations.Migration):
                 ("failures", models.PositiveIntegerField(default=0)),
                 ("retry_at", models.DateTimeField(blank=True, null=True)),
                 ("last_error", models.TextField(blank=True)),
+                ("locked_until", models.DateTimeField(blank=True, null=True)),
             ],
         ),
     ]

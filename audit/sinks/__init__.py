@@ -70,54 +70,66 @@ def _cursor_row(name: str) -> None:
 
 
 def deliver_batch(sink: Sink) -> int | None:
-    """Send the next batch to `sink` under its cursor's lock; return how many events went (None: not now).
+    """Send the next batch to `sink` while holding its cursor; return how many events went (None: not now).
 
-    The cursor row stays locked (select_for_update) from reading the batch
-    until the cursor has moved, so another worker skips this sink meanwhile
-    rather than sending the same events beside us. SQLite (demo mode) has
-    no row locks; there the lock is the one worker a demo runs.
+    On PostgreSQL the cursor row stays locked (select_for_update) from
+    reading the batch until the cursor has moved, so another worker skips
+    this sink meanwhile rather than sending the same events beside us.
+    SQLite (demo mode) opens every transaction with the write lock of the
+    whole database (settings: IMMEDIATE), and holding that while a sink
+    answers would stop every writer: there a worker leases the row instead,
+    for as long as a task may live (Q_CLUSTER timeout), so the lease of a
+    worker that died ends when its task would have been killed anyway.
     """
     _cursor_row(sink.name)
+    if connection.vendor == "postgresql":
+        with transaction.atomic():
+            cursor = SinkCursor.objects.select_for_update(skip_locked=True).filter(name=sink.name).first()
+            return None if cursor is None else _send_next(sink, cursor)
     now = timezone.now()
-    with transaction.atomic():
-        rows = SinkCursor.objects.filter(name=sink.name)
-        if connection.vendor == "postgresql":
-            rows = rows.select_for_update(skip_locked=True)
-        cursor = rows.first()
-        if cursor is None or (cursor.retry_at is not None and cursor.retry_at > now):
-            return None
-        events = list(
-            AuditEvent.objects.filter(id__gt=cursor.last_event_id)
-            .order_by("id")
-            .values(*FIELDS, "actor__username")[: sink.batch_size]
+    lease = now + datetime.timedelta(seconds=settings.Q_CLUSTER.get("timeout", 120))
+    free = Q(locked_until__isnull=True) | Q(locked_until__lt=now)
+    if not SinkCursor.objects.filter(free, name=sink.name).update(locked_until=lease):
+        return None
+    try:
+        return _send_next(sink, SinkCursor.objects.get(name=sink.name))
+    finally:
+        SinkCursor.objects.filter(name=sink.name, locked_until=lease).update(locked_until=None)
+
+
+def _send_next(sink: Sink, cursor: SinkCursor) -> int | None:
+    now = timezone.now()
+    if cursor.retry_at is not None and cursor.retry_at > now:
+        return None
+    events = list(
+        AuditEvent.objects.filter(id__gt=cursor.last_event_id)
+        .order_by("id")
+        .values(*FIELDS, "actor__username")[: sink.batch_size]
+    )
+    if not events:
+        return 0
+    cursor.attempted_at = now
+    try:
+        sink.send([as_record(e) for e in events])
+    except Exception as exc:  # noqa: BLE001 - any failure of a sink is recorded and retried, never raised
+        cursor.failures += 1
+        cursor.retry_at = now + _backoff(cursor.failures)
+        cursor.last_error = f"{exc}"[:1000] or exc.__class__.__name__
+        cursor.save(update_fields=["attempted_at", "failures", "retry_at", "last_error"])
+        logger.warning(
+            "audit sink %s: delivery after #%s failed (%s%s), retry at %s",
+            sink.name,
+            cursor.last_event_id,
+            cursor.last_error,
+            ", permanent" if getattr(exc, "permanent", False) else "",
+            cursor.retry_at.isoformat(),
         )
-        if not events:
-            return 0
-        cursor.attempted_at = now
-        try:
-            sink.send([as_record(e) for e in events])
-        except Exception as exc:  # noqa: BLE001 - any failure of a sink is recorded and retried, never raised
-            cursor.failures += 1
-            cursor.retry_at = now + _backoff(cursor.failures)
-            cursor.last_error = f"{exc}"[:1000] or exc.__class__.__name__
-            cursor.save(update_fields=["attempted_at", "failures", "retry_at", "last_error"])
-            permanent = getattr(exc, "permanent", False)
-            logger.warning(
-                "audit sink %s: delivery after #%s failed (%s%s), retry at %s",
-                sink.name,
-                cursor.last_event_id,
-                cursor.last_error,
-                ", permanent" if permanent else "",
-                cursor.retry_at.isoformat(),
-            )
-            return None
-        cursor.last_event_id = events[-1]["id"]
-        cursor.delivered_at = timezone.now()
-        cursor.failures, cursor.retry_at, cursor.last_error = 0, None, ""
-        cursor.save(
-            update_fields=["last_event_id", "delivered_at", "attempted_at", "failures", "retry_at", "last_error"]
-        )
-        return len(events)
+        return None
+    cursor.last_event_id = events[-1]["id"]
+    cursor.delivered_at = timezone.now()
+    cursor.failures, cursor.retry_at, cursor.last_error = 0, None, ""
+    cursor.save(update_fields=["last_event_id", "delivered_at", "attempted_at", "failures", "retry_at", "last_error"])
+    return len(events)
 
 
 def deliver(sink: Sink, *, budget: float | None = None) -> int:
