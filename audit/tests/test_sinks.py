@@ -193,7 +193,7 @@ def _copy_from_syslog(lines):
 # Syslog
 
 
-def test_every_event_reaches_rsyslog_in_order_as_rfc5424_with_its_hashes(db, settings, rsyslog, tmp_path):
+def test_every_event_reaches_rsyslog_in_order_as_rfc5424_with_its_hashes(db, settings, rsyslog, tmp_path, monkeypatch):
     events = _events(7)
     sink = _syslog_sink(settings, rsyslog.port, hostname="portal-1")
     sink.batch_size = 3
@@ -215,6 +215,14 @@ def test_every_event_reaches_rsyslog_in_order_as_rfc5424_with_its_hashes(db, set
     out = io.StringIO()
     call_command("audit", "verify", "--from", str(path), stdout=out)
     assert "Copy intact: 7 events" in out.getvalue()
+    # The README's recipe: the MSG after each BOM, through standard input.
+    extracted = subprocess.run(
+        ["sed", "-n", r"s/^.*\xef\xbb\xbf//p", str(rsyslog.out)], capture_output=True, check=True, text=True
+    ).stdout
+    monkeypatch.setattr(sys, "stdin", io.StringIO(extracted))
+    out = io.StringIO()
+    call_command("audit", "verify", "--from", "-", stdout=out)
+    assert "Copy intact: 7 events" in out.getvalue() and "from the chain's first event" in out.getvalue()
 
 
 def test_a_syslog_server_that_is_down_gets_every_event_when_it_returns(db, settings, rsyslog, fast_retries):
