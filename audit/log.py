@@ -347,6 +347,22 @@ class CopyVerification:
     repeats: int = 0
     line_no: int | None = None
     reason: str = ""
+    # Each event's hash, and its position in the chain (known when the copy starts at the first event).
+    hashes: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
+    positions: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
+
+    def meets(self, head: Head) -> str:
+        """Return why the copy does not meet `head` ("" if it does, or if the head is outside the copy)."""
+        if head.count == 0 or not self.count or head.head_id < self.first_id or head.head_id > self.last_id:
+            return ""
+        if head.head_id not in self.hashes:
+            return f"the copy has no event #{head.head_id}, which the head names"
+        if self.hashes[head.head_id] != head.hash:
+            return f"the copy's event #{head.head_id} has hash {self.hashes[head.head_id]}, the head says {head.hash}"
+        if self.positions and self.positions[head.head_id] != head.count:
+            return (f"event #{head.head_id} is number {self.positions[head.head_id]} of the copy, the head counts "
+                    f"{head.count}: events are missing before it")
+        return ""
 
 
 def verify_copy(lines: Iterable[str]) -> CopyVerification:
@@ -357,8 +373,8 @@ def verify_copy(lines: Iterable[str]) -> CopyVerification:
     (sinks deliver at least once) and is skipped; with another hash it fails.
     A line `{"events": [...]}` (a webhook body kept as is) counts as its records.
     """
-    seen: dict[int, str] = {}
     result = CopyVerification(ok=True)
+    seen = result.hashes
     prev = None
 
     def fail(line_no, reason):
@@ -397,6 +413,8 @@ def verify_copy(lines: Iterable[str]) -> CopyVerification:
                 return fail(line_no, f"event #{event_id}: its prev_hash does not match #{result.last_id} before it "
                                      "(an event is missing or was changed)")
             seen[event_id] = digest
+            if result.starts_after == GENESIS:
+                result.positions[event_id] = result.count + 1
             prev = digest
             result.last_id, result.head = event_id, digest
             result.count += 1

@@ -37,7 +37,7 @@ from django.urls import reverse
 
 import audit
 import audit.sinks
-from audit.log import verify_copy
+from audit.log import canonical, head_line, verify_copy
 from audit.models import SinkCursor
 from audit.sinks import configured_sinks, deliver, deliver_all, sink_status
 from audit.sinks.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER
@@ -634,3 +634,39 @@ def test_the_targets_page_shows_each_sink_its_lag_and_last_error(client, db, set
 
     settings.AUDIT_SINKS = []
     assert "Audit sinks" not in client.get(reverse("grants:targets")).content.decode()
+
+
+def test_verify_from_with_heads_finds_a_copy_rehashed_from_some_event_on(db, settings, webhook, tmp_path):
+    _events(4)
+    heads = tmp_path / "heads.txt"
+    heads.write_text(head_line() + "\n", encoding="utf-8")
+    settings.AUDIT_SINKS = [{"name": "hook", "kind": "webhook", "url": webhook.url, "secret": SECRET}]
+    deliver_all()
+    records = webhook.records()
+    copy = tmp_path / "copy.jsonl"
+    copy.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    out = io.StringIO()
+    call_command("audit", "verify", "--from", str(copy), "--heads", str(heads), stdout=out)
+    assert "It meets the 1 head of" in out.getvalue()
+
+    # Someone changes an event of the copy and re-hashes every one after it: the copy alone still verifies.
+    forged, prev = [], records[0]["prev_hash"]
+    for i, r in enumerate(records):
+        r = {**r, "prev_hash": prev, "details": {**r["details"], "n": 99} if i == 2 else r["details"]}
+        r["hash"] = hashlib.sha256(
+            canonical(
+                created_at=datetime.datetime.fromisoformat(r["created_at"]),
+                **{k: r[k] for k in ("actor_id", "action", "object_type", "object_id", "details", "prev_hash")},
+            )
+        ).hexdigest()
+        forged.append(r)
+        prev = r["hash"]
+    copy.write_text("".join(json.dumps(r) + "\n" for r in forged), encoding="utf-8")
+    call_command("audit", "verify", "--from", str(copy), stdout=io.StringIO())
+    with pytest.raises(CommandError, match=f"the copy's event #{records[-1]['id']} has hash {forged[-1]['hash']}"):
+        call_command("audit", "verify", "--from", str(copy), "--heads", str(heads))
+
+    # A cut tail: the head names an event the copy should hold but does not.
+    copy.write_text("".join(json.dumps(r) + "\n" for r in records[:2] + records[3:]), encoding="utf-8")
+    with pytest.raises(CommandError, match="its prev_hash does not match"):
+        call_command("audit", "verify", "--from", str(copy), "--heads", str(heads))

@@ -44,11 +44,16 @@ class Command(BaseCommand):
                                    "\"The audit trail\".")
             self.stdout.write(public_key_pem(key.public_key()).strip())
         elif from_file:
-            self.verify_copy(from_file)
+            self.verify_copy(from_file, heads, public_key)
         else:
             self.verify(heads, public_key)
 
-    def verify_copy(self, path):
+    def verify_copy(self, path, heads_path, public_key_path):
+        try:
+            heads = read_heads(heads_path) if heads_path else []
+            public_key = self.public_key(public_key_path) if heads else None
+        except HeadFileError as exc:
+            raise CommandError(str(exc)) from None
         try:
             fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
         except OSError as exc:
@@ -68,9 +73,24 @@ class Command(BaseCommand):
         ))
         if result.repeats:
             self.stdout.write(f"{result.repeats} records delivered more than once, each the same as its first copy.")
-        self.stdout.write(self.style.WARNING(
-            "A copy checks itself only: compare its head with `audit head` or an exported head to know it is whole."
-        ))
+        met = 0
+        for h in sorted(heads, key=lambda h: h.count):
+            if public_key is not None and h.signature and not h.signed_by(public_key):
+                raise CommandError(f"{h} ({heads_path}, line {h.line_no}): its signature was not made with the "
+                                   "private key of this public key: the head was altered or forged.")
+            if reason := result.meets(h):
+                raise CommandError(f"Copy {path} does not match {h} ({heads_path}, line {h.line_no}): {reason}.")
+            met += bool(h.count) and result.first_id <= h.head_id <= result.last_id
+        if heads:
+            signed = "signatures checked" if public_key is not None else "signatures not checked: give --public-key"
+            self.stdout.write(self.style.SUCCESS(
+                f"It meets the {_heads(met)} of {heads_path} within it ({len(heads)} in the file; {signed})."
+            ))
+        else:
+            self.stdout.write(self.style.WARNING(
+                "A copy checks itself only: give --heads FILE (and --public-key), or compare its head with "
+                "`audit head`, to know that nothing was cut from its end."
+            ))
 
     def verify(self, heads_path, public_key_path):
         notes = []
