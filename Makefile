@@ -39,6 +39,12 @@ system-deps:
 	  echo "Installing slapd and ldap-utils (for the LDAP connector tests' throwaway slapd)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slapd ldap-utils >/dev/null; \
 	  { systemctl disable --now slapd || service slapd stop; } >/dev/null 2>&1 || true; }
+	@# The audit streaming tests start their own rsyslogd on a loopback port, from their own configuration.
+	@# Debian's package may start a system rsyslogd when installed: stop it, the tests never use it.
+	@test -x /usr/sbin/rsyslogd || { \
+	  echo "Installing rsyslog (for the audit streaming tests' throwaway rsyslogd)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq rsyslog >/dev/null; \
+	  { systemctl disable --now rsyslog || service rsyslog stop; } >/dev/null 2>&1 || true; }
 	@# The end-to-end tests drive Debian's chromium (Playwright never downloads a browser).
 	@test -x /usr/bin/chromium || { \
 	  echo "Installing chromium (for the end-to-end browser tests)"; \

@@ -12,6 +12,9 @@ class AuditConfig(AppConfig):
 
         # A bad key stops every process at start (ImproperlyConfigured), not the hourly export an hour later.
         signing_key()
+        from .sinks import configured_sinks
+
+        configured_sinks()  # likewise a bad AUDIT_SINKS
 
         from django.contrib.admin.models import LogEntry
 

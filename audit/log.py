@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import decimal
 import hashlib
 import json
@@ -96,7 +97,12 @@ def record_many(events) -> list[AuditEvent]:
             ))
             prev_hash = digest
         # bulk_create inserts in list order, so ids follow the chain.
-        return AuditEvent.objects.bulk_create(rows)
+        created = AuditEvent.objects.bulk_create(rows)
+    if settings.AUDIT_SINKS:
+        from .sinks import nudge  # noqa: PLC0415 - sinks imports this module
+
+        transaction.on_commit(nudge)
+    return created
 
 
 @dataclasses.dataclass
@@ -327,3 +333,89 @@ def export_head(path: str | None = None) -> str:
             fh.write(line + "\n")
     logging.getLogger("jitportal.audit.head").info(line)
     return line
+
+
+@dataclasses.dataclass
+class CopyVerification:
+    ok: bool
+    count: int = 0
+    first_id: int | None = None
+    last_id: int | None = None
+    # The hash the copy starts after: GENESIS when it starts at the chain's first event.
+    starts_after: str = GENESIS
+    head: str = GENESIS
+    repeats: int = 0
+    line_no: int | None = None
+    reason: str = ""
+    # Each event's hash, and its position in the chain (known when the copy starts at the first event).
+    hashes: dict[int, str] = dataclasses.field(default_factory=dict, repr=False)
+    positions: dict[int, int] = dataclasses.field(default_factory=dict, repr=False)
+
+    def meets(self, head: Head) -> str:
+        """Return why the copy does not meet `head` ("" if it does, or if the head is outside the copy)."""
+        if head.count == 0 or not self.count or head.head_id < self.first_id or head.head_id > self.last_id:
+            return ""
+        if head.head_id not in self.hashes:
+            return f"the copy has no event #{head.head_id}, which the head names"
+        if self.hashes[head.head_id] != head.hash:
+            return f"the copy's event #{head.head_id} has hash {self.hashes[head.head_id]}, the head says {head.hash}"
+        if self.positions and self.positions[head.head_id] != head.count:
+            return (f"event #{head.head_id} is number {self.positions[head.head_id]} of the copy, the head counts "
+                    f"{head.count}: events are missing before it")
+        return ""
+
+
+def verify_copy(lines: Iterable[str]) -> CopyVerification:
+    """Check an exported copy of the trail (JSON Lines of sink records) on its own, without the database.
+
+    Each record's hash must cover its content and the record before it, and
+    the ids must rise. A record seen before with the same hash is a repeat
+    (sinks deliver at least once) and is skipped; with another hash it fails.
+    A line `{"events": [...]}` (a webhook body kept as is) counts as its records.
+    """
+    result = CopyVerification(ok=True)
+    seen = result.hashes
+    prev = None
+
+    def fail(line_no, reason):
+        return dataclasses.replace(result, ok=False, line_no=line_no, reason=reason)
+
+    for line_no, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line, parse_float=_as_postgresql_returns_it)
+        except ValueError as exc:
+            return fail(line_no, f"not JSON: {exc}")
+        records = obj["events"] if isinstance(obj, dict) and isinstance(obj.get("events"), list) else [obj]
+        for record in records:
+            try:
+                event_id, digest, prev_hash = int(record["id"]), record["hash"], record["prev_hash"]
+                content = canonical(
+                    created_at=datetime.datetime.fromisoformat(record["created_at"]), actor_id=record["actor_id"],
+                    action=record["action"], object_type=record["object_type"], object_id=record["object_id"],
+                    details=record["details"], prev_hash=prev_hash,
+                )
+            except (KeyError, TypeError, ValueError) as exc:
+                return fail(line_no, f"not an audit record ({exc.__class__.__name__}: {exc})")
+            if event_id in seen:
+                if seen[event_id] != digest:
+                    return fail(line_no, f"event #{event_id} appears twice with different hashes")
+                result.repeats += 1
+                continue
+            if hashlib.sha256(content).hexdigest() != digest:
+                return fail(line_no, f"event #{event_id}: its content does not match its hash")
+            if prev is None:
+                result.first_id, result.starts_after = event_id, prev_hash
+            elif event_id < result.last_id:
+                return fail(line_no, f"event #{event_id} comes after #{result.last_id}: the copy is out of order")
+            elif prev_hash != prev:
+                return fail(line_no, f"event #{event_id}: its prev_hash does not match #{result.last_id} before it "
+                                     "(an event is missing or was changed)")
+            seen[event_id] = digest
+            if result.starts_after == GENESIS:
+                result.positions[event_id] = result.count + 1
+            prev = digest
+            result.last_id, result.head = event_id, digest
+            result.count += 1
+    return result

@@ -26,3 +26,26 @@ class AuditEvent(models.Model):
 
     def __str__(self):
         return f"{self.created_at:%Y-%m-%d %H:%M:%S} {self.action} {self.object_type}#{self.object_id}"
+
+
+class SinkCursor(models.Model):
+    """How far one configured sink (AUDIT_SINKS) has received the trail: every event up to `last_event_id`.
+
+    Its row is the sink's lock: a delivery holds it (select_for_update; a
+    lease in `locked_until` on SQLite) from reading the batch until the
+    cursor moves, so two workers never send the same batch at once.
+    """
+
+    name = models.CharField(max_length=64, unique=True)
+    last_event_id = models.BigIntegerField(default=0)
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    attempted_at = models.DateTimeField(null=True, blank=True)
+    # Consecutive failed deliveries, and when the next one may be tried (backoff).
+    failures = models.PositiveIntegerField(default=0)
+    retry_at = models.DateTimeField(null=True, blank=True)
+    last_error = models.TextField(blank=True)
+    # SQLite only, which has no row locks: until when a worker holds this sink (audit.sinks.deliver_batch).
+    locked_until = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self):
+        return f"{self.name} at #{self.last_event_id}"

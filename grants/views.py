@@ -11,6 +11,7 @@ from django.utils.text import capfirst
 from django.views.decorators.http import require_GET, require_POST
 
 from accounts import stepup, timezones
+from audit.sinks import sink_status
 
 from . import lifecycle, policy, selectors
 from .durations import format_duration
@@ -457,7 +458,8 @@ def review_close(request, pk):
 def targets(request):
     if not request.user.is_staff:
         raise PermissionDenied("Only admins and auditors see the targets page.")
-    return render(request, "grants/targets.html", {"targets": selectors.targets_overview(), "findings": selectors.drift_findings()})
+    context = {"targets": selectors.targets_overview(), "findings": selectors.drift_findings(), "sinks": sink_status()}
+    return render(request, "grants/targets.html", context)
 
 
 @login_required

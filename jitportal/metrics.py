@@ -23,6 +23,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeHistogramMetricFami
 from prometheus_client.registry import CollectorRegistry
 
 from audit.models import AuditEvent
+from audit.sinks import sink_status
 from grants import policy, selectors
 from grants.models import AccessRequest, DriftFinding, Grant, Target
 
@@ -186,6 +187,39 @@ class DatabaseCollector:
             yield GaugeMetricFamily(
                 "jitportal_sweep_last_finished_timestamp_seconds", "When a worker last finished the minute sweep (Unix time).", value=last.timestamp()
             )
+
+        # Audit streaming (audit/sinks/): how far behind each sink is, and why (one query for all sinks).
+        labels = ["sink", "kind"]
+        lag = GaugeMetricFamily(
+            "jitportal_audit_sink_lag_events", "Audit events a sink has not received yet.", labels=labels
+        )
+        failures = GaugeMetricFamily(
+            "jitportal_audit_sink_failures",
+            "Consecutive failed deliveries to a sink (0: the last one worked).",
+            labels=labels,
+        )
+        delivered = GaugeMetricFamily(
+            "jitportal_audit_sink_last_delivered_timestamp_seconds",
+            "When a sink last took a batch (Unix time).",
+            labels=labels,
+        )
+        errors = GaugeMetricFamily(
+            "jitportal_audit_sink_last_error_info",
+            "1 with the last error of a sink that is failing.",
+            labels=[*labels, "error"],
+        )
+        for s in sink_status():
+            cursor = s["cursor"]
+            lag.add_metric([s["name"], s["kind"]], s["lag"])
+            failures.add_metric([s["name"], s["kind"]], cursor.failures if cursor else 0)
+            if cursor is not None and cursor.delivered_at is not None:
+                delivered.add_metric([s["name"], s["kind"]], cursor.delivered_at.timestamp())
+            if cursor is not None and cursor.last_error:
+                errors.add_metric([s["name"], s["kind"], cursor.last_error[:200]], 1)
+        yield lag
+        yield failures
+        yield delivered
+        yield errors
 
 
 # Our own registry, not prometheus_client's default one: its process and

@@ -7,6 +7,7 @@ With neither it refuses to start. Every variable is listed with its default
 in `.env.example` and the README.
 """
 
+import json
 import os
 import secrets
 from pathlib import Path
@@ -288,8 +289,9 @@ Q_CLUSTER = {
     "broker_class": "jitportal.queues.TwoLaneORM",
 }
 Q_CLUSTER["queue_limit"] = Q_CLUSTER["workers"]
-# Tasks whose function starts with one of these go to the later lane (grants.notify.: the old names, one release).
-JIT_QUEUE_LATER = ("notifications.", "grants.notify.")
+# Tasks whose function starts with one of these go to the later lane (grants.notify.: the old names, one release;
+# audit.sinks.: streaming the trail out waits behind access work too).
+JIT_QUEUE_LATER = ("notifications.", "grants.notify.", "audit.sinks.")
 
 # The lifecycle's clocks.
 JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characters, where a profile has no policy
@@ -324,6 +326,19 @@ if STEP_UP_MAX_AGE < 0:
 AUDIT_HEAD_FILE = env.str("AUDIT_HEAD_FILE", default="")
 # The Ed25519 private key that signs exported heads (PEM, or base64 of its 32 bytes); never in the database.
 AUDIT_SIGNING_KEY = _secret("AUDIT_SIGNING_KEY", default="")
+# Where the trail is streamed to (audit/sinks/, README "Audit streaming"): a JSON list of objects, each with
+# a unique `name`, a `kind` (syslog, webhook, s3) and that kind's options; AUDIT_SINKS_FILE names a file of it.
+try:
+    AUDIT_SINKS = json.loads(_secret("AUDIT_SINKS", default="") or "[]")
+except ValueError as exc:
+    raise ImproperlyConfigured(f"AUDIT_SINKS is not JSON: {exc}") from None
+# A failed delivery is tried again after 2, 4, 8 ... seconds, at most this many apart.
+AUDIT_SINK_RETRY_MAX = env.int("AUDIT_SINK_RETRY_MAX", default=300)
+# After an append a delivery is queued at once, at most one every this many seconds per process (0: only the
+# minute schedule delivers).
+AUDIT_SINK_NUDGE = env.int("AUDIT_SINK_NUDGE", default=5)
+# Seconds one delivery task spends sending batches to one sink before it leaves the rest to the next run.
+AUDIT_SINK_BUDGET = env.int("AUDIT_SINK_BUDGET", default=30)
 # The role that owns the tables, for `migrate` only (README, "The audit trail"): the portal's own role
 # (DATABASE_URL) then may only read and append to the audit trail. Give it to the migrating job alone.
 MIGRATE_DATABASE_URL = _secret("MIGRATE_DATABASE_URL", default="")

@@ -56,6 +56,7 @@ CORE_NAMING_AN_EDGE = {
 # Strings that look like dotted paths but name no code: not dependencies, nothing to resolve.
 NOT_CODE = {
     "jitportal.audit.head": "a logger name (audit/log.py)",
+    "jitportal.audit.sinks": "a logger name (audit/sinks/__init__.py)",
     "jitportal.middleware.forget_request_id": "a signal dispatch_uid (jitportal/middleware.py)",
 }
 
