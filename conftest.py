@@ -29,7 +29,9 @@ def pytest_collection_modifyitems(config, items):
         marker = item.get_closest_marker("postgres_only")
         if marker is not None:
             if not marker.args:
-                raise pytest.UsageError(f"{item.nodeid}: postgres_only needs its reason, e.g. postgres_only(\"a trigger\")")
+                raise pytest.UsageError(
+                    f'{item.nodeid}: postgres_only needs its reason, e.g. postgres_only("a trigger")'
+                )
             item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
 
 

@@ -86,14 +86,27 @@ def record_many(events) -> list[AuditEvent]:
             actor_id = actor.pk if actor is not None else None
             digest = hashlib.sha256(
                 canonical(
-                    created_at=created_at, actor_id=actor_id, action=action, object_type=object_type,
-                    object_id=object_id, details=details, prev_hash=prev_hash,
+                    created_at=created_at,
+                    actor_id=actor_id,
+                    action=action,
+                    object_type=object_type,
+                    object_id=object_id,
+                    details=details,
+                    prev_hash=prev_hash,
                 )
             ).hexdigest()
-            rows.append(AuditEvent(
-                created_at=created_at, actor_id=actor_id, action=action, object_type=object_type,
-                object_id=object_id, details=details, prev_hash=prev_hash, hash=digest,
-            ))
+            rows.append(
+                AuditEvent(
+                    created_at=created_at,
+                    actor_id=actor_id,
+                    action=action,
+                    object_type=object_type,
+                    object_id=object_id,
+                    details=details,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+            )
             prev_hash = digest
         # bulk_create inserts in list order, so ids follow the chain.
         return AuditEvent.objects.bulk_create(rows)
@@ -128,13 +141,18 @@ def verify(heads: Iterable[Head] = (), *, public_key: Ed25519PublicKey | None = 
     for h in heads:
         if public_key is not None and h.signature and not h.signed_by(public_key):
             reason = (
-                "its signature was not made with the private key of this public key: the head was altered "
-                "or forged"
+                "its signature was not made with the private key of this public key: the head was altered or forged"
             )
             return Verification(False, 0, GENESIS, reason=reason, bad_head=h, **summary)
         if h.count == 0 and (h.head_id, h.hash) != (0, GENESIS):
-            return Verification(False, 0, GENESIS, reason="a head of no events has head_id=0 and the genesis hash",
-                                bad_head=h, **summary)
+            return Verification(
+                False,
+                0,
+                GENESIS,
+                reason="a head of no events has head_id=0 and the genesis hash",
+                bad_head=h,
+                **summary,
+            )
     heads = [h for h in heads if h.count > 0]
     # In a transaction SQLite reads one snapshot and the ORM's cursor streams on PostgreSQL. Each chunk of
     # the PostgreSQL walk reads its own: events are only ever added at the end, and a walk sees those too.
@@ -170,8 +188,7 @@ class _Heads:
         if self.matched < len(self.heads):
             h = self.heads[self.matched]
             reason = (
-                f"the chain ends after {count} events, fewer than the head counts: events were removed "
-                "from its end"
+                f"the chain ends after {count} events, fewer than the head counts: events were removed from its end"
             )
             return Verification(False, count, prev, None, reason, bad_head=h, heads_matched=self.matched)
         return Verification(True, count, prev, heads_matched=self.matched)
@@ -289,9 +306,11 @@ def _walk_postgresql(heads: list[Head]) -> Verification:
 
 
 def _matches_its_hash(event_id: int) -> bool:
-    row = AuditEvent.objects.filter(pk=event_id).values(
-        "created_at", "actor_id", "action", "object_type", "object_id", "details", "prev_hash", "hash"
-    ).first()
+    row = (
+        AuditEvent.objects.filter(pk=event_id)
+        .values("created_at", "actor_id", "action", "object_type", "object_id", "details", "prev_hash", "hash")
+        .first()
+    )
     if row is None:
         return False
     digest = row.pop("hash")

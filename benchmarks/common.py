@@ -95,8 +95,9 @@ class PortalWorld:
     (unless `keep`). `world.child_env` is the environment for `manage.py` child processes.
     """
 
-    def __init__(self, database_url: str, db_name: str | None, *, target_env: str, env: dict | None = None,
-                 keep: bool = False):
+    def __init__(
+        self, database_url: str, db_name: str | None, *, target_env: str, env: dict | None = None, keep: bool = False
+    ):
         if not database_url:
             raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (the Makefile's benchmark targets do).")
         self.bench_url, self.maintenance_url, self.bench_db = bench_urls(database_url, db_name)
@@ -125,17 +126,22 @@ class PortalWorld:
             self.cluster.start()
             self.cluster.setup_demo_roles()
             log(f"target cluster on 127.0.0.1:{self.cluster.port}")
-            os.environ.update({
-                "DATABASE_URL": self.bench_url,
-                "DJANGO_SETTINGS_MODULE": "jitportal.settings",
-                "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
-                self.target_env: self.cluster.admin_dsn,
-                **self.env,
-            })
+            os.environ.update(
+                {
+                    "DATABASE_URL": self.bench_url,
+                    "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+                    "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
+                    self.target_env: self.cluster.admin_dsn,
+                    **self.env,
+                }
+            )
             self.child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             result = subprocess.run(
                 [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-                cwd=REPO, env=self.child_env, capture_output=True, text=True,
+                cwd=REPO,
+                env=self.child_env,
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
                 raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")

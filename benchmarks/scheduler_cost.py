@@ -45,11 +45,17 @@ PEOPLE, PROFILES = 1000, 20
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000", help="active grants at each step, increasing (default 1000,10000,100000)")
+    parser.add_argument(
+        "--sizes",
+        default="1000,10000,100000",
+        help="active grants at each step, increasing (default 1000,10000,100000)",
+    )
     parser.add_argument("--history", type=int, default=100_000, help="grants that already ended (default 100000)")
     parser.add_argument("--repeat", type=int, default=20, help="wake-ups measured at each size (default 20)")
     parser.add_argument("--db-name", help="portal database to create (default: DATABASE_URL's name + '_sched')")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the portal database")
     args = parser.parse_args(argv)
     try:
@@ -72,10 +78,15 @@ def main(argv=None) -> int:
         log(f"portal database {bench_db} (fresh)")
         create_database(maintenance_url, bench_db)
         db_created = True
-        os.environ.update({"DATABASE_URL": bench_url, "DJANGO_SETTINGS_MODULE": "jitportal.settings", "JITPORTAL_DEMO": "true"})
+        os.environ.update(
+            {"DATABASE_URL": bench_url, "DJANGO_SETTINGS_MODULE": "jitportal.settings", "JITPORTAL_DEMO": "true"}
+        )
         result = subprocess.run(
             [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-            cwd=REPO, env={**os.environ}, capture_output=True, text=True,
+            cwd=REPO,
+            env={**os.environ},
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
@@ -175,8 +186,9 @@ class Wakes:
 
         def sleep(seconds):
             elapsed = time.perf_counter() - started[0]
-            passes.append((len(context.captured_queries) - started[1], elapsed * 1000,
-                           context.captured_queries[started[1]:]))
+            passes.append(
+                (len(context.captured_queries) - started[1], elapsed * 1000, context.captured_queries[started[1] :])
+            )
             if len(passes) >= self.repeat + 1:  # the first pass opens the connection: not counted
                 command.running = False
             started[:] = [time.perf_counter(), len(context.captured_queries)]
@@ -235,8 +247,13 @@ def summary(passes) -> dict:
     ms = [t for _, t, _ in passes]
     sql, worst_ms = slowest(passes)
     return {
-        "queries": max(queries), "queries_min": min(queries), "ms_p50": percentile(ms, 50), "ms_p95": percentile(ms, 95),
-        "slowest_query_ms": worst_ms, "slowest_query": sql[:300], "slowest_plan": plan(sql),
+        "queries": max(queries),
+        "queries_min": min(queries),
+        "ms_p50": percentile(ms, 50),
+        "ms_p95": percentile(ms, 95),
+        "slowest_query_ms": worst_ms,
+        "slowest_query": sql[:300],
+        "slowest_plan": plan(sql),
     }
 
 
@@ -251,12 +268,23 @@ def run(args) -> dict:
     from grants.models import AccessProfile, Grant, Target
 
     User = get_user_model()
-    users = User.objects.bulk_create(User(username=f"sched-{i:04d}", password=make_password(None)) for i in range(PEOPLE))
-    target = Target.objects.create(name="sched-postgres", kind="postgres", secret_env="JIT_BENCH_UNUSED",
-                                   config={"host": "127.0.0.1", "port": 1, "dbname": "appdb"})
+    users = User.objects.bulk_create(
+        User(username=f"sched-{i:04d}", password=make_password(None)) for i in range(PEOPLE)
+    )
+    target = Target.objects.create(
+        name="sched-postgres",
+        kind="postgres",
+        secret_env="JIT_BENCH_UNUSED",
+        config={"host": "127.0.0.1", "port": 1, "dbname": "appdb"},
+    )
     profiles = AccessProfile.objects.bulk_create(
-        AccessProfile(name=f"sched-{i:02d}", title=f"Profile {i}", target=target, scope={"roles": ["app_readonly"]},
-                      max_duration=datetime.timedelta(hours=8))
+        AccessProfile(
+            name=f"sched-{i:02d}",
+            title=f"Profile {i}",
+            target=target,
+            scope={"roles": ["app_readonly"]},
+            max_duration=datetime.timedelta(hours=8),
+        )
         for i in range(PROFILES)
     )
     user_ids, profile_ids = [u.pk for u in users], [p.pk for p in profiles]
@@ -276,9 +304,14 @@ def run(args) -> dict:
         timer, sweep = summary(Wakes(args.repeat).measure()), summary(sweeps(args.repeat))
         OrmQ.objects.all().delete()  # nothing should have been enqueued; if anything was, it does not pile up
         steps.append({"active": active, "timer": timer, "sweep": sweep})
-        log(f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} queries {sweep['ms_p50']:.1f} ms p50")
-    return {"config": {"history": args.history, "repeat": args.repeat, "cpus": os.cpu_count(),
-                       "load": os.getloadavg()[0]}, "steps": steps, "flat": flatness(steps)}
+        log(
+            f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} queries {sweep['ms_p50']:.1f} ms p50"
+        )
+    return {
+        "config": {"history": args.history, "repeat": args.repeat, "cpus": os.cpu_count(), "load": os.getloadavg()[0]},
+        "steps": steps,
+        "flat": flatness(steps),
+    }
 
 
 def flatness(steps: list[dict]) -> dict:
@@ -296,21 +329,31 @@ def flatness(steps: list[dict]) -> dict:
 def print_table(results: dict) -> None:
     cfg = results["config"]
     print()
-    print(f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} wake-ups each, "
-          f"{cfg['cpus']} cpus, load {cfg['load']:.2f}")
-    print("| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest sweep query ms |")
+    print(
+        f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} wake-ups each, "
+        f"{cfg['cpus']} cpus, load {cfg['load']:.2f}"
+    )
+    print(
+        "| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest sweep query ms |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for step in results["steps"]:
         t, s = step["timer"], step["sweep"]
-        print(f"| {step['active']:,} | {t['queries']} | {t['ms_p50']:.1f} / {t['ms_p95']:.1f} | {s['queries']} | "
-              f"{s['ms_p50']:.1f} / {s['ms_p95']:.1f} | {s['slowest_query_ms']:.1f} |")
+        print(
+            f"| {step['active']:,} | {t['queries']} | {t['ms_p50']:.1f} / {t['ms_p95']:.1f} | {s['queries']} | "
+            f"{s['ms_p50']:.1f} / {s['ms_p95']:.1f} | {s['slowest_query_ms']:.1f} |"
+        )
     last = results["steps"][-1]
     for part in ("timer", "sweep"):
-        print(f"  slowest {part} query at {last['active']:,}: {last[part]['slowest_query_ms']:.1f} ms, plan: "
-              + " / ".join(line.strip() for line in last[part]["slowest_plan"][:4]))
+        print(
+            f"  slowest {part} query at {last['active']:,}: {last[part]['slowest_query_ms']:.1f} ms, plan: "
+            + " / ".join(line.strip() for line in last[part]["slowest_plan"][:4])
+        )
     for part, flat in results["flat"].items():
-        print(f"  {part}: same queries at every size: {'yes' if flat['same queries'] else 'NO'}, "
-              f"time last/first: {flat['ms ratio last/first']}x")
+        print(
+            f"  {part}: same queries at every size: {'yes' if flat['same queries'] else 'NO'}, "
+            f"time last/first: {flat['ms ratio last/first']}x"
+        )
     print()
 
 

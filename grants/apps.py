@@ -35,7 +35,14 @@ def _on_user_saved(sender, instance, created, update_fields=None, **kwargs):
     enforce_group_policy(instance)
 
 
-AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
+AUDITOR_PERMISSIONS = [
+    "view_auditevent",
+    "view_grant",
+    "view_accessrequest",
+    "view_accessprofile",
+    "view_target",
+    "view_user",
+]
 
 
 def _ensure_auditor_group(**kwargs):

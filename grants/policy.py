@@ -34,27 +34,47 @@ class Step:
     fallback_schedule: str | None = None
 
     def describe_fallback(self) -> str:
-        return " or ".join(filter(None, [self.fallback_group and f"a member of {self.fallback_group}",
-                                         self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}"]))
+        return " or ".join(
+            filter(
+                None,
+                [
+                    self.fallback_group and f"a member of {self.fallback_group}",
+                    self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}",
+                ],
+            )
+        )
 
     def describe(self) -> str:
-        who = " or ".join(filter(None, [
-            self.group and f"a member of {self.group}",
-            self.manager and "the requester's manager",
-            self.schedule and f"whoever is on call for {self.schedule}",
-        ]))
+        who = " or ".join(
+            filter(
+                None,
+                [
+                    self.group and f"a member of {self.group}",
+                    self.manager and "the requester's manager",
+                    self.schedule and f"whoever is on call for {self.schedule}",
+                ],
+            )
+        )
         return f"{self.count} × {who}" if self.count > 1 else who
 
 
 def step_from(spec: dict) -> Step:
     """Return the Step a policy's stored step (a dict, see Policy.steps) describes."""
+
     def seconds(key):
         return datetime.timedelta(seconds=spec[key]) if spec.get(key) else None
 
     fallback = spec.get("fallback") or {}
-    return Step(group=spec.get("group"), manager=bool(spec.get("manager")), schedule=spec.get("schedule"),
-                count=int(spec.get("count", 1)), remind_after=seconds("remind_after"), escalate_after=seconds("escalate_after"),
-                fallback_group=fallback.get("group"), fallback_schedule=fallback.get("schedule"))
+    return Step(
+        group=spec.get("group"),
+        manager=bool(spec.get("manager")),
+        schedule=spec.get("schedule"),
+        count=int(spec.get("count", 1)),
+        remind_after=seconds("remind_after"),
+        escalate_after=seconds("escalate_after"),
+        fallback_group=fallback.get("group"),
+        fallback_schedule=fallback.get("schedule"),
+    )
 
 
 def steps_for(profile: AccessProfile) -> list[Step]:
@@ -130,7 +150,11 @@ def may_break_glass(user, profile: AccessProfile) -> bool:
 
 
 # What needs a step-up on a risky profile, and how the refusal names it.
-STEP_UP_ACTIONS = {"approve": "approving it", "break_glass": "break-glass access to it", "reveal": "showing its credentials"}
+STEP_UP_ACTIONS = {
+    "approve": "approving it",
+    "break_glass": "break-glass access to it",
+    "reveal": "showing its credentials",
+}
 CHANNELS = ("web", "api", "slack")
 
 
@@ -139,7 +163,9 @@ def needs_step_up(profile: AccessProfile) -> bool:
     return bool(profile.risk) and profile.risk in settings.STEP_UP_RISKS
 
 
-def step_up_refusal(profiles, *, action: str, channel: str, step_up: stepup.StepUp | None, now: float | None = None) -> str | None:
+def step_up_refusal(
+    profiles, *, action: str, channel: str, step_up: stepup.StepUp | None, now: float | None = None
+) -> str | None:
     """Return why `action` on these profiles may not go through `channel` with this step-up, or None if it may.
 
     Only profiles whose risk needs it ask anything. In the portal's pages the
@@ -188,8 +214,13 @@ def delegators(user, *, now: datetime.datetime | None = None) -> list:
         return []
     if now is None and hasattr(user, "_jit_delegators"):
         return user._jit_delegators  # read once per user object, like its groups (an inbox asks per request)
-    running = Delegation.objects.filter(delegate=user, starts_at__lte=now or timezone.now(), ends_at__gt=now or timezone.now(),
-                                        ended_at=None, delegator__is_active=True)
+    running = Delegation.objects.filter(
+        delegate=user,
+        starts_at__lte=now or timezone.now(),
+        ends_at__gt=now or timezone.now(),
+        ended_at=None,
+        delegator__is_active=True,
+    )
     found = [d.delegator for d in running.select_related("delegator").order_by("pk")]
     if now is None:
         user._jit_delegators = found
@@ -206,7 +237,9 @@ def is_approver(user, access_request: AccessRequest) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     steps = list(enumerate(steps_for(access_request.profile)))
-    return any(_eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps)
+    return any(
+        _eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps
+    )
 
 
 def on_behalf_of(user, access_request: AccessRequest):
@@ -314,8 +347,15 @@ def live_windows(user, profile: AccessProfile, *, now: datetime.datetime) -> lis
     return found
 
 
-def span_of(user, profile: AccessProfile, start: datetime.datetime, end: datetime.datetime, *, now: datetime.datetime,
-            extends: int | None = None) -> Span:
+def span_of(
+    user,
+    profile: AccessProfile,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    *,
+    now: datetime.datetime,
+    extends: int | None = None,
+) -> Span:
     """Return the span that new access [start, end) makes with `user`'s live grants of `profile`.
 
     Grants at most JIT_SPAN_GAP apart count as touching: a gap of a second

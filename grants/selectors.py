@@ -6,7 +6,15 @@ from django.utils import timezone
 
 from . import connectors, policy
 from .models import (
-    AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee, Target,
+    AccessProfile,
+    AccessRequest,
+    BreakGlassReview,
+    Delegation,
+    DriftFinding,
+    Grant,
+    OnCallSchedule,
+    StepAssignee,
+    Target,
 )
 
 
@@ -81,12 +89,20 @@ def past_grants(user, *, limit=20):
 
 
 def own_requests(user, *, limit=20):
-    return AccessRequest.objects.filter(requester=user).select_related("profile__target", "decided_by").order_by("-created_at")[:limit]
+    return (
+        AccessRequest.objects.filter(requester=user)
+        .select_related("profile__target", "decided_by")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def may_view_request(user, access_request) -> bool:
     """Say whether `user` may see `access_request`: its requester, an approver of its profile, or an auditor."""
-    return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")
+    return (
+        access_request.requester_id == user.pk
+        or policy.is_approver(user, access_request)
+        or user.has_perm("grants.view_accessrequest")
+    )
 
 
 def request_for_viewer(viewer, pk) -> AccessRequest | None:
@@ -121,6 +137,8 @@ def grant_of(access_request) -> Grant | None:
     if grant is None and access_request.extends_id:
         grant = Grant.objects.filter(pk=access_request.extends_id).first()
     return grant
+
+
 def _with_delegates(candidates):
     """Return the active `candidates` (a user queryset) and delegates of theirs whose delegation runs now, by id."""
     now = timezone.now()
@@ -159,7 +177,8 @@ def approvers_of(access_request) -> list:
         who |= Q(pk=access_request.requester.manager_id)
     candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
     return [
-        user for user in _with_delegates(candidates)
+        user
+        for user in _with_delegates(candidates)
         if user.pk != access_request.requester_id and policy.is_approver(user, access_request)
     ]
 
@@ -176,7 +195,11 @@ def active_user(username: str):
 def delegations_of(user) -> tuple[list, list]:
     """Return (delegations `user` gave, delegations to `user`) that have not ended, soonest first."""
     now = timezone.now()
-    live = Delegation.objects.filter(ends_at__gt=now, ended_at=None).select_related("delegator", "delegate").order_by("starts_at")
+    live = (
+        Delegation.objects.filter(ends_at__gt=now, ended_at=None)
+        .select_related("delegator", "delegate")
+        .order_by("starts_at")
+    )
     return list(live.filter(delegator=user)), list(live.filter(delegate=user))
 
 
@@ -191,14 +214,19 @@ def bundle_others(access_request):
     if not access_request.bundle:
         return []
     return list(
-        AccessRequest.objects.filter(bundle=access_request.bundle).exclude(pk=access_request.pk).select_related("profile").order_by("pk")
+        AccessRequest.objects.filter(bundle=access_request.bundle)
+        .exclude(pk=access_request.pk)
+        .select_related("profile")
+        .order_by("pk")
     )
 
 
 def pending_extensions(grants) -> dict[int, int]:
     """Map grant id to the id of its extension request waiting for a decision."""
     return dict(
-        AccessRequest.objects.filter(extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING).values_list("extends_id", "pk")
+        AccessRequest.objects.filter(
+            extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING
+        ).values_list("extends_id", "pk")
     )
 
 
@@ -218,7 +246,10 @@ def targets_overview():
 
     live = (
         Grant.objects.filter(profile__target=OuterRef("pk"), status=Grant.Status.ACTIVE, expires_at__gt=timezone.now())
-        .order_by().values("profile__target").annotate(n=Count("pk")).values("n")
+        .order_by()
+        .values("profile__target")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
     return Target.objects.annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), 0)).order_by("name")
 
@@ -238,8 +269,22 @@ def drift_findings(*, limit=200):
 import datetime as _datetime  # noqa: E402
 
 from django.db.models import (  # noqa: E402
-    Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
-    IntegerField, Max, OuterRef, Sum, TextField, Value, When,
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    OuterRef,
+    Sum,
+    TextField,
+    Value,
+    When,
 )
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.db import connections  # noqa: E402
@@ -313,7 +358,9 @@ def access_history_base(*, user=None):
     """
     rows = Grant.objects.annotate(
         outcome=Case(
-            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")), default=F("status"), output_field=CharField()
+            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")),
+            default=F("status"),
+            output_field=CharField(),
         ),
     )
     if user is not None:
@@ -404,7 +451,9 @@ def decisions(*, decider=None):
         )
     )
     if decider is not None:
-        rows = rows.filter(Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider)))
+        rows = rows.filter(
+            Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider))
+        )
     return rows.order_by("-decided_at", "-pk")
 
 
@@ -447,7 +496,9 @@ def _per_profile(rows):
 
 
 def _per_approver(rows):
-    return list(rows.filter(decided_by__isnull=False).order_by().values("decided_by_id").annotate(**tallies.approver_sums()))
+    return list(
+        rows.filter(decided_by__isnull=False).order_by().values("decided_by_id").annotate(**tallies.approver_sums())
+    )
 
 
 def _tallied(key, days, sums):
@@ -489,24 +540,40 @@ def decision_stats(rows, *, approver=None, tally=None) -> tuple[list[dict], list
             profile_days = profile_days.filter(profile__target=tally["target"])
         if tally["profile"] is not None:
             profile_days = profile_days.filter(profile=tally["profile"])
-        per_profile = _add_up("profile_id", _tallied("profile_id", profile_days, tallies.profile_sums()),
-                              _per_profile(edges))
+        per_profile = _add_up(
+            "profile_id", _tallied("profile_id", profile_days, tallies.profile_sums()), _per_profile(edges)
+        )
         if tally["target"] is None and tally["profile"] is None:
-            per_approver = _add_up("decided_by_id", [
-                {"decided_by_id": row.pop("approver_id"), **row}
-                for row in _tallied("approver_id", approver_days, tallies.APPROVER_SUMS)
-            ], _per_approver(edges))
+            per_approver = _add_up(
+                "decided_by_id",
+                [
+                    {"decided_by_id": row.pop("approver_id"), **row}
+                    for row in _tallied("approver_id", approver_days, tallies.APPROVER_SUMS)
+                ],
+                _per_approver(edges),
+            )
         else:  # the approvers' tallies do not know profiles: the rows, fewer for the filter
             per_approver = _per_approver(rows)
     per_profile = [_finished(row) for row in per_profile if row["requests"]]
     per_approver = [_finished(row) for row in per_approver if row["decided"]]
-    profiles = {p.pk: p for p in AccessProfile.objects.filter(pk__in=[r["profile_id"] for r in per_profile]).select_related("target")}
-    people = dict(get_user_model().objects.filter(pk__in=[r["decided_by_id"] for r in per_approver]).values_list("pk", "username"))
+    profiles = {
+        p.pk: p
+        for p in AccessProfile.objects.filter(pk__in=[r["profile_id"] for r in per_profile]).select_related("target")
+    }
+    people = dict(
+        get_user_model().objects.filter(pk__in=[r["decided_by_id"] for r in per_approver]).values_list("pk", "username")
+    )
     for row in per_profile:
         profile = profiles[row.pop("profile_id")]
         row["rows"] = row.pop("requests")
-        row.update({"profile__name": profile.name, "profile__title": profile.title, "profile__target__name": profile.target.name,
-                    "auto_share": row["auto_approved"] / row["decided"] if row["decided"] else None})
+        row.update(
+            {
+                "profile__name": profile.name,
+                "profile__title": profile.title,
+                "profile__target__name": profile.target.name,
+                "auto_share": row["auto_approved"] / row["decided"] if row["decided"] else None,
+            }
+        )
     for row in per_approver:
         row["decided_by__username"] = people[row.pop("decided_by_id")]
     per_profile.sort(key=lambda r: (r["profile__title"], r["profile__name"]))
@@ -530,7 +597,9 @@ def decision_totals(per_profile) -> dict:
     timed = [row for row in per_profile if row["decided_by_person"] and row["avg_time_to_decision"] is not None]
     people = sum(row["decided_by_person"] for row in timed)
     totals["avg_time_to_decision"] = (
-        sum((row["avg_time_to_decision"] * row["decided_by_person"] for row in timed), _datetime.timedelta()) / people if people else None
+        sum((row["avg_time_to_decision"] * row["decided_by_person"] for row in timed), _datetime.timedelta()) / people
+        if people
+        else None
     )
     totals["max_time_to_decision"] = max((row["max_time_to_decision"] for row in timed), default=None)
     totals["auto_share"] = totals["auto_approved"] / totals["decided"] if totals["decided"] else None
@@ -543,7 +612,11 @@ def break_glass_uses():
         AccessRequest.objects.filter(break_glass=True)
         .select_related("requester", "profile__target", "review__closed_by", "grant")
         .annotate(
-            review_state=Case(When(review__closed_at__isnull=False, then=Value("closed")), default=Value("open"), output_field=CharField()),
+            review_state=Case(
+                When(review__closed_at__isnull=False, then=Value("closed")),
+                default=Value("open"),
+                output_field=CharField(),
+            ),
             grant_status=F("grant__status"),
             started_at=F("grant__starts_at"),
             ended_at=Coalesce("grant__verified_at", "grant__revoked_at"),
@@ -599,71 +672,125 @@ def user_timeline(person, *, since=None, until=None, target=None, profile=None):
     ended = Coalesce("verified_at", "revoked_at")
     parts = [
         _timeline_part(
-            own, profile_path="profile", **filters,
+            own,
+            profile_path="profile",
+            **filters,
             when=F("created_at"),
-            what=Case(When(break_glass=True, then=text("requested (break-glass)")), When(extends__isnull=False, then=text("asked for more time")),
-                      default=text("requested")),
-            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=none_text, detail=Cast("justification", TextField()),
+            what=Case(
+                When(break_glass=True, then=text("requested (break-glass)")),
+                When(extends__isnull=False, then=text("asked for more time")),
+                default=text("requested"),
+            ),
+            request_no=F("pk"),
+            grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=none_text,
+            detail=Cast("justification", TextField()),
         ),
         _timeline_part(
-            own.exclude(status=_RS.PENDING), profile_path="profile", **filters,
+            own.exclude(status=_RS.PENDING),
+            profile_path="profile",
+            **filters,
             when=F("decided_at"),
             what=policy.decision_outcome_expression(then={name: text(w) for name, w in TIMELINE_DECISIONS.items()}),
-            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            request_no=F("pk"),
+            grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
             counterpart=Coalesce(F("decided_by__username"), NullIf("auto_rule", Value(""))),
             detail=Cast("decision_comment", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person, starts_at__isnull=False), profile_path="profile", **filters,
-            when=F("starts_at"), what=text("access started"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=none_text, detail=Cast("external_ref", TextField()),
+            Grant.objects.filter(user=person, starts_at__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("starts_at"),
+            what=text("access started"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=none_text,
+            detail=Cast("external_ref", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person, revoke_requested_at__isnull=False), profile_path="profile", **filters,
-            when=F("revoke_requested_at"), what=text("access ending"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(user=person, revoke_requested_at__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("revoke_requested_at"),
+            what=text("access ending"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person).annotate(ended=ended).filter(ended__isnull=False), profile_path="profile", **filters,
-            when=F("ended"), what=text("access ended"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(user=person).annotate(ended=ended).filter(ended__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("ended"),
+            what=text("access ended"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            Approval.objects.filter(approver=person), profile_path="request__profile", **filters,
-            when=F("created_at"), what=text("approved a request"),
-            request_no=F("request_id"), grant_no=F("request__grant__id"),
-            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
-            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+            Approval.objects.filter(approver=person),
+            profile_path="request__profile",
+            **filters,
+            when=F("created_at"),
+            what=text("approved a request"),
+            request_no=F("request_id"),
+            grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"),
+            profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"),
+            detail=Cast("comment", TextField()),
         ),
         _timeline_part(
-            AccessRequest.objects.filter(decided_by=person, status=_RS.DENIED), profile_path="profile", **filters,
-            when=F("decided_at"), what=text("denied a request"),
-            request_no=F("pk"), grant_no=none_int,
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("requester__username"), detail=Cast("decision_comment", TextField()),
+            AccessRequest.objects.filter(decided_by=person, status=_RS.DENIED),
+            profile_path="profile",
+            **filters,
+            when=F("decided_at"),
+            what=text("denied a request"),
+            request_no=F("pk"),
+            grant_no=none_int,
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("requester__username"),
+            detail=Cast("decision_comment", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(ended_by=person).exclude(user=person), profile_path="profile", **filters,
-            when=F("revoke_requested_at"), what=text("revoked someone's access"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("user__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(ended_by=person).exclude(user=person),
+            profile_path="profile",
+            **filters,
+            when=F("revoke_requested_at"),
+            what=text("revoked someone's access"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("user__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            BreakGlassReview.objects.filter(closed_by=person), profile_path="request__profile", **filters,
-            when=F("closed_at"), what=text("closed a break-glass review"),
-            request_no=F("request_id"), grant_no=F("request__grant__id"),
-            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
-            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+            BreakGlassReview.objects.filter(closed_by=person),
+            profile_path="request__profile",
+            **filters,
+            when=F("closed_at"),
+            what=text("closed a break-glass review"),
+            request_no=F("request_id"),
+            grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"),
+            profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"),
+            detail=Cast("comment", TextField()),
         ),
     ]
     return parts[0].union(*parts[1:], all=True).order_by("when", "what")

@@ -111,7 +111,11 @@ def expire_due() -> int:
                     idle_until[target_id] = time.monotonic() + (0 if done else IDLE_PAUSE)
             if time.monotonic() < deadline:
                 for target_id in _due_targets():
-                    if target_id not in running and idle_until.get(target_id, 0) <= time.monotonic() and len(running) < MAX_TARGET_THREADS:
+                    if (
+                        target_id not in running
+                        and idle_until.get(target_id, 0) <= time.monotonic()
+                        and len(running) < MAX_TARGET_THREADS
+                    ):
                         running[target_id] = pool.submit(_in_thread, _pass_on_target, target_id, deadline)
             if not running:
                 return begun
@@ -119,7 +123,12 @@ def expire_due() -> int:
 
 
 def _due_targets() -> list[int]:
-    return list(Grant.objects.filter(due_work(timezone.now())).values_list("profile__target_id", flat=True).distinct().order_by())
+    return list(
+        Grant.objects.filter(due_work(timezone.now()))
+        .values_list("profile__target_id", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def _in_thread(func, *args):
@@ -148,15 +157,21 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
                 log.exception("Revoking grants %s failed", ids)
         while time.monotonic() < deadline:
             try:
-                if not lifecycle.retry_revocations(target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors):
+                if not lifecycle.retry_revocations(
+                    target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors
+                ):
                     break
             except Exception:
                 log.exception("Retrying revocations on target %s failed", target_id)
                 break
         now = timezone.now()
         due = Grant.objects.filter(due_work(now), profile__target_id=target_id)
-        provisioning = due.filter(status=Grant.Status.SCHEDULED).order_by(Coalesce("next_attempt_at", "not_before", "created_at"), "pk")
-        extensions = due.filter(status=Grant.Status.ACTIVE, expires_at__gt=now, next_attempt_at__isnull=False).order_by("next_attempt_at", "pk")
+        provisioning = due.filter(status=Grant.Status.SCHEDULED).order_by(
+            Coalesce("next_attempt_at", "not_before", "created_at"), "pk"
+        )
+        extensions = due.filter(status=Grant.Status.ACTIVE, expires_at__gt=now, next_attempt_at__isnull=False).order_by(
+            "next_attempt_at", "pk"
+        )
         for work, grant_ids in ((lifecycle.provision_grant, provisioning), (lifecycle.extend_on_target, extensions)):
             for grant_id in list(grant_ids.values_list("pk", flat=True)[:500]):
                 if time.monotonic() >= deadline:
@@ -202,7 +217,9 @@ def remind_expiring(now=None) -> list[int]:
     """
     now = now or timezone.now()
     not_reminded = Q(reminded_at__isnull=True) | Q(reminded_at__lt=F("expires_at") - REMIND_BEFORE)
-    due = Grant.objects.filter(not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE)
+    due = Grant.objects.filter(
+        not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE
+    )
     claimed = []
     for grant_id in due.values_list("pk", flat=True):
         if Grant.objects.filter(not_reminded, pk=grant_id).update(reminded_at=now) == 1:
@@ -239,8 +256,12 @@ def enforce_group_policy_all() -> list[tuple[str, str, int]]:
 
     from .models import AccessRequest
 
-    holders = set(Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True))
-    holders |= set(AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).values_list("requester", flat=True))
+    holders = set(
+        Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True)
+    )
+    holders |= set(
+        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).values_list("requester", flat=True)
+    )
     ended = []
     for user in get_user_model().objects.filter(pk__in=holders):
         revoked, cancelled = lifecycle.enforce_group_policy(user)

@@ -100,8 +100,10 @@ def _metrics_allowed(request) -> bool:
         if settings.DEMO_MODE or settings.METRICS_PUBLIC:
             return True
         # The page names every target and its live grants, whatever the Host header: not for anyone who asks.
-        log.warning("/metrics refused: set METRICS_TOKEN (or METRICS_TOKEN_FILE), or METRICS_PUBLIC=true to serve it "
-                    "without a token.")
+        log.warning(
+            "/metrics refused: set METRICS_TOKEN (or METRICS_TOKEN_FILE), or METRICS_PUBLIC=true to serve it "
+            "without a token."
+        )
         return False
     given = request.headers.get("Authorization", "")
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())

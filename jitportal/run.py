@@ -40,7 +40,10 @@ def start_demo_target(var: Path):
     where = f"in {var / 'demo-pg'}"
     if cluster.run_dir != cluster.base_dir:
         where = f"kept in {cluster.run_dir}, where the {pgcluster.OS_USER} user can reach it"
-    return cluster, f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where})."
+    return (
+        cluster,
+        f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where}).",
+    )
 
 
 def main():
@@ -77,8 +80,20 @@ def main():
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
     commands = {
-        "web server": ["-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
-                       "--timeout", "60", "--access-logfile", "-", "--no-control-socket"],
+        "web server": [
+            "-m",
+            "gunicorn",
+            "jitportal.wsgi:application",
+            "--bind",
+            f"{HOST}:{PORT}",
+            "--workers",
+            "3",
+            "--timeout",
+            "60",
+            "--access-logfile",
+            "-",
+            "--no-control-socket",
+        ],
         "workers": ["manage.py", "qcluster"],
         "expiry timer": ["manage.py", "expiry_timer"],
     }

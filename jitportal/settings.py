@@ -296,7 +296,9 @@ JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characte
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 # A person's grants of one profile at most this many seconds apart count as one span for every limit.
 JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
-JIT_ONCALL_FEED_TTL = env.int("JIT_ONCALL_FEED_TTL", default=300)  # seconds an on-call iCalendar feed is read from the cache
+JIT_ONCALL_FEED_TTL = env.int(
+    "JIT_ONCALL_FEED_TTL", default=300
+)  # seconds an on-call iCalendar feed is read from the cache
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # Failed revocations are retried after 2, 4, 8 ... seconds, at most this many apart.
@@ -331,7 +333,9 @@ JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 # The JSON API (api/views.py) and its personal tokens (accounts/tokens.py).
 JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live
 JIT_API_AUTH_FAILURES_PER_MINUTE = env.int("JIT_API_AUTH_FAILURES_PER_MINUTE", default=10)  # bad tokens per client IP
-JIT_API_REQUESTS_PER_HOUR = env.int("JIT_API_REQUESTS_PER_HOUR", default=20)  # access requests made through the API, per user
+JIT_API_REQUESTS_PER_HOUR = env.int(
+    "JIT_API_REQUESTS_PER_HOUR", default=20
+)  # access requests made through the API, per user
 # The emergency password login at /admin/ (README "Emergency access"): after this many failures for one
 # username from one address within a window of this many seconds, every attempt is refused until it ends.
 JIT_LOGIN_FAILURES = env.int("JIT_LOGIN_FAILURES", default=5)
@@ -398,7 +402,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "jitportal.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -36,7 +36,9 @@ class PeriodDateField(forms.DateField):
     def validate(self, value):
         super().validate(value)
         if value is not None and not FIRST_DAY <= value <= LAST_DAY:
-            raise ValidationError(f"Enter a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.", code="out_of_range")
+            raise ValidationError(
+                f"Enter a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.", code="out_of_range"
+            )
 
 
 class PeriodDateFilter(django_filters.DateFilter):
@@ -45,13 +47,23 @@ class PeriodDateFilter(django_filters.DateFilter):
 
 def _target_filter(field_name, **kwargs):
     return django_filters.ModelChoiceFilter(
-        field_name=field_name, to_field_name="name", queryset=selectors.report_targets(), label="Target", empty_label="Any target", **kwargs
+        field_name=field_name,
+        to_field_name="name",
+        queryset=selectors.report_targets(),
+        label="Target",
+        empty_label="Any target",
+        **kwargs,
     )
 
 
 def _profile_filter(field_name, **kwargs):
     return django_filters.ModelChoiceFilter(
-        field_name=field_name, to_field_name="name", queryset=selectors.report_profiles(), label="Profile", empty_label="Any profile", **kwargs
+        field_name=field_name,
+        to_field_name="name",
+        queryset=selectors.report_profiles(),
+        label="Profile",
+        empty_label="Any profile",
+        **kwargs,
     )
 
 
@@ -153,8 +165,12 @@ class DecisionFilter(ReportFilter):
         if any(data.get(name) for name in ("user", "approver", "outcome")):
             return None
         since, until = data.get("since"), data.get("until")
-        return {"start": since and _start_of(since), "end": until and _start_of(until + datetime.timedelta(days=1)),
-                "target": data.get("target"), "profile": data.get("profile")}
+        return {
+            "start": since and _start_of(since),
+            "end": until and _start_of(until + datetime.timedelta(days=1)),
+            "target": data.get("target"),
+            "profile": data.get("profile"),
+        }
 
 
 class BreakGlassFilter(ReportFilter):

@@ -26,7 +26,9 @@ from tests.image.browser import Person
 
 BASE = Path(__file__).resolve().parents[1]
 # What a fresh clone does not have (and a copy need not take).
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".pytest_cache")
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".pytest_cache"
+)
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -69,7 +71,11 @@ class Demo:
         self.port = pgcluster.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = checkout / "make-run.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "JIT_", "MAKE", "MFLAGS"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "JIT_", "MAKE", "MFLAGS"))
+        }
         env["JITPORTAL_PORT"] = str(self.port)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -110,7 +116,9 @@ class Demo:
 def demo_target_row(demo: Demo) -> str:
     """Sign in as the demo admin and return the Targets page's row for the demo PostgreSQL target."""
     admin = Person(demo.url, "admin", "admin-demo-pass")
-    signed_in = admin.submit(admin.get("/accounts/login/"), r"^/accounts/login/$", login="admin", password="admin-demo-pass")
+    signed_in = admin.submit(
+        admin.get("/accounts/login/"), r"^/accounts/login/$", login="admin", password="admin-demo-pass"
+    )
     assert urlsplit(signed_in.url).path.startswith("/access/"), signed_in.text[:2000]
     page = admin.get("/access/targets/")
     rows = [row for row in re.findall(r"<tr>.*?</tr>", page.text, re.S) if "<small>demo-postgres</small>" in row]
@@ -155,7 +163,9 @@ def test_make_run_whose_demo_cluster_cannot_start_still_serves_and_says_why_in_o
     output = demo.output()
     assert "Traceback" not in output
     why = [line for line in output.splitlines() if "Demo target" in line]
-    assert len(why) == 1 and why[0].startswith("Demo target unreachable (its grants fail): PostgreSQL did not start: FATAL:"), why
+    assert len(why) == 1 and why[0].startswith(
+        "Demo target unreachable (its grants fail): PostgreSQL did not start: FATAL:"
+    ), why
     assert ">Unreachable</span>" in row, row
 
 

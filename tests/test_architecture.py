@@ -238,6 +238,8 @@ def import_cycles(package: str) -> list[str]:
     reach = {module: reachable(module) for module in graph}
     groups = {frozenset({m} | {o for o in reach[m] if m in reach[o]}) for m in graph if m in reach[m]}
     return sorted(" <-> ".join(sorted(group)) for group in groups)
+
+
 def edge_names_in_core():
     """Return the strings of the core (docstrings too) that name an edge's module, e.g. "notifications.tasks"."""
     named = re.compile(rf"(?<![\w.])({'|'.join(sorted(EDGES))})\.\w")

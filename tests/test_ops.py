@@ -62,7 +62,11 @@ def make_engineer(django_user_model, engineers):
 
 def make_target(name, *, pg=None, secret_env="JIT_TEST_PG_DSN"):
     """A PostgreSQL target; `pg` is the test cluster, or None for one that is never called."""
-    config = {"host": pg.host, "port": pg.port, "dbname": "appdb"} if pg else {"host": "127.0.0.1", "port": 1, "dbname": "appdb"}
+    config = (
+        {"host": pg.host, "port": pg.port, "dbname": "appdb"}
+        if pg
+        else {"host": "127.0.0.1", "port": 1, "dbname": "appdb"}
+    )
     return Target.objects.create(name=name, kind="postgres", config=config, secret_env=secret_env)
 
 
@@ -103,7 +107,9 @@ def sample(text, name, **labels):
 def sweep_finished(ago: datetime.timedelta):
     """Record a finished minute sweep, as a worker does (django-q2 keeps its Task row)."""
     stopped = timezone.now() - ago
-    Task.objects.create(id=uuid.uuid4().hex, name="sweep", func=queues.SWEEP_FUNC, started=stopped, stopped=stopped, success=True)
+    Task.objects.create(
+        id=uuid.uuid4().hex, name="sweep", func=queues.SWEEP_FUNC, started=stopped, stopped=stopped, success=True
+    )
 
 
 # /healthz and /readyz ---------------------------------------------------------
@@ -184,7 +190,13 @@ def test_readyz_names_the_broker_and_keeps_its_address_out_of_the_answer(client,
 def qcluster(portal_database_url):
     """A real `qcluster` on the test database, as in production."""
     env = {**os.environ, "DATABASE_URL": portal_database_url, "Q_WORKERS": "1"}
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=BASE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     yield proc
     proc.send_signal(signal.SIGTERM)
     try:
@@ -233,7 +245,10 @@ def test_metrics_count_requests_by_state_and_decisions(client, db, make_engineer
 
 
 def test_metrics_show_active_grants_per_target_and_the_expiry_lag(client, db, pg_target_env, make_engineer, otto):
-    live_target, other = make_target("appdb-cluster", pg=pg_target_env), make_target("other-cluster", secret_env="JIT_OPS_UNSET_DSN")
+    live_target, other = (
+        make_target("appdb-cluster", pg=pg_target_env),
+        make_target("other-cluster", secret_env="JIT_OPS_UNSET_DSN"),
+    )
     profile = make_profile(live_target)
     make_profile(other, name="other-readonly")
     holder = submit(make_engineer("ana"), profile)
@@ -357,8 +372,11 @@ def test_production_settings_refuse_metrics_without_a_token_by_default(tmp_path)
 
     def run(**env):
         result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE, env=production_env(DATABASE_URL=database, **env),
-            capture_output=True, text=True,
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=BASE,
+            env=production_env(DATABASE_URL=database, **env),
+            capture_output=True,
+            text=True,
         )
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
 
@@ -367,7 +385,9 @@ def test_production_settings_refuse_metrics_without_a_token_by_default(tmp_path)
 
 
 def test_metrics_speak_openmetrics_to_a_prometheus_that_asks(client, db):
-    response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
+    response = client.get(
+        "/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    )
     assert response["Content-Type"].startswith("application/openmetrics-text")
     text = response.content.decode()
     assert "# TYPE jitportal_expiry_lag_seconds gaugehistogram" in text
@@ -419,7 +439,9 @@ def test_json_log_lines_outside_a_request_carry_no_id_and_keep_the_traceback():
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.getLogger("grants.tasks").makeRecord("grants.tasks", logging.ERROR, __file__, 1, "Revoking grant %s failed", (7,), sys.exc_info())
+        record = logging.getLogger("grants.tasks").makeRecord(
+            "grants.tasks", logging.ERROR, __file__, 1, "Revoking grant %s failed", (7,), sys.exc_info()
+        )
     line = json.loads(formatter.format(record))
     assert line["message"] == "Revoking grant 7 failed"
     assert line["request_id"] is None
@@ -453,7 +475,10 @@ def production_env(**extra):
 def test_check_deploy_finds_nothing_to_warn_about_in_production_settings():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE, env=production_env(), capture_output=True, text=True,
+        cwd=BASE,
+        env=production_env(),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
@@ -467,10 +492,16 @@ def test_production_logs_are_json_and_https_settings_follow_the_environment():
         "from django_q.conf import logger; logger.info('from the workers')"
     )
     run = lambda **env: subprocess.run(  # noqa: E731
-        [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE, env=production_env(**env), capture_output=True, text=True
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=BASE,
+        env=production_env(**env),
+        capture_output=True,
+        text=True,
     )
     result = run(BEHIND_HTTPS_PROXY="true")
-    assert result.stdout.strip().splitlines()[-1] == "True 31536000 True ('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True 31536000 True ('HTTP_X_FORWARDED_PROTO', 'https')", (
+        result.stderr
+    )
     ours, workers = [json.loads(line) for line in result.stderr.strip().splitlines()[-2:]]
     assert ours["logger"] == "grants.tasks" and ours["message"] == "hello ops" and ours["request_id"] is None
     assert workers["logger"] == "django-q" and workers["message"] == "from the workers"

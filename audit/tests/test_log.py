@@ -57,8 +57,10 @@ ODD_DETAILS = [
 
 def test_events_whatever_their_details_verify_and_a_change_to_any_of_them_shows(db, django_user_model):
     user = django_user_model.objects.create_user("ana")
-    recorded = [audit.record("test.odd", actor=user if n % 2 else None, obj=user, details=details)
-                for n, details in enumerate(ODD_DETAILS)]
+    recorded = [
+        audit.record("test.odd", actor=user if n % 2 else None, obj=user, details=details)
+        for n, details in enumerate(ODD_DETAILS)
+    ]
     result = verify()
     assert result.ok, result.reason
     assert result.count == len(ODD_DETAILS)

@@ -40,6 +40,12 @@ def request_fields(kinds) -> dict[str, tuple[RequestField, set[str]]]:
 
 
 __all__ = [
-    "Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField",
-    "get_connector", "kind_choices", "request_fields",
+    "Connector",
+    "ConnectorError",
+    "Provisioned",
+    "REGISTRY",
+    "RequestField",
+    "get_connector",
+    "kind_choices",
+    "request_fields",
 ]

@@ -303,9 +303,13 @@ class AWSConnector(Connector):
         if "role_arn" in scope:
             unknown = set(scope) - _SHARED_KEYS
             if unknown:
-                raise ConnectorError(f"Grant scope with role_arn does not take {', '.join(sorted(unknown))}.", permanent=True)
+                raise ConnectorError(
+                    f"Grant scope with role_arn does not take {', '.join(sorted(unknown))}.", permanent=True
+                )
             if not isinstance(scope["role_arn"], str) or not _ROLE_ARN_RE.match(scope["role_arn"]):
-                raise ConnectorError(f"Grant scope role_arn {scope['role_arn']!r} is not an IAM role ARN.", permanent=True)
+                raise ConnectorError(
+                    f"Grant scope role_arn {scope['role_arn']!r} is not an IAM role ARN.", permanent=True
+                )
             if "session_policy" in scope:
                 _statements(scope["session_policy"], "session_policy")
         else:
@@ -318,9 +322,15 @@ class AWSConnector(Connector):
             if "inline_policy" in scope:
                 _statements(scope["inline_policy"], "inline_policy")
             elif not arns:
-                raise ConnectorError("The AWS grant scope needs role_arn, policy_arns or inline_policy.", permanent=True)
+                raise ConnectorError(
+                    "The AWS grant scope needs role_arn, policy_arns or inline_policy.", permanent=True
+                )
         limit = scope.get("max_session_seconds", DEFAULT_MAX_SESSION_SECONDS)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_SESSION_SECONDS <= limit <= MAX_SESSION_SECONDS:
+        if (
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not MIN_SESSION_SECONDS <= limit <= MAX_SESSION_SECONDS
+        ):
             raise ConnectorError(
                 f"Grant scope max_session_seconds must be an integer from {MIN_SESSION_SECONDS} to {MAX_SESSION_SECONDS}.",
                 permanent=True,
@@ -368,14 +378,21 @@ class AWSConnector(Connector):
         expires_at = grant.expires_at
         # Built first: a scope IAM would refuse must not leave an empty role behind.
         grant_policy = self._grant_policy(scope, expires_at)
-        trust = _document([{
-            "Effect": "Allow",
-            "Principal": {"AWS": self._portal_principal()},
-            "Action": "sts:AssumeRole",
-            "Condition": {"DateLessThan": {"aws:CurrentTime": iso(expires_at)}},
-        }])
+        trust = _document(
+            [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self._portal_principal()},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"DateLessThan": {"aws:CurrentTime": iso(expires_at)}},
+                }
+            ]
+        )
         max_session = max(DEFAULT_MAX_SESSION_SECONDS, scope.get("max_session_seconds", DEFAULT_MAX_SESSION_SECONDS))
-        tags = [{"Key": "jitportal:grant", "Value": str(int(grant.pk))}, {"Key": "jitportal:expires", "Value": iso(expires_at)}]
+        tags = [
+            {"Key": "jitportal:grant", "Value": str(int(grant.pk))},
+            {"Key": "jitportal:expires", "Value": iso(expires_at)},
+        ]
         try:
             role = iam.create_role(
                 Path=ROLE_PATH,
@@ -451,7 +468,9 @@ class AWSConnector(Connector):
 
     def _revocation_statements(self, role: str) -> list[dict[str, Any]]:
         try:
-            document = self._client("iam").get_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)["PolicyDocument"]
+            document = self._client("iam").get_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)[
+                "PolicyDocument"
+            ]
         except ClientError as exc:
             if _code(exc) == "NoSuchEntity":
                 return []
@@ -494,7 +513,9 @@ class AWSConnector(Connector):
             if wanted != current:
                 try:
                     if wanted:
-                        iam.put_role_policy(RoleName=role, PolicyName=self.revocation_policy_name, PolicyDocument=_document(wanted))
+                        iam.put_role_policy(
+                            RoleName=role, PolicyName=self.revocation_policy_name, PolicyDocument=_document(wanted)
+                        )
                     else:
                         iam.delete_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)
                 except ClientError as exc:
@@ -519,7 +540,9 @@ class AWSConnector(Connector):
 
     # -- STS ----------------------------------------------------------------
 
-    def _assume(self, role_arn: str, name: str, duration: int, *, policy: str | None = None, new_role: bool = False) -> dict:
+    def _assume(
+        self, role_arn: str, name: str, duration: int, *, policy: str | None = None, new_role: bool = False
+    ) -> dict:
         params = {"RoleArn": role_arn, "RoleSessionName": name, "DurationSeconds": duration}
         if policy is not None:
             params["Policy"] = policy
@@ -546,10 +569,19 @@ class AWSConnector(Connector):
         expiration = creds["Expiration"]
         expiration = iso(expiration) if isinstance(expiration, datetime.datetime) else str(expiration)
         region = str(self.target.config.get("region", ""))
-        env = [f"export AWS_ACCESS_KEY_ID={key}", f"export AWS_SECRET_ACCESS_KEY={secret}", f"export AWS_SESSION_TOKEN={token}"]
+        env = [
+            f"export AWS_ACCESS_KEY_ID={key}",
+            f"export AWS_SECRET_ACCESS_KEY={secret}",
+            f"export AWS_SESSION_TOKEN={token}",
+        ]
         if region:
             env.append(f"export AWS_REGION={region}")
-        profile = [f"[{name}]", f"aws_access_key_id = {key}", f"aws_secret_access_key = {secret}", f"aws_session_token = {token}"]
+        profile = [
+            f"[{name}]",
+            f"aws_access_key_id = {key}",
+            f"aws_secret_access_key = {secret}",
+            f"aws_session_token = {token}",
+        ]
         return {
             "access_key_id": key,
             "secret_access_key": secret,
@@ -577,7 +609,11 @@ class AWSConnector(Connector):
                         f"The admin secret of target {self.target.name!r} is neither {DEFAULT_CHAIN!r} nor valid JSON.",
                         permanent=True,
                     ) from None
-                if not isinstance(spec, dict) or set(spec) - _ADMIN_KEYS or not all(isinstance(v, str) for v in spec.values()):
+                if (
+                    not isinstance(spec, dict)
+                    or set(spec) - _ADMIN_KEYS
+                    or not all(isinstance(v, str) for v in spec.values())
+                ):
                     raise ConnectorError(
                         f"The admin secret of target {self.target.name!r} must be a JSON object with {', '.join(sorted(_ADMIN_KEYS))}.",
                         permanent=True,
@@ -649,7 +685,9 @@ class AWSConnector(Connector):
                 f"Cannot {action} on {where}: {self._scrub(_message(exc))}", permanent=_code(exc) in PERMANENT_CODES
             ) from None
         except (NoCredentialsError, PartialCredentialsError):
-            raise ConnectorError(f"Cannot {action} on {where}: no usable AWS credentials were found.", permanent=True) from None
+            raise ConnectorError(
+                f"Cannot {action} on {where}: no usable AWS credentials were found.", permanent=True
+            ) from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
             raise self.trip(ConnectorError(f"Cannot {action} on {where}: {self._scrub(str(exc))}")) from None
         except BotoCoreError as exc:

@@ -545,7 +545,9 @@ class RedisConnector(Connector):
             # Connection refused, reset, timed out: start afresh on the next call,
             # which this instance fails at once (another pass tries the server again).
             self.close()
-            error = ConnectorError(f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}")
+            error = ConnectorError(
+                f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}"
+            )
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
                 self.trip(error)
             raise error from None

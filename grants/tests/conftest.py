@@ -56,7 +56,11 @@ JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
 @pytest.fixture
 def pending_request(ana, profile):
     return lifecycle.submit_request(
-        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION, ticket="INC-4711"
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
     )
 
 

@@ -25,18 +25,43 @@ HOUR = datetime.timedelta(hours=1)
 @pytest.fixture
 def world(db, groups, ana, otto, marc, eve, monkeypatch, django_capture_on_commit_callbacks):
     monkeypatch.setattr(timezone, "now", lambda: START)
-    OnCallSchedule.objects.create(name="primary", tz="Europe/Berlin", members=["otto", "marc"],
-                                  shift_length=datetime.timedelta(days=1), starts_on=datetime.date(2026, 3, 23))
+    OnCallSchedule.objects.create(
+        name="primary",
+        tz="Europe/Berlin",
+        members=["otto", "marc"],
+        shift_length=datetime.timedelta(days=1),
+        starts_on=datetime.date(2026, 3, 23),
+    )
     eve.groups.add(Group.objects.create(name="sre"))
-    target = Target.objects.create(name="appdb", kind="postgres", config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
-                                   secret_env="JIT_TEST_PG_DSN")
-    pol = Policy.objects.create(name="two-step", steps=[
-        {"schedule": "primary", "escalate_after": 1800, "fallback": {"group": "sre"}}, {"group": "db-approvers"}])
-    profile = AccessProfile.objects.create(name="appdb-ro", title="appdb read-only", target=target, policy=pol,
-                                           scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=4))
+    target = Target.objects.create(
+        name="appdb",
+        kind="postgres",
+        config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+    )
+    pol = Policy.objects.create(
+        name="two-step",
+        steps=[
+            {"schedule": "primary", "escalate_after": 1800, "fallback": {"group": "sre"}},
+            {"group": "db-approvers"},
+        ],
+    )
+    profile = AccessProfile.objects.create(
+        name="appdb-ro",
+        title="appdb read-only",
+        target=target,
+        policy=pol,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+    )
     profile.requestable_by.add(groups["engineers"])
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
-                                   justification=JUSTIFICATION, ticket="INC-4711")
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+    )
     return {"req": req, "ana": ana, "otto": otto, "marc": marc, "eve": eve, "monkeypatch": monkeypatch}
 
 
@@ -114,26 +139,42 @@ def test_a_delegate_decision_is_recorded_on_behalf_of_through_the_page_and_the_a
     assert event.actor == world["eve"] and event.details["on_behalf_of"] == "otto"
     # Step 2: eve is no db-approver, and otto's delegation may not give a second step.
     secret = tokens.create_token(actor=world["eve"], name="t", days=1)[1]
-    answer = client.post(f"/api/v1/requests/{req.pk}/approve", data={}, content_type="application/json",
-                         headers={"Authorization": f"Bearer {secret}"})
+    answer = client.post(
+        f"/api/v1/requests/{req.pk}/approve",
+        data={},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     assert answer.status_code == 403
     secret = tokens.create_token(actor=world["marc"], name="t", days=1)[1]
-    body = client.post(f"/api/v1/requests/{req.pk}/approve", data={}, content_type="application/json",
-                       headers={"Authorization": f"Bearer {secret}"}).json()
+    body = client.post(
+        f"/api/v1/requests/{req.pk}/approve",
+        data={},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    ).json()
     assert body["status"] == "approved"
     assert body["approvals"][0]["on_behalf_of"] == "otto" and body["approvals"][1]["on_behalf_of"] is None
 
 
 def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, client):
     client.force_login(world["otto"])
-    bad = client.post("/access/delegations/", {"delegate": "otto", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "otto", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"}
+    )
     assert bad.status_code == 200 and "You cannot delegate to yourself." in bad.content.decode()
-    bad = client.post("/access/delegations/", {"delegate": "nosuch", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "nosuch", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"}
+    )
     assert "Name an active portal user." in bad.content.decode()
-    bad = client.post("/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-09-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-09-24 09:00"}
+    )
     assert "at most 90 d" in bad.content.decode()
-    ok = client.post("/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00",
-                                              "reason": "holiday"})
+    ok = client.post(
+        "/access/delegations/",
+        {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00", "reason": "holiday"},
+    )
     assert ok.status_code == 302
     assert AuditEvent.objects.filter(action="delegation.created", actor=world["otto"]).exists()
     delegation = world["otto"].delegations_given.get()
@@ -150,8 +191,9 @@ def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, clie
 from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
 
 
-def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(world, client, slack,
-                                                                                           django_capture_on_commit_callbacks):
+def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(
+    world, client, slack, django_capture_on_commit_callbacks
+):
     delegate(world, "otto", "eve")
     req = world["req"]
     with django_capture_on_commit_callbacks(execute=True):
@@ -167,17 +209,26 @@ def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_
 
 def test_the_api_names_lists_and_ends_a_delegation(world, client):
     headers = {"Authorization": f"Bearer {tokens.create_token(actor=world['otto'], name='t', days=1)[1]}"}
-    body = {"delegate": "eve", "starts_at": "2026-03-23T08:00:00+01:00", "ends_at": "2026-03-24T08:00:00+01:00", "reason": "away"}
+    body = {
+        "delegate": "eve",
+        "starts_at": "2026-03-23T08:00:00+01:00",
+        "ends_at": "2026-03-24T08:00:00+01:00",
+        "reason": "away",
+    }
     made = client.post("/api/v1/delegations", data=body, content_type="application/json", headers=headers)
     assert made.status_code == 201 and made.json()["delegate"] == "eve"
-    refused = client.post("/api/v1/delegations", data={**body, "delegate": "otto"}, content_type="application/json", headers=headers)
+    refused = client.post(
+        "/api/v1/delegations", data={**body, "delegate": "otto"}, content_type="application/json", headers=headers
+    )
     assert refused.status_code == 400 and "You cannot delegate to yourself." in refused.content.decode()
     assert [d["delegate"] for d in client.get("/api/v1/delegations", headers=headers).json()] == ["eve"]
     ended = client.post(f"/api/v1/delegations/{made.json()['id']}/end", headers=headers)
     assert ended.status_code == 200 and client.get("/api/v1/delegations", headers=headers).json() == []
 
 
-def test_on_call_members_fallback_approvers_and_delegates_see_the_decisions_report(world, client, bob, django_user_model):
+def test_on_call_members_fallback_approvers_and_delegates_see_the_decisions_report(
+    world, client, bob, django_user_model
+):
     # The Decisions report is open to whoever may decide (their own view): not only the groups named in steps.
     dora = django_user_model.objects.create_user("dora", "dora@example.com", "dora-password-123")
     OnCallSchedule.objects.filter(name="primary").update(members=["otto", "marc", "dora"])

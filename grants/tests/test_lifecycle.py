@@ -18,7 +18,11 @@ RS, GS = AccessRequest.Status, Grant.Status
 
 
 def actions(obj):
-    return list(AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=str(obj.pk)).order_by("id").values_list("action", flat=True))
+    return list(
+        AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=str(obj.pk))
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
 
 
 # Requests ------------------------------------------------------------------
@@ -92,7 +96,9 @@ def test_a_decided_request_cannot_be_decided_again(pending_request, otto, ana, s
 
 def test_approver_cannot_approve_own_request(otto, profile, groups):
     otto.groups.add(groups["engineers"])
-    own = lifecycle.submit_request(requester=otto, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    own = lifecycle.submit_request(
+        requester=otto, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     with pytest.raises(lifecycle.NotAllowedError, match="your own request"):
         lifecycle.approve_request(own.pk, actor=otto)
     own.refresh_from_db()
@@ -110,7 +116,9 @@ def test_outsider_cannot_approve_and_the_attempt_is_recorded(pending_request, ev
 
 
 def test_manager_may_approve_where_the_profile_says_so(ana, marc, otto, rw_profile):
-    req = lifecycle.submit_request(requester=ana, profile=rw_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana, profile=rw_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     with pytest.raises(lifecycle.NotAllowedError):
         lifecycle.approve_request(req.pk, actor=otto)  # an approver elsewhere, not her manager
     lifecycle.approve_request(req.pk, actor=marc)
@@ -132,7 +140,9 @@ def test_manager_may_approve_where_the_profile_says_so(ana, marc, otto, rw_profi
 )
 def test_bad_input_names_the_field_and_creates_nothing(ana, profile, duration, justification, ticket, field):
     with pytest.raises(lifecycle.InvalidRequestError) as exc:
-        lifecycle.submit_request(requester=ana, profile=profile, duration=duration, justification=justification, ticket=ticket)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=duration, justification=justification, ticket=ticket
+        )
     assert field in exc.value.errors
     assert not AccessRequest.objects.exists()
 
@@ -141,25 +151,33 @@ def test_disabled_profile_cannot_be_requested(ana, profile):
     profile.enabled = False
     profile.save()
     with pytest.raises(lifecycle.InvalidRequestError, match="disabled"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
 
 
 def test_user_outside_requestable_groups_is_refused_and_recorded(eve, profile):
     with pytest.raises(lifecycle.NotAllowedError):
-        lifecycle.submit_request(requester=eve, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=eve, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
     assert not AccessRequest.objects.exists()
     assert AuditEvent.objects.filter(action="request.refused", actor=eve).exists()
 
 
 def test_double_submission_gives_one_request(pending_request, ana, profile):
     with pytest.raises(lifecycle.InvalidRequestError, match="already have a pending request"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
     assert AccessRequest.objects.count() == 1
 
 
 def test_holder_of_active_access_cannot_request_it_again(active_grant, ana, profile):
     with pytest.raises(lifecycle.InvalidRequestError, match="already hold"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
 
 
 # Grants --------------------------------------------------------------------
@@ -338,7 +356,9 @@ def test_a_profile_handing_out_pg_execute_server_program_fails_at_provisioning_a
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [f"jit_g{grant.pk}"]).fetchone()[0] == 0
 
 
-def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(active_grant, ana, settings, monkeypatch, pg_cluster):
+def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(
+    active_grant, ana, settings, monkeypatch, pg_cluster
+):
     lifecycle.revoke_grant(active_grant.pk, actor=ana, reason="released")
     settings.JIT_REVOKE_FAILING_AFTER = 2
     monkeypatch.setenv("JIT_TEST_PG_DSN", "postgresql://jitadmin:x@127.0.0.1:1/postgres")
@@ -390,14 +410,20 @@ def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(an
     for n in range(7):
         user = get_user_model().objects.create_user(f"burst{n}")
         user.groups.add(*ana.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        req = lifecycle.submit_request(
+            requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION
+        )
         lifecycle.approve_request(req.pk, actor=otto)
         grants.append(lifecycle.provision_grant(req.grant.pk))
-    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
+        expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
     assert tasks.expire_due() == 7
     assert set(Grant.objects.filter(pk__in=[g.pk for g in grants]).values_list("status", flat=True)) == {"revoked"}
     assert AuditEvent.objects.filter(action="grant.revoked").count() == 7
     with psycopg.connect(pg_cluster.admin_dsn) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]).fetchone()[0]
+        left = conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]
+        ).fetchone()[0]
     assert left == 0
     assert verify().ok

@@ -124,7 +124,11 @@ def test_steps_are_decided_in_order_by_distinct_people(ana, otto, sec1, sec2, pr
     lifecycle.approve_request(req.pk, actor=sec2)
     req.refresh_from_db()
     assert req.status == "approved" and req.decided_by == sec2
-    assert list(Approval.objects.filter(request=req).values_list("step", "approver__username")) == [(0, "otto"), (1, "sec1"), (1, "sec2")]
+    assert list(Approval.objects.filter(request=req).values_list("step", "approver__username")) == [
+        (0, "otto"),
+        (1, "sec1"),
+        (1, "sec2"),
+    ]
     assert Grant.objects.filter(request=req).exists()
 
 

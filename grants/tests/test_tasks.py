@@ -51,8 +51,13 @@ def test_a_window_that_ended_fails_its_grant_and_removes_what_a_crashed_attempt_
 
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the clean-up task runs in this process
     start = timezone.now() + datetime.timedelta(hours=1)
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
-                                   justification="Investigate INC-4711: slow order queries on appdb", starts_at=start)
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification="Investigate INC-4711: slow order queries on appdb",
+        starts_at=start,
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = Grant.objects.get(request=req)
     # An attempt made the role on the target, then its worker died before the portal's commit.
@@ -74,8 +79,12 @@ def test_revocation_retries_go_to_the_longest_waiting_grants_first(ana, otto, pr
     for n in range(3):
         user = django_user_model.objects.create_user(f"wait{n}")
         user.groups.add(*ana.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5),
-                                       justification="Investigate INC-4711: slow order queries on appdb")
+        req = lifecycle.submit_request(
+            requester=user,
+            profile=profile,
+            duration=datetime.timedelta(minutes=5),
+            justification="Investigate INC-4711: slow order queries on appdb",
+        )
         lifecycle.approve_request(req.pk, actor=otto)
         grant = lifecycle.provision_grant(req.grant.pk)
         lifecycle.revoke_grant(grant.pk, actor=user, reason="released")

@@ -41,7 +41,9 @@ def profile(target, groups):
 def quick_profile(target, groups):
     """Read-write on appdb; its policy approves up to 30 minutes by itself, and on-call engineers may break glass."""
     policy = Policy.objects.create(
-        name="quick", auto_approve=[{"name": "short-fix", "max_duration": 1800}], break_glass_groups=["oncall"],
+        name="quick",
+        auto_approve=[{"name": "short-fix", "max_duration": 1800}],
+        break_glass_groups=["oncall"],
         steps=[{"group": "db-approvers"}],
     )
     p = AccessProfile.objects.create(
@@ -58,7 +60,12 @@ def quick_profile(target, groups):
 
 def ask(user, profile, *, minutes=45, justification=JUSTIFICATION, ticket="INC-4711", **kwargs):
     return lifecycle.submit_request(
-        requester=user, profile=profile, duration=minutes * MINUTES, justification=justification, ticket=ticket, **kwargs
+        requester=user,
+        profile=profile,
+        duration=minutes * MINUTES,
+        justification=justification,
+        ticket=ticket,
+        **kwargs,
     )
 
 

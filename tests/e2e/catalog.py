@@ -51,7 +51,14 @@ def main(argv=None):
         # not depend on it.
         auditors.permissions.add(
             *Permission.objects.filter(
-                codename__in=["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
+                codename__in=[
+                    "view_auditevent",
+                    "view_grant",
+                    "view_accessrequest",
+                    "view_accessprofile",
+                    "view_target",
+                    "view_user",
+                ]
             )
         )
         target, _ = Target.objects.update_or_create(
@@ -92,7 +99,9 @@ def main(argv=None):
             },
         )
         critical.requestable_by.set([engineers])
-    print(f"catalog loaded: target {target.pk}, profiles {profile.pk} ({PROFILE_TITLE}), {critical.pk} ({CRITICAL_TITLE})")
+    print(
+        f"catalog loaded: target {target.pk}, profiles {profile.pk} ({PROFILE_TITLE}), {critical.pk} ({CRITICAL_TITLE})"
+    )
 
 
 if __name__ == "__main__":

@@ -48,7 +48,13 @@ PORTAL_DB_NAME = os.environ.get("E2E_PORTAL_DB", "jitportal_e2e")
 CLIENT_ID = "jitportal-e2e"
 CLIENT_SECRET = "e2e-client-secret-not-secret-0123456789"
 PROVIDER_NAME = "Single sign-on"  # OIDC_PROVIDER_NAME's default
-PASSWORDS = {"ana": "ana-e2e-pass", "marc": "marc-e2e-pass", "audra": "audra-e2e-pass", "eve": "eve-e2e-pass", "dora": "dora-e2e-pass"}
+PASSWORDS = {
+    "ana": "ana-e2e-pass",
+    "marc": "marc-e2e-pass",
+    "audra": "audra-e2e-pass",
+    "eve": "eve-e2e-pass",
+    "dora": "dora-e2e-pass",
+}
 
 SERVICE_START_TIMEOUT = 60
 DEFAULT_UI_TIMEOUT_MS = 15_000
@@ -72,7 +78,12 @@ class Service:
         # Its own session (process group): qcluster forks workers, and
         # stop() signals the whole group it leads, nothing else.
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -141,7 +152,9 @@ class Service:
         except (ProcessLookupError, PermissionError):
             pass
         with open(self.log_path, "a") as log:
-            log.write(f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit {self.proc.returncode}]\n")
+            log.write(
+                f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit {self.proc.returncode}]\n"
+            )
 
 
 def service_tails(lines: int = 30) -> str:
@@ -153,7 +166,9 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
     log_path = ARTIFACTS / f"{name}.log"
     started = time.monotonic()
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    log_path.write_text(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after {time.monotonic() - started:.1f} s]\n")
+    log_path.write_text(
+        f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after {time.monotonic() - started:.1f} s]\n"
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         pytest.fail(f"{name} failed ({result.returncode}), see {log_path}:\n{tail}", pytrace=False)
@@ -262,5 +277,3 @@ class People:
             context.close()
         self.contexts.clear()
         self.pages.clear()
-
-

@@ -343,8 +343,13 @@ class Stack:
 
     def portal_dsn(self) -> dict:
         """How the portal's processes log in to the stack's PostgreSQL (its role, its password secret)."""
-        return {"host": "127.0.0.1", "port": int(self.env["IMAGE_TEST_DB_PORT"]), "dbname": "jitportal",
-                "user": "jitportal_app", "password": self.secret("db_password")}
+        return {
+            "host": "127.0.0.1",
+            "port": int(self.env["IMAGE_TEST_DB_PORT"]),
+            "dbname": "jitportal",
+            "user": "jitportal_app",
+            "password": self.secret("db_password"),
+        }
 
     def production_env(self, service: str) -> list[str]:
         """`env` arguments putting back compose.yaml's own values of what compose.test.yaml changes for the test.

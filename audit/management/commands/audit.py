@@ -22,7 +22,8 @@ class Command(BaseCommand):
         parser.add_argument("--file", default="", help="with head: append the line to this file")
         parser.add_argument("--heads", default=None, help="with verify: the exported heads (default: AUDIT_HEAD_FILE)")
         parser.add_argument(
-            "--public-key", default="",
+            "--public-key",
+            default="",
             help="with verify: the public key (PEM, from `audit pubkey`) the heads must be signed with "
             "(default: that of AUDIT_SIGNING_KEY, if set)",
         )
@@ -33,8 +34,9 @@ class Command(BaseCommand):
         elif action == "pubkey":
             key = signing_key()
             if key is None:
-                raise CommandError("No signing key: set AUDIT_SIGNING_KEY_FILE (or AUDIT_SIGNING_KEY); README, "
-                                   "\"The audit trail\".")
+                raise CommandError(
+                    'No signing key: set AUDIT_SIGNING_KEY_FILE (or AUDIT_SIGNING_KEY); README, "The audit trail".'
+                )
             self.stdout.write(public_key_pem(key.public_key()).strip())
         else:
             self.verify(heads, public_key)
@@ -69,18 +71,24 @@ class Command(BaseCommand):
             )
         else:
             last = max(heads, key=lambda h: h.count)
-            self.stdout.write(self.style.SUCCESS(
-                f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
+                )
+            )
             signed = len(heads) - result.unsigned
             if signed and result.signatures_checked:
                 self.stdout.write(self.style.SUCCESS(f"Signed: {_heads(signed)}, every signature good."))
             elif signed:
-                notes.append(f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
-                             "(what `audit pubkey` prints).")
+                notes.append(
+                    f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
+                    "(what `audit pubkey` prints)."
+                )
             if result.unsigned:
-                notes.append(f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
-                             "made them (set AUDIT_SIGNING_KEY_FILE so the export signs).")
+                notes.append(
+                    f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
+                    "made them (set AUDIT_SIGNING_KEY_FILE so the export signs)."
+                )
         for note in notes:
             self.stdout.write(self.style.WARNING(note))
 

@@ -33,7 +33,7 @@ class Command(DjangoMigrate):
             except DatabaseError as exc:
                 raise CommandError(
                     f"Migrated, but could not give the portal's role {portal_role!r} its privileges: {exc}".strip()
-                    + " (create the role first; README, \"The audit trail\")."
+                    + ' (create the role first; README, "The audit trail").'
                 ) from None
         finally:
             connection.close()

@@ -61,7 +61,15 @@ class Command(BaseCommand):
         # Read-write is high risk: approving it or showing its credentials asks for the password again (step-up).
         profiles = [
             ("appdb-readonly", "appdb read-only", {"roles": ["app_readonly"]}, 1, 8, False, "low"),
-            ("appdb-readwrite", "appdb read-write", {"roles": ["app_readwrite"], "owner_role": "app_owner"}, 1, 4, True, "high"),
+            (
+                "appdb-readwrite",
+                "appdb read-write",
+                {"roles": ["app_readwrite"], "owner_role": "app_owner"},
+                1,
+                4,
+                True,
+                "high",
+            ),
         ]
         for name, title, scope, default_h, max_h, manager, risk in profiles:
             profile, _ = AccessProfile.objects.update_or_create(

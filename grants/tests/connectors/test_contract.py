@@ -66,7 +66,9 @@ class Kind:
     works: Callable[[Any, Any], bool]  # the credential does what the grant allows, used the way its user would
     gone: Callable[[Any, Any], bool]  # an admin's own read of the target finds nothing of the grant
     bad_target: SimpleNamespace  # a target whose check() must fail
-    at_port: Callable[[int], SimpleNamespace] | None  # the target, pointed at another loopback port (None: no server to reach)
+    at_port: (
+        Callable[[int], SimpleNamespace] | None
+    )  # the target, pointed at another loopback port (None: no server to reach)
     bad_scope: dict
     refusal: str  # what the refusal of bad_scope says
     refused_by: str = "validate_scope"
@@ -79,7 +81,9 @@ def _closed_port() -> int:
 
 
 def _with(target: SimpleNamespace, **config) -> SimpleNamespace:
-    return SimpleNamespace(name=target.name, kind=target.kind, config={**target.config, **config}, secret_env=target.secret_env)
+    return SimpleNamespace(
+        name=target.name, kind=target.kind, config={**target.config, **config}, secret_env=target.secret_env
+    )
 
 
 BAD_SECRET_ENV = "JIT_CONTRACT_BAD_ADMIN_SECRET"
@@ -108,7 +112,12 @@ def _postgres(request, monkeypatch) -> Kind:
         import psycopg
 
         with psycopg.connect(cluster.dsn("appdb"), autocommit=True) as admin:
-            return admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [provisioned.external_ref]).fetchone()[0] == 0
+            return (
+                admin.execute(
+                    "SELECT count(*) FROM pg_roles WHERE rolname = %s", [provisioned.external_ref]
+                ).fetchone()[0]
+                == 0
+            )
 
     def at(port):
         return _bad_secret(target, monkeypatch, f"postgresql://postgres@127.0.0.1:{port}/appdb")
@@ -174,7 +183,11 @@ def _mysql(request, monkeypatch) -> Kind:
 
 
 def _ssh(request, monkeypatch) -> Kind:
-    server, folder, tmp = request.getfixturevalue("sshd"), request.getfixturevalue("workdir"), request.getfixturevalue("identity")
+    server, folder, tmp = (
+        request.getfixturevalue("sshd"),
+        request.getfixturevalue("workdir"),
+        request.getfixturevalue("identity"),
+    )
     target = test_ssh._target(folder, port=server.port, prefix=PREFIX)
     keys: dict[int, str] = {}
 
@@ -207,7 +220,10 @@ def _aws(request, monkeypatch) -> Kind:
     target = _with(target, prefix=PREFIX)
 
     def works(grant, provisioned):
-        return f":assumed-role/{provisioned.external_ref}/" in test_aws._caller(provisioned.credentials, account.url)["Arn"]
+        return (
+            f":assumed-role/{provisioned.external_ref}/"
+            in test_aws._caller(provisioned.credentials, account.url)["Arn"]
+        )
 
     def at(port):
         return _with(target, endpoint_url=f"http://127.0.0.1:{port}")
@@ -223,7 +239,9 @@ def _aws(request, monkeypatch) -> Kind:
 
 @pytest.fixture
 def target_aws_base(aws, monkeypatch):  # noqa: F811 (aws is the imported fixture)
-    monkeypatch.setenv(test_aws.SECRET_ENV, f'{{"aws_access_key_id": "{aws.key_id}", "aws_secret_access_key": "{aws.secret}"}}')
+    monkeypatch.setenv(
+        test_aws.SECRET_ENV, f'{{"aws_access_key_id": "{aws.key_id}", "aws_secret_access_key": "{aws.secret}"}}'
+    )
     config = {"region": test_aws.REGION, "endpoint_url": aws.url, "account_id": test_aws.ACCOUNT}
     return SimpleNamespace(name="contract-aws", kind="aws", config=config, secret_env=test_aws.SECRET_ENV)
 
@@ -252,7 +270,9 @@ def _ldap(request, monkeypatch) -> Kind:
 def _openbao(request, monkeypatch) -> Kind:
     server = request.getfixturevalue("bao")
     monkeypatch.setenv(test_openbao.SECRET_ENV, server.admin_token)
-    target = test_openbao._target(server)  # prefix jit_: the README's admin policy is written for it (this server is ours alone)
+    target = test_openbao._target(
+        server
+    )  # prefix jit_: the README's admin policy is written for it (this server is ours alone)
 
     def reads(grant, provisioned):
         return test_openbao._read(server, provisioned.credentials["token"]) == 200
@@ -291,7 +311,15 @@ def _redis(request, monkeypatch) -> Kind:
     )  # fmt: skip
 
 
-ADAPTERS = {"postgres": _postgres, "mysql": _mysql, "ssh": _ssh, "aws": _aws, "ldap": _ldap, "openbao": _openbao, "redis": _redis}
+ADAPTERS = {
+    "postgres": _postgres,
+    "mysql": _mysql,
+    "ssh": _ssh,
+    "aws": _aws,
+    "ldap": _ldap,
+    "openbao": _openbao,
+    "redis": _redis,
+}
 
 
 @pytest.fixture(params=KINDS)
@@ -388,7 +416,9 @@ def test_check_on_a_bad_configuration_raises_a_clear_message(kind):
 def test_a_scope_handing_out_too_much_or_naming_nothing_is_refused_with_a_message(kind, connector):
     grant = kind.grant()
     grant.scope = kind.bad_scope
-    refuse = connector.validate_scope if kind.refused_by == "validate_scope" else lambda scope: connector.provision(grant)
+    refuse = (
+        connector.validate_scope if kind.refused_by == "validate_scope" else lambda scope: connector.provision(grant)
+    )
 
     with pytest.raises(ConnectorError, match=kind.refusal) as info:
         refuse(kind.bad_scope)
@@ -404,7 +434,9 @@ def test_the_good_scope_passes_validation(kind, connector):
 def test_request_fields_are_declared_and_clean_params_keeps_only_them(kind, connector):
     fields = type(connector).request_fields
 
-    assert isinstance(fields, dict) and all(isinstance(k, str) and isinstance(v, RequestField) and v.label for k, v in fields.items())
+    assert isinstance(fields, dict) and all(
+        isinstance(k, str) and isinstance(v, RequestField) and v.label for k, v in fields.items()
+    )
     params = dict(kind.example_params)
     if "public_key" in fields:
         params["public_key"] = sshca.generate_user_key(comment="contract")[1]
@@ -455,7 +487,9 @@ def _fails(call) -> bool:
         return True
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "ssh"], indirect=True)  # ssh: no server to reach (its adapter)
+@pytest.mark.parametrize(
+    "kind", [k for k in KINDS if k != "ssh"], indirect=True
+)  # ssh: no server to reach (its adapter)
 def test_a_target_that_hangs_up_is_tried_once_per_pass_not_once_per_grant(kind, hanging_up):
     # One call on a fresh instance: what a single attempt costs (the client library's own retries included).
     with get_connector(kind.at_port(hanging_up.port)) as connector:

@@ -215,7 +215,9 @@ def test_certificate_for_the_users_own_key_logs_in_inside_its_window(connector, 
 
 
 def test_certificate_carries_the_grant_window_principals_and_only_the_profiles_permissions(connector, identity):
-    grant = make_grant(seconds=600, principals=["ops", "ops-admin"], options={"permit-pty": True, "permit-port-forwarding": False})
+    grant = make_grant(
+        seconds=600, principals=["ops", "ops-admin"], options={"permit-pty": True, "permit-port-forwarding": False}
+    )
 
     result = connector.provision(grant)
 
@@ -350,7 +352,9 @@ def test_interactive_shell_on_a_terminal_works_and_ends_on_revocation(connector,
     # The guard hands the terminal to the shell's process group; if it did
     # not, an interactive bash would stop itself (SIGTTIN) and never answer.
     grant, result, key, cert = _provision_with_own_key(connector, identity)
-    proc = subprocess.Popen(sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         # With job control the background job gets a process group of its
         # own, but stays in the login session, which the guard also ends.
@@ -377,7 +381,9 @@ def test_dropped_connection_hangs_up_the_sessions_background_jobs(connector, ssh
     # A shell that sees its terminal vanish may exit as on end of input,
     # leaving its jobs running; the guard, as the session leader, hangs them up.
     grant, result, key, cert = _provision_with_own_key(connector, identity)
-    proc = subprocess.Popen(sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         proc.stdin.write(b"sleep 76 & echo hello-$((40+2))\n")
         proc.stdin.flush()
