@@ -1,8 +1,6 @@
 """Fixtures shared by every test: a real PostgreSQL target cluster, personas, a demo catalog."""
 
-import datetime
 import inspect
-import os
 import shutil
 import tempfile
 from pathlib import Path

@@ -353,7 +353,7 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide, **chan
         if not selectors.may_view_request(actor, access_request):
             raise not_found(request_id) from None
         raise ApiError(403, "not_allowed", str(exc)) from None
-    except lifecycle.TransitionError as exc:
+    except lifecycle.TransitionError:
         access_request.refresh_from_db()
         if access_request.status != RS.PENDING:
             raise ApiError(

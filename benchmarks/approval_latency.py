@@ -418,7 +418,7 @@ def print_table(results: dict) -> None:
         f"{cfg['approvers']} approvers mailed per request, mail {cfg['mail_delay_s']:g} s a message, cpus={cfg['cpus']}, "
         f"load {cfg['load']}"
     )
-    print(f"| seconds after the approval's commit | p50 | p95 | max | n |")
+    print("| seconds after the approval's commit | p50 | p95 | max | n |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, s in [*results["rows"].items(), *(("(" + k + ")", v) for k, v in results["diagnostics"].items())]:
         missing = f" ({s['missing']} never)" if s["missing"] else ""

@@ -48,7 +48,7 @@ FIRST_ID = 900_000_000  # far from any real grant id
 
 
 def grant(n, scope, params=None, minutes=30):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return types.SimpleNamespace(
         pk=FIRST_ID + n,
         scope=scope,

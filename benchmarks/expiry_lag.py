@@ -633,8 +633,8 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
     the `grant.provisioned` audit events and `duration` say an hour.
     """
     import psycopg
-    from psycopg import sql
     from django.utils import timezone
+    from psycopg import sql
 
     from grants.models import Grant
 
@@ -697,7 +697,7 @@ def burst(
     import psycopg
     from django.db.models import Count
     from django.utils import timezone
-    from django_q.models import OrmQ, Success, Failure
+    from django_q.models import Failure, OrmQ, Success
 
     from audit.log import verify as verify_chain
     from audit.models import AuditEvent

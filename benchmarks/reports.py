@@ -195,7 +195,7 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
     rng = random.Random(seed)
     requesters, approvers, profiles = _catalog()
     chain = Chain()
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     slots = n * 20 // 19 + 20  # one request in twenty is not granted
     start = now - datetime.timedelta(days=365 * YEARS)
     step = (now - start - 9 * HOUR) / slots

@@ -8,8 +8,8 @@ from accounts import timezones
 
 from . import connectors
 from .durations import format_duration, parse_duration
-from .models import AccessProfile
 from .lifecycle import MAX_JUSTIFICATION
+from .models import AccessProfile
 
 DURATION_ERROR = "Write a duration such as 30m, 2h, 1h30m or 1d."
 
@@ -28,7 +28,7 @@ class WallClockField(forms.DateTimeField):
     input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
     def to_python(self, value):
-        with timezone.override(datetime.timezone.utc):
+        with timezone.override(datetime.UTC):
             value = super().to_python(value)
         return value.replace(tzinfo=None) if value else None
 

@@ -22,8 +22,8 @@ import audit
 from accounts.stepup import StepUp
 
 from . import events, oncall, policy, sealing, tallies
-from .durations import human_duration
 from .connectors import ConnectorError, get_connector
+from .durations import human_duration
 from .models import (
     AccessProfile,
     AccessRequest,

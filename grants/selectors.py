@@ -241,7 +241,7 @@ def targets_overview():
     Counted in a subquery from the active grants (the status index), not by
     joining every grant there ever was to its target.
     """
-    from django.db.models import Count, IntegerField, OuterRef, Subquery
+    from django.db.models import IntegerField, OuterRef, Subquery
     from django.db.models.functions import Coalesce
 
     live = (
@@ -268,6 +268,7 @@ def drift_findings(*, limit=200):
 
 import datetime as _datetime  # noqa: E402
 
+from django.db import connections  # noqa: E402
 from django.db.models import (  # noqa: E402
     Case,
     CharField,
@@ -286,8 +287,6 @@ from django.db.models import (  # noqa: E402
     Value,
     When,
 )
-from django.contrib.auth import get_user_model  # noqa: E402
-from django.db import connections  # noqa: E402
 from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
 
 from . import tallies  # noqa: E402
@@ -461,15 +460,15 @@ def _whole_utc_days(start, end):
     """Return the first UTC day wholly in [start, end) and the day after the last (None: unbounded)."""
     first = stop = None
     if start is not None:
-        start = start.astimezone(_datetime.timezone.utc)
+        start = start.astimezone(_datetime.UTC)
         first = start.date() + _datetime.timedelta(days=start.time() != _datetime.time.min)
     if end is not None:
-        stop = end.astimezone(_datetime.timezone.utc).date()
+        stop = end.astimezone(_datetime.UTC).date()
     return first, stop
 
 
 def _midnight(day):
-    return _datetime.datetime.combine(day, _datetime.time.min, tzinfo=_datetime.timezone.utc)
+    return _datetime.datetime.combine(day, _datetime.time.min, tzinfo=_datetime.UTC)
 
 
 def _add_up(key, *parts):

@@ -22,7 +22,7 @@ from . import policy
 from .models import AccessRequest, ApproverDecisionDay, ProfileDecisionDay
 
 RS = AccessRequest.Status
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 _DECIDED = [RS.APPROVED, RS.DENIED]
 _BY_PERSON = Q(decided_by__isnull=False, status__in=_DECIDED)
 _ZERO = datetime.timedelta(0)

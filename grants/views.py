@@ -15,9 +15,9 @@ from django.views.decorators.http import require_GET, require_POST
 from accounts import stepup, timezones
 
 from . import lifecycle, policy, selectors
+from .connectors import ConnectorError, get_connector
 from .durations import format_duration
 from .forms import DecisionForm, DelegationForm, ExtensionForm, RequestForm, ReviewForm, usernames
-from .connectors import ConnectorError, get_connector
 from .models import AccessRequest, BreakGlassReview, Delegation, Grant, Target
 from .tables import PastGrantTable, RequestTable
 

@@ -34,7 +34,7 @@ def cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime.datetime):
-        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, datetime.timedelta):
         return str(int(value.total_seconds()))
     if isinstance(value, bool):

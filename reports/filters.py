@@ -12,9 +12,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from audit.models import AuditEvent
 import grants.selectors as selectors
-
+from audit.models import AuditEvent
 
 # Python's dates run from year 1 to 9999. A period ends at the midnight after
 # `until`, and the database driver converts local midnights to UTC (up to a

@@ -19,8 +19,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django_tables2 import RequestConfig
 
-from audit.models import AuditEvent
 import grants.selectors as selectors
+from audit.models import AuditEvent
 
 from . import columns, downloads, filters, tables
 from .scope import ALL, AUDITOR_PERMISSION, DECIDED, OWN, may_see, scope_for

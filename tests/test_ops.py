@@ -23,10 +23,10 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule, Task
 
+import jitportal.logging
 from grants import lifecycle, reconcile, tasks
 from grants.connectors import get_connector
 from grants.models import AccessProfile, Target
-import jitportal.logging
 from jitportal import ops, queues
 from jitportal.logging import JsonFormatter
 

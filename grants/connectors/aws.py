@@ -126,7 +126,7 @@ def iso(moment: datetime.datetime) -> str:
     """Return `moment` in UTC as IAM writes dates, to the second (2025-01-31T12:00:00Z)."""
     if moment.tzinfo is None:
         raise ValueError("datetimes sent to AWS must be timezone-aware")
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_iso(text: str) -> datetime.datetime | None:
@@ -134,11 +134,11 @@ def _parse_iso(text: str) -> datetime.datetime | None:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (TypeError, ValueError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def deny_after(expires_at: datetime.datetime) -> dict[str, Any]:

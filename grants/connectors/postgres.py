@@ -277,7 +277,7 @@ class PostgresConnector(Connector):
         expires_at = grant.expires_at
         if expires_at.tzinfo is None:
             raise ValueError("grant.expires_at must be timezone-aware")
-        valid_until = expires_at.astimezone(datetime.timezone.utc).isoformat()
+        valid_until = expires_at.astimezone(datetime.UTC).isoformat()
         password = secrets.token_urlsafe(24)
 
         with self._errors("provision " + role):
@@ -316,7 +316,7 @@ class PostgresConnector(Connector):
         role = self.role_name(grant)
         if grant.expires_at.tzinfo is None:
             raise ValueError("grant.expires_at must be timezone-aware")
-        valid_until = grant.expires_at.astimezone(datetime.timezone.utc).isoformat()
+        valid_until = grant.expires_at.astimezone(datetime.UTC).isoformat()
         with self._errors("extend " + role):
             conn = self._admin()
             if not self._role_oid(conn, role):

@@ -46,8 +46,6 @@ import time
 from urllib.parse import quote, urlsplit
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -55,6 +53,8 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from .base import Connector, ConnectorError, GrantLike, Provisioned
 

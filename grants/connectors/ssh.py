@@ -172,7 +172,7 @@ class SSHConnector(Connector):
                 )
             # The ledger line is written before the certificate leaves this
             # function: list_managed() must know every certificate out there.
-            until = datetime.datetime.fromtimestamp(valid_before, datetime.timezone.utc)
+            until = datetime.datetime.fromtimestamp(valid_before, datetime.UTC)
             self._append(self.krl_path + _ISSUED, f"{serial} {valid_before} {until:%Y-%m-%dT%H:%M:%SZ}\n")
             if not os.path.exists(self.krl_path):
                 # sshd refuses every public key while its RevokedKeys file is missing.
@@ -202,7 +202,7 @@ class SSHConnector(Connector):
             if serial not in revoked:
                 self._append(
                     self.krl_path + _REVOKED,
-                    f"{serial} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n",
+                    f"{serial} {datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\n",
                 )
                 revoked.add(serial)
             self._publish(revoked)

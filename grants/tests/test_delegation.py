@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts import tokens
 from audit.models import AuditEvent
-from grants import lifecycle, selectors, tasks
+from grants import lifecycle, selectors
 from grants.models import AccessProfile, Approval, OnCallSchedule, Policy, Target
 
 from .conftest import JUSTIFICATION

@@ -402,8 +402,9 @@ def test_two_approvals_at_once_give_exactly_one_grant(pending_request, marc, ott
 
 
 def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
-    from audit.log import verify
     from django.contrib.auth import get_user_model
+
+    from audit.log import verify
 
     settings.JIT_EXPIRY_BATCH = 3
     grants = []

@@ -10,8 +10,6 @@ from audit.models import AuditEvent
 from grants import lifecycle, policy
 from grants.models import AccessRequest, Approval, Grant, Policy
 
-from .conftest import JUSTIFICATION
-
 H = datetime.timedelta(hours=1)
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 # A Wednesday, 10:30 and 22:30 in Berlin.

@@ -4,10 +4,9 @@ import datetime
 import subprocess
 
 import pytest
-from django.contrib.auth.models import Group
 
 from grants import lifecycle, sshca
-from grants.models import AccessProfile, Grant, Target
+from grants.models import AccessProfile, Target
 
 from .conftest import JUSTIFICATION
 

@@ -154,7 +154,7 @@ def test_break_glass_checkbox_is_offered_only_to_its_groups(client, ana, marc, g
 
 def test_start_is_passed_as_the_window_start_in_utc_by_default(client, ana, profile):
     start = (
-        (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.timezone.utc).replace(second=0, microsecond=0)
+        (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.UTC).replace(second=0, microsecond=0)
     )
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, starts_at=start.strftime("%Y-%m-%dT%H:%M")))
@@ -176,7 +176,7 @@ def test_start_is_read_in_the_portals_time_zone(client, ana, profile, settings):
 
 
 def test_start_in_the_past_is_explained_under_the_start_field(client, ana, profile):
-    past = (timezone.now() - datetime.timedelta(days=1)).astimezone(datetime.timezone.utc)
+    past = (timezone.now() - datetime.timedelta(days=1)).astimezone(datetime.UTC)
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, starts_at=past.strftime("%Y-%m-%dT%H:%M")))
     assert response.status_code == 200

@@ -288,7 +288,7 @@ def test_access_history_has_one_row_per_grant_with_who_decided_and_how_it_ended(
     assert (row["decision"], row["decided_by"], row["auto_rule"]) == ("approved", "otto", "")
     assert (row["justification"], row["ticket"]) == (JUSTIFICATION, "INC-4711")
     assert (row["status"], row["end_reason"], row["ended_by"]) == ("revoked", "released", "ana")
-    assert row["ended_at"] == done.verified_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["ended_at"] == done.verified_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert row["duration_seconds"] == str(int((done.verified_at - done.starts_at).total_seconds()))
     assert rows[history["auto"].grant.pk]["auto_rule"] == "short-fix"
     assert rows[history["emergency"].grant.pk]["decision"] == "break_glass"
@@ -1065,7 +1065,7 @@ def test_csv_times_are_utc_whatever_the_portal_time_zone(client, history, audra,
     rows = as_dicts(download(client, ACCESS))
     done = history["done"]
     row = next(r for r in rows if r["grant_id"] == str(done.pk))
-    assert row["started_at"] == done.starts_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["started_at"] == done.starts_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for r in rows:
         for name in ("requested_at", "decided_at", "started_at", "expires_at", "ended_at"):
             assert r[name] == "" or ISO_UTC.match(r[name]), (name, r[name])

@@ -62,7 +62,7 @@ DEFAULT_UI_TIMEOUT_MS = 15_000
 
 # -- processes ----------------------------------------------------------------
 
-_SERVICES: list["Service"] = []
+_SERVICES: list[Service] = []
 
 
 class Service:
@@ -73,7 +73,7 @@ class Service:
         self.log_path = ARTIFACTS / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Service":
+    def start(self) -> Service:
         log = open(self.log_path, "ab")
         # Its own session (process group): qcluster forks workers, and
         # stop() signals the whole group it leads, nothing else.

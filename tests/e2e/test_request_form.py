@@ -105,7 +105,7 @@ def test_start_is_entered_and_shown_in_the_browsers_time_zone(browser, portal):
         nav(page, "Request access")
         expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
         expect(page.get_by_text("(times in Asia/Tokyo)")).to_be_visible()
-        day = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2)).date()
+        day = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=2)).date()
         page.get_by_label("Access profile").select_option(label=PROFILE)
         page.get_by_label("Justification").fill("CHG-3004: the maintenance window of the orders database.")
         page.get_by_label("Start").fill(f"{day}T10:00")
@@ -120,7 +120,7 @@ def test_start_is_entered_and_shown_in_the_browsers_time_zone(browser, portal):
                 "SELECT starts_at FROM grants_accessrequest WHERE id = %s", [request_id]
             ).fetchone()
         assert starts_at == datetime.datetime(
-            day.year, day.month, day.day, 1, 0, tzinfo=datetime.timezone.utc
+            day.year, day.month, day.day, 1, 0, tzinfo=datetime.UTC
         )  # 10:00 JST is 01:00 UTC
         page.get_by_role("button", name="Cancel request").click()
         expect(page.get_by_text("Cancelled", exact=True)).to_be_visible()

@@ -22,7 +22,6 @@ from django.db import close_old_connections, connections
 from django.db.models import Case, Count, F, Max, Min, Q, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
-
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 

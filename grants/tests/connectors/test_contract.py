@@ -17,8 +17,9 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pymysql
 import pytest
@@ -29,8 +30,8 @@ from grants.connectors import REGISTRY, get_connector
 from grants.connectors.base import ConnectorError, RequestField
 
 from . import mariadb_support as db
-from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
 from . import slapd_support as sd
+from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
 
 # The kinds' own server fixtures, shared per module (or session) as there.
 from .test_aws import _isolated_aws_env, aws, moto_server  # noqa: F401

@@ -39,7 +39,7 @@ LOOKALIKES = ["jit_gadmin", "other_user", "jitxg7", "jit_g12x"]
 
 
 def _in(seconds: float) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def _login(credentials: dict, **extra) -> pymysql.connections.Connection:

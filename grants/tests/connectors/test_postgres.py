@@ -23,7 +23,7 @@ _grant_ids = itertools.count(800_000_001)
 
 
 def _in(seconds: float) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def _login(credentials: dict) -> psycopg.Connection:

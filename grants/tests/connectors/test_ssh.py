@@ -38,7 +38,7 @@ _grant_ids = itertools.count(1001)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _sleep_until(moment: float) -> None:
