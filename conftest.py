@@ -7,7 +7,12 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.apps import apps
+from django.conf import settings
 from django.db.backends.postgresql.operations import DatabaseOperations
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.operations import RunPython
+from django.db.models.signals import post_migrate
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -19,8 +24,6 @@ pytest_plugins = ["accounts.tests.oidc_idp"]
 
 def pytest_collection_modifyitems(config, items):
     """Skip the tests marked `postgres_only("why")` when the suite runs on SQLite (the embedded default), saying why."""
-    from django.conf import settings
-
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         return
     for item in items:
@@ -41,8 +44,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     portal) then reach the same database, and threads write it with their
     own connections, waiting for the write lock as the demo's processes do.
     """
-    from django.conf import settings
-
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         folder = Path(tempfile.mkdtemp(prefix="jitportal-sqlite-"))
@@ -98,11 +99,6 @@ def schedules_outlive_a_flush():
     whole files each) runs a later file's tests after them, so this re-runs
     the migrations' own schedule functions (all update_or_create by name).
     """
-    from django.apps import apps
-    from django.db.migrations.loader import MigrationLoader
-    from django.db.migrations.operations import RunPython
-    from django.db.models.signals import post_migrate
-
     ours = {"accounts", "audit", "grants", "notifications"}
     functions = []
     for (label, _name), migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):

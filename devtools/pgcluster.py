@@ -226,8 +226,8 @@ class DevCluster:
 
     def setup_demo_roles(self) -> None:
         """Create (idempotently) the demo database, group roles and the orders table."""
-        import psycopg
-        from psycopg import sql
+        import psycopg  # noqa: PLC0415 (make clean runs this module with the system python3, which may lack psycopg)
+        from psycopg import sql  # noqa: PLC0415 (make clean runs this module with the system python3, which may lack psycopg)
 
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             for role in ("app_readonly", "app_readwrite", "app_owner"):

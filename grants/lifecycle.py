@@ -17,6 +17,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 import audit
 from accounts.stepup import StepUp
@@ -921,8 +922,6 @@ def end_delegation(delegation_id, *, actor) -> Delegation:
 
 
 def _enqueue(func: str, *args):
-    from django_q.tasks import async_task
-
     async_task(func, *args, group=func.rsplit(".", 1)[-1])
 
 

@@ -1,7 +1,9 @@
 """Reads of the grants domain; the one door audit's report pages may use."""
 
 from django.contrib.auth import get_user_model
-from django.db.models import Q
+from django.contrib.postgres.fields import DateTimeRangeField
+from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
+from django.db.models import Q, Subquery
 from django.utils import timezone
 
 from . import connectors, policy
@@ -241,9 +243,6 @@ def targets_overview():
     Counted in a subquery from the active grants (the status index), not by
     joining every grant there ever was to its target.
     """
-    from django.db.models import IntegerField, OuterRef, Subquery
-    from django.db.models.functions import Coalesce
-
     live = (
         Grant.objects.filter(profile__target=OuterRef("pk"), status=Grant.Status.ACTIVE, expires_at__gt=timezone.now())
         .order_by()
@@ -395,9 +394,6 @@ class _Existence(Func):
 def existed_between(rows, start=None, end=None):
     """Keep the grants that existed (from approval until confirmed gone) at some time in [start, end); either may be None."""
     if connections[rows.db].vendor == "postgresql":
-        from django.contrib.postgres.fields import DateTimeRangeField
-        from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
-
         existence = _Existence("created_at", "window_end", output_field=DateTimeRangeField())
         rows = rows.alias(existence=existence).filter(existence__overlap=DateTimeTZRange(start, end, "[)"))
         # Implied by the overlap; stated so that the newest-first walk of

@@ -12,14 +12,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from . import events, lifecycle
 from .connectors import ConnectorError, get_connector
-from .models import Grant, Target
+from .models import AccessRequest, Grant, Target
 
 log = logging.getLogger(__name__)
 
@@ -188,8 +190,6 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
 
 def enqueue_expiries(due_count: int):
     """Enqueue enough `expire_due` tasks that the workers share a burst of expiries."""
-    from django_q.tasks import async_task
-
     workers = settings.Q_CLUSTER.get("workers", 1)
     for _ in range(max(1, min(workers, math.ceil(due_count / settings.JIT_EXPIRY_BATCH)))):
         async_task("grants.tasks.expire_due", group="expire_due")
@@ -252,10 +252,6 @@ def enforce_group_policy_all() -> list[tuple[str, str, int]]:
 
     Return (username, "grant"|"request", id) for each grant revoked and each request cancelled.
     """
-    from django.contrib.auth import get_user_model
-
-    from .models import AccessRequest
-
     holders = set(
         Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True)
     )

@@ -13,6 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from django.conf import settings
+
+from devtools import pgcluster
+from grants import sshca
+
 BASE = Path(__file__).resolve().parent.parent
 HOST = os.environ.get("JITPORTAL_HOST", "127.0.0.1")
 PORT = os.environ.get("JITPORTAL_PORT", "8000")
@@ -24,10 +31,6 @@ def manage(*args, **kwargs):
 
 def start_demo_target(var: Path):
     """Start the throwaway target cluster in var/demo-pg; return it and the banner's line, or None and one line saying why not."""
-    import psycopg
-
-    from devtools import pgcluster
-
     cluster = pgcluster.DevCluster(var / "demo-pg")
     try:
         cluster.start()
@@ -54,12 +57,10 @@ def main():
     # (no chunked terminator), where runserver would end it like a complete file. It serves the static files
     # itself (whitenoise), from STATIC_ROOT, which collectstatic fills below.
     os.environ["SERVE_STATIC"] = "true"
-    import django
 
     django.setup()
-    from django.conf import settings
 
-    from grants.management.commands.load_demo import DEMO_USERS
+    from grants.management.commands.load_demo import DEMO_USERS  # noqa: PLC0415 (after django.setup(): it imports the models)
 
     var = Path(settings.VAR_DIR)
     manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
@@ -70,7 +71,6 @@ def main():
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
     else:
         manage("load_demo")
-    from grants import sshca
 
     ca = var / "demo-ssh" / "ca"
     if not ca.exists():

@@ -22,6 +22,7 @@ import pytest
 import requests
 
 from devtools import pgcluster
+from jitportal import run
 from tests.image.browser import Person
 
 BASE = Path(__file__).resolve().parents[1]
@@ -189,7 +190,6 @@ def test_without_postgresqls_programs_make_run_says_so_in_one_line(tmp_path, mon
     # Every machine that runs this suite has PostgreSQL's programs (it needs them): the one stand-in here is
     # an empty folder where the helper looks for them.
     monkeypatch.setattr(pgcluster, "PG_ROOT", tmp_path)
-    from jitportal import run
 
     cluster, note = run.start_demo_target(tmp_path / "var")
 

@@ -22,6 +22,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule, Task
+from django_q.tasks import async_task
 
 import jitportal.logging
 from grants import lifecycle, reconcile, tasks
@@ -207,8 +208,6 @@ def qcluster(portal_database_url):
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_sees_a_real_worker_run_the_minute_sweep(client, monkeypatch, qcluster):
-    from django_q.tasks import async_task
-
     monkeypatch.setattr(ops, "STARTED", time.monotonic() - 3600)
     assert client.get("/readyz").status_code == 503
     # What the schedule does every minute, without waiting for django-q2's 30 s scheduler tick.

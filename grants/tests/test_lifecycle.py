@@ -5,9 +5,11 @@ import threading
 
 import psycopg
 import pytest
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
+from audit.log import verify
 from audit.models import AuditEvent
 from grants import lifecycle, tasks
 from grants.models import AccessRequest, DriftFinding, Grant
@@ -402,10 +404,6 @@ def test_two_approvals_at_once_give_exactly_one_grant(pending_request, marc, ott
 
 
 def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
-    from django.contrib.auth import get_user_model
-
-    from audit.log import verify
-
     settings.JIT_EXPIRY_BATCH = 3
     grants = []
     for n in range(7):

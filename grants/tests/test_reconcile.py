@@ -2,6 +2,7 @@
 
 import psycopg
 import pytest
+from django.utils import timezone
 from psycopg import sql
 
 from audit.models import AuditEvent
@@ -78,7 +79,6 @@ def roles_of(grant):
 
 def test_a_worker_killed_between_role_created_and_grant_marked_active_leaves_no_orphan(approved_request, pg_cluster):
     grant = Grant.objects.select_related("profile__target").get(request=approved_request)
-    from django.utils import timezone
 
     # What a provisioning task had done on the target when its worker died:
     # the role exists, the portal's transaction never committed.

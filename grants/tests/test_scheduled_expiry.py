@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.utils import timezone
 
 from grants import lifecycle
 from grants.models import Grant
@@ -91,8 +92,6 @@ def test_workers_provision_at_approval_and_revoke_at_expiry(workers, ana, otto, 
 
 @pytest.mark.django_db(transaction=True)
 def test_workers_open_a_scheduled_window_at_its_start_and_close_it_at_its_end(workers, ana, otto, profile):
-    from django.utils import timezone
-
     start = timezone.now() + datetime.timedelta(seconds=5)
     req = lifecycle.submit_request(
         requester=ana,

@@ -4,6 +4,7 @@ import datetime
 import subprocess
 
 import pytest
+from django.core.management import call_command
 
 from grants import lifecycle, sshca
 from grants.models import AccessProfile, Target
@@ -100,8 +101,6 @@ def test_the_request_form_offers_a_public_key_field_for_ssh_profiles(client, ana
 
 
 def test_the_demo_catalog_loads_an_ssh_profile(db):
-    from django.core.management import call_command
-
     call_command("load_demo")
     assert AccessProfile.objects.get(name="demo-ssh-login").target.kind == "ssh"
 

@@ -2,9 +2,11 @@
 
 import datetime
 
+import psycopg
 from django.utils import timezone
 
 from grants import lifecycle, tasks
+from grants.connectors import get_connector
 from grants.models import Grant, Target
 
 
@@ -38,8 +40,6 @@ def test_sweep_provisions_a_grant_whose_task_was_lost(approved_request):
 
 
 def _role_exists(pg_cluster, role) -> bool:
-    import psycopg
-
     with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
 
@@ -47,8 +47,6 @@ def _role_exists(pg_cluster, role) -> bool:
 def test_a_window_that_ended_fails_its_grant_and_removes_what_a_crashed_attempt_left(
     ana, otto, profile, pg_cluster, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from grants.connectors import get_connector
-
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the clean-up task runs in this process
     start = timezone.now() + datetime.timedelta(hours=1)
     req = lifecycle.submit_request(

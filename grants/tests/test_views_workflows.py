@@ -153,9 +153,7 @@ def test_break_glass_checkbox_is_offered_only_to_its_groups(client, ana, marc, g
 
 
 def test_start_is_passed_as_the_window_start_in_utc_by_default(client, ana, profile):
-    start = (
-        (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.UTC).replace(second=0, microsecond=0)
-    )
+    start = (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.UTC).replace(second=0, microsecond=0)
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, starts_at=start.strftime("%Y-%m-%dT%H:%M")))
     assert response.status_code == 302

@@ -23,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.apps import apps
 from django.utils import timezone
 from django_q.models import Schedule
 
 from accounts.models import NotificationPreference
 from audit.models import AuditEvent
-from grants import lifecycle, tasks
+from grants import lifecycle, notify, tasks
 from grants.models import AccessRequest, DriftFinding, Grant, Policy
 from notifications import delivery, messages
 from notifications import tasks as notifications
@@ -537,7 +538,6 @@ def test_mail_is_tried_again_when_the_smtp_server_is_down(settings, run, ana, ot
 
 def test_a_retry_queued_under_the_old_name_and_message_shape_still_sends(slack, smtp, ana):
     # Scheduled before the notifications app: grants.notify.deliver with messages that do not say `via`.
-    from grants import notify
 
     assert notify.deliver({"kind": "slack_dm", "user": ana.pk, "text": "hello"}, 2) == 1
     assert (
@@ -548,8 +548,6 @@ def test_a_retry_queued_under_the_old_name_and_message_shape_still_sends(slack, 
 
 
 def test_the_migration_moves_the_old_schedules_to_the_new_names_and_back(db):
-    from django.apps import apps
-
     move = importlib.import_module("notifications.migrations.0001_notifications_schedules")
     for func in ("grants.notify.deliver", "grants.notify.approval_needed", "grants.tasks.sweep"):
         Schedule.objects.create(name=f"test {func}", func=func, schedule_type=Schedule.ONCE)

@@ -17,6 +17,7 @@ import pytest
 
 from accounts import tokens
 from grants import catalog, lifecycle
+from grants.models import AccessProfile, Target
 from notifications import tasks as notifications
 from notifications.channels.teams import card
 
@@ -66,8 +67,6 @@ def teams():
 
 @pytest.fixture
 def routed(db, groups, teams):
-    from grants.models import AccessProfile, Target
-
     # The receiver is on loopback over http; the catalog asks for https:// (a real Teams URL).
     target = Target.objects.create(
         name="appdb",
@@ -217,7 +216,6 @@ def test_routes_are_applied_from_the_catalog(tmp_path, db):
         "    notify: {slack: C0DBTEAM, teams: 'https://prod.westeurope.logic.azure.com/workflows/x'}\n"
     )
     catalog.apply(path)
-    from grants.models import AccessProfile
 
     profile = AccessProfile.objects.select_related("target").get(name="ro")
     assert profile.target.notify == {"email": ["dba@example.com"]}

@@ -18,14 +18,17 @@ import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Count, F, Max, Q, TextField, Value
+from django.db.models.query import QuerySet
 from django.http import StreamingHttpResponse
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from psycopg import sql
 
 from audit.models import AuditEvent
 from devtools.pgcluster import free_port
-from grants import lifecycle, policy, reconcile, tallies
+from grants import lifecycle, policy, reconcile, selectors, tallies
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 from reports import columns, downloads, scope
 
@@ -408,9 +411,6 @@ def test_break_glass_page_shows_every_use_with_its_review_and_every_drift_findin
     [use] = records(client.get(BREAK_GLASS))
     assert (use.pk, use.review_state) == (emergency.pk, "open")
     lifecycle.close_review(emergency.review.pk, actor=otto, comment="Checked the incident channel: real outage")
-
-    import psycopg
-    from psycopg import sql
 
     with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x'").format(sql.Identifier("jit_g999999")))
@@ -931,8 +931,6 @@ def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(
 
 
 def test_downloads_read_rows_through_a_chunked_iterator_or_a_copy(client, history, audra, monkeypatch):
-    from django.db.models.query import QuerySet
-
     seen = []
     iterator = QuerySet.iterator
 
@@ -964,8 +962,6 @@ def _both_paths(rows, columns):
     connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module"
 )
 def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_user_model, groups, profile, otto, audra):
-    from grants import selectors
-
     odd = django_user_model.objects.create_user("@mallory", "=cmd@example.com", "mallory-password-123")
     odd.groups.add(groups["engineers"])
     for justification, ticket in [
@@ -1155,7 +1151,6 @@ def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_t
 ):
     # The portal under gunicorn (as `make run` and production serve it); the fault is real: the portal's database
     # session ends while the stream waits for its rows. The client must see a broken transfer, not a clean end.
-    from django.test import Client
 
     web = Client()
     web.force_login(audra)

@@ -19,6 +19,9 @@ import os
 import sys
 from pathlib import Path
 
+from django.conf import settings
+from django.db import transaction
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
@@ -37,11 +40,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     django.setup()
-    from django.conf import settings
-    from django.contrib.auth.models import Group, Permission
-    from django.db import transaction
+    from django.contrib.auth.models import Group, Permission  # noqa: PLC0415 (after django.setup(): it imports the models)
 
-    from grants.models import AccessProfile, Target
+    from grants.models import AccessProfile, Target  # noqa: PLC0415 (after django.setup(): it imports the models)
 
     with transaction.atomic():
         engineers, _ = Group.objects.get_or_create(name="engineers")

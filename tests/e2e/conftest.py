@@ -27,7 +27,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from playwright.sync_api import sync_playwright
+from psycopg import sql
+
+from devtools import pgcluster
 
 from .harness import (
     _OPEN_PAGES,
@@ -113,8 +118,6 @@ def idp(artifacts, portal_port):
 @pytest.fixture(scope="package")
 def e2e_target():
     """A throwaway PostgreSQL cluster with appdb and the app_* group roles."""
-    from devtools import pgcluster
-
     if not pgcluster.available():
         pytest.fail(
             "PostgreSQL server programs are missing under /usr/lib/postgresql: `make system-deps` installs them.",
@@ -139,9 +142,6 @@ def _with_dbname(url: str, dbname: str) -> str:
 @pytest.fixture(scope="package")
 def portal_database_url() -> str:
     """Drop and create the portal's database; return its URL."""
-    import psycopg
-    from psycopg import sql
-
     try:
         with psycopg.connect(E2E_POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PORTAL_DB_NAME)))
@@ -218,7 +218,6 @@ def browser(artifacts):
             f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (E2E_CHROMIUM names another).",
             pytrace=False,
         )
-    from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+import requests
+from playwright.sync_api import expect
+
+from devtools.pgcluster import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -114,8 +119,6 @@ class Service:
         raise RuntimeError(f"{self.name}: no {pattern!r} in its output after {timeout:.0f} s:\n{self.tail()}")
 
     def wait_for_http(self, url: str, timeout: float = SERVICE_START_TIMEOUT):
-        import requests
-
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -176,8 +179,6 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
 
 
 def free_port() -> int:
-    from devtools.pgcluster import free_port as _free_port
-
     return _free_port()
 
 
@@ -214,8 +215,6 @@ class Portal:
 
     def db(self):
         """A psycopg connection to the portal's database (for assertions only)."""
-        import psycopg
-
         return psycopg.connect(self.database_url, autocommit=True)
 
 
@@ -225,8 +224,6 @@ _OPEN_PAGES: dict[str, object] = {}
 
 def sign_in(page, portal_url: str, username: str, password: str | None = None, *, expect_success: bool = True):
     """Sign in through the IdP starting from the portal's login page; return the page."""
-    from playwright.sync_api import expect
-
     page.goto(portal_url + "/accounts/login/")
     page.get_by_role("link", name=PROVIDER_NAME).or_(page.get_by_role("button", name=PROVIDER_NAME)).first.click()
     # allauth asks for a POST before leaving for the provider (SOCIALACCOUNT_LOGIN_ON_GET off).

@@ -23,6 +23,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
+from django_q.models import OrmQ, Schedule
 
 from audit.log import verify
 from audit.models import AuditEvent
@@ -102,8 +103,6 @@ class Fleet:
 
 @pytest.fixture
 def fleet(transactional_db, pg_target_env, tmp_path):
-    from django_q.models import Schedule
-
     Schedule.objects.all().delete()  # no minute sweep: the timer and the workers must recover on their own
     env = {**os.environ, "DATABASE_URL": portal_url(), "Q_WORKERS": "2", "JIT_TEST_PG_DSN": pg_target_env.admin_dsn}
     fleet = Fleet(env, tmp_path)
@@ -202,8 +201,6 @@ def final_checks(
     try:
         wait_for(lambda: all_in(ids, END_STATES), seconds=timeout, what=f"every grant to end ({what})")
     except pytest.fail.Exception:
-        from django_q.models import OrmQ
-
         rows = list(
             Grant.objects.filter(pk__in=ids).values_list("pk", "status", "attempts", "next_attempt_at", "last_error")
         )

@@ -3,6 +3,7 @@
 import time
 
 import pytest
+from django_q.models import OrmQ
 
 from grants.models import Grant
 
@@ -58,8 +59,6 @@ def test_the_timer_rides_out_killed_connections_and_refused_ones_and_revokes_on_
 
 @pytest.mark.django_db(transaction=True)
 def test_with_the_workers_down_the_timer_does_not_pile_up_tasks(fleet, profile, otto):
-    from django_q.models import OrmQ
-
     fleet.start("qcluster")
     ids = make_grants(1, profile, seconds=2, approver=otto, prefix="idle")
     wait_for(

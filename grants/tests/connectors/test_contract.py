@@ -21,6 +21,7 @@ from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
+import psycopg
 import pymysql
 import pytest
 
@@ -110,8 +111,6 @@ def _postgres(request, monkeypatch) -> Kind:
             return conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
 
     def gone(grant, provisioned):
-        import psycopg
-
         with psycopg.connect(cluster.dsn("appdb"), autocommit=True) as admin:
             return (
                 admin.execute(

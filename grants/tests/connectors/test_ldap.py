@@ -9,6 +9,7 @@ memberUid bob) and solo (groupOfNames with carl as its only member).
 
 import datetime
 import itertools
+import json
 import textwrap
 from types import SimpleNamespace
 
@@ -534,8 +535,6 @@ def test_catalog_plan_checks_ldap_groups_on_the_directory(db, tmp_path, director
 
 
 def _catalog(config: dict, scope: dict) -> str:
-    import json
-
     return textwrap.dedent(f"""\
         targets:
           corp:

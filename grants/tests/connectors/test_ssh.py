@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import itertools
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -163,8 +164,6 @@ def _read_until(proc, marker: str, timeout: float) -> str:
 
 def _live_processes_of(user: str, marker: str) -> list[int]:
     """Return pids of the user's processes (not zombies) whose command line contains `marker`."""
-    import pwd
-
     uid = pwd.getpwnam(user).pw_uid
     found = []
     for name in os.listdir("/proc"):
