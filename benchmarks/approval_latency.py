@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import logging
 import os
@@ -42,11 +43,22 @@ import threading
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from aiosmtpd.controller import Controller
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections, transaction
+from django.db.models import Count
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
 from expiry_lag import Children  # noqa: E402
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
 JUSTIFICATION = "Benchmark: approval to usable credentials (benchmarks/approval_latency.py)"
@@ -89,15 +101,11 @@ class SlowMail:
     """An SMTP server on loopback that accepts every message after `delay` seconds, and counts them."""
 
     def __init__(self, delay: float):
-        from aiosmtpd.controller import Controller
-
         self.delay, self.count, self.lock = delay, 0, threading.Lock()
         outer = self
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
-                import asyncio
-
                 await asyncio.sleep(outer.delay)
                 with outer.lock:
                     outer.count += 1
@@ -121,8 +129,6 @@ def main(argv=None) -> int:
     if not database_url:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-approval does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_approval")
-
-    from devtools import pgcluster
 
     if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
@@ -163,7 +169,6 @@ def main(argv=None) -> int:
         )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-        import django
 
         django.setup()
         django_ready = True
@@ -184,8 +189,6 @@ def main(argv=None) -> int:
             poller.stop_event.set()
             poller.join(5)
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if mail_started:
             mail.stop()
@@ -221,11 +224,8 @@ class Poller(threading.Thread):
             self.waiting.add(request_id)
 
     def run(self):
-        import psycopg
-        from django.db import connection
-
-        from grants import lifecycle
-        from grants.models import Grant
+        from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+        from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         try:
             while not self.stop_event.is_set():
@@ -256,17 +256,12 @@ class Poller(threading.Thread):
 
 
 def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: dict) -> dict:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
-    from django.db import transaction
-    from django.db.models import Count
-    from django_q.models import Failure, OrmQ, Success
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from django_q.models import Failure, OrmQ, Success  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from audit.log import verify as verify_chain
-    from devtools.pgcluster import DEMO_DB
-    from grants import lifecycle
-    from grants.models import AccessProfile, Grant, Target
+    from audit.log import verify as verify_chain  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = args.approvals
     User = get_user_model()

@@ -29,6 +29,9 @@ import time
 import types
 from pathlib import Path
 
+import psycopg
+import pymysql
+
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
@@ -121,8 +124,6 @@ def _sessions_then_revoke(connector, grants, open_session, rows, label):
 
 
 def bench_mysql(n, rows):
-    import pymysql
-
     os.environ["JIT_BENCH_MYSQL"] = "mysql://root@127.0.0.1:3306/"
     root = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
     with root.cursor() as cur:
@@ -151,8 +152,6 @@ def bench_mysql(n, rows):
 
 
 def bench_postgres(n, rows):
-    import psycopg
-
     base = Path(tempfile.mkdtemp(prefix="jit-bench-pg-"))
     cluster = pgcluster.DevCluster(base)
     try:

@@ -27,6 +27,22 @@ Grants go through the lifecycle in this process: `submit_request`,
 is submitted, so each request is submitted just before it is provisioned,
 with `duration = its target expiry - now`. Target expiries are spread evenly
 (in random order) over `--spread` seconds starting at T, where T is chosen
+import psycopg
+import psycopg
+import django
+from django.db import connections
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.utils import timezone
+import psycopg
+from django.utils import timezone
+from psycopg import sql
+import psycopg
+from django.db.models import Count
+from django.utils import timezone
+from django.db import connection
+from django.db import connection
+from django.db import connection
 from a short calibration run (a few grants provisioned, released and revoked
 in-process, not counted) so that the burst starts about `--lead` seconds
 after provisioning ends. The actual `expires_at` is then a few milliseconds
@@ -62,6 +78,9 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
 JUSTIFICATION = "Benchmark: expiry lag of a burst of grants (benchmarks/expiry_lag.py)"
@@ -213,8 +232,6 @@ class TargetPoller(threading.Thread):
         return len(self.role_gone) == len(self.roles) and len(self.pid_gone) == len(self.pids)
 
     def run(self):
-        import psycopg
-
         try:
             with psycopg.connect(self.dsn, autocommit=True, application_name="jitbench-poller") as conn:
                 last = None
@@ -258,8 +275,6 @@ class LoginProbe(threading.Thread):
         self.other_errors: list[str] = []
 
     def run(self):
-        import psycopg
-
         self.stop_event.wait(max(0.0, self.expires_at - 0.15 - time.time()))
         while not self.stop_event.is_set():
             started = time.time()
@@ -430,8 +445,6 @@ def main(argv=None) -> int:
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name)
     args.bench_db = bench_db
 
-    from devtools import pgcluster
-
     if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
 
@@ -474,8 +487,6 @@ def main(argv=None) -> int:
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
 
-        import django
-
         django.setup()
         django_ready = True
         # django-q logs every enqueue ("Enqueued [jitportal] 17") at INFO.
@@ -497,8 +508,6 @@ def main(argv=None) -> int:
             except Exception:
                 pass
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if args.keep:
             log(f"kept: portal database {bench_db}, target cluster and logs in {work_dir} (cluster stopped)")
@@ -517,14 +526,10 @@ def main(argv=None) -> int:
 def run(
     args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict
 ) -> dict:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
-    from django.utils import timezone
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from devtools.pgcluster import DEMO_DB
-    from grants import lifecycle
-    from grants.models import AccessProfile, Grant, Target
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = args.grants
     User = get_user_model()
@@ -632,11 +637,7 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
     took an hour, longer than any lead. What this skips, and `timed` keeps:
     the `grant.provisioned` audit events and `duration` say an hour.
     """
-    import psycopg
-    from django.utils import timezone
-    from psycopg import sql
-
-    from grants.models import Grant
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = len(users)
     grants: list[Grant] = []
@@ -694,15 +695,12 @@ def burst(
     provision: dict,
 ) -> dict:
     """Hold the sample's sessions, start the workers and the timer, and measure the burst of `grants`' expiries."""
-    import psycopg
-    from django.db.models import Count
-    from django.utils import timezone
-    from django_q.models import Failure, OrmQ, Success
+    from django_q.models import Failure, OrmQ, Success  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from audit.log import verify as verify_chain
-    from audit.models import AuditEvent
-    from grants import lifecycle
-    from grants.models import Grant
+    from audit.log import verify as verify_chain  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from audit.models import AuditEvent  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = len(grants)
     provisioned_at = timezone.now()
@@ -741,7 +739,6 @@ def burst(
         target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         target_postmaster = None
-    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -916,8 +913,6 @@ DB_COUNTERS = ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted", "tup
 
 def portal_counters() -> dict[str, int]:
     """The bench database's own work so far (pg_stat_database): transactions, rows written and fetched."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()")
@@ -926,8 +921,6 @@ def portal_counters() -> dict[str, int]:
 
 def portal_sessions() -> int:
     """Sessions ever opened on the bench database (pg_stat_database, PostgreSQL 14+)."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")

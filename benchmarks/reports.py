@@ -47,6 +47,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, connections
+from django.test import Client
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
@@ -105,7 +112,7 @@ class Chain:
     """Builds audit events exactly as `audit.log.record` does, one after another."""
 
     def __init__(self):
-        from audit.log import GENESIS, canonical
+        from audit.log import GENESIS, canonical  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         self.canonical = canonical
         self.prev = GENESIS
@@ -142,11 +149,9 @@ class Chain:
 
 def _catalog():
     """Users, groups, targets and profiles through the ORM; return (requesters, approvers, profiles) as (id, name) lists."""
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from grants.models import AccessProfile, Target
+    from grants.models import AccessProfile, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     User = get_user_model()
     approvers_group = Group.objects.create(name="approvers")
@@ -190,8 +195,6 @@ def _catalog():
 
 def fill(bench_url: str, n: int, seed: int) -> dict:
     """Fill the portal database with `n` grants and everything around them; return counts."""
-    import psycopg
-
     rng = random.Random(seed)
     requesters, approvers, profiles = _catalog()
     chain = Chain()
@@ -480,7 +483,7 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         conn.commit()
         # The rows went in by COPY, not through the lifecycle: count the Decisions report's day tallies
         # as the migration that made them does.
-        from grants import tallies
+        from grants import tallies  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         log("decision tallies: %s per profile, %s per approver" % tallies.rebuild())
         conn.autocommit = True
@@ -491,8 +494,6 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
 
 
 def filled_with(bench_url: str) -> tuple[int, int] | None:
-    import psycopg
-
     with psycopg.connect(libpq_url(bench_url)) as conn:
         if conn.execute("SELECT to_regclass('benchmark_fill')").fetchone()[0] is None:
             return None
@@ -503,11 +504,7 @@ def filled_with(bench_url: str) -> tuple[int, int] | None:
 
 
 def _client():
-    import django
-
     django.setup()
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="auditor"))
@@ -516,9 +513,8 @@ def _client():
 
 def child_pages(repeat: int) -> dict:
     client = _client()
-    from django.db import connection
 
-    from grants.models import AccessRequest, Grant
+    from grants.models import AccessRequest, Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     newest = Grant.objects.order_by("-pk").values_list("created_at", flat=True).first()
     month = (newest - datetime.timedelta(days=200)).date().replace(day=1)
@@ -571,7 +567,7 @@ def child_pages(repeat: int) -> dict:
             }
         )
     # The Decisions page adds up day tallies (counted from COPY'd rows by the fill): the figures of the rows themselves?
-    from grants import selectors
+    from grants import selectors  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     rows = selectors.decisions()
     everything = {"start": None, "end": None, "target": None, "profile": None}
@@ -744,12 +740,10 @@ def main(argv=None) -> int:
             log(f"portal database {bench_db} (fresh)")
             create_database(maintenance_url, bench_db)
             _migrate(env)
-            import django
 
             django.setup()
             log(f"filling {args.grants:,} grants")
             results["fill"] = {"grants": args.grants, **fill(bench_url, args.grants, args.seed)}
-            from django.db import connections
 
             connections.close_all()
         if not args.skip_verify:

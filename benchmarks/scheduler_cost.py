@@ -27,6 +27,7 @@ No target is contacted: nothing is due.
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import os
 import signal
@@ -34,6 +35,12 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+import django
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -90,7 +97,6 @@ def main(argv=None) -> int:
         )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-        import django
 
         django.setup()
         django_ready = True
@@ -101,8 +107,6 @@ def main(argv=None) -> int:
         return 0
     finally:
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if db_created and not args.keep:
             drop_database(maintenance_url, bench_db)
@@ -175,10 +179,7 @@ class Wakes:
         self.repeat = repeat
 
     def measure(self) -> list[tuple[int, float, list[dict]]]:
-        from django.db import connection
-        from django.test.utils import CaptureQueriesContext
-
-        from grants.management.commands.expiry_timer import Command
+        from grants.management.commands.expiry_timer import Command  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         passes: list[tuple[int, float, list[dict]]] = []
         command = Command(stdout=io.StringIO(), stderr=io.StringIO())
@@ -205,10 +206,7 @@ class Wakes:
 
 
 def sweeps(repeat: int) -> list[tuple[int, float, list[dict]]]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from grants import tasks
+    from grants import tasks  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     out = []
     tasks.sweep()  # warm-up
@@ -233,8 +231,6 @@ def slowest(passes) -> tuple[str, float]:
 
 
 def plan(sql: str) -> list[str]:
-    from django.db import connection
-
     if not sql.lstrip().upper().startswith("SELECT"):
         return []
     with connection.cursor() as cursor:
@@ -258,14 +254,9 @@ def summary(passes) -> dict:
 
 
 def run(args) -> dict:
-    import datetime
+    from django_q.models import OrmQ  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.db import connection
-    from django_q.models import OrmQ
-
-    from grants.models import AccessProfile, Grant, Target
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     User = get_user_model()
     users = User.objects.bulk_create(

@@ -38,11 +38,16 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import expiry_lag  # noqa: E402 - the jitportal side and the probes, reused as they are
 from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from grants.tests.connectors.openbao_support import BaoDevServer  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 ROLE_PREFIX = "baobench_"
 MEASURES = (
@@ -119,8 +124,6 @@ class Bao:
     """The dev server, its database secrets engine on the target cluster, and one role per TTL."""
 
     def __init__(self, world: PortalWorld, mode: str):
-        from grants.tests.connectors.openbao_support import BaoDevServer
-
         base = world.work_dir / "openbao"
         base.mkdir()
         self.server = BaoDevServer(base)
@@ -135,8 +138,6 @@ class Bao:
             raise BenchError(f"OpenBao: {exc}") from None
 
     def start(self) -> None:
-        from devtools import pgcluster
-
         try:
             self.server.start()
         except RuntimeError as exc:
@@ -226,8 +227,6 @@ class BaoSide:
         self.bao.stop()
 
     def dsn(self, creds: dict) -> str:
-        from devtools import pgcluster
-
         data, cluster = creds["data"], self.world.cluster
         return (
             f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
@@ -281,8 +280,6 @@ class BaoSide:
 
     def arm(self) -> None:
         """All issued: read each lease's expire_time, hold the sample's sessions, start the probes."""
-        import psycopg
-
         args, N, world = self.args, self.args.grants, self.world
         self.expires = {i: self.bao.expire_time(c["lease_id"]) for i, c in enumerate(self.issued)}
         self.roles = {i: c["data"]["username"] for i, c in enumerate(self.issued)}
@@ -365,8 +362,6 @@ class BaoSide:
             self.cpu.stop_event.set()
 
     def results(self) -> dict:
-        import psycopg
-
         N, poller, probes, expires, held = self.args.grants, self.poller, self.probes, self.expires, self.held
         dead = reading = 0
         for i in self.sample:
@@ -415,7 +410,7 @@ class BaoSide:
 
 def bench_grants() -> list[tuple[float, float]]:
     """(expires_at, duration in seconds) of expiry_lag's burst grants (its calibration grants were released)."""
-    from grants.models import Grant
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     rows = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED).values_list("expires_at", "duration")
     return [(expires_at.timestamp(), duration.total_seconds()) for expires_at, duration in rows]
@@ -434,7 +429,7 @@ def main(argv=None) -> int:
         how = "each grant with its OpenBao twin" if args.together else "alone"
         log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py), {how}")
         state: dict = {}
-        from grants import lifecycle
+        from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         provision_grant = lifecycle.provision_grant
         if args.together:
