@@ -27,22 +27,6 @@ Grants go through the lifecycle in this process: `submit_request`,
 is submitted, so each request is submitted just before it is provisioned,
 with `duration = its target expiry - now`. Target expiries are spread evenly
 (in random order) over `--spread` seconds starting at T, where T is chosen
-import psycopg
-import psycopg
-import django
-from django.db import connections
-from django.contrib.auth import get_user_model
-from django.contrib.auth.hashers import make_password
-from django.utils import timezone
-import psycopg
-from django.utils import timezone
-from psycopg import sql
-import psycopg
-from django.db.models import Count
-from django.utils import timezone
-from django.db import connection
-from django.db import connection
-from django.db import connection
 from a short calibration run (a few grants provisioned, released and revoked
 in-process, not counted) so that the burst starts about `--lead` seconds
 after provisioning ends. The actual `expires_at` is then a few milliseconds
@@ -73,6 +57,15 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import django
+import psycopg
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections
+from django.db.models import Count
+from django.utils import timezone
+from psycopg import sql
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
