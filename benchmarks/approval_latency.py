@@ -249,7 +249,7 @@ class Poller(threading.Thread):
                         except Exception as exc:  # noqa: BLE001 - reported
                             self.login_errors[request_id] = f"{type(exc).__name__}: {exc}"[:200]
                 self.stop_event.wait(0.02)
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             self.error = exc
         finally:
             connection.close()

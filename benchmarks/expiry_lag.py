@@ -154,7 +154,7 @@ class Children:
 
     def start(self, name: str, *args: str) -> None:
         path = self.log_dir / f"{name}.log"
-        fh = open(path, "wb")
+        fh = open(path, "wb")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "manage.py"), *args],
             cwd=REPO,
@@ -251,7 +251,7 @@ class TargetPoller(threading.Thread):
                         if pid not in pids_left and pid not in self.pid_gone:
                             self.pid_gone[pid] = seen
                     self.stop_event.wait(max(0.0, self.interval - (time.time() - started)))
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             self.error = exc
 
 
@@ -498,7 +498,7 @@ def main(argv=None) -> int:
         for conn in held.values():
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 (clean-up at the end: a session already gone is fine)
                 pass
         if django_ready:
             connections.close_all()

@@ -485,7 +485,7 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         # as the migration that made them does.
         from grants import tallies  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-        log("decision tallies: %s per profile, %s per approver" % tallies.rebuild())
+        log("decision tallies: {} per profile, {} per approver".format(*tallies.rebuild()))
         conn.autocommit = True
         log("VACUUM ANALYZE")
         conn.execute("VACUUM ANALYZE")
@@ -546,7 +546,7 @@ def child_pages(repeat: int) -> dict:
         queries = []
         # (CaptureQueriesContext would be emptied by the request_started signal.)
         with connection.execute_wrapper(
-            lambda execute, sql, params, many, context: queries.append(sql) or execute(sql, params, many, context)
+            lambda execute, sql, params, many, context: queries.append(sql) or execute(sql, params, many, context)  # noqa: B023 (used within this iteration only)
         ):
             client.get(url)
         times = []

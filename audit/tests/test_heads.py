@@ -194,7 +194,7 @@ def test_without_a_signing_key_heads_are_exported_unsigned_and_verify_says_so(db
     audit.record("test.event")
     line = export_head()
     assert " sig=" not in line and line.endswith(
-        "events=1 head_id=%d head=%s" % (AuditEvent.objects.get().pk, AuditEvent.objects.get().hash)
+        f"events=1 head_id={AuditEvent.objects.get().pk} head={AuditEvent.objects.get().hash}"
     )
 
     verify_command()

@@ -96,7 +96,7 @@ def read_until(stream, text, timeout=20) -> str:
     return "".join(lines)
 
 
-def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, profile):
+def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(ana, "profiles")
     assert result.returncode == 0, result.stderr
     assert "appdb-readonly" in result.stdout
@@ -149,7 +149,7 @@ def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, p
     assert row.split() == [str(req.pk), "approved", "appdb-readonly", "30m", f"#{grant.pk}", "revoking", "(released)"]
 
 
-def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana, otto, profile):
+def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     waiting = portal.start(
         ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--env", "--poll", "0.2"
     )
@@ -180,7 +180,7 @@ def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana
     assert "already shown once" in again.stderr
 
 
-def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, profile):
+def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     waiting = portal.start(ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--poll", "0.2")
     req = wait_for(lambda: AccessRequest.objects.filter(requester=ana).first())
     denied = portal(otto, "deny", str(req.pk), "--comment", "use the replica")
@@ -192,7 +192,7 @@ def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, prof
     assert stderr.splitlines()[-1] == f"jit: Request #{req.pk} was denied by otto: use the replica"
 
 
-def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, profile):
+def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(ana, "request", "appdb-readonly", "--for", "5h", "--why", JUSTIFICATION, "--no-wait")
     assert result.returncode == 1
     assert result.stderr.strip() == "jit: The longest this profile allows is 4 h. (--for)"
@@ -200,7 +200,7 @@ def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, 
     assert result.stderr.strip() == "jit: Say why you need access in at least 20 characters. (--why)"
 
 
-def test_a_bad_token_or_missing_configuration(portal, ana, db):
+def test_a_bad_token_or_missing_configuration(portal, ana, db):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(None, "profiles", token="jit_not-a-real-token")
     assert result.returncode == 1
     assert result.stderr.strip() == "jit: Unknown API token."

@@ -676,11 +676,11 @@ class PostgresConnector(Connector):
             # Schemas and types before the tables that use them; a serial or
             # identity sequence follows its table, and is then already handed over.
             order = {"SCHEMA": 0, "TYPE": 1, "TABLE": 2, "SEQUENCE": 3}
-            for kind, schema, name, identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
+            for _kind, schema, name, _identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
                 target = sql.Identifier(name) if keep_as == "SCHEMA" else sql.Identifier(schema, name)
                 new_owner = sql.Identifier(owner_role)
                 conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(keep_as), target, new_owner))
-            for kind, schema, name, identity, keep_as in owned:
+            for kind, _schema, _name, identity, keep_as in owned:
                 notes.append((kind, identity, f"reassigned to {owner_role}" if owner_role and keep_as else "dropped"))
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
         for kind, name, action in notes:

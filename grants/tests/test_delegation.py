@@ -192,7 +192,10 @@ from notifications.tests.test_notify import click, fake_slack, portal, slack  # 
 
 
 def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(
-    world, client, slack, django_capture_on_commit_callbacks
+    world,
+    client,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    django_capture_on_commit_callbacks,
 ):
     delegate(world, "otto", "eve")
     req = world["req"]

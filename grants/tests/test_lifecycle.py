@@ -318,7 +318,7 @@ def test_expired_grant_is_revoked_by_the_sweep(active_grant, ana, pg_cluster):
 def test_unreachable_target_is_retried_then_fails_with_its_message(approved_request, monkeypatch):
     monkeypatch.setenv("JIT_TEST_PG_DSN", "postgresql://jitadmin:x@127.0.0.1:1/postgres")
     grant_id = approved_request.grant.pk
-    for attempt in range(1, lifecycle.MAX_PROVISION_ATTEMPTS + 1):
+    for _attempt in range(1, lifecycle.MAX_PROVISION_ATTEMPTS + 1):
         Grant.objects.filter(pk=grant_id).update(next_attempt_at=None)
         lifecycle.provision_grant(grant_id)
     grant = Grant.objects.get(pk=grant_id)

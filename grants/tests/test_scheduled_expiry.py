@@ -42,7 +42,7 @@ def workers(pg_target_env, portal_database_url, tmp_path):
     logs = []
     procs = []
     for args in (["qcluster"], ["expiry_timer", "--max-sleep", "1"]):
-        log = open(tmp_path / f"{args[0]}.log", "w+")
+        log = open(tmp_path / f"{args[0]}.log", "w+")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         logs.append(log)
         procs.append(
             subprocess.Popen(

@@ -391,7 +391,12 @@ def test_an_api_token_cannot_read_the_credentials_of_a_high_risk_grant(client, a
 
 
 def test_a_slack_approve_of_a_high_risk_request_answers_with_a_link_to_the_portal(
-    client, slack, settings, pending_request, otto, profile
+    client,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    settings,
+    pending_request,
+    otto,
+    profile,
 ):
     _risky(profile)
     click(client, pending_request, "U0OTTO")

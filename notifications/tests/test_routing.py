@@ -109,7 +109,14 @@ def run(django_capture_on_commit_callbacks):
 
 
 def test_a_request_is_announced_in_the_profile_channels_and_the_target_mailing_list_with_a_link(
-    routed, teams, slack, run, ana, otto, marc, mailoutbox
+    routed,
+    teams,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    run,
+    ana,
+    otto,
+    marc,
+    mailoutbox,
 ):
     req = run(submit, ana, routed, reviewers=["otto"])
     link = f"{PORTAL}/access/requests/{req.pk}/"

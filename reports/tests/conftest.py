@@ -23,7 +23,7 @@ def target(db, pg_target_env):
 
 
 @pytest.fixture
-def profile(target, groups):
+def profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-only on appdb, requestable by engineers, approved by db-approvers."""
     p = AccessProfile.objects.create(
         name="appdb-readonly",
@@ -38,7 +38,7 @@ def profile(target, groups):
 
 
 @pytest.fixture
-def quick_profile(target, groups):
+def quick_profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-write on appdb; its policy approves up to 30 minutes by itself, and on-call engineers may break glass."""
     policy = Policy.objects.create(
         name="quick",

@@ -252,7 +252,7 @@ def pytest_runtest_makereport(item, call):
     for label, page in list(_OPEN_PAGES.items()):
         try:
             shots.append(str(screenshot(page, f"FAILED-{item.name}-{report.when}-{label}")))
-        except Exception as exc:  # a closed page, a crashed browser
+        except Exception as exc:  # noqa: BLE001 (a closed page, a crashed browser)
             shots.append(f"{label}: no screenshot ({exc})")
     if shots:
         report.sections.append(("e2e screenshots", "\n".join(shots)))

@@ -79,7 +79,7 @@ class Service:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> Service:
-        log = open(self.log_path, "ab")
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         # Its own session (process group): qcluster forks workers, and
         # stop() signals the whole group it leads, nothing else.
         self.proc = subprocess.Popen(

@@ -31,7 +31,7 @@ profile, _ = AccessProfile.objects.update_or_create(name="deploy-ssh", defaults=
     "scope": {"principals": ["deploy"]}, "default_duration": datetime.timedelta(hours=2),
     "max_duration": datetime.timedelta(hours=4), "approver_group": Group.objects.get(name="db-approvers")})
 profile.requestable_by.set([Group.objects.get(name="engineers")])
-"""
+"""  # noqa: UP031 (a Python snippet full of braces: %r leaves them as they are)
     % SSH_PROFILE
 )
 

@@ -59,7 +59,7 @@ class Fleet:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         command = {"qcluster": ["qcluster"], "timer": ["expiry_timer", "--max-sleep", "1"]}[name.rstrip("0123456789")]
-        log = open(self.logs / f"{name}.log", "a+")
+        log = open(self.logs / f"{name}.log", "a+")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         self.files.append(log)
         proc = subprocess.Popen(
             [sys.executable, "manage.py", *command, *args],

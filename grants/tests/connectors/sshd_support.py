@@ -108,7 +108,7 @@ LogLevel VERBOSE
 """
         )
         subprocess.run([SSHD, "-t", "-f", str(self.config)], check=True, capture_output=True)
-        self._log_fh = open(self.log, "wb")
+        self._log_fh = open(self.log, "wb")  # noqa: SIM115 (open while sshd runs; closed in stop())
         self._proc = subprocess.Popen(
             [SSHD, "-D", "-e", "-f", str(self.config)], stdout=self._log_fh, stderr=subprocess.STDOUT
         )
