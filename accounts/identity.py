@@ -214,7 +214,8 @@ def ensure_recent_identity(user):
             )
         if result.outcome == FAILED:
             raise IdentityError(
-                f"your rights could not be checked with the identity provider ({result.message}); try again in a moment.",
+                f"your rights could not be checked with the identity provider ({result.message}); try again in "
+                "a moment.",
                 temporary=True,
             )
     fresh = get_user_model().objects.get(pk=user.pk)

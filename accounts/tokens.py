@@ -91,7 +91,8 @@ def authenticate(secret: str) -> ApiToken:
         raise InvalidTokenError("This API token was revoked.")
     if token.expires_at <= now:
         raise InvalidTokenError(
-            f"This API token expired at {token.expires_at.astimezone(datetime.UTC):%Y-%m-%d %H:%M} UTC; create a new one."
+            f"This API token expired at {token.expires_at.astimezone(datetime.UTC):%Y-%m-%d %H:%M} UTC; create "
+            "a new one."
         )
     if not token.user.is_active:
         raise InvalidTokenError("The account of this API token is disabled.")

@@ -147,7 +147,8 @@ def main(argv=None) -> int:
         mail.start()
         mail_started = True
         log(
-            f"target cluster on 127.0.0.1:{cluster.port}, mail server on 127.0.0.1:{mail.port} ({args.mail_delay:g} s a message)"
+            f"target cluster on 127.0.0.1:{cluster.port}, mail server on 127.0.0.1:{mail.port} "
+            f"({args.mail_delay:g} s a message)"
         )
         os.environ.update(
             {
@@ -383,7 +384,8 @@ def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: d
             "deepest task queue": deepest,
             "tasks left in the queue": OrmQ.objects.count(),
             "failed tasks": failed,
-            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id)} ({chain.count} events)",
+            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id)} "
+            f"({chain.count} events)",
         },
         "goal": {
             "credentials readable p95 < 2 s": (percentile(readable, 95) or float("inf")) < 2 and len(readable) == N
@@ -409,8 +411,10 @@ def print_table(results: dict) -> None:
 
     print()
     print(
-        f"Approval to usable credentials: {cfg['approvals']} approvals over {cfg['window_s']:g} s, workers={cfg['workers']}, "
-        f"{cfg['approvers']} approvers mailed per request, mail {cfg['mail_delay_s']:g} s a message, cpus={cfg['cpus']}, "
+        f"Approval to usable credentials: {cfg['approvals']} approvals over {cfg['window_s']:g} s, "
+        f"workers={cfg['workers']}, "
+        f"{cfg['approvers']} approvers mailed per request, mail {cfg['mail_delay_s']:g} s a message, "
+        f"cpus={cfg['cpus']}, "
         f"load {cfg['load']}"
     )
     print("| seconds after the approval's commit | p50 | p95 | max | n |")

@@ -725,7 +725,8 @@ def burst(
     children.start("qcluster", "qcluster")
     children.start("expiry_timer", "expiry_timer")
     log(
-        f"started qcluster ({args.workers} workers, batch {args.batch}) and expiry_timer; purged {purged} tasks queued by the set-up"
+        f"started qcluster ({args.workers} workers, batch {args.batch}) and expiry_timer; purged {purged} "
+        "tasks queued by the set-up"
     )
 
     try:
@@ -935,7 +936,8 @@ def print_table(results: dict) -> None:
     width = 40
     print(f"{'':{width}} {'p50':>8} {'p99':>8} {'max':>8}   n")
     print(
-        f"{'provision ' + str(cfg['grants']) + ' grants':{width}} {prov['total_s']:>7.1f}s {prov['grants_per_s']:>6.1f}/s"
+        f"{'provision ' + str(cfg['grants']) + ' grants':{width}} {prov['total_s']:>7.1f}s "
+        f"{prov['grants_per_s']:>6.1f}/s"
     )
     for section in ("rows", "diagnostics"):
         if section == "diagnostics":

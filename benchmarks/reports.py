@@ -213,7 +213,8 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         "grants": (
             "grants_grant",
             "id, request_id, not_before, user_id, profile_id, status, duration, created_at, starts_at, expires_at, "
-            "external_ref, sealed_credentials, credentials_seen_at, end_reason, ended_by_id, revoke_requested_at, revoked_at, "
+            "external_ref, sealed_credentials, credentials_seen_at, end_reason, ended_by_id, "
+            "revoke_requested_at, revoked_at, "
             "verified_at, attempts, next_attempt_at, last_error, reminded_at",
         ),
         "approvals": ("grants_approval", "request_id, step, approver_id, comment, created_at"),
@@ -664,11 +665,13 @@ def print_table(results: dict) -> None:
     print("| --- | ---: | --- |")
     csv_ = results["csv"]
     print(
-        f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | {csv_['rows_per_s']:,.0f} rows/s "
+        f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | "
+        f"{csv_['rows_per_s']:,.0f} rows/s "
         f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 200,000 rows/s |"
     )
     print(
-        f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: {csv_['rss_before_mb']:.0f} MB) | < 200 MB |"
+        f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: "
+        f"{csv_['rss_before_mb']:.0f} MB) | < 200 MB |"
     )
     if "verify" in results:
         v = results["verify"]
@@ -682,7 +685,8 @@ def print_table(results: dict) -> None:
     for page in results["pages"]:
         goal = "p95 < 200" if page["url"].startswith("/audit/") else ""
         print(
-            f"| {page['page']} | {page['p50_ms']:.0f} | {page['p95_ms']:.0f} | {page['max_ms']:.0f} | {page['queries']} | {goal} |"
+            f"| {page['page']} | {page['p50_ms']:.0f} | {page['p95_ms']:.0f} | {page['max_ms']:.0f} | "
+            f"{page['queries']} | {goal} |"
         )
     print()
     print(

@@ -296,7 +296,8 @@ def run(args) -> dict:
         OrmQ.objects.all().delete()  # nothing should have been enqueued; if anything was, it does not pile up
         steps.append({"active": active, "timer": timer, "sweep": sweep})
         log(
-            f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} queries {sweep['ms_p50']:.1f} ms p50"
+            f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} "
+            f"queries {sweep['ms_p50']:.1f} ms p50"
         )
     return {
         "config": {"history": args.history, "repeat": args.repeat, "cpus": os.cpu_count(), "load": os.getloadavg()[0]},
@@ -321,11 +322,13 @@ def print_table(results: dict) -> None:
     cfg = results["config"]
     print()
     print(
-        f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} wake-ups each, "
+        f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} "
+        "wake-ups each, "
         f"{cfg['cpus']} cpus, load {cfg['load']:.2f}"
     )
     print(
-        "| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest sweep query ms |"
+        "| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest "
+        "sweep query ms |"
     )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for step in results["steps"]:

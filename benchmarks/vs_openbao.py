@@ -100,7 +100,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 def bao_statements(mode: str) -> dict:
     statements = {
         "creation_statements": [
-            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE app_readonly;"
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE "
+            "app_readonly;"
         ],
     }
     if mode == "terminate":
@@ -506,10 +507,12 @@ def print_table(results: dict) -> None:
     how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao alone afterwards, same burst"
     print(
         f"jitportal vs OpenBao: {cfg['grants']} credentials each ({how}), expiring within {cfg['spread_s']:g} s "
-        f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
+        f"about {cfg['lead_s']:g} s after the last is issued; TTL "
+        f"{jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
         f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); expiries spread over "
         f"{jit['expires_at_spread_s']:.1f} s / {bao['expires_at_spread_s']:.1f} s; {cfg['sample']} sessions held open "
-        f"and probed (logins every {cfg['probe_interval_s']:g} s); OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
+        f"and probed (logins every {cfg['probe_interval_s']:g} s); OpenBao revocation_statements: "
+        f"{cfg['bao_revocation']}; {cfg['cpus']} cores, "
         f"load {cfg['load'][0]:.2f}"
     )
     print("Seconds after each credential's own expiry (grant expires_at, lease expire_time):")

@@ -44,7 +44,8 @@ class RequestForm(forms.Form):
     justification = forms.CharField(
         label="Justification",
         widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and auditors read this.",
+        help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and "
+        "auditors read this.",
     )
     ticket = forms.CharField(
         label="Ticket",
@@ -60,14 +61,16 @@ class RequestForm(forms.Form):
         label="Suggested reviewers",
         required=False,
         max_length=500,
-        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told first.",
+        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told "
+        "first.",
     )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided together.",
+        help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided "
+        "together.",
     )
     break_glass = forms.BooleanField(
         label="Break-glass",

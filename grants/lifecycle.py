@@ -415,7 +415,8 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
             raise TransitionError("Only active access can be extended.")
         if not get_connector(grant.profile.target).extends_in_place:
             raise TransitionError(
-                f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request new access when this one ends."
+                f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request "
+                "new access when this one ends."
             )
         why = policy.ineligibility(grant.user, grant.profile) or _moved_target(grant.request)
         if why:

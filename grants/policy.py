@@ -279,7 +279,10 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
         if approvals.filter(Q(approver=user) | Q(on_behalf_of=user)).exists():
             return "You have already approved a step of this request; another person must approve this one."
         if principal is not None and approvals.filter(Q(approver=principal) | Q(on_behalf_of=principal)).exists():
-            return f"{principal.username} has already approved a step of this request; another person must approve this one."
+            return (
+                f"{principal.username} has already approved a step of this request; another person must approve "
+                "this one."
+            )
     return None
 
 

@@ -148,7 +148,8 @@ class DatabaseCollector:
         )
         yield _gauge_histogram(
             "jitportal_provisioning_latency_seconds",
-            "From approval (or the start of a scheduled window) to access on the target, for grants provisioned in the last 24 h.",
+            "From approval (or the start of a scheduled window) to access on the target, for grants "
+            "provisioned in the last 24 h.",
             _distribution(
                 Grant.objects.filter(starts_at__gte=since),
                 Greatest(F("created_at"), Coalesce(F("not_before"), F("created_at"))),

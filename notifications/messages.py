@@ -52,7 +52,10 @@ def approval_message(req: AccessRequest) -> tuple[str, str]:
     what = " and ".join(bundle_titles(req))
     if req.extends_id:
         title = f"Approve? {req.requester.username}: {profile.title} + {human_duration(req.duration)}"
-        first = f"{who} asks to extend {profile.title} on {target} by {human_duration(req.duration)} (it ends {when(req.extends.expires_at)})."
+        first = (
+            f"{who} asks to extend {profile.title} on {target} by {human_duration(req.duration)} (it ends "
+            f"{when(req.extends.expires_at)})."
+        )
     else:
         title = f"Approve? {req.requester.username}: {what} for {human_duration(req.duration)}"
         window = f", from {when(req.starts_at)}" if req.starts_at else ""

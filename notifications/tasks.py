@@ -117,7 +117,10 @@ def request_decided(request_id):
         return 0
     what = " and ".join(bundle_titles(req))
     if req.break_glass:
-        first = f"Break-glass access to {what} on {req.profile.target} was granted at once; an approver will review its use."
+        first = (
+            f"Break-glass access to {what} on {req.profile.target} was granted at once; an approver will review "
+            "its use."
+        )
     elif req.decided_by_id:
         first = f"{req.decided_by.label} {req.status} your request for {what} on {req.profile.target}."
     else:
@@ -183,7 +186,8 @@ def grants_revoked(grant_ids):
     ):
         title = f"Access ended: {grant.profile.title}"
         body = (
-            f"Your access to {grant.profile.title} on {grant.profile.target} has ended ({_ENDED.get(grant.end_reason, grant.end_reason)}); "
+            f"Your access to {grant.profile.title} on {grant.profile.target} has ended "
+            f"({_ENDED.get(grant.end_reason, grant.end_reason)}); "
             f"the target confirmed it gone at {when(grant.verified_at)}.\n"
             f"{why(grant.request)}\n\n{link('grants:grant_detail', grant.pk)}"
         )
@@ -269,7 +273,8 @@ def decide_from_slack(click: dict):
     actors = list(get_user_model().objects.filter(email__iexact=email, is_active=True)[:2])
     if len(actors) != 1:
         answer(
-            f"Nothing was decided: {'no' if not actors else 'more than one'} active portal account has your Slack email ({email})."
+            f"Nothing was decided: {'no' if not actors else 'more than one'} active portal account has your "
+            f"Slack email ({email})."
         )
         return None
     try:

@@ -43,7 +43,8 @@ ACCESS_HISTORY = (
     Column(
         "ended_at",
         "ended_at",
-        "When a fresh read of the target confirmed it gone (`verified_at`, else `revoked_at`); empty while it may still exist.",
+        "When a fresh read of the target confirmed it gone (`verified_at`, else `revoked_at`); empty while it "
+        "may still exist.",
     ),
     Column(
         "duration_seconds", "actual_duration", "Seconds from `started_at` to `ended_at`; empty until both are known."
@@ -150,7 +151,8 @@ DRIFT = (
     Column(
         "kind",
         "kind",
-        "`orphan` (no grant explains it), `not_revoked` (should be gone) or `missing` (an active grant's access is gone).",
+        "`orphan` (no grant explains it), `not_revoked` (should be gone) or `missing` (an active grant's "
+        "access is gone).",
     ),
     Column("grant_id", "grant_id", "The grant it belongs to, if any."),
     Column("user", "grant__user__username", "That grant's holder."),
@@ -164,7 +166,8 @@ TIMELINE = (
     Column(
         "event",
         "what",
-        "`requested`, `requested (break-glass)`, `asked for more time`, `request approved|auto-approved|denied|lapsed|cancelled`, "
+        "`requested`, `requested (break-glass)`, `asked for more time`, `request "
+        "approved|auto-approved|denied|lapsed|cancelled`, "
         "`access started`, `access ending` (release, revocation or expiry began), `access ended` (confirmed gone), "
         "`approved a request`, `denied a request`, `revoked someone's access`, `closed a break-glass review`.",
     ),

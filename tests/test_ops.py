@@ -486,7 +486,8 @@ def test_check_deploy_finds_nothing_to_warn_about_in_production_settings():
 def test_production_logs_are_json_and_https_settings_follow_the_environment():
     code = (
         "import logging; from django.conf import settings as s;"
-        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_PROXY_SSL_HEADER);"
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+        "s.SECURE_PROXY_SSL_HEADER);"
         "logging.getLogger('grants.tasks').warning('hello %s', 'ops');"
         "from django_q.conf import logger; logger.info('from the workers')"
     )

@@ -111,7 +111,10 @@ def test_demo_mode_seals_credentials_with_a_random_key_of_this_checkout_not_a_pu
 
 
 def test_cookies_are_secure_and_http_only_outside_demo_mode():
-    code = "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST, s.SOCIALACCOUNT_ONLY)"
+    code = (
+        "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SESSION_COOKIE_HTTPONLY, s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST, s.SOCIALACCOUNT_ONLY)"
+    )
     result = shell(code, SESSION_IDLE_TIMEOUT="900", **IDP)
     assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "True", "900", "True", "True"], (
         result.stderr

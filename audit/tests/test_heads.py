@@ -84,7 +84,9 @@ def rehash_from(event, details):
             )
         ).hexdigest()
         as_superuser(
-            f"UPDATE audit_auditevent SET details = %s{'::jsonb' if connection.vendor == 'postgresql' else ''}, prev_hash = %s, hash = %s WHERE id = %s",
+            "UPDATE audit_auditevent SET details = "
+            f"%s{'::jsonb' if connection.vendor == 'postgresql' else ''}, prev_hash = %s, hash = %s WHERE id = "
+            "%s",
             [json.dumps(row.details), prev, digest, row.pk],
         )
         prev = digest

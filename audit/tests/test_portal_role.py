@@ -117,7 +117,8 @@ def test_the_portal_role_appends_and_reads_the_trail_and_does_its_other_work(dep
         ),
         ("DROP TABLE audit_auditevent", "must be owner of table audit_auditevent"),
         (
-            "CREATE TRIGGER sneak BEFORE INSERT ON audit_auditevent FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
+            "CREATE TRIGGER sneak BEFORE INSERT ON audit_auditevent FOR EACH ROW EXECUTE FUNCTION "
+            "audit_event_append_only()",
             "permission denied for table audit_auditevent",
         ),
     ],

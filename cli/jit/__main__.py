@@ -100,7 +100,10 @@ def grant_line(grant: dict | None) -> str:
         return "-"
     status = grant["status"]
     if status == "active" and grant["is_active"]:
-        return f"#{grant['id']} active until {when(grant['expires_at'])} ({human(max(0, seconds_until(grant['expires_at'])))} left)"
+        return (
+            f"#{grant['id']} active until {when(grant['expires_at'])} "
+            f"({human(max(0, seconds_until(grant['expires_at'])))} left)"
+        )
     if status == "active":
         return f"#{grant['id']} expired at {when(grant['expires_at'])}, being removed"
     if status in ("revoking", "revoked"):
@@ -189,7 +192,8 @@ def env_lines(kind: str, credentials: dict[str, str]) -> list[str]:
 def show_credentials(revealed: dict, *, as_env: bool):
     creds = revealed["credentials"]
     say(
-        f"Credentials for grant #{revealed['grant']} ({revealed['kind']}), valid until {when(revealed['expires_at'])}; shown once."
+        f"Credentials for grant #{revealed['grant']} ({revealed['kind']}), valid until "
+        f"{when(revealed['expires_at'])}; shown once."
     )
     if as_env:
         out(f"# jitportal grant #{revealed['grant']}, until {when(revealed['expires_at'])}")
@@ -265,7 +269,8 @@ def _wait(client: Client, req: dict, *, timeout: int, poll: float) -> dict:
         left = deadline - time.monotonic()
         if left <= 0:
             raise Refused(
-                f"Gave up waiting after {human(timeout)}; request #{req['id']} is {req['status']} (see `jit status {req['id']}`)."
+                f"Gave up waiting after {human(timeout)}; request #{req['id']} is {req['status']} (see `jit "
+                f"status {req['id']}`)."
             )
         time.sleep(min(poll, left))
         try:
@@ -377,7 +382,8 @@ def cmd_release(client: Client, args) -> int:
         print_json(req)
     else:
         out(
-            f"Releasing grant #{req['grant']['id']} of request #{req['id']}: the access is being removed from {req['target']}."
+            f"Releasing grant #{req['grant']['id']} of request #{req['id']}: the access is being removed from "
+            f"{req['target']}."
         )
     return OK
 
@@ -417,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the portal's JSON instead of text")
     parser = argparse.ArgumentParser(
         prog="jit",
-        description="Ask jitportal for Just-In-Time access. Configure with JIT_URL and JIT_TOKEN (or ~/.config/jit/config).",
+        description="Ask jitportal for Just-In-Time access. Configure with JIT_URL and JIT_TOKEN (or "
+        "~/.config/jit/config).",
         epilog="Exit codes: 0 done, 1 refused/denied/failed, 2 usage or configuration.",
     )
     parser.add_argument("--version", action="version", version=f"jit {__version__}")

@@ -284,7 +284,8 @@ class AWSConnector(Connector):
         expected = self.target.config.get("account_id")
         if expected and str(expected) != identity["Account"]:
             raise ConnectorError(
-                f"Target {self.target.name!r} expects AWS account {expected}, but its credentials belong to {identity['Account']}.",
+                f"Target {self.target.name!r} expects AWS account {expected}, but its credentials belong to "
+                f"{identity['Account']}.",
                 permanent=True,
             )
         return []
@@ -332,7 +333,8 @@ class AWSConnector(Connector):
             or not MIN_SESSION_SECONDS <= limit <= MAX_SESSION_SECONDS
         ):
             raise ConnectorError(
-                f"Grant scope max_session_seconds must be an integer from {MIN_SESSION_SECONDS} to {MAX_SESSION_SECONDS}.",
+                f"Grant scope max_session_seconds must be an integer from {MIN_SESSION_SECONDS} to "
+                f"{MAX_SESSION_SECONDS}.",
                 permanent=True,
             )
         return scope
@@ -364,7 +366,8 @@ class AWSConnector(Connector):
             if not isinstance(before, dict) or any(key.lower() == "aws:currenttime" for key in before):
                 # Ours would have to replace theirs: refuse rather than guess which is meant.
                 raise ConnectorError(
-                    "Grant scope inline_policy already conditions on DateLessThan aws:CurrentTime; the portal sets that.",
+                    "Grant scope inline_policy already conditions on DateLessThan aws:CurrentTime; the portal "
+                    "sets that.",
                     permanent=True,
                 )
             before["aws:CurrentTime"] = until
@@ -558,7 +561,8 @@ class AWSConnector(Connector):
                 if time.monotonic() + delay > deadline:
                     # Most likely IAM has not propagated the new role yet: not permanent.
                     raise ConnectorError(
-                        f"Cannot assume the new role {name} on target {self.target.name!r} yet: {self._scrub(_message(exc))}"
+                        f"Cannot assume the new role {name} on target {self.target.name!r} yet: "
+                        f"{self._scrub(_message(exc))}"
                     ) from None
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
@@ -615,12 +619,14 @@ class AWSConnector(Connector):
                     or not all(isinstance(v, str) for v in spec.values())
                 ):
                     raise ConnectorError(
-                        f"The admin secret of target {self.target.name!r} must be a JSON object with {', '.join(sorted(_ADMIN_KEYS))}.",
+                        f"The admin secret of target {self.target.name!r} must be a JSON object with "
+                        f"{', '.join(sorted(_ADMIN_KEYS))}.",
                         permanent=True,
                     )
                 if ("aws_access_key_id" in spec) != ("aws_secret_access_key" in spec):
                     raise ConnectorError(
-                        f"The admin secret of target {self.target.name!r} needs both aws_access_key_id and aws_secret_access_key.",
+                        f"The admin secret of target {self.target.name!r} needs both aws_access_key_id and "
+                        "aws_secret_access_key.",
                         permanent=True,
                     )
             self._secrets = [v for k, v in spec.items() if k in ("aws_secret_access_key", "aws_session_token")]

@@ -257,7 +257,8 @@ class LDAPConnector(Connector):
                 conn.bind()
             except lx.LDAPInvalidCredentialsResult:
                 raise ConnectorError(
-                    f"The directory of target {self.target.name!r} refused the bind DN {config['bind_dn']} with the password "
+                    f"The directory of target {self.target.name!r} refused the bind DN {config['bind_dn']} "
+                    "with the password "
                     f"from {self.target.secret_env}: invalid credentials.",
                     permanent=True,
                 ) from None
@@ -377,7 +378,8 @@ class LDAPConnector(Connector):
         parts = urlsplit(config["url"])
         if parts.scheme == "ldap" and not config.get("start_tls") and not _is_loopback(parts.hostname):
             warnings.append(
-                f"{config['url']} is plain LDAP without start_tls: the bind password and every change cross the network in clear text."
+                f"{config['url']} is plain LDAP without start_tls: the bind password and every change cross "
+                "the network in clear text."
             )
         with self._errors("check"):
             conn = self._connection()
@@ -403,12 +405,14 @@ class LDAPConnector(Connector):
                 conn.delete(probe)
             except lx.LDAPInsufficientAccessRightsResult:
                 raise ConnectorError(
-                    f"Target {self.target.name!r}: the bind DN {config['bind_dn']} may not add and delete entries under {self.ledger_dn}.",
+                    f"Target {self.target.name!r}: the bind DN {config['bind_dn']} may not add and delete "
+                    f"entries under {self.ledger_dn}.",
                     permanent=True,
                 ) from None
             except lx.LDAPObjectClassViolationResult as exc:
                 raise ConnectorError(
-                    f"Target {self.target.name!r}: the directory refuses {LEDGER_CLASS} entries under {self.ledger_dn}: {_describe(exc)}.",
+                    f"Target {self.target.name!r}: the directory refuses {LEDGER_CLASS} entries under "
+                    f"{self.ledger_dn}: {_describe(exc)}.",
                     permanent=True,
                 ) from None
         return warnings
@@ -429,7 +433,8 @@ class LDAPConnector(Connector):
                 classes = {c.lower() for c in entries[0]["attributes"].get("objectClass", [])}
                 if not classes & GROUP_CLASSES[attr]:
                     warnings.append(
-                        f"group {group} is not a {MEMBER_ATTRIBUTES[attr]} (object classes: {', '.join(sorted(classes))}); "
+                        f"group {group} is not a {MEMBER_ATTRIBUTES[attr]} (object classes: "
+                        f"{', '.join(sorted(classes))}); "
                         f"the directory may refuse {attr} values on it."
                     )
         return warnings
@@ -467,7 +472,8 @@ class LDAPConnector(Connector):
             )
         if len(entries) > 1:
             raise ConnectorError(
-                f"Several entries under {config['user_base']} match {shown} on target {self.target.name!r}; the user filter must find one.",
+                f"Several entries under {config['user_base']} match {shown} on target {self.target.name!r}; "
+                "the user filter must find one.",
                 permanent=True,
             )
         dn = entries[0]["dn"]
@@ -622,7 +628,8 @@ class LDAPConnector(Connector):
             raise
         except lx.LDAPInsufficientAccessRightsResult as exc:
             raise ConnectorError(
-                f"Cannot {action} on {where}: the bind DN lacks the rights ({_describe(exc)}); see the README's LDAP section.",
+                f"Cannot {action} on {where}: the bind DN lacks the rights ({_describe(exc)}); see the "
+                "README's LDAP section.",
                 permanent=True,
             ) from None
         except (
@@ -680,7 +687,8 @@ def _filter_errors(template) -> list[str]:
     unknown = sorted({n for n in names if n not in PLACEHOLDERS})
     if unknown:
         return [
-            f"user_filter uses {', '.join('{' + n + '}' for n in unknown)}; it may use {', '.join('{' + n + '}' for n in PLACEHOLDERS)}"
+            f"user_filter uses {', '.join('{' + n + '}' for n in unknown)}; it may use "
+            f"{', '.join('{' + n + '}' for n in PLACEHOLDERS)}"
         ]
     if not names:
         # Without one the filter finds the same entry for everybody.
@@ -692,6 +700,7 @@ def _filter_errors(template) -> list[str]:
         parse_filter(sample, None, True, True, None, False)
     except lx.LDAPInvalidFilterError:
         return [
-            f"user_filter {template!r} is not a valid LDAP filter (parenthesised, e.g. (&(objectClass=person)(mail={{email}})))"
+            f"user_filter {template!r} is not a valid LDAP filter (parenthesised, e.g. "
+            f"(&(objectClass=person)(mail={{email}})))"
         ]
     return []

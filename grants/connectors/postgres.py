@@ -491,7 +491,8 @@ class PostgresConnector(Connector):
                 ).fetchall()
             except psycopg.errors.InsufficientPrivilege:
                 warnings = [
-                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."
+                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses "
+                    "password expiry."
                 ]
             else:
                 warnings = self._hba_warnings(rules)
@@ -597,7 +598,8 @@ class PostgresConnector(Connector):
 
     def _terminate_sessions(self, conn: psycopg.Connection, oids: list[int]) -> None:
         conn.execute(
-            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> "
+            "pg_backend_pid()",
             [TERMINATE_WAIT_MS, oids],
         )
 

@@ -244,7 +244,8 @@ class SSHConnector(Connector):
                 beside = fh.read().split()[:2]
             if beside != ca_public.split()[:2]:
                 warnings.append(
-                    f"{path}.pub is not the public half of the CA key; hosts configured from it will refuse certificates."
+                    f"{path}.pub is not the public half of the CA key; hosts configured from it will refuse "
+                    "certificates."
                 )
         except (OSError, UnicodeDecodeError):
             pass
@@ -256,7 +257,8 @@ class SSHConnector(Connector):
             )
         if not os.path.exists(self.krl_path):
             warnings.append(
-                f"No KRL has been published at {self.krl_path} yet; hosts using it as RevokedKeys refuse every key until it exists "
+                f"No KRL has been published at {self.krl_path} yet; hosts using it as RevokedKeys refuse every "
+                "key until it exists "
                 "(it is written at the first certificate or revocation)."
             )
         else:

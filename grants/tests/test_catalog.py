@@ -280,7 +280,8 @@ def test_groups_named_in_the_file_are_created(db, write):
 
 MOVED = BASE.replace(
     "policies:",
-    "  otherdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5433, dbname: otherdb}\n    secret_env: JIT_OTHER_DSN\npolicies:",
+    "  otherdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5433, dbname: otherdb}\n    "
+    "secret_env: JIT_OTHER_DSN\npolicies:",
 ).replace("    target: appdb\n", "    target: otherdb\n")
 
 

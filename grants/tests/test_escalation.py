@@ -206,7 +206,8 @@ def test_the_next_step_opens_with_fresh_timers(world, ana, otto, eve, clock, syn
 def test_a_bad_escalation_is_an_error_naming_the_field(tmp_path, db, step, message):
     path = tmp_path / "catalog.yaml"
     path.write_text(
-        f"schedules:\n  p:\n    rotation: {{members: [otto], start: 2026-03-23}}\npolicies:\n  pol:\n    steps:\n      - {step}\n"
+        f"schedules:\n  p:\n    rotation: {{members: [otto], start: 2026-03-23}}\npolicies:\n  pol:\n    "
+        f"steps:\n      - {step}\n"
     )
     with pytest.raises(catalog.CatalogError) as caught:
         catalog.load(path)

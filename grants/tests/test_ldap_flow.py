@@ -22,7 +22,8 @@ SECRET_ENV = "JIT_TEST_LDAP_FLOW_PASSWORD"
 def slapd():
     if not sd.available():
         pytest.fail(
-            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils (make system-deps)."
+            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils "
+            "(make system-deps)."
         )
     server = sd.SlapdServer()
     server.start()

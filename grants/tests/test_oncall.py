@@ -329,7 +329,8 @@ def test_catalog_plan_shows_who_is_on_call_now_for_each_schedule_and_apply_keeps
             "schedules.bad: give either rotation",
         ),
         (
-            "    rotation: {members: [otto], start: 2026-03-23}\n    overrides: [{user: otto, start: '2026-03-24T10:00', end: '2026-03-24T09:00'}]",
+            "    rotation: {members: [otto], start: 2026-03-23}\n    overrides: [{user: otto, start: "
+            "'2026-03-24T10:00', end: '2026-03-24T09:00'}]",
             "schedules.bad.overrides[1].end: must be after start",
         ),
     ],

@@ -347,8 +347,8 @@ def test_approving_a_step_passes_the_step_and_says_what_comes_next(client, at_st
     at_step_two.refresh_from_db()
     assert at_step_two.status == RS.PENDING and at_step_two.step == 1
     assert (
-        f"Your approval of request #{at_step_two.pk} is recorded; it now waits for step 2 of 3: 2 × a member of security."
-        in text(response)
+        f"Your approval of request #{at_step_two.pk} is recorded; it now waits for step 2 of 3: 2 × a member "
+        "of security." in text(response)
     )
 
 
@@ -357,8 +357,8 @@ def test_a_decision_on_a_step_that_moved_on_is_a_warning_and_changes_nothing(cli
     response = client.post(decide_url(at_step_two), {"action": "deny", "comment": "", "step": "0"}, follow=True)
     assert response.status_code == 200
     assert (
-        f'<li class="warning" role="status">Request #{at_step_two.pk} has moved on to step 2 since you looked; nothing changed.</li>'
-        in text(response)
+        f'<li class="warning" role="status">Request #{at_step_two.pk} has moved on to step 2 since you looked; '
+        "nothing changed.</li>" in text(response)
     )
     at_step_two.refresh_from_db()
     assert at_step_two.status == RS.PENDING
@@ -409,7 +409,8 @@ def test_bundle_is_shown_in_the_inbox_and_one_decision_approves_all_of_it(client
     page = text(client.get(INBOX))
     assert (
         f'Part of a bundle with: appdb2 read-only (<a href="{detail_url(reqs[1])}">#{reqs[1].pk}</a>), '
-        f'appdb3 read-only (<a href="{detail_url(reqs[2])}">#{reqs[2].pk}</a>). A decision on this request applies to all of them.'
+        f'appdb3 read-only (<a href="{detail_url(reqs[2])}">#{reqs[2].pk}</a>). A decision on this request '
+        "applies to all of them."
     ) in page
     assert "Approve or Deny decides the whole bundle (3 requests)." in page
 

@@ -156,7 +156,8 @@ class Service:
             pass
         with open(self.log_path, "a") as log:
             log.write(
-                f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit {self.proc.returncode}]\n"
+                f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit "
+                f"{self.proc.returncode}]\n"
             )
 
 
@@ -170,7 +171,8 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
     started = time.monotonic()
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     log_path.write_text(
-        f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after {time.monotonic() - started:.1f} s]\n"
+        f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after "
+        f"{time.monotonic() - started:.1f} s]\n"
     )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])

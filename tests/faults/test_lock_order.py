@@ -12,7 +12,8 @@ from grants import lifecycle
 from grants.models import Grant
 
 pytestmark = pytest.mark.postgres_only(
-    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused"
+    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its "
+    "connections killed and refused"
 )
 
 

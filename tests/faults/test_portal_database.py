@@ -10,7 +10,8 @@ from grants.models import Grant
 from .conftest import final_checks, make_grants, wait_for
 
 pytestmark = pytest.mark.postgres_only(
-    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused"
+    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its "
+    "connections killed and refused"
 )
 
 

@@ -14,7 +14,8 @@ from grants.models import Grant
 from .conftest import all_in, final_checks, freeze, make_grants, resume, wait_for
 
 pytestmark = pytest.mark.postgres_only(
-    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused"
+    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its "
+    "connections killed and refused"
 )
 
 
@@ -113,7 +114,8 @@ def test_an_extension_approved_while_a_worker_holds_the_grant_reaches_the_target
 
     wait_for(target_follows, seconds=30, what="the target's VALID UNTIL to match the portal's expiry")
     print(
-        f"\n[fault] extension approved while a worker held the grant: target matched {time.monotonic() - ended:.1f} s after"
+        "\n[fault] extension approved while a worker held the grant: target matched "
+        f"{time.monotonic() - ended:.1f} s after"
     )
     assert AuditEvent.objects.filter(action="grant.extended", object_id=str(grant.pk)).count() == 2
     # The worker's attempt on the frozen target is in the trail (a deadlock rolled it back), and no task failed.

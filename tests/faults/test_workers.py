@@ -11,7 +11,8 @@ from grants.models import Grant
 from .conftest import all_in, final_checks, freeze, make_grants, resume, wait_for
 
 pytestmark = pytest.mark.postgres_only(
-    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its connections killed and refused"
+    "the fault suite is the production set-up: portal processes sharing a PostgreSQL database over TCP, its "
+    "connections killed and refused"
 )
 
 
@@ -74,7 +75,8 @@ def test_workers_killed_while_provisioning_on_a_hung_target_provision_once_when_
     started = time.monotonic()
     wait_for(lambda: active(ids), seconds=30, what="provisioning after the kill")
     print(
-        f"\n[fault] workers killed mid-provisioning: 3 grants active {time.monotonic() - started:.1f} s after the fault ended"
+        f"\n[fault] workers killed mid-provisioning: 3 grants active {time.monotonic() - started:.1f} s after "
+        "the fault ended"
     )
     last = max(Grant.objects.filter(pk__in=ids).values_list("expires_at", flat=True))
     time.sleep(max(0.0, (last - timezone.now()).total_seconds()))

@@ -87,7 +87,8 @@ def run(name: str, argv: list, *, env: dict | None = None, timeout: float = 600,
     log = ARTIFACTS / f"{name}.log"
     with open(log, "a") as out:
         out.write(
-            f"$ {' '.join(map(str, argv))}\n{result.stdout}{result.stderr}[exit {result.returncode} after {took:.1f} s]\n"
+            f"$ {' '.join(map(str, argv))}\n{result.stdout}{result.stderr}[exit {result.returncode} after "
+            f"{took:.1f} s]\n"
         )
     if check and result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])

@@ -73,7 +73,8 @@ class Command(BaseCommand):
             last = max(heads, key=lambda h: h.count)
             self.stdout.write(
                 self.style.SUCCESS(
-                    f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
+                    f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} "
+                    f"(events={last.count})."
                 )
             )
             signed = len(heads) - result.unsigned

@@ -109,7 +109,8 @@ class Command(BaseCommand):
                 "max_duration": datetime.timedelta(hours=4),
                 "approver_group": db_approvers,
                 "manager_approves": True,
-                "description": "A user certificate for the principal demo; paste your public key or let the portal make a key pair.",
+                "description": "A user certificate for the principal demo; paste your public key or let the portal "
+                "make a key pair.",
             },
         )
         profile.requestable_by.set([engineers])

@@ -36,7 +36,8 @@ _grant_ids = itertools.count(5001)
 def slapd():
     if not sd.available():
         pytest.fail(
-            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils (make system-deps)."
+            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils "
+            "(make system-deps)."
         )
     server = sd.SlapdServer()
     server.start()
