@@ -1,4 +1,5 @@
-"""Personal settings pages: API tokens (a secret shown once, list, revoke), notification choices, time zone, and the password step-up."""
+"""Personal settings pages: API tokens (a secret shown once, list,
+revoke), notification choices, time zone, and the password step-up."""
 
 from django.conf import settings
 from django.contrib import messages

@@ -148,7 +148,8 @@ class Chain:
 
 
 def _catalog():
-    """Users, groups, targets and profiles through the ORM; return (requesters, approvers, profiles) as (id, name) lists."""
+    """Users, groups, targets and profiles through the ORM; return
+    (requesters, approvers, profiles) as (id, name) lists."""
     from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     from grants.models import AccessProfile, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)

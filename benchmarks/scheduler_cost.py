@@ -173,7 +173,8 @@ def _target_id(cursor) -> int:
 
 
 class Wakes:
-    """The real timer loop, one pass at a time: its sleep records the pass's queries and time, and stops after `repeat`."""
+    """The real timer loop, one pass at a time: its sleep records
+    the pass's queries and time, and stops after `repeat`."""
 
     def __init__(self, repeat: int):
         self.repeat = repeat

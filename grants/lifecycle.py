@@ -1141,7 +1141,8 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
 
 
 def begin_due_expiries(*, limit: int, now=None, target_id: int | None = None) -> list[int]:
-    """Move up to `limit` grants past their expiry (on one target, if given) to `revoking`, oldest first; return their ids.
+    """Move up to `limit` grants past their expiry (on one target,
+    if given) to `revoking`, oldest first; return their ids.
 
     Several workers and timers may call this at once: `skip_locked` hands
     each grant to exactly one of them.
@@ -1179,7 +1180,8 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
 
 
 def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
-    """Like `complete_revocation` for several grants, a few target calls and one commit per target; return those revoked.
+    """Like `complete_revocation` for several grants, a few
+    target calls and one commit per target; return those revoked.
 
     One transaction per target: the audit chain lock its events take is
     released before the next target is contacted, so a slow target never
@@ -1333,7 +1335,8 @@ def _report_objects(grants: list[Grant], found: dict[int, list[dict]]) -> None:
 
 
 def objects_summary(objects: list[dict]) -> str:
-    """Return one line saying what revocation found and did, e.g. "2 objects: function appdb.public.peek() dropped, …"."""
+    """Return one line saying what revocation found and did,
+    e.g. "2 objects: function appdb.public.peek() dropped, …"."""
     parts = []
     for item in objects:
         where = f"{item['database']}." if item.get("database") else ""

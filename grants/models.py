@@ -480,7 +480,8 @@ class ProfileDecisionDay(models.Model):
 
 
 class ApproverDecisionDay(models.Model):
-    """What one person approved (the last approval) or denied on one day (UTC): the Decisions report's sums per approver."""
+    """What one person approved (the last approval) or denied on
+    one day (UTC): the Decisions report's sums per approver."""
 
     day = models.DateField()
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

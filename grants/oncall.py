@@ -77,7 +77,8 @@ def parse_time(value: str, tz: zoneinfo.ZoneInfo) -> datetime.datetime:
 def rotation_shift(
     schedule: OnCallSchedule, at: datetime.datetime
 ) -> tuple[str, datetime.datetime, datetime.datetime] | None:
-    """Return (member, shift start, shift end) of the rotation at `at`, or None if it has no members or has not begun."""
+    """Return (member, shift start, shift end) of the rotation
+    at `at`, or None if it has no members or has not begun."""
     if not schedule.members:
         return None
     tz = zoneinfo.ZoneInfo(schedule.tz)

@@ -233,7 +233,8 @@ def _principals(user, access_request: AccessRequest) -> list:
 
 
 def is_approver(user, access_request: AccessRequest) -> bool:
-    """Return whether `user` may decide some step of this request (own requests included), themselves or as a delegate."""
+    """Return whether `user` may decide some step of this request
+    (own requests included), themselves or as a delegate."""
     if not user.is_authenticated or not user.is_active:
         return False
     steps = list(enumerate(steps_for(access_request.profile)))
@@ -243,7 +244,8 @@ def is_approver(user, access_request: AccessRequest) -> bool:
 
 
 def on_behalf_of(user, access_request: AccessRequest):
-    """Return the delegator `user` would decide the current step for, or None when they may decide it themselves (or not at all)."""
+    """Return the delegator `user` would decide the current step for,
+    or None when they may decide it themselves (or not at all)."""
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
     if _eligible(user, access_request, step, index):
@@ -262,7 +264,8 @@ def may_decide(user, access_request: AccessRequest) -> bool:
 
 
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
-    """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
+    """Return why `user` may not decide the request's current
+    step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
     index = current_step(access_request)

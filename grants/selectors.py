@@ -369,7 +369,8 @@ def access_history_base(*, user=None):
 
 
 def access_history_columns(rows):
-    """Add the access-history report's columns to (filtered) `access_history_base` rows: request, decision, end, duration.
+    """Add the access-history report's columns to (filtered)
+    `access_history_base` rows: request, decision, end, duration.
 
     `ended_at` is when the target was confirmed clean (`verified_at`, else
     `revoked_at`); until then a grant counts as live.
@@ -385,14 +386,16 @@ def access_history_columns(rows):
 
 
 class _Existence(Func):
-    """tstzrange(created_at, window_end, '[]'): exactly the expression of the grants_grant_period index (migration 0009)."""
+    """tstzrange(created_at, window_end, '[]'): exactly the
+    expression of the grants_grant_period index (migration 0009)."""
 
     function = "tstzrange"
     template = "%(function)s(%(expressions)s, '[]')"
 
 
 def existed_between(rows, start=None, end=None):
-    """Keep the grants that existed (from approval until confirmed gone) at some time in [start, end); either may be None."""
+    """Keep the grants that existed (from approval until confirmed
+    gone) at some time in [start, end); either may be None."""
     if connections[rows.db].vendor == "postgresql":
         existence = _Existence("created_at", "window_end", output_field=DateTimeRangeField())
         rows = rows.alias(existence=existence).filter(existence__overlap=DateTimeTZRange(start, end, "[)"))

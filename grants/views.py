@@ -497,7 +497,8 @@ def targets(request):
 
 
 def ssh_krl(request, target):
-    """Serve the current Key Revocation List of an SSH target, for hosts' `RevokedKeys` (public: it lists serials only)."""
+    """Serve the current Key Revocation List of an SSH target,
+    for hosts' `RevokedKeys` (public: it lists serials only)."""
     target = get_object_or_404(Target, name=target, kind="ssh")
     try:
         with get_connector(target) as connector:

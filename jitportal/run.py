@@ -30,7 +30,8 @@ def manage(*args, **kwargs):
 
 
 def start_demo_target(var: Path):
-    """Start the throwaway target cluster in var/demo-pg; return it and the banner's line, or None and one line saying why not."""
+    """Start the throwaway target cluster in var/demo-pg; return it
+    and the banner's line, or None and one line saying why not."""
     cluster = pgcluster.DevCluster(var / "demo-pg")
     try:
         cluster.start()

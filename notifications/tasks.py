@@ -177,7 +177,8 @@ def grant_revoked(grant_id):
 
 
 def grants_revoked(grant_ids):
-    """Task: `grant_revoked` for each of a revocation batch's grants, in one task (a burst of expiries is one per batch)."""
+    """Task: `grant_revoked` for each of a revocation batch's
+    grants, in one task (a burst of expiries is one per batch)."""
     sent = 0
     for grant in (
         Grant.objects.select_related("profile__target", "user", "request")

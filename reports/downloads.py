@@ -97,7 +97,8 @@ class WholeSeconds(Func):
 
 
 def _formula_safe(field, *, postgresql=False):
-    """The text of `field` with a leading `'` where a spreadsheet would run it (as `cell` does), made by the database."""
+    """The text of `field` with a leading `'` where a spreadsheet
+    would run it (as `cell` does), made by the database."""
     # On PostgreSQL ascii() of the first character, an integer compared with
     # integers, costs about nothing; left() and six text comparisons took
     # 0.4 s per million cells.
@@ -161,7 +162,8 @@ def _csv_values(rows, columns, *, copy=False):
 
 
 def csv_chunks(columns, rows, *, rows_per_chunk=1000):
-    """Yield the header line, then the rows of `rows` (a queryset, or a list of dicts) as CSV, `rows_per_chunk` lines at a time.
+    """Yield the header line, then the rows of `rows` (a queryset,
+    or a list of dicts) as CSV, `rows_per_chunk` lines at a time.
 
     The header goes out before any row is read. Rows are read through a
     chunked iterator (a server-side cursor on PostgreSQL), so memory stays
@@ -253,7 +255,8 @@ def _same(value):
 
 
 def csv_response(request, *, report: str, columns, rows, filters: dict, scope: str) -> StreamingHttpResponse:
-    """Record the download in the trail, then stream `rows` (a queryset, or a list of dicts) as CSV, 2,000 rows per database round trip."""
+    """Record the download in the trail, then stream `rows` (a queryset,
+    or a list of dicts) as CSV, 2,000 rows per database round trip."""
     audit.record(
         "report.downloaded", actor=request.user, details={"report": report, "filters": filters, "scope": scope}
     )
@@ -268,7 +271,8 @@ def csv_response(request, *, report: str, columns, rows, filters: dict, scope: s
 
 
 def _abort_on_failure(chunks, *, report: str, request_id: str | None):
-    """Yield `chunks`; when one fails, log it with the request id and raise again, so that the server aborts the response.
+    """Yield `chunks`; when one fails, log it with the request
+    id and raise again, so that the server aborts the response.
 
     The status line and the header row are out by then: breaking the transfer
     (gunicorn closes the connection without the chunked terminator) is the

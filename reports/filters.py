@@ -77,7 +77,8 @@ def _choice_filter(field_name, choices, label):
 
 
 class ReportFilter(django_filters.FilterSet):
-    """Period filters on `period_field` (dates in the portal's time zone, `until` inclusive), and the scope's hidden fields.
+    """Period filters on `period_field` (dates in the portal's
+    time zone, `until` inclusive), and the scope's hidden fields.
 
     `hide` drops filters the viewer's scope already fixes (`user` on one's
     own history). Invalid input filters nothing in: `rows` is then empty.
@@ -115,7 +116,8 @@ class ReportFilter(django_filters.FilterSet):
 
 
 class AccessHistoryFilter(ReportFilter):
-    """A grant is in the period if it existed at some time in it: from its approval until its access was confirmed gone."""
+    """A grant is in the period if it existed at some time in
+    it: from its approval until its access was confirmed gone."""
 
     user = _user_filter("user__username")
     target = _target_filter("profile__target")
@@ -157,7 +159,8 @@ class DecisionFilter(ReportFilter):
     outcome = _choice_filter("decision", selectors.DECISION_OUTCOMES, "Outcome")
 
     def tally(self) -> dict | None:
-        """Return the period, target and profile for `selectors.decision_stats`'s day tallies, or None if other filters apply."""
+        """Return the period, target and profile for `selectors.decision_stats`'s
+        day tallies, or None if other filters apply."""
         if not self.is_valid():
             return None
         data = self.form.cleaned_data

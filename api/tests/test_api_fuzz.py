@@ -1,4 +1,5 @@
-"""A property-based run of the JSON API from its own OpenAPI document (schemathesis): no server errors, answers as documented."""
+"""A property-based run of the JSON API from its own OpenAPI
+document (schemathesis): no server errors, answers as documented."""
 
 import pytest
 import schemathesis

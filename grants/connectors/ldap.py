@@ -337,7 +337,8 @@ class LDAPConnector(Connector):
             self._delete(self.entry_dn(grant))
 
     def is_present(self, grant: GrantLike) -> bool:
-        """Read the ledger: is the grant's entry, deleted only after its memberships were confirmed gone, still there?"""
+        """Read the ledger: is the grant's entry, deleted only
+        after its memberships were confirmed gone, still there?"""
         with self._errors(f"inspect grant {int(grant.pk)}"):
             return self._read_record(self.entry_dn(grant)) is not None
 
@@ -355,7 +356,8 @@ class LDAPConnector(Connector):
             self._connection().modify(self.entry_dn(grant), {"description": changes})
 
     def list_managed(self) -> set[str]:
-        """Return the ledger entries of this target ("<prefix>g<id>"): every membership the portal added and has not removed."""
+        """Return the ledger entries of this target ("<prefix>g<id>"):
+        every membership the portal added and has not removed."""
         pattern = re.compile(re.escape(self.prefix + "g") + r"[0-9]+")
         search = (
             f"(&(objectClass={LEDGER_CLASS})(cn={escape_filter_chars(self.prefix)}g*)"
@@ -372,7 +374,8 @@ class LDAPConnector(Connector):
         return names
 
     def check(self) -> list[str]:
-        """Bind, read the user base and the ledger, and write and delete a probe entry in the ledger; warn about clear text."""
+        """Bind, read the user base and the ledger, and write and
+        delete a probe entry in the ledger; warn about clear text."""
         config = self._config()
         warnings = []
         parts = urlsplit(config["url"])

@@ -499,7 +499,8 @@ class PostgresConnector(Connector):
         return warnings + self._create_warnings()
 
     def validate_scope(self, scope: dict) -> list[str]:
-        """Read the target; refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
+        """Read the target; refuse scope roles (and the owner role)
+        that are missing or reach superuser or admin roles."""
         with self._errors("check the scope"):
             self._check_scope(self._admin(), scope)
         return []

@@ -1,4 +1,5 @@
-"""Catalog as code: plan shows the diff and its effect on people, apply is atomic and idempotent, errors name file, line and field."""
+"""Catalog as code: plan shows the diff and its effect on people,
+apply is atomic and idempotent, errors name file, line and field."""
 
 import datetime
 import textwrap

@@ -91,8 +91,8 @@ ROWS = [
     ("never the delegate's own request",                     [lambda w: delegate(w, "otto", "ana")],                   "ana",  "your own request"),
     ("the requester's delegation gives nothing",             [lambda w: delegate(w, "ana", "eve")],                    "eve",  "not an approver"),
     ("escalation lets the fallback decide",                  [escalate],                                               "eve",  None),
-    ("after step 1 as a delegate, not step 2 oneself",       [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")], "marc", "already approved a " "step"),
-    ("after the delegator's step 1, not step 2 for them",    [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],  "eve",  "otto has already " "approved a step"),
+    ("after step 1 as a delegate, not step 2 oneself",       [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")], "marc", "already approved a step"),
+    ("after the delegator's step 1, not step 2 for them",    [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],  "eve",  "otto has already approved a step"),
     ("after step 1 by on call, another approves step 2",     [lambda w: approve(w, "otto")],                           "marc", None),
     ("after the fallback's step 1, on call's step 2",        [escalate, lambda w: approve(w, "eve")],                  "otto", None),
 ]

@@ -1,4 +1,5 @@
-"""A directory-group profile through the whole lifecycle on a real slapd: request, approval, membership, revocation, reconciler."""
+"""A directory-group profile through the whole lifecycle on a real
+slapd: request, approval, membership, revocation, reconciler."""
 
 import datetime
 

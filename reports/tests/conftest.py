@@ -1,4 +1,5 @@
-"""A catalog for the report tests, on the real target cluster, built through the lifecycle; personas: tests/personas.py."""
+"""A catalog for the report tests, on the real target cluster,
+built through the lifecycle; personas: tests/personas.py."""
 
 import datetime
 

@@ -1,4 +1,5 @@
-"""The report pages under /audit/ (the reports app): what each shows, to whom, filtered and sorted, and their CSV downloads."""
+"""The report pages under /audit/ (the reports app): what each
+shows, to whom, filtered and sorted, and their CSV downloads."""
 
 import csv
 import datetime
@@ -621,7 +622,8 @@ def test_each_decision_is_counted_in_its_days_tallies_as_a_recount_counts_it(his
     quick_profile.refresh_from_db()
     assert lifecycle.cancel_requests_of_disabled_profile(quick_profile) == [pending.pk]  # cancelled by policy
     kept = _tallies()
-    # Every kind of decision: by a person, by a rule, break-glass, denied, lapsed, cancelled (by the requester, by policy).
+    # Every kind of decision: by a person, by a rule, break-glass,
+    # denied, lapsed, cancelled (by the requester, by policy).
     per_profile = {}
     for row in kept[0]:
         per_profile[row[1]] = per_profile.get(row[1], 0) + row[2]
@@ -988,7 +990,8 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
     assert (
         written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written
     )  # the data has what it should
-    # Every start a spreadsheet runs, as the database neutralises it for COPY and for the csv module, is what `cell` gives.
+    # Every start a spreadsheet runs, as the database neutralises
+    # it for COPY and for the csv module, is what `cell` gives.
     for value in [*downloads.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
         text = Value(value, output_field=TextField())
         made = (
@@ -1079,7 +1082,8 @@ def test_the_download_link_carries_the_filters(client, history, audra):
 
 
 def fill(n, *, profile, quick_profile, plain_profile, otto, groups, django_user_model, target):
-    """Bring the portal to `n` people who each hold a grant, used break-glass, had a request approved and left a drift finding."""
+    """Bring the portal to `n` people who each hold a grant, used
+    break-glass, had a request approved and left a drift finding."""
     have = django_user_model.objects.filter(username__startswith="load").count()
     for i in range(have, n):
         user = django_user_model.objects.create_user(f"load{i:03}", f"load{i:03}@example.com")

@@ -1,4 +1,5 @@
-"""Workers and timers fail: killed (-9) mid-provisioning and mid-revocation, a task delivered twice, two of each, all down."""
+"""Workers and timers fail: killed (-9) mid-provisioning and
+mid-revocation, a task delivered twice, two of each, all down."""
 
 import time
 
