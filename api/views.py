@@ -22,7 +22,7 @@ Errors are `{"code", "message", "field"?}` with a stable `code`:
 | invalid | 400 | input breaks a rule; `field` names it (`errors` lists all) |
 | unauthorized | 401 | token missing, unknown, expired or revoked |
 | not_allowed | 403 | the caller may not do this (same refusals as the pages) |
-| step_up_required | 403 | a high-risk profile: approving or showing credentials needs a fresh sign-in in the portal's pages (`url`) |
+| step_up_required | 403 | a high-risk profile: approving or showing credentials needs a fresh portal sign-in (`url`) |
 | not_found | 404 | no such request, or the caller may not see it |
 | conflict | 409 | the request or grant is not in a state that allows this |
 | rate_limited | 429 | too many bad tokens from one address, or too many requests; see Retry-After |

@@ -872,8 +872,10 @@ def burst(
         "checks": {
             "grant statuses": status_counts,
             "revoke_failed audit events": failures,
-            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id) + ': ' + chain.reason}"
-            f" ({chain.count} events)",
+            "audit chain": (
+                f"{'verifies' if chain.ok else f'BROKEN at event {chain.bad_event_id}: ' + chain.reason}"
+                f" ({chain.count} events)"
+            ),
             "logins that succeeded after expires_at": len(late_logins),
             "held sessions found dead at the end": f"{sessions_really_ended}/{len(held)}",
             "login probe errors other than refusal": sum(len(p.other_errors) for p in probes),

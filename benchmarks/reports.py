@@ -1,6 +1,6 @@
 """Reports at a million grants: CSV export speed and memory, report page latency, `audit verify` speed.
 
-    make benchmark-reports                               # 1,000,000 grants (filling takes about 10 minutes, the measures 4)
+    make benchmark-reports                               # 1,000,000 grants (filling about 10 minutes, measures 4)
     make benchmark-reports ARGS="--grants 100000"        # quicker
     make benchmark-reports ARGS="--keep"                 # keep the filled database ...
     make benchmark-reports ARGS="--reuse"                # ... and measure it again without filling

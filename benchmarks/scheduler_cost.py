@@ -125,14 +125,15 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     cursor.execute(
         """
         INSERT INTO grants_accessrequest
-            (requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at, decision_comment,
-             step, auto_rule, break_glass, params, scope, max_duration, target_id)
+            (requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at,
+             decision_comment, step, auto_rule, break_glass, params, scope, max_duration, target_id)
         SELECT u.ids[1 + i %% array_length(u.ids, 1)], p.ids[1 + (i / 7) %% array_length(p.ids, 1)],
                interval '8 hours', 'scheduler benchmark', '', 'approved', t.made, t.made, '', 0, 'bench', false,
                '{}'::jsonb, '{"roles": ["app_readonly"]}'::jsonb, interval '8 hours', %(target)s
         FROM generate_series(1, %(count)s) AS i,
              LATERAL (SELECT CASE WHEN %(active)s THEN now() - interval '1 minute' * ((i * 7919) %% 60)
-                                  ELSE now() - interval '1 second' * ((i::bigint * 104729) %% (90 * 86400)) END AS made) t,
+                                  ELSE now() - interval '1 second' * ((i::bigint * 104729) %% (90 * 86400))
+                             END AS made) t,
              (SELECT %(users)s::int[] AS ids) u, (SELECT %(profiles)s::int[] AS ids) p
         """,
         {"count": count, "active": active, "users": user_ids, "profiles": profile_ids, "target": _target_id(cursor)},
@@ -140,8 +141,8 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     if active:
         cursor.execute(
             """
-            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at, expires_at,
-                                      external_ref, sealed_credentials, end_reason, attempts, last_error)
+            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at,
+                                      expires_at, external_ref, sealed_credentials, end_reason, attempts, last_error)
             SELECT r.id, r.requester_id, r.profile_id, 'active', r.duration, r.created_at, r.created_at,
                    now() + interval '15 minutes' + interval '1 second' * ((r.id::bigint * 7919) %% (465 * 60)),
                    'jit_' || r.id, '', '', 0, ''
@@ -152,8 +153,8 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     else:
         cursor.execute(
             """
-            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at, expires_at,
-                                      external_ref, sealed_credentials, end_reason, attempts, last_error,
+            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at,
+                                      expires_at, external_ref, sealed_credentials, end_reason, attempts, last_error,
                                       revoke_requested_at, revoked_at, verified_at, reminded_at)
             SELECT r.id, r.requester_id, r.profile_id, 'revoked', interval '1 hour', r.created_at, r.created_at,
                    r.created_at + interval '1 hour', 'jit_' || r.id, '', 'expired', 1, '',

@@ -354,9 +354,10 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")
 
-# Notifications (notifications/, a module per channel in notifications/channels/). Slack: a bot token sends direct messages,
-# posts to the security channel and makes approval buttons work (with the
-# signing secret); an incoming webhook alone posts channel messages only.
+# Notifications (notifications/, a module per channel in notifications/channels/).
+# Slack: a bot token sends direct messages, posts to the security channel and
+# makes approval buttons work (with the signing secret); an incoming webhook
+# alone posts channel messages only.
 SLACK_WEBHOOK_URL = _secret("SLACK_WEBHOOK_URL", default="")
 SLACK_BOT_TOKEN = _secret("SLACK_BOT_TOKEN", default="")
 SLACK_SIGNING_SECRET = _secret("SLACK_SIGNING_SECRET", default="")

@@ -385,11 +385,12 @@ PORTAL_ROWS = [
         args=lambda w: {"key": "nothing-waits-under-this-key"}),
     Row("grants:delegations",           "GET",   "login   200   200   200   200   200   200"),
     # Anyone may name a delegate of their own; a bad form comes back with the reason.
-    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200", data={"delegate": "nosuch"},
-        label="bad_form"),
+    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200",
+        data={"delegate": "nosuch"}, label="bad_form"),
     Row("grants:delegation_end",        "GET",   "login   405   405   405   405   405   405", args=lambda w: {"pk": 1}),
     # Only the delegator ends a delegation: for everyone else it does not exist.
-    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404", args=lambda w: {"pk": 999999}),
+    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404",
+        args=lambda w: {"pk": 999999}),
     Row("grants:review_close",          "GET",   "login   405   405   405   405   405   405", **REVIEW),
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
@@ -434,9 +435,10 @@ PORTAL_ROWS = [
         effect=lambda w, c: _caller(c).notification_preference.slack is False),
     # The person's time zone is a cookie: no table changes.
     Row("accounts:time_zone",           "GET",   "login   405   405   405   405   405   405"),
-    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Europe/Paris"}),
-    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Mars/Olympus"},
-        label="bad"),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302",
+        data={"time_zone": "Europe/Paris"}),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302",
+        data={"time_zone": "Mars/Olympus"}, label="bad"),
     # Machine endpoints (jitportal/urls.py): a session neither opens nor closes them.
     Row("healthz",                      "GET",   "200     200   200   200   200   200   200"),
     Row("readyz",                       "GET",   "200     200   200   200   200   200   200", before=_fresh_sweep),
@@ -524,7 +526,8 @@ API_ROWS = [
     Api("create_delegation",                     "401     400   400   400   400   400   400",
         data={"delegate": "nosuch", "starts_at": "2030-01-01T09:00:00Z", "ends_at": "2030-01-02T09:00:00Z"}),
     # Only the delegator ends a delegation: for everyone else it does not exist.
-    Api("end_delegation",                        "401     404   404   404   404   404   404", args=lambda w: {"delegation_id": 999999}),
+    Api("end_delegation",                        "401     404   404   404   404   404   404",
+        args=lambda w: {"delegation_id": 999999}),
 ]
 # fmt: on
 

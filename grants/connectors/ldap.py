@@ -569,7 +569,8 @@ class LDAPConnector(Connector):
         """Does another grant's ledger entry (on any target sharing this ledger) hold `value` in `group`?"""
         search = (
             f"(&(objectClass={LEDGER_CLASS})(description={escape_filter_chars('member: ' + value)})"
-            f"(description={escape_filter_chars('added: ' + group)})(!(cn={escape_filter_chars(self.account_name(grant))})))"
+            f"(description={escape_filter_chars('added: ' + group)})"
+            f"(!(cn={escape_filter_chars(self.account_name(grant))})))"
         )
         return bool(self._search(self.ledger_dn, search, ldap3.LEVEL, ["1.1"], size_limit=1))
 

@@ -79,24 +79,44 @@ def escalate(w):
 
 
 # Each row: what happens first, then who tries, and what they get (None: allowed; text: the refusal, in part).
-# fmt: off
 ROWS = [
-    ("the requester cannot approve, even on call",          [],                                                       "ana",  "your own request"),
-    ("on call decides step 1",                               [],                                                       "otto", None),
-    ("not on call: not an approver",                         [],                                                       "eve",  "not an approver"),
-    ("a delegate decides for the one on call",               [lambda w: delegate(w, "otto", "eve")],                   "eve",  None),
-    ("a delegation not yet begun gives nothing",             [lambda w: delegate(w, "otto", "eve", start=START + HOUR, end=START + 2 * HOUR)], "eve", "not an approver"),
-    ("a delegation ended early gives nothing",               [lambda w: delegate(w, "otto", "eve"),
-                                                              lambda w: lifecycle.end_delegation(w["otto"].delegations_given.get().pk, actor=w["otto"])], "eve", "not an approver"),
-    ("never the delegate's own request",                     [lambda w: delegate(w, "otto", "ana")],                   "ana",  "your own request"),
-    ("the requester's delegation gives nothing",             [lambda w: delegate(w, "ana", "eve")],                    "eve",  "not an approver"),
-    ("escalation lets the fallback decide",                  [escalate],                                               "eve",  None),
-    ("after step 1 as a delegate, not step 2 oneself",       [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")], "marc", "already approved a step"),
-    ("after the delegator's step 1, not step 2 for them",    [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],  "eve",  "otto has already approved a step"),
-    ("after step 1 by on call, another approves step 2",     [lambda w: approve(w, "otto")],                           "marc", None),
-    ("after the fallback's step 1, on call's step 2",        [escalate, lambda w: approve(w, "eve")],                  "otto", None),
+    ("the requester cannot approve, even on call", [], "ana", "your own request"),
+    ("on call decides step 1", [], "otto", None),
+    ("not on call: not an approver", [], "eve", "not an approver"),
+    ("a delegate decides for the one on call", [lambda w: delegate(w, "otto", "eve")], "eve", None),
+    (
+        "a delegation not yet begun gives nothing",
+        [lambda w: delegate(w, "otto", "eve", start=START + HOUR, end=START + 2 * HOUR)],
+        "eve",
+        "not an approver",
+    ),
+    (
+        "a delegation ended early gives nothing",
+        [
+            lambda w: delegate(w, "otto", "eve"),
+            lambda w: lifecycle.end_delegation(w["otto"].delegations_given.get().pk, actor=w["otto"]),
+        ],
+        "eve",
+        "not an approver",
+    ),
+    ("never the delegate's own request", [lambda w: delegate(w, "otto", "ana")], "ana", "your own request"),
+    ("the requester's delegation gives nothing", [lambda w: delegate(w, "ana", "eve")], "eve", "not an approver"),
+    ("escalation lets the fallback decide", [escalate], "eve", None),
+    (
+        "after step 1 as a delegate, not step 2 oneself",
+        [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")],
+        "marc",
+        "already approved a step",
+    ),
+    (
+        "after the delegator's step 1, not step 2 for them",
+        [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],
+        "eve",
+        "otto has already approved a step",
+    ),
+    ("after step 1 by on call, another approves step 2", [lambda w: approve(w, "otto")], "marc", None),
+    ("after the fallback's step 1, on call's step 2", [escalate, lambda w: approve(w, "eve")], "otto", None),
 ]
-# fmt: on
 
 
 @pytest.mark.parametrize("first, actor, expected", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])

@@ -205,11 +205,13 @@ def _ssh(request, monkeypatch) -> Kind:
 
     return Kind(
         target, grant, works,
-        gone=lambda grant, provisioned: not works(grant, provisioned),  # a certificate cannot be deleted: sshd refuses it by the KRL
+        # a certificate cannot be deleted: sshd refuses it by the KRL
+        gone=lambda grant, provisioned: not works(grant, provisioned),
         bad_target=_with(target, krl_path="/nonexistent-contract/jit.krl"),
         at_port=None,  # the portal signs certificates and publishes the KRL itself: it never connects to a host
         bad_scope={"principals": []}, refusal="principal",
-        refused_by="provision",  # no validate_scope: the certificate is signed from the scope alone, nothing on a host to read
+        # no validate_scope: the certificate is signed from the scope alone, nothing on a host to read
+        refused_by="provision",
         managed_name=lambda grant, provisioned: f"serial:{grant.pk}",  # the inventory is certificate serials, not names
     )  # fmt: skip
 
@@ -233,7 +235,8 @@ def _aws(request, monkeypatch) -> Kind:
         gone=lambda grant, provisioned: provisioned.external_ref not in test_aws._role_names(account),
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"role_arn": "ReadOnly"}, refusal="not an IAM role ARN",
-        refused_by="provision",  # no validate_scope: IAM cannot be asked what a policy would allow; provision checks the scope
+        # no validate_scope: IAM cannot be asked what a policy would allow; provision checks the scope
+        refused_by="provision",
     )  # fmt: skip
 
 
@@ -260,7 +263,8 @@ def _ldap(request, monkeypatch) -> Kind:
 
     return Kind(
         target, lambda: _grant({"groups": [sd.group_dn("ops")]}, user=test_ldap.person("ana")),
-        works=lambda grant, provisioned: member(grant),  # no credential: the grant is group membership, read as the directory
+        # no credential: the grant is group membership, read as the directory
+        works=lambda grant, provisioned: member(grant),
         gone=lambda grant, provisioned: not member(grant) and directory.children(sd.LEDGER) == [],
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"groups": [sd.group_dn("nope")]}, refusal="does not exist",
@@ -282,7 +286,8 @@ def _openbao(request, monkeypatch) -> Kind:
 
     return Kind(
         target, lambda: _grant({"policies": ["app-read"]}), reads,
-        gone=lambda grant, provisioned: not reads(grant, provisioned),  # a revoked token is refused, it cannot be listed
+        # a revoked token is refused, it cannot be listed
+        gone=lambda grant, provisioned: not reads(grant, provisioned),
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"policies": ["app-read", "no-such-policy"]}, refusal="Policy no-such-policy does not exist",
     )  # fmt: skip

@@ -79,7 +79,8 @@ def connector(target):
 def person(username, email=None, **extra):
     """The portal's view of a person: what it holds from the IdP, never what a requester typed."""
     return SimpleNamespace(username=username, email=f"{username}@example.com" if email is None else email,
-                           idp_subject=extra.get("idp_subject", ""), employee_id=extra.get("employee_id", ""))  # fmt: skip
+                           idp_subject=extra.get("idp_subject", ""),
+                           employee_id=extra.get("employee_id", ""))  # fmt: skip
 
 
 def make_grant(user, *groups, minutes=30):
@@ -505,8 +506,9 @@ def test_get_connector_knows_the_ldap_kind(target):
     ],
 )
 def test_catalog_plan_names_the_field_of_a_bad_ldap_config(db, tmp_path, config, fragment):
-    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com", "user_base": "ou=people,dc=example,dc=com",
-            "user_filter": "(mail={email})", "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
+    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com",
+            "user_base": "ou=people,dc=example,dc=com", "user_filter": "(mail={email})",
+            "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
     path = tmp_path / "catalog.yaml"
     path.write_text(_catalog({**good, **config}, {"groups": ["cn=ops,ou=groups,dc=example,dc=com"]}))
     with pytest.raises(catalog.CatalogError) as exc:
@@ -515,8 +517,9 @@ def test_catalog_plan_names_the_field_of_a_bad_ldap_config(db, tmp_path, config,
 
 
 def test_catalog_plan_names_the_field_of_a_bad_ldap_scope(db, tmp_path):
-    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com", "user_base": "ou=people,dc=example,dc=com",
-            "user_filter": "(mail={email})", "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
+    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com",
+            "user_base": "ou=people,dc=example,dc=com", "user_filter": "(mail={email})",
+            "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
     path = tmp_path / "catalog.yaml"
     path.write_text(_catalog(good, {"group": "cn=ops,ou=groups,dc=example,dc=com"}))
     with pytest.raises(catalog.CatalogError) as exc:
