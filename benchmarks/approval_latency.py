@@ -54,8 +54,8 @@ from django.db.models import Count
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
-from expiry_lag import Children  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+from expiry_lag import Children  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
 
 from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
 from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
@@ -195,7 +195,7 @@ def main(argv=None) -> int:
             mail.stop()
         try:
             cluster.stop()
-        except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+        except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
             log(f"stopping the target cluster failed: {exc}")
         if args.keep:
             log(f"kept: portal database {bench_db}, logs in {work_dir}")
@@ -247,7 +247,7 @@ class Poller(threading.Thread):
                             credentials = lifecycle.reveal_credentials(grant_id, actor=self.holders[request_id])
                             psycopg.connect(credentials["dsn"], connect_timeout=5).close()
                             self.login[request_id] = time.time()
-                        except Exception as exc:  # noqa: BLE001 - reported
+                        except Exception as exc:  # noqa: BLE001 (reported)
                             self.login_errors[request_id] = f"{type(exc).__name__}: {exc}"[:200]
                 self.stop_event.wait(0.02)
         except BaseException as exc:  # noqa: BLE001 (reported by the main thread)

@@ -160,7 +160,7 @@ class PortalWorld:
         for conn in self.held.values():
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - a connection the target already ended
+            except Exception:  # noqa: BLE001 (a connection the target already ended)
                 pass
         self.held.clear()
 
@@ -174,7 +174,7 @@ class PortalWorld:
             return
         try:
             self.cluster.stop()
-        except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+        except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
             log(f"stopping the target cluster failed: {exc}")
         shutil.rmtree(self.work_dir, ignore_errors=True)
         if self._db_created:

@@ -37,15 +37,15 @@ sys.path.insert(0, str(BASE))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 os.environ.setdefault("JITPORTAL_DEMO", "true")  # connectors only: no identity provider needed
 
-import django  # noqa: E402
+import django  # noqa: E402 (after sys.path.insert and the settings' environment)
 
 django.setup()
 
-from devtools import pgcluster  # noqa: E402
-from grants import sshca  # noqa: E402
-from grants.connectors.mysql import MySQLConnector  # noqa: E402
-from grants.connectors.postgres import PostgresConnector  # noqa: E402
-from grants.connectors.ssh import SSHConnector  # noqa: E402
+from devtools import pgcluster  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants import sshca  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.mysql import MySQLConnector  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.postgres import PostgresConnector  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.ssh import SSHConnector  # noqa: E402 (after django.setup(): the connectors import the models)
 
 FIRST_ID = 900_000_000  # far from any real grant id
 

@@ -70,7 +70,7 @@ from psycopg import sql
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
 
 from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
 from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
@@ -508,7 +508,7 @@ def main(argv=None) -> int:
         else:
             try:
                 cluster.destroy()  # its files too, wherever they went
-            except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+            except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
                 log(f"stopping the target cluster failed: {exc}")
             shutil.rmtree(work_dir, ignore_errors=True)
             if db_created:

@@ -57,7 +57,7 @@ from django.test import Client
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import (  # noqa: E402
+from common import (  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
     BenchError,
     bench_urls,
     create_database,

@@ -43,8 +43,8 @@ import psycopg
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import expiry_lag  # noqa: E402 - the jitportal side and the probes, reused as they are
-from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402
+import expiry_lag  # noqa: E402 (the jitportal side and the probes, reused as they are)
+from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
 
 from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
 from grants.tests.connectors.openbao_support import BaoDevServer  # noqa: E402 (after sys.path.insert: the repository's own packages)
@@ -223,7 +223,7 @@ class BaoSide:
         for conn in self.held.values():
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - a connection the target already ended
+            except Exception:  # noqa: BLE001 (a connection the target already ended)
                 pass
         self.bao.stop()
 

@@ -265,10 +265,10 @@ def drift_findings(*, limit=200):
 # The scope (everything, one person's own, one approver's decisions) is an
 # argument: the caller decides it once, before any filter is applied.
 
-import datetime as _datetime  # noqa: E402
+import datetime as _datetime  # noqa: E402 (the report selectors' imports, kept with their section)
 
-from django.db import connections  # noqa: E402
-from django.db.models import (  # noqa: E402
+from django.db import connections  # noqa: E402 (the report selectors' imports, kept with their section)
+from django.db.models import (  # noqa: E402 (the report selectors' imports, kept with their section)
     Case,
     CharField,
     Count,
@@ -286,10 +286,10 @@ from django.db.models import (  # noqa: E402
     Value,
     When,
 )
-from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402
+from django.db.models.functions import Cast, Coalesce, NullIf  # noqa: E402 (the report selectors' imports, kept with their section)
 
-from . import tallies  # noqa: E402
-from .models import Approval, ApproverDecisionDay, ProfileDecisionDay  # noqa: E402
+from . import tallies  # noqa: E402 (the report selectors' imports, kept with their section)
+from .models import Approval, ApproverDecisionDay, ProfileDecisionDay  # noqa: E402 (the report selectors' imports, kept with their section)
 
 _GS, _RS = Grant.Status, AccessRequest.Status
 

@@ -132,7 +132,7 @@ def _csv_values(rows, columns, *, copy=False):
     for i, column in enumerate(columns):
         try:
             output = probe.resolve_ref(column.field, allow_joins=True).output_field
-        except Exception:  # noqa: BLE001 - an expression Django cannot type: the generic cell
+        except Exception:  # noqa: BLE001 (an expression Django cannot type: the generic cell)
             output = None
         expression = None
         if isinstance(output, models.DateTimeField):

@@ -491,7 +491,7 @@ def test_production_logs_are_json_and_https_settings_follow_the_environment():
         "logging.getLogger('grants.tasks').warning('hello %s', 'ops');"
         "from django_q.conf import logger; logger.info('from the workers')"
     )
-    run = lambda **env: subprocess.run(  # noqa: E731
+    run = lambda **env: subprocess.run(  # noqa: E731 (a one-line helper, called once per environment below)
         [sys.executable, "manage.py", "shell", "-c", code],
         cwd=BASE,
         env=production_env(**env),

@@ -18,13 +18,13 @@ from grants import lifecycle
 from grants.models import AccessRequest, Grant
 
 # The personas and the catalog of the grants tests, on the real target cluster.
-from grants.tests.conftest import JUSTIFICATION, ana, groups, marc, otto, profile, target  # noqa: F401
+from grants.tests.conftest import JUSTIFICATION, ana, groups, marc, otto, profile, target  # noqa: F401 (pytest fixtures, used by name)
 
 CLI_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CLI_DIR))
 
-from jit import ConfigError, read_config  # noqa: E402
-from jit.__main__ import env_lines, parse_duration  # noqa: E402
+from jit import ConfigError, read_config  # noqa: E402 (after sys.path.insert: the CLI's package lives in cli/)
+from jit.__main__ import env_lines, parse_duration  # noqa: E402 (after sys.path.insert: the CLI's package lives in cli/)
 
 
 def jit_env(url, token, home):

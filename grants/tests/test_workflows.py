@@ -260,7 +260,7 @@ def test_two_approvers_deciding_different_members_of_a_bundle_at_once_do_not_dea
             outcomes.append("approved" if approve else "denied")
         except lifecycle.TransitionError:
             outcomes.append("refused")  # the other approver decided the bundle first
-        except Exception as exc:  # noqa: BLE001 - a deadlock is what this test looks for
+        except Exception as exc:  # noqa: BLE001 (a deadlock is what this test looks for)
             outcomes.append(f"error: {exc}")
         finally:
             connection.close()

@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 
-import django  # noqa: E402
+import django  # noqa: E402 (after sys.path.insert: run as a script)
 
 PROFILE_TITLE = "appdb read-only"
 CRITICAL_TITLE = "appdb critical"

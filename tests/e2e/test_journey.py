@@ -95,7 +95,7 @@ def wait_until(check, timeout, interval=0.5, message="condition"):
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 (reported below)
             last = exc
         time.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout} s" + (f" (last error: {last!r})" if last else ""))

@@ -35,11 +35,11 @@ from . import slapd_support as sd
 from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
 
 # The kinds' own server fixtures, shared per module (or session) as there.
-from .test_aws import _isolated_aws_env, aws, moto_server  # noqa: F401
-from .test_ldap import slapd  # noqa: F401
-from .test_openbao import bao  # noqa: F401
-from .test_redis import redis_server  # noqa: F401
-from .test_ssh import ca_env, identity, sshd, workdir  # noqa: F401
+from .test_aws import _isolated_aws_env, aws, moto_server  # noqa: F401 (pytest fixtures, used by name)
+from .test_ldap import slapd  # noqa: F401 (pytest fixtures, used by name)
+from .test_openbao import bao  # noqa: F401 (pytest fixtures, used by name)
+from .test_redis import redis_server  # noqa: F401 (pytest fixtures, used by name)
+from .test_ssh import ca_env, identity, sshd, workdir  # noqa: F401 (pytest fixtures, used by name)
 
 PREFIX = "contract_"
 KINDS = ["postgres", "mysql", "ssh", "aws", "ldap", "openbao", "redis"]
