@@ -1,11 +1,11 @@
-# jitportal: `make run` starts the demo portal, `make test` runs every test.
+# jitportal: `make run` starts the demo portal, `make test` runs every test (after `make lint`'s checks).
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TEST_DATABASE_URL ?= postgres://postgres@127.0.0.1:5432/jitportal
 
-.PHONY: run test test-sqlite venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
+.PHONY: run test lint fix test-sqlite venv system-deps benchmark-expiry benchmark-vs-openbao benchmark-connectors benchmark-reports benchmark-scheduler benchmark-approval clean
 .PHONY: e2e e2e-deps test-image image-deps
 # The end-to-end suite's OpenID Connect provider (node, oidc-provider).
 IDP_DIR := tests/e2e/idp
@@ -78,10 +78,21 @@ PYTEST_WORKERS ?= 2
 PYTEST_XDIST = -n $(PYTEST_WORKERS) --dist loadfile
 # (the test database itself is a file of its own per worker, conftest.py)
 SQLITE_PASS = DATABASE_URL=sqlite:///:memory: $(PY) -m pytest -q $(PYTEST_XDIST) --ignore=tests/e2e --ignore=grants/tests/connectors
-test: $(STAMP) system-deps e2e-deps
+# `lint` comes first: seconds, so `make test` fails early on a lint or format finding.
+test: $(STAMP) lint system-deps e2e-deps
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q $(PYTEST_XDIST) --ignore=tests/e2e
 	DATABASE_URL=$(TEST_DATABASE_URL) $(PY) -m pytest -q tests/e2e
 	$(SQLITE_PASS)
+
+# `make test`'s first step: ruff's lint and format check (ruff.toml).
+lint: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+# Repair what ruff can: its safe lint fixes, then the format.
+fix: $(STAMP)
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
 
 # Only the SQLite pass of `make test`.
 test-sqlite: $(STAMP) system-deps e2e-deps

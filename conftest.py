@@ -1,15 +1,18 @@
 """Fixtures shared by every test: a real PostgreSQL target cluster, personas, a demo catalog."""
 
-import datetime
 import inspect
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 import psycopg
 import pytest
+from django.apps import apps
+from django.conf import settings
 from django.db.backends.postgresql.operations import DatabaseOperations
+from django.db.migrations.loader import MigrationLoader
+from django.db.migrations.operations import RunPython
+from django.db.models.signals import post_migrate
 from psycopg import sql
 from psycopg.conninfo import make_conninfo
 
@@ -20,16 +23,19 @@ pytest_plugins = ["accounts.tests.oidc_idp"]
 
 
 def pytest_collection_modifyitems(config, items):
-    """On SQLite (the embedded default), skip the tests marked `postgres_only("why")` and `whatever_the_database("why")`, saying why."""
-    from django.conf import settings
+    """On SQLite (the embedded default), skip the tests marked `postgres_only` and `whatever_the_database`.
 
+    Each marker gives its reason, and the skip says it.
+    """
     if settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql":
         return
     for item in items:
         marker = item.get_closest_marker("postgres_only")
         if marker is not None:
             if not marker.args:
-                raise pytest.UsageError(f"{item.nodeid}: postgres_only needs its reason, e.g. postgres_only(\"a trigger\")")
+                raise pytest.UsageError(
+                    f'{item.nodeid}: postgres_only needs its reason, e.g. postgres_only("a trigger")'
+                )
             item.add_marker(pytest.mark.skip(reason=f"PostgreSQL only: {marker.args[0]}"))
         marker = item.get_closest_marker("whatever_the_database")
         if marker is not None:
@@ -46,8 +52,6 @@ def django_db_modify_db_settings(django_db_modify_db_settings_parallel_suffix):
     portal) then reach the same database, and threads write it with their
     own connections, waiting for the write lock as the demo's processes do.
     """
-    from django.conf import settings
-
     database = settings.DATABASES["default"]
     if database["ENGINE"] == "django.db.backends.sqlite3":
         folder = Path(tempfile.mkdtemp(prefix="jitportal-sqlite-"))
@@ -103,11 +107,6 @@ def schedules_outlive_a_flush():
     whole files each) runs a later file's tests after them, so this re-runs
     the migrations' own schedule functions (all update_or_create by name).
     """
-    from django.apps import apps
-    from django.db.migrations.loader import MigrationLoader
-    from django.db.migrations.operations import RunPython
-    from django.db.models.signals import post_migrate
-
     ours = {"accounts", "audit", "grants", "notifications"}
     functions = []
     for (label, _name), migration in sorted(MigrationLoader(None, ignore_no_migrations=True).disk_migrations.items()):

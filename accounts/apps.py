@@ -6,4 +6,4 @@ class AccountsConfig(AppConfig):
     verbose_name = "People"
 
     def ready(self):
-        from . import signals  # noqa: F401  (connects the login receiver)
+        from . import signals  # noqa: F401, PLC0415 (connects the login receiver; ready(): the models load after apps.py)

@@ -200,7 +200,8 @@ def _json(response) -> dict:
 
 
 def ensure_recent_identity(user):
-    """Return `user` freshly loaded, their identity no older than JIT_IDENTITY_MAX_AGE; raise IdentityError if it cannot be.
+    """Return `user` freshly loaded, their identity no older than
+    JIT_IDENTITY_MAX_AGE; raise IdentityError if it cannot be.
 
     For decisions made off the browser (API token, Slack button), where the
     person's groups and state might otherwise be as old as their last sign-in.
@@ -214,7 +215,8 @@ def ensure_recent_identity(user):
             )
         if result.outcome == FAILED:
             raise IdentityError(
-                f"your rights could not be checked with the identity provider ({result.message}); try again in a moment.",
+                f"your rights could not be checked with the identity provider ({result.message}); try again in "
+                "a moment.",
                 temporary=True,
             )
     fresh = get_user_model().objects.get(pk=user.pk)
@@ -224,7 +226,8 @@ def ensure_recent_identity(user):
 
 
 def deactivate_user(user, *, reason: str):
-    """Deactivate an account the IdP no longer accepts; its tokens stop working and `user_deactivated` ends its access."""
+    """Deactivate an account the IdP no longer accepts; its
+    tokens stop working and `user_deactivated` ends its access."""
     User = get_user_model()
     with transaction.atomic():
         locked = User.objects.select_for_update().get(pk=user.pk)

@@ -6,9 +6,7 @@ from django.utils import timezone
 class User(AbstractUser):
     """A person who signs in; identity and groups come from the IdP outside demo mode."""
 
-    manager = models.ForeignKey(
-        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports"
-    )
+    manager = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="reports")
     # The IdP's manager claim as given (a subject, employee id or email: OIDC_MANAGER_MATCH),
     # kept so that the relation is made when the manager first signs in.
     manager_ref = models.CharField(max_length=254, blank=True, editable=False)
@@ -17,7 +15,11 @@ class User(AbstractUser):
         "IdP subject", max_length=255, blank=True, db_index=True, editable=False, help_text="The IdP's `sub` claim."
     )
     employee_id = models.CharField(
-        max_length=150, blank=True, db_index=True, editable=False, help_text="The claim named by OIDC_EMPLOYEE_ID_CLAIM."
+        max_length=150,
+        blank=True,
+        db_index=True,
+        editable=False,
+        help_text="The claim named by OIDC_EMPLOYEE_ID_CLAIM.",
     )
     identity_refreshed_at = models.DateTimeField(
         null=True, blank=True, editable=False, help_text="When groups, manager and state last came from the IdP."
@@ -47,7 +49,9 @@ class ApiToken(models.Model):
 
     user = models.ForeignKey("accounts.User", on_delete=models.CASCADE, related_name="api_tokens")
     name = models.CharField(max_length=100, help_text="What the owner uses it for, e.g. the CI job.")
-    prefix = models.CharField(max_length=16, editable=False, help_text="The secret's first characters, to recognise it.")
+    prefix = models.CharField(
+        max_length=16, editable=False, help_text="The secret's first characters, to recognise it."
+    )
     digest = models.CharField(max_length=64, unique=True, editable=False, help_text="SHA-256 of the secret, hex.")
     created_at = models.DateTimeField(default=timezone.now, editable=False)
     expires_at = models.DateTimeField()

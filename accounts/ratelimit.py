@@ -39,7 +39,8 @@ def retry_after(scope: str, ident: str, *, limit: int, window: int, now: float |
 
 
 def hit(scope: str, ident: str, *, window: int, now: float | None = None) -> tuple[int, int]:
-    """Count one attempt of `ident` in the current window; return the count so far and the seconds the window has left."""
+    """Count one attempt of `ident` in the current window; return
+    the count so far and the seconds the window has left."""
     now = time.time() if now is None else now
     key, end = _key(scope, ident, window, now)
     left = max(1, math.ceil(end - now))

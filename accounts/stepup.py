@@ -91,13 +91,21 @@ def current(request) -> StepUp | None:
 
 def _keep(request, step_up: StepUp, *, action: str):
     request.session[EVIDENCE_KEY] = {"user": request.user.pk, **dataclasses.asdict(step_up)}
-    audit.record("user.step_up", actor=request.user, obj=request.user,
-                 details={"user": request.user.username, "for": action, **step_up.details()})
+    audit.record(
+        "user.step_up",
+        actor=request.user,
+        obj=request.user,
+        details={"user": request.user.username, "for": action, **step_up.details()},
+    )
 
 
 def _refused(request, reason: str, *, action: str, details: dict | None = None):
-    audit.record("user.step_up_refused", actor=request.user, obj=request.user,
-                 details={"user": request.user.username, "for": action, "reason": reason, **(details or {})})
+    audit.record(
+        "user.step_up_refused",
+        actor=request.user,
+        obj=request.user,
+        details={"user": request.user.username, "for": action, "reason": reason, **(details or {})},
+    )
 
 
 # The action waiting for it ---------------------------------------------------------------------------------
@@ -158,8 +166,12 @@ def record_from_idp(request, sociallogin) -> None:
     action = str(mark.get("for", ""))
     if mark.get("user") != request.user.pk or not sociallogin.is_existing or sociallogin.user.pk != request.user.pk:
         # Someone else signed in at the IdP in this browser: nothing is done as the person signed in here.
-        _refused(request, "signed in at the identity provider as someone else", action=action,
-                details={"idp_subject": str(claims.get("sub", ""))})
+        _refused(
+            request,
+            "signed in at the identity provider as someone else",
+            action=action,
+            details={"idp_subject": str(claims.get("sub", ""))},
+        )
         return
     if not secrets.compare_digest(str(claims.get("nonce", "")), str(mark.get("nonce", ""))):
         _refused(request, "the ID token is not the answer to this step-up (nonce)", action=action)
@@ -168,8 +180,12 @@ def record_from_idp(request, sociallogin) -> None:
         _refused(request, "the identity provider sent no auth_time", action=action)
         return
     amr = claims.get("amr") or []
-    step_up = StepUp("idp", int(claims["auth_time"]), str(claims.get("acr") or ""),
-                     tuple(str(a) for a in amr) if isinstance(amr, list) else (str(amr),))
+    step_up = StepUp(
+        "idp",
+        int(claims["auth_time"]),
+        str(claims.get("acr") or ""),
+        tuple(str(a) for a in amr) if isinstance(amr, list) else (str(amr),),
+    )
     _keep(request, step_up, action=action)
 
 

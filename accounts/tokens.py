@@ -51,8 +51,12 @@ def create_token(*, actor, name: str, days: int) -> tuple[ApiToken, str]:
     now = timezone.now()
     with transaction.atomic():
         token = ApiToken.objects.create(
-            user=actor, name=name, prefix=secret[:PREFIX_SHOWN], digest=digest(secret),
-            created_at=now, expires_at=now + datetime.timedelta(days=days),
+            user=actor,
+            name=name,
+            prefix=secret[:PREFIX_SHOWN],
+            digest=digest(secret),
+            created_at=now,
+            expires_at=now + datetime.timedelta(days=days),
         )
         audit.record("token.created", actor=actor, obj=token, details=_details(token))
     return token, secret
@@ -86,7 +90,10 @@ def authenticate(secret: str) -> ApiToken:
     if token.revoked_at is not None:
         raise InvalidTokenError("This API token was revoked.")
     if token.expires_at <= now:
-        raise InvalidTokenError(f"This API token expired at {token.expires_at.astimezone(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC; create a new one.")
+        raise InvalidTokenError(
+            f"This API token expired at {token.expires_at.astimezone(datetime.UTC):%Y-%m-%d %H:%M} UTC; create "
+            "a new one."
+        )
     if not token.user.is_active:
         raise InvalidTokenError("The account of this API token is disabled.")
     if token.last_used_at is None or token.last_used_at < now - LAST_USED_PRECISION:

@@ -1,4 +1,5 @@
-"""Personal settings pages: API tokens (a secret shown once, list, revoke), notification choices, time zone, and the password step-up."""
+"""Personal settings pages: API tokens (a secret shown once, list,
+revoke), notification choices, time zone, and the password step-up."""
 
 from django.conf import settings
 from django.contrib import messages
@@ -21,7 +22,9 @@ def tokens(request):
     form = TokenForm(request.POST or None)
     created = secret = None
     if request.method == "POST" and form.is_valid():
-        created, secret = api_tokens.create_token(actor=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"])
+        created, secret = api_tokens.create_token(
+            actor=request.user, name=form.cleaned_data["name"], days=form.cleaned_data["days"]
+        )
         form = TokenForm()
     # The secret is rendered into this one response and kept nowhere:
     # no redirect, no session, no cache.
@@ -69,19 +72,28 @@ def notifications(request):
 def step_up(request):
     """Confirm a risky action by re-entering one's password: for accounts without an IdP login (demo, emergency)."""
     next_url = request.POST.get("next") or request.GET.get("next") or ""
-    if not url_has_allowed_host_and_scheme(next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()):
+    if not url_has_allowed_host_and_scheme(
+        next_url, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
         next_url = "/"
     if stepup.uses_idp(request.user):
         raise Http404  # they sign in again at the IdP instead (accounts/stepup.py)
     error = None
     if request.method == "POST":
-        error = stepup.confirm_password(request, request.POST.get("password", ""), action=request.POST.get("for", "")[:40])
+        error = stepup.confirm_password(
+            request, request.POST.get("password", ""), action=request.POST.get("for", "")[:40]
+        )
         if error is None:
             return redirect(next_url)
     return render(
         request,
         "accounts/step_up.html",
-        {"next": next_url, "error": error, "for": request.GET.get("for", request.POST.get("for", ""))[:40], "demo": settings.DEMO_MODE},
+        {
+            "next": next_url,
+            "error": error,
+            "for": request.GET.get("for", request.POST.get("for", ""))[:40],
+            "demo": settings.DEMO_MODE,
+        },
         status=200,
     )
 

@@ -26,7 +26,9 @@ Seconds = Annotated[int, Field(ge=1, le=10**8)]
 
 
 class Error(Schema):
-    code: str = Field(description="Stable: invalid, unauthorized, not_allowed, not_found, conflict, rate_limited, server_error.")
+    code: str = Field(
+        description="Stable: invalid, unauthorized, not_allowed, not_found, conflict, rate_limited, server_error."
+    )
     message: str = Field(description="For people: what went wrong and what to do.")
     field: str | None = Field(None, description="The input field at fault, for `invalid`.")
     errors: list[FieldError] | None = Field(None, description="Every field at fault, for `invalid`.")
@@ -80,12 +82,18 @@ class RequestIn(BaseModel):
     # through attribute access (for ORM objects) and so drops the extra fields.
     model_config = ConfigDict(extra="allow", json_schema_extra=_kind_fields_schema)
 
-    profile: Text = Field(max_length=64, description="The profile's name, as listed by GET /profiles.", examples=["appdb-readonly"])
+    profile: Text = Field(
+        max_length=64, description="The profile's name, as listed by GET /profiles.", examples=["appdb-readonly"]
+    )
     duration_seconds: Seconds = Field(examples=[1800])
     justification: Text = Field(max_length=20000, examples=["Investigate INC-4711: slow order queries on appdb"])
     ticket: Text = Field("", max_length=1000, examples=["INC-4711"])
-    starts_at: AwareDatetime | None = Field(None, description="Start of a scheduled window (with a time zone); empty: as soon as approved.")
-    reviewers: list[Text] = Field([], max_length=10, description="Approvers you suggest (usernames); they are told first.")
+    starts_at: AwareDatetime | None = Field(
+        None, description="Start of a scheduled window (with a time zone); empty: as soon as approved."
+    )
+    reviewers: list[Text] = Field(
+        [], max_length=10, description="Approvers you suggest (usernames); they are told first."
+    )
 
     def kind_params(self, kind: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
         """Return the request fields of target `kind` filled in, and (field, message) for each that breaks its rules."""

@@ -22,7 +22,7 @@ Errors are `{"code", "message", "field"?}` with a stable `code`:
 | invalid | 400 | input breaks a rule; `field` names it (`errors` lists all) |
 | unauthorized | 401 | token missing, unknown, expired or revoked |
 | not_allowed | 403 | the caller may not do this (same refusals as the pages) |
-| step_up_required | 403 | a high-risk profile: approving or showing credentials needs a fresh sign-in in the portal's pages (`url`) |
+| step_up_required | 403 | a high-risk profile: approving or showing credentials needs a fresh portal sign-in (`url`) |
 | not_found | 404 | no such request, or the caller may not see it |
 | conflict | 409 | the request or grant is not in a state that allows this |
 | rate_limited | 429 | too many bad tokens from one address, or too many requests; see Retry-After |
@@ -49,7 +49,15 @@ from . import ratelimits
 from .auth import TokenAuth
 from .errors import CODES, ApiError, invalid, not_found
 from .schemas import (
-    CredentialsOut, DecisionIn, DelegationIn, DelegationOut, Error, ExtensionIn, ProfileOut, RequestIn, RequestOut,
+    CredentialsOut,
+    DecisionIn,
+    DelegationIn,
+    DelegationOut,
+    Error,
+    ExtensionIn,
+    ProfileOut,
+    RequestIn,
+    RequestOut,
 )
 
 log = logging.getLogger(__name__)
@@ -128,7 +136,9 @@ def _on_validation(request, exc):
 
 @api.exception_handler(AuthenticationError)
 def _on_unauthenticated(request, exc):
-    return _json_error(request, ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'."))
+    return _json_error(
+        request, ApiError(401, "unauthorized", "Send your API token as 'Authorization: Bearer <token>'.")
+    )
 
 
 @api.exception_handler(Http404)
@@ -149,7 +159,9 @@ def _on_http_error(request, exc):
 @api.exception_handler(Exception)
 def _on_crash(request, exc):
     log.exception("API error on %s %s", request.method, request.path)
-    return _json_error(request, ApiError(500, "server_error", "Something went wrong in the portal; the error is logged."))
+    return _json_error(
+        request, ApiError(500, "server_error", "Something went wrong in the portal; the error is logged.")
+    )
 
 
 # Reading ---------------------------------------------------------------------
@@ -205,10 +217,18 @@ def _request_out(access_request: AccessRequest) -> dict:
         "steps": len(policy.steps_for(access_request.profile)),
         "waiting_for": waiting,
         "reviewers": access_request.reviewers,
-        "on_call": [{"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
-                    for a in selectors.on_call_asked(access_request)],
+        "on_call": [
+            {"user": a.user.username, "schedule": a.schedule, "why": a.why, "fallback": a.fallback}
+            for a in selectors.on_call_asked(access_request)
+        ],
         "approvals": [
-            {"approver": a.approver.username, "on_behalf_of": a.on_behalf_of.username if a.on_behalf_of_id else None, "step": a.step + 1, "comment": a.comment, "created_at": a.created_at}
+            {
+                "approver": a.approver.username,
+                "on_behalf_of": a.on_behalf_of.username if a.on_behalf_of_id else None,
+                "step": a.step + 1,
+                "comment": a.comment,
+                "created_at": a.created_at,
+            }
             for a in selectors.approvals_of(access_request)
         ],
         "grant": _grant_out(selectors.grant_of(access_request)),
@@ -218,7 +238,9 @@ def _request_out(access_request: AccessRequest) -> dict:
 
 def _load(pk) -> AccessRequest | None:
     return (
-        AccessRequest.objects.select_related("profile__target", "profile__policy", "profile__approver_group", "requester", "decided_by")
+        AccessRequest.objects.select_related(
+            "profile__target", "profile__policy", "profile__approver_group", "requester", "decided_by"
+        )
         .filter(pk=pk)
         .first()
     )
@@ -235,7 +257,9 @@ def _grant_for_viewer(request, pk) -> Grant:
     access_request = _request_for_viewer(request, pk)
     grant = selectors.grant_of(access_request)
     if grant is None:
-        raise ApiError(409, "conflict", f"Request #{pk} is {access_request.get_status_display().lower()} and has no access yet.")
+        raise ApiError(
+            409, "conflict", f"Request #{pk} is {access_request.get_status_display().lower()} and has no access yet."
+        )
     return grant
 
 
@@ -264,7 +288,9 @@ def list_requests(request):
     return [_request_out(r) for r in selectors.own_requests(request.auth)]
 
 
-@api.get("/requests/{request_id}", response={200: RequestOut, **ERRORS}, summary="One request, its approvals and its grant")
+@api.get(
+    "/requests/{request_id}", response={200: RequestOut, **ERRORS}, summary="One request, its approvals and its grant"
+)
 def get_request(request, request_id: int = RequestId):
     return _request_out(_request_for_viewer(request, request_id))
 
@@ -285,7 +311,12 @@ def create_request(request, payload: RequestIn):
     # refuses one the caller may not request, and records the attempt.
     profile = AccessProfile.objects.select_related("target", "policy").filter(name=payload.profile).first()
     if profile is None:
-        raise ApiError(400, "invalid", f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.", field="profile")
+        raise ApiError(
+            400,
+            "invalid",
+            f"There is no access profile named {payload.profile!r}; GET /api/v1/profiles lists yours.",
+            field="profile",
+        )
     # The target kind's request fields are top-level fields of the payload, named by its connector.
     params, errors = payload.kind_params(profile.target.kind)
     if errors:
@@ -322,17 +353,21 @@ def _decide(request, request_id: int, payload: DecisionIn | None, decide, **chan
         if not selectors.may_view_request(actor, access_request):
             raise not_found(request_id) from None
         raise ApiError(403, "not_allowed", str(exc)) from None
-    except lifecycle.TransitionError as exc:
+    except lifecycle.TransitionError:
         access_request.refresh_from_db()
         if access_request.status != RS.PENDING:
             raise ApiError(
-                409, "conflict", f"Request #{request_id} is already {access_request.get_status_display().lower()}; nothing changed."
+                409,
+                "conflict",
+                f"Request #{request_id} is already {access_request.get_status_display().lower()}; nothing changed.",
             ) from None
         raise
     return _request_out(_load(request_id))
 
 
-@api.post("/requests/{request_id}/approve", response={200: RequestOut, **ERRORS}, summary="Approve the step you may decide")
+@api.post(
+    "/requests/{request_id}/approve", response={200: RequestOut, **ERRORS}, summary="Approve the step you may decide"
+)
 def approve(request, request_id: int = RequestId, payload: DecisionIn | None = None):
     return _decide(request, request_id, payload, lifecycle.approve_request, channel="api")
 
@@ -342,7 +377,9 @@ def deny(request, request_id: int = RequestId, payload: DecisionIn | None = None
     return _decide(request, request_id, payload, lifecycle.deny_request)
 
 
-@api.post("/requests/{request_id}/cancel", response={200: RequestOut, **ERRORS}, summary="Withdraw your pending request")
+@api.post(
+    "/requests/{request_id}/cancel", response={200: RequestOut, **ERRORS}, summary="Withdraw your pending request"
+)
 def cancel(request, request_id: int = RequestId):
     access_request = _request_for_viewer(request, request_id)
     try:
@@ -362,16 +399,25 @@ def release(request, request_id: int = RequestId):
     return _request_out(_load(request_id))
 
 
-@api.post("/requests/{request_id}/extend", response={201: RequestOut, **ERRORS}, summary="Ask for more time on your active access")
+@api.post(
+    "/requests/{request_id}/extend",
+    response={201: RequestOut, **ERRORS},
+    summary="Ask for more time on your active access",
+)
 def extend(request, payload: ExtensionIn, request_id: int = RequestId):
     grant = _grant_for_viewer(request, request_id)
     extension = lifecycle.request_extension(
-        grant.pk, actor=request.auth, duration=datetime.timedelta(seconds=payload.duration_seconds), justification=payload.justification
+        grant.pk,
+        actor=request.auth,
+        duration=datetime.timedelta(seconds=payload.duration_seconds),
+        justification=payload.justification,
     )
     return Status(201, _request_out(_load(extension.pk)))
 
 
-@api.get("/requests/{request_id}/credentials", response={200: CredentialsOut, **ERRORS}, summary="Your credentials, once")
+@api.get(
+    "/requests/{request_id}/credentials", response={200: CredentialsOut, **ERRORS}, summary="Your credentials, once"
+)
 def credentials(request, response: HttpResponse, request_id: int = RequestId):
     # Like the credentials page: no copy in any cache on the way.
     response["Cache-Control"] = "no-store"
@@ -393,26 +439,43 @@ def credentials(request, response: HttpResponse, request_id: int = RequestId):
 
 
 def _delegation_out(d) -> dict:
-    return {"id": d.pk, "delegator": d.delegator.username, "delegate": d.delegate.username, "starts_at": d.starts_at,
-            "ends_at": d.ends_at, "reason": d.reason}
+    return {
+        "id": d.pk,
+        "delegator": d.delegator.username,
+        "delegate": d.delegate.username,
+        "starts_at": d.starts_at,
+        "ends_at": d.ends_at,
+        "reason": d.reason,
+    }
 
 
-@api.get("/delegations", response={200: list[DelegationOut], **ERRORS}, summary="Delegations you gave or received that have not ended")
+@api.get(
+    "/delegations",
+    response={200: list[DelegationOut], **ERRORS},
+    summary="Delegations you gave or received that have not ended",
+)
 def list_delegations(request):
     given, received = selectors.delegations_of(request.auth)
     return [_delegation_out(d) for d in given + received]
 
 
-@api.post("/delegations", response={201: DelegationOut, **ERRORS}, summary="Name a delegate who decides for you for a period")
+@api.post(
+    "/delegations", response={201: DelegationOut, **ERRORS}, summary="Name a delegate who decides for you for a period"
+)
 def create_delegation(request, payload: DelegationIn):
     delegation = lifecycle.delegate_approvals(
-        actor=request.auth, delegate=selectors.active_user(payload.delegate), starts_at=payload.starts_at,
-        ends_at=payload.ends_at, reason=payload.reason,
+        actor=request.auth,
+        delegate=selectors.active_user(payload.delegate),
+        starts_at=payload.starts_at,
+        ends_at=payload.ends_at,
+        reason=payload.reason,
     )
     return Status(201, _delegation_out(delegation))
 
 
-@api.post("/delegations/{delegation_id}/end", response={200: DelegationOut, **ERRORS}, summary="End your delegation now")
+@api.post(
+    "/delegations/{delegation_id}/end", response={200: DelegationOut, **ERRORS}, summary="End your delegation now"
+)
 def end_delegation(request, delegation_id: int):
     delegation = Delegation.objects.filter(pk=delegation_id, delegator=request.auth).first()
     if delegation is None:

@@ -5,12 +5,12 @@
 
 
 def record(action, *, actor=None, obj=None, details=None):
-    from .log import record as _record
+    from .log import record as _record  # noqa: PLC0415 (the app registry imports this package before the models, which audit.log imports)
 
     return _record(action, actor=actor, obj=obj, details=details)
 
 
 def record_many(events):
-    from .log import record_many as _record_many
+    from .log import record_many as _record_many  # noqa: PLC0415 (the app registry imports this package before the models, which audit.log imports)
 
     return _record_many(events)

@@ -76,8 +76,12 @@ def parse_head(line: str, line_no: int = 0) -> Head | None:
     if match is None:
         return None
     return Head(
-        at=match["at"], count=int(match["count"]), head_id=int(match["head_id"]), hash=match["hash"],
-        signature=match["signature"] or "", line_no=line_no,
+        at=match["at"],
+        count=int(match["count"]),
+        head_id=int(match["head_id"]),
+        hash=match["hash"],
+        signature=match["signature"] or "",
+        line_no=line_no,
     )
 
 

@@ -87,14 +87,27 @@ def record_many(events) -> list[AuditEvent]:
             actor_id = actor.pk if actor is not None else None
             digest = hashlib.sha256(
                 canonical(
-                    created_at=created_at, actor_id=actor_id, action=action, object_type=object_type,
-                    object_id=object_id, details=details, prev_hash=prev_hash,
+                    created_at=created_at,
+                    actor_id=actor_id,
+                    action=action,
+                    object_type=object_type,
+                    object_id=object_id,
+                    details=details,
+                    prev_hash=prev_hash,
                 )
             ).hexdigest()
-            rows.append(AuditEvent(
-                created_at=created_at, actor_id=actor_id, action=action, object_type=object_type,
-                object_id=object_id, details=details, prev_hash=prev_hash, hash=digest,
-            ))
+            rows.append(
+                AuditEvent(
+                    created_at=created_at,
+                    actor_id=actor_id,
+                    action=action,
+                    object_type=object_type,
+                    object_id=object_id,
+                    details=details,
+                    prev_hash=prev_hash,
+                    hash=digest,
+                )
+            )
             prev_hash = digest
         # bulk_create inserts in list order, so ids follow the chain.
         created = AuditEvent.objects.bulk_create(rows)
@@ -134,13 +147,18 @@ def verify(heads: Iterable[Head] = (), *, public_key: Ed25519PublicKey | None = 
     for h in heads:
         if public_key is not None and h.signature and not h.signed_by(public_key):
             reason = (
-                "its signature was not made with the private key of this public key: the head was altered "
-                "or forged"
+                "its signature was not made with the private key of this public key: the head was altered or forged"
             )
             return Verification(False, 0, GENESIS, reason=reason, bad_head=h, **summary)
         if h.count == 0 and (h.head_id, h.hash) != (0, GENESIS):
-            return Verification(False, 0, GENESIS, reason="a head of no events has head_id=0 and the genesis hash",
-                                bad_head=h, **summary)
+            return Verification(
+                False,
+                0,
+                GENESIS,
+                reason="a head of no events has head_id=0 and the genesis hash",
+                bad_head=h,
+                **summary,
+            )
     heads = [h for h in heads if h.count > 0]
     # In a transaction SQLite reads one snapshot and the ORM's cursor streams on PostgreSQL. Each chunk of
     # the PostgreSQL walk reads its own: events are only ever added at the end, and a walk sees those too.
@@ -176,8 +194,7 @@ class _Heads:
         if self.matched < len(self.heads):
             h = self.heads[self.matched]
             reason = (
-                f"the chain ends after {count} events, fewer than the head counts: events were removed "
-                "from its end"
+                f"the chain ends after {count} events, fewer than the head counts: events were removed from its end"
             )
             return Verification(False, count, prev, None, reason, bad_head=h, heads_matched=self.matched)
         return Verification(True, count, prev, heads_matched=self.matched)
@@ -295,9 +312,11 @@ def _walk_postgresql(heads: list[Head]) -> Verification:
 
 
 def _matches_its_hash(event_id: int) -> bool:
-    row = AuditEvent.objects.filter(pk=event_id).values(
-        "created_at", "actor_id", "action", "object_type", "object_id", "details", "prev_hash", "hash"
-    ).first()
+    row = (
+        AuditEvent.objects.filter(pk=event_id)
+        .values("created_at", "actor_id", "action", "object_type", "object_id", "details", "prev_hash", "hash")
+        .first()
+    )
     if row is None:
         return False
     digest = row.pop("hash")
@@ -360,8 +379,10 @@ class CopyVerification:
         if self.hashes[head.head_id] != head.hash:
             return f"the copy's event #{head.head_id} has hash {self.hashes[head.head_id]}, the head says {head.hash}"
         if self.positions and self.positions[head.head_id] != head.count:
-            return (f"event #{head.head_id} is number {self.positions[head.head_id]} of the copy, the head counts "
-                    f"{head.count}: events are missing before it")
+            return (
+                f"event #{head.head_id} is number {self.positions[head.head_id]} of the copy, the head counts "
+                f"{head.count}: events are missing before it"
+            )
         return ""
 
 
@@ -392,9 +413,13 @@ def verify_copy(lines: Iterable[str]) -> CopyVerification:
             try:
                 event_id, digest, prev_hash = int(record["id"]), record["hash"], record["prev_hash"]
                 content = canonical(
-                    created_at=datetime.datetime.fromisoformat(record["created_at"]), actor_id=record["actor_id"],
-                    action=record["action"], object_type=record["object_type"], object_id=record["object_id"],
-                    details=record["details"], prev_hash=prev_hash,
+                    created_at=datetime.datetime.fromisoformat(record["created_at"]),
+                    actor_id=record["actor_id"],
+                    action=record["action"],
+                    object_type=record["object_type"],
+                    object_id=record["object_id"],
+                    details=record["details"],
+                    prev_hash=prev_hash,
                 )
             except (KeyError, TypeError, ValueError) as exc:
                 return fail(line_no, f"not an audit record ({exc.__class__.__name__}: {exc})")
@@ -410,8 +435,11 @@ def verify_copy(lines: Iterable[str]) -> CopyVerification:
             elif event_id < result.last_id:
                 return fail(line_no, f"event #{event_id} comes after #{result.last_id}: the copy is out of order")
             elif prev_hash != prev:
-                return fail(line_no, f"event #{event_id}: its prev_hash does not match #{result.last_id} before it "
-                                     "(an event is missing or was changed)")
+                return fail(
+                    line_no,
+                    f"event #{event_id}: its prev_hash does not match #{result.last_id} before it "
+                    "(an event is missing or was changed)",
+                )
             seen[event_id] = digest
             if result.starts_after == GENESIS:
                 result.positions[event_id] = result.count + 1

@@ -45,8 +45,11 @@ def audit_table_powers(connection) -> tuple[str, list[str]]:
         powers.append(f"owns the schema of {AUDIT_TABLE} (or the database, in PostgreSQL 15+), so it may drop it")
     if createrole:
         powers.append("has CREATEROLE, so it may make itself a member of the table's owner")
-    granted = [name for name, allowed in (("UPDATE", update), ("DELETE", delete), ("TRUNCATE", truncate),
-                                          ("TRIGGER", trigger)) if allowed]
+    granted = [
+        name
+        for name, allowed in (("UPDATE", update), ("DELETE", delete), ("TRUNCATE", truncate), ("TRIGGER", trigger))
+        if allowed
+    ]
     if granted and not owns_table:
         powers.append(f"has the {', '.join(granted)} privilege on {AUDIT_TABLE}")
     return role, powers

@@ -30,6 +30,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime
 import logging
 import os
@@ -42,11 +43,22 @@ import threading
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from aiosmtpd.controller import Controller
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections, transaction
+from django.db.models import Count
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
-from expiry_lag import Children  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+from expiry_lag import Children  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
 JUSTIFICATION = "Benchmark: approval to usable credentials (benchmarks/approval_latency.py)"
@@ -56,13 +68,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--approvals", type=int, default=200, help="approvals in the window (default 200)")
     parser.add_argument("--window", type=float, default=60.0, help="seconds the approvals are spread over (default 60)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", 4)), help="qcluster workers (Q_WORKERS; default 4)")
-    parser.add_argument("--approvers", type=int, default=3, help="approvers of the profile, each mailed about each request (default 3)")
-    parser.add_argument("--decide-after", type=float, default=2.0, help="seconds from a submission to its approval (default 2)")
-    parser.add_argument("--mail-delay", type=float, default=0.2, help="seconds the mail server takes per message (default 0.2)")
-    parser.add_argument("--timeout", type=float, default=120.0, help="give up this many seconds after the last approval (default 120)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("Q_WORKERS", 4)),
+        help="qcluster workers (Q_WORKERS; default 4)",
+    )
+    parser.add_argument(
+        "--approvers", type=int, default=3, help="approvers of the profile, each mailed about each request (default 3)"
+    )
+    parser.add_argument(
+        "--decide-after", type=float, default=2.0, help="seconds from a submission to its approval (default 2)"
+    )
+    parser.add_argument(
+        "--mail-delay", type=float, default=0.2, help="seconds the mail server takes per message (default 0.2)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=120.0, help="give up this many seconds after the last approval (default 120)"
+    )
     parser.add_argument("--db-name", help="portal database to create (default: DATABASE_URL's name + '_approval')")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the portal database, the target cluster and the logs")
     args = parser.parse_args(argv)
     if args.approvals < 1 or args.workers < 1 or args.approvers < 1 or args.window < 0 or args.mail_delay < 0:
@@ -74,15 +101,11 @@ class SlowMail:
     """An SMTP server on loopback that accepts every message after `delay` seconds, and counts them."""
 
     def __init__(self, delay: float):
-        from aiosmtpd.controller import Controller
-
         self.delay, self.count, self.lock = delay, 0, threading.Lock()
         outer = self
 
         class Handler:
             async def handle_DATA(self, server, session, envelope):
-                import asyncio
-
                 await asyncio.sleep(outer.delay)
                 with outer.lock:
                     outer.count += 1
@@ -107,8 +130,6 @@ def main(argv=None) -> int:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-approval does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_approval")
 
-    from devtools import pgcluster
-
     if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
     work_dir = Path(tempfile.mkdtemp(prefix="jitbench-approval-"))
@@ -125,21 +146,30 @@ def main(argv=None) -> int:
         cluster.setup_demo_roles()
         mail.start()
         mail_started = True
-        log(f"target cluster on 127.0.0.1:{cluster.port}, mail server on 127.0.0.1:{mail.port} ({args.mail_delay:g} s a message)")
-        os.environ.update({
-            "DATABASE_URL": bench_url,
-            "DJANGO_SETTINGS_MODULE": "jitportal.settings",
-            "JITPORTAL_DEMO": "true",
-            TARGET_ENV: cluster.admin_dsn,
-            "Q_WORKERS": str(args.workers),
-            "EMAIL_URL": f"smtp://127.0.0.1:{mail.port}",
-        })
+        log(
+            f"target cluster on 127.0.0.1:{cluster.port}, mail server on 127.0.0.1:{mail.port} "
+            f"({args.mail_delay:g} s a message)"
+        )
+        os.environ.update(
+            {
+                "DATABASE_URL": bench_url,
+                "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+                "JITPORTAL_DEMO": "true",
+                TARGET_ENV: cluster.admin_dsn,
+                "Q_WORKERS": str(args.workers),
+                "EMAIL_URL": f"smtp://127.0.0.1:{mail.port}",
+            }
+        )
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-        result = subprocess.run([sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-                                cwd=REPO, env=child_env, capture_output=True, text=True)
+        result = subprocess.run(
+            [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
+            cwd=REPO,
+            env=child_env,
+            capture_output=True,
+            text=True,
+        )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-        import django
 
         django.setup()
         django_ready = True
@@ -160,14 +190,12 @@ def main(argv=None) -> int:
             poller.stop_event.set()
             poller.join(5)
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if mail_started:
             mail.stop()
         try:
             cluster.stop()
-        except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+        except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
             log(f"stopping the target cluster failed: {exc}")
         if args.keep:
             log(f"kept: portal database {bench_db}, logs in {work_dir}")
@@ -197,19 +225,19 @@ class Poller(threading.Thread):
             self.waiting.add(request_id)
 
     def run(self):
-        import psycopg
-        from django.db import connection
-
-        from grants import lifecycle
-        from grants.models import Grant
+        from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+        from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         try:
             while not self.stop_event.is_set():
                 with self.lock:
                     waiting = list(self.waiting)
                 if waiting:
-                    ready = list(Grant.objects.filter(request_id__in=waiting, status=Grant.Status.ACTIVE)
-                                 .exclude(sealed_credentials="").values_list("request_id", "pk"))
+                    ready = list(
+                        Grant.objects.filter(request_id__in=waiting, status=Grant.Status.ACTIVE)
+                        .exclude(sealed_credentials="")
+                        .values_list("request_id", "pk")
+                    )
                     seen = time.time()
                     for request_id, grant_id in ready:
                         self.readable[request_id] = seen
@@ -219,45 +247,50 @@ class Poller(threading.Thread):
                             credentials = lifecycle.reveal_credentials(grant_id, actor=self.holders[request_id])
                             psycopg.connect(credentials["dsn"], connect_timeout=5).close()
                             self.login[request_id] = time.time()
-                        except Exception as exc:  # noqa: BLE001 - reported
+                        except Exception as exc:  # noqa: BLE001 (reported)
                             self.login_errors[request_id] = f"{type(exc).__name__}: {exc}"[:200]
                 self.stop_event.wait(0.02)
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             self.error = exc
         finally:
             connection.close()
 
 
 def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: dict) -> dict:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
-    from django.db import transaction
-    from django.db.models import Count
-    from django_q.models import Failure, OrmQ, Success
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from django_q.models import Failure, OrmQ, Success  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from audit.log import verify as verify_chain
-    from devtools.pgcluster import DEMO_DB
-    from grants import lifecycle
-    from grants.models import AccessProfile, Grant, Target
+    from audit.log import verify as verify_chain  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = args.approvals
     User = get_user_model()
     engineers = Group.objects.create(name="engineers")
     approvers_group = Group.objects.create(name="db-approvers")
     approvers = User.objects.bulk_create(
-        User(username=f"approver-{i}", email=f"approver-{i}@example.test", password=make_password(None)) for i in range(args.approvers)
+        User(username=f"approver-{i}", email=f"approver-{i}@example.test", password=make_password(None))
+        for i in range(args.approvers)
     )
     approvers_group.user_set.add(*approvers)
     users = User.objects.bulk_create(
-        User(username=f"bench-{i:04d}", email=f"bench-{i:04d}@example.test", password=make_password(None)) for i in range(N)
+        User(username=f"bench-{i:04d}", email=f"bench-{i:04d}@example.test", password=make_password(None))
+        for i in range(N)
     )
     engineers.user_set.add(*users)
-    target = Target.objects.create(name="bench-postgres", kind="postgres", secret_env=TARGET_ENV,
-                                   config={"host": cluster.host, "port": cluster.port, "dbname": DEMO_DB})
+    target = Target.objects.create(
+        name="bench-postgres",
+        kind="postgres",
+        secret_env=TARGET_ENV,
+        config={"host": cluster.host, "port": cluster.port, "dbname": DEMO_DB},
+    )
     profile = AccessProfile.objects.create(
-        name="bench-readonly", title="appdb read-only (benchmark)", target=target, scope={"roles": ["app_readonly"]},
-        max_duration=datetime.timedelta(hours=8), approver_group=approvers_group,
+        name="bench-readonly",
+        title="appdb read-only (benchmark)",
+        target=target,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=8),
+        approver_group=approvers_group,
     )
     profile.requestable_by.add(engineers)
 
@@ -283,8 +316,9 @@ def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: d
         children.check()
         time.sleep(max(0.0, started + i * pace - time.time()))
         if i < N:
-            req = lifecycle.submit_request(requester=users[i], profile=profile, duration=datetime.timedelta(hours=1),
-                                           justification=JUSTIFICATION)
+            req = lifecycle.submit_request(
+                requester=users[i], profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+            )
             holders[req.pk] = users[i]
             submitted.append(req.pk)
         if i >= lag:
@@ -319,7 +353,9 @@ def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: d
     # The provision tasks' own record: how long each waited in the queue after the commit, and ran.
     waited, ran = [], []
     grant_requests = dict(Grant.objects.values_list("pk", "request_id"))
-    for args_, began, ended in Success.objects.filter(func="grants.tasks.provision").values_list("args", "started", "stopped"):
+    for args_, began, ended in Success.objects.filter(func="grants.tasks.provision").values_list(
+        "args", "started", "stopped"
+    ):
         pk = grant_requests.get(args_[0]) if args_ else None
         if pk in committed:
             # django-q2's `started` is when the task was enqueued.
@@ -329,27 +365,42 @@ def run(args, cluster, mail: SlowMail, work_dir: Path, child_env: dict, state: d
     statuses = dict(Grant.objects.values_list("status").annotate(n=Count("pk")))
     failed = Failure.objects.count()
     return {
-        "config": {"approvals": N, "window_s": args.window, "workers": args.workers, "approvers": args.approvers,
-                   "mail_delay_s": args.mail_delay, "cpus": os.cpu_count(), "load": round(os.getloadavg()[0], 2)},
+        "config": {
+            "approvals": N,
+            "window_s": args.window,
+            "workers": args.workers,
+            "approvers": args.approvers,
+            "mail_delay_s": args.mail_delay,
+            "cpus": os.cpu_count(),
+            "load": round(os.getloadavg()[0], 2),
+        },
         "rows": {"credentials readable": summarise(readable, N), "login works": summarise(login, N)},
-        "diagnostics": {"provision task enqueued": summarise(waited, N),
-                        "provision task done": summarise(ran, N)},
+        "diagnostics": {"provision task enqueued": summarise(waited, N), "provision task done": summarise(ran, N)},
         "checks": {
             "grant statuses": statuses,
-            "login errors": len(poller.login_errors) and f"{len(poller.login_errors)}, first: {next(iter(poller.login_errors.values()))}",
+            "login errors": len(poller.login_errors)
+            and f"{len(poller.login_errors)}, first: {next(iter(poller.login_errors.values()))}",
             "mails accepted by the mail server": mail.count,
             "deepest task queue": deepest,
             "tasks left in the queue": OrmQ.objects.count(),
             "failed tasks": failed,
-            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id)} ({chain.count} events)",
+            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id)} "
+            f"({chain.count} events)",
         },
-        "goal": {"credentials readable p95 < 2 s": (percentile(readable, 95) or float("inf")) < 2 and len(readable) == N},
+        "goal": {
+            "credentials readable p95 < 2 s": (percentile(readable, 95) or float("inf")) < 2 and len(readable) == N
+        },
     }
 
 
 def summarise(values: list[float], expected: int) -> dict:
-    return {"n": len(values), "missing": expected - len(values), "p50": percentile(values, 50),
-            "p95": percentile(values, 95), "max": max(values) if values else None}
+    return {
+        "n": len(values),
+        "missing": expected - len(values),
+        "p50": percentile(values, 50),
+        "p95": percentile(values, 95),
+        "max": max(values) if values else None,
+    }
 
 
 def print_table(results: dict) -> None:
@@ -359,10 +410,14 @@ def print_table(results: dict) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     print()
-    print(f"Approval to usable credentials: {cfg['approvals']} approvals over {cfg['window_s']:g} s, workers={cfg['workers']}, "
-          f"{cfg['approvers']} approvers mailed per request, mail {cfg['mail_delay_s']:g} s a message, cpus={cfg['cpus']}, "
-          f"load {cfg['load']}")
-    print(f"| seconds after the approval's commit | p50 | p95 | max | n |")
+    print(
+        f"Approval to usable credentials: {cfg['approvals']} approvals over {cfg['window_s']:g} s, "
+        f"workers={cfg['workers']}, "
+        f"{cfg['approvers']} approvers mailed per request, mail {cfg['mail_delay_s']:g} s a message, "
+        f"cpus={cfg['cpus']}, "
+        f"load {cfg['load']}"
+    )
+    print("| seconds after the approval's commit | p50 | p95 | max | n |")
     print("| --- | ---: | ---: | ---: | ---: |")
     for name, s in [*results["rows"].items(), *(("(" + k + ")", v) for k, v in results["diagnostics"].items())]:
         missing = f" ({s['missing']} never)" if s["missing"] else ""

@@ -2,11 +2,25 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import os
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
+
+import django
+import psycopg
+from django.db import connections
+from psycopg import sql
+
+from devtools import pgcluster
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -40,25 +54,17 @@ def libpq_url(url: str) -> str:
 
 
 def database_exists(maintenance_url: str, name: str) -> bool:
-    import psycopg
-
     with psycopg.connect(maintenance_url, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
 
 
 def create_database(maintenance_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
     with psycopg.connect(maintenance_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
         conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
 
 
 def drop_database(maintenance_url: str, name: str) -> None:
-    import psycopg
-    from psycopg import sql
-
     with psycopg.connect(maintenance_url, autocommit=True) as conn:
         conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
@@ -75,8 +81,6 @@ def percentile(values: list[float], q: float) -> float | None:
 
 def write_json(results: dict, path: str) -> None:
     """Write the results as JSON to `path`, or to stdout for `-`."""
-    import json
-
     text = json.dumps(results, indent=2, default=str)
     if path == "-":
         print(text)
@@ -95,8 +99,9 @@ class PortalWorld:
     (unless `keep`). `world.child_env` is the environment for `manage.py` child processes.
     """
 
-    def __init__(self, database_url: str, db_name: str | None, *, target_env: str, env: dict | None = None,
-                 keep: bool = False):
+    def __init__(
+        self, database_url: str, db_name: str | None, *, target_env: str, env: dict | None = None, keep: bool = False
+    ):
         if not database_url:
             raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (the Makefile's benchmark targets do).")
         self.bench_url, self.maintenance_url, self.bench_db = bench_urls(database_url, db_name)
@@ -105,11 +110,6 @@ class PortalWorld:
         self.held: dict = {}  # connections to close
 
     def __enter__(self) -> PortalWorld:
-        import os
-        import subprocess
-        import tempfile
-
-        from devtools import pgcluster
 
         if not pgcluster.available():
             raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
@@ -125,23 +125,25 @@ class PortalWorld:
             self.cluster.start()
             self.cluster.setup_demo_roles()
             log(f"target cluster on 127.0.0.1:{self.cluster.port}")
-            os.environ.update({
-                "DATABASE_URL": self.bench_url,
-                "DJANGO_SETTINGS_MODULE": "jitportal.settings",
-                "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
-                self.target_env: self.cluster.admin_dsn,
-                **self.env,
-            })
+            os.environ.update(
+                {
+                    "DATABASE_URL": self.bench_url,
+                    "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+                    "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
+                    self.target_env: self.cluster.admin_dsn,
+                    **self.env,
+                }
+            )
             self.child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
             result = subprocess.run(
                 [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-                cwd=REPO, env=self.child_env, capture_output=True, text=True,
+                cwd=REPO,
+                env=self.child_env,
+                capture_output=True,
+                text=True,
             )
             if result.returncode != 0:
                 raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-            import logging
-
-            import django
 
             django.setup()
             self._django_ready = True
@@ -158,17 +160,13 @@ class PortalWorld:
         for conn in self.held.values():
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - a connection the target already ended
+            except Exception:  # noqa: BLE001 (a connection the target already ended)
                 pass
         self.held.clear()
 
     def __exit__(self, *exc) -> None:
-        import shutil
-
         self.stop_children()
         if self._django_ready:
-            from django.db import connections
-
             connections.close_all()
         if self.keep:
             log(f"kept: portal database {self.bench_db}, target cluster and logs in {self.work_dir} (cluster stopped)")
@@ -176,7 +174,7 @@ class PortalWorld:
             return
         try:
             self.cluster.stop()
-        except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+        except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
             log(f"stopping the target cluster failed: {exc}")
         shutil.rmtree(self.work_dir, ignore_errors=True)
         if self._db_created:
@@ -186,7 +184,6 @@ class PortalWorld:
 
 def run_cli(main, *, errors: tuple[type[BaseException], ...] = ()) -> None:
     """Run a benchmark's main(): SIGTERM stops it like Ctrl-C, a BenchError (or one of `errors`) is one line, exit 1."""
-    import signal
 
     def _terminate(signum, frame):
         raise KeyboardInterrupt

@@ -29,28 +29,35 @@ import time
 import types
 from pathlib import Path
 
+import psycopg
+import pymysql
+
 BASE = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 os.environ.setdefault("JITPORTAL_DEMO", "true")  # connectors only: no identity provider needed
 
-import django  # noqa: E402
+import django  # noqa: E402 (after sys.path.insert and the settings' environment)
 
 django.setup()
 
-from devtools import pgcluster  # noqa: E402
-from grants.connectors.mysql import MySQLConnector  # noqa: E402
-from grants.connectors.postgres import PostgresConnector  # noqa: E402
-from grants.connectors.ssh import SSHConnector  # noqa: E402
-from grants.connectors.ssh import ca as sshca  # noqa: E402
+from devtools import pgcluster  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.mysql import MySQLConnector  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.postgres import PostgresConnector  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.ssh import SSHConnector  # noqa: E402 (after django.setup(): the connectors import the models)
+from grants.connectors.ssh import ca as sshca  # noqa: E402 (after django.setup(): the connectors import the models)
 
 FIRST_ID = 900_000_000  # far from any real grant id
 
 
 def grant(n, scope, params=None, minutes=30):
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     return types.SimpleNamespace(
-        pk=FIRST_ID + n, scope=scope, params=params or {}, starts_at=now, expires_at=now + datetime.timedelta(minutes=minutes)
+        pk=FIRST_ID + n,
+        scope=scope,
+        params=params or {},
+        starts_at=now,
+        expires_at=now + datetime.timedelta(minutes=minutes),
     )
 
 
@@ -79,7 +86,9 @@ def bench_ssh(n, rows):
         ca = work / "ca"
         sshca.generate_ca(ca)
         os.environ["JIT_BENCH_SSH_CA"] = str(ca)
-        target = types.SimpleNamespace(name="bench-ssh", kind="ssh", config={"host": "127.0.0.1"}, secret_env="JIT_BENCH_SSH_CA")
+        target = types.SimpleNamespace(
+            name="bench-ssh", kind="ssh", config={"host": "127.0.0.1"}, secret_env="JIT_BENCH_SSH_CA"
+        )
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(work / "id")], check=True)
         key = (work / "id.pub").read_text()
         scope = {"principals": ["deploy"]}
@@ -101,28 +110,37 @@ def _sessions_then_revoke(connector, grants, open_session, rows, label):
     total, times = timed(lambda g: creds.append(connector.provision(g).credentials), grants)
     rows.append((f"{label}: provision account", len(grants), f"{len(grants) / total:,.0f}/s", lat(times)))
     sessions = [open_session(c) for c in creds[::10]]
-    total, times = timed(lambda g: (connector.revoke(g), connector.is_present(g) and sys.exit(f"{label}: still present")), grants)
-    rows.append((f"{label}: revoke + verify (1 in 10 with a session)", len(grants), f"{len(grants) / total:,.0f}/s", lat(times)))
+    total, times = timed(
+        lambda g: (connector.revoke(g), connector.is_present(g) and sys.exit(f"{label}: still present")), grants
+    )
+    rows.append(
+        (f"{label}: revoke + verify (1 in 10 with a session)", len(grants), f"{len(grants) / total:,.0f}/s", lat(times))
+    )
     for s in sessions:
         try:
             s.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 (clean-up at the end: a session already gone is fine)
             pass
 
 
 def bench_mysql(n, rows):
-    import pymysql
-
     os.environ["JIT_BENCH_MYSQL"] = "mysql://root@127.0.0.1:3306/"
     root = pymysql.connect(host="127.0.0.1", port=3306, user="root", autocommit=True)
     with root.cursor() as cur:
         cur.execute("CREATE DATABASE IF NOT EXISTS jit_bench")
         cur.execute("CREATE TABLE IF NOT EXISTS jit_bench.t (id INT)")
-    target = types.SimpleNamespace(name="bench-mysql", kind="mysql", config={"host": "127.0.0.1", "port": 3306, "database": "jit_bench"}, secret_env="JIT_BENCH_MYSQL")
+    target = types.SimpleNamespace(
+        name="bench-mysql",
+        kind="mysql",
+        config={"host": "127.0.0.1", "port": 3306, "database": "jit_bench"},
+        secret_env="JIT_BENCH_MYSQL",
+    )
     scope = {"privileges": [{"privileges": "SELECT", "on": "jit_bench.*"}]}
 
     def open_session(c):
-        return pymysql.connect(host="127.0.0.1", port=3306, user=c["username"], password=c["password"], database="jit_bench")
+        return pymysql.connect(
+            host="127.0.0.1", port=3306, user=c["username"], password=c["password"], database="jit_bench"
+        )
 
     try:
         with MySQLConnector(target) as c:
@@ -134,17 +152,26 @@ def bench_mysql(n, rows):
 
 
 def bench_postgres(n, rows):
-    import psycopg
-
     base = Path(tempfile.mkdtemp(prefix="jit-bench-pg-"))
     cluster = pgcluster.DevCluster(base)
     try:
         cluster.start()
         cluster.setup_demo_roles()
         os.environ["JIT_BENCH_PG"] = cluster.admin_dsn
-        target = types.SimpleNamespace(name="bench-pg", kind="postgres", config={"host": cluster.host, "port": cluster.port, "dbname": "appdb"}, secret_env="JIT_BENCH_PG")
+        target = types.SimpleNamespace(
+            name="bench-pg",
+            kind="postgres",
+            config={"host": cluster.host, "port": cluster.port, "dbname": "appdb"},
+            secret_env="JIT_BENCH_PG",
+        )
         with PostgresConnector(target) as c:
-            _sessions_then_revoke(c, [grant(i, {"roles": ["app_readonly"]}) for i in range(n)], lambda cr: psycopg.connect(cr["dsn"]), rows, "PostgreSQL")
+            _sessions_then_revoke(
+                c,
+                [grant(i, {"roles": ["app_readonly"]}) for i in range(n)],
+                lambda cr: psycopg.connect(cr["dsn"]),
+                rows,
+                "PostgreSQL",
+            )
     finally:
         cluster.destroy()  # its files too, wherever they went
 

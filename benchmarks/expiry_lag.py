@@ -58,10 +58,22 @@ import threading
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections
+from django.db.models import Count
+from django.utils import timezone
+from psycopg import sql
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from devtools.pgcluster import DEMO_DB  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 TARGET_ENV = "JIT_BENCH_PG_DSN"
 JUSTIFICATION = "Benchmark: expiry lag of a burst of grants (benchmarks/expiry_lag.py)"
@@ -75,23 +87,58 @@ REFUSALS = ("password authentication failed", "is not permitted to log in", "doe
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--grants", type=int, default=1000, help="grants expiring in the burst (default 1000)")
-    parser.add_argument("--sample", type=int, default=50, help="grants whose login and open session are probed (default 50)")
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("Q_WORKERS", 4)), help="qcluster workers (Q_WORKERS; default 4)")
-    parser.add_argument("--batch", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH", 25)), help="JIT_EXPIRY_BATCH for the workers (default 25)")
-    parser.add_argument("--batch-max", type=int, default=int(os.environ.get("JIT_EXPIRY_BATCH_MAX", 400)),
-                        help="JIT_EXPIRY_BATCH_MAX for the workers: the largest batch a burst grows to (default 400)")
-    parser.add_argument("--lead", type=float, default=25.0, help="seconds from the end of provisioning to the first expiry (default 25)")
-    parser.add_argument("--setup", choices=("timed", "retimed"), default="timed",
-                        help="timed (default): each grant provisioned with the duration that lands it in the burst; "
-                             "retimed: all provisioned for an hour, then moved into the burst in one step (for 10,000)")
-    parser.add_argument("--spread", type=float, default=3.0, help="expiries are spread over this many seconds (default 3)")
+    parser.add_argument(
+        "--sample", type=int, default=50, help="grants whose login and open session are probed (default 50)"
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=int(os.environ.get("Q_WORKERS", 4)),
+        help="qcluster workers (Q_WORKERS; default 4)",
+    )
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=int(os.environ.get("JIT_EXPIRY_BATCH", 25)),
+        help="JIT_EXPIRY_BATCH for the workers (default 25)",
+    )
+    parser.add_argument(
+        "--batch-max",
+        type=int,
+        default=int(os.environ.get("JIT_EXPIRY_BATCH_MAX", 400)),
+        help="JIT_EXPIRY_BATCH_MAX for the workers: the largest batch a burst grows to (default 400)",
+    )
+    parser.add_argument(
+        "--lead", type=float, default=25.0, help="seconds from the end of provisioning to the first expiry (default 25)"
+    )
+    parser.add_argument(
+        "--setup",
+        choices=("timed", "retimed"),
+        default="timed",
+        help="timed (default): each grant provisioned with the duration that lands it in the burst; "
+        "retimed: all provisioned for an hour, then moved into the burst in one step (for 10,000)",
+    )
+    parser.add_argument(
+        "--spread", type=float, default=3.0, help="expiries are spread over this many seconds (default 3)"
+    )
     parser.add_argument("--poll", type=float, default=0.05, help="target poll interval in seconds (default 0.05)")
-    parser.add_argument("--probe-interval", type=float, default=0.05, help="login probe interval in seconds (default 0.05)")
-    parser.add_argument("--timeout", type=float, default=180.0, help="give up this many seconds after the last expiry (default 180)")
-    parser.add_argument("--stall", type=float, default=60.0, help="give up when nothing changes on the target for this long after the last expiry (default 60)")
+    parser.add_argument(
+        "--probe-interval", type=float, default=0.05, help="login probe interval in seconds (default 0.05)"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=180.0, help="give up this many seconds after the last expiry (default 180)"
+    )
+    parser.add_argument(
+        "--stall",
+        type=float,
+        default=60.0,
+        help="give up when nothing changes on the target for this long after the last expiry (default 60)",
+    )
     parser.add_argument("--db-name", help="portal database to create (default: DATABASE_URL's name + '_bench')")
     parser.add_argument("--seed", type=int, default=None, help="random seed (sample and expiry order)")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the portal database, the target cluster and the logs")
     args = parser.parse_args(argv)
     if args.grants < 1 or args.sample < 0 or args.workers < 1 or args.batch < 1:
@@ -113,10 +160,13 @@ class Children:
 
     def start(self, name: str, *args: str) -> None:
         path = self.log_dir / f"{name}.log"
-        fh = open(path, "wb")
+        fh = open(path, "wb")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         proc = subprocess.Popen(
             [sys.executable, str(REPO / "manage.py"), *args],
-            cwd=REPO, env=self.env, stdout=fh, stderr=subprocess.STDOUT,
+            cwd=REPO,
+            env=self.env,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
             # Own process group: Ctrl-C reaches only us, and we stop them in order.
             start_new_session=True,
         )
@@ -181,8 +231,6 @@ class TargetPoller(threading.Thread):
         return len(self.role_gone) == len(self.roles) and len(self.pid_gone) == len(self.pids)
 
     def run(self):
-        import psycopg
-
         try:
             with psycopg.connect(self.dsn, autocommit=True, application_name="jitbench-poller") as conn:
                 last = None
@@ -209,7 +257,7 @@ class TargetPoller(threading.Thread):
                         if pid not in pids_left and pid not in self.pid_gone:
                             self.pid_gone[pid] = seen
                     self.stop_event.wait(max(0.0, self.interval - (time.time() - started)))
-        except BaseException as exc:  # reported by the main thread
+        except BaseException as exc:  # noqa: BLE001 (reported by the main thread)
             self.error = exc
 
 
@@ -226,8 +274,6 @@ class LoginProbe(threading.Thread):
         self.other_errors: list[str] = []
 
     def run(self):
-        import psycopg
-
         self.stop_event.wait(max(0.0, self.expires_at - 0.15 - time.time()))
         while not self.stop_event.is_set():
             started = time.time()
@@ -257,8 +303,15 @@ class CpuSampler(threading.Thread):
     the machine's busy time minus all of those: other programs on the machine.
     """
 
-    def __init__(self, *, groups: dict[int, str], target_postmaster: int | None, portal_postmaster: int | None,
-                 portal_db: str, interval: float = 0.5):
+    def __init__(
+        self,
+        *,
+        groups: dict[int, str],
+        target_postmaster: int | None,
+        portal_postmaster: int | None,
+        portal_db: str,
+        interval: float = 0.5,
+    ):
         super().__init__(name="cpu-sampler", daemon=True)
         self.groups, self.target_postmaster, self.portal_db = groups, target_postmaster, portal_db
         self.postmasters = {}
@@ -362,15 +415,20 @@ class CpuSampler(threading.Thread):
         busy_s = (busy1 - busy0) / (total1 - total0) * wall * cpus
         used["other (other programs)"] = max(0.0, busy_s - sum(used.values()))
         return {
-            "window_s": round(wall, 2), "cpus": cpus, "busy": round(busy_s / (wall * cpus), 3),
+            "window_s": round(wall, 2),
+            "cpus": cpus,
+            "busy": round(busy_s / (wall * cpus), 3),
             "cpu_s": {k: round(v, 2) for k, v in sorted(used.items(), key=lambda kv: -kv[1])},
         }
 
 
 def summarise(values: list[float], expected: int) -> dict:
     return {
-        "n": len(values), "missing": expected - len(values),
-        "p50": percentile(values, 50), "p99": percentile(values, 99), "max": max(values) if values else None,
+        "n": len(values),
+        "missing": expected - len(values),
+        "p50": percentile(values, 50),
+        "p99": percentile(values, 99),
+        "max": max(values) if values else None,
     }
 
 
@@ -385,8 +443,6 @@ def main(argv=None) -> int:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-expiry does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name)
     args.bench_db = bench_db
-
-    from devtools import pgcluster
 
     if not pgcluster.available():
         raise BenchError("PostgreSQL server programs are missing under /usr/lib/postgresql (`make system-deps`).")
@@ -409,24 +465,27 @@ def main(argv=None) -> int:
         cluster.setup_demo_roles()
         log(f"target cluster on 127.0.0.1:{cluster.port}")
 
-        os.environ.update({
-            "DATABASE_URL": bench_url,
-            "DJANGO_SETTINGS_MODULE": "jitportal.settings",
-            "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
-            TARGET_ENV: cluster.admin_dsn,
-            "Q_WORKERS": str(args.workers),
-            "JIT_EXPIRY_BATCH": str(args.batch),
-            "JIT_EXPIRY_BATCH_MAX": str(args.batch_max),
-        })
+        os.environ.update(
+            {
+                "DATABASE_URL": bench_url,
+                "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+                "JITPORTAL_DEMO": "true",  # a throwaway portal without an identity provider
+                TARGET_ENV: cluster.admin_dsn,
+                "Q_WORKERS": str(args.workers),
+                "JIT_EXPIRY_BATCH": str(args.batch),
+                "JIT_EXPIRY_BATCH_MAX": str(args.batch_max),
+            }
+        )
         child_env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         result = subprocess.run(
             [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-            cwd=REPO, env=child_env, capture_output=True, text=True,
+            cwd=REPO,
+            env=child_env,
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-
-        import django
 
         django.setup()
         django_ready = True
@@ -446,11 +505,9 @@ def main(argv=None) -> int:
         for conn in held.values():
             try:
                 conn.close()
-            except Exception:
+            except Exception:  # noqa: BLE001 (clean-up at the end: a session already gone is fine)
                 pass
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if args.keep:
             log(f"kept: portal database {bench_db}, target cluster and logs in {work_dir} (cluster stopped)")
@@ -458,7 +515,7 @@ def main(argv=None) -> int:
         else:
             try:
                 cluster.destroy()  # its files too, wherever they went
-            except Exception as exc:  # noqa: BLE001 - clean up the rest anyway
+            except Exception as exc:  # noqa: BLE001 (clean up the rest anyway)
                 log(f"stopping the target cluster failed: {exc}")
             shutil.rmtree(work_dir, ignore_errors=True)
             if db_created:
@@ -466,15 +523,13 @@ def main(argv=None) -> int:
             log("cleaned up (portal database dropped, target cluster removed)")
 
 
-def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict) -> dict:
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.contrib.auth.models import Group
-    from django.utils import timezone
+def run(
+    args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict
+) -> dict:
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from devtools.pgcluster import DEMO_DB
-    from grants import lifecycle
-    from grants.models import AccessProfile, Grant, Target
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = args.grants
     User = get_user_model()
@@ -490,12 +545,18 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     )
     User.groups.through.objects.bulk_create([User.groups.through(user_id=u.pk, group_id=engineers.pk) for u in users])
     target = Target.objects.create(
-        name="bench-postgres", kind="postgres", secret_env=TARGET_ENV,
+        name="bench-postgres",
+        kind="postgres",
+        secret_env=TARGET_ENV,
         config={"host": cluster.host, "port": cluster.port, "dbname": DEMO_DB},
     )
     profile = AccessProfile.objects.create(
-        name="bench-readonly", title="appdb read-only (benchmark)", target=target,
-        scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=8), approver_group=approvers,
+        name="bench-readonly",
+        title="appdb read-only (benchmark)",
+        target=target,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=8),
+        approver_group=approvers,
     )
     profile.requestable_by.add(engineers)
 
@@ -526,8 +587,10 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
     per_grant = sorted(timings)[len(timings) // 2]
     estimate = per_grant * N * 1.2
     first_expiry = timezone.now() + datetime.timedelta(seconds=estimate + args.lead)
-    log(f"calibration: {per_grant * 1000:.1f} ms per grant; provisioning {N} grants (~{estimate:.0f} s), "
-        f"burst at {first_expiry:%H:%M:%S} over {args.spread:g} s")
+    log(
+        f"calibration: {per_grant * 1000:.1f} ms per grant; provisioning {N} grants (~{estimate:.0f} s), "
+        f"burst at {first_expiry:%H:%M:%S} over {args.spread:g} s"
+    )
 
     # Provisioning ------------------------------------------------------------
     offsets = [args.spread * i / max(1, N - 1) for i in range(N)]
@@ -544,10 +607,26 @@ def run(args, rng, cluster, work_dir: Path, child_env: dict, held: dict, stop_ev
             last_report = time.monotonic()
             log(f"  provisioned {i + 1}/{N}")
     provision_s = time.monotonic() - started
-    log(f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); "
-        f"first expiry in {min(g.expires_at for g in grants).timestamp() - time.time():.1f} s")
-    return burst(args, rng, cluster, grants, work_dir, child_env, held, stop_event, state,
-                 provision={"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": per_grant * 1000})
+    log(
+        f"provisioned {N} grants in {provision_s:.1f} s ({N / provision_s:.1f}/s); "
+        f"first expiry in {min(g.expires_at for g in grants).timestamp() - time.time():.1f} s"
+    )
+    return burst(
+        args,
+        rng,
+        cluster,
+        grants,
+        work_dir,
+        child_env,
+        held,
+        stop_event,
+        state,
+        provision={
+            "total_s": provision_s,
+            "grants_per_s": N / provision_s,
+            "calibration_ms_per_grant": per_grant * 1000,
+        },
+    )
 
 
 def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, stop_event, state) -> dict:
@@ -562,11 +641,7 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
     took an hour, longer than any lead. What this skips, and `timed` keeps:
     the `grant.provisioned` audit events and `duration` say an hour.
     """
-    import psycopg
-    from psycopg import sql
-    from django.utils import timezone
-
-    from grants.models import Grant
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = len(users)
     grants: list[Grant] = []
@@ -586,28 +661,50 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
         grant.expires_at = first_expiry + datetime.timedelta(seconds=offset)
     with psycopg.connect(cluster.admin_dsn) as target, target.cursor() as cursor:
         for i in range(0, N, 500):
-            cursor.execute(sql.SQL("; ").join(
-                sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(sql.Identifier(g.external_ref), sql.Literal(g.expires_at.isoformat()))
-                for g in grants[i:i + 500]
-            ))
+            cursor.execute(
+                sql.SQL("; ").join(
+                    sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(
+                        sql.Identifier(g.external_ref), sql.Literal(g.expires_at.isoformat())
+                    )
+                    for g in grants[i : i + 500]
+                )
+            )
     Grant.objects.bulk_update(grants, ["expires_at"], batch_size=1000)
     log(f"retimed: first expiry in {first_expiry.timestamp() - time.time():.1f} s")
-    return burst(args, rng, cluster, grants, work_dir, child_env, held, stop_event, state,
-                 provision={"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": None})
+    return burst(
+        args,
+        rng,
+        cluster,
+        grants,
+        work_dir,
+        child_env,
+        held,
+        stop_event,
+        state,
+        provision={"total_s": provision_s, "grants_per_s": N / provision_s, "calibration_ms_per_grant": None},
+    )
 
 
-def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dict, stop_event: threading.Event, state: dict,
-          *, provision: dict) -> dict:
+def burst(
+    args,
+    rng,
+    cluster,
+    grants,
+    work_dir: Path,
+    child_env: dict,
+    held: dict,
+    stop_event: threading.Event,
+    state: dict,
+    *,
+    provision: dict,
+) -> dict:
     """Hold the sample's sessions, start the workers and the timer, and measure the burst of `grants`' expiries."""
-    import psycopg
-    from django.db.models import Count
-    from django.utils import timezone
-    from django_q.models import OrmQ, Success, Failure
+    from django_q.models import Failure, OrmQ, Success  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from audit.log import verify as verify_chain
-    from audit.models import AuditEvent
-    from grants import lifecycle
-    from grants.models import Grant
+    from audit.log import verify as verify_chain  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from audit.models import AuditEvent  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     N = len(grants)
     for connector in state.pop("set-up connectors", {}).values():
@@ -640,13 +737,15 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
     state["children"] = children
     children.start("qcluster", "qcluster")
     children.start("expiry_timer", "expiry_timer")
-    log(f"started qcluster ({args.workers} workers, batch {args.batch}) and expiry_timer; purged {purged} tasks queued by the set-up")
+    log(
+        f"started qcluster ({args.workers} workers, batch {args.batch}) and expiry_timer; purged {purged} "
+        "tasks queued by the set-up"
+    )
 
     try:
         target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         target_postmaster = None
-    from django.db import connection
 
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_backend_pid()")
@@ -658,7 +757,9 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
         portal_postmaster = None  # the portal's server runs on another machine
     cpu = CpuSampler(
         groups={proc.pid: name for name, (proc, _) in children.procs.items()},
-        target_postmaster=target_postmaster, portal_postmaster=portal_postmaster, portal_db=args.bench_db,
+        target_postmaster=target_postmaster,
+        portal_postmaster=portal_postmaster,
+        portal_db=args.bench_db,
     )
     cpu.start()
     poller = TargetPoller(cluster.admin_dsn, list(roles.values()), list(pids.values()), args.poll)
@@ -703,8 +804,10 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
         if now - last_report >= 5 and now > min(expires.values()) - 5:
             last_report = now
             revoked = Grant.objects.filter(status=Grant.Status.REVOKED, end_reason=Grant.EndReason.EXPIRED).count()
-            log(f"  t{now - min(expires.values()):+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
-                f"sessions ended {len(poller.pid_gone)}/{len(pids)}, portal revoked {revoked}/{N}")
+            log(
+                f"  t{now - min(expires.values()):+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
+                f"sessions ended {len(poller.pid_gone)}/{len(pids)}, portal revoked {revoked}/{N}"
+            )
         time.sleep(0.25)
     stop_event.set()
     poller.stop_event.set()
@@ -718,8 +821,11 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
     # Backends report their counts at the end of a transaction, at most once a second.
     time.sleep(1.5)
     counters_after = portal_counters()
-    work = {name: round((counters_after[name] - counters_before[name]) / N, 1) for name in DB_COUNTERS} \
-        if sessions_before is not None else {}
+    work = (
+        {name: round((counters_after[name] - counters_before[name]) / N, 1) for name in DB_COUNTERS}
+        if sessions_before is not None
+        else {}
+    )
 
     # Results ------------------------------------------------------------------------
     sessions_really_ended = 0
@@ -740,7 +846,9 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
     verified_lag = [(v[3] - v[0]).total_seconds() for v in portal.values() if v[3] is not None]
     requested_lag = [(v[1] - v[0]).total_seconds() for v in portal.values() if v[1] is not None]
     revoked_lag = [(v[2] - v[0]).total_seconds() for v in portal.values() if v[2] is not None]
-    late_logins = [p.last_ok - expires[p.grant_id] for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
+    late_logins = [
+        p.last_ok - expires[p.grant_id] for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]
+    ]
 
     failures = AuditEvent.objects.filter(action="grant.revoke_failed").count()
     chain = verify_chain()
@@ -753,8 +861,15 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
 
     return {
         "config": {
-            "grants": N, "sample": args.sample, "workers": args.workers, "batch": args.batch, "batch_max": args.batch_max,
-            "spread_s": args.spread, "lead_s": round(lead, 2), "poll_s": args.poll, "cpus": os.cpu_count(),
+            "grants": N,
+            "sample": args.sample,
+            "workers": args.workers,
+            "batch": args.batch,
+            "batch_max": args.batch_max,
+            "spread_s": args.spread,
+            "lead_s": round(lead, 2),
+            "poll_s": args.poll,
+            "cpus": os.cpu_count(),
         },
         "provision": provision,
         "expires_at_spread_s": max(expires.values()) - min(expires.values()),
@@ -771,21 +886,29 @@ def burst(args, rng, cluster, grants, work_dir: Path, child_env: dict, held: dic
         "checks": {
             "grant statuses": status_counts,
             "revoke_failed audit events": failures,
-            "audit chain": f"{'verifies' if chain.ok else 'BROKEN at event ' + str(chain.bad_event_id) + ': ' + chain.reason}"
-                           f" ({chain.count} events)",
+            "audit chain": (
+                f"{'verifies' if chain.ok else f'BROKEN at event {chain.bad_event_id}: ' + chain.reason}"
+                f" ({chain.count} events)"
+            ),
             "logins that succeeded after expires_at": len(late_logins),
             "held sessions found dead at the end": f"{sessions_really_ended}/{len(held)}",
             "login probe errors other than refusal": sum(len(p.other_errors) for p in probes),
             "expire_due tasks run (Success rows, capped by save_limit)": expire_tasks,
-            "failed tasks": failed_count if not failed_count else
-                f"{failed_count}, first: {failed_tasks[0][0]}: {' '.join(str(failed_tasks[0][1]).split())[:300]}",
+            "failed tasks": failed_count
+            if not failed_count
+            else f"{failed_count}, first: {failed_tasks[0][0]}: {' '.join(str(failed_tasks[0][1]).split())[:300]}",
             "tasks queued by the set-up, purged (provision, notifications)": purged,
             "tasks in the queue at the first expiry": backlog,
-            "portal sessions opened from first expiry to the end":
-                sessions_after - sessions_before if sessions_before is not None else None,
-            "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
-            "burst drained in s (first revoke_requested_at to last verified_at)":
-                round((last_ver - first_req).total_seconds(), 2) if first_req and last_ver else None,
+            "portal sessions opened from first expiry to the end": sessions_after - sessions_before
+            if sessions_before is not None
+            else None,
+            "target polls": poller.polls,
+            "largest poll gap s": round(poller.max_gap, 3),
+            "burst drained in s (first revoke_requested_at to last verified_at)": round(
+                (last_ver - first_req).total_seconds(), 2
+            )
+            if first_req and last_ver
+            else None,
         },
         # Bookkeeping in the portal's database from the first expiry until the queue is empty again, divided by N
         # (workers, timer, this process's few progress reads).
@@ -800,8 +923,6 @@ DB_COUNTERS = ("xact_commit", "tup_inserted", "tup_updated", "tup_deleted", "tup
 
 def portal_counters() -> dict[str, int]:
     """The bench database's own work so far (pg_stat_database): transactions, rows written and fetched."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute(f"SELECT {', '.join(DB_COUNTERS)} FROM pg_stat_database WHERE datname = current_database()")
@@ -810,8 +931,6 @@ def portal_counters() -> dict[str, int]:
 
 def portal_sessions() -> int:
     """Sessions ever opened on the bench database (pg_stat_database, PostgreSQL 14+)."""
-    from django.db import connection
-
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_stat_clear_snapshot()")
         cursor.execute("SELECT sessions FROM pg_stat_database WHERE datname = current_database()")
@@ -825,12 +944,17 @@ def print_table(results: dict) -> None:
         return "-" if value is None else f"{value:.3f}"
 
     print()
-    print(f"Expiry lag: N={cfg['grants']} grants, workers={cfg['workers']}, batch={cfg['batch']}, "
-          f"sample={cfg['sample']}, cpus={cfg['cpus']}, expires_at spread {results['expires_at_spread_s']:.1f} s, "
-          f"lead {cfg['lead_s']:.0f} s")
+    print(
+        f"Expiry lag: N={cfg['grants']} grants, workers={cfg['workers']}, batch={cfg['batch']}, "
+        f"sample={cfg['sample']}, cpus={cfg['cpus']}, expires_at spread {results['expires_at_spread_s']:.1f} s, "
+        f"lead {cfg['lead_s']:.0f} s"
+    )
     width = 40
     print(f"{'':{width}} {'p50':>8} {'p99':>8} {'max':>8}   n")
-    print(f"{'provision ' + str(cfg['grants']) + ' grants':{width}} {prov['total_s']:>7.1f}s {prov['grants_per_s']:>6.1f}/s")
+    print(
+        f"{'provision ' + str(cfg['grants']) + ' grants':{width}} {prov['total_s']:>7.1f}s "
+        f"{prov['grants_per_s']:>6.1f}/s"
+    )
     for section in ("rows", "diagnostics"):
         if section == "diagnostics":
             print("  diagnostics:")
@@ -842,12 +966,16 @@ def print_table(results: dict) -> None:
         print(f"    {name}: {value}")
     work = results.get("portal_database_per_grant")
     if work:
-        print("  portal database from the first expiry to an empty queue, per grant: "
-              + ", ".join(f"{name} {value:g}" for name, value in work.items()))
+        print(
+            "  portal database from the first expiry to an empty queue, per grant: "
+            + ", ".join(f"{name} {value:g}" for name, value in work.items())
+        )
     usage = results.get("cpu_during_burst")
     if usage:
-        print(f"  CPU from first expiry to last role gone ({usage['window_s']:.1f} s, {usage['cpus']} cores, "
-              f"{usage['busy']:.0%} busy), CPU seconds:")
+        print(
+            f"  CPU from first expiry to last role gone ({usage['window_s']:.1f} s, {usage['cpus']} cores, "
+            f"{usage['busy']:.0%} busy), CPU seconds:"
+        )
         for name, secs in usage["cpu_s"].items():
             print(f"    {secs:6.2f}  {name}")
     met = results["goal"]["role gone p99 < 5 s"]

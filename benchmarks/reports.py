@@ -1,6 +1,6 @@
 """Reports at a million grants: CSV export speed and memory, report page latency, `audit verify` speed.
 
-    make benchmark-reports                               # 1,000,000 grants (filling takes about 10 minutes, the measures 4)
+    make benchmark-reports                               # 1,000,000 grants (filling about 10 minutes, measures 4)
     make benchmark-reports ARGS="--grants 100000"        # quicker
     make benchmark-reports ARGS="--keep"                 # keep the filled database ...
     make benchmark-reports ARGS="--reuse"                # ... and measure it again without filling
@@ -47,11 +47,26 @@ import tempfile
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.db import connection, connections
+from django.test import Client
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import (  # noqa: E402
-    BenchError, bench_urls, create_database, database_exists, drop_database, libpq_url, log, percentile, write_json,
+from common import (  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+    BenchError,
+    bench_urls,
+    create_database,
+    database_exists,
+    drop_database,
+    libpq_url,
+    log,
+    percentile,
+    write_json,
 )
 
 REQUESTERS, APPROVERS, TARGETS, PROFILES = 5000, 40, 20, 100
@@ -65,7 +80,7 @@ JUSTIFICATIONS = (
     "Customer escalation {ticket}: verifying what the export job wrote last night",
     "Rotating the service account keys as planned in the change calendar",
     # A requester who tries formula injection: the CSV must neutralise it.
-    "=HYPERLINK(\"http://evil.example\",\"click\") needed for {ticket}",
+    '=HYPERLINK("http://evil.example","click") needed for {ticket}',
 )
 
 
@@ -76,9 +91,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--db-name", help="portal database (default: DATABASE_URL's name + '_reports')")
     parser.add_argument("--seed", type=int, default=6, help="random seed of the fill (default 6)")
     parser.add_argument("--keep", action="store_true", help="keep the filled database for --reuse")
-    parser.add_argument("--reuse", action="store_true", help="measure a database a --keep run filled with as many grants")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure a database a --keep run filled with as many grants"
+    )
     parser.add_argument("--skip-verify", action="store_true", help="do not time `audit verify`")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)"
+    )
     parser.add_argument("--child", choices=["pages", "csv"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.grants < 1 or args.repeat < 1:
@@ -93,7 +112,7 @@ class Chain:
     """Builds audit events exactly as `audit.log.record` does, one after another."""
 
     def __init__(self):
-        from audit.log import GENESIS, canonical
+        from audit.log import GENESIS, canonical  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         self.canonical = canonical
         self.prev = GENESIS
@@ -101,24 +120,39 @@ class Chain:
 
     def event(self, at, actor_id, action, object_type, object_id, details) -> tuple:
         object_id = str(object_id)
-        digest = hashlib.sha256(self.canonical(
-            created_at=at, actor_id=actor_id, action=action, object_type=object_type, object_id=object_id,
-            details=details, prev_hash=self.prev,
-        )).hexdigest()
-        row = (self.next_id, at, actor_id, action, object_type, object_id,
-               json.dumps(details, sort_keys=True, separators=(",", ":")), self.prev, digest)
+        digest = hashlib.sha256(
+            self.canonical(
+                created_at=at,
+                actor_id=actor_id,
+                action=action,
+                object_type=object_type,
+                object_id=object_id,
+                details=details,
+                prev_hash=self.prev,
+            )
+        ).hexdigest()
+        row = (
+            self.next_id,
+            at,
+            actor_id,
+            action,
+            object_type,
+            object_id,
+            json.dumps(details, sort_keys=True, separators=(",", ":")),
+            self.prev,
+            digest,
+        )
         self.prev = digest
         self.next_id += 1
         return row
 
 
 def _catalog():
-    """Users, groups, targets and profiles through the ORM; return (requesters, approvers, profiles) as (id, name) lists."""
-    from django.conf import settings
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
+    """Users, groups, targets and profiles through the ORM; return
+    (requesters, approvers, profiles) as (id, name) lists."""
+    from django.contrib.auth.models import Group  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from grants.models import AccessProfile, Target
+    from grants.models import AccessProfile, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     User = get_user_model()
     approvers_group = Group.objects.create(name="approvers")
@@ -132,39 +166,63 @@ def _catalog():
     approvers_group.user_set.add(*User.objects.filter(username__startswith="a").exclude(username="auditor"))
     auditors.user_set.add(User.objects.get(username="auditor"))
     targets = Target.objects.bulk_create(
-        [Target(name=f"t{i:02d}", title=f"Database {i:02d}", kind="postgres", secret_env=f"JIT_T{i:02d}_DSN") for i in range(1, TARGETS + 1)]
+        [
+            Target(name=f"t{i:02d}", title=f"Database {i:02d}", kind="postgres", secret_env=f"JIT_T{i:02d}_DSN")
+            for i in range(1, TARGETS + 1)
+        ]
     )
-    profiles = AccessProfile.objects.bulk_create([
-        AccessProfile(name=f"p{i:03d}", title=f"Profile {i:03d}", target=targets[i % TARGETS], approver_group=approvers_group,
-                      scope={"roles": ["app_readonly"]}, max_duration=8 * HOUR)
-        for i in range(1, PROFILES + 1)
-    ])
+    profiles = AccessProfile.objects.bulk_create(
+        [
+            AccessProfile(
+                name=f"p{i:03d}",
+                title=f"Profile {i:03d}",
+                target=targets[i % TARGETS],
+                approver_group=approvers_group,
+                scope={"roles": ["app_readonly"]},
+                max_duration=8 * HOUR,
+            )
+            for i in range(1, PROFILES + 1)
+        ]
+    )
     requesters = list(User.objects.filter(username__startswith="u").order_by("pk").values_list("pk", "username"))
-    approvers = list(User.objects.filter(username__startswith="a").exclude(username="auditor").order_by("pk").values_list("pk", "username"))
+    approvers = list(
+        User.objects.filter(username__startswith="a")
+        .exclude(username="auditor")
+        .order_by("pk")
+        .values_list("pk", "username")
+    )
     return requesters, approvers, [(p.pk, p.name, p.target.name) for p in profiles]
 
 
 def fill(bench_url: str, n: int, seed: int) -> dict:
     """Fill the portal database with `n` grants and everything around them; return counts."""
-    import psycopg
-
     rng = random.Random(seed)
     requesters, approvers, profiles = _catalog()
     chain = Chain()
-    now = datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0)
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
     slots = n * 20 // 19 + 20  # one request in twenty is not granted
     start = now - datetime.timedelta(days=365 * YEARS)
     step = (now - start - 9 * HOUR) / slots
     counts = {"requests": 0, "grants": 0, "approvals": 0, "events": 0}
     chunk = {"requests": [], "grants": [], "approvals": [], "events": []}
     columns = {
-        "requests": ("grants_accessrequest", "id, requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at, "
-                     "decided_by_id, decision_comment, step, auto_rule, starts_at, break_glass, extends_id, bundle, params"),
-        "grants": ("grants_grant", "id, request_id, not_before, user_id, profile_id, status, duration, created_at, starts_at, expires_at, "
-                   "external_ref, sealed_credentials, credentials_seen_at, end_reason, ended_by_id, revoke_requested_at, revoked_at, "
-                   "verified_at, attempts, next_attempt_at, last_error, reminded_at"),
+        "requests": (
+            "grants_accessrequest",
+            "id, requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at, "
+            "decided_by_id, decision_comment, step, auto_rule, starts_at, break_glass, extends_id, bundle, params",
+        ),
+        "grants": (
+            "grants_grant",
+            "id, request_id, not_before, user_id, profile_id, status, duration, created_at, starts_at, expires_at, "
+            "external_ref, sealed_credentials, credentials_seen_at, end_reason, ended_by_id, "
+            "revoke_requested_at, revoked_at, "
+            "verified_at, attempts, next_attempt_at, last_error, reminded_at",
+        ),
         "approvals": ("grants_approval", "request_id, step, approver_id, comment, created_at"),
-        "events": ("audit_auditevent", "id, created_at, actor_id, action, object_type, object_id, details, prev_hash, hash"),
+        "events": (
+            "audit_auditevent",
+            "id, created_at, actor_id, action, object_type, object_id, details, prev_hash, hash",
+        ),
     }
 
     def flush(conn):
@@ -193,9 +251,24 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
             granted = req_id % 20 != 0
             if granted and grant_id >= n:
                 continue
-            chunk["events"].append(chain.event(created, user_id, "request.submitted", "accessrequest", req_id, {
-                **who, "duration_seconds": int(duration.total_seconds()), "justification": justification, "ticket": ticket,
-                "starts_at": None, "break_glass": False, "bundle": None}))
+            chunk["events"].append(
+                chain.event(
+                    created,
+                    user_id,
+                    "request.submitted",
+                    "accessrequest",
+                    req_id,
+                    {
+                        **who,
+                        "duration_seconds": int(duration.total_seconds()),
+                        "justification": justification,
+                        "ticket": ticket,
+                        "starts_at": None,
+                        "break_glass": False,
+                        "bundle": None,
+                    },
+                )
+            )
             decided = created + datetime.timedelta(seconds=int(rng.expovariate(1 / 600)) + 1)
             roll = rng.random()
             decided_by = auto_rule = None
@@ -205,38 +278,133 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
                 if status == "denied":
                     decided_by, approver = rng.choice(approvers)
                     comment = "Use the read-only profile for this"
-                    chunk["events"].append(chain.event(decided, decided_by, "request.denied", "accessrequest", req_id, {**who, "comment": comment}))
+                    chunk["events"].append(
+                        chain.event(
+                            decided, decided_by, "request.denied", "accessrequest", req_id, {**who, "comment": comment}
+                        )
+                    )
                 else:
-                    chunk["events"].append(chain.event(decided, None if status == "lapsed" else user_id, f"request.{status}", "accessrequest", req_id, who))
-                chunk["requests"].append((req_id, user_id, profile_id, duration, justification, ticket, status, created, decided,
-                                          decided_by, comment, 0, "", None, False, None, None, "{}"))
+                    chunk["events"].append(
+                        chain.event(
+                            decided,
+                            None if status == "lapsed" else user_id,
+                            f"request.{status}",
+                            "accessrequest",
+                            req_id,
+                            who,
+                        )
+                    )
+                chunk["requests"].append(
+                    (
+                        req_id,
+                        user_id,
+                        profile_id,
+                        duration,
+                        justification,
+                        ticket,
+                        status,
+                        created,
+                        decided,
+                        decided_by,
+                        comment,
+                        0,
+                        "",
+                        None,
+                        False,
+                        None,
+                        None,
+                        "{}",
+                    )
+                )
                 continue
             status = "approved"
             if roll < 0.15:
                 auto_rule = "low-risk-read"
-                chunk["events"].append(chain.event(decided, None, "request.auto_approved", "accessrequest", req_id, {**who, "rule": auto_rule}))
+                chunk["events"].append(
+                    chain.event(
+                        decided, None, "request.auto_approved", "accessrequest", req_id, {**who, "rule": auto_rule}
+                    )
+                )
             else:
                 decided_by, approver = rng.choice(approvers)
                 chunk["approvals"].append((req_id, 0, decided_by, "", decided))
-                chunk["events"].append(chain.event(decided, decided_by, "request.approved", "accessrequest", req_id,
-                                                   {**who, "comment": "", "step": 1, "steps": 1}))
-            chunk["requests"].append((req_id, user_id, profile_id, duration, justification, ticket, status, created, decided,
-                                      decided_by, "", 0, auto_rule or "", None, False, None, None, "{}"))
+                chunk["events"].append(
+                    chain.event(
+                        decided,
+                        decided_by,
+                        "request.approved",
+                        "accessrequest",
+                        req_id,
+                        {**who, "comment": "", "step": 1, "steps": 1},
+                    )
+                )
+            chunk["requests"].append(
+                (
+                    req_id,
+                    user_id,
+                    profile_id,
+                    duration,
+                    justification,
+                    ticket,
+                    status,
+                    created,
+                    decided,
+                    decided_by,
+                    "",
+                    0,
+                    auto_rule or "",
+                    None,
+                    False,
+                    None,
+                    None,
+                    "{}",
+                )
+            )
             grant_id += 1
-            chunk["events"].append(chain.event(decided, decided_by, "grant.scheduled", "grant", grant_id,
-                                               {**who, "request": req_id, "not_before": None}))
+            chunk["events"].append(
+                chain.event(
+                    decided,
+                    decided_by,
+                    "grant.scheduled",
+                    "grant",
+                    grant_id,
+                    {**who, "request": req_id, "not_before": None},
+                )
+            )
             started_at = decided + datetime.timedelta(seconds=2)
             expires = started_at + duration
             ref = f"jit_g{grant_id}"
             end_reason = ended_by = revoke_requested = revoked = verified = None
             g_status, error = "active", ""
             if rng.random() < 0.01:
-                g_status, error, started_at, expires, ref = "failed", "could not connect to server: Connection refused", None, None, ""
-                chunk["events"].append(chain.event(decided + datetime.timedelta(seconds=2), None, "grant.failed", "grant", grant_id,
-                                                   {**who, "error": error, "attempts": 5}))
+                g_status, error, started_at, expires, ref = (
+                    "failed",
+                    "could not connect to server: Connection refused",
+                    None,
+                    None,
+                    "",
+                )
+                chunk["events"].append(
+                    chain.event(
+                        decided + datetime.timedelta(seconds=2),
+                        None,
+                        "grant.failed",
+                        "grant",
+                        grant_id,
+                        {**who, "error": error, "attempts": 5},
+                    )
+                )
             else:
-                chunk["events"].append(chain.event(started_at, None, "grant.provisioned", "grant", grant_id,
-                                                   {**who, "external_ref": ref, "starts_at": str(started_at), "expires_at": str(expires)}))
+                chunk["events"].append(
+                    chain.event(
+                        started_at,
+                        None,
+                        "grant.provisioned",
+                        "grant",
+                        grant_id,
+                        {**who, "external_ref": ref, "starts_at": str(started_at), "expires_at": str(expires)},
+                    )
+                )
                 if expires < now:
                     end = rng.random()
                     if end < 0.80:
@@ -252,14 +420,59 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
                     revoked = revoke_requested + datetime.timedelta(milliseconds=rng.randrange(5, 900))
                     verified = revoked + datetime.timedelta(milliseconds=3)
                     g_status = "revoked"
-                    chunk["events"].append(chain.event(revoke_requested, ended_by, "grant.revoke_requested", "grant", grant_id,
-                                                       {**who, "reason": end_reason, "expires_at": str(expires)}))
-                    chunk["events"].append(chain.event(verified, ended_by, "grant.revoked", "grant", grant_id,
-                                                       {**who, "reason": end_reason, "revoked_at": str(revoked), "verified_at": str(verified),
-                                                        "expires_at": str(expires), "attempts": 1}))
-            chunk["grants"].append((grant_id, req_id, None, user_id, profile_id, g_status, duration, decided, started_at, expires,
-                                    ref, "", None, end_reason or "", ended_by, revoke_requested, revoked, verified, 0 if g_status != "failed" else 5,
-                                    None, error, None))
+                    chunk["events"].append(
+                        chain.event(
+                            revoke_requested,
+                            ended_by,
+                            "grant.revoke_requested",
+                            "grant",
+                            grant_id,
+                            {**who, "reason": end_reason, "expires_at": str(expires)},
+                        )
+                    )
+                    chunk["events"].append(
+                        chain.event(
+                            verified,
+                            ended_by,
+                            "grant.revoked",
+                            "grant",
+                            grant_id,
+                            {
+                                **who,
+                                "reason": end_reason,
+                                "revoked_at": str(revoked),
+                                "verified_at": str(verified),
+                                "expires_at": str(expires),
+                                "attempts": 1,
+                            },
+                        )
+                    )
+            chunk["grants"].append(
+                (
+                    grant_id,
+                    req_id,
+                    None,
+                    user_id,
+                    profile_id,
+                    g_status,
+                    duration,
+                    decided,
+                    started_at,
+                    expires,
+                    ref,
+                    "",
+                    None,
+                    end_reason or "",
+                    ended_by,
+                    revoke_requested,
+                    revoked,
+                    verified,
+                    0 if g_status != "failed" else 5,
+                    None,
+                    error,
+                    None,
+                )
+            )
             if len(chunk["events"]) >= 60_000:
                 flush(conn)
                 if grant_id % 100_000 < 10_000:
@@ -272,9 +485,9 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         conn.commit()
         # The rows went in by COPY, not through the lifecycle: count the Decisions report's day tallies
         # as the migration that made them does.
-        from grants import tallies
+        from grants import tallies  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-        log("decision tallies: %s per profile, %s per approver" % tallies.rebuild())
+        log("decision tallies: {} per profile, {} per approver".format(*tallies.rebuild()))
         conn.autocommit = True
         log("VACUUM ANALYZE")
         conn.execute("VACUUM ANALYZE")
@@ -283,8 +496,6 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
 
 
 def filled_with(bench_url: str) -> tuple[int, int] | None:
-    import psycopg
-
     with psycopg.connect(libpq_url(bench_url)) as conn:
         if conn.execute("SELECT to_regclass('benchmark_fill')").fetchone()[0] is None:
             return None
@@ -295,11 +506,7 @@ def filled_with(bench_url: str) -> tuple[int, int] | None:
 
 
 def _client():
-    import django
-
     django.setup()
-    from django.contrib.auth import get_user_model
-    from django.test import Client
 
     client = Client()
     client.force_login(get_user_model().objects.get(username="auditor"))
@@ -308,9 +515,8 @@ def _client():
 
 def child_pages(repeat: int) -> dict:
     client = _client()
-    from django.db import connection
 
-    from grants.models import AccessRequest, Grant
+    from grants.models import AccessRequest, Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     newest = Grant.objects.order_by("-pk").values_list("created_at", flat=True).first()
     month = (newest - datetime.timedelta(days=200)).date().replace(day=1)
@@ -341,7 +547,9 @@ def child_pages(repeat: int) -> dict:
                 raise BenchError(f"{url} answered {response.status_code}")
         queries = []
         # (CaptureQueriesContext would be emptied by the request_started signal.)
-        with connection.execute_wrapper(lambda execute, sql, params, many, context: queries.append(sql) or execute(sql, params, many, context)):
+        with connection.execute_wrapper(
+            lambda execute, sql, params, many, context: queries.append(sql) or execute(sql, params, many, context)  # noqa: B023 (used within this iteration only)
+        ):
             client.get(url)
         times = []
         for _ in range(repeat):
@@ -349,12 +557,19 @@ def child_pages(repeat: int) -> dict:
             response = client.get(url)
             times.append(time.perf_counter() - began)
         body = response.content.decode()
-        results.append({
-            "page": label, "url": url, "queries": len(queries), "rows": body.count("<tr") - body.count("<thead"),
-            "p50_ms": percentile(times, 50) * 1000, "p95_ms": percentile(times, 95) * 1000, "max_ms": max(times) * 1000,
-        })
+        results.append(
+            {
+                "page": label,
+                "url": url,
+                "queries": len(queries),
+                "rows": body.count("<tr") - body.count("<thead"),
+                "p50_ms": percentile(times, 50) * 1000,
+                "p95_ms": percentile(times, 95) * 1000,
+                "max_ms": max(times) * 1000,
+            }
+        )
     # The Decisions page adds up day tallies (counted from COPY'd rows by the fill): the figures of the rows themselves?
-    from grants import selectors
+    from grants import selectors  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     rows = selectors.decisions()
     everything = {"start": None, "end": None, "target": None, "profile": None}
@@ -383,14 +598,26 @@ def child_csv() -> dict:
     response.close()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     rows = lines - 1
-    return {"rows": rows, "bytes": size, "seconds": seconds, "first_byte_s": first_byte, "rows_per_s": rows / seconds,
-            "peak_rss_mb": peak / 1024, "rss_before_mb": baseline / 1024, "formula_cells": formulas,
-            "neutralised_cells": neutralised}
+    return {
+        "rows": rows,
+        "bytes": size,
+        "seconds": seconds,
+        "first_byte_s": first_byte,
+        "rows_per_s": rows / seconds,
+        "peak_rss_mb": peak / 1024,
+        "rss_before_mb": baseline / 1024,
+        "formula_cells": formulas,
+        "neutralised_cells": neutralised,
+    }
 
 
 def run_child(kind: str, env: dict, repeat: int) -> dict:
     result = subprocess.run(
-        [sys.executable, __file__, "--child", kind, "--repeat", str(repeat)], cwd=REPO, env=env, capture_output=True, text=True,
+        [sys.executable, __file__, "--child", kind, "--repeat", str(repeat)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     if result.returncode != 0:
         raise BenchError(f"the {kind} measure failed:\n{result.stdout}{result.stderr[-4000:]}")
@@ -401,12 +628,19 @@ def time_verify(env: dict) -> dict:
     # As an outside party checks the trail: against a head exported (and signed) just before.
     heads = Path(tempfile.mkdtemp(prefix="jitportal-heads-")) / "heads.txt"
     env = {**env, "AUDIT_SIGNING_KEY": base64.b64encode(os.urandom(32)).decode(), "AUDIT_HEAD_FILE": str(heads)}
-    exported = subprocess.run([sys.executable, "manage.py", "audit", "head", "--file", str(heads)], cwd=REPO, env=env,
-                              capture_output=True, text=True)
+    exported = subprocess.run(
+        [sys.executable, "manage.py", "audit", "head", "--file", str(heads)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if exported.returncode != 0:
         raise BenchError(f"audit head failed:\n{exported.stdout}{exported.stderr[-4000:]}")
     began = time.perf_counter()
-    result = subprocess.run([sys.executable, "manage.py", "audit", "verify"], cwd=REPO, env=env, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "manage.py", "audit", "verify"], cwd=REPO, env=env, capture_output=True, text=True
+    )
     seconds = time.perf_counter() - began
     heads.unlink()
     heads.parent.rmdir()
@@ -423,32 +657,53 @@ def print_table(results: dict) -> None:
     fill = results.get("fill")
     print()
     if fill:
-        print(f"Filled {fill['grants']:,} grants, {fill['requests']:,} requests, {fill['approvals']:,} approvals and "
-              f"{fill['events']:,} audit events in {fill['fill_seconds']} s.")
+        print(
+            f"Filled {fill['grants']:,} grants, {fill['requests']:,} requests, {fill['approvals']:,} approvals and "
+            f"{fill['events']:,} audit events in {fill['fill_seconds']} s."
+        )
     print()
     print("| measure | result | goal |")
     print("| --- | ---: | --- |")
     csv_ = results["csv"]
-    print(f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | {csv_['rows_per_s']:,.0f} rows/s "
-          f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 200,000 rows/s |")
-    print(f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: {csv_['rss_before_mb']:.0f} MB) | < 200 MB |")
+    print(
+        f"| access-history CSV, {csv_['rows']:,} rows ({csv_['bytes'] / 1e6:,.0f} MB) | "
+        f"{csv_['rows_per_s']:,.0f} rows/s "
+        f"({csv_['seconds']:.1f} s, first byte {csv_['first_byte_s']:.2f} s) | >= 200,000 rows/s |"
+    )
+    print(
+        f"| peak memory of the exporting process | {csv_['peak_rss_mb']:.0f} MB (before the export: "
+        f"{csv_['rss_before_mb']:.0f} MB) | < 200 MB |"
+    )
     if "verify" in results:
         v = results["verify"]
-        print(f"| `audit verify` against a signed head, {v['events']:,} events | {v['events_per_s']:,.0f} events/s "
-              f"({v['seconds']:.1f} s) | >= 100,000 events/s |")
+        print(
+            f"| `audit verify` against a signed head, {v['events']:,} events | {v['events_per_s']:,.0f} events/s "
+            f"({v['seconds']:.1f} s) | >= 100,000 events/s |"
+        )
     print()
     print("| page | p50 ms | p95 ms | max ms | queries | goal |")
     print("| --- | ---: | ---: | ---: | ---: | --- |")
     for page in results["pages"]:
         goal = "p95 < 200" if page["url"].startswith("/audit/") else ""
-        print(f"| {page['page']} | {page['p50_ms']:.0f} | {page['p95_ms']:.0f} | {page['max_ms']:.0f} | {page['queries']} | {goal} |")
+        print(
+            f"| {page['page']} | {page['p50_ms']:.0f} | {page['p95_ms']:.0f} | {page['max_ms']:.0f} | "
+            f"{page['queries']} | {goal} |"
+        )
     print()
-    print("Decisions from the day tallies equal those from the rows:", "yes" if results["decisions_tallied_as_the_rows"] else "NO")
+    print(
+        "Decisions from the day tallies equal those from the rows:",
+        "yes" if results["decisions_tallied_as_the_rows"] else "NO",
+    )
 
 
 def _migrate(env: dict) -> None:
-    migrate = subprocess.run([sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"], cwd=REPO, env=env,
-                             capture_output=True, text=True)
+    migrate = subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v", "0"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     if migrate.returncode != 0:
         raise BenchError(f"migrate failed:\n{migrate.stdout}{migrate.stderr}")
 
@@ -463,11 +718,22 @@ def main(argv=None) -> int:
     if not database_url:
         raise BenchError("Set DATABASE_URL to the portal's PostgreSQL (make benchmark-reports does).")
     bench_url, maintenance_url, bench_db = bench_urls(database_url, args.db_name, suffix="_reports")
-    env = {**os.environ, "DATABASE_URL": bench_url, "METRICS_TOKEN": "", "METRICS_PUBLIC": "true", "DJANGO_SETTINGS_MODULE": "jitportal.settings", "DEBUG": "false", "ALLOWED_HOSTS": "testserver",
-           "JITPORTAL_DEMO": "true", "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DATABASE_URL": bench_url,
+        "METRICS_TOKEN": "",
+        "METRICS_PUBLIC": "true",
+        "DJANGO_SETTINGS_MODULE": "jitportal.settings",
+        "DEBUG": "false",
+        "ALLOWED_HOSTS": "testserver",
+        "JITPORTAL_DEMO": "true",
+        "PYTHONUNBUFFERED": "1",
+    }
     os.environ.update(env)
     results: dict = {}
-    reuse = args.reuse and database_exists(maintenance_url, bench_db) and filled_with(bench_url) == (args.grants, args.seed)
+    reuse = (
+        args.reuse and database_exists(maintenance_url, bench_db) and filled_with(bench_url) == (args.grants, args.seed)
+    )
     keep = args.keep or args.reuse
     try:
         if reuse:
@@ -479,12 +745,10 @@ def main(argv=None) -> int:
             log(f"portal database {bench_db} (fresh)")
             create_database(maintenance_url, bench_db)
             _migrate(env)
-            import django
 
             django.setup()
             log(f"filling {args.grants:,} grants")
             results["fill"] = {"grants": args.grants, **fill(bench_url, args.grants, args.seed)}
-            from django.db import connections
 
             connections.close_all()
         if not args.skip_verify:

@@ -27,6 +27,7 @@ No target is contacted: nothing is due.
 from __future__ import annotations
 
 import argparse
+import datetime
 import io
 import os
 import signal
@@ -35,21 +36,33 @@ import sys
 import time
 from pathlib import Path
 
+import django
+from django.contrib.auth import get_user_model
+from django.contrib.auth.hashers import make_password
+from django.db import connection, connections
+from django.test.utils import CaptureQueriesContext
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402
+from common import BenchError, bench_urls, create_database, drop_database, log, percentile, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
 
 PEOPLE, PROFILES = 1000, 20
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", default="1000,10000,100000", help="active grants at each step, increasing (default 1000,10000,100000)")
+    parser.add_argument(
+        "--sizes",
+        default="1000,10000,100000",
+        help="active grants at each step, increasing (default 1000,10000,100000)",
+    )
     parser.add_argument("--history", type=int, default=100_000, help="grants that already ended (default 100000)")
     parser.add_argument("--repeat", type=int, default=20, help="wake-ups measured at each size (default 20)")
     parser.add_argument("--db-name", help="portal database to create (default: DATABASE_URL's name + '_sched')")
-    parser.add_argument("--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)")
+    parser.add_argument(
+        "--json", nargs="?", const="-", metavar="PATH", help="also write the results as JSON to PATH (or stdout)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the portal database")
     args = parser.parse_args(argv)
     try:
@@ -72,14 +85,18 @@ def main(argv=None) -> int:
         log(f"portal database {bench_db} (fresh)")
         create_database(maintenance_url, bench_db)
         db_created = True
-        os.environ.update({"DATABASE_URL": bench_url, "DJANGO_SETTINGS_MODULE": "jitportal.settings", "JITPORTAL_DEMO": "true"})
+        os.environ.update(
+            {"DATABASE_URL": bench_url, "DJANGO_SETTINGS_MODULE": "jitportal.settings", "JITPORTAL_DEMO": "true"}
+        )
         result = subprocess.run(
             [sys.executable, str(REPO / "manage.py"), "migrate", "--noinput", "-v", "0"],
-            cwd=REPO, env={**os.environ}, capture_output=True, text=True,
+            cwd=REPO,
+            env={**os.environ},
+            capture_output=True,
+            text=True,
         )
         if result.returncode != 0:
             raise BenchError(f"migrate failed:\n{result.stdout}{result.stderr}")
-        import django
 
         django.setup()
         django_ready = True
@@ -90,8 +107,6 @@ def main(argv=None) -> int:
         return 0
     finally:
         if django_ready:
-            from django.db import connections
-
             connections.close_all()
         if db_created and not args.keep:
             drop_database(maintenance_url, bench_db)
@@ -110,14 +125,15 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     cursor.execute(
         """
         INSERT INTO grants_accessrequest
-            (requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at, decision_comment,
-             step, auto_rule, break_glass, params, scope, max_duration, target_id)
+            (requester_id, profile_id, duration, justification, ticket, status, created_at, decided_at,
+             decision_comment, step, auto_rule, break_glass, params, scope, max_duration, target_id)
         SELECT u.ids[1 + i %% array_length(u.ids, 1)], p.ids[1 + (i / 7) %% array_length(p.ids, 1)],
                interval '8 hours', 'scheduler benchmark', '', 'approved', t.made, t.made, '', 0, 'bench', false,
                '{}'::jsonb, '{"roles": ["app_readonly"]}'::jsonb, interval '8 hours', %(target)s
         FROM generate_series(1, %(count)s) AS i,
              LATERAL (SELECT CASE WHEN %(active)s THEN now() - interval '1 minute' * ((i * 7919) %% 60)
-                                  ELSE now() - interval '1 second' * ((i::bigint * 104729) %% (90 * 86400)) END AS made) t,
+                                  ELSE now() - interval '1 second' * ((i::bigint * 104729) %% (90 * 86400))
+                             END AS made) t,
              (SELECT %(users)s::int[] AS ids) u, (SELECT %(profiles)s::int[] AS ids) p
         """,
         {"count": count, "active": active, "users": user_ids, "profiles": profile_ids, "target": _target_id(cursor)},
@@ -125,8 +141,8 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     if active:
         cursor.execute(
             """
-            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at, expires_at,
-                                      external_ref, sealed_credentials, end_reason, attempts, last_error)
+            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at,
+                                      expires_at, external_ref, sealed_credentials, end_reason, attempts, last_error)
             SELECT r.id, r.requester_id, r.profile_id, 'active', r.duration, r.created_at, r.created_at,
                    now() + interval '15 minutes' + interval '1 second' * ((r.id::bigint * 7919) %% (465 * 60)),
                    'jit_' || r.id, '', '', 0, ''
@@ -137,8 +153,8 @@ def fill(cursor, *, count: int, active: bool, profile_ids: list[int], user_ids: 
     else:
         cursor.execute(
             """
-            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at, expires_at,
-                                      external_ref, sealed_credentials, end_reason, attempts, last_error,
+            INSERT INTO grants_grant (request_id, user_id, profile_id, status, duration, created_at, starts_at,
+                                      expires_at, external_ref, sealed_credentials, end_reason, attempts, last_error,
                                       revoke_requested_at, revoked_at, verified_at, reminded_at)
             SELECT r.id, r.requester_id, r.profile_id, 'revoked', interval '1 hour', r.created_at, r.created_at,
                    r.created_at + interval '1 hour', 'jit_' || r.id, '', 'expired', 1, '',
@@ -158,16 +174,14 @@ def _target_id(cursor) -> int:
 
 
 class Wakes:
-    """The real timer loop, one pass at a time: its sleep records the pass's queries and time, and stops after `repeat`."""
+    """The real timer loop, one pass at a time: its sleep records
+    the pass's queries and time, and stops after `repeat`."""
 
     def __init__(self, repeat: int):
         self.repeat = repeat
 
     def measure(self) -> list[tuple[int, float, list[dict]]]:
-        from django.db import connection
-        from django.test.utils import CaptureQueriesContext
-
-        from grants.management.commands.expiry_timer import Command
+        from grants.management.commands.expiry_timer import Command  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         passes: list[tuple[int, float, list[dict]]] = []
         command = Command(stdout=io.StringIO(), stderr=io.StringIO())
@@ -175,8 +189,9 @@ class Wakes:
 
         def sleep(seconds):
             elapsed = time.perf_counter() - started[0]
-            passes.append((len(context.captured_queries) - started[1], elapsed * 1000,
-                           context.captured_queries[started[1]:]))
+            passes.append(
+                (len(context.captured_queries) - started[1], elapsed * 1000, context.captured_queries[started[1] :])
+            )
             if len(passes) >= self.repeat + 1:  # the first pass opens the connection: not counted
                 command.running = False
             started[:] = [time.perf_counter(), len(context.captured_queries)]
@@ -193,10 +208,7 @@ class Wakes:
 
 
 def sweeps(repeat: int) -> list[tuple[int, float, list[dict]]]:
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
-    from grants import tasks
+    from grants import tasks  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     out = []
     tasks.sweep()  # warm-up
@@ -221,8 +233,6 @@ def slowest(passes) -> tuple[str, float]:
 
 
 def plan(sql: str) -> list[str]:
-    from django.db import connection
-
     if not sql.lstrip().upper().startswith("SELECT"):
         return []
     with connection.cursor() as cursor:
@@ -235,28 +245,39 @@ def summary(passes) -> dict:
     ms = [t for _, t, _ in passes]
     sql, worst_ms = slowest(passes)
     return {
-        "queries": max(queries), "queries_min": min(queries), "ms_p50": percentile(ms, 50), "ms_p95": percentile(ms, 95),
-        "slowest_query_ms": worst_ms, "slowest_query": sql[:300], "slowest_plan": plan(sql),
+        "queries": max(queries),
+        "queries_min": min(queries),
+        "ms_p50": percentile(ms, 50),
+        "ms_p95": percentile(ms, 95),
+        "slowest_query_ms": worst_ms,
+        "slowest_query": sql[:300],
+        "slowest_plan": plan(sql),
     }
 
 
 def run(args) -> dict:
-    import datetime
+    from django_q.models import OrmQ  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    from django.contrib.auth import get_user_model
-    from django.contrib.auth.hashers import make_password
-    from django.db import connection
-    from django_q.models import OrmQ
-
-    from grants.models import AccessProfile, Grant, Target
+    from grants.models import AccessProfile, Grant, Target  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     User = get_user_model()
-    users = User.objects.bulk_create(User(username=f"sched-{i:04d}", password=make_password(None)) for i in range(PEOPLE))
-    target = Target.objects.create(name="sched-postgres", kind="postgres", secret_env="JIT_BENCH_UNUSED",
-                                   config={"host": "127.0.0.1", "port": 1, "dbname": "appdb"})
+    users = User.objects.bulk_create(
+        User(username=f"sched-{i:04d}", password=make_password(None)) for i in range(PEOPLE)
+    )
+    target = Target.objects.create(
+        name="sched-postgres",
+        kind="postgres",
+        secret_env="JIT_BENCH_UNUSED",
+        config={"host": "127.0.0.1", "port": 1, "dbname": "appdb"},
+    )
     profiles = AccessProfile.objects.bulk_create(
-        AccessProfile(name=f"sched-{i:02d}", title=f"Profile {i}", target=target, scope={"roles": ["app_readonly"]},
-                      max_duration=datetime.timedelta(hours=8))
+        AccessProfile(
+            name=f"sched-{i:02d}",
+            title=f"Profile {i}",
+            target=target,
+            scope={"roles": ["app_readonly"]},
+            max_duration=datetime.timedelta(hours=8),
+        )
         for i in range(PROFILES)
     )
     user_ids, profile_ids = [u.pk for u in users], [p.pk for p in profiles]
@@ -276,9 +297,15 @@ def run(args) -> dict:
         timer, sweep = summary(Wakes(args.repeat).measure()), summary(sweeps(args.repeat))
         OrmQ.objects.all().delete()  # nothing should have been enqueued; if anything was, it does not pile up
         steps.append({"active": active, "timer": timer, "sweep": sweep})
-        log(f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} queries {sweep['ms_p50']:.1f} ms p50")
-    return {"config": {"history": args.history, "repeat": args.repeat, "cpus": os.cpu_count(),
-                       "load": os.getloadavg()[0]}, "steps": steps, "flat": flatness(steps)}
+        log(
+            f"  timer {timer['queries']} queries {timer['ms_p50']:.1f} ms p50; sweep {sweep['queries']} "
+            f"queries {sweep['ms_p50']:.1f} ms p50"
+        )
+    return {
+        "config": {"history": args.history, "repeat": args.repeat, "cpus": os.cpu_count(), "load": os.getloadavg()[0]},
+        "steps": steps,
+        "flat": flatness(steps),
+    }
 
 
 def flatness(steps: list[dict]) -> dict:
@@ -296,21 +323,33 @@ def flatness(steps: list[dict]) -> dict:
 def print_table(results: dict) -> None:
     cfg = results["config"]
     print()
-    print(f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} wake-ups each, "
-          f"{cfg['cpus']} cpus, load {cfg['load']:.2f}")
-    print("| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest sweep query ms |")
+    print(
+        f"Scheduler cost per wake-up: {cfg['history']:,} ended grants besides the active ones, {cfg['repeat']} "
+        "wake-ups each, "
+        f"{cfg['cpus']} cpus, load {cfg['load']:.2f}"
+    )
+    print(
+        "| active grants | timer queries | timer ms p50 / p95 | sweep queries | sweep ms p50 / p95 | slowest "
+        "sweep query ms |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: |")
     for step in results["steps"]:
         t, s = step["timer"], step["sweep"]
-        print(f"| {step['active']:,} | {t['queries']} | {t['ms_p50']:.1f} / {t['ms_p95']:.1f} | {s['queries']} | "
-              f"{s['ms_p50']:.1f} / {s['ms_p95']:.1f} | {s['slowest_query_ms']:.1f} |")
+        print(
+            f"| {step['active']:,} | {t['queries']} | {t['ms_p50']:.1f} / {t['ms_p95']:.1f} | {s['queries']} | "
+            f"{s['ms_p50']:.1f} / {s['ms_p95']:.1f} | {s['slowest_query_ms']:.1f} |"
+        )
     last = results["steps"][-1]
     for part in ("timer", "sweep"):
-        print(f"  slowest {part} query at {last['active']:,}: {last[part]['slowest_query_ms']:.1f} ms, plan: "
-              + " / ".join(line.strip() for line in last[part]["slowest_plan"][:4]))
+        print(
+            f"  slowest {part} query at {last['active']:,}: {last[part]['slowest_query_ms']:.1f} ms, plan: "
+            + " / ".join(line.strip() for line in last[part]["slowest_plan"][:4])
+        )
     for part, flat in results["flat"].items():
-        print(f"  {part}: same queries at every size: {'yes' if flat['same queries'] else 'NO'}, "
-              f"time last/first: {flat['ms ratio last/first']}x")
+        print(
+            f"  {part}: same queries at every size: {'yes' if flat['same queries'] else 'NO'}, "
+            f"time last/first: {flat['ms ratio last/first']}x"
+        )
     print()
 
 

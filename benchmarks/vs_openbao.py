@@ -38,11 +38,16 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import psycopg
+
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-import expiry_lag  # noqa: E402 - the jitportal side and the probes, reused as they are
-from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402
+import expiry_lag  # noqa: E402 (the jitportal side and the probes, reused as they are)
+from common import BenchError, PortalWorld, log, run_cli, write_json  # noqa: E402 (after sys.path.insert: the benchmarks' own modules)
+
+from devtools import pgcluster  # noqa: E402 (after sys.path.insert: the repository's own packages)
+from grants.tests.connectors.openbao_support import BaoDevServer  # noqa: E402 (after sys.path.insert: the repository's own packages)
 
 ROLE_PREFIX = "baobench_"
 MEASURES = (
@@ -57,18 +62,29 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__.splitlines()[0],
         epilog="Every other option of benchmarks/expiry_lag.py (--sample, --workers, --batch, --lead, --spread, "
-               "--poll, --probe-interval (here 0.25 s by default), --timeout, --stall, --db-name, --seed, --json, "
-               "--keep) applies, to both sides.",
+        "--poll, --probe-interval (here 0.25 s by default), --timeout, --stall, --db-name, --seed, --json, "
+        "--keep) applies, to both sides.",
     )
     parser.add_argument("--grants", type=int, default=200, help="credentials on each side (default 200)")
-    parser.add_argument("--bao-revocation", choices=("terminate", "default"), default="terminate",
-                        help="OpenBao's revocation_statements: end the role's sessions, then drop it (default), "
-                             "or none (the plugin's default revocation)")
-    parser.add_argument("--together", action="store_true",
-                        help="each grant's OpenBao twin expires with it, both bursts at once on the same machine and "
-                             "target (default: OpenBao after jitportal, alone, the same TTLs and burst replayed)")
-    parser.add_argument("--session-grace", type=float, default=10.0,
-                        help="after the last role is gone, wait this long for held sessions to end (default 10)")
+    parser.add_argument(
+        "--bao-revocation",
+        choices=("terminate", "default"),
+        default="terminate",
+        help="OpenBao's revocation_statements: end the role's sessions, then drop it (default), "
+        "or none (the plugin's default revocation)",
+    )
+    parser.add_argument(
+        "--together",
+        action="store_true",
+        help="each grant's OpenBao twin expires with it, both bursts at once on the same machine and "
+        "target (default: OpenBao after jitportal, alone, the same TTLs and burst replayed)",
+    )
+    parser.add_argument(
+        "--session-grace",
+        type=float,
+        default=10.0,
+        help="after the last role is gone, wait this long for held sessions to end (default 10)",
+    )
     own, rest = parser.parse_known_args(argv)
     # Login probes every 250 ms rather than expiry_lag's 50 ms: an OpenBao credential logs in until 5 s after its
     # lease (VALID UNTIL gets a 5 s margin), and 20 logins a second per probe then load the target enough to
@@ -84,13 +100,14 @@ def parse_args(argv=None) -> argparse.Namespace:
 def bao_statements(mode: str) -> dict:
     statements = {
         "creation_statements": [
-            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE app_readonly;"
+            "CREATE ROLE \"{{name}}\" WITH LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expiration}}' IN ROLE "
+            "app_readonly;"
         ],
     }
     if mode == "terminate":
         statements["revocation_statements"] = [
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{{name}}';",
-            "DROP ROLE IF EXISTS \"{{name}}\";",
+            'DROP ROLE IF EXISTS "{{name}}";',
         ]
     return statements
 
@@ -108,8 +125,6 @@ class Bao:
     """The dev server, its database secrets engine on the target cluster, and one role per TTL."""
 
     def __init__(self, world: PortalWorld, mode: str):
-        from grants.tests.connectors.openbao_support import BaoDevServer
-
         base = world.work_dir / "openbao"
         base.mkdir()
         self.server = BaoDevServer(base)
@@ -124,20 +139,24 @@ class Bao:
             raise BenchError(f"OpenBao: {exc}") from None
 
     def start(self) -> None:
-        from devtools import pgcluster
-
         try:
             self.server.start()
         except RuntimeError as exc:
             raise BenchError(str(exc)) from None
         cluster = self.world.cluster
         self.api("POST", "sys/mounts/database", {"type": "database"})
-        self.api("POST", "database/config/target", {
-            "plugin_name": "postgresql-database-plugin",
-            "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}",
-            "username": pgcluster.ADMIN_USER, "password": cluster.admin_password,
-            "allowed_roles": ["*"], "username_template": ROLE_PREFIX + "{{random 20 | lowercase}}",
-        })
+        self.api(
+            "POST",
+            "database/config/target",
+            {
+                "plugin_name": "postgresql-database-plugin",
+                "connection_url": f"postgresql://{{{{username}}}}:{{{{password}}}}@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}",
+                "username": pgcluster.ADMIN_USER,
+                "password": cluster.admin_password,
+                "allowed_roles": ["*"],
+                "username_template": ROLE_PREFIX + "{{random 20 | lowercase}}",
+            },
+        )
         log(f"OpenBao dev server on {self.server.url}, database secrets engine on the target cluster")
 
     def stop(self) -> None:
@@ -151,9 +170,16 @@ class Bao:
     def issue(self, ttl: int) -> dict:
         """Read one credential whose lease lasts `ttl` whole seconds."""
         if ttl not in self.roles:
-            self.api("POST", f"database/roles/ttl-{ttl}", {
-                "db_name": "target", "default_ttl": ttl, "max_ttl": ttl, **self.statements,
-            })
+            self.api(
+                "POST",
+                f"database/roles/ttl-{ttl}",
+                {
+                    "db_name": "target",
+                    "default_ttl": ttl,
+                    "max_ttl": ttl,
+                    **self.statements,
+                },
+            )
             self.roles.add(ttl)
         return self.api("GET", f"database/creds/ttl-{ttl}")
 
@@ -197,16 +223,16 @@ class BaoSide:
         for conn in self.held.values():
             try:
                 conn.close()
-            except Exception:  # noqa: BLE001 - a connection the target already ended
+            except Exception:  # noqa: BLE001 (a connection the target already ended)
                 pass
         self.bao.stop()
 
     def dsn(self, creds: dict) -> str:
-        from devtools import pgcluster
-
         data, cluster = creds["data"], self.world.cluster
-        return (f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
-                f"@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}")
+        return (
+            f"postgresql://{quote(data['username'], safe='')}:{quote(data['password'], safe='')}"
+            f"@{cluster.host}:{cluster.port}/{pgcluster.DEMO_DB}"
+        )
 
     def issue(self, expires_at: float, ttl: int | None = None) -> None:
         """One credential whose lease ends at `expires_at`: its TTL is the time left in whole seconds, or `ttl`
@@ -216,8 +242,10 @@ class BaoSide:
         started = time.monotonic()
         ttl = ttl if ttl is not None else round(expires_at - time.time())
         if ttl < 3:
-            raise BenchError(f"Issuing is slower than planned ({len(self.issued)}/{self.args.grants} done); "
-                             "rerun with a larger --lead.")
+            raise BenchError(
+                f"Issuing is slower than planned ({len(self.issued)}/{self.args.grants} done); "
+                "rerun with a larger --lead."
+            )
         self.issued.append(self.bao.issue(ttl))
         self.ttls.append(ttl)
         self.issue_s += time.monotonic() - started
@@ -235,6 +263,7 @@ class BaoSide:
 
     def twin(self, provision_grant):
         """provision_grant, which also issues each grant's OpenBao twin: same TTL, same expiry (to the second)."""
+
         def provision_and_twin(grant_id, **kwargs):
             grant = provision_grant(grant_id, **kwargs)
             if grant is not None and grant.expires_at is not None:
@@ -247,17 +276,18 @@ class BaoSide:
                     if len(self.issued) == self.args.grants:
                         self.arm()
             return grant
+
         return provision_and_twin
 
     def arm(self) -> None:
         """All issued: read each lease's expire_time, hold the sample's sessions, start the probes."""
-        import psycopg
-
         args, N, world = self.args, self.args.grants, self.world
         self.expires = {i: self.bao.expire_time(c["lease_id"]) for i, c in enumerate(self.issued)}
         self.roles = {i: c["data"]["username"] for i, c in enumerate(self.issued)}
-        log(f"OpenBao: issued {N} credentials in {self.issue_s:.1f} s of requests ({N / self.issue_s:.1f}/s); "
-            f"first expiry in {min(self.expires.values()) - time.time():.1f} s")
+        log(
+            f"OpenBao: issued {N} credentials in {self.issue_s:.1f} s of requests ({N / self.issue_s:.1f}/s); "
+            f"first expiry in {min(self.expires.values()) - time.time():.1f} s"
+        )
         self.sample = sorted(self.rng.sample(range(N), args.sample))
         for i in self.sample:
             conn = psycopg.connect(self.dsn(self.issued[i]), autocommit=True, application_name="jitbench-held")
@@ -269,15 +299,23 @@ class BaoSide:
             target_postmaster = int((cluster.data_dir / "postmaster.pid").read_text().split()[0])
         except (OSError, ValueError, IndexError):
             target_postmaster = None
-        self.cpu = BaoCpuSampler(self.bao.pid, groups={}, target_postmaster=target_postmaster, portal_postmaster=None,
-                                 portal_db=world.bench_db)
+        self.cpu = BaoCpuSampler(
+            self.bao.pid,
+            groups={},
+            target_postmaster=target_postmaster,
+            portal_postmaster=None,
+            portal_db=world.bench_db,
+        )
         self.cpu.start()
         self.stop_event = threading.Event()
-        self.poller = expiry_lag.TargetPoller(cluster.admin_dsn, list(self.roles.values()), list(self.pids.values()),
-                                              args.poll)
+        self.poller = expiry_lag.TargetPoller(
+            cluster.admin_dsn, list(self.roles.values()), list(self.pids.values()), args.poll
+        )
         self.poller.start()
-        self.probes = [expiry_lag.LoginProbe(i, self.dsn(self.issued[i]), self.expires[i], args.probe_interval,
-                                             self.stop_event) for i in self.sample]
+        self.probes = [
+            expiry_lag.LoginProbe(i, self.dsn(self.issued[i]), self.expires[i], args.probe_interval, self.stop_event)
+            for i in self.sample
+        ]
         for probe in self.probes:
             probe.start()
 
@@ -296,8 +334,11 @@ class BaoSide:
                     raise BenchError(f"target poller failed: {poller.error}")
                 now = time.time()
                 last_gone = max(poller.role_gone.values(), default=now)
-                if (len(poller.role_gone) == N and all(p.refused_at is not None for p in probes)
-                        and (poller.done or now - last_gone > args.session_grace)):
+                if (
+                    len(poller.role_gone) == N
+                    and all(p.refused_at is not None for p in probes)
+                    and (poller.done or now - last_gone > args.session_grace)
+                ):
                     break
                 if now > deadline:
                     log("timeout: giving up on what is left")
@@ -310,8 +351,10 @@ class BaoSide:
                     break
                 if now - last_report >= 5 and now > first_expiry - 5:
                     last_report = now
-                    log(f"  OpenBao t{now - first_expiry:+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
-                        f"sessions ended {len(poller.pid_gone)}/{len(self.pids)}")
+                    log(
+                        f"  OpenBao t{now - first_expiry:+.1f} s: roles gone {len(poller.role_gone)}/{N}, "
+                        f"sessions ended {len(poller.pid_gone)}/{len(self.pids)}"
+                    )
                 time.sleep(0.25)
         finally:
             self.stop_event.set()
@@ -320,8 +363,6 @@ class BaoSide:
             self.cpu.stop_event.set()
 
     def results(self) -> dict:
-        import psycopg
-
         N, poller, probes, expires, held = self.args.grants, self.poller, self.probes, self.expires, self.held
         dead = reading = 0
         for i in self.sample:
@@ -337,7 +378,9 @@ class BaoSide:
                 pass
         login_lag = [p.refused_at - expires[p.grant_id] for p in probes if p.refused_at is not None]
         role_lag = [poller.role_gone[r] - expires[i] for i, r in self.roles.items() if r in poller.role_gone]
-        session_lag = [poller.pid_gone[self.pids[i]] - expires[i] for i in self.sample if self.pids[i] in poller.pid_gone]
+        session_lag = [
+            poller.pid_gone[self.pids[i]] - expires[i] for i in self.sample if self.pids[i] in poller.pid_gone
+        ]
         late_logins = [p for p in probes if p.last_ok is not None and p.last_ok > expires[p.grant_id]]
         return {
             "issue": {"request_s": self.issue_s, "per_s": N / self.issue_s},
@@ -354,10 +397,12 @@ class BaoSide:
                 "held sessions found dead at the end": f"{dead}/{len(self.sample)}",
                 "held sessions still reading public.orders at the end": f"{reading}/{len(self.sample)}",
                 "'failed to revoke lease' in the server log": self.bao.log_count("failed to revoke lease"),
-                "target polls": poller.polls, "largest poll gap s": round(poller.max_gap, 3),
+                "target polls": poller.polls,
+                "largest poll gap s": round(poller.max_gap, 3),
             },
-            "cpu_during_burst": self.cpu.report(min(expires.values()),
-                                                max(poller.role_gone.values(), default=time.time())),
+            "cpu_during_burst": self.cpu.report(
+                min(expires.values()), max(poller.role_gone.values(), default=time.time())
+            ),
         }
 
 
@@ -366,7 +411,7 @@ class BaoSide:
 
 def bench_grants() -> list[tuple[float, float]]:
     """(expires_at, duration in seconds) of expiry_lag's burst grants (its calibration grants were released)."""
-    from grants.models import Grant
+    from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
     rows = Grant.objects.filter(end_reason=Grant.EndReason.EXPIRED).values_list("expires_at", "duration")
     return [(expires_at.timestamp(), duration.total_seconds()) for expires_at, duration in rows]
@@ -376,22 +421,24 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     rng = random.Random(args.seed)
     env = {"Q_WORKERS": str(args.workers), "JIT_EXPIRY_BATCH": str(args.batch)}
-    with PortalWorld(os.environ.get("DATABASE_URL", ""), args.db_name, target_env=expiry_lag.TARGET_ENV,
-                     env=env, keep=args.keep) as world:
+    with PortalWorld(
+        os.environ.get("DATABASE_URL", ""), args.db_name, target_env=expiry_lag.TARGET_ENV, env=env, keep=args.keep
+    ) as world:
         args.bench_db = world.bench_db
         side = BaoSide(args, rng, world)
         side.start()
         how = "each grant with its OpenBao twin" if args.together else "alone"
         log(f"== jitportal: {args.grants} grants (benchmarks/expiry_lag.py), {how}")
         state: dict = {}
-        from grants import lifecycle
+        from grants import lifecycle  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
         provision_grant = lifecycle.provision_grant
         if args.together:
             lifecycle.provision_grant = side.twin(provision_grant)
         try:
-            jit = expiry_lag.run(args, rng, world.cluster, world.work_dir, world.child_env, world.held,
-                                 threading.Event(), state)
+            jit = expiry_lag.run(
+                args, rng, world.cluster, world.work_dir, world.child_env, world.held, threading.Event(), state
+            )
         finally:
             lifecycle.provision_grant = provision_grant
             if "children" in state:
@@ -408,10 +455,21 @@ def main(argv=None) -> int:
         bao = side.results()
         log("stopping OpenBao" + (", qcluster and expiry_timer" if args.together else ""))
     results = {
-        "config": {"grants": args.grants, "sample": args.sample, "spread_s": args.spread, "lead_s": args.lead,
-                   "workers": args.workers, "batch": args.batch, "probe_interval_s": args.probe_interval, "bao_revocation": args.bao_revocation,
-                   "together": args.together, "cpus": os.cpu_count(), "load": os.getloadavg()},
-        "jitportal": jit, "openbao": bao,
+        "config": {
+            "grants": args.grants,
+            "sample": args.sample,
+            "spread_s": args.spread,
+            "lead_s": args.lead,
+            "workers": args.workers,
+            "batch": args.batch,
+            "probe_interval_s": args.probe_interval,
+            "bao_revocation": args.bao_revocation,
+            "together": args.together,
+            "cpus": os.cpu_count(),
+            "load": os.getloadavg(),
+        },
+        "jitportal": jit,
+        "openbao": bao,
         "table": table(jit, bao),
     }
     print_table(results)
@@ -447,12 +505,16 @@ def print_table(results: dict) -> None:
 
     print()
     how = "each grant's OpenBao twin expiring with it" if cfg["together"] else "OpenBao alone afterwards, same burst"
-    print(f"jitportal vs OpenBao: {cfg['grants']} credentials each ({how}), expiring within {cfg['spread_s']:g} s "
-          f"about {cfg['lead_s']:g} s after the last is issued; TTL {jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
-          f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); expiries spread over "
-          f"{jit['expires_at_spread_s']:.1f} s / {bao['expires_at_spread_s']:.1f} s; {cfg['sample']} sessions held open "
-          f"and probed (logins every {cfg['probe_interval_s']:g} s); OpenBao revocation_statements: {cfg['bao_revocation']}; {cfg['cpus']} cores, "
-          f"load {cfg['load'][0]:.2f}")
+    print(
+        f"jitportal vs OpenBao: {cfg['grants']} credentials each ({how}), expiring within {cfg['spread_s']:g} s "
+        f"about {cfg['lead_s']:g} s after the last is issued; TTL "
+        f"{jit['ttl_s']['min']:.0f}-{jit['ttl_s']['max']:.0f} s "
+        f"(jitportal), {bao['ttl_s']['min']}-{bao['ttl_s']['max']} s (OpenBao); expiries spread over "
+        f"{jit['expires_at_spread_s']:.1f} s / {bao['expires_at_spread_s']:.1f} s; {cfg['sample']} sessions held open "
+        f"and probed (logins every {cfg['probe_interval_s']:g} s); OpenBao revocation_statements: "
+        f"{cfg['bao_revocation']}; {cfg['cpus']} cores, "
+        f"load {cfg['load'][0]:.2f}"
+    )
     print("Seconds after each credential's own expiry (grant expires_at, lease expire_time):")
     print()
     head = ["side"] + [f"{label} {q}" for label, _ in MEASURES for q in ("p50", "p99", "max")]
@@ -464,25 +526,35 @@ def print_table(results: dict) -> None:
         print(f"| {row['side']} | " + " | ".join(cells) + " |")
     print()
     for label, key in MEASURES:
-        counts = [f"{side} {res['rows'][key]['n']}/{res['rows'][key]['n'] + res['rows'][key]['missing']}"
-                  for side, res in (("jitportal", jit), ("OpenBao", bao))]
+        counts = [
+            f"{side} {res['rows'][key]['n']}/{res['rows'][key]['n'] + res['rows'][key]['missing']}"
+            for side, res in (("jitportal", jit), ("OpenBao", bao))
+        ]
         print(f"  {label} seen: {', '.join(counts)}")
-    print(f"  issuing: jitportal {jit['provision']['grants_per_s']:.1f}/s (whole lifecycle"
-          f"{', with the twins' if cfg['together'] else ''}), OpenBao {bao['issue']['per_s']:.1f}/s (its requests)")
+    print(
+        f"  issuing: jitportal {jit['provision']['grants_per_s']:.1f}/s (whole lifecycle"
+        f"{', with the twins' if cfg['together'] else ''}), OpenBao {bao['issue']['per_s']:.1f}/s (its requests)"
+    )
     for side, res in (("jitportal", jit), ("OpenBao", bao)):
-        print(f"  {side} checks: " + "; ".join(f"{k}: {v}" for k, v in res["checks"].items()
-                                               if k in CHECKS_SHOWN))
+        print(f"  {side} checks: " + "; ".join(f"{k}: {v}" for k, v in res["checks"].items() if k in CHECKS_SHOWN))
         usage = res.get("cpu_during_burst")
         if usage:
-            print(f"  {side} CPU seconds from first expiry to last role gone ({usage['window_s']:.1f} s): "
-                  + ", ".join(f"{name} {secs:.2f}" for name, secs in usage["cpu_s"].items() if secs >= 0.01))
+            print(
+                f"  {side} CPU seconds from first expiry to last role gone ({usage['window_s']:.1f} s): "
+                + ", ".join(f"{name} {secs:.2f}" for name, secs in usage["cpu_s"].items() if secs >= 0.01)
+            )
     print()
 
 
 CHECKS_SHOWN = (
-    "grant statuses", "audit chain", "logins that succeeded after expires_at", "logins that succeeded after expire_time",
-    "held sessions found dead at the end", "held sessions still reading public.orders at the end",
-    "revocation_statements", "'failed to revoke lease' in the server log",
+    "grant statuses",
+    "audit chain",
+    "logins that succeeded after expires_at",
+    "logins that succeeded after expire_time",
+    "held sessions found dead at the end",
+    "held sessions still reading public.orders at the end",
+    "revocation_statements",
+    "'failed to revoke lease' in the server log",
 )
 
 

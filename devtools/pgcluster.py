@@ -168,7 +168,9 @@ class DevCluster:
             state = {"password": secrets.token_urlsafe(24)}
             self._initdb(state["password"])
         elif not state.get("password"):
-            raise DevClusterError(f"{self.data_dir} exists but {self.state_file} is missing: cannot know the admin password.")
+            raise DevClusterError(
+                f"{self.data_dir} exists but {self.state_file} is missing: cannot know the admin password."
+            )
 
         # Keep the previous port when we can, so exported DSNs stay valid across restarts.
         port = self._requested_port or state.get("port")
@@ -180,7 +182,17 @@ class DevCluster:
         self._write_state()
 
         result = self._run(
-            "pg_ctl", "start", "-w", "-t", "60", "-D", self.data_dir, "-l", self.log_file, "-o", f"-p {port}",
+            "pg_ctl",
+            "start",
+            "-w",
+            "-t",
+            "60",
+            "-D",
+            self.data_dir,
+            "-l",
+            self.log_file,
+            "-o",
+            f"-p {port}",
             check=False,
         )
         if result.returncode != 0:
@@ -214,8 +226,8 @@ class DevCluster:
 
     def setup_demo_roles(self) -> None:
         """Create (idempotently) the demo database, group roles and the orders table."""
-        import psycopg
-        from psycopg import sql
+        import psycopg  # noqa: PLC0415 (make clean runs this module with the system python3, which may lack psycopg)
+        from psycopg import sql  # noqa: PLC0415 (make clean runs this module with the system python3, which may lack psycopg)
 
         with psycopg.connect(self.admin_dsn, autocommit=True) as conn:
             for role in ("app_readonly", "app_readwrite", "app_owner"):
@@ -286,7 +298,10 @@ class DevCluster:
 
     def _server_can(self, test: str, path: Path) -> bool:
         """Tell whether the server's OS user passes `test -<test> path` (every folder above it searchable too)."""
-        return self._server_user() is None or subprocess.run(["runuser", "-u", OS_USER, "--", "test", test, str(path)]).returncode == 0
+        return (
+            self._server_user() is None
+            or subprocess.run(["runuser", "-u", OS_USER, "--", "test", test, str(path)]).returncode == 0
+        )
 
     def _choose_run_dir(self, recorded: str | None) -> Path:
         """The folder an earlier start recorded, else base_dir where the server can live in it, else a new one."""
@@ -331,9 +346,17 @@ class DevCluster:
             if owner := self._server_user():
                 os.chown(pwfile, *owner)
             self._run(
-                "initdb", "-D", self.data_dir, "-U", ADMIN_USER, f"--pwfile={pwfile}",
-                "--auth-local=scram-sha-256", "--auth-host=scram-sha-256",
-                "--encoding=UTF8", "--no-locale", "--no-sync",
+                "initdb",
+                "-D",
+                self.data_dir,
+                "-U",
+                ADMIN_USER,
+                f"--pwfile={pwfile}",
+                "--auth-local=scram-sha-256",
+                "--auth-host=scram-sha-256",
+                "--encoding=UTF8",
+                "--no-locale",
+                "--no-sync",
             )
         finally:
             pwfile.unlink(missing_ok=True)

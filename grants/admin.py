@@ -48,7 +48,17 @@ class PolicyAdmin(_CatalogManaged, admin.ModelAdmin):
 
 @admin.register(AccessProfile)
 class AccessProfileAdmin(_CatalogManaged, admin.ModelAdmin):
-    list_display = ("name", "title", "target", "max_duration", "policy", "approver_group", "manager_approves", "enabled", "managed")
+    list_display = (
+        "name",
+        "title",
+        "target",
+        "max_duration",
+        "policy",
+        "approver_group",
+        "manager_approves",
+        "enabled",
+        "managed",
+    )
     list_filter = ("enabled", "target", "policy")
     filter_horizontal = ("requestable_by",)
     readonly_fields = ("managed_by",)

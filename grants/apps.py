@@ -8,7 +8,7 @@ class GrantsConfig(AppConfig):
     verbose_name = "Access"
 
     def ready(self):
-        from accounts.signals import groups_removed
+        from accounts.signals import groups_removed  # noqa: PLC0415 (ready(): the models load after apps.py)
 
         groups_removed.connect(_on_groups_removed, dispatch_uid="grants.enforce_group_policy")
         # Any deactivation (the admin's "active" box, the IdP sync's `user_deactivated`) saves the user row.
@@ -18,7 +18,7 @@ class GrantsConfig(AppConfig):
 
 def _on_groups_removed(sender, user, removed, **kwargs):
     # Wiring only: the rule lives in the lifecycle.
-    from .lifecycle import enforce_group_policy
+    from .lifecycle import enforce_group_policy  # noqa: PLC0415 (the models load after apps.py; the lifecycle imports them)
 
     enforce_group_policy(user)
 
@@ -30,17 +30,24 @@ def _on_user_saved(sender, instance, created, update_fields=None, **kwargs):
         return
     if update_fields is not None and "is_active" not in update_fields:
         return
-    from .lifecycle import enforce_group_policy
+    from .lifecycle import enforce_group_policy  # noqa: PLC0415 (the models load after apps.py; the lifecycle imports them)
 
     enforce_group_policy(instance)
 
 
-AUDITOR_PERMISSIONS = ["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
+AUDITOR_PERMISSIONS = [
+    "view_auditevent",
+    "view_grant",
+    "view_accessrequest",
+    "view_accessprofile",
+    "view_target",
+    "view_user",
+]
 
 
 def _ensure_auditor_group(**kwargs):
     """Give the auditors group (JIT_AUDITOR_GROUP) read-only access to the trail and the catalog in the admin."""
-    from django.contrib.auth.models import Group, Permission
+    from django.contrib.auth.models import Group, Permission  # noqa: PLC0415 (ready(): the models load after apps.py)
 
     group, _ = Group.objects.get_or_create(name=settings.JIT_AUDITOR_GROUP)
     group.permissions.add(*Permission.objects.filter(codename__in=AUDITOR_PERMISSIONS))

@@ -35,7 +35,16 @@ SCHEDULE_FIELDS = {"title", "tz", "rotation", "overrides", "ics_url"}
 TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description", "notify"}
 POLICY_FIELDS = {"title", "steps", "auto_approve", "justification", "request_timeout", "break_glass"}
 PROFILE_FIELDS = {
-    "title", "target", "scope", "default_duration", "max_duration", "requestable_by", "approvers", "policy", "risk", "description",
+    "title",
+    "target",
+    "scope",
+    "default_duration",
+    "max_duration",
+    "requestable_by",
+    "approvers",
+    "policy",
+    "risk",
+    "description",
     "notify",
 }
 RULE_FIELDS = {"name", "groups", "max_duration", "business_hours", "ticket_pattern"}
@@ -79,9 +88,7 @@ def _construct_mapping(loader, node):
     for key_node, value_node in node.value:
         key = loader.construct_object(key_node, deep=True)
         if key in result:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r}", key_node.start_mark
-            )
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
         result[key] = loader.construct_object(value_node, deep=True)
         result.lines[key] = key_node.start_mark.line + 1
     result.line = node.start_mark.line + 1
@@ -197,8 +204,15 @@ def load(path: str | Path) -> Desired:
         kind = spec.get("kind")
         if kind not in REGISTRY:
             check.error(spec, "kind", f"{where}.kind", f"unknown kind {kind!r}; one of {', '.join(sorted(REGISTRY))}")
-        if not isinstance(spec.get("secret_env"), str) or not re.fullmatch(r"[A-Z_][A-Z0-9_]*", spec.get("secret_env", "")):
-            check.error(spec, "secret_env", f"{where}.secret_env", "name the environment variable that holds the admin secret, e.g. PG_APPDB_ADMIN_DSN")
+        if not isinstance(spec.get("secret_env"), str) or not re.fullmatch(
+            r"[A-Z_][A-Z0-9_]*", spec.get("secret_env", "")
+        ):
+            check.error(
+                spec,
+                "secret_env",
+                f"{where}.secret_env",
+                "name the environment variable that holds the admin secret, e.g. PG_APPDB_ADMIN_DSN",
+            )
         config = spec.get("config", {})
         if not isinstance(config, dict):
             check.error(spec, "config", f"{where}.config", "must be a mapping")
@@ -206,8 +220,11 @@ def load(path: str | Path) -> Desired:
         for message in _kind(kind).config_errors(config) if kind in REGISTRY else []:
             check.error(spec, "config", f"{where}.config", message)
         targets[name] = {
-            "title": str(spec.get("title", "")), "kind": kind, "config": dict(config),
-            "secret_env": spec.get("secret_env", ""), "description": str(spec.get("description", "")),
+            "title": str(spec.get("title", "")),
+            "kind": kind,
+            "config": dict(config),
+            "secret_env": spec.get("secret_env", ""),
+            "description": str(spec.get("description", "")),
             "notify": _routes(check, spec, where),
         }
 
@@ -237,20 +254,37 @@ def load(path: str | Path) -> Desired:
             if not isinstance(step, dict):
                 check.error(spec, "steps", sw, "each step is a mapping with group and/or manager, and count")
                 continue
-            check.fields(step, {"group", "manager", "schedule", "count", "remind_after", "escalate_after", "fallback"}, sw)
+            check.fields(
+                step, {"group", "manager", "schedule", "count", "remind_after", "escalate_after", "fallback"}, sw
+            )
             if not step.get("group") and not step.get("manager") and not step.get("schedule"):
                 check.error(step, "group", sw, "name an approver group or an on-call schedule, or set manager: true")
-            if step.get("schedule") and step["schedule"] not in schedules and not OnCallSchedule.objects.filter(name=step["schedule"]).exists():
-                check.error(step, "schedule", f"{sw}.schedule", f"no schedule {step['schedule']!r} in this file (or in the portal)")
+            if (
+                step.get("schedule")
+                and step["schedule"] not in schedules
+                and not OnCallSchedule.objects.filter(name=step["schedule"]).exists()
+            ):
+                check.error(
+                    step,
+                    "schedule",
+                    f"{sw}.schedule",
+                    f"no schedule {step['schedule']!r} in this file (or in the portal)",
+                )
             count = step.get("count", 1)
             if not isinstance(count, int) or isinstance(count, bool) or count < 1:
                 check.error(step, "count", f"{sw}.count", "must be a whole number of at least 1")
                 count = 1
             if step.get("group"):
                 groups.add(str(step["group"]))
-            steps.append({"group": step.get("group"), "manager": bool(step.get("manager")), "count": count,
-                          **({"schedule": str(step["schedule"])} if step.get("schedule") else {}),
-                          **_escalation(check, step, sw, schedules, groups)})
+            steps.append(
+                {
+                    "group": step.get("group"),
+                    "manager": bool(step.get("manager")),
+                    "count": count,
+                    **({"schedule": str(step["schedule"])} if step.get("schedule") else {}),
+                    **_escalation(check, step, sw, schedules, groups),
+                }
+            )
         rules = []
         raw_rules = spec.get("auto_approve", [])
         if not isinstance(raw_rules, list):
@@ -276,12 +310,26 @@ def load(path: str | Path) -> Desired:
             rules.append(out)
         just = spec.get("justification", {}) or {}
         if not isinstance(just, dict):
-            check.error(spec, "justification", f"{where}.justification", "must be a mapping with min_length and/or ticket_pattern")
+            check.error(
+                spec,
+                "justification",
+                f"{where}.justification",
+                "must be a mapping with min_length and/or ticket_pattern",
+            )
             just = _Lines()
         check.fields(just, {"min_length", "ticket_pattern"}, f"{where}.justification")
         min_length = just.get("min_length", 20)
-        if not isinstance(min_length, int) or isinstance(min_length, bool) or not 1 <= min_length <= lifecycle.MAX_JUSTIFICATION:
-            check.error(just, "min_length", f"{where}.justification.min_length", f"must be a whole number from 1 to {lifecycle.MAX_JUSTIFICATION}")
+        if (
+            not isinstance(min_length, int)
+            or isinstance(min_length, bool)
+            or not 1 <= min_length <= lifecycle.MAX_JUSTIFICATION
+        ):
+            check.error(
+                just,
+                "min_length",
+                f"{where}.justification.min_length",
+                f"must be a whole number from 1 to {lifecycle.MAX_JUSTIFICATION}",
+            )
             min_length = 20
         timeout = check.duration(spec, "request_timeout", where) if "request_timeout" in spec else None
         glass = spec.get("break_glass", {}) or {}
@@ -292,9 +340,15 @@ def load(path: str | Path) -> Desired:
         glass_groups = check.names(glass, "groups", f"{where}.break_glass") if "groups" in glass else []
         groups.update(glass_groups)
         policies[name] = {
-            "title": str(spec.get("title", "")), "steps": steps, "auto_approve": rules, "min_justification": min_length,
-            "ticket_pattern": check.pattern(just, "ticket_pattern", f"{where}.justification") if "ticket_pattern" in just else "",
-            "request_timeout": timeout, "break_glass_groups": glass_groups,
+            "title": str(spec.get("title", "")),
+            "steps": steps,
+            "auto_approve": rules,
+            "min_justification": min_length,
+            "ticket_pattern": check.pattern(just, "ticket_pattern", f"{where}.justification")
+            if "ticket_pattern" in just
+            else "",
+            "request_timeout": timeout,
+            "break_glass_groups": glass_groups,
         }
 
     profiles, scope_lines = {}, {}
@@ -310,8 +364,14 @@ def load(path: str | Path) -> Desired:
             if required not in spec:
                 check.error(spec, None, f"{where}.{required}", "is required")
         target = spec.get("target")
-        if target is not None and target not in targets and not Target.objects.filter(name=target, managed_by="").exists():
-            check.error(spec, "target", f"{where}.target", f"no target {target!r} in this file (or unmanaged in the portal)")
+        if (
+            target is not None
+            and target not in targets
+            and not Target.objects.filter(name=target, managed_by="").exists()
+        ):
+            check.error(
+                spec, "target", f"{where}.target", f"no target {target!r} in this file (or unmanaged in the portal)"
+            )
         pol = spec.get("policy")
         if pol is not None and pol not in policies:
             check.error(spec, "policy", f"{where}.policy", f"no policy {pol!r} in this file")
@@ -327,7 +387,12 @@ def load(path: str | Path) -> Desired:
         max_d = check.duration(spec, "max_duration", where) if "max_duration" in spec else None
         default_d = check.duration(spec, "default_duration", where) if "default_duration" in spec else None
         if max_d and default_d and default_d > max_d:
-            check.error(spec, "default_duration", f"{where}.default_duration", f"is longer than max_duration ({human_duration(max_d)})")
+            check.error(
+                spec,
+                "default_duration",
+                f"{where}.default_duration",
+                f"is longer than max_duration ({human_duration(max_d)})",
+            )
         scope = spec.get("scope", {})
         if not isinstance(scope, dict):
             check.error(spec, "scope", f"{where}.scope", "must be a mapping, e.g. {roles: [app_readonly]}")
@@ -335,22 +400,39 @@ def load(path: str | Path) -> Desired:
         scope_lines[name] = spec.lines.get("scope", spec.line) if isinstance(spec, _Lines) else 0
         kind = None
         if isinstance(target, str):
-            kind = targets[target]["kind"] if target in targets else Target.objects.filter(name=target).values_list("kind", flat=True).first()
+            kind = (
+                targets[target]["kind"]
+                if target in targets
+                else Target.objects.filter(name=target).values_list("kind", flat=True).first()
+            )
         for message in _kind(kind).scope_errors(scope) if kind in REGISTRY else []:
             check.error(spec, "scope", f"{where}.scope", message)
         requestable = check.names(spec, "requestable_by", where) if "requestable_by" in spec else []
         groups.update(requestable)
         profiles[name] = {
-            "title": str(spec.get("title", "")), "target": target, "scope": dict(scope),
+            "title": str(spec.get("title", "")),
+            "target": target,
+            "scope": dict(scope),
             "default_duration": default_d or min(max_d or datetime.timedelta(hours=1), datetime.timedelta(hours=1)),
-            "max_duration": max_d, "requestable_by": sorted(requestable), "policy": pol,
-            "approver_group": approvers.get("group") or None, "manager_approves": bool(approvers.get("manager")),
-            "risk": str(spec.get("risk", "")), "description": str(spec.get("description", "")),
+            "max_duration": max_d,
+            "requestable_by": sorted(requestable),
+            "policy": pol,
+            "approver_group": approvers.get("group") or None,
+            "manager_approves": bool(approvers.get("manager")),
+            "risk": str(spec.get("risk", "")),
+            "description": str(spec.get("description", "")),
             "notify": _routes(check, spec, where),
         }
     if check.errors:
         raise CatalogError(check.errors)
-    return Desired(targets=targets, schedules=schedules, policies=policies, profiles=profiles, groups=groups, scope_lines=scope_lines)
+    return Desired(
+        targets=targets,
+        schedules=schedules,
+        policies=policies,
+        profiles=profiles,
+        groups=groups,
+        scope_lines=scope_lines,
+    )
 
 
 def _schedule(check: _Checker, spec, where) -> dict:
@@ -362,8 +444,16 @@ def _schedule(check: _Checker, spec, where) -> dict:
     except (zoneinfo.ZoneInfoNotFoundError, ValueError):
         check.error(spec, "tz", f"{where}.tz", f"unknown time zone {tz_name!r} (e.g. Europe/Berlin)")
         tz = datetime.UTC
-    out = {"title": str(spec.get("title", "")), "tz": tz_name, "members": [], "handover": "09:00",
-           "shift_length": datetime.timedelta(days=7), "starts_on": None, "overrides": [], "ics_url": ""}
+    out = {
+        "title": str(spec.get("title", "")),
+        "tz": tz_name,
+        "members": [],
+        "handover": "09:00",
+        "shift_length": datetime.timedelta(days=7),
+        "starts_on": None,
+        "overrides": [],
+        "ics_url": "",
+    }
     url = spec.get("ics_url")
     rotation = spec.get("rotation")
     if (url is None) == (rotation is None):
@@ -432,13 +522,27 @@ def _escalation(check: _Checker, step, where, schedules: dict, groups: set[str])
             check.error(step, "fallback", fw, "write {group: G} or {schedule: S}")
         else:
             check.fields(fallback, {"group", "schedule"}, fw)
-            if fallback.get("schedule") and fallback["schedule"] not in schedules and not OnCallSchedule.objects.filter(name=fallback["schedule"]).exists():
-                check.error(fallback, "schedule", f"{fw}.schedule", f"no schedule {fallback['schedule']!r} in this file (or in the portal)")
+            if (
+                fallback.get("schedule")
+                and fallback["schedule"] not in schedules
+                and not OnCallSchedule.objects.filter(name=fallback["schedule"]).exists()
+            ):
+                check.error(
+                    fallback,
+                    "schedule",
+                    f"{fw}.schedule",
+                    f"no schedule {fallback['schedule']!r} in this file (or in the portal)",
+                )
             if fallback.get("group"):
                 groups.add(fallback["group"])
             out["fallback"] = dict(fallback)
     if "escalate_after" in step and fallback is None:
-        check.error(step, "escalate_after", f"{where}.escalate_after", "name the fallback to escalate to: fallback: {group: G} or {schedule: S}")
+        check.error(
+            step,
+            "escalate_after",
+            f"{where}.escalate_after",
+            "name the fallback to escalate to: fallback: {group: G} or {schedule: S}",
+        )
     if fallback is not None and "escalate_after" not in step:
         check.error(step, "fallback", f"{where}.fallback", "say when to escalate: escalate_after: 1h")
     if out.get("remind_after") and out.get("escalate_after") and out["remind_after"] >= out["escalate_after"]:
@@ -565,8 +669,16 @@ def _show(value):
 
 
 def _schedule_row(s: OnCallSchedule) -> dict:
-    return {"title": s.title, "tz": s.tz, "members": s.members, "handover": s.handover, "shift_length": s.shift_length,
-            "starts_on": s.starts_on, "overrides": s.overrides, "ics_url": s.ics_url}
+    return {
+        "title": s.title,
+        "tz": s.tz,
+        "members": s.members,
+        "handover": s.handover,
+        "shift_length": s.shift_length,
+        "starts_on": s.starts_on,
+        "overrides": s.overrides,
+        "ics_url": s.ics_url,
+    }
 
 
 def _on_call_now(desired: Desired) -> list[str]:
@@ -583,29 +695,50 @@ def _on_call_now(desired: Desired) -> list[str]:
 
 
 def _target_row(t: Target) -> dict:
-    return {"title": t.title, "kind": t.kind, "config": t.config, "secret_env": t.secret_env, "description": t.description,
-            "notify": t.notify}
+    return {
+        "title": t.title,
+        "kind": t.kind,
+        "config": t.config,
+        "secret_env": t.secret_env,
+        "description": t.description,
+        "notify": t.notify,
+    }
 
 
 def _policy_row(p: Policy) -> dict:
     return {
-        "title": p.title, "steps": p.steps, "auto_approve": p.auto_approve, "min_justification": p.min_justification,
-        "ticket_pattern": p.ticket_pattern, "request_timeout": p.request_timeout, "break_glass_groups": p.break_glass_groups,
+        "title": p.title,
+        "steps": p.steps,
+        "auto_approve": p.auto_approve,
+        "min_justification": p.min_justification,
+        "ticket_pattern": p.ticket_pattern,
+        "request_timeout": p.request_timeout,
+        "break_glass_groups": p.break_glass_groups,
     }
 
 
 def _profile_row(p: AccessProfile) -> dict:
     return {
-        "title": p.title, "target": p.target.name, "scope": p.scope, "default_duration": p.default_duration,
-        "max_duration": p.max_duration, "requestable_by": sorted(g.name for g in p.requestable_by.all()),
-        "policy": p.policy.name if p.policy_id else None, "approver_group": p.approver_group.name if p.approver_group_id else None,
-        "manager_approves": p.manager_approves, "risk": p.risk, "description": p.description, "notify": p.notify,
+        "title": p.title,
+        "target": p.target.name,
+        "scope": p.scope,
+        "default_duration": p.default_duration,
+        "max_duration": p.max_duration,
+        "requestable_by": sorted(g.name for g in p.requestable_by.all()),
+        "policy": p.policy.name if p.policy_id else None,
+        "approver_group": p.approver_group.name if p.approver_group_id else None,
+        "manager_approves": p.manager_approves,
+        "risk": p.risk,
+        "description": p.description,
+        "notify": p.notify,
     }
 
 
 def _diff(kind, name, current: dict | None, wanted: dict) -> Change | None:
     if current is None:
-        return Change(kind, name, "add", {k: (None, v) for k, v in wanted.items() if v not in (None, "", [], {}, False)})
+        return Change(
+            kind, name, "add", {k: (None, v) for k, v in wanted.items() if v not in (None, "", [], {}, False)}
+        )
     fields = {k: (current.get(k), v) for k, v in wanted.items() if current.get(k) != v}
     return Change(kind, name, "change", fields) if fields else None
 
@@ -621,7 +754,11 @@ def _people(profile: dict | None) -> tuple[set[str] | None, set[str]]:
         requesters = set(active.filter(groups__name__in=profile["requestable_by"]).values_list("username", flat=True))
     approver_groups = [profile["approver_group"]] if profile.get("approver_group") else []
     approver_groups += profile.get("_step_groups", [])
-    approvers = set(active.filter(groups__name__in=approver_groups).values_list("username", flat=True)) if approver_groups else set()
+    approvers = (
+        set(active.filter(groups__name__in=approver_groups).values_list("username", flat=True))
+        if approver_groups
+        else set()
+    )
     if profile.get("manager_approves") or profile.get("_managers"):
         approvers.add("(the requester's manager)")
     approvers.update(f"(on call for {name})" for name in profile.get("_schedules", []))
@@ -633,8 +770,12 @@ def _with_steps(row: dict | None, policies: dict) -> dict | None:
         return None
     pol = policies.get(row.get("policy")) if row.get("policy") else None
     steps = pol["steps"] if pol else []
-    return {**row, "_step_groups": [s["group"] for s in steps if s.get("group")], "_managers": any(s.get("manager") for s in steps),
-            "_schedules": [s["schedule"] for s in steps if s.get("schedule")]}
+    return {
+        **row,
+        "_step_groups": [s["group"] for s in steps if s.get("group")],
+        "_managers": any(s.get("manager") for s in steps),
+        "_schedules": [s["schedule"] for s in steps if s.get("schedule")],
+    }
 
 
 def _people_lines(name: str, before: dict | None, after: dict | None) -> list[str]:
@@ -644,8 +785,10 @@ def _people_lines(name: str, before: dict | None, after: dict | None) -> list[st
         if old == new:
             continue
         if old is None or new is None:
-            lines.append(f"profile {name}: {label}: {'everyone' if old is None else ', '.join(sorted(old)) or 'nobody'}"
-                         f" -> {'everyone' if new is None else ', '.join(sorted(new)) or 'nobody'}")
+            lines.append(
+                f"profile {name}: {label}: {'everyone' if old is None else ', '.join(sorted(old)) or 'nobody'}"
+                f" -> {'everyone' if new is None else ', '.join(sorted(new)) or 'nobody'}"
+            )
             continue
         gained, lost = sorted(new - old), sorted(old - new)
         parts = [f"+{u}" for u in gained] + [f"-{u}" for u in lost]
@@ -685,9 +828,16 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
             changes.append(change)
     for name, row in current_policies.items():
         if row.managed_by == path and name not in desired.policies:
-            changes.append(Change("policy", name, "remove", {"row": ("kept while a profile refers to it", "no longer managed")}))
+            changes.append(
+                Change("policy", name, "remove", {"row": ("kept while a profile refers to it", "no longer managed")})
+            )
 
-    current_profiles = {p.name: p for p in AccessProfile.objects.select_related("target", "policy", "approver_group").prefetch_related("requestable_by")}
+    current_profiles = {
+        p.name: p
+        for p in AccessProfile.objects.select_related("target", "policy", "approver_group").prefetch_related(
+            "requestable_by"
+        )
+    }
     policy_rows = {n: _policy_row(p) for n, p in current_policies.items()}
     people, moved = [], []
     for name, wanted in desired.profiles.items():
@@ -705,13 +855,19 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
         if row.managed_by == path and name not in desired.profiles and row.enabled:
             live = Grant.objects.filter(profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).count()
             pending = AccessRequest.objects.filter(profile=row, status=AccessRequest.Status.PENDING).count()
-            fields = {"live grants": (live, "kept to expiry unless --revoke-removed"),
-                      "pending requests": (pending, "cancelled")}
+            fields = {
+                "live grants": (live, "kept to expiry unless --revoke-removed"),
+                "pending requests": (pending, "cancelled"),
+            }
             changes.append(Change("profile", name, "disable", fields))
             people += _people_lines(name, _with_steps(_profile_row(row), policy_rows), None)
     for name, row in current_targets.items():
         if row.managed_by == path and name not in desired.targets:
-            changes.append(Change("target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}))
+            changes.append(
+                Change(
+                    "target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}
+                )
+            )
     if moved:
         raise CatalogError(moved)
     warnings = _check_scopes_on_targets(path, desired, current_targets)
@@ -725,14 +881,18 @@ def _target_move_errors(path: str, desired: Desired, row: AccessProfile, new_tar
     target a grant was made on: moving the profile under them would send
     revocations to a server that never saw the account.
     """
-    live = Grant.objects.filter(profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE, Grant.Status.REVOKING]).count()
+    live = Grant.objects.filter(
+        profile=row, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE, Grant.Status.REVOKING]
+    ).count()
     pending = AccessRequest.objects.filter(profile=row, status=AccessRequest.Status.PENDING).count()
     if not live and not pending:
         return []
     line = desired.scope_lines.get(row.name, 0)
-    return [f"{path}:{line}: profiles.{row.name}.target: cannot move from {row.target.name} to {new_target} while it has "
-            f"{live} live grant(s) and {pending} pending request(s) there; let them end (or revoke them), or add a new "
-            "profile for the new target"]
+    return [
+        f"{path}:{line}: profiles.{row.name}.target: cannot move from {row.target.name} to {new_target} while it has "
+        f"{live} live grant(s) and {pending} pending request(s) there; let them end (or revoke them), or add a new "
+        "profile for the new target"
+    ]
 
 
 def _check_scopes_on_targets(path: str, desired: Desired, current_targets: dict[str, Target]) -> list[str]:
@@ -794,7 +954,11 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
         for name, wanted in desired.schedules.items():
             row = OnCallSchedule.objects.filter(name=name).first()
             # Another feed: the copy of the old one says nothing about it.
-            forget = {"ics_text": "", "ics_fetched_at": None, "ics_error": ""} if row and row.ics_url != wanted["ics_url"] else {}
+            forget = (
+                {"ics_text": "", "ics_fetched_at": None, "ics_error": ""}
+                if row and row.ics_url != wanted["ics_url"]
+                else {}
+            )
             OnCallSchedule.objects.update_or_create(name=name, defaults={**wanted, **forget, "managed_by": path})
         OnCallSchedule.objects.filter(managed_by=path).exclude(name__in=desired.schedules).update(managed_by="")
         policies = {}
@@ -802,11 +966,19 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
             policies[name], _ = Policy.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})
         for name, wanted in desired.profiles.items():
             target = targets.get(wanted["target"]) or Target.objects.get(name=wanted["target"])
-            fields = {k: v for k, v in wanted.items() if k not in ("target", "policy", "requestable_by", "approver_group")}
+            fields = {
+                k: v for k, v in wanted.items() if k not in ("target", "policy", "requestable_by", "approver_group")
+            }
             profile, _ = AccessProfile.objects.update_or_create(
                 name=name,
-                defaults={**fields, "target": target, "policy": policies.get(wanted["policy"]),
-                          "approver_group": groups.get(wanted["approver_group"]), "enabled": True, "managed_by": path},
+                defaults={
+                    **fields,
+                    "target": target,
+                    "policy": policies.get(wanted["policy"]),
+                    "approver_group": groups.get(wanted["approver_group"]),
+                    "enabled": True,
+                    "managed_by": path,
+                },
             )
             profile.requestable_by.set([groups[g] for g in wanted["requestable_by"]])
         gone_profiles = AccessProfile.objects.filter(managed_by=path, enabled=True).exclude(name__in=desired.profiles)
@@ -822,7 +994,9 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
             profile.save(update_fields=["enabled"])
             cancelled += lifecycle.cancel_requests_of_disabled_profile(profile)
             if revoke_removed:
-                for grant_id in Grant.objects.filter(profile=profile, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("pk", flat=True):
+                for grant_id in Grant.objects.filter(
+                    profile=profile, status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]
+                ).values_list("pk", flat=True):
                     lifecycle.revoke_grant(grant_id, actor=None, reason=Grant.EndReason.POLICY)
                     revoked.append(grant_id)
         gone_policies = Policy.objects.filter(managed_by=path).exclude(name__in=desired.policies)
@@ -834,7 +1008,12 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
         audit.record(
             "catalog.applied",
             actor=actor,
-            details={"file": path, "changes": [f"{c.action} {c.kind} {c.name}" for c in the_plan.changes],
-                     "people": the_plan.people, "revoked": revoked, "cancelled": cancelled},
+            details={
+                "file": path,
+                "changes": [f"{c.action} {c.kind} {c.name}" for c in the_plan.changes],
+                "people": the_plan.people,
+                "revoked": revoked,
+                "cancelled": cancelled,
+            },
         )
     return the_plan, revoked

@@ -62,7 +62,7 @@ def _dispatch(event: str, facts: dict) -> None:
     for handler in list(_handlers[event]):
         try:
             handler(**facts)
-        except Exception:  # noqa: BLE001 (an edge's failure never stops the others or the core's work after commit)
+        except Exception:
             log.exception("A handler of %s failed (%r)", event, facts)
 
 

@@ -8,8 +8,8 @@ from accounts import timezones
 
 from . import connectors
 from .durations import format_duration, parse_duration
-from .models import AccessProfile
 from .lifecycle import MAX_JUSTIFICATION
+from .models import AccessProfile
 
 DURATION_ERROR = "Write a duration such as 30m, 2h, 1h30m or 1d."
 
@@ -28,7 +28,7 @@ class WallClockField(forms.DateTimeField):
     input_formats = ["%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M"]
 
     def to_python(self, value):
-        with timezone.override(datetime.timezone.utc):
+        with timezone.override(datetime.UTC):
             value = super().to_python(value)
         return value.replace(tzinfo=None) if value else None
 
@@ -44,23 +44,33 @@ class RequestForm(forms.Form):
     justification = forms.CharField(
         label="Justification",
         widget=forms.Textarea(attrs={"rows": 4}),
-        help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and auditors read this.",
+        help_text="What you will do and why (at least 20 characters, more where a profile asks). Approvers and "
+        "auditors read this.",
     )
-    ticket = forms.CharField(label="Ticket", required=False, max_length=100, help_text="Optional: an incident or change ticket, e.g. INC-1234.")
+    ticket = forms.CharField(
+        label="Ticket",
+        required=False,
+        max_length=100,
+        help_text="Optional: an incident or change ticket, e.g. INC-1234.",
+    )
     starts_at = WallClockField(label="Start", required=False)
     time_zone = forms.ChoiceField(
         label="Time zone", required=False, help_text="The zone the start is in; the portal remembers it to show times."
     )
     reviewers = forms.CharField(
-        label="Suggested reviewers", required=False, max_length=500,
-        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told first.",
+        label="Suggested reviewers",
+        required=False,
+        max_length=500,
+        help_text="Optional: usernames of approvers you would like to decide it, separated by commas; they are told "
+        "first.",
     )
     also = forms.ModelMultipleChoiceField(
         queryset=None,
         label="Also request",
         required=False,
         widget=forms.CheckboxSelectMultiple,
-        help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided together.",
+        help_text="Other profiles to ask for with the same duration, justification and ticket; they are decided "
+        "together.",
     )
     break_glass = forms.BooleanField(
         label="Break-glass",
@@ -82,9 +92,9 @@ class RequestForm(forms.Form):
         also.widget.choices = [(p.pk, p.title) for p in profiles]
         also.error_messages["invalid_choice"] = "Pick among the profiles listed."
         zone = timezone.get_current_timezone_name()
-        self.fields["starts_at"].help_text = (
-            f"Leave empty to start as soon as approved; set it for a maintenance window (times in {zone})."
-        )
+        self.fields[
+            "starts_at"
+        ].help_text = f"Leave empty to start as soon as approved; set it for a maintenance window (times in {zone})."
         self.fields["time_zone"].choices = [(name, name) for name in timezones.zone_names()]
         self.fields["time_zone"].initial = zone
         self.fields["time_zone"].error_messages["invalid_choice"] = "Pick a time zone from the list, e.g. Europe/Paris."
@@ -109,7 +119,10 @@ class RequestForm(forms.Form):
                 widget = forms.TextInput(attrs={**attrs, "autocomplete": "off"})
             which = " or ".join(sorted(kinds))
             self.fields[name] = forms.CharField(
-                label=field.label, required=False, max_length=field.max_length, widget=widget,
+                label=field.label,
+                required=False,
+                max_length=field.max_length,
+                widget=widget,
                 help_text=f"For {which} profiles. {field.help_text}".strip(),
             )
         self.request_field_names = list(extra)
@@ -141,7 +154,9 @@ class RequestForm(forms.Form):
         # from reaching it.
         text = self.cleaned_data["justification"]
         if len(text) > 10 * MAX_JUSTIFICATION:
-            raise forms.ValidationError(f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(text)}).")
+            raise forms.ValidationError(
+                f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(text)})."
+            )
         return text
 
     def profiles_asked(self) -> list[AccessProfile]:
@@ -151,7 +166,9 @@ class RequestForm(forms.Form):
 
 
 class DecisionForm(forms.Form):
-    comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    comment = forms.CharField(
+        label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
     # The step the approver was shown: the lifecycle refuses if it moved on.
     step = forms.IntegerField(required=False, min_value=0, widget=forms.HiddenInput)
 
@@ -165,7 +182,9 @@ class ExtensionForm(forms.Form):
 
 
 class ReviewForm(forms.Form):
-    comment = forms.CharField(label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2}))
+    comment = forms.CharField(
+        label="Comment", required=False, max_length=2000, widget=forms.Textarea(attrs={"rows": 2})
+    )
 
 
 class DelegationForm(forms.Form):

@@ -17,15 +17,24 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.db import transaction
 from django.utils import timezone
+from django_q.tasks import async_task
 
 import audit
 from accounts.stepup import StepUp
 
 from . import events, oncall, policy, sealing, tallies
-from .durations import human_duration
 from .connectors import ConnectorError, get_connector
+from .durations import human_duration
 from .models import (
-    AccessProfile, AccessRequest, Approval, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, StepAssignee,
+    AccessProfile,
+    AccessRequest,
+    Approval,
+    BreakGlassReview,
+    Delegation,
+    DriftFinding,
+    Grant,
+    OnCallSchedule,
+    StepAssignee,
 )
 
 log = logging.getLogger(__name__)
@@ -114,8 +123,9 @@ def _transition_many(objs: list, table, new_status, **changes):
             setattr(obj, field, value)
 
 
-def _close_request(req: AccessRequest, new_status, *, actor=None, comment: str | None = None, rule: str | None = None,
-                   now=None):
+def _close_request(
+    req: AccessRequest, new_status, *, actor=None, comment: str | None = None, rule: str | None = None, now=None
+):
     """Record a pending request's outcome: status, when, and (if given) by whom, with what comment, by which rule."""
     changes = {"decided_at": now or timezone.now()}
     if actor is not None:
@@ -194,7 +204,9 @@ def _validate(*, requester, profile, duration, justification, ticket, starts_at,
     elif duration > profile.max_duration:
         errors["duration"] = f"The longest this profile allows is {human_duration(profile.max_duration)}."
     if len(justification) > MAX_JUSTIFICATION:
-        errors["justification"] = f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(justification)})."
+        errors["justification"] = (
+            f"Keep the justification under {MAX_JUSTIFICATION} characters (it has {len(justification)})."
+        )
     if len(ticket) > 100:
         errors["ticket"] = "A ticket reference has at most 100 characters."
     for field, message in policy.justification_errors(profile, justification, ticket).items():
@@ -233,7 +245,13 @@ def submit_request(
     ticket = (ticket or "").strip()
     now = timezone.now()
     errors = _validate(
-        requester=requester, profile=profile, duration=duration, justification=justification, ticket=ticket, starts_at=starts_at, now=now
+        requester=requester,
+        profile=profile,
+        duration=duration,
+        justification=justification,
+        ticket=ticket,
+        starts_at=starts_at,
+        now=now,
     )
     try:
         params = get_connector(profile.target).clean_params(params or {})
@@ -242,10 +260,22 @@ def submit_request(
     except ConnectorError as exc:
         errors["profile"] = exc.message
     if break_glass and not errors and not policy.may_break_glass(requester, profile):
-        _refuse("request.break_glass_refused", actor=requester, obj=profile, reason="You may not use break-glass access for this profile.")
+        _refuse(
+            "request.break_glass_refused",
+            actor=requester,
+            obj=profile,
+            reason="You may not use break-glass access for this profile.",
+        )
     if break_glass and not errors:
-        _check_step_up([profile], action="break_glass", actor=requester, obj=profile, channel=channel, step_up=step_up,
-                       event="request.break_glass_refused")
+        _check_step_up(
+            [profile],
+            action="break_glass",
+            actor=requester,
+            obj=profile,
+            channel=channel,
+            step_up=step_up,
+            event="request.break_glass_refused",
+        )
     if errors:
         raise InvalidRequestError(errors)
 
@@ -263,8 +293,13 @@ def submit_request(
         if span.overlaps and starts_at is None and span.overlaps[0][1] <= now:
             held = f"You already hold {profile.title}; release it, extend it, or wait for it to end."
             raise InvalidRequestError({None: held})
-        problem = policy.span_problem(span, profile.max_duration, title=profile.title, whose="your",
-                                      subject="this window" if starts_at else "this request")
+        problem = policy.span_problem(
+            span,
+            profile.max_duration,
+            title=profile.title,
+            whose="your",
+            subject="this window" if starts_at else "this request",
+        )
         if problem:
             raise InvalidRequestError({"starts_at" if span.overlaps else "duration": _sentence(problem)})
         req = AccessRequest.objects.create(
@@ -286,13 +321,25 @@ def submit_request(
             "request.submitted",
             actor=requester,
             obj=req,
-            details={**_snapshot(profile, requester), "duration_seconds": int(duration.total_seconds()),
-                     "justification": justification, "ticket": ticket, "starts_at": req.starts_at,
-                     "break_glass": break_glass, "bundle": bundle, "scope": req.scope, "reviewers": req.reviewers},
+            details={
+                **_snapshot(profile, requester),
+                "duration_seconds": int(duration.total_seconds()),
+                "justification": justification,
+                "ticket": ticket,
+                "starts_at": req.starts_at,
+                "break_glass": break_glass,
+                "bundle": bundle,
+                "scope": req.scope,
+                "reviewers": req.reviewers,
+            },
         )
         if break_glass:
-            _approve_by_policy(req, rule="break-glass", event="request.break_glass",
-                               extra=policy.step_up_details([profile], channel=channel, step_up=step_up))
+            _approve_by_policy(
+                req,
+                rule="break-glass",
+                event="request.break_glass",
+                extra=policy.step_up_details([profile], channel=channel, step_up=step_up),
+            )
             review = BreakGlassReview.objects.create(request=req)
             audit.record("review.opened", obj=review, details={**_snapshot(profile, requester), "request": req.pk})
             events.announce("break_glass_used", request_id=req.pk)
@@ -312,7 +359,9 @@ def _check_reviewers(req: AccessRequest):
     for username in req.reviewers:
         user = User.objects.filter(username=username, is_active=True).first()
         if user is None or user.pk == req.requester_id or not policy.is_approver(user, req):
-            raise InvalidRequestError({"reviewers": f"{username} is not an approver of {req.profile.title}; suggest one who is."})
+            raise InvalidRequestError(
+                {"reviewers": f"{username} is not an approver of {req.profile.title}; suggest one who is."}
+            )
 
 
 def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
@@ -326,10 +375,22 @@ def submit_bundle(*, requester, profiles, **kwargs) -> list[AccessRequest]:
         if profile.enabled and not policy.may_request(requester, profile):
             _refuse("request.refused", actor=requester, obj=profile, reason=f"You may not request {profile.title}.")
         if kwargs.get("break_glass") and profile.enabled and not policy.may_break_glass(requester, profile):
-            _refuse("request.break_glass_refused", actor=requester, obj=profile, reason=f"You may not use break-glass access for {profile.title}.")
+            _refuse(
+                "request.break_glass_refused",
+                actor=requester,
+                obj=profile,
+                reason=f"You may not use break-glass access for {profile.title}.",
+            )
     if kwargs.get("break_glass"):
-        _check_step_up(profiles, action="break_glass", actor=requester, obj=profiles[0], channel=kwargs.get("channel", "web"),
-                       step_up=kwargs.get("step_up"), event="request.break_glass_refused")
+        _check_step_up(
+            profiles,
+            action="break_glass",
+            actor=requester,
+            obj=profiles[0],
+            channel=kwargs.get("channel", "web"),
+            step_up=kwargs.get("step_up"),
+            event="request.break_glass_refused",
+        )
     bundle = uuid.uuid4()
     with transaction.atomic():
         return [submit_request(requester=requester, profile=p, bundle=bundle, **kwargs) for p in profiles]
@@ -339,7 +400,12 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
     """Ask for more time on one's own active grant; the profile's policy decides as for any request."""
     justification = (justification or "").strip()
     if not Grant.objects.filter(pk=grant_id, user=actor).exists():
-        _refuse("grant.extend_refused", actor=actor, obj=Grant.objects.get(pk=grant_id), reason="Only the holder can extend a grant.")
+        _refuse(
+            "grant.extend_refused",
+            actor=actor,
+            obj=Grant.objects.get(pk=grant_id),
+            reason="Only the holder can extend a grant.",
+        )
     with transaction.atomic():
         # The holder's row first, as submit_request and the decisions take it,
         # so that one person's span changes one step at a time.
@@ -349,7 +415,8 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
             raise TransitionError("Only active access can be extended.")
         if not get_connector(grant.profile.target).extends_in_place:
             raise TransitionError(
-                f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request new access when this one ends."
+                f"{grant.profile.target} ({grant.profile.target.kind}) cannot move an expiry in place; request "
+                "new access when this one ends."
             )
         why = policy.ineligibility(grant.user, grant.profile) or _moved_target(grant.request)
         if why:
@@ -384,16 +451,27 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
             raise InvalidRequestError(errors)
         # An extension gives more time on what was approved, not what the profile says today.
         req = AccessRequest.objects.create(
-            requester=actor, profile=grant.profile, duration=duration, justification=justification,
-            ticket=grant.request.ticket, extends=grant, scope=grant.scope, max_duration=maximum,
+            requester=actor,
+            profile=grant.profile,
+            duration=duration,
+            justification=justification,
+            ticket=grant.request.ticket,
+            extends=grant,
+            scope=grant.scope,
+            max_duration=maximum,
             target_id=grant.request.target_id or grant.profile.target_id,
         )
         audit.record(
             "request.submitted",
             actor=actor,
             obj=req,
-            details={**_snapshot(grant.profile, actor), "extends": grant.pk, "duration_seconds": int(duration.total_seconds()),
-                     "justification": justification, "scope": req.scope},
+            details={
+                **_snapshot(grant.profile, actor),
+                "extends": grant.pk,
+                "duration_seconds": int(duration.total_seconds()),
+                "justification": justification,
+                "scope": req.scope,
+            },
         )
         rule = policy.auto_approval_rule(req, span=span)
         if rule:
@@ -406,13 +484,22 @@ def request_extension(grant_id, *, actor, duration: datetime.timedelta, justific
 def _ask_on_call(req: AccessRequest, schedule_name: str, *, index: int, fallback: bool, now) -> dict:
     """Resolve who `schedule_name` has on call now, record them as asked for step `index`; return the trail's facts."""
     schedule = OnCallSchedule.objects.filter(name=schedule_name).first()
-    found = oncall.on_call(schedule, at=now) if schedule else oncall.OnCall(None, f"there is no on-call schedule {schedule_name}")
+    found = (
+        oncall.on_call(schedule, at=now)
+        if schedule
+        else oncall.OnCall(None, f"there is no on-call schedule {schedule_name}")
+    )
     user, why = found.user, found.why
     if user is not None and user.pk == req.requester_id:
         user, why = None, f"{why}; that is {req.requester.username}, who asked, so nobody else is asked by it"
     if user is not None:
-        StepAssignee.objects.get_or_create(request=req, step=index, user=user, fallback=fallback,
-                                           defaults={"schedule": schedule_name, "why": why[:500], "created_at": now})
+        StepAssignee.objects.get_or_create(
+            request=req,
+            step=index,
+            user=user,
+            fallback=fallback,
+            defaults={"schedule": schedule_name, "why": why[:500], "created_at": now},
+        )
     return {"schedule": schedule_name, "on_call": user.username if user else None, "why": why}
 
 
@@ -449,7 +536,11 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
             index, step = policy.current_step(req), policy.waiting_step(req)
             opened = req.step_opened_at or req.created_at
             base = {**_snapshot(req.profile, req.requester), "step": index + 1}
-            if step.escalate_after and now >= opened + step.escalate_after and (step.fallback_group or step.fallback_schedule):
+            if (
+                step.escalate_after
+                and now >= opened + step.escalate_after
+                and (step.fallback_group or step.fallback_schedule)
+            ):
                 asked = []
                 if step.schedule:
                     asked.append(_ask_on_call(req, step.schedule, index=index, fallback=False, now=now))
@@ -457,8 +548,16 @@ def remind_and_escalate(now=None) -> tuple[list[int], list[int]]:
                     asked.append(_ask_on_call(req, step.fallback_schedule, index=index, fallback=True, now=now))
                 req.escalated_at, req.reminded_at = now, req.reminded_at or now
                 req.save(update_fields=["escalated_at", "reminded_at"])
-                audit.record("request.escalated", obj=req, details={
-                    **base, "after": human_duration(now - opened), "fallback": step.describe_fallback(), "asked": asked})
+                audit.record(
+                    "request.escalated",
+                    obj=req,
+                    details={
+                        **base,
+                        "after": human_duration(now - opened),
+                        "fallback": step.describe_fallback(),
+                        "asked": asked,
+                    },
+                )
                 events.announce("approval_escalated", request_id=req.pk)
                 escalated.append(req.pk)
             elif step.remind_after and req.reminded_at is None and now >= opened + step.remind_after:
@@ -479,9 +578,15 @@ def _finish_approval(req: AccessRequest, *, actor):
     if req.extends_id:
         _extend_grant(req, actor=actor)
         return
-    grant = Grant.objects.create(request=req, user=req.requester, profile=req.profile, duration=req.duration, not_before=req.starts_at)
-    audit.record("grant.scheduled", actor=actor, obj=grant,
-                 details={**_snapshot(req.profile, req.requester), "request": req.pk, "not_before": req.starts_at})
+    grant = Grant.objects.create(
+        request=req, user=req.requester, profile=req.profile, duration=req.duration, not_before=req.starts_at
+    )
+    audit.record(
+        "grant.scheduled",
+        actor=actor,
+        obj=grant,
+        details={**_snapshot(req.profile, req.requester), "request": req.pk, "not_before": req.starts_at},
+    )
     transaction.on_commit(lambda: _enqueue("grants.tasks.provision", grant.pk))
 
 
@@ -494,8 +599,14 @@ def _check_step_up(profiles, *, action: str, actor, obj, channel: str, step_up, 
     """Refuse (recorded, StepUpRequiredError) an action a risky profile needs a fresh sign-in for."""
     reason = policy.step_up_refusal(profiles, action=action, channel=channel, step_up=step_up)
     if reason:
-        _refuse(event, actor=actor, obj=obj, reason=reason, error=StepUpRequiredError,
-                details={"step_up_needed": action, **_step_up_facts(channel, step_up)})
+        _refuse(
+            event,
+            actor=actor,
+            obj=obj,
+            reason=reason,
+            error=StepUpRequiredError,
+            details={"step_up_needed": action, **_step_up_facts(channel, step_up)},
+        )
 
 
 def _approve_by_policy(req: AccessRequest, *, rule: str, event: str, extra: dict | None = None):
@@ -517,8 +628,15 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
     principal = policy.on_behalf_of(actor, req)
     Approval.objects.create(request=req, step=index, approver=actor, on_behalf_of=principal, comment=comment)
     done = policy.approvals_counted(req, index)
-    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": index + 1, "steps": len(steps),
-               "scope": req.effective_scope, **extra, **({"on_behalf_of": principal.username} if principal else {})}
+    details = {
+        **_snapshot(req.profile, req.requester),
+        "comment": comment,
+        "step": index + 1,
+        "steps": len(steps),
+        "scope": req.effective_scope,
+        **extra,
+        **({"on_behalf_of": principal.username} if principal else {}),
+    }
     if done < steps[index].count or index + 1 < len(steps):
         if done >= steps[index].count:
             req.step += 1
@@ -536,8 +654,12 @@ def _approve_step(req: AccessRequest, *, actor, comment: str, extra: dict):
 def _deny(req: AccessRequest, *, actor, comment: str):
     _close_request(req, RS.DENIED, actor=actor, comment=comment)
     principal = policy.on_behalf_of(actor, req)
-    details = {**_snapshot(req.profile, req.requester), "comment": comment, "step": policy.current_step(req) + 1,
-               **({"on_behalf_of": principal.username} if principal else {})}
+    details = {
+        **_snapshot(req.profile, req.requester),
+        "comment": comment,
+        "step": policy.current_step(req) + 1,
+        **({"on_behalf_of": principal.username} if principal else {}),
+    }
     audit.record("request.denied", actor=actor, obj=req, details=details)
     tallies.add(req)
     events.announce("request_decided", request_id=req.pk)
@@ -587,13 +709,21 @@ def _approval_problem(req: AccessRequest, *, now) -> str | None:
     return policy.span_problem(span, policy.max_duration(req), title=req.profile.title, whose=whose, subject="it")
 
 
-def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None, step_up, channel: str) -> AccessRequest:
+def _decide(
+    request_id, *, actor, comment: str, approve: bool, step: int | None, step_up, channel: str
+) -> AccessRequest:
     comment = (comment or "").strip()
     event, error = "request.decision_refused", NotAllowedError
     with transaction.atomic():
         req, members = _lock_decision(request_id, approve=approve)
         _lock_extended_grants(members)
-        if step is not None and req.status == RS.PENDING and step != req.step and req.requester_id != actor.pk and policy.is_approver(actor, req):
+        if (
+            step is not None
+            and req.status == RS.PENDING
+            and step != req.step
+            and req.requester_id != actor.pk
+            and policy.is_approver(actor, req)
+        ):
             # A stale page (a double click, a colleague was quicker): not a refusal. `step` is the stored
             # `req.step` the page or Slack message was made from, compared as stored; it is shown clamped.
             moved = policy.current_step(req) + 1
@@ -634,7 +764,13 @@ def _decide(request_id, *, actor, comment: str, approve: bool, step: int | None,
 
 
 def approve_request(
-    request_id, *, actor, comment: str = "", step: int | None = None, step_up: StepUp | None = None, channel: str = "web"
+    request_id,
+    *,
+    actor,
+    comment: str = "",
+    step: int | None = None,
+    step_up: StepUp | None = None,
+    channel: str = "web",
 ) -> AccessRequest:
     """Approve the current step of a pending request (and of its bundle); the last step schedules the grant.
 
@@ -674,8 +810,14 @@ def lapse_stale_requests(now=None) -> int:
             if not (timed_out or window_over):
                 continue
             _close_request(req, RS.LAPSED, now=now)
-            audit.record("request.lapsed", obj=req, details={**_snapshot(req.profile, req.requester),
-                                                             "why": "window ended" if window_over else "nobody decided in time"})
+            audit.record(
+                "request.lapsed",
+                obj=req,
+                details={
+                    **_snapshot(req.profile, req.requester),
+                    "why": "window ended" if window_over else "nobody decided in time",
+                },
+            )
             tallies.add(req)
             count += 1
     return count
@@ -685,7 +827,11 @@ def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
     """Close a break-glass review: an approver of the profile, not the person who used it, with a comment."""
     comment = (comment or "").strip()
     with transaction.atomic():
-        review = BreakGlassReview.objects.select_for_update(of=("self",)).select_related("request__profile__policy", "request__requester").get(pk=review_id)
+        review = (
+            BreakGlassReview.objects.select_for_update(of=("self",))
+            .select_related("request__profile__policy", "request__requester")
+            .get(pk=review_id)
+        )
         req = review.request
         if req.requester_id == actor.pk:
             refusal = "You cannot review your own break-glass use."
@@ -699,7 +845,12 @@ def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
                 raise InvalidRequestError({"comment": "Say what you checked, in at least 10 characters."})
             review.closed_by, review.closed_at, review.comment = actor, timezone.now(), comment
             review.save(update_fields=["closed_by", "closed_at", "comment"])
-            audit.record("review.closed", actor=actor, obj=review, details={**_snapshot(req.profile, req.requester), "request": req.pk, "comment": comment})
+            audit.record(
+                "review.closed",
+                actor=actor,
+                obj=review,
+                details={**_snapshot(req.profile, req.requester), "request": req.pk, "comment": comment},
+            )
             return review
     _refuse("review.close_refused", actor=actor, obj=review, reason=refusal)
 
@@ -709,7 +860,9 @@ def close_review(review_id, *, actor, comment: str) -> BreakGlassReview:
 MAX_DELEGATION = datetime.timedelta(days=90)
 
 
-def delegate_approvals(*, actor, delegate, starts_at: datetime.datetime, ends_at: datetime.datetime, reason: str = "") -> Delegation:
+def delegate_approvals(
+    *, actor, delegate, starts_at: datetime.datetime, ends_at: datetime.datetime, reason: str = ""
+) -> Delegation:
     """Let `delegate` decide, from `starts_at` to `ends_at`, what `actor` could decide (recorded "on behalf of")."""
     now = timezone.now()
     reason = (reason or "").strip()
@@ -729,9 +882,21 @@ def delegate_approvals(*, actor, delegate, starts_at: datetime.datetime, ends_at
     if errors:
         raise InvalidRequestError(errors)
     with transaction.atomic():
-        delegation = Delegation.objects.create(delegator=actor, delegate=delegate, starts_at=starts_at, ends_at=ends_at, reason=reason)
-        audit.record("delegation.created", actor=actor, obj=delegation, details={
-            "delegator": actor.username, "delegate": delegate.username, "starts_at": starts_at, "ends_at": ends_at, "reason": reason})
+        delegation = Delegation.objects.create(
+            delegator=actor, delegate=delegate, starts_at=starts_at, ends_at=ends_at, reason=reason
+        )
+        audit.record(
+            "delegation.created",
+            actor=actor,
+            obj=delegation,
+            details={
+                "delegator": actor.username,
+                "delegate": delegate.username,
+                "starts_at": starts_at,
+                "ends_at": ends_at,
+                "reason": reason,
+            },
+        )
     return delegation
 
 
@@ -745,8 +910,12 @@ def end_delegation(delegation_id, *, actor) -> Delegation:
             raise TransitionError("This delegation has already ended.")
         delegation.ended_at = timezone.now()
         delegation.save(update_fields=["ended_at"])
-        audit.record("delegation.ended", actor=actor, obj=delegation,
-                     details={"delegator": actor.username, "delegate": delegation.delegate.username})
+        audit.record(
+            "delegation.ended",
+            actor=actor,
+            obj=delegation,
+            details={"delegator": actor.username, "delegate": delegation.delegate.username},
+        )
     return delegation
 
 
@@ -754,8 +923,6 @@ def end_delegation(delegation_id, *, actor) -> Delegation:
 
 
 def _enqueue(func: str, *args):
-    from django_q.tasks import async_task
-
     async_task(func, *args, group=func.rsplit(".", 1)[-1])
 
 
@@ -791,14 +958,26 @@ def provision_grant(grant_id, *, connectors: dict | None = None) -> Grant | None
                 provisioned = connector.provision(grant)
         except ConnectorError as exc:
             return _provision_failed(grant, exc)
-        _transition(grant, ALLOWED_GRANT, GS.ACTIVE, save=["starts_at"], expires_at=provisioned.expires_at,
-                    external_ref=provisioned.external_ref, sealed_credentials=sealing.seal(provisioned.credentials),
-                    last_error="", next_attempt_at=None)
+        _transition(
+            grant,
+            ALLOWED_GRANT,
+            GS.ACTIVE,
+            save=["starts_at"],
+            expires_at=provisioned.expires_at,
+            external_ref=provisioned.external_ref,
+            sealed_credentials=sealing.seal(provisioned.credentials),
+            last_error="",
+            next_attempt_at=None,
+        )
         audit.record(
             "grant.provisioned",
             obj=grant,
-            details={**_snapshot(grant.profile, grant.user), "external_ref": grant.external_ref,
-                     "starts_at": grant.starts_at, "expires_at": grant.expires_at},
+            details={
+                **_snapshot(grant.profile, grant.user),
+                "external_ref": grant.external_ref,
+                "starts_at": grant.starts_at,
+                "expires_at": grant.expires_at,
+            },
         )
         events.announce("grant_provisioned", grant_id=grant.pk)
     return grant
@@ -815,8 +994,9 @@ def _connector(target, connectors: dict | None):
 
 def _fail_unprovisioned(grant: Grant, message: str, **details) -> Grant:
     """Fail a grant before this attempt made anything on the target; a crashed earlier attempt may have, so clean up."""
-    _transition(grant, ALLOWED_GRANT, GS.FAILED, last_error=message, starts_at=None, expires_at=None,
-                next_attempt_at=None)
+    _transition(
+        grant, ALLOWED_GRANT, GS.FAILED, last_error=message, starts_at=None, expires_at=None, next_attempt_at=None
+    )
     details = {**_snapshot(grant.profile, grant.user), "error": message, **details}
     audit.record("grant.failed", obj=grant, details=details)
     transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -828,8 +1008,15 @@ def _provision_failed(grant: Grant, exc: ConnectorError) -> Grant:
     grant.last_error = exc.message
     details = {**_snapshot(grant.profile, grant.user), "error": exc.message, "attempt": grant.attempts}
     if exc.permanent or grant.attempts >= MAX_PROVISION_ATTEMPTS:
-        _transition(grant, ALLOWED_GRANT, GS.FAILED, save=["attempts", "last_error"], starts_at=None, expires_at=None,
-                    next_attempt_at=None)
+        _transition(
+            grant,
+            ALLOWED_GRANT,
+            GS.FAILED,
+            save=["attempts", "last_error"],
+            starts_at=None,
+            expires_at=None,
+            next_attempt_at=None,
+        )
         audit.record("grant.failed", obj=grant, details=details)
         # Whatever a half-done provisioning left on the target goes too.
         transaction.on_commit(lambda: _enqueue("grants.tasks.clean_up_failed", grant.pk))
@@ -854,7 +1041,13 @@ def _extend_grant(req: AccessRequest, *, actor):
         "grant.extended",
         actor=actor,
         obj=grant,
-        details={**_snapshot(grant.profile, grant.user), "request": req.pk, "from": old, "to": grant.expires_at, "rule": req.auto_rule},
+        details={
+            **_snapshot(grant.profile, grant.user),
+            "request": req.pk,
+            "from": old,
+            "to": grant.expires_at,
+            "rule": req.auto_rule,
+        },
     )
     # The portal's clock moves first; until the target follows, the target
     # ends access earlier than the portal says, never later.
@@ -881,12 +1074,18 @@ def extend_on_target(grant_id, *, connectors: dict | None = None) -> Grant | Non
             grant.last_error = f"Extending on the target failed: {exc.message}"
             grant.next_attempt_at = timezone.now() + EXTEND_RETRY * (6 if exc.permanent else 1)
             grant.save(update_fields=["last_error", "next_attempt_at"])
-            audit.record("grant.extend_failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": exc.message})
+            audit.record(
+                "grant.extend_failed", obj=grant, details={**_snapshot(grant.profile, grant.user), "error": exc.message}
+            )
             return grant
         grant.last_error = ""
         grant.next_attempt_at = None
         grant.save(update_fields=["last_error", "next_attempt_at"])
-        audit.record("grant.extended_on_target", obj=grant, details={**_snapshot(grant.profile, grant.user), "expires_at": grant.expires_at})
+        audit.record(
+            "grant.extended_on_target",
+            obj=grant,
+            details={**_snapshot(grant.profile, grant.user), "expires_at": grant.expires_at},
+        )
     return grant
 
 
@@ -894,11 +1093,25 @@ def _begin_revocations(grants: list[Grant], *, actor, reason: str):
     """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
     now = timezone.now()
     # The caller's task revokes at once; if it is lost, the timer's pass does after RETRY_GRACE.
-    _transition_many(grants, ALLOWED_GRANT, GS.REVOKING, end_reason=reason, ended_by=actor, revoke_requested_at=now,
-                     attempts=0, next_attempt_at=now + RETRY_GRACE, last_error="", sealed_credentials="")
+    _transition_many(
+        grants,
+        ALLOWED_GRANT,
+        GS.REVOKING,
+        end_reason=reason,
+        ended_by=actor,
+        revoke_requested_at=now,
+        attempts=0,
+        next_attempt_at=now + RETRY_GRACE,
+        last_error="",
+        sealed_credentials="",
+    )
     audit.record_many(
-        ("grant.revoke_requested", actor, grant,
-         {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at})
+        (
+            "grant.revoke_requested",
+            actor,
+            grant,
+            {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at},
+        )
         for grant in grants
     )
 
@@ -928,7 +1141,8 @@ def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
 
 
 def begin_due_expiries(*, limit: int, now=None, target_id: int | None = None) -> list[int]:
-    """Move up to `limit` grants past their expiry (on one target, if given) to `revoking`, oldest first; return their ids.
+    """Move up to `limit` grants past their expiry (on one target,
+    if given) to `revoking`, oldest first; return their ids.
 
     Several workers and timers may call this at once: `skip_locked` hands
     each grant to exactly one of them.
@@ -966,14 +1180,20 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
 
 
 def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
-    """Like `complete_revocation` for several grants, a few target calls and one commit per target; return those revoked.
+    """Like `complete_revocation` for several grants, a few
+    target calls and one commit per target; return those revoked.
 
     One transaction per target: the audit chain lock its events take is
     released before the next target is contacted, so a slow target never
     holds up appends (approvals, other revocations) meanwhile.
     """
     grant_ids = list(grant_ids)
-    targets = Grant.objects.filter(pk__in=grant_ids).values_list("profile__target_id", flat=True).distinct().order_by("profile__target_id")
+    targets = (
+        Grant.objects.filter(pk__in=grant_ids)
+        .values_list("profile__target_id", flat=True)
+        .distinct()
+        .order_by("profile__target_id")
+    )
     done = []
     for target_id in list(targets):
         with transaction.atomic():
@@ -1033,19 +1253,39 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
             if grant.pk in errors:
                 _revocation_failed(grant, errors[grant.pk], objects=connector.take_inventory(grant.pk))
             elif grant.pk in present:
-                _revocation_failed(grant, "The target still shows the account or a session after revoking.",
-                                   objects=connector.take_inventory(grant.pk))
+                _revocation_failed(
+                    grant,
+                    "The target still shows the account or a session after revoking.",
+                    objects=connector.take_inventory(grant.pk),
+                )
             else:
                 gone.append(grant)
         if gone:
-            _transition_many(gone, ALLOWED_GRANT, GS.REVOKED, revoked_at=revoked_at, verified_at=verified_at,
-                             next_attempt_at=None, last_error="")
+            _transition_many(
+                gone,
+                ALLOWED_GRANT,
+                GS.REVOKED,
+                revoked_at=revoked_at,
+                verified_at=verified_at,
+                next_attempt_at=None,
+                last_error="",
+            )
             found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
             audit.record_many(
-                ("grant.revoked", grant.ended_by, grant,
-                 {**_snapshot(grant.profile, grant.user), "reason": grant.end_reason,
-                  "revoked_at": grant.revoked_at, "verified_at": grant.verified_at,
-                  "expires_at": grant.expires_at, "attempts": grant.attempts + 1, "objects": found[grant.pk]})
+                (
+                    "grant.revoked",
+                    grant.ended_by,
+                    grant,
+                    {
+                        **_snapshot(grant.profile, grant.user),
+                        "reason": grant.end_reason,
+                        "revoked_at": grant.revoked_at,
+                        "verified_at": grant.verified_at,
+                        "expires_at": grant.expires_at,
+                        "attempts": grant.attempts + 1,
+                        "objects": found[grant.pk],
+                    },
+                )
                 for grant in gone
             )
             _report_objects([grant for grant in gone if found[grant.pk]], found)
@@ -1065,14 +1305,29 @@ def _report_objects(grants: list[Grant], found: dict[int, list[dict]]) -> None:
     if not grants:
         return
     findings = DriftFinding.objects.bulk_create(
-        DriftFinding(target=grant.profile.target, external_ref=grant.external_ref or f"grant {grant.pk}", grant=grant,
-                     kind=DriftFinding.Kind.OBJECTS, action=objects_summary(found[grant.pk]))
+        DriftFinding(
+            target=grant.profile.target,
+            external_ref=grant.external_ref or f"grant {grant.pk}",
+            grant=grant,
+            kind=DriftFinding.Kind.OBJECTS,
+            action=objects_summary(found[grant.pk]),
+        )
         for grant in grants
     )
     audit.record_many(
-        ("drift.found", None, finding,
-         {"target": finding.target.name, "external_ref": finding.external_ref, "kind": finding.kind,
-          "grant": finding.grant_id, "action": finding.action, "objects": found[finding.grant_id]})
+        (
+            "drift.found",
+            None,
+            finding,
+            {
+                "target": finding.target.name,
+                "external_ref": finding.external_ref,
+                "kind": finding.kind,
+                "grant": finding.grant_id,
+                "action": finding.action,
+                "objects": found[finding.grant_id],
+            },
+        )
         for finding in findings
     )
     ids = [finding.pk for finding in findings]
@@ -1080,7 +1335,8 @@ def _report_objects(grants: list[Grant], found: dict[int, list[dict]]) -> None:
 
 
 def objects_summary(objects: list[dict]) -> str:
-    """Return one line saying what revocation found and did, e.g. "2 objects: function appdb.public.peek() dropped, …"."""
+    """Return one line saying what revocation found and did,
+    e.g. "2 objects: function appdb.public.peek() dropped, …"."""
     parts = []
     for item in objects:
         where = f"{item['database']}." if item.get("database") else ""
@@ -1103,8 +1359,13 @@ def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None
     audit.record(
         "grant.revoke_failed",
         obj=grant,
-        details={**_snapshot(grant.profile, grant.user), "error": message, "attempt": grant.attempts,
-                 "failing": grant.revocation_failing, **({"objects": objects} if objects else {})},
+        details={
+            **_snapshot(grant.profile, grant.user),
+            "error": message,
+            "attempt": grant.attempts,
+            "failing": grant.revocation_failing,
+            **({"objects": objects} if objects else {}),
+        },
     )
     # What this attempt already removed is not found again by the next one.
     _report_objects([grant] if objects else [], {grant.pk: objects})
@@ -1128,16 +1389,30 @@ def reveal_credentials(grant_id, *, actor, step_up: StepUp | None = None, channe
             grant.sealed_credentials = ""
             grant.credentials_seen_at = timezone.now()
             grant.save(update_fields=["sealed_credentials", "credentials_seen_at"])
-            audit.record("grant.credentials_viewed", actor=actor, obj=grant,
-                         details={**_snapshot(grant.profile, grant.user),
-                                  **policy.step_up_details([grant.profile], channel=channel, step_up=step_up)})
+            audit.record(
+                "grant.credentials_viewed",
+                actor=actor,
+                obj=grant,
+                details={
+                    **_snapshot(grant.profile, grant.user),
+                    **policy.step_up_details([grant.profile], channel=channel, step_up=step_up),
+                },
+            )
             if credentials is None:
-                raise TransitionError("These credentials can no longer be read (the portal's key changed); release and request again.")
+                raise TransitionError(
+                    "These credentials can no longer be read (the portal's key changed); release and request again."
+                )
             return credentials
     if grant.user_id != actor.pk:
         _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later)
-    _refuse("grant.credentials_refused", actor=actor, obj=grant, reason=_refuse_later, error=StepUpRequiredError,
-            details=_step_up_facts(channel, step_up))
+    _refuse(
+        "grant.credentials_refused",
+        actor=actor,
+        obj=grant,
+        reason=_refuse_later,
+        error=StepUpRequiredError,
+        details=_step_up_facts(channel, step_up),
+    )
 
 
 # Policy -------------------------------------------------------------------

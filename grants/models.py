@@ -32,8 +32,14 @@ class Target(models.Model):
         max_length=128,
         help_text="Name of the environment variable holding the admin connection string (or NAME_FILE naming a file).",
     )
-    notify = models.JSONField(default=dict, blank=True, help_text='Where its profiles\' requests are announced: {"slack": [...], "email": [...], "teams": [...]}.')
-    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+    notify = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text='Where its profiles\' requests are announced: {"slack": [...], "email": [...], "teams": [...]}.',
+    )
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
     health = models.CharField(max_length=16, choices=Health.choices, default=Health.UNKNOWN, editable=False)
     health_message = models.TextField(blank=True, editable=False)
     checked_at = models.DateTimeField(null=True, blank=True, editable=False)
@@ -61,10 +67,16 @@ class Policy(models.Model):
     steps = models.JSONField(default=list, blank=True)
     auto_approve = models.JSONField(default=list, blank=True)
     min_justification = models.PositiveIntegerField(default=20)
-    ticket_pattern = models.CharField(max_length=200, blank=True, help_text="If set, the ticket is required and must match.")
+    ticket_pattern = models.CharField(
+        max_length=200, blank=True, help_text="If set, the ticket is required and must match."
+    )
     request_timeout = models.DurationField(null=True, blank=True, help_text="Empty: JIT_REQUEST_TIMEOUT.")
-    break_glass_groups = models.JSONField(default=list, blank=True, help_text="Groups that may use break-glass on these profiles.")
-    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+    break_glass_groups = models.JSONField(
+        default=list, blank=True, help_text="Groups that may use break-glass on these profiles."
+    )
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
 
     class Meta:
         verbose_name_plural = "policies"
@@ -91,13 +103,23 @@ class AccessProfile(models.Model):
     )
     manager_approves = models.BooleanField(default=False, help_text="The requester's manager may approve.")
     policy = models.ForeignKey(
-        Policy, null=True, blank=True, on_delete=models.PROTECT, related_name="profiles",
+        Policy,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="profiles",
         help_text="Empty: one approval by the approver group or (if set) the manager.",
     )
     risk = models.CharField(max_length=16, blank=True)
-    notify = models.JSONField(default=dict, blank=True, help_text="Where its requests are announced; per channel kind, instead of the target's.")
+    notify = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="Where its requests are announced; per channel kind, instead of the target's.",
+    )
     enabled = models.BooleanField(default=True)
-    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
 
     def __str__(self):
         return self.title
@@ -124,19 +146,37 @@ class AccessRequest(models.Model):
     )
     decision_comment = models.TextField(blank=True)
     step = models.PositiveSmallIntegerField(default=0, help_text="Index of the approval step now waiting.")
-    step_opened_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step opened.")
-    reminded_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step's approvers were reminded.")
-    escalated_at = models.DateTimeField(null=True, blank=True, editable=False, help_text="When the waiting step escalated to its fallback.")
+    step_opened_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the waiting step opened."
+    )
+    reminded_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the waiting step's approvers were reminded."
+    )
+    escalated_at = models.DateTimeField(
+        null=True, blank=True, editable=False, help_text="When the waiting step escalated to its fallback."
+    )
     auto_rule = models.CharField(max_length=100, blank=True, help_text="The policy rule that approved it, if any.")
-    starts_at = models.DateTimeField(null=True, blank=True, help_text="Start of a scheduled window; empty: as soon as approved.")
+    starts_at = models.DateTimeField(
+        null=True, blank=True, help_text="Start of a scheduled window; empty: as soon as approved."
+    )
     break_glass = models.BooleanField(default=False)
     extends = models.ForeignKey(
-        "Grant", null=True, blank=True, on_delete=models.PROTECT, related_name="extensions",
+        "Grant",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="extensions",
         help_text="The grant this request asks to extend.",
     )
-    bundle = models.UUIDField(null=True, blank=True, db_index=True, help_text="Requests made together and decided together.")
-    params = models.JSONField(default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key.")
-    reviewers = models.JSONField(default=list, db_default=[], blank=True, help_text="Approvers the requester suggested (usernames); told first.")
+    bundle = models.UUIDField(
+        null=True, blank=True, db_index=True, help_text="Requests made together and decided together."
+    )
+    params = models.JSONField(
+        default=dict, blank=True, help_text="What the requester gave the connector, e.g. an SSH public key."
+    )
+    reviewers = models.JSONField(
+        default=list, db_default=[], blank=True, help_text="Approvers the requester suggested (usernames); told first."
+    )
     # Frozen at submission: the approver approves exactly this and the
     # connector provisions exactly this, whatever the profile says later
     # (a scheduled window may start 90 days after it was approved).
@@ -147,7 +187,12 @@ class AccessRequest(models.Model):
         null=True, blank=True, editable=False, help_text="The profile's maximum at submission."
     )
     target = models.ForeignKey(
-        Target, null=True, blank=True, editable=False, on_delete=models.PROTECT, related_name="requests",
+        Target,
+        null=True,
+        blank=True,
+        editable=False,
+        on_delete=models.PROTECT,
+        related_name="requests",
         help_text="The profile's target at submission.",
     )
 
@@ -177,7 +222,11 @@ class Approval(models.Model):
     step = models.PositiveSmallIntegerField()
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
     on_behalf_of = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+",
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
         help_text="The approver whose delegate decided, while their delegation ran.",
     )
     comment = models.TextField(blank=True)
@@ -193,7 +242,9 @@ class BreakGlassReview(models.Model):
 
     request = models.OneToOneField(AccessRequest, on_delete=models.PROTECT, related_name="review")
     created_at = models.DateTimeField(default=timezone.now)
-    closed_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     closed_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True)
 
@@ -271,7 +322,9 @@ class Grant(models.Model):
             # Active by expiry: what is due, the next expiry, the "ends in 10 minutes" reminders.
             models.Index(fields=["expires_at"], condition=Q(status="active"), name="grants_grant_active_expiry"),
             # Revocations to retry, by when.
-            models.Index(fields=["next_attempt_at"], condition=Q(status="revoking"), name="grants_grant_revoking_retry"),
+            models.Index(
+                fields=["next_attempt_at"], condition=Q(status="revoking"), name="grants_grant_revoking_retry"
+            ),
             # Scheduled windows by start, and provisioning to retry.
             models.Index(fields=["not_before"], condition=Q(status="scheduled"), name="grants_grant_scheduled_start"),
         ]
@@ -354,7 +407,9 @@ class OnCallSchedule(models.Model):
     ics_text = models.TextField(blank=True, editable=False, help_text="The feed as last read.")
     ics_fetched_at = models.DateTimeField(null=True, blank=True, editable=False)
     ics_error = models.TextField(blank=True, editable=False)
-    managed_by = models.CharField(max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row.")
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
 
     def __str__(self):
         return self.title or self.name
@@ -373,14 +428,18 @@ class StepAssignee(models.Model):
 
     class Meta:
         ordering = ["step", "created_at", "pk"]
-        constraints = [models.UniqueConstraint(fields=["request", "step", "user", "fallback"], name="one_assignment_per_step")]
+        constraints = [
+            models.UniqueConstraint(fields=["request", "step", "user", "fallback"], name="one_assignment_per_step")
+        ]
 
 
 class Delegation(models.Model):
     """An approver's delegate for a period (out of office): the delegate may decide what the approver could."""
 
     delegator = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_given")
-    delegate = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received")
+    delegate = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="delegations_received"
+    )
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField()
     reason = models.CharField(max_length=200, blank=True)
@@ -409,15 +468,20 @@ class ProfileDecisionDay(models.Model):
     lapsed = models.PositiveIntegerField(default=0)
     cancelled = models.PositiveIntegerField(default=0)
     decided_by_person = models.PositiveIntegerField(default=0, help_text="Approved or denied by a person.")
-    person_time = models.DurationField(default=datetime.timedelta(0), help_text="Total time from request to a person's decision.")
-    person_time_max = models.DurationField(null=True, blank=True, help_text="Longest time from request to a person's decision.")
+    person_time = models.DurationField(
+        default=datetime.timedelta(0), help_text="Total time from request to a person's decision."
+    )
+    person_time_max = models.DurationField(
+        null=True, blank=True, help_text="Longest time from request to a person's decision."
+    )
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "profile"], name="grants_profile_decision_day")]
 
 
 class ApproverDecisionDay(models.Model):
-    """What one person approved (the last approval) or denied on one day (UTC): the Decisions report's sums per approver."""
+    """What one person approved (the last approval) or denied on
+    one day (UTC): the Decisions report's sums per approver."""
 
     day = models.DateField()
     approver = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")

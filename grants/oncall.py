@@ -74,8 +74,11 @@ def parse_time(value: str, tz: zoneinfo.ZoneInfo) -> datetime.datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=tz)
 
 
-def rotation_shift(schedule: OnCallSchedule, at: datetime.datetime) -> tuple[str, datetime.datetime, datetime.datetime] | None:
-    """Return (member, shift start, shift end) of the rotation at `at`, or None if it has no members or has not begun."""
+def rotation_shift(
+    schedule: OnCallSchedule, at: datetime.datetime
+) -> tuple[str, datetime.datetime, datetime.datetime] | None:
+    """Return (member, shift start, shift end) of the rotation
+    at `at`, or None if it has no members or has not begun."""
     if not schedule.members:
         return None
     tz = zoneinfo.ZoneInfo(schedule.tz)
@@ -157,11 +160,17 @@ def _event_people(event) -> list[str]:
 
 def _from_feed(schedule: OnCallSchedule, at: datetime.datetime, tz, label: str) -> OnCall:
     text = feed_text(schedule, now=timezone.now())
-    stale = f" (the feed could not be read: {schedule.ics_error}; using the copy of {_local(schedule.ics_fetched_at, tz)})" if schedule.ics_error and schedule.ics_fetched_at else ""
+    stale = (
+        f" (the feed could not be read: {schedule.ics_error}; using the copy of {_local(schedule.ics_fetched_at, tz)})"
+        if schedule.ics_error and schedule.ics_fetched_at
+        else ""
+    )
     if not text:
         return OnCall(None, f"{label}: the feed has not been read yet ({schedule.ics_error or 'empty'})")
     try:
-        events = recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(at, at + datetime.timedelta(seconds=1))
+        events = recurring_ical_events.of(icalendar.Calendar.from_ical(text)).between(
+            at, at + datetime.timedelta(seconds=1)
+        )
     except ValueError as exc:
         return OnCall(None, f"{label}: the feed is not valid iCalendar ({exc})")
     events = sorted(events, key=lambda e: str(e.get("DTSTART").dt))

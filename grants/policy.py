@@ -34,27 +34,47 @@ class Step:
     fallback_schedule: str | None = None
 
     def describe_fallback(self) -> str:
-        return " or ".join(filter(None, [self.fallback_group and f"a member of {self.fallback_group}",
-                                         self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}"]))
+        return " or ".join(
+            filter(
+                None,
+                [
+                    self.fallback_group and f"a member of {self.fallback_group}",
+                    self.fallback_schedule and f"whoever is on call for {self.fallback_schedule}",
+                ],
+            )
+        )
 
     def describe(self) -> str:
-        who = " or ".join(filter(None, [
-            self.group and f"a member of {self.group}",
-            self.manager and "the requester's manager",
-            self.schedule and f"whoever is on call for {self.schedule}",
-        ]))
+        who = " or ".join(
+            filter(
+                None,
+                [
+                    self.group and f"a member of {self.group}",
+                    self.manager and "the requester's manager",
+                    self.schedule and f"whoever is on call for {self.schedule}",
+                ],
+            )
+        )
         return f"{self.count} × {who}" if self.count > 1 else who
 
 
 def step_from(spec: dict) -> Step:
     """Return the Step a policy's stored step (a dict, see Policy.steps) describes."""
+
     def seconds(key):
         return datetime.timedelta(seconds=spec[key]) if spec.get(key) else None
 
     fallback = spec.get("fallback") or {}
-    return Step(group=spec.get("group"), manager=bool(spec.get("manager")), schedule=spec.get("schedule"),
-                count=int(spec.get("count", 1)), remind_after=seconds("remind_after"), escalate_after=seconds("escalate_after"),
-                fallback_group=fallback.get("group"), fallback_schedule=fallback.get("schedule"))
+    return Step(
+        group=spec.get("group"),
+        manager=bool(spec.get("manager")),
+        schedule=spec.get("schedule"),
+        count=int(spec.get("count", 1)),
+        remind_after=seconds("remind_after"),
+        escalate_after=seconds("escalate_after"),
+        fallback_group=fallback.get("group"),
+        fallback_schedule=fallback.get("schedule"),
+    )
 
 
 def steps_for(profile: AccessProfile) -> list[Step]:
@@ -130,7 +150,11 @@ def may_break_glass(user, profile: AccessProfile) -> bool:
 
 
 # What needs a step-up on a risky profile, and how the refusal names it.
-STEP_UP_ACTIONS = {"approve": "approving it", "break_glass": "break-glass access to it", "reveal": "showing its credentials"}
+STEP_UP_ACTIONS = {
+    "approve": "approving it",
+    "break_glass": "break-glass access to it",
+    "reveal": "showing its credentials",
+}
 CHANNELS = ("web", "api", "slack")
 
 
@@ -139,7 +163,9 @@ def needs_step_up(profile: AccessProfile) -> bool:
     return bool(profile.risk) and profile.risk in settings.STEP_UP_RISKS
 
 
-def step_up_refusal(profiles, *, action: str, channel: str, step_up: stepup.StepUp | None, now: float | None = None) -> str | None:
+def step_up_refusal(
+    profiles, *, action: str, channel: str, step_up: stepup.StepUp | None, now: float | None = None
+) -> str | None:
     """Return why `action` on these profiles may not go through `channel` with this step-up, or None if it may.
 
     Only profiles whose risk needs it ask anything. In the portal's pages the
@@ -188,8 +214,13 @@ def delegators(user, *, now: datetime.datetime | None = None) -> list:
         return []
     if now is None and hasattr(user, "_jit_delegators"):
         return user._jit_delegators  # read once per user object, like its groups (an inbox asks per request)
-    running = Delegation.objects.filter(delegate=user, starts_at__lte=now or timezone.now(), ends_at__gt=now or timezone.now(),
-                                        ended_at=None, delegator__is_active=True)
+    running = Delegation.objects.filter(
+        delegate=user,
+        starts_at__lte=now or timezone.now(),
+        ends_at__gt=now or timezone.now(),
+        ended_at=None,
+        delegator__is_active=True,
+    )
     found = [d.delegator for d in running.select_related("delegator").order_by("pk")]
     if now is None:
         user._jit_delegators = found
@@ -202,15 +233,19 @@ def _principals(user, access_request: AccessRequest) -> list:
 
 
 def is_approver(user, access_request: AccessRequest) -> bool:
-    """Return whether `user` may decide some step of this request (own requests included), themselves or as a delegate."""
+    """Return whether `user` may decide some step of this request
+    (own requests included), themselves or as a delegate."""
     if not user.is_authenticated or not user.is_active:
         return False
     steps = list(enumerate(steps_for(access_request.profile)))
-    return any(_eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps)
+    return any(
+        _eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps
+    )
 
 
 def on_behalf_of(user, access_request: AccessRequest):
-    """Return the delegator `user` would decide the current step for, or None when they may decide it themselves (or not at all)."""
+    """Return the delegator `user` would decide the current step for,
+    or None when they may decide it themselves (or not at all)."""
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
     if _eligible(user, access_request, step, index):
@@ -229,7 +264,8 @@ def may_decide(user, access_request: AccessRequest) -> bool:
 
 
 def approval_refusal(user, access_request: AccessRequest) -> str | None:
-    """Return why `user` may not decide the request's current step, or None if they may (themselves or as a delegate)."""
+    """Return why `user` may not decide the request's current
+    step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
     index = current_step(access_request)
@@ -246,7 +282,10 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
         if approvals.filter(Q(approver=user) | Q(on_behalf_of=user)).exists():
             return "You have already approved a step of this request; another person must approve this one."
         if principal is not None and approvals.filter(Q(approver=principal) | Q(on_behalf_of=principal)).exists():
-            return f"{principal.username} has already approved a step of this request; another person must approve this one."
+            return (
+                f"{principal.username} has already approved a step of this request; another person must approve "
+                "this one."
+            )
     return None
 
 
@@ -314,8 +353,15 @@ def live_windows(user, profile: AccessProfile, *, now: datetime.datetime) -> lis
     return found
 
 
-def span_of(user, profile: AccessProfile, start: datetime.datetime, end: datetime.datetime, *, now: datetime.datetime,
-            extends: int | None = None) -> Span:
+def span_of(
+    user,
+    profile: AccessProfile,
+    start: datetime.datetime,
+    end: datetime.datetime,
+    *,
+    now: datetime.datetime,
+    extends: int | None = None,
+) -> Span:
     """Return the span that new access [start, end) makes with `user`'s live grants of `profile`.
 
     Grants at most JIT_SPAN_GAP apart count as touching: a gap of a second

@@ -35,10 +35,21 @@ def _stub(grant_id: int):
 
 
 def _finding(target, ref, kind, *, grant=None, action="", objects=None):
-    finding = DriftFinding.objects.create(target=target, external_ref=ref, grant=grant, kind=kind, action=action,
-                                          resolved_at=timezone.now() if action.startswith("removed") else None)
-    details = {"target": target.name, "external_ref": ref, "kind": kind, "grant": grant.pk if grant else None,
-               "action": action}
+    finding = DriftFinding.objects.create(
+        target=target,
+        external_ref=ref,
+        grant=grant,
+        kind=kind,
+        action=action,
+        resolved_at=timezone.now() if action.startswith("removed") else None,
+    )
+    details = {
+        "target": target.name,
+        "external_ref": ref,
+        "kind": kind,
+        "grant": grant.pk if grant else None,
+        "action": action,
+    }
     if objects:
         details["objects"] = objects  # what the account had made or granted, and what removing it did with each
     audit.record("drift.found", obj=finding, details=details)
@@ -59,14 +70,24 @@ def reconcile_target(target: Target) -> list[DriftFinding]:
                 if finding:
                     findings.append(finding)
             # The other direction: grants that say "active" but whose access is gone.
-            active = Grant.objects.filter(profile__target=target, status=GS.ACTIVE, expires_at__gt=timezone.now()).exclude(external_ref="")
+            active = Grant.objects.filter(
+                profile__target=target, status=GS.ACTIVE, expires_at__gt=timezone.now()
+            ).exclude(external_ref="")
             for grant in active:
-                if grant.external_ref not in found and not DriftFinding.objects.filter(grant=grant, kind=DriftFinding.Kind.MISSING).exists():
-                    findings.append(_finding(target, grant.external_ref, DriftFinding.Kind.MISSING, grant=grant, action="reported"))
+                if (
+                    grant.external_ref not in found
+                    and not DriftFinding.objects.filter(grant=grant, kind=DriftFinding.Kind.MISSING).exists()
+                ):
+                    findings.append(
+                        _finding(target, grant.external_ref, DriftFinding.Kind.MISSING, grant=grant, action="reported")
+                    )
     except ConnectorError as exc:
         Target.objects.filter(pk=target.pk).update(
-            reconciled_at=timezone.now(), reconcile_message=f"Could not reconcile: {exc.message}", health=Target.Health.UNREACHABLE,
-            health_message=exc.message, checked_at=timezone.now(),
+            reconciled_at=timezone.now(),
+            reconcile_message=f"Could not reconcile: {exc.message}",
+            health=Target.Health.UNREACHABLE,
+            health_message=exc.message,
+            checked_at=timezone.now(),
         )
         audit.record("reconcile.failed", obj=target, details={"target": target.name, "error": exc.message})
         return findings
@@ -81,7 +102,12 @@ def _judge(target, connector, ref: str, grant_id: int) -> DriftFinding | None:
     with transaction.atomic():
         # skip_locked: a worker provisioning or revoking this grant holds its
         # row; its half-done work is not drift.
-        grant = Grant.objects.select_for_update(skip_locked=True, of=("self",)).select_related("profile").filter(pk=grant_id).first()
+        grant = (
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("profile")
+            .filter(pk=grant_id)
+            .first()
+        )
         exists = Grant.objects.filter(pk=grant_id).exists()
         if grant is None and exists:
             return None  # locked right now: look again next run

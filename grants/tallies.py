@@ -22,7 +22,7 @@ from . import policy
 from .models import AccessRequest, ApproverDecisionDay, ProfileDecisionDay
 
 RS = AccessRequest.Status
-UTC = datetime.timezone.utc
+UTC = datetime.UTC
 _DECIDED = [RS.APPROVED, RS.DENIED]
 # Decided by a person (approved or denied by someone): the requests whose time to decision counts.
 BY_PERSON = Q(decided_by__isnull=False, status__in=_DECIDED)
@@ -111,7 +111,9 @@ def _upsert(model, key: dict, values: dict) -> None:
         cursor.execute(sql, params)
 
 
-def rebuild(*, requests=AccessRequest, profile_days=ProfileDecisionDay, approver_days=ApproverDecisionDay) -> tuple[int, int]:
+def rebuild(
+    *, requests=AccessRequest, profile_days=ProfileDecisionDay, approver_days=ApproverDecisionDay
+) -> tuple[int, int]:
     """Recount every tally from the requests; return the number of (profile, approver) rows.
 
     The models are arguments so that a migration can pass its historical ones.
@@ -120,17 +122,24 @@ def rebuild(*, requests=AccessRequest, profile_days=ProfileDecisionDay, approver
         profile_days.objects.all().delete()
         approver_days.objects.all().delete()
         decided = (
-            requests.objects.exclude(status=RS.PENDING).filter(decided_at__isnull=False)
-            .annotate(day=TruncDate("decided_at", tzinfo=UTC)).order_by()
+            requests.objects.exclude(status=RS.PENDING)
+            .filter(decided_at__isnull=False)
+            .annotate(day=TruncDate("decided_at", tzinfo=UTC))
+            .order_by()
         )
         per_profile = decided.values("day", "profile_id").annotate(**profile_sums())
         made = profile_days.objects.bulk_create(
-            [profile_days(**{**row, "person_time": row["person_time"] or _ZERO}) for row in per_profile], batch_size=5000,
+            [profile_days(**{**row, "person_time": row["person_time"] or _ZERO}) for row in per_profile],
+            batch_size=5000,
         )
         per_approver = decided.filter(BY_PERSON).values("day", "decided_by_id").annotate(**approver_sums())
         approvers = approver_days.objects.bulk_create(
-            [approver_days(approver_id=row.pop("decided_by_id"), **{**row, "person_time": row["person_time"] or _ZERO})
-             for row in per_approver],
+            [
+                approver_days(
+                    approver_id=row.pop("decided_by_id"), **{**row, "person_time": row["person_time"] or _ZERO}
+                )
+                for row in per_approver
+            ],
             batch_size=5000,
         )
     return len(made), len(approvers)

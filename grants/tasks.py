@@ -12,14 +12,16 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.db import connection
 from django.db.models import F, Q
 from django.db.models.functions import Coalesce
 from django.utils import timezone
+from django_q.tasks import async_task
 
 from . import events, lifecycle
 from .connectors import ConnectorError, get_connector
-from .models import Grant, Target
+from .models import AccessRequest, Grant, Target
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +113,11 @@ def expire_due() -> int:
                     idle_until[target_id] = time.monotonic() + (0 if done else IDLE_PAUSE)
             if time.monotonic() < deadline:
                 for target_id in _due_targets():
-                    if target_id not in running and idle_until.get(target_id, 0) <= time.monotonic() and len(running) < MAX_TARGET_THREADS:
+                    if (
+                        target_id not in running
+                        and idle_until.get(target_id, 0) <= time.monotonic()
+                        and len(running) < MAX_TARGET_THREADS
+                    ):
                         running[target_id] = pool.submit(_in_thread, _pass_on_target, target_id, deadline)
             if not running:
                 return begun
@@ -119,7 +125,12 @@ def expire_due() -> int:
 
 
 def _due_targets() -> list[int]:
-    return list(Grant.objects.filter(due_work(timezone.now())).values_list("profile__target_id", flat=True).distinct().order_by())
+    return list(
+        Grant.objects.filter(due_work(timezone.now()))
+        .values_list("profile__target_id", flat=True)
+        .distinct()
+        .order_by()
+    )
 
 
 def _in_thread(func, *args):
@@ -150,15 +161,21 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
             limit = next_batch(limit, taken=len(ids))
         while time.monotonic() < deadline:
             try:
-                if not lifecycle.retry_revocations(target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors):
+                if not lifecycle.retry_revocations(
+                    target_id=target_id, limit=settings.JIT_EXPIRY_BATCH, connectors=connectors
+                ):
                     break
             except Exception:
                 log.exception("Retrying revocations on target %s failed", target_id)
                 break
         now = timezone.now()
         due = Grant.objects.filter(due_work(now), profile__target_id=target_id)
-        provisioning = due.filter(status=Grant.Status.SCHEDULED).order_by(Coalesce("next_attempt_at", "not_before", "created_at"), "pk")
-        extensions = due.filter(status=Grant.Status.ACTIVE, expires_at__gt=now, next_attempt_at__isnull=False).order_by("next_attempt_at", "pk")
+        provisioning = due.filter(status=Grant.Status.SCHEDULED).order_by(
+            Coalesce("next_attempt_at", "not_before", "created_at"), "pk"
+        )
+        extensions = due.filter(status=Grant.Status.ACTIVE, expires_at__gt=now, next_attempt_at__isnull=False).order_by(
+            "next_attempt_at", "pk"
+        )
         for work, grant_ids in ((lifecycle.provision_grant, provisioning), (lifecycle.extend_on_target, extensions)):
             for grant_id in list(grant_ids.values_list("pk", flat=True)[:500]):
                 if time.monotonic() >= deadline:
@@ -188,8 +205,6 @@ def next_batch(limit: int, *, taken: int) -> int:
 
 def enqueue_expiries(due_count: int):
     """Enqueue enough `expire_due` tasks that the workers share a burst of expiries."""
-    from django_q.tasks import async_task
-
     workers = settings.Q_CLUSTER.get("workers", 1)
     for _ in range(max(1, min(workers, math.ceil(due_count / settings.JIT_EXPIRY_BATCH)))):
         async_task("grants.tasks.expire_due", group="expire_due")
@@ -217,7 +232,9 @@ def remind_expiring(now=None) -> list[int]:
     """
     now = now or timezone.now()
     not_reminded = Q(reminded_at__isnull=True) | Q(reminded_at__lt=F("expires_at") - REMIND_BEFORE)
-    due = Grant.objects.filter(not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE)
+    due = Grant.objects.filter(
+        not_reminded, status=Grant.Status.ACTIVE, expires_at__gt=now, expires_at__lte=now + REMIND_BEFORE
+    )
     claimed = []
     for grant_id in due.values_list("pk", flat=True):
         if Grant.objects.filter(not_reminded, pk=grant_id).update(reminded_at=now) == 1:
@@ -250,12 +267,12 @@ def enforce_group_policy_all() -> list[tuple[str, str, int]]:
 
     Return (username, "grant"|"request", id) for each grant revoked and each request cancelled.
     """
-    from django.contrib.auth import get_user_model
-
-    from .models import AccessRequest
-
-    holders = set(Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True))
-    holders |= set(AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).values_list("requester", flat=True))
+    holders = set(
+        Grant.objects.filter(status__in=[Grant.Status.SCHEDULED, Grant.Status.ACTIVE]).values_list("user", flat=True)
+    )
+    holders |= set(
+        AccessRequest.objects.filter(status=AccessRequest.Status.PENDING).values_list("requester", flat=True)
+    )
     ended = []
     for user in get_user_model().objects.filter(pk__in=holders):
         revoked, cancelled = lifecycle.enforce_group_policy(user)

@@ -87,7 +87,9 @@ def _submitted_message(created) -> str:
     parts = []
     if pending:
         parts.append(
-            f"Request {_ids(pending)} sent to its approvers." if len(pending) == 1 else f"Requests {_ids(pending)} sent to their approvers."
+            f"Request {_ids(pending)} sent to its approvers."
+            if len(pending) == 1
+            else f"Requests {_ids(pending)} sent to their approvers."
         )
     if approved:
         rules = ", ".join(sorted({r.auto_rule for r in approved}))
@@ -100,7 +102,10 @@ def _step_up(request, action: dict):
     """Keep `action` and send the person to sign in again; the resume page carries it out when they are back."""
     key = stepup.stash(request, action)
     return stepup.begin(
-        request, next_url=reverse("grants:step_up_resume", args=[key]), action=action["kind"], password_url=reverse("accounts:step_up")
+        request,
+        next_url=reverse("grants:step_up_resume", args=[key]),
+        action=action["kind"],
+        password_url=reverse("accounts:step_up"),
     )
 
 
@@ -114,7 +119,10 @@ def step_up_resume(request, key):
     """
     action = stepup.take(request, key)
     if action is None:
-        messages.warning(request, "Nothing is waiting for that sign-in any more: it was done already, or waited more than 10 minutes.")
+        messages.warning(
+            request,
+            "Nothing is waiting for that sign-in any more: it was done already, or waited more than 10 minutes.",
+        )
         return redirect("grants:my_access")
     if action["kind"] == "approve":
         return _decide(request, action)
@@ -134,7 +142,9 @@ def request_new(request):
 def _request_form(request, data, *, resumed=False):
     profiles = selectors.requestable_profiles(request.user).select_related("policy")
     may_break_glass = any(policy.may_break_glass(request.user, p) for p in profiles)
-    form = RequestForm(data, profiles=profiles, break_glass=may_break_glass, initial=_request_initial(request, profiles))
+    form = RequestForm(
+        data, profiles=profiles, break_glass=may_break_glass, initial=_request_initial(request, profiles)
+    )
     if data is not None and form.is_valid():
         asked = form.profiles_asked()
         break_glass = form.cleaned_data.get("break_glass", False)
@@ -215,7 +225,9 @@ def request_detail(request, pk):
 
 def _profiles_decided(access_request) -> list:
     """Return the profiles one decision on this request decides: its own and its bundle's."""
-    return [access_request.profile] + [r.profile for r in selectors.bundle_others(access_request) if r.status == RS.PENDING]
+    return [access_request.profile] + [
+        r.profile for r in selectors.bundle_others(access_request) if r.status == RS.PENDING
+    ]
 
 
 def _progress(access_request, grant, *, viewer) -> dict:
@@ -225,7 +237,8 @@ def _progress(access_request, grant, *, viewer) -> dict:
         "id": access_request.pk,
         "status": access_request.status,
         "status_display": access_request.get_status_display(),
-        "grant": grant and {
+        "grant": grant
+        and {
             "id": grant.pk,
             "status": grant.status,
             "status_display": grant.get_status_display(),
@@ -258,13 +271,18 @@ def request_decide(request, pk):
         messages.error(request, "Choose Approve or Deny; a comment has at most 2,000 characters.")
         return _back(request.POST.get("next"), pk)
     decision = {
-        "kind": action, "request": pk, "comment": form.cleaned_data["comment"], "step": form.cleaned_data["step"],
+        "kind": action,
+        "request": pk,
+        "comment": form.cleaned_data["comment"],
+        "step": form.cleaned_data["step"],
         "next": request.POST.get("next", ""),
     }
     if (
         action == "approve"
         and policy.may_decide(request.user, access_request)
-        and policy.step_up_refusal(_profiles_decided(access_request), action="approve", channel="web", step_up=stepup.current(request))
+        and policy.step_up_refusal(
+            _profiles_decided(access_request), action="approve", channel="web", step_up=stepup.current(request)
+        )
     ):
         return _step_up(request, decision)
     return _decide(request, decision)
@@ -282,7 +300,9 @@ def _decide(request, decision: dict):
     decide = lifecycle.approve_request if action == "approve" else lifecycle.deny_request
     extra = {"step_up": stepup.current(request)} if action == "approve" else {}
     try:
-        decided = decide(access_request.pk, actor=request.user, comment=decision["comment"], step=decision["step"], **extra)
+        decided = decide(
+            access_request.pk, actor=request.user, comment=decision["comment"], step=decision["step"], **extra
+        )
     except lifecycle.StepUpRequiredError as exc:
         messages.error(request, f"Nothing was decided: {exc}")
         return back
@@ -297,7 +317,9 @@ def _decide(request, decision: dict):
         if access_request.status == RS.PENDING:
             messages.warning(request, str(exc))
         else:
-            messages.warning(request, f"Request #{pk} was already {access_request.get_status_display().lower()}; nothing changed.")
+            messages.warning(
+                request, f"Request #{pk} was already {access_request.get_status_display().lower()}; nothing changed."
+            )
     else:
         if decided.status == RS.PENDING:
             text = f"Your approval of request #{pk} is recorded; it now waits for {policy.waiting_for(decided)}."
@@ -381,7 +403,9 @@ def grant_release(request, pk):
     except lifecycle.TransitionError:
         messages.warning(request, "This access is already ending; nothing changed.")
     else:
-        messages.success(request, f"Releasing {grant.profile}: the access is being removed from {grant.profile.target}.")
+        messages.success(
+            request, f"Releasing {grant.profile}: the access is being removed from {grant.profile.target}."
+        )
     return redirect("grants:my_access")
 
 
@@ -397,7 +421,10 @@ def grant_extend(request, pk):
         return redirect("grants:my_access")
     try:
         extension = lifecycle.request_extension(
-            grant.pk, actor=request.user, duration=form.cleaned_data["duration"], justification=form.cleaned_data["justification"]
+            grant.pk,
+            actor=request.user,
+            duration=form.cleaned_data["duration"],
+            justification=form.cleaned_data["justification"],
         )
     except lifecycle.NotAllowedError as exc:
         raise PermissionDenied(str(exc)) from None
@@ -470,13 +497,21 @@ def delegations(request):
         data = form.cleaned_data
         delegate = selectors.active_user(data["delegate"])
         try:
-            lifecycle.delegate_approvals(actor=request.user, delegate=delegate, starts_at=data["starts_at"], ends_at=data["ends_at"],
-                                         reason=data["reason"])
+            lifecycle.delegate_approvals(
+                actor=request.user,
+                delegate=delegate,
+                starts_at=data["starts_at"],
+                ends_at=data["ends_at"],
+                reason=data["reason"],
+            )
         except lifecycle.InvalidRequestError as exc:
             for field, message in exc.errors.items():
                 form.add_error(field, message)
         else:
-            messages.success(request, f"{delegate.label} may decide for you from {_when(data['starts_at'])} to {_when(data['ends_at'])}.")
+            messages.success(
+                request,
+                f"{delegate.label} may decide for you from {_when(data['starts_at'])} to {_when(data['ends_at'])}.",
+            )
             return redirect("grants:delegations")
     given, received = selectors.delegations_of(request.user)
     return render(request, "grants/delegations.html", {"form": form, "given": given, "received": received})

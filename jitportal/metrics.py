@@ -46,7 +46,10 @@ REVOKE_FAILURE_EVENT = "grant.revoke_failed"
 
 def _distribution(queryset, start, end, buckets):
     """Return (cumulative [(le, count)], sum of seconds) of `end - start` over `queryset`, in one query."""
-    counts = {f"le_{i}": Count("pk", filter=Q(**{f"{end}__lte": start + datetime.timedelta(seconds=b)})) for i, b in enumerate(buckets)}
+    counts = {
+        f"le_{i}": Count("pk", filter=Q(**{f"{end}__lte": start + datetime.timedelta(seconds=b)}))
+        for i, b in enumerate(buckets)
+    }
     row = queryset.aggregate(n=Count("pk"), total=Sum(F(end) - start), **counts)
     cumulative = [(str(float(b)), row[f"le_{i}"]) for i, b in enumerate(buckets)] + [("+Inf", row["n"])]
     total = row["total"]
@@ -91,27 +94,43 @@ class DatabaseCollector:
         # need someone's attention (among the few active or revoking ones).
         row = dict.fromkeys(GS.values, 0)
         row.update(Grant.objects.order_by().values("status").annotate(n=Count("*")).values_list("status", "n"))
-        row.update(Grant.objects.filter(status__in=[GS.ACTIVE, GS.REVOKING]).aggregate(
-            past_expiry=Count("pk", filter=Q(status=GS.ACTIVE, expires_at__lte=now)),
-            failing=Count("pk", filter=Q(status=GS.REVOKING, attempts__gte=settings.JIT_REVOKE_FAILING_AFTER)),
-        ))
+        row.update(
+            Grant.objects.filter(status__in=[GS.ACTIVE, GS.REVOKING]).aggregate(
+                past_expiry=Count("pk", filter=Q(status=GS.ACTIVE, expires_at__lte=now)),
+                failing=Count("pk", filter=Q(status=GS.REVOKING, attempts__gte=settings.JIT_REVOKE_FAILING_AFTER)),
+            )
+        )
         grants = GaugeMetricFamily("jitportal_grants", "Grants by state.", labels=["state"])
         for s in GS:
             grants.add_metric([s.value], row[s.value])
         yield grants
         yield GaugeMetricFamily(
-            "jitportal_grants_past_expiry", "Grants still active on the target after their expiry (revocation not begun yet).", value=row["past_expiry"]
+            "jitportal_grants_past_expiry",
+            "Grants still active on the target after their expiry (revocation not begun yet).",
+            value=row["past_expiry"],
         )
         yield GaugeMetricFamily(
-            "jitportal_revocations_failing", "Grants whose revocation failed JIT_REVOKE_FAILING_AFTER times or more (still retried).", value=row["failing"]
+            "jitportal_revocations_failing",
+            "Grants whose revocation failed JIT_REVOKE_FAILING_AFTER times or more (still retried).",
+            value=row["failing"],
         )
 
         # Per target: live grants and reachability (one query).
-        active = GaugeMetricFamily("jitportal_active_grants", "Grants active now (provisioned, not expired), per target.", labels=["target", "kind"])
-        up = GaugeMetricFamily("jitportal_target_up", "1 if the last check reached the target (warnings included), 0 if not or never checked.", labels=["target", "kind"])
+        active = GaugeMetricFamily(
+            "jitportal_active_grants",
+            "Grants active now (provisioned, not expired), per target.",
+            labels=["target", "kind"],
+        )
+        up = GaugeMetricFamily(
+            "jitportal_target_up",
+            "1 if the last check reached the target (warnings included), 0 if not or never checked.",
+            labels=["target", "kind"],
+        )
         for target in selectors.targets_overview():
             active.add_metric([target.name, target.kind], target.live)
-            up.add_metric([target.name, target.kind], 1 if target.health in (Target.Health.OK, Target.Health.WARNING) else 0)
+            up.add_metric(
+                [target.name, target.kind], 1 if target.health in (Target.Health.OK, Target.Health.WARNING) else 0
+            )
         yield active
         yield up
 
@@ -120,28 +139,40 @@ class DatabaseCollector:
             "jitportal_time_to_decision_seconds",
             "From request to a person's approval or denial, for requests decided in the last 24 h.",
             _distribution(
-                AccessRequest.objects.filter(decided_at__gte=since, decided_by__isnull=False, status__in=[RS.APPROVED, RS.DENIED]),
-                F("created_at"), "decided_at", DECISION_BUCKETS,
+                AccessRequest.objects.filter(
+                    decided_at__gte=since, decided_by__isnull=False, status__in=[RS.APPROVED, RS.DENIED]
+                ),
+                F("created_at"),
+                "decided_at",
+                DECISION_BUCKETS,
             ),
         )
         yield _gauge_histogram(
             "jitportal_provisioning_latency_seconds",
-            "From approval (or the start of a scheduled window) to access on the target, for grants provisioned in the last 24 h.",
+            "From approval (or the start of a scheduled window) to access on the target, for grants "
+            "provisioned in the last 24 h.",
             _distribution(
                 Grant.objects.filter(starts_at__gte=since),
-                Greatest(F("created_at"), Coalesce(F("not_before"), F("created_at"))), "starts_at", MACHINE_BUCKETS,
+                Greatest(F("created_at"), Coalesce(F("not_before"), F("created_at"))),
+                "starts_at",
+                MACHINE_BUCKETS,
             ),
         )
         yield _gauge_histogram(
             "jitportal_revocation_latency_seconds",
             "From the start of a revocation to the target confirmed clean, for grants revoked in the last 24 h.",
-            _distribution(Grant.objects.filter(verified_at__gte=since), F("revoke_requested_at"), "verified_at", MACHINE_BUCKETS),
+            _distribution(
+                Grant.objects.filter(verified_at__gte=since), F("revoke_requested_at"), "verified_at", MACHINE_BUCKETS
+            ),
         )
         yield _gauge_histogram(
             "jitportal_expiry_lag_seconds",
             "From expires_at to the target confirmed clean, for grants that expired and were revoked in the last 24 h.",
             _distribution(
-                Grant.objects.filter(verified_at__gte=since, end_reason=Grant.EndReason.EXPIRED), F("expires_at"), "verified_at", MACHINE_BUCKETS
+                Grant.objects.filter(verified_at__gte=since, end_reason=Grant.EndReason.EXPIRED),
+                F("expires_at"),
+                "verified_at",
+                MACHINE_BUCKETS,
             ),
         )
 
@@ -154,18 +185,28 @@ class DatabaseCollector:
             .values_list("action", "n")
         )
         provision = CounterMetricFamily(
-            "jitportal_provisioning_failures", "Failed provisioning attempts: retried, or final (the grant failed).", labels=["outcome"]
+            "jitportal_provisioning_failures",
+            "Failed provisioning attempts: retried, or final (the grant failed).",
+            labels=["outcome"],
         )
         for action, outcome in PROVISION_FAILURE_EVENTS.items():
             provision.add_metric([outcome], counts.get(action, 0))
         yield provision
         yield CounterMetricFamily(
-            "jitportal_revocation_failures", "Failed revocation attempts (each is retried with backoff).", value=counts.get(REVOKE_FAILURE_EVENT, 0)
+            "jitportal_revocation_failures",
+            "Failed revocation attempts (each is retried with backoff).",
+            value=counts.get(REVOKE_FAILURE_EVENT, 0),
         )
 
         # Drift found by the reconciler (one query).
-        total = CounterMetricFamily("jitportal_drift_findings", "Drift findings recorded by the reconciler, by kind.", labels=["kind"])
-        unresolved = GaugeMetricFamily("jitportal_drift_findings_open", "Drift findings not resolved yet, per target and kind.", labels=["target", "kind"])
+        total = CounterMetricFamily(
+            "jitportal_drift_findings", "Drift findings recorded by the reconciler, by kind.", labels=["kind"]
+        )
+        unresolved = GaugeMetricFamily(
+            "jitportal_drift_findings_open",
+            "Drift findings not resolved yet, per target and kind.",
+            labels=["target", "kind"],
+        )
         by_kind = dict.fromkeys(DriftFinding.Kind.values, 0)
         for target, kind, n, n_open in (
             DriftFinding.objects.order_by()
@@ -181,11 +222,15 @@ class DatabaseCollector:
         yield unresolved
 
         # The background machinery (one query each).
-        yield GaugeMetricFamily("jitportal_queued_tasks", "Tasks waiting in the django-q2 broker.", value=broker().queue_size() or 0)
+        yield GaugeMetricFamily(
+            "jitportal_queued_tasks", "Tasks waiting in the django-q2 broker.", value=broker().queue_size() or 0
+        )
         last = last_sweep()
         if last is not None:
             yield GaugeMetricFamily(
-                "jitportal_sweep_last_finished_timestamp_seconds", "When a worker last finished the minute sweep (Unix time).", value=last.timestamp()
+                "jitportal_sweep_last_finished_timestamp_seconds",
+                "When a worker last finished the minute sweep (Unix time).",
+                value=last.timestamp(),
             )
 
         # Audit streaming (audit/sinks/): how far behind each sink is, and why (one query for all sinks).

@@ -83,7 +83,7 @@ def readyz(request):
         except NotReady as exc:
             checks[name] = f"failed: {exc}"
             failed.append(name)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 (any failing check is a 503 naming it)
             # The endpoint answers anyone: name the error, keep addresses and
             # messages for the log.
             log.warning("Readiness check %s failed: %s", name, exc)
@@ -100,8 +100,10 @@ def _metrics_allowed(request) -> bool:
         if settings.DEMO_MODE or settings.METRICS_PUBLIC:
             return True
         # The page names every target and its live grants, whatever the Host header: not for anyone who asks.
-        log.warning("/metrics refused: set METRICS_TOKEN (or METRICS_TOKEN_FILE), or METRICS_PUBLIC=true to serve it "
-                    "without a token.")
+        log.warning(
+            "/metrics refused: set METRICS_TOKEN (or METRICS_TOKEN_FILE), or METRICS_PUBLIC=true to serve it "
+            "without a token."
+        )
         return False
     given = request.headers.get("Authorization", "")
     return hmac.compare_digest(given.encode(), f"Bearer {token}".encode())

@@ -13,6 +13,13 @@ import sys
 import time
 from pathlib import Path
 
+import django
+import psycopg
+from django.conf import settings
+
+from devtools import pgcluster
+from grants.connectors.ssh import ca as sshca
+
 BASE = Path(__file__).resolve().parent.parent
 HOST = os.environ.get("JITPORTAL_HOST", "127.0.0.1")
 PORT = os.environ.get("JITPORTAL_PORT", "8000")
@@ -23,11 +30,8 @@ def manage(*args, **kwargs):
 
 
 def start_demo_target(var: Path):
-    """Start the throwaway target cluster in var/demo-pg; return it and the banner's line, or None and one line saying why not."""
-    import psycopg
-
-    from devtools import pgcluster
-
+    """Start the throwaway target cluster in var/demo-pg; return it
+    and the banner's line, or None and one line saying why not."""
     cluster = pgcluster.DevCluster(var / "demo-pg")
     try:
         cluster.start()
@@ -40,7 +44,10 @@ def start_demo_target(var: Path):
     where = f"in {var / 'demo-pg'}"
     if cluster.run_dir != cluster.base_dir:
         where = f"kept in {cluster.run_dir}, where the {pgcluster.OS_USER} user can reach it"
-    return cluster, f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where})."
+    return (
+        cluster,
+        f"Demo target: PostgreSQL on {cluster.host}:{cluster.port}, database appdb (a throwaway cluster {where}).",
+    )
 
 
 def main():
@@ -51,12 +58,10 @@ def main():
     # (no chunked terminator), where runserver would end it like a complete file. It serves the static files
     # itself (whitenoise), from STATIC_ROOT, which collectstatic fills below.
     os.environ["SERVE_STATIC"] = "true"
-    import django
 
     django.setup()
-    from django.conf import settings
 
-    from grants.management.commands.load_demo import DEMO_USERS
+    from grants.management.commands.load_demo import DEMO_USERS  # noqa: PLC0415 (after django.setup(): it imports the models)
 
     var = Path(settings.VAR_DIR)
     manage("migrate", "--no-input", stdout=subprocess.DEVNULL)
@@ -67,7 +72,6 @@ def main():
         manage("load_demo", "--pg-host", cluster.host, "--pg-port", str(cluster.port))
     else:
         manage("load_demo")
-    from grants.connectors.ssh import ca as sshca
 
     ca = var / "demo-ssh" / "ca"
     if not ca.exists():
@@ -77,8 +81,20 @@ def main():
     manage("shell", "-c", "from grants.tasks import check_targets; check_targets()")
 
     commands = {
-        "web server": ["-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"{HOST}:{PORT}", "--workers", "3",
-                       "--timeout", "60", "--access-logfile", "-", "--no-control-socket"],
+        "web server": [
+            "-m",
+            "gunicorn",
+            "jitportal.wsgi:application",
+            "--bind",
+            f"{HOST}:{PORT}",
+            "--workers",
+            "3",
+            "--timeout",
+            "60",
+            "--access-logfile",
+            "-",
+            "--no-control-socket",
+        ],
         "workers": ["manage.py", "qcluster"],
         "expiry timer": ["manage.py", "expiry_timer"],
     }

@@ -298,7 +298,9 @@ JIT_MIN_JUSTIFICATION = env.int("JIT_MIN_JUSTIFICATION", default=20)  # characte
 JIT_REQUEST_TIMEOUT = env.int("JIT_REQUEST_TIMEOUT", default=24 * 3600)  # seconds until a pending request lapses
 # A person's grants of one profile at most this many seconds apart count as one span for every limit.
 JIT_SPAN_GAP = env.int("JIT_SPAN_GAP", default=15 * 60)
-JIT_ONCALL_FEED_TTL = env.int("JIT_ONCALL_FEED_TTL", default=300)  # seconds an on-call iCalendar feed is read from the cache
+JIT_ONCALL_FEED_TTL = env.int(
+    "JIT_ONCALL_FEED_TTL", default=300
+)  # seconds an on-call iCalendar feed is read from the cache
 JIT_REVOKE_FAILING_AFTER = env.int("JIT_REVOKE_FAILING_AFTER", default=5)  # attempts before "revocation failing"
 JIT_EXPIRY_BATCH = env.int("JIT_EXPIRY_BATCH", default=25)
 # After a full batch (a burst: more is due) a pass takes twice as many, up to this many at once.
@@ -348,7 +350,9 @@ JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
 # The JSON API (api/views.py) and its personal tokens (accounts/tokens.py).
 JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live
 JIT_API_AUTH_FAILURES_PER_MINUTE = env.int("JIT_API_AUTH_FAILURES_PER_MINUTE", default=10)  # bad tokens per client IP
-JIT_API_REQUESTS_PER_HOUR = env.int("JIT_API_REQUESTS_PER_HOUR", default=20)  # access requests made through the API, per user
+JIT_API_REQUESTS_PER_HOUR = env.int(
+    "JIT_API_REQUESTS_PER_HOUR", default=20
+)  # access requests made through the API, per user
 # The emergency password login at /admin/ (README "Emergency access"): after this many failures for one
 # username from one address within a window of this many seconds, every attempt is refused until it ends.
 JIT_LOGIN_FAILURES = env.int("JIT_LOGIN_FAILURES", default=5)
@@ -367,9 +371,10 @@ CACHES = {"default": env.cache_url("CACHE_URL", default="locmemcache://")}
 vars().update(env.email_url("EMAIL_URL", default="consolemail://"))
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="jitportal <jitportal@localhost>")
 
-# Notifications (notifications/, a module per channel in notifications/channels/). Slack: a bot token sends direct messages,
-# posts to the security channel and makes approval buttons work (with the
-# signing secret); an incoming webhook alone posts channel messages only.
+# Notifications (notifications/, a module per channel in notifications/channels/).
+# Slack: a bot token sends direct messages, posts to the security channel and
+# makes approval buttons work (with the signing secret); an incoming webhook
+# alone posts channel messages only.
 SLACK_WEBHOOK_URL = _secret("SLACK_WEBHOOK_URL", default="")
 SLACK_BOT_TOKEN = _secret("SLACK_BOT_TOKEN", default="")
 SLACK_SIGNING_SECRET = _secret("SLACK_SIGNING_SECRET", default="")
@@ -415,7 +420,9 @@ LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {"json": {"()": "jitportal.logging.JsonFormatter"}},
-    "handlers": {"console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler", **({"formatter": "json"} if LOG_FORMAT == "json" else {})}
+    },
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {
         "django.db.backends": {"level": "WARNING"},

@@ -6,11 +6,11 @@ class NotificationsConfig(AppConfig):
     verbose_name = "Notifications"
 
     def ready(self):
-        from accounts.signals import emergency_login
-        from grants import events
+        from accounts.signals import emergency_login  # noqa: PLC0415 (ready(): the models load after apps.py)
+        from grants import events  # noqa: PLC0415 (ready(): the models load after apps.py)
 
-        from . import subscriptions
-        from .channels import REGISTRY, channel_class
+        from . import subscriptions  # noqa: PLC0415 (ready(): the models load after apps.py)
+        from .channels import REGISTRY, channel_class  # noqa: PLC0415 (ready(): the models load after apps.py)
 
         for event, handler in subscriptions.HANDLERS.items():
             events.subscribe(event, handler)

@@ -52,7 +52,10 @@ def approval_message(req: AccessRequest) -> tuple[str, str]:
     what = " and ".join(bundle_titles(req))
     if req.extends_id:
         title = f"Approve? {req.requester.username}: {profile.title} + {human_duration(req.duration)}"
-        first = f"{who} asks to extend {profile.title} on {target} by {human_duration(req.duration)} (it ends {when(req.extends.expires_at)})."
+        first = (
+            f"{who} asks to extend {profile.title} on {target} by {human_duration(req.duration)} (it ends "
+            f"{when(req.extends.expires_at)})."
+        )
     else:
         title = f"Approve? {req.requester.username}: {what} for {human_duration(req.duration)}"
         window = f", from {when(req.starts_at)}" if req.starts_at else ""
@@ -72,15 +75,34 @@ def approval_blocks(req: AccessRequest, *, outcome: str = "") -> list[dict]:
         return blocks
     # The step travels with the click: if the request has moved on, nothing is decided by mistake.
     value = f"{req.pk}:{req.step}"
-    blocks.append({
-        "type": "actions",
-        "block_id": f"decide-{req.pk}-{req.step}",
-        "elements": [
-            {"type": "button", "action_id": "approve", "style": "primary", "value": value, "text": {"type": "plain_text", "text": "Approve"}},
-            {"type": "button", "action_id": "deny", "style": "danger", "value": value, "text": {"type": "plain_text", "text": "Deny"}},
-            {"type": "button", "action_id": "open", "url": link("grants:request_detail", req.pk), "text": {"type": "plain_text", "text": "Open in the portal"}},
-        ],
-    })
+    blocks.append(
+        {
+            "type": "actions",
+            "block_id": f"decide-{req.pk}-{req.step}",
+            "elements": [
+                {
+                    "type": "button",
+                    "action_id": "approve",
+                    "style": "primary",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Approve"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "deny",
+                    "style": "danger",
+                    "value": value,
+                    "text": {"type": "plain_text", "text": "Deny"},
+                },
+                {
+                    "type": "button",
+                    "action_id": "open",
+                    "url": link("grants:request_detail", req.pk),
+                    "text": {"type": "plain_text", "text": "Open in the portal"},
+                },
+            ],
+        }
+    )
     return blocks
 
 
@@ -90,5 +112,9 @@ def outcome(req: AccessRequest) -> str:
         last = req.approvals.select_related("approver").order_by("-created_at").first()
         by = f"Approved by {last.approver.label} (step {last.step + 1}); " if last else ""
         return f"{by}the request waits for {policy.waiting_for(req)}."
-    by = f" by {req.decided_by.label}" if req.decided_by_id else (f" by the policy ({req.auto_rule})" if req.auto_rule else "")
+    by = (
+        f" by {req.decided_by.label}"
+        if req.decided_by_id
+        else (f" by the policy ({req.auto_rule})" if req.auto_rule else "")
+    )
     return f"{req.get_status_display()}{by}" + (f": {req.decision_comment}" if req.decision_comment else "") + "."

@@ -4,7 +4,6 @@ from django.contrib.auth import get_user_model
 
 from grants import selectors
 
-
 # Who may decide is the core's answer (grants.selectors, on policy.may_decide), as for the pages and the inbox.
 approvers_of = selectors.approvers_of  # who may decide some step (a break-glass use is theirs to review)
 current_approvers = selectors.deciders_of  # who may decide the step the request waits for now

@@ -17,9 +17,23 @@ MAX_SIGNATURE_AGE = 300  # seconds; Slack's advice, against replays of a capture
 
 # Web API errors that another attempt will not fix.
 _PERMANENT = {
-    "account_inactive", "cannot_dm_bot", "cant_update_message", "channel_not_found", "edit_window_closed", "invalid_auth",
-    "invalid_blocks", "is_archived", "message_not_found", "missing_scope", "msg_too_long", "no_text", "not_authed",
-    "not_in_channel", "token_revoked", "user_not_found", "users_not_found",
+    "account_inactive",
+    "cannot_dm_bot",
+    "cant_update_message",
+    "channel_not_found",
+    "edit_window_closed",
+    "invalid_auth",
+    "invalid_blocks",
+    "is_archived",
+    "message_not_found",
+    "missing_scope",
+    "msg_too_long",
+    "no_text",
+    "not_authed",
+    "not_in_channel",
+    "token_revoked",
+    "user_not_found",
+    "users_not_found",
 }
 
 
@@ -49,7 +63,12 @@ def call(method: str, **params) -> dict:
         if method.startswith("users."):
             response = requests.post(url, data=params, headers=headers, timeout=TIMEOUT)
         else:
-            response = requests.post(url, json=params, headers={**headers, "Content-Type": "application/json; charset=utf-8"}, timeout=TIMEOUT)
+            response = requests.post(
+                url,
+                json=params,
+                headers={**headers, "Content-Type": "application/json; charset=utf-8"},
+                timeout=TIMEOUT,
+            )
     except requests.RequestException as exc:
         raise SlackError(f"Slack {method}: {type(exc).__name__}") from None
     if response.status_code == 429 or response.status_code >= 500:

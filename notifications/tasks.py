@@ -46,13 +46,17 @@ RS = AccessRequest.Status
 
 def approval_needed(request_id):
     """Tell the approvers of the step a pending request waits for, with a link and Slack buttons."""
-    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(pk=request_id)
+    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(
+        pk=request_id
+    )
     if req.status != RS.PENDING:
         return 0
     approvers = list(current_approvers(req))
     if req.bundle:
         # A bundle is decided once: whoever may decide an earlier member hears about that one only.
-        earlier = AccessRequest.objects.filter(bundle=req.bundle, status=RS.PENDING, pk__lt=req.pk).select_related("profile__policy", "requester")
+        earlier = AccessRequest.objects.filter(bundle=req.bundle, status=RS.PENDING, pk__lt=req.pk).select_related(
+            "profile__policy", "requester"
+        )
         told = {u.pk for e in earlier for u in current_approvers(e)}
         approvers = [u for u in approvers if u.pk not in told]
     title, body = approval_message(req)
@@ -74,7 +78,9 @@ def _route(req: AccessRequest, title: str, body: str) -> int:
 
 
 def _approval_again(request_id, *, title_prefix: str, line) -> int:
-    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(pk=request_id)
+    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "extends").get(
+        pk=request_id
+    )
     if req.status != RS.PENDING or not first_of_bundle(req, status=RS.PENDING):
         return 0
     step = policy.waiting_step(req)
@@ -88,25 +94,33 @@ def _approval_again(request_id, *, title_prefix: str, line) -> int:
 
 def approval_reminder(request_id):
     """Remind the approvers of a step that nobody has decided for its `remind_after`."""
-    return _approval_again(request_id, title_prefix="Reminder", line=lambda step, ago: f"Nobody has decided this for {ago}.")
+    return _approval_again(
+        request_id, title_prefix="Reminder", line=lambda step, ago: f"Nobody has decided this for {ago}."
+    )
 
 
 def approval_escalated(request_id):
     """Tell the step's approvers, now with its fallback, that nobody decided it in time."""
     return _approval_again(
-        request_id, title_prefix="Escalated",
+        request_id,
+        title_prefix="Escalated",
         line=lambda step, ago: f"Nobody decided this step in {ago}: it escalated to {step.describe_fallback()}.",
     )
 
 
 def request_decided(request_id):
     """Tell the requester that their request (or extension) was approved or denied."""
-    req = AccessRequest.objects.select_related("profile__target", "requester", "decided_by", "extends").get(pk=request_id)
+    req = AccessRequest.objects.select_related("profile__target", "requester", "decided_by", "extends").get(
+        pk=request_id
+    )
     if req.status not in (RS.APPROVED, RS.DENIED) or not first_of_bundle(req, status=req.status):
         return 0
     what = " and ".join(bundle_titles(req))
     if req.break_glass:
-        first = f"Break-glass access to {what} on {req.profile.target} was granted at once; an approver will review its use."
+        first = (
+            f"Break-glass access to {what} on {req.profile.target} was granted at once; an approver will review "
+            "its use."
+        )
     elif req.decided_by_id:
         first = f"{req.decided_by.label} {req.status} your request for {what} on {req.profile.target}."
     else:
@@ -163,14 +177,18 @@ def grant_revoked(grant_id):
 
 
 def grants_revoked(grant_ids):
-    """Task: `grant_revoked` for each of a revocation batch's grants, in one task (a burst of expiries is one per batch)."""
+    """Task: `grant_revoked` for each of a revocation batch's
+    grants, in one task (a burst of expiries is one per batch)."""
     sent = 0
-    for grant in Grant.objects.select_related("profile__target", "user", "request").filter(
-        pk__in=grant_ids, status=Grant.Status.REVOKED
-    ).order_by("pk"):
+    for grant in (
+        Grant.objects.select_related("profile__target", "user", "request")
+        .filter(pk__in=grant_ids, status=Grant.Status.REVOKED)
+        .order_by("pk")
+    ):
         title = f"Access ended: {grant.profile.title}"
         body = (
-            f"Your access to {grant.profile.title} on {grant.profile.target} has ended ({_ENDED.get(grant.end_reason, grant.end_reason)}); "
+            f"Your access to {grant.profile.title} on {grant.profile.target} has ended "
+            f"({_ENDED.get(grant.end_reason, grant.end_reason)}); "
             f"the target confirmed it gone at {when(grant.verified_at)}.\n"
             f"{why(grant.request)}\n\n{link('grants:grant_detail', grant.pk)}"
         )
@@ -232,6 +250,7 @@ def decide_from_slack(click: dict):
     The message updates to show the outcome; a refusal is told to the
     clicker alone (an ephemeral message) with the lifecycle's reason.
     """
+
     def answer(text):
         try:
             slack.call("chat.postEphemeral", channel=click["channel"], user=click["user"], text=text)
@@ -246,11 +265,18 @@ def decide_from_slack(click: dict):
     try:
         email = slack.email_of(click["user"])
     except slack.SlackError as exc:
-        answer(f"Nothing was decided: {exc.message}" if exc.permanent else "Nothing was decided: Slack did not say who you are; try again.")
+        answer(
+            f"Nothing was decided: {exc.message}"
+            if exc.permanent
+            else "Nothing was decided: Slack did not say who you are; try again."
+        )
         return None
     actors = list(get_user_model().objects.filter(email__iexact=email, is_active=True)[:2])
     if len(actors) != 1:
-        answer(f"Nothing was decided: {'no' if not actors else 'more than one'} active portal account has your Slack email ({email}).")
+        answer(
+            f"Nothing was decided: {'no' if not actors else 'more than one'} active portal account has your "
+            f"Slack email ({email})."
+        )
         return None
     try:
         # A click can come long after the last sign-in: decide with rights read from the IdP recently.
@@ -273,11 +299,19 @@ def decide_from_slack(click: dict):
         return None
     except lifecycle.TransitionError as exc:
         answer(f"Nothing was decided: {exc}")
-    req = AccessRequest.objects.select_related("profile__target", "profile__policy", "requester", "decided_by", "extends").get(pk=request_id)
+    req = AccessRequest.objects.select_related(
+        "profile__target", "profile__policy", "requester", "decided_by", "extends"
+    ).get(pk=request_id)
     said = outcome(req)
     try:
         title, _body = approval_message(req)
-        slack.call("chat.update", channel=click["channel"], ts=click["ts"], text=slack.escape(f"{title}: {said}"), blocks=approval_blocks(req, outcome=said))
+        slack.call(
+            "chat.update",
+            channel=click["channel"],
+            ts=click["ts"],
+            text=slack.escape(f"{title}: {said}"),
+            blocks=approval_blocks(req, outcome=said),
+        )
     except slack.SlackError as exc:
         log.warning("Could not update the Slack message of request %s: %s", request_id, exc.message)
     return req.status

@@ -25,17 +25,34 @@ ACCESS_HISTORY = (
     Column("profile", "profile__name", "Access profile (catalog name)."),
     Column("requested_at", "requested_at", "When the request was made."),
     Column("decision", "decision", "`approved` (by a person), `auto_approved` (a policy rule) or `break_glass`."),
-    Column("decided_by", "request__decided_by__username", "Who gave the last approval; empty when a rule or break-glass approved."),
-    Column("auto_rule", "request__auto_rule", "The policy rule that approved it (`break-glass` for break-glass), else empty."),
+    Column(
+        "decided_by",
+        "request__decided_by__username",
+        "Who gave the last approval; empty when a rule or break-glass approved.",
+    ),
+    Column(
+        "auto_rule",
+        "request__auto_rule",
+        "The policy rule that approved it (`break-glass` for break-glass), else empty.",
+    ),
     Column("decided_at", "decided_at", "When it was approved."),
     Column("justification", "request__justification", "The requester's justification."),
     Column("ticket", "request__ticket", "Ticket reference, if given."),
     Column("started_at", "starts_at", "When the access was provisioned; empty if it never was."),
     Column("expires_at", "expires_at", "When it was due to expire."),
-    Column("ended_at", "ended_at", "When a fresh read of the target confirmed it gone (`verified_at`, else `revoked_at`); empty while it may still exist."),
-    Column("duration_seconds", "actual_duration", "Seconds from `started_at` to `ended_at`; empty until both are known."),
+    Column(
+        "ended_at",
+        "ended_at",
+        "When a fresh read of the target confirmed it gone (`verified_at`, else `revoked_at`); empty while it "
+        "may still exist.",
+    ),
+    Column(
+        "duration_seconds", "actual_duration", "Seconds from `started_at` to `ended_at`; empty until both are known."
+    ),
     Column("status", "status", "Grant status: `scheduled`, `active`, `revoking`, `revoked` or `failed`."),
-    Column("end_reason", "end_reason", "`expired`, `released`, `revoked` (by an admin) or `policy`; empty while it lives."),
+    Column(
+        "end_reason", "end_reason", "`expired`, `released`, `revoked` (by an admin) or `policy`; empty while it lives."
+    ),
     Column("ended_by", "ended_by__username", "Who released or revoked it; empty for expiry and policy."),
 )
 
@@ -46,7 +63,11 @@ CURRENT_ACCESS = (
     Column("user_email", "user__email", "Their email address."),
     Column("target", "profile__target__name", "Target (catalog name)."),
     Column("profile", "profile__name", "Access profile (catalog name)."),
-    Column("state", "state", "`active`, `past_expiry` (expired, removal under way) or `ending` (released or revoked, removal under way)."),
+    Column(
+        "state",
+        "state",
+        "`active`, `past_expiry` (expired, removal under way) or `ending` (released or revoked, removal under way).",
+    ),
     Column("started_at", "starts_at", "When it was provisioned."),
     Column("expires_at", "expires_at", "When it expires."),
     Column("time_left_seconds", "remaining", "Seconds left at the time of the download (0 unless `active`)."),
@@ -63,7 +84,11 @@ DECISIONS = (
     Column("profile", "profile__name", "Access profile (catalog name)."),
     Column("requested_duration_seconds", "duration", "How long was asked for, in seconds."),
     Column("decision", "decision", "`approved`, `auto_approved`, `break_glass`, `denied`, `lapsed` or `cancelled`."),
-    Column("decided_by", "decided_by__username", "Who gave the last approval or denied; empty for rules, lapses and cancellations."),
+    Column(
+        "decided_by",
+        "decided_by__username",
+        "Who gave the last approval or denied; empty for rules, lapses and cancellations.",
+    ),
     Column("auto_rule", "auto_rule", "The policy rule that approved it, if any."),
     Column("decided_at", "decided_at", "When it was decided (or lapsed, or was cancelled)."),
     Column("time_to_decision_seconds", "time_to_decision", "Seconds from `requested_at` to `decided_at`."),
@@ -83,7 +108,9 @@ DECISIONS_BY_PROFILE = (
     Column("denied", "denied", "Denied."),
     Column("lapsed", "lapsed", "Lapsed: nobody decided in time."),
     Column("cancelled", "cancelled", "Cancelled by the requester or by policy."),
-    Column("auto_share", "auto_share", "`auto_approved / decided`, 0 to 1, four decimals; empty when nothing was decided."),
+    Column(
+        "auto_share", "auto_share", "`auto_approved / decided`, 0 to 1, four decimals; empty when nothing was decided."
+    ),
     Column("avg_time_to_decision_seconds", "avg_time_to_decision", "Mean seconds to a person's decision."),
     Column("max_time_to_decision_seconds", "max_time_to_decision", "Longest seconds to a person's decision."),
 )
@@ -121,7 +148,12 @@ DRIFT = (
     Column("found_at", "found_at", "When the reconciler found it."),
     Column("target", "target__name", "Target (catalog name)."),
     Column("external_ref", "external_ref", "The account or object on the target."),
-    Column("kind", "kind", "`orphan` (no grant explains it), `not_revoked` (should be gone) or `missing` (an active grant's access is gone)."),
+    Column(
+        "kind",
+        "kind",
+        "`orphan` (no grant explains it), `not_revoked` (should be gone) or `missing` (an active grant's "
+        "access is gone).",
+    ),
     Column("grant_id", "grant_id", "The grant it belongs to, if any."),
     Column("user", "grant__user__username", "That grant's holder."),
     Column("profile", "grant__profile__name", "That grant's profile."),
@@ -131,14 +163,23 @@ DRIFT = (
 
 TIMELINE = (
     Column("at", "when", "When it happened."),
-    Column("event", "what", "`requested`, `requested (break-glass)`, `asked for more time`, `request approved|auto-approved|denied|lapsed|cancelled`, "
-                            "`access started`, `access ending` (release, revocation or expiry began), `access ended` (confirmed gone), "
-                            "`approved a request`, `denied a request`, `revoked someone's access`, `closed a break-glass review`."),
+    Column(
+        "event",
+        "what",
+        "`requested`, `requested (break-glass)`, `asked for more time`, `request "
+        "approved|auto-approved|denied|lapsed|cancelled`, "
+        "`access started`, `access ending` (release, revocation or expiry began), `access ended` (confirmed gone), "
+        "`approved a request`, `denied a request`, `revoked someone's access`, `closed a break-glass review`.",
+    ),
     Column("request_id", "request_no", "The request concerned."),
     Column("grant_id", "grant_no", "The grant concerned, if any."),
     Column("target", "target_name", "Target (catalog name)."),
     Column("profile", "profile_name", "Access profile (title)."),
-    Column("counterpart", "counterpart", "The other party: who decided (or the rule), who ended it, or whose request they decided."),
+    Column(
+        "counterpart",
+        "counterpart",
+        "The other party: who decided (or the rule), who ended it, or whose request they decided.",
+    ),
     Column("detail", "detail", "Justification, comment, end reason or account on the target."),
 )
 

@@ -34,7 +34,7 @@ def cell(value) -> str:
     if value is None:
         return ""
     if isinstance(value, datetime.datetime):
-        return value.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return value.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if isinstance(value, datetime.timedelta):
         return str(int(value.total_seconds()))
     if isinstance(value, bool):
@@ -65,7 +65,12 @@ class UtcText(Func):
         raise NotSupportedError(f"UtcText has no SQL for {connection.vendor}; CSV cells are made in Python there.")
 
     def as_postgresql(self, compiler, connection, **extra):
-        return super().as_sql(compiler, connection, template="""to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""", **extra)
+        return super().as_sql(
+            compiler,
+            connection,
+            template="""to_char(%(expressions)s AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"')""",
+            **extra,
+        )
 
     def as_sqlite(self, compiler, connection, **extra):
         # Django keeps SQLite times as UTC text.
@@ -82,7 +87,9 @@ class WholeSeconds(Func):
         raise NotSupportedError(f"WholeSeconds has no SQL for {connection.vendor}; CSV cells are made in Python there.")
 
     def as_postgresql(self, compiler, connection, **extra):
-        return super().as_sql(compiler, connection, template="trunc(extract(epoch from %(expressions)s))::bigint", **extra)
+        return super().as_sql(
+            compiler, connection, template="trunc(extract(epoch from %(expressions)s))::bigint", **extra
+        )
 
     def as_sqlite(self, compiler, connection, **extra):
         # Django keeps SQLite durations as integer microseconds; integer division truncates.
@@ -90,12 +97,16 @@ class WholeSeconds(Func):
 
 
 def _formula_safe(field, *, postgresql=False):
-    """The text of `field` with a leading `'` where a spreadsheet would run it (as `cell` does), made by the database."""
+    """The text of `field` with a leading `'` where a spreadsheet
+    would run it (as `cell` does), made by the database."""
     # On PostgreSQL ascii() of the first character, an integer compared with
     # integers, costs about nothing; left() and six text comparisons took
     # 0.4 s per million cells.
-    starts = In(Func(F(field), function="ascii", output_field=models.IntegerField()), [ord(c) for c in FORMULA_STARTS]) if postgresql \
+    starts = (
+        In(Func(F(field), function="ascii", output_field=models.IntegerField()), [ord(c) for c in FORMULA_STARTS])
+        if postgresql
         else In(Left(F(field), 1), list(FORMULA_STARTS))
+    )
     return Case(
         When(starts, then=Concat(Value("'"), F(field), output_field=models.TextField())),
         default=F(field),
@@ -121,7 +132,7 @@ def _csv_values(rows, columns, *, copy=False):
     for i, column in enumerate(columns):
         try:
             output = probe.resolve_ref(column.field, allow_joins=True).output_field
-        except Exception:  # noqa: BLE001 - an expression Django cannot type: the generic cell
+        except Exception:  # noqa: BLE001 (an expression Django cannot type: the generic cell)
             output = None
         expression = None
         if isinstance(output, models.DateTimeField):
@@ -129,8 +140,11 @@ def _csv_values(rows, columns, *, copy=False):
         elif isinstance(output, models.DurationField):
             expression = WholeSeconds(column.field)
         elif isinstance(output, models.BooleanField):
-            expression = Case(When(**{column.field: True}, then=Value("true")), When(**{column.field: False}, then=Value("false")),
-                              output_field=models.TextField())
+            expression = Case(
+                When(**{column.field: True}, then=Value("true")),
+                When(**{column.field: False}, then=Value("false")),
+                output_field=models.TextField(),
+            )
         elif isinstance(output, (models.CharField, models.TextField)):
             expression = _formula_safe(column.field, postgresql=copy)
             if copy:
@@ -148,7 +162,8 @@ def _csv_values(rows, columns, *, copy=False):
 
 
 def csv_chunks(columns, rows, *, rows_per_chunk=1000):
-    """Yield the header line, then the rows of `rows` (a queryset, or a list of dicts) as CSV, `rows_per_chunk` lines at a time.
+    """Yield the header line, then the rows of `rows` (a queryset,
+    or a list of dicts) as CSV, `rows_per_chunk` lines at a time.
 
     The header goes out before any row is read. Rows are read through a
     chunked iterator (a server-side cursor on PostgreSQL), so memory stays
@@ -162,7 +177,7 @@ def csv_chunks(columns, rows, *, rows_per_chunk=1000):
         for start in range(0, len(rows), rows_per_chunk):
             buffer.seek(0)
             buffer.truncate()
-            writer.writerows([cell(row[c.field]) for c in columns] for row in rows[start:start + rows_per_chunk])
+            writer.writerows([cell(row[c.field]) for c in columns] for row in rows[start : start + rows_per_chunk])
             yield buffer.getvalue()
         return
     postgresql = connections[rows.db].vendor == "postgresql"
@@ -240,9 +255,14 @@ def _same(value):
 
 
 def csv_response(request, *, report: str, columns, rows, filters: dict, scope: str) -> StreamingHttpResponse:
-    """Record the download in the trail, then stream `rows` (a queryset, or a list of dicts) as CSV, 2,000 rows per database round trip."""
-    audit.record("report.downloaded", actor=request.user, details={"report": report, "filters": filters, "scope": scope})
-    chunks = _abort_on_failure(csv_chunks(columns, rows), report=report, request_id=getattr(request, "request_id", None))
+    """Record the download in the trail, then stream `rows` (a queryset,
+    or a list of dicts) as CSV, 2,000 rows per database round trip."""
+    audit.record(
+        "report.downloaded", actor=request.user, details={"report": report, "filters": filters, "scope": scope}
+    )
+    chunks = _abort_on_failure(
+        csv_chunks(columns, rows), report=report, request_id=getattr(request, "request_id", None)
+    )
     response = StreamingHttpResponse(chunks, content_type="text/csv; charset=utf-8")
     stamp = timezone.now().strftime("%Y%m%dT%H%M%SZ")
     response["Content-Disposition"] = f'attachment; filename="jitportal-{report.replace("_", "-")}-{stamp}.csv"'
@@ -251,7 +271,8 @@ def csv_response(request, *, report: str, columns, rows, filters: dict, scope: s
 
 
 def _abort_on_failure(chunks, *, report: str, request_id: str | None):
-    """Yield `chunks`; when one fails, log it with the request id and raise again, so that the server aborts the response.
+    """Yield `chunks`; when one fails, log it with the request
+    id and raise again, so that the server aborts the response.
 
     The status line and the header row are out by then: breaking the transfer
     (gunicorn closes the connection without the chunked terminator) is the
@@ -264,5 +285,7 @@ def _abort_on_failure(chunks, *, report: str, request_id: str | None):
             yield chunk
             sent += len(chunk)
     except Exception:
-        logger.exception("CSV download %s failed after %d characters (request %s): the response is aborted", report, sent, request_id)
+        logger.exception(
+            "CSV download %s failed after %d characters (request %s): the response is aborted", report, sent, request_id
+        )
         raise

@@ -12,9 +12,8 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.utils import timezone
 
-from audit.models import AuditEvent
 import grants.selectors as selectors
-
+from audit.models import AuditEvent
 
 # Python's dates run from year 1 to 9999. A period ends at the midnight after
 # `until`, and the database driver converts local midnights to UTC (up to a
@@ -36,7 +35,9 @@ class PeriodDateField(forms.DateField):
     def validate(self, value):
         super().validate(value)
         if value is not None and not FIRST_DAY <= value <= LAST_DAY:
-            raise ValidationError(f"Enter a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.", code="out_of_range")
+            raise ValidationError(
+                f"Enter a date between {FIRST_DAY.isoformat()} and {LAST_DAY.isoformat()}.", code="out_of_range"
+            )
 
 
 class PeriodDateFilter(django_filters.DateFilter):
@@ -45,13 +46,23 @@ class PeriodDateFilter(django_filters.DateFilter):
 
 def _target_filter(field_name, **kwargs):
     return django_filters.ModelChoiceFilter(
-        field_name=field_name, to_field_name="name", queryset=selectors.report_targets(), label="Target", empty_label="Any target", **kwargs
+        field_name=field_name,
+        to_field_name="name",
+        queryset=selectors.report_targets(),
+        label="Target",
+        empty_label="Any target",
+        **kwargs,
     )
 
 
 def _profile_filter(field_name, **kwargs):
     return django_filters.ModelChoiceFilter(
-        field_name=field_name, to_field_name="name", queryset=selectors.report_profiles(), label="Profile", empty_label="Any profile", **kwargs
+        field_name=field_name,
+        to_field_name="name",
+        queryset=selectors.report_profiles(),
+        label="Profile",
+        empty_label="Any profile",
+        **kwargs,
     )
 
 
@@ -66,7 +77,8 @@ def _choice_filter(field_name, choices, label):
 
 
 class ReportFilter(django_filters.FilterSet):
-    """Period filters on `period_field` (dates in the portal's time zone, `until` inclusive), and the scope's hidden fields.
+    """Period filters on `period_field` (dates in the portal's
+    time zone, `until` inclusive), and the scope's hidden fields.
 
     `hide` drops filters the viewer's scope already fixes (`user` on one's
     own history). Invalid input filters nothing in: `rows` is then empty.
@@ -104,7 +116,8 @@ class ReportFilter(django_filters.FilterSet):
 
 
 class AccessHistoryFilter(ReportFilter):
-    """A grant is in the period if it existed at some time in it: from its approval until its access was confirmed gone."""
+    """A grant is in the period if it existed at some time in
+    it: from its approval until its access was confirmed gone."""
 
     user = _user_filter("user__username")
     target = _target_filter("profile__target")
@@ -146,15 +159,20 @@ class DecisionFilter(ReportFilter):
     outcome = _choice_filter("decision", selectors.DECISION_OUTCOMES, "Outcome")
 
     def tally(self) -> dict | None:
-        """Return the period, target and profile for `selectors.decision_stats`'s day tallies, or None if other filters apply."""
+        """Return the period, target and profile for `selectors.decision_stats`'s
+        day tallies, or None if other filters apply."""
         if not self.is_valid():
             return None
         data = self.form.cleaned_data
         if any(data.get(name) for name in ("user", "approver", "outcome")):
             return None
         since, until = data.get("since"), data.get("until")
-        return {"start": since and _start_of(since), "end": until and _start_of(until + datetime.timedelta(days=1)),
-                "target": data.get("target"), "profile": data.get("profile")}
+        return {
+            "start": since and _start_of(since),
+            "end": until and _start_of(until + datetime.timedelta(days=1)),
+            "target": data.get("target"),
+            "profile": data.get("profile"),
+        }
 
 
 class BreakGlassFilter(ReportFilter):

@@ -40,8 +40,6 @@ def _link(name, pk, text=None):
     return format_html('<a href="{}">{}</a>', reverse(name, args=[pk]), text or f"#{pk}")
 
 
-
-
 def _label(choices):
     labels = dict(choices)
     return lambda value: labels.get(value, value)
@@ -206,8 +204,20 @@ class ProfileStatsTable(_StatsTable):
     auto_share = tables.Column(verbose_name="Auto-approval share", default="—")
 
     class Meta(ReportTable.Meta):
-        sequence = ("profile", "target", "decided", "approved", "auto_approved", "break_glass", "denied", "lapsed", "cancelled",
-                    "auto_share", "avg_time_to_decision", "max_time_to_decision")
+        sequence = (
+            "profile",
+            "target",
+            "decided",
+            "approved",
+            "auto_approved",
+            "break_glass",
+            "denied",
+            "lapsed",
+            "cancelled",
+            "auto_share",
+            "avg_time_to_decision",
+            "max_time_to_decision",
+        )
         empty_text = "No decisions match these filters."
 
     def render_auto_share(self, value):
@@ -247,14 +257,18 @@ class BreakGlassTable(ReportTable):
         return self.person(value)
 
     def render_grant_status(self, value, record):
-        return format_html('{} <span class="badge status-{}">{}</span>', _link("grants:grant_detail", record.grant.pk), value, value)
+        return format_html(
+            '{} <span class="badge status-{}">{}</span>', _link("grants:grant_detail", record.grant.pk), value, value
+        )
 
     def render_review_state(self, value, record):
         review = getattr(record, "review", None)
         if value == "closed":
             return format_html(
                 '<span class="badge status-approved">Closed</span> by {} at {}<br><small>{}</small>',
-                review.closed_by.username, _when(review.closed_at), review.comment,
+                review.closed_by.username,
+                _when(review.closed_at),
+                review.comment,
             )
         return mark_safe('<span class="badge warn">Open</span>')
 

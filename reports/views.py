@@ -19,8 +19,8 @@ from django.utils import timezone
 from django.utils.functional import cached_property
 from django_tables2 import RequestConfig
 
-from audit.models import AuditEvent
 import grants.selectors as selectors
+from audit.models import AuditEvent
 
 from . import columns, downloads, filters, overview, tables
 from .scope import ALL, AUDITOR_PERMISSION, DECIDED, OWN, may_see, scope_for
@@ -85,16 +85,25 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
         if section is None:
             raise Http404(f"This page has no table {name!r}.")
         if invalid:
-            return HttpResponseBadRequest("Fix the filters first: " + "; ".join(_errors(filtersets)), content_type="text/plain")
+            return HttpResponseBadRequest(
+                "Fix the filters first: " + "; ".join(_errors(filtersets)), content_type="text/plain"
+            )
         return downloads.csv_response(
-            request, report=section.name, columns=section.columns, rows=section.rows, filters={**(fixed or {}), **applied}, scope=scope
+            request,
+            report=section.name,
+            columns=section.columns,
+            rows=section.rows,
+            filters={**(fixed or {}), **applied},
+            scope=scope,
         )
 
     query = QueryDict(mutable=True)
     query.update(applied)
     many = len(sections) > 1
     for section in sections:
-        section.table = section.table_class(section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL)
+        section.table = section.table_class(
+            section.rows, prefix=f"{section.name}-" if many else "", link_people=scope == ALL
+        )
         paginate = {"per_page": section.per_page, "paginator_class": ReportPaginator}
         if section.count_rows is not None:
             paginate["count_rows"] = section.count_rows
@@ -113,7 +122,14 @@ def _respond(request, *, template, scope, filtersets, sections, context=None, fi
     return render(
         request,
         template,
-        {"scope": scope, "fields": fields, "errors": _errors(filtersets), "sections": sections, "filtered": bool(applied), **(context or {})},
+        {
+            "scope": scope,
+            "fields": fields,
+            "errors": _errors(filtersets),
+            "sections": sections,
+            "filtered": bool(applied),
+            **(context or {}),
+        },
     )
 
 
@@ -161,8 +177,16 @@ def access_history(request):
     scope = scope_for(request.user, "access")
     rows = selectors.access_history_base(user=None if scope == ALL else request.user)
     fs = filters.AccessHistoryFilter(request.GET, rows, hide=("user",) if scope == OWN else ())
-    sections = [Section("access_history", "Access history", tables.AccessHistoryTable, columns.ACCESS_HISTORY,
-                        selectors.access_history_columns(fs.rows), count_rows=fs.rows)]
+    sections = [
+        Section(
+            "access_history",
+            "Access history",
+            tables.AccessHistoryTable,
+            columns.ACCESS_HISTORY,
+            selectors.access_history_columns(fs.rows),
+            count_rows=fs.rows,
+        )
+    ]
     return _respond(request, template="reports/access.html", scope=scope, filtersets=[fs], sections=sections)
 
 
@@ -187,21 +211,44 @@ def decisions(request):
     fs = filters.DecisionFilter(params, selectors.decisions(decider=decider), hide=("approver",) if decider else ())
     rows = fs.rows
     # One row per profile and per approver, read once: the page and its downloads show the same lists.
-    per_profile, per_approver, count = selectors.decision_stats(rows, approver=decider, tally=None if decider else fs.tally())
+    per_profile, per_approver, count = selectors.decision_stats(
+        rows, approver=decider, tally=None if decider else fs.tally()
+    )
     sections = [
-        Section("decisions_by_profile", "Per profile", tables.ProfileStatsTable, columns.DECISIONS_BY_PROFILE, per_profile,
-                per_page=SUMMARY_PER_PAGE),
-        Section("decisions_by_approver", "Per approver", tables.ApproverStatsTable, columns.DECISIONS_BY_APPROVER, per_approver,
-                per_page=SUMMARY_PER_PAGE),
+        Section(
+            "decisions_by_profile",
+            "Per profile",
+            tables.ProfileStatsTable,
+            columns.DECISIONS_BY_PROFILE,
+            per_profile,
+            per_page=SUMMARY_PER_PAGE,
+        ),
+        Section(
+            "decisions_by_approver",
+            "Per approver",
+            tables.ApproverStatsTable,
+            columns.DECISIONS_BY_APPROVER,
+            per_approver,
+            per_page=SUMMARY_PER_PAGE,
+        ),
         Section("decisions", "Decisions", tables.DecisionTable, columns.DECISIONS, rows, count_rows=count),
     ]
     context = {"default_days": DEFAULT_DECISION_DAYS if params is not request.GET else None}
     if request.GET.get("format") != "csv":
         totals = selectors.decision_totals(per_profile)
-        totals["avg_time_text"] = tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
+        totals["avg_time_text"] = (
+            tables.duration_text(totals["avg_time_to_decision"]) if totals["avg_time_to_decision"] else "—"
+        )
         context["totals"] = totals
-    return _respond(request, template="reports/decisions.html", scope=scope, filtersets=[fs], sections=sections, context=context,
-                    csv_default="decisions")
+    return _respond(
+        request,
+        template="reports/decisions.html",
+        scope=scope,
+        filtersets=[fs],
+        sections=sections,
+        context=context,
+        csv_default="decisions",
+    )
 
 
 @login_required
@@ -213,7 +260,9 @@ def break_glass(request):
         Section("break_glass", "Break-glass uses", tables.BreakGlassTable, columns.BREAK_GLASS, uses.rows),
         Section("drift", "Drift findings", tables.DriftTable, columns.DRIFT, drift.rows),
     ]
-    return _respond(request, template="reports/break_glass.html", scope=scope, filtersets=[uses, drift], sections=sections)
+    return _respond(
+        request, template="reports/break_glass.html", scope=scope, filtersets=[uses, drift], sections=sections
+    )
 
 
 @login_required
@@ -227,7 +276,15 @@ def timeline(request, username):
         Section("timeline", "Requested, held and decided", tables.TimelineTable, columns.TIMELINE, entries),
         Section("timeline_events", "Audit events by this person", tables.EventTable, columns.TIMELINE_EVENTS, fs.rows),
     ]
-    return _respond(request, template="reports/timeline.html", scope=scope, filtersets=[fs], sections=sections, context={"person": person}, fixed={"user": person.username})
+    return _respond(
+        request,
+        template="reports/timeline.html",
+        scope=scope,
+        filtersets=[fs],
+        sections=sections,
+        context={"person": person},
+        fixed={"user": person.username},
+    )
 
 
 @login_required

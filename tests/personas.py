@@ -14,12 +14,16 @@ def groups(db):
     names = ("engineers", "db-approvers", "auditors", "oncall")
     found = {name: Group.objects.get_or_create(name=name)[0] for name in names}
     # The auditors group gets this from a post_migrate hook; say it here so the tests do not depend on it.
-    found["auditors"].permissions.add(Permission.objects.get(content_type__app_label="audit", codename="view_auditevent"))
+    found["auditors"].permissions.add(
+        Permission.objects.get(content_type__app_label="audit", codename="view_auditevent")
+    )
     return found
 
 
 def _user(django_user_model, username, *groups_, **extra):
-    user = django_user_model.objects.create_user(username, f"{username}@example.com", f"{username}-password-123", **extra)
+    user = django_user_model.objects.create_user(
+        username, f"{username}@example.com", f"{username}-password-123", **extra
+    )
     user.groups.add(*groups_)
     return user
 

@@ -22,15 +22,18 @@ import pytest
 import requests
 
 from devtools import pgcluster
+from jitportal import run
 from tests.image.browser import Person
 
 pytestmark = pytest.mark.whatever_the_database(
-    "`make run` in a checkout runs on its own SQLite file, and the connector tests it runs there are not the SQLite pass's"
+    "`make run` in a checkout runs on its own SQLite file; the connector tests it runs there are not the SQLite pass's"
 )
 
 BASE = Path(__file__).resolve().parents[1]
 # What a fresh clone does not have (and a copy need not take).
-NOT_COPIED = shutil.ignore_patterns(".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".pytest_cache")
+NOT_COPIED = shutil.ignore_patterns(
+    ".git", ".venv", "var", "node_modules", "test-artifacts", "__pycache__", ".pytest_cache"
+)
 
 
 def copy_checkout(dest: Path) -> Path:
@@ -73,7 +76,11 @@ class Demo:
         self.port = pgcluster.free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = checkout / "make-run.log"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "JIT_", "MAKE", "MFLAGS"))}
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith(("DATABASE_URL", "MIGRATE_DATABASE_URL", "JIT_", "MAKE", "MFLAGS"))
+        }
         env["JITPORTAL_PORT"] = str(self.port)
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
@@ -114,7 +121,9 @@ class Demo:
 def demo_target_row(demo: Demo) -> str:
     """Sign in as the demo admin and return the Targets page's row for the demo PostgreSQL target."""
     admin = Person(demo.url, "admin", "admin-demo-pass")
-    signed_in = admin.submit(admin.get("/accounts/login/"), r"^/accounts/login/$", login="admin", password="admin-demo-pass")
+    signed_in = admin.submit(
+        admin.get("/accounts/login/"), r"^/accounts/login/$", login="admin", password="admin-demo-pass"
+    )
     assert urlsplit(signed_in.url).path.startswith("/access/"), signed_in.text[:2000]
     page = admin.get("/access/targets/")
     rows = [row for row in re.findall(r"<tr>.*?</tr>", page.text, re.S) if "<small>demo-postgres</small>" in row]
@@ -159,7 +168,9 @@ def test_make_run_whose_demo_cluster_cannot_start_still_serves_and_says_why_in_o
     output = demo.output()
     assert "Traceback" not in output
     why = [line for line in output.splitlines() if "Demo target" in line]
-    assert len(why) == 1 and why[0].startswith("Demo target unreachable (its grants fail): PostgreSQL did not start: FATAL:"), why
+    assert len(why) == 1 and why[0].startswith(
+        "Demo target unreachable (its grants fail): PostgreSQL did not start: FATAL:"
+    ), why
     assert ">Unreachable</span>" in row, row
 
 
@@ -183,7 +194,6 @@ def test_without_postgresqls_programs_make_run_says_so_in_one_line(tmp_path, mon
     # Every machine that runs this suite has PostgreSQL's programs (it needs them): the one stand-in here is
     # an empty folder where the helper looks for them.
     monkeypatch.setattr(pgcluster, "PG_ROOT", tmp_path)
-    from jitportal import run
 
     cluster, note = run.start_demo_target(tmp_path / "var")
 

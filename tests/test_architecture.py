@@ -1,4 +1,5 @@
-"""Dependencies point one way: audit's log <- accounts <- grants <- the edges (api, notifications, reports) <- jitportal.
+"""Dependencies point one way: audit's log <- accounts <-
+grants <- the edges (api, notifications, reports) <- jitportal.
 
 A dependency is an `import` statement or a dotted name in a string (a task
 name given to `async_task`, `schedule`, `_enqueue` or a `Schedule.func`, a
@@ -15,6 +16,8 @@ import ast
 import importlib
 import re
 from pathlib import Path
+
+import grants.notify
 
 ROOT = Path(__file__).resolve().parents[1]
 APPS = {"audit", "accounts", "grants", "api", "notifications", "reports", "jitportal"}
@@ -239,6 +242,8 @@ def import_cycles(package: str) -> list[str]:
     reach = {module: reachable(module) for module in graph}
     groups = {frozenset({m} | {o for o in reach[m] if m in reach[o]}) for m in graph if m in reach[m]}
     return sorted(" <-> ".join(sorted(group)) for group in groups)
+
+
 def edge_names_in_core():
     """Return the strings of the core (docstrings too) that name an edge's module, e.g. "notifications.tasks"."""
     named = re.compile(rf"(?<![\w.])({'|'.join(sorted(EDGES))})\.\w")
@@ -428,7 +433,6 @@ def test_every_dotted_name_in_settings_migrations_and_code_resolves():
 
 def test_the_old_notification_task_names_still_run_the_same_tasks_for_one_release():
     # Queued or scheduled by a portal before the notifications app (grants/notify.py, to be removed).
-    import grants.notify
 
     moved = {"deliver": "notifications.delivery.deliver"}
     for name in grants.notify.__all__:

@@ -69,7 +69,15 @@ from grants import lifecycle, reconcile
 from grants.connectors import get_connector
 from grants.connectors.ssh import ca as sshca
 from grants.models import (
-    AccessProfile, AccessRequest, BreakGlassReview, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target,
+    AccessProfile,
+    AccessRequest,
+    BreakGlassReview,
+    Delegation,
+    DriftFinding,
+    Grant,
+    OnCallSchedule,
+    Policy,
+    Target,
 )
 from jitportal.queues import SWEEP_FUNC
 
@@ -100,7 +108,11 @@ def _user(username, *groups, **extra):
 
 def _profile(name, target, approvers, **extra):
     profile = AccessProfile.objects.create(
-        name=name, title=name.replace("-", " "), target=target, max_duration=240 * MINUTES, approver_group=approvers,
+        name=name,
+        title=name.replace("-", " "),
+        target=target,
+        max_duration=240 * MINUTES,
+        approver_group=approvers,
         **extra,
     )
     profile.requestable_by.add(Group.objects.get(name="engineers"))
@@ -127,7 +139,9 @@ def _build_world(pg_cluster) -> World:
     ana, bob, otto = users["ana"], users["bob"], users["otto"]
 
     appdb = Target.objects.create(
-        name="appdb-cluster", kind="postgres", secret_env="JIT_TEST_PG_DSN",
+        name="appdb-cluster",
+        kind="postgres",
+        secret_env="JIT_TEST_PG_DSN",
         config={"host": pg_cluster.host, "port": pg_cluster.port, "dbname": "appdb"},
     )
     hosts = Target.objects.create(name="hosts", kind="ssh", config={}, secret_env="JIT_TEST_AUTHZ_SSH_CA")
@@ -143,7 +157,11 @@ def _build_world(pg_cluster) -> World:
 
     def ask(requester, profile, justification=JUSTIFICATION, **kwargs):
         return lifecycle.submit_request(
-            requester=requester, profile=profile, duration=30 * MINUTES, justification=justification, ticket="INC-5150",
+            requester=requester,
+            profile=profile,
+            duration=30 * MINUTES,
+            justification=justification,
+            ticket="INC-5150",
             **kwargs,
         )
 
@@ -172,9 +190,23 @@ def _build_world(pg_cluster) -> World:
     social_app = SocialApp.objects.create(provider="openid_connect", provider_id="sample", name="Sample", client_id="x")
     social_account = SocialAccount.objects.create(user=ana, provider="sample", uid="ana-subject", extra_data={})
     return World(
-        users=users, secrets=secrets, sessions=sessions, groups=groups, marc=marc, **users,
-        appdb=appdb, hosts=hosts, readonly=readonly, ssh_deploy=ssh_deploy, policy=emergency_policy,
-        pending=pending, bobs=bobs, held=held, held_request=held_request, review=review, token=token,
+        users=users,
+        secrets=secrets,
+        sessions=sessions,
+        groups=groups,
+        marc=marc,
+        **users,
+        appdb=appdb,
+        hosts=hosts,
+        readonly=readonly,
+        ssh_deploy=ssh_deploy,
+        policy=emergency_policy,
+        pending=pending,
+        bobs=bobs,
+        held=held,
+        held_request=held_request,
+        review=review,
+        token=token,
         drift=DriftFinding.objects.get(external_ref=f"jit_g{ORPHAN_GRANT_ID}"),
         event=AuditEvent.objects.order_by("-id").first(),
         sweep=Task.objects.create(id=uuid.uuid4().hex, name="sweep-done", success=True, **task),
@@ -182,12 +214,18 @@ def _build_world(pg_cluster) -> World:
         queued=OrmQ.objects.create(key=settings.Q_CLUSTER["name"], payload="queued", lock=None),
         schedule=Schedule.objects.create(name="sample", func=SWEEP_FUNC, schedule_type=Schedule.MINUTES, minutes=1),
         email=EmailAddress.objects.create(user=ana, email=ana.email, verified=True, primary=True),
-        social_app=social_app, social_account=social_account,
+        social_app=social_app,
+        social_account=social_account,
         social_token=SocialToken.objects.create(app=social_app, account=social_account, token="sample-token"),
         rotation=OnCallSchedule.objects.create(name="sample-rotation", members=["marc"]),
         # One that ended yesterday: a sample row that changes nobody's rights today.
-        delegation=Delegation.objects.create(delegator=marc, delegate=otto, starts_at=now - datetime.timedelta(days=2),
-                                             ends_at=now - datetime.timedelta(days=1), reason="sample"),
+        delegation=Delegation.objects.create(
+            delegator=marc,
+            delegate=otto,
+            starts_at=now - datetime.timedelta(days=2),
+            ends_at=now - datetime.timedelta(days=1),
+            reason="sample",
+        ),
     )
 
 
@@ -348,11 +386,12 @@ PORTAL_ROWS = [
         args=lambda w: {"key": "nothing-waits-under-this-key"}),
     Row("grants:delegations",           "GET",   "login   200   200   200   200   200   200"),
     # Anyone may name a delegate of their own; a bad form comes back with the reason.
-    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200", data={"delegate": "nosuch"},
-        label="bad_form"),
+    Row("grants:delegations",           "POST",  "login   200   200   200   200   200   200",
+        data={"delegate": "nosuch"}, label="bad_form"),
     Row("grants:delegation_end",        "GET",   "login   405   405   405   405   405   405", args=lambda w: {"pk": 1}),
     # Only the delegator ends a delegation: for everyone else it does not exist.
-    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404", args=lambda w: {"pk": 999999}),
+    Row("grants:delegation_end",        "POST",  "login   404   404   404   404   404   404",
+        args=lambda w: {"pk": 999999}),
     Row("grants:review_close",          "GET",   "login   405   405   405   405   405   405", **REVIEW),
     Row("grants:review_close",          "POST",  "login   403   404   302*  404   403   403", **REVIEW,
         data={"comment": "Checked the incident ticket and the session log."},
@@ -400,9 +439,10 @@ PORTAL_ROWS = [
         effect=lambda w, c: _caller(c).notification_preference.slack is False),
     # The person's time zone is a cookie: no table changes.
     Row("accounts:time_zone",           "GET",   "login   405   405   405   405   405   405"),
-    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Europe/Paris"}),
-    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302", data={"time_zone": "Mars/Olympus"},
-        label="bad"),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302",
+        data={"time_zone": "Europe/Paris"}),
+    Row("accounts:time_zone",           "POST",  "login   302   302   302   302   302   302",
+        data={"time_zone": "Mars/Olympus"}, label="bad"),
     # Machine endpoints (jitportal/urls.py): a session neither opens nor closes them.
     Row("healthz",                      "GET",   "200     200   200   200   200   200   200"),
     Row("readyz",                       "GET",   "200     200   200   200   200   200   200", before=_fresh_sweep),
@@ -490,7 +530,8 @@ API_ROWS = [
     Api("create_delegation",                     "401     400   400   400   400   400   400",
         data={"delegate": "nosuch", "starts_at": "2030-01-01T09:00:00Z", "ends_at": "2030-01-02T09:00:00Z"}),
     # Only the delegator ends a delegation: for everyone else it does not exist.
-    Api("end_delegation",                        "401     404   404   404   404   404   404", args=lambda w: {"delegation_id": 999999}),
+    Api("end_delegation",                        "401     404   404   404   404   404   404",
+        args=lambda w: {"delegation_id": 999999}),
 ]
 # fmt: on
 
@@ -542,8 +583,12 @@ def _admin_model_rows() -> list[Row]:
             Row(f"admin:{name}_history", "GET", f"{NOT_STAFF} {view} 200", **sample),
             Row(f"admin:{name}_delete", "GET", f"{NOT_STAFF} 403 {200 if admin_deletes else 403}", **sample),
             # The object's bare address redirects to its change page.
-            Row(f"admin/{folder}/<path:object_id>/", "GET", f"{NOT_STAFF} 302 302",
-                path=lambda w, label=label, folder=folder: f"/admin/{folder}/{_sample(w, label).pk}/"),
+            Row(
+                f"admin/{folder}/<path:object_id>/",
+                "GET",
+                f"{NOT_STAFF} 302 302",
+                path=lambda w, label=label, folder=folder: f"/admin/{folder}/{_sample(w, label).pk}/",
+            ),
         ]
     return rows
 
@@ -551,9 +596,19 @@ def _admin_model_rows() -> list[Row]:
 def _ana_made_superuser(w):
     """The admin's change form for ana, submitted with is_staff and is_superuser ticked."""
     return {
-        "username": "ana", "first_name": "Ana", "last_name": "", "email": "ana@example.com", "is_active": "on",
-        "is_staff": "on", "is_superuser": "on", "groups": [w.groups["engineers"].pk], "manager": w.marc.pk,
-        "date_joined_0": "2024-01-01", "date_joined_1": "00:00:00", "last_login_0": "", "last_login_1": "",
+        "username": "ana",
+        "first_name": "Ana",
+        "last_name": "",
+        "email": "ana@example.com",
+        "is_active": "on",
+        "is_staff": "on",
+        "is_superuser": "on",
+        "groups": [w.groups["engineers"].pk],
+        "manager": w.marc.pk,
+        "date_joined_0": "2024-01-01",
+        "date_joined_1": "00:00:00",
+        "last_login_0": "",
+        "last_login_1": "",
     }
 
 

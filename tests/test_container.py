@@ -39,11 +39,16 @@ def test_every_secret_file_the_portal_reads_is_mounted_and_no_secret_is_in_the_e
         mounted = {f"/run/secrets/{secret}" for secret in service["secrets"]}
         assert set(service["secrets"]) <= declared
         # AUDIT_HEAD_FILE is where the worker appends the heads it exports (a volume), not a secret it reads.
-        files = {value for key, value in service["environment"].items() if key.endswith("_FILE") and key != "AUDIT_HEAD_FILE"}
+        files = {
+            value for key, value in service["environment"].items() if key.endswith("_FILE") and key != "AUDIT_HEAD_FILE"
+        }
         assert files and files <= mounted, (name, files - mounted)
         if "AUDIT_HEAD_FILE" in service["environment"]:
             head_dir = service["environment"]["AUDIT_HEAD_FILE"].rsplit("/", 1)[0]
-            assert any(str(volume).split(":")[1:2] == [head_dir] for volume in service.get("volumes", [])), (name, head_dir)
+            assert any(str(volume).split(":")[1:2] == [head_dir] for volume in service.get("volumes", [])), (
+                name,
+                head_dir,
+            )
         for key in service["environment"]:
             assert not key.endswith(("SECRET", "PASSWORD", "SECRET_KEY", "DSN")), (name, key)
         # The password comes from DATABASE_PASSWORD_FILE (the portal) or POSTGRES_PASSWORD_FILE (PostgreSQL).

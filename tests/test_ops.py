@@ -22,11 +22,12 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from django_q.models import Schedule, Task
+from django_q.tasks import async_task
 
+import jitportal.logging
 from grants import lifecycle, reconcile, tasks
 from grants.connectors import get_connector
 from grants.models import AccessProfile, Target
-import jitportal.logging
 from jitportal import ops, queues
 from jitportal.logging import JsonFormatter
 
@@ -62,7 +63,11 @@ def make_engineer(django_user_model, engineers):
 
 def make_target(name, *, pg=None, secret_env="JIT_TEST_PG_DSN"):
     """A PostgreSQL target; `pg` is the test cluster, or None for one that is never called."""
-    config = {"host": pg.host, "port": pg.port, "dbname": "appdb"} if pg else {"host": "127.0.0.1", "port": 1, "dbname": "appdb"}
+    config = (
+        {"host": pg.host, "port": pg.port, "dbname": "appdb"}
+        if pg
+        else {"host": "127.0.0.1", "port": 1, "dbname": "appdb"}
+    )
     return Target.objects.create(name=name, kind="postgres", config=config, secret_env=secret_env)
 
 
@@ -103,7 +108,9 @@ def sample(text, name, **labels):
 def sweep_finished(ago: datetime.timedelta):
     """Record a finished minute sweep, as a worker does (django-q2 keeps its Task row)."""
     stopped = timezone.now() - ago
-    Task.objects.create(id=uuid.uuid4().hex, name="sweep", func=queues.SWEEP_FUNC, started=stopped, stopped=stopped, success=True)
+    Task.objects.create(
+        id=uuid.uuid4().hex, name="sweep", func=queues.SWEEP_FUNC, started=stopped, stopped=stopped, success=True
+    )
 
 
 # /healthz and /readyz ---------------------------------------------------------
@@ -184,7 +191,13 @@ def test_readyz_names_the_broker_and_keeps_its_address_out_of_the_answer(client,
 def qcluster(portal_database_url):
     """A real `qcluster` on the test database, as in production."""
     env = {**os.environ, "DATABASE_URL": portal_database_url, "Q_WORKERS": "1"}
-    proc = subprocess.Popen([sys.executable, "manage.py", "qcluster"], cwd=BASE, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "manage.py", "qcluster"],
+        cwd=BASE,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     yield proc
     proc.send_signal(signal.SIGTERM)
     try:
@@ -195,8 +208,6 @@ def qcluster(portal_database_url):
 
 @pytest.mark.django_db(transaction=True)
 def test_readyz_sees_a_real_worker_run_the_minute_sweep(client, monkeypatch, qcluster):
-    from django_q.tasks import async_task
-
     monkeypatch.setattr(ops, "STARTED", time.monotonic() - 3600)
     assert client.get("/readyz").status_code == 503
     # What the schedule does every minute, without waiting for django-q2's 30 s scheduler tick.
@@ -233,7 +244,10 @@ def test_metrics_count_requests_by_state_and_decisions(client, db, make_engineer
 
 
 def test_metrics_show_active_grants_per_target_and_the_expiry_lag(client, db, pg_target_env, make_engineer, otto):
-    live_target, other = make_target("appdb-cluster", pg=pg_target_env), make_target("other-cluster", secret_env="JIT_OPS_UNSET_DSN")
+    live_target, other = (
+        make_target("appdb-cluster", pg=pg_target_env),
+        make_target("other-cluster", secret_env="JIT_OPS_UNSET_DSN"),
+    )
     profile = make_profile(live_target)
     make_profile(other, name="other-readonly")
     holder = submit(make_engineer("ana"), profile)
@@ -357,8 +371,11 @@ def test_production_settings_refuse_metrics_without_a_token_by_default(tmp_path)
 
     def run(**env):
         result = subprocess.run(
-            [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE, env=production_env(DATABASE_URL=database, **env),
-            capture_output=True, text=True,
+            [sys.executable, "manage.py", "shell", "-c", code],
+            cwd=BASE,
+            env=production_env(DATABASE_URL=database, **env),
+            capture_output=True,
+            text=True,
         )
         return result.stdout.strip().splitlines()[-1] if result.stdout.strip() else result.stderr
 
@@ -367,7 +384,9 @@ def test_production_settings_refuse_metrics_without_a_token_by_default(tmp_path)
 
 
 def test_metrics_speak_openmetrics_to_a_prometheus_that_asks(client, db):
-    response = client.get("/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5")
+    response = client.get(
+        "/metrics", HTTP_ACCEPT="application/openmetrics-text; version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    )
     assert response["Content-Type"].startswith("application/openmetrics-text")
     text = response.content.decode()
     assert "# TYPE jitportal_expiry_lag_seconds gaugehistogram" in text
@@ -419,7 +438,9 @@ def test_json_log_lines_outside_a_request_carry_no_id_and_keep_the_traceback():
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.getLogger("grants.tasks").makeRecord("grants.tasks", logging.ERROR, __file__, 1, "Revoking grant %s failed", (7,), sys.exc_info())
+        record = logging.getLogger("grants.tasks").makeRecord(
+            "grants.tasks", logging.ERROR, __file__, 1, "Revoking grant %s failed", (7,), sys.exc_info()
+        )
     line = json.loads(formatter.format(record))
     assert line["message"] == "Revoking grant 7 failed"
     assert line["request_id"] is None
@@ -453,7 +474,10 @@ def production_env(**extra):
 def test_check_deploy_finds_nothing_to_warn_about_in_production_settings():
     result = subprocess.run(
         [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
-        cwd=BASE, env=production_env(), capture_output=True, text=True,
+        cwd=BASE,
+        env=production_env(),
+        capture_output=True,
+        text=True,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "System check identified no issues" in result.stdout
@@ -462,15 +486,22 @@ def test_check_deploy_finds_nothing_to_warn_about_in_production_settings():
 def test_production_logs_are_json_and_https_settings_follow_the_environment():
     code = (
         "import logging; from django.conf import settings as s;"
-        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, s.SECURE_PROXY_SSL_HEADER);"
+        "print(s.SECURE_SSL_REDIRECT, s.SECURE_HSTS_SECONDS, s.SECURE_HSTS_INCLUDE_SUBDOMAINS, "
+        "s.SECURE_PROXY_SSL_HEADER);"
         "logging.getLogger('grants.tasks').warning('hello %s', 'ops');"
         "from django_q.conf import logger; logger.info('from the workers')"
     )
-    run = lambda **env: subprocess.run(  # noqa: E731
-        [sys.executable, "manage.py", "shell", "-c", code], cwd=BASE, env=production_env(**env), capture_output=True, text=True
+    run = lambda **env: subprocess.run(  # noqa: E731 (a one-line helper, called once per environment below)
+        [sys.executable, "manage.py", "shell", "-c", code],
+        cwd=BASE,
+        env=production_env(**env),
+        capture_output=True,
+        text=True,
     )
     result = run(BEHIND_HTTPS_PROXY="true")
-    assert result.stdout.strip().splitlines()[-1] == "True 31536000 True ('HTTP_X_FORWARDED_PROTO', 'https')", result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "True 31536000 True ('HTTP_X_FORWARDED_PROTO', 'https')", (
+        result.stderr
+    )
     ours, workers = [json.loads(line) for line in result.stderr.strip().splitlines()[-2:]]
     assert ours["logger"] == "grants.tasks" and ours["message"] == "hello ops" and ours["request_id"] is None
     assert workers["logger"] == "django-q" and workers["message"] == "from the workers"

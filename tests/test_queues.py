@@ -8,7 +8,7 @@ from django_q.tasks import async_task
 def _funcs(broker, n):
     out = []
     for _ in range(n):
-        (task_id, payload), = broker.dequeue()
+        ((task_id, payload),) = broker.dequeue()
         out.append(SignedPackage.loads(payload)["func"])
         broker.acknowledge(task_id)
     return out
@@ -23,9 +23,9 @@ def test_provisioning_is_taken_before_the_notifications_queued_ahead_of_it(db):
     async_task("grants.tasks.expire_due")
     assert broker.queue_size() == 7
     # Access work first, oldest first; then the notifications, oldest first.
-    assert _funcs(broker, 7) == ["grants.tasks.provision", "grants.tasks.expire_due"] + ["notifications.tasks.request_decided"] * 4 + [
-        "grants.notify.request_decided"
-    ]
+    assert _funcs(broker, 7) == ["grants.tasks.provision", "grants.tasks.expire_due"] + [
+        "notifications.tasks.request_decided"
+    ] * 4 + ["grants.notify.request_decided"]
     assert broker.queue_size() == 0
     assert broker.dequeue() is None
 

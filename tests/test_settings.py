@@ -10,8 +10,15 @@ BASE = Path(__file__).resolve().parents[1]
 
 # What decides the mode; the suite itself runs with JITPORTAL_DEMO=true (pytest.ini), which these tests leave out.
 MODE_VARIABLES = (
-    "SECRET_KEY", "SECRET_KEY_FILE", "OIDC_ISSUER", "OIDC_CLIENT_ID", "DATABASE_URL", "JITPORTAL_DEMO",
-    "JITPORTAL_ENV_FILE", "DATABASE_PASSWORD", "DATABASE_PASSWORD_FILE",
+    "SECRET_KEY",
+    "SECRET_KEY_FILE",
+    "OIDC_ISSUER",
+    "OIDC_CLIENT_ID",
+    "DATABASE_URL",
+    "JITPORTAL_DEMO",
+    "JITPORTAL_ENV_FILE",
+    "DATABASE_PASSWORD",
+    "DATABASE_PASSWORD_FILE",
 )
 IDP = {"OIDC_ISSUER": "http://127.0.0.1:9/", "OIDC_CLIENT_ID": "portal", "SECRET_KEY": "s" * 50}
 MODES = "from django.conf import settings as s; print(s.DEMO_MODE, s.SOCIALACCOUNT_ONLY)"
@@ -104,16 +111,23 @@ def test_demo_mode_seals_credentials_with_a_random_key_of_this_checkout_not_a_pu
 
 
 def test_cookies_are_secure_and_http_only_outside_demo_mode():
-    code = "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, s.SESSION_COOKIE_HTTPONLY, s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST, s.SOCIALACCOUNT_ONLY)"
+    code = (
+        "from django.conf import settings as s; print(s.SESSION_COOKIE_SECURE, s.CSRF_COOKIE_SECURE, "
+        "s.SESSION_COOKIE_HTTPONLY, s.SESSION_COOKIE_AGE, s.SESSION_SAVE_EVERY_REQUEST, s.SOCIALACCOUNT_ONLY)"
+    )
     result = shell(code, SESSION_IDLE_TIMEOUT="900", **IDP)
-    assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "True", "900", "True", "True"], result.stderr
+    assert result.stdout.strip().splitlines()[-1].split() == ["True", "True", "True", "900", "True", "True"], (
+        result.stderr
+    )
 
 
 def test_the_database_password_can_come_from_a_file_kept_out_of_the_url(tmp_path):
     # compose.yaml hands PostgreSQL and the portal one secret file; DATABASE_URL names no password.
     password = tmp_path / "db_password"
     password.write_text("pa:ss/w@rd\n")
-    code = "from django.conf import settings as s; d = s.DATABASES['default']; print(d['USER'], d['PASSWORD'], d['HOST'])"
+    code = (
+        "from django.conf import settings as s; d = s.DATABASES['default']; print(d['USER'], d['PASSWORD'], d['HOST'])"
+    )
     result = shell(
         code, **IDP, DATABASE_URL="postgres://jitportal@db:5432/jitportal", DATABASE_PASSWORD_FILE=str(password)
     )
@@ -124,6 +138,8 @@ def test_the_database_password_can_come_from_a_file_kept_out_of_the_url(tmp_path
 def test_a_database_password_both_in_the_url_and_in_a_file_is_refused(tmp_path):
     password = tmp_path / "db_password"
     password.write_text("one\n")
-    result = check(**IDP, DATABASE_URL="postgres://jitportal:two@db:5432/jitportal", DATABASE_PASSWORD_FILE=str(password))
+    result = check(
+        **IDP, DATABASE_URL="postgres://jitportal:two@db:5432/jitportal", DATABASE_PASSWORD_FILE=str(password)
+    )
     assert result.returncode != 0
     assert "DATABASE_URL has a password and DATABASE_PASSWORD (or _FILE) is set too: keep one." in result.stderr

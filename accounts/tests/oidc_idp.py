@@ -68,7 +68,8 @@ class Idp:
         os.utime(self.accounts_file, (self._mtime, self._mtime))
 
     def sign_in(self, client, username: str):
-        """Sign `username` in to the portal through the IdP (the authorization code flow, driven by hand); return the user."""
+        """Sign `username` in to the portal through the IdP (the
+        authorization code flow, driven by hand); return the user."""
         start = client.post("/accounts/oidc/idp/login/")
         done = self.authorize(client, start, username)
         assert done.status_code == 302, done.content[:500]

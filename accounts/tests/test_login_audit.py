@@ -126,7 +126,9 @@ def test_behind_a_proxy_the_throttle_counts_the_client_address_the_proxy_gives(c
     assert {f.details["ip"] for f in AuditEvent.objects.filter(action="user.login_failed")} == {"198.51.100.66"}
 
 
-def test_the_right_password_of_an_account_that_may_not_use_the_admin_is_a_failure_there(client, root, django_user_model):
+def test_the_right_password_of_an_account_that_may_not_use_the_admin_is_a_failure_there(
+    client, root, django_user_model
+):
     django_user_model.objects.create_user("ana", password="ana-demo-pass-123")
     response = admin_login(client, "ana", "ana-demo-pass-123")
     assert response.status_code == 200 and not signed_in(client)

@@ -68,7 +68,9 @@ def test_a_new_token_is_shown_once_and_stored_hashed(client, ana):
     assert tokens.authenticate(secret) == token
 
 
-@pytest.mark.parametrize(("days", "error"), [("0", "greater than or equal to 1"), ("91", "less than or equal to 90"), ("", "required")])
+@pytest.mark.parametrize(
+    ("days", "error"), [("0", "greater than or equal to 1"), ("91", "less than or equal to 90"), ("", "required")]
+)
 def test_the_expiry_is_required_and_bounded(client, ana, days, error):
     client.force_login(ana)
     page = client.post(URL, {"name": "ci", "days": days}).content.decode()

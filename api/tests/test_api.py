@@ -45,7 +45,9 @@ class Api:
 
     def post(self, path, body=None):
         data = "" if body is None else json.dumps(body)
-        return self.client.post("/api/v1" + path, data=data, content_type="application/json", headers=self.headers, **self.extra)
+        return self.client.post(
+            "/api/v1" + path, data=data, content_type="application/json", headers=self.headers, **self.extra
+        )
 
 
 @pytest.fixture
@@ -54,7 +56,13 @@ def api(client):
 
 
 def new_request(**overrides):
-    return {"profile": "appdb-readonly", "duration_seconds": 1800, "justification": JUSTIFICATION, "ticket": "INC-4711", **overrides}
+    return {
+        "profile": "appdb-readonly",
+        "duration_seconds": 1800,
+        "justification": JUSTIFICATION,
+        "ticket": "INC-4711",
+        **overrides,
+    }
 
 
 def refusals(action):
@@ -197,9 +205,21 @@ def test_a_scheduled_window_needs_a_time_zone(api, ana, profile):
         ({"duration_seconds": 5 * 3600}, "duration_seconds", "The longest this profile allows is 4 h."),
         ({"duration_seconds": 0}, "duration_seconds", "duration_seconds: Input should be greater than or equal to 1"),
         ({"ticket": "T" * 101}, "ticket", "A ticket reference has at most 100 characters."),
-        ({"profile": "no-such-profile"}, "profile", "There is no access profile named 'no-such-profile'; GET /api/v1/profiles lists yours."),
-        ({"starts_at": "2001-01-01T00:00:00Z"}, "starts_at", "The window's start is in the past; leave it empty to start as soon as approved."),
-        ({"justification": JUSTIFICATION + "\x00"}, "justification", "justification: Value error, Null characters are not allowed."),
+        (
+            {"profile": "no-such-profile"},
+            "profile",
+            "There is no access profile named 'no-such-profile'; GET /api/v1/profiles lists yours.",
+        ),
+        (
+            {"starts_at": "2001-01-01T00:00:00Z"},
+            "starts_at",
+            "The window's start is in the past; leave it empty to start as soon as approved.",
+        ),
+        (
+            {"justification": JUSTIFICATION + "\x00"},
+            "justification",
+            "justification: Value error, Null characters are not allowed.",
+        ),
     ],
 )
 def test_invalid_input_is_refused_naming_the_field(api, ana, profile, overrides, field, message):
@@ -220,7 +240,12 @@ def test_a_missing_field_is_named(api, ana, profile):
 
 def test_a_body_that_is_not_json_is_invalid(client, ana, profile):
     secret = tokens.create_token(actor=ana, name="t", days=1)[1]
-    response = client.post("/api/v1/requests", data="{not json", content_type="application/json", headers={"Authorization": f"Bearer {secret}"})
+    response = client.post(
+        "/api/v1/requests",
+        data="{not json",
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     assert response.status_code == 400
     assert response.json()["code"] == "invalid"
 
@@ -256,7 +281,9 @@ def test_request_creation_is_rate_limited_per_user(api, ana, marc, profile, rw_p
 # Reading a request -------------------------------------------------------------------
 
 
-def test_requester_approver_and_auditor_see_a_request_and_an_outsider_gets_404(api, ana, otto, audra, eve, pending_request):
+def test_requester_approver_and_auditor_see_a_request_and_an_outsider_gets_404(
+    api, ana, otto, audra, eve, pending_request
+):
     path = f"/requests/{pending_request.pk}"
     for user in (ana, otto, audra):
         response = api(user).get(path)
@@ -264,7 +291,10 @@ def test_requester_approver_and_auditor_see_a_request_and_an_outsider_gets_404(a
         assert response.json()["id"] == pending_request.pk
     response = api(eve).get(path)
     assert response.status_code == 404
-    assert response.json() == {"code": "not_found", "message": f"There is no request #{pending_request.pk} that you may see."}
+    assert response.json() == {
+        "code": "not_found",
+        "message": f"There is no request #{pending_request.pk} that you may see.",
+    }
     # Exactly as for a request that does not exist.
     assert api(eve).get("/requests/999999").json()["message"] == "There is no request #999999 that you may see."
 
@@ -273,11 +303,21 @@ def test_a_request_shows_its_approvals_and_its_grant_with_expiry(api, ana, activ
     body = api(ana).get(f"/requests/{active_grant.request_id}").json()
     assert body["status"] == "approved"
     assert body["decided_by"] == "otto"
-    assert body["approvals"] == [{"approver": "otto", "on_behalf_of": None, "step": 1, "comment": "ok", "created_at": body["approvals"][0]["created_at"]}]
+    assert body["approvals"] == [
+        {
+            "approver": "otto",
+            "on_behalf_of": None,
+            "step": 1,
+            "comment": "ok",
+            "created_at": body["approvals"][0]["created_at"],
+        }
+    ]
     grant = body["grant"]
     assert grant["id"] == active_grant.pk
     assert grant["status"] == "active" and grant["is_active"] is True
-    assert abs(datetime.datetime.fromisoformat(grant["expires_at"]) - active_grant.expires_at) < datetime.timedelta(milliseconds=1)
+    assert abs(datetime.datetime.fromisoformat(grant["expires_at"]) - active_grant.expires_at) < datetime.timedelta(
+        milliseconds=1
+    )
     assert grant["credentials_available"] is True
 
 
@@ -347,7 +387,10 @@ def test_deciding_an_already_decided_request_is_a_conflict(api, marc, approved_r
     for action in ("approve", "deny"):
         response = api(marc).post(f"/requests/{approved_request.pk}/{action}")
         assert response.status_code == 409
-        assert response.json() == {"code": "conflict", "message": f"Request #{approved_request.pk} is already approved; nothing changed."}
+        assert response.json() == {
+            "code": "conflict",
+            "message": f"Request #{approved_request.pk} is already approved; nothing changed.",
+        }
 
 
 def test_a_comment_over_2000_characters_is_invalid(api, otto, pending_request):
@@ -405,7 +448,9 @@ def test_releasing_a_request_without_a_grant_is_a_conflict(api, ana, pending_req
 
 
 def test_holder_asks_for_an_extension(api, ana, otto, active_grant):
-    response = api(ana).post(f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 1800, "justification": JUSTIFICATION})
+    response = api(ana).post(
+        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 1800, "justification": JUSTIFICATION}
+    )
     assert response.status_code == 201
     body = response.json()
     assert body["status"] == "pending"
@@ -416,11 +461,15 @@ def test_holder_asks_for_an_extension(api, ana, otto, active_grant):
     approved = api(otto).post(f"/requests/{body['id']}/approve").json()
     assert approved["status"] == "approved"
     extended = datetime.datetime.fromisoformat(approved["grant"]["expires_at"])
-    assert abs(extended - (active_grant.expires_at + datetime.timedelta(minutes=30))) < datetime.timedelta(milliseconds=1)
+    assert abs(extended - (active_grant.expires_at + datetime.timedelta(minutes=30))) < datetime.timedelta(
+        milliseconds=1
+    )
 
 
 def test_an_extension_beyond_the_profiles_maximum_names_the_field(api, ana, active_grant):
-    response = api(ana).post(f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 4 * 3600, "justification": JUSTIFICATION})
+    response = api(ana).post(
+        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 4 * 3600, "justification": JUSTIFICATION}
+    )
     assert response.status_code == 400
     body = response.json()
     assert body["field"] == "duration_seconds"
@@ -428,7 +477,9 @@ def test_an_extension_beyond_the_profiles_maximum_names_the_field(api, ana, acti
 
 
 def test_only_the_holder_extends(api, otto, active_grant):
-    response = api(otto).post(f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 600, "justification": JUSTIFICATION})
+    response = api(otto).post(
+        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 600, "justification": JUSTIFICATION}
+    )
     assert response.status_code == 403
     assert response.json() == {"code": "not_allowed", "message": "Only the holder can extend a grant."}
 
@@ -449,7 +500,10 @@ def test_holder_gets_the_credentials_once(api, ana, active_grant):
     assert body["credentials"]["password"]
     again = caller.get(f"/requests/{active_grant.request_id}/credentials")
     assert again.status_code == 409
-    assert again.json() == {"code": "conflict", "message": "These credentials were already shown once, or the grant is no longer active."}
+    assert again.json() == {
+        "code": "conflict",
+        "message": "These credentials were already shown once, or the grant is no longer active.",
+    }
     assert AuditEvent.objects.filter(action="grant.credentials_viewed").count() == 1
 
 

@@ -1,4 +1,5 @@
-"""A property-based run of the JSON API from its own OpenAPI document (schemathesis): no server errors, answers as documented."""
+"""A property-based run of the JSON API from its own OpenAPI
+document (schemathesis): no server errors, answers as documented."""
 
 import pytest
 import schemathesis
@@ -8,7 +9,11 @@ from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
 from hypothesis import HealthCheck, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance, status_code_conformance
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
 
 from accounts import tokens
 from api.views import api

@@ -14,8 +14,17 @@ def test_making_someone_superuser_in_the_admin_is_in_the_trail(client, django_us
     page = client.get(f"/admin/accounts/user/{ana.pk}/change/")
     form = page.context["adminform"].form
     data = {k: v for k, v in form.initial.items() if v is not None and not isinstance(v, (list, tuple))}
-    data.update({"username": "ana", "is_superuser": "on", "is_active": "on", "groups": [approvers.pk],
-                 "date_joined_0": "2026-01-01", "date_joined_1": "00:00:00", "_save": "Save"})
+    data.update(
+        {
+            "username": "ana",
+            "is_superuser": "on",
+            "is_active": "on",
+            "groups": [approvers.pk],
+            "date_joined_0": "2026-01-01",
+            "date_joined_1": "00:00:00",
+            "_save": "Save",
+        }
+    )
     for name in list(data):
         if name in ("last_login", "date_joined", "password", "manager"):
             data.pop(name)

@@ -72,12 +72,21 @@ def rehash_from(event, details):
     for row in AuditEvent.objects.filter(pk__gte=event.pk).order_by("id"):
         if row.pk == event.pk:
             row.details = details
-        digest = hashlib.sha256(canonical(
-            created_at=row.created_at, actor_id=row.actor_id, action=row.action, object_type=row.object_type,
-            object_id=row.object_id, details=row.details, prev_hash=prev,
-        )).hexdigest()
+        digest = hashlib.sha256(
+            canonical(
+                created_at=row.created_at,
+                actor_id=row.actor_id,
+                action=row.action,
+                object_type=row.object_type,
+                object_id=row.object_id,
+                details=row.details,
+                prev_hash=prev,
+            )
+        ).hexdigest()
         as_superuser(
-            f"UPDATE audit_auditevent SET details = %s{'::jsonb' if connection.vendor == 'postgresql' else ''}, prev_hash = %s, hash = %s WHERE id = %s",
+            "UPDATE audit_auditevent SET details = "
+            f"%s{'::jsonb' if connection.vendor == 'postgresql' else ''}, prev_hash = %s, hash = %s WHERE id = "
+            "%s",
             [json.dumps(row.details), prev, digest, row.pk],
         )
         prev = digest
@@ -108,8 +117,11 @@ def test_a_cut_tail_verifies_alone_but_not_against_the_exported_heads(chain, pub
     result = verify()
     assert result.ok and result.count == 7
 
-    with pytest.raises(CommandError, match=r"\(events=10, head_id=\d+\).*the chain ends after 7 events, fewer than "
-                       r"the head counts: events were removed from its end"):
+    with pytest.raises(
+        CommandError,
+        match=r"\(events=10, head_id=\d+\).*the chain ends after 7 events, fewer than "
+        r"the head counts: events were removed from its end",
+    ):
         verify_command("--public-key", public_key_file)
 
 
@@ -145,8 +157,11 @@ def test_a_head_edited_or_signed_with_another_key_to_match_a_rewritten_chain_fai
     first, last = heads.read_text().splitlines()
     edited = last.replace(chain[9].hash, new_head.hash)
     heads.write_text(f"{first}\n{edited}\n")
-    with pytest.raises(CommandError, match=r"\(events=10, .*line 2\): its signature was not made with the private "
-                       "key of this public key: the head was altered or forged"):
+    with pytest.raises(
+        CommandError,
+        match=r"\(events=10, .*line 2\): its signature was not made with the private "
+        "key of this public key: the head was altered or forged",
+    ):
         verify_command("--public-key", public_key_file)
 
     forged = parse_head(edited).signed_with(Ed25519PrivateKey.generate())
@@ -180,8 +195,9 @@ def test_without_a_signing_key_heads_are_exported_unsigned_and_verify_says_so(db
     settings.AUDIT_HEAD_FILE = str(tmp_path / "heads.txt")
     audit.record("test.event")
     line = export_head()
-    assert " sig=" not in line and line.endswith("events=1 head_id=%d head=%s" % (
-        AuditEvent.objects.get().pk, AuditEvent.objects.get().hash))
+    assert " sig=" not in line and line.endswith(
+        f"events=1 head_id={AuditEvent.objects.get().pk} head={AuditEvent.objects.get().hash}"
+    )
 
     verify_command()
     out = capsys.readouterr().out
@@ -226,15 +242,19 @@ def test_check_deploy_is_content_once_heads_are_signed(signing_key):
 
 def manage(*args, **env):
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AUDIT_", "DATABASE_URL"))}
-    return subprocess.run([sys.executable, "manage.py", *args], cwd=BASE, env={**clean, **env},
-                          capture_output=True, text=True)
+    return subprocess.run(
+        [sys.executable, "manage.py", *args], cwd=BASE, env={**clean, **env}, capture_output=True, text=True
+    )
 
 
 def test_the_signing_key_comes_from_a_file_or_the_environment_and_a_bad_one_stops_the_portal(tmp_path):
     key = Ed25519PrivateKey.generate()
-    expected = key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
-    ).decode().strip()
+    expected = (
+        key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+        .strip()
+    )
     path = tmp_path / "audit-signing.pem"
     path.write_text(pem(key))
     result = manage("audit", "pubkey", AUDIT_SIGNING_KEY_FILE=str(path))

@@ -1,7 +1,10 @@
 """The trail is append-only and hash-chained."""
 
+import threading
+
 import pytest
-from django.db import connection, transaction
+from django.core.management import CommandError, call_command
+from django.db import IntegrityError, connection, transaction
 from django.db.utils import DatabaseError
 
 import audit
@@ -57,8 +60,10 @@ ODD_DETAILS = [
 
 def test_events_whatever_their_details_verify_and_a_change_to_any_of_them_shows(db, django_user_model):
     user = django_user_model.objects.create_user("ana")
-    recorded = [audit.record("test.odd", actor=user if n % 2 else None, obj=user, details=details)
-                for n, details in enumerate(ODD_DETAILS)]
+    recorded = [
+        audit.record("test.odd", actor=user if n % 2 else None, obj=user, details=details)
+        for n, details in enumerate(ODD_DETAILS)
+    ]
     result = verify()
     assert result.ok, result.reason
     assert result.count == len(ODD_DETAILS)
@@ -83,16 +88,12 @@ def test_verification_names_the_first_rewritten_event(events):
 
 
 def test_verify_command_reports_an_intact_chain_with_count_and_head(events, capsys):
-    from django.core.management import call_command
-
     call_command("audit", "verify")
     out = capsys.readouterr().out
     assert f"Audit chain intact: 3 events, head {events[-1].hash}." in out
 
 
 def test_verify_command_names_the_first_bad_event_and_fails(events):
-    from django.core.management import CommandError, call_command
-
     with connection.cursor() as cur, past_the_trail_triggers(cur):
         cur.execute("DELETE FROM audit_auditevent WHERE id = %s", [events[1].pk])
     with pytest.raises(CommandError, match=f"broken at event #{events[2].pk}: its prev_hash does not match"):
@@ -100,8 +101,6 @@ def test_verify_command_names_the_first_bad_event_and_fails(events):
 
 
 def test_the_head_line_can_be_appended_to_a_file(events, tmp_path):
-    from django.core.management import call_command
-
     path = tmp_path / "heads.txt"
     call_command("audit", "head", "--file", str(path))
     call_command("audit", "head", "--file", str(path))
@@ -111,8 +110,6 @@ def test_the_head_line_can_be_appended_to_a_file(events, tmp_path):
 
 
 def test_a_fork_is_refused_by_the_database(events):
-    from django.db import IntegrityError
-
     with pytest.raises(IntegrityError), transaction.atomic():
         AuditEvent.objects.create(
             created_at=events[0].created_at, action="x", prev_hash=events[1].prev_hash, hash="f" * 64
@@ -121,8 +118,6 @@ def test_a_fork_is_refused_by_the_database(events):
 
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_writers_never_fork_the_chain(django_user_model):
-    import threading
-
     errors = []
 
     def write(n):
@@ -130,7 +125,7 @@ def test_concurrent_writers_never_fork_the_chain(django_user_model):
             for i in range(15):
                 with transaction.atomic():
                     audit.record("test.concurrent", details={"writer": n, "i": i})
-        except Exception as exc:  # pragma: no cover - reported below
+        except Exception as exc:  # noqa: BLE001 (whatever fails is reported below)  # pragma: no cover
             errors.append(exc)
         finally:
             connection.close()

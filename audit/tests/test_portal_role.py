@@ -61,7 +61,11 @@ def manage(*args, **env):
     ours = ("DATABASE_URL", "MIGRATE_DATABASE_URL", "AUDIT_")
     clean = {k: v for k, v in os.environ.items() if not k.startswith(ours)}
     return subprocess.run(
-        [sys.executable, "manage.py", *args], cwd=BASE, env={**clean, **env}, capture_output=True, text=True,
+        [sys.executable, "manage.py", *args],
+        cwd=BASE,
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
         timeout=300,
     )
 
@@ -101,23 +105,34 @@ def test_the_portal_role_appends_and_reads_the_trail_and_does_its_other_work(dep
     assert as_portal(deployment, "clearsessions").returncode == 0
 
 
-@pytest.mark.parametrize("statement, refusal", [
-    ("UPDATE audit_auditevent SET action = 'nothing.happened'", "permission denied for table audit_auditevent"),
-    ("DELETE FROM audit_auditevent", "permission denied for table audit_auditevent"),
-    ("TRUNCATE audit_auditevent", "permission denied for table audit_auditevent"),
-    ("ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only", "must be owner of table audit_auditevent"),
-    ("DROP TABLE audit_auditevent", "must be owner of table audit_auditevent"),
-    ("CREATE TRIGGER sneak BEFORE INSERT ON audit_auditevent FOR EACH ROW EXECUTE FUNCTION audit_event_append_only()",
-     "permission denied for table audit_auditevent"),
-])
+@pytest.mark.parametrize(
+    "statement, refusal",
+    [
+        ("UPDATE audit_auditevent SET action = 'nothing.happened'", "permission denied for table audit_auditevent"),
+        ("DELETE FROM audit_auditevent", "permission denied for table audit_auditevent"),
+        ("TRUNCATE audit_auditevent", "permission denied for table audit_auditevent"),
+        (
+            "ALTER TABLE audit_auditevent DISABLE TRIGGER audit_event_append_only",
+            "must be owner of table audit_auditevent",
+        ),
+        ("DROP TABLE audit_auditevent", "must be owner of table audit_auditevent"),
+        (
+            "CREATE TRIGGER sneak BEFORE INSERT ON audit_auditevent FOR EACH ROW EXECUTE FUNCTION "
+            "audit_event_append_only()",
+            "permission denied for table audit_auditevent",
+        ),
+    ],
+)
 def test_the_portal_role_cannot_rewrite_remove_or_unguard_the_trail(deployment, statement, refusal):
     with connect(deployment, "portal") as conn, pytest.raises(psycopg.errors.InsufficientPrivilege, match=refusal):
         conn.execute(statement)
 
 
 def test_even_the_owner_is_refused_truncate_by_the_trigger(deployment):
-    with connect(deployment, "owner") as conn, pytest.raises(psycopg.errors.RaiseException,
-                                                             match=r"append-only \(TRUNCATE refused\)"):
+    with (
+        connect(deployment, "owner") as conn,
+        pytest.raises(psycopg.errors.RaiseException, match=r"append-only \(TRUNCATE refused\)"),
+    ):
         conn.execute("TRUNCATE audit_auditevent")
 
 
@@ -125,8 +140,10 @@ def test_check_deploy_warns_while_the_portal_runs_as_the_owner_and_is_silent_as_
     owner_url = url(deployment["server"], deployment["owner"], deployment["db"])
     as_owner = manage("check", "--deploy", DATABASE_URL=owner_url)
     assert "audit.W002" in as_owner.stderr + as_owner.stdout
-    assert f"The portal's database role '{deployment['owner']}' can rewrite or remove the audit trail: it owns " \
-           "audit_auditevent" in as_owner.stderr + as_owner.stdout
+    assert (
+        f"The portal's database role '{deployment['owner']}' can rewrite or remove the audit trail: it owns "
+        "audit_auditevent" in as_owner.stderr + as_owner.stdout
+    )
     assert "MIGRATE_DATABASE_URL" in as_owner.stderr + as_owner.stdout
 
     as_portal_role = as_portal(deployment, "check", "--deploy")
@@ -136,8 +153,12 @@ def test_check_deploy_warns_while_the_portal_runs_as_the_owner_and_is_silent_as_
 def test_check_deploy_warns_when_the_owners_url_is_left_in_the_portals_environment(deployment):
     result = as_portal(deployment, "check", "--deploy")
     assert "audit.W004" not in result.stderr
-    result = manage("check", "--deploy", DATABASE_URL=url(deployment["server"], deployment["portal"], deployment["db"]),
-                    MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]))
+    result = manage(
+        "check",
+        "--deploy",
+        DATABASE_URL=url(deployment["server"], deployment["portal"], deployment["db"]),
+        MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]),
+    )
     assert "(audit.W004) MIGRATE_DATABASE_URL is set where the portal runs" in result.stderr
 
 
@@ -148,7 +169,8 @@ def test_a_superuser_portal_role_is_warned_about_too(deployment, server):
 
 def test_migrate_says_so_when_the_portal_role_does_not_exist(deployment):
     result = manage(
-        "migrate", "--noinput",
+        "migrate",
+        "--noinput",
         DATABASE_URL=url(deployment["server"], "jit_nobody_" + uuid.uuid4().hex[:8], deployment["db"]),
         MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], deployment["db"]),
     )
@@ -159,7 +181,8 @@ def test_migrate_says_so_when_the_portal_role_does_not_exist(deployment):
 
 def test_migrate_refuses_an_owner_url_for_another_database(deployment):
     result = manage(
-        "migrate", "--noinput",
+        "migrate",
+        "--noinput",
         DATABASE_URL=url(deployment["server"], deployment["portal"], deployment["db"]),
         MIGRATE_DATABASE_URL=url(deployment["server"], deployment["owner"], "postgres"),
     )

@@ -60,7 +60,8 @@ def read_config(environ=None, path: Path | None = None) -> tuple[str, str]:
     if not url or not token:
         missing = " and ".join(name for name, value in (("JIT_URL", url), ("JIT_TOKEN", token)) if not value)
         raise ConfigError(
-            f"Set {missing} (or put 'url = ...' and 'token = ...' in {path}); make a token on the portal's API tokens page."
+            f"Set {missing} (or put 'url = ...' and 'token = ...' in {path}); make a token on the portal's API "
+            "tokens page."
         )
     parts = urllib.parse.urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:

@@ -100,7 +100,10 @@ def grant_line(grant: dict | None) -> str:
         return "-"
     status = grant["status"]
     if status == "active" and grant["is_active"]:
-        return f"#{grant['id']} active until {when(grant['expires_at'])} ({human(max(0, seconds_until(grant['expires_at'])))} left)"
+        return (
+            f"#{grant['id']} active until {when(grant['expires_at'])} "
+            f"({human(max(0, seconds_until(grant['expires_at'])))} left)"
+        )
     if status == "active":
         return f"#{grant['id']} expired at {when(grant['expires_at'])}, being removed"
     if status in ("revoking", "revoked"):
@@ -126,10 +129,22 @@ def describe(req: dict):
     if req["waiting_for"]:
         rows.append(("waiting for", req["waiting_for"]))
     for approval in req["approvals"]:
-        rows.append(("approval", f"step {approval['step']} by {approval['approver']}" + (f": {approval['comment']}" if approval["comment"] else "")))
+        rows.append(
+            (
+                "approval",
+                f"step {approval['step']} by {approval['approver']}"
+                + (f": {approval['comment']}" if approval["comment"] else ""),
+            )
+        )
     if req["decided_at"]:
         by = req["decided_by"] or (f"policy ({req['auto_rule']})" if req["auto_rule"] else "the portal")
-        rows.append(("decided", f"{when(req['decided_at'])} by {by}" + (f": {req['decision_comment']}" if req["decision_comment"] else "")))
+        rows.append(
+            (
+                "decided",
+                f"{when(req['decided_at'])} by {by}"
+                + (f": {req['decision_comment']}" if req["decision_comment"] else ""),
+            )
+        )
     rows.append(("grant", grant_line(req["grant"])))
     rows.append(("page", req["url"]))
     for key, value in rows:
@@ -151,9 +166,22 @@ def env_lines(kind: str, credentials: dict[str, str]) -> list[str]:
         return credentials["env"].splitlines()
     names: dict[str, str] = {}
     if kind == "postgres":
-        names = {"host": "PGHOST", "port": "PGPORT", "dbname": "PGDATABASE", "username": "PGUSER", "password": "PGPASSWORD", "dsn": "DATABASE_URL"}
+        names = {
+            "host": "PGHOST",
+            "port": "PGPORT",
+            "dbname": "PGDATABASE",
+            "username": "PGUSER",
+            "password": "PGPASSWORD",
+            "dsn": "DATABASE_URL",
+        }
     elif kind == "mysql":
-        names = {"host": "MYSQL_HOST", "port": "MYSQL_TCP_PORT", "username": "MYSQL_USER", "password": "MYSQL_PWD", "dsn": "DATABASE_URL"}
+        names = {
+            "host": "MYSQL_HOST",
+            "port": "MYSQL_TCP_PORT",
+            "username": "MYSQL_USER",
+            "password": "MYSQL_PWD",
+            "dsn": "DATABASE_URL",
+        }
     elif "dsn" in credentials:
         names = {"dsn": "DATABASE_URL"}
     if not names:
@@ -163,7 +191,10 @@ def env_lines(kind: str, credentials: dict[str, str]) -> list[str]:
 
 def show_credentials(revealed: dict, *, as_env: bool):
     creds = revealed["credentials"]
-    say(f"Credentials for grant #{revealed['grant']} ({revealed['kind']}), valid until {when(revealed['expires_at'])}; shown once.")
+    say(
+        f"Credentials for grant #{revealed['grant']} ({revealed['kind']}), valid until "
+        f"{when(revealed['expires_at'])}; shown once."
+    )
     if as_env:
         out(f"# jitportal grant #{revealed['grant']}, until {when(revealed['expires_at'])}")
         out(f"export JIT_REQUEST_ID={int(revealed['request'])}")  # for `jit release "$JIT_REQUEST_ID"`
@@ -191,7 +222,17 @@ def cmd_profiles(client: Client, args) -> int:
         say("There is no access profile you may request.")
         return OK
     table(
-        [[p["name"], p["target"], human(p["default_duration_seconds"]), human(p["max_duration_seconds"]), p["approvers"], p["title"]] for p in profiles],
+        [
+            [
+                p["name"],
+                p["target"],
+                human(p["default_duration_seconds"]),
+                human(p["max_duration_seconds"]),
+                p["approvers"],
+                p["title"],
+            ]
+            for p in profiles
+        ],
         ["NAME", "TARGET", "DEFAULT", "MAX", "APPROVED BY", "TITLE"],
     )
     return OK
@@ -220,12 +261,17 @@ def _wait(client: Client, req: dict, *, timeout: int, poll: float) -> dict:
             if grant["status"] == "active" and grant["is_active"]:
                 if grant["credentials_available"]:
                     return req
-                raise Refused(f"The credentials of grant #{grant['id']} were already shown once; release it and request again.")
+                raise Refused(
+                    f"The credentials of grant #{grant['id']} were already shown once; release it and request again."
+                )
             if grant["status"] != "scheduled":  # failed, ended, or expired already
                 raise Refused(f"Grant #{grant['id']} of request #{req['id']} is {grant_line(grant)}.")
         left = deadline - time.monotonic()
         if left <= 0:
-            raise Refused(f"Gave up waiting after {human(timeout)}; request #{req['id']} is {req['status']} (see `jit status {req['id']}`).")
+            raise Refused(
+                f"Gave up waiting after {human(timeout)}; request #{req['id']} is {req['status']} (see `jit "
+                f"status {req['id']}`)."
+            )
         time.sleep(min(poll, left))
         try:
             req = client.get(f"/requests/{req['id']}")
@@ -284,7 +330,10 @@ def cmd_status(client: Client, args) -> int:
         say("You have made no requests.")
         return OK
     table(
-        [[str(r["id"]), r["status"], r["profile"], human(r["duration_seconds"]), grant_line(r["grant"])] for r in requests],
+        [
+            [str(r["id"]), r["status"], r["profile"], human(r["duration_seconds"]), grant_line(r["grant"])]
+            for r in requests
+        ],
         ["ID", "STATUS", "PROFILE", "FOR", "GRANT"],
     )
     return OK
@@ -299,7 +348,10 @@ def cmd_inbox(client: Client, args) -> int:
         say("Nothing waits for your decision.")
         return OK
     table(
-        [[str(r["id"]), r["requester"], r["profile"], human(r["duration_seconds"]), r["justification"][:60]] for r in pending],
+        [
+            [str(r["id"]), r["requester"], r["profile"], human(r["duration_seconds"]), r["justification"][:60]]
+            for r in pending
+        ],
         ["ID", "REQUESTER", "PROFILE", "FOR", "WHY"],
     )
     return OK
@@ -329,7 +381,10 @@ def cmd_release(client: Client, args) -> int:
     if args.json:
         print_json(req)
     else:
-        out(f"Releasing grant #{req['grant']['id']} of request #{req['id']}: the access is being removed from {req['target']}.")
+        out(
+            f"Releasing grant #{req['grant']['id']} of request #{req['id']}: the access is being removed from "
+            f"{req['target']}."
+        )
     return OK
 
 
@@ -368,7 +423,8 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", help="print the portal's JSON instead of text")
     parser = argparse.ArgumentParser(
         prog="jit",
-        description="Ask jitportal for Just-In-Time access. Configure with JIT_URL and JIT_TOKEN (or ~/.config/jit/config).",
+        description="Ask jitportal for Just-In-Time access. Configure with JIT_URL and JIT_TOKEN (or "
+        "~/.config/jit/config).",
         epilog="Exit codes: 0 done, 1 refused/denied/failed, 2 usage or configuration.",
     )
     parser.add_argument("--version", action="version", version=f"jit {__version__}")
@@ -379,17 +435,38 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("request", parents=[common], help="ask for access; by default wait and print the credentials")
     p.add_argument("profile", metavar="PROFILE", help="a profile name from `jit profiles`")
-    p.add_argument("--for", dest="duration", type=parse_duration, required=True, metavar="DURATION", help="how long: 30m, 1h, 1h30m, 1d")
+    p.add_argument(
+        "--for",
+        dest="duration",
+        type=parse_duration,
+        required=True,
+        metavar="DURATION",
+        help="how long: 30m, 1h, 1h30m, 1d",
+    )
     p.add_argument("--why", required=True, help="the justification approvers and auditors read")
     p.add_argument("--ticket", default="", help="an incident or change ticket, e.g. INC-1234")
-    p.add_argument("--start", metavar="TIME", help="start of a scheduled window, ISO 8601 with a time zone (2025-01-31T22:00:00Z)")
-    p.add_argument("--public-key", metavar="KEY", help="SSH profiles: your public key (default: the portal makes a key pair)")
+    p.add_argument(
+        "--start", metavar="TIME", help="start of a scheduled window, ISO 8601 with a time zone (2025-01-31T22:00:00Z)"
+    )
+    p.add_argument(
+        "--public-key", metavar="KEY", help="SSH profiles: your public key (default: the portal makes a key pair)"
+    )
     wait = p.add_mutually_exclusive_group()
-    wait.add_argument("--wait", dest="wait", action="store_true", default=True, help="wait for the decision and the access (default)")
+    wait.add_argument(
+        "--wait", dest="wait", action="store_true", default=True, help="wait for the decision and the access (default)"
+    )
     wait.add_argument("--no-wait", dest="wait", action="store_false", help="print the request and return at once")
     p.add_argument("--env", action="store_true", help="print the credentials as shell export lines (for eval)")
-    p.add_argument("--timeout", type=parse_duration, default=parse_duration("30m"), metavar="DURATION", help="give up waiting after this long (default 30m)")
-    p.add_argument("--poll", type=float, default=3.0, metavar="SECONDS", help="seconds between checks while waiting (default 3)")
+    p.add_argument(
+        "--timeout",
+        type=parse_duration,
+        default=parse_duration("30m"),
+        metavar="DURATION",
+        help="give up waiting after this long (default 30m)",
+    )
+    p.add_argument(
+        "--poll", type=float, default=3.0, metavar="SECONDS", help="seconds between checks while waiting (default 3)"
+    )
     p.set_defaults(func=cmd_request)
 
     p = sub.add_parser("status", parents=[common], help="one request in detail, or your latest requests")

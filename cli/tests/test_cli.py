@@ -18,13 +18,13 @@ from grants import lifecycle
 from grants.models import AccessRequest, Grant
 
 # The personas and the catalog of the grants tests, on the real target cluster.
-from grants.tests.conftest import JUSTIFICATION, ana, groups, marc, otto, profile, target  # noqa: F401
+from grants.tests.conftest import JUSTIFICATION, ana, groups, marc, otto, profile, target  # noqa: F401 (pytest fixtures, used by name)
 
 CLI_DIR = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(CLI_DIR))
 
-from jit import ConfigError, read_config  # noqa: E402
-from jit.__main__ import env_lines, parse_duration  # noqa: E402
+from jit import ConfigError, read_config  # noqa: E402 (after sys.path.insert: the CLI's package lives in cli/)
+from jit.__main__ import env_lines, parse_duration  # noqa: E402 (after sys.path.insert: the CLI's package lives in cli/)
 
 
 def jit_env(url, token, home):
@@ -48,12 +48,22 @@ def portal(live_server, tmp_path):
     def run(user, *args, token=None, timeout=60):
         secret = token or (tokens.create_token(actor=user, name="cli test", days=1)[1] if user else "")
         return subprocess.run(
-            command(*args), env=jit_env(live_server.url, secret, tmp_path), capture_output=True, text=True, timeout=timeout
+            command(*args),
+            env=jit_env(live_server.url, secret, tmp_path),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
         )
 
     def start(user, *args):
         secret = tokens.create_token(actor=user, name="cli test", days=1)[1]
-        return subprocess.Popen(command(*args), env=jit_env(live_server.url, secret, tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        return subprocess.Popen(
+            command(*args),
+            env=jit_env(live_server.url, secret, tmp_path),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
 
     run.start = start
     return run
@@ -86,7 +96,7 @@ def read_until(stream, text, timeout=20) -> str:
     return "".join(lines)
 
 
-def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, profile):
+def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(ana, "profiles")
     assert result.returncode == 0, result.stderr
     assert "appdb-readonly" in result.stdout
@@ -94,11 +104,16 @@ def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, p
     assert header == ["NAME", "TARGET", "DEFAULT", "MAX", "APPROVED BY", "TITLE"]
     assert row == ["appdb-readonly", "appdb-cluster", "1h", "4h", "a member of db-approvers", "appdb read-only"]
 
-    result = portal(ana, "request", "appdb-readonly", "--for", "30m", "--why", JUSTIFICATION, "--ticket", "INC-4711", "--no-wait")
+    result = portal(
+        ana, "request", "appdb-readonly", "--for", "30m", "--why", JUSTIFICATION, "--ticket", "INC-4711", "--no-wait"
+    )
     assert result.returncode == 0, result.stderr
     req = AccessRequest.objects.get(requester=ana)
     assert (req.duration.total_seconds(), req.ticket, req.status) == (1800, "INC-4711", "pending")
-    assert result.stdout.splitlines()[0] == f"Request #{req.pk} pending, waiting for step 1 of 1: a member of db-approvers."
+    assert (
+        result.stdout.splitlines()[0]
+        == f"Request #{req.pk} pending, waiting for step 1 of 1: a member of db-approvers."
+    )
 
     refused = portal(ana, "approve", str(req.pk))
     assert refused.returncode == 1
@@ -121,7 +136,10 @@ def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, p
 
     released = portal(ana, "release", str(req.pk))
     assert released.returncode == 0, released.stderr
-    assert released.stdout.strip() == f"Releasing grant #{grant.pk} of request #{req.pk}: the access is being removed from appdb-cluster."
+    assert (
+        released.stdout.strip()
+        == f"Releasing grant #{grant.pk} of request #{req.pk}: the access is being removed from appdb-cluster."
+    )
     assert Grant.objects.get(pk=grant.pk).end_reason == "released"
 
     listing = portal(ana, "status")
@@ -131,8 +149,10 @@ def test_request_approve_status_and_release_through_the_cli(portal, ana, otto, p
     assert row.split() == [str(req.pk), "approved", "appdb-readonly", "30m", f"#{grant.pk}", "revoking", "(released)"]
 
 
-def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana, otto, profile):
-    waiting = portal.start(ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--env", "--poll", "0.2")
+def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
+    waiting = portal.start(
+        ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--env", "--poll", "0.2"
+    )
     req = wait_for(lambda: AccessRequest.objects.filter(requester=ana).first())
     # Approved only once the CLI has said what it waits for (on a busy machine its first poll may come late).
     said = read_until(waiting.stderr, "waits for")
@@ -142,12 +162,16 @@ def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana
     lifecycle.provision_grant(grant.pk)
     stdout, stderr = waiting.communicate(timeout=30)
     assert waiting.returncode == 0, said + stderr
-    exports = dict(line.removeprefix("export ").split("=", 1) for line in stdout.splitlines() if line.startswith("export "))
+    exports = dict(
+        line.removeprefix("export ").split("=", 1) for line in stdout.splitlines() if line.startswith("export ")
+    )
     assert set(exports) == {"JIT_REQUEST_ID", "PGHOST", "PGPORT", "PGDATABASE", "PGUSER", "PGPASSWORD", "DATABASE_URL"}
     assert exports["JIT_REQUEST_ID"] == str(req.pk)
     assert exports["PGUSER"] == Grant.objects.get(pk=grant.pk).external_ref
     # The printed credentials work on the target: eval them in a shell and log in.
-    check = subprocess.run(["sh", "-c", stdout + '\nprintf %s "$DATABASE_URL"'], capture_output=True, text=True, check=True)
+    check = subprocess.run(
+        ["sh", "-c", stdout + '\nprintf %s "$DATABASE_URL"'], capture_output=True, text=True, check=True
+    )
     with psycopg.connect(check.stdout, connect_timeout=5) as conn:
         assert conn.execute("select current_user").fetchone()[0] == exports["PGUSER"]
     # Shown once: asking again is refused.
@@ -156,7 +180,7 @@ def test_request_waits_for_approval_and_prints_working_shell_exports(portal, ana
     assert "already shown once" in again.stderr
 
 
-def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, profile):
+def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     waiting = portal.start(ana, "request", "appdb-readonly", "--for", "15m", "--why", JUSTIFICATION, "--poll", "0.2")
     req = wait_for(lambda: AccessRequest.objects.filter(requester=ana).first())
     denied = portal(otto, "deny", str(req.pk), "--comment", "use the replica")
@@ -168,7 +192,7 @@ def test_a_denied_request_ends_the_wait_with_exit_code_1(portal, ana, otto, prof
     assert stderr.splitlines()[-1] == f"jit: Request #{req.pk} was denied by otto: use the replica"
 
 
-def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, profile):
+def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(ana, "request", "appdb-readonly", "--for", "5h", "--why", JUSTIFICATION, "--no-wait")
     assert result.returncode == 1
     assert result.stderr.strip() == "jit: The longest this profile allows is 4 h. (--for)"
@@ -176,7 +200,7 @@ def test_the_portals_refusals_are_printed_with_the_option_at_fault(portal, ana, 
     assert result.stderr.strip() == "jit: Say why you need access in at least 20 characters. (--why)"
 
 
-def test_a_bad_token_or_missing_configuration(portal, ana, db):
+def test_a_bad_token_or_missing_configuration(portal, ana, db):  # noqa: F811 (pytest: the parameter is the imported fixture)
     result = portal(None, "profiles", token="jit_not-a-real-token")
     assert result.returncode == 1
     assert result.stderr.strip() == "jit: Unknown API token."
@@ -191,7 +215,9 @@ def test_a_bad_token_or_missing_configuration(portal, ana, db):
 # Without a portal ---------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30m", 1800), ("1h", 3600), ("1h30m", 5400), ("1d", 86400), ("90", 5400), ("45s", 45)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("1h", 3600), ("1h30m", 5400), ("1d", 86400), ("90", 5400), ("45s", 45)]
+)
 def test_durations_read_like_the_portals(text, seconds):
     assert parse_duration(text) == seconds
 
@@ -294,7 +320,17 @@ def test_a_redirect_within_the_portal_keeps_the_token(recorders, tmp_path):
 
 
 def test_exports_are_shell_quoted():
-    lines = env_lines("postgres", {"username": "jit_g1", "password": "it's $secret", "host": "db", "port": "5432", "dbname": "app", "dsn": "postgresql://x"})
+    lines = env_lines(
+        "postgres",
+        {
+            "username": "jit_g1",
+            "password": "it's $secret",
+            "host": "db",
+            "port": "5432",
+            "dbname": "app",
+            "dsn": "postgresql://x",
+        },
+    )
     assert "export PGPASSWORD='it'\"'\"'s $secret'" in lines
     assert env_lines("aws", {"env": "export AWS_ACCESS_KEY_ID=A\nexport AWS_SECRET_ACCESS_KEY=B"}) == [
         "export AWS_ACCESS_KEY_ID=A",

@@ -49,6 +49,13 @@ def urlpatterns() -> list:
 
 
 __all__ = [
-    "Connector", "ConnectorError", "Provisioned", "REGISTRY", "RequestField",
-    "get_connector", "kind_choices", "request_fields", "urlpatterns",
+    "Connector",
+    "ConnectorError",
+    "Provisioned",
+    "REGISTRY",
+    "RequestField",
+    "get_connector",
+    "kind_choices",
+    "request_fields",
+    "urlpatterns",
 ]

@@ -73,7 +73,9 @@ class Connector:
     def prefix(self) -> str:
         prefix = self.target.config.get("prefix", self.default_prefix)
         if not isinstance(prefix, str) or not self.prefix_pattern.fullmatch(prefix):
-            raise ConnectorError(f"Target {self.target.name!r}: prefix {prefix!r} must be {self.prefix_rule}.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r}: prefix {prefix!r} must be {self.prefix_rule}.", permanent=True
+            )
         return prefix
 
     def account_name(self, grant: GrantLike) -> str:
@@ -92,7 +94,9 @@ class Connector:
 
     def note_object(self, grant_pk: int, *, kind: str, name: str, action: str, database: str = "") -> None:
         """Record one object revocation found for a grant (see `inventory`)."""
-        self.inventory.setdefault(int(grant_pk), []).append({"database": database, "kind": kind, "name": name, "action": action})
+        self.inventory.setdefault(int(grant_pk), []).append(
+            {"database": database, "kind": kind, "name": name, "action": action}
+        )
 
     def take_inventory(self, grant_pk: int) -> list[dict[str, str]]:
         """Return and forget what revocation found for one grant."""
@@ -146,7 +150,9 @@ class Connector:
         """Return the admin secret from the environment variable named by the target."""
         name = self.target.secret_env
         if not name:
-            raise ConnectorError(f"Target {self.target.name!r} names no environment variable for its admin secret.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r} names no environment variable for its admin secret.", permanent=True
+            )
         value = os.environ.get(name, "")
         if not value and os.environ.get(name + "_FILE"):
             try:
@@ -155,7 +161,9 @@ class Connector:
             except OSError as exc:
                 raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
         if not value:
-            raise ConnectorError(f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True)
+            raise ConnectorError(
+                f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True
+            )
         return value
 
     # Extra request fields this kind takes (name -> field); their values reach

@@ -46,7 +46,8 @@ def approvers_of(access_request) -> list:
         who |= Q(pk=access_request.requester.manager_id)
     candidates = get_user_model().objects.filter(who).exclude(pk=access_request.requester_id)
     return [
-        user for user in _with_delegates(candidates)
+        user
+        for user in _with_delegates(candidates)
         if user.pk != access_request.requester_id and policy.is_approver(user, access_request)
     ]
 
@@ -59,7 +60,11 @@ def active_user(username: str):
 def delegations_of(user) -> tuple[list, list]:
     """Return (delegations `user` gave, delegations to `user`) that have not ended, soonest first."""
     now = timezone.now()
-    live = Delegation.objects.filter(ends_at__gt=now, ended_at=None).select_related("delegator", "delegate").order_by("starts_at")
+    live = (
+        Delegation.objects.filter(ends_at__gt=now, ended_at=None)
+        .select_related("delegator", "delegate")
+        .order_by("starts_at")
+    )
     return list(live.filter(delegator=user)), list(live.filter(delegate=user))
 
 

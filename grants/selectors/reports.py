@@ -14,16 +14,42 @@ from django.contrib.postgres.fields import DateTimeRangeField
 from django.db import connections
 from django.db.backends.postgresql.psycopg_any import DateTimeTZRange
 from django.db.models import (
-    Aggregate, Case, CharField, Count, DateTimeField, DurationField, Exists, ExpressionWrapper, F, Func,
-    IntegerField, Max, OuterRef, Q, Sum, TextField, Value, When,
+    Aggregate,
+    Case,
+    CharField,
+    Count,
+    DateTimeField,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    Func,
+    IntegerField,
+    Max,
+    OuterRef,
+    Q,
+    Sum,
+    TextField,
+    Value,
+    When,
 )
 from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
 from grants import policy, tallies
 from grants.models import (
-    AccessProfile, AccessRequest, Approval, ApproverDecisionDay, BreakGlassReview, Delegation, DriftFinding, Grant,
-    OnCallSchedule, ProfileDecisionDay, StepAssignee, Target,
+    AccessProfile,
+    AccessRequest,
+    Approval,
+    ApproverDecisionDay,
+    BreakGlassReview,
+    Delegation,
+    DriftFinding,
+    Grant,
+    OnCallSchedule,
+    ProfileDecisionDay,
+    StepAssignee,
+    Target,
 )
 
 _GS, _RS = Grant.Status, AccessRequest.Status
@@ -91,7 +117,9 @@ def access_history_base(*, user=None):
     """
     rows = Grant.objects.annotate(
         outcome=Case(
-            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")), default=F("status"), output_field=CharField()
+            When(status__in=[_GS.REVOKING, _GS.REVOKED], then=F("end_reason")),
+            default=F("status"),
+            output_field=CharField(),
         ),
     )
     if user is not None:
@@ -102,7 +130,8 @@ def access_history_base(*, user=None):
 
 
 def access_history_columns(rows):
-    """Add the access-history report's columns to (filtered) `access_history_base` rows: request, decision, end, duration.
+    """Add the access-history report's columns to (filtered)
+    `access_history_base` rows: request, decision, end, duration.
 
     `ended_at` is when the target was confirmed clean (`verified_at`, else
     `revoked_at`); until then a grant counts as live.
@@ -118,14 +147,16 @@ def access_history_columns(rows):
 
 
 class _Existence(Func):
-    """tstzrange(created_at, window_end, '[]'): exactly the expression of the grants_grant_period index (migration 0009)."""
+    """tstzrange(created_at, window_end, '[]'): exactly the
+    expression of the grants_grant_period index (migration 0009)."""
 
     function = "tstzrange"
     template = "%(function)s(%(expressions)s, '[]')"
 
 
 def existed_between(rows, start=None, end=None):
-    """Keep the grants that existed (from approval until confirmed gone) at some time in [start, end); either may be None."""
+    """Keep the grants that existed (from approval until confirmed
+    gone) at some time in [start, end); either may be None."""
     if connections[rows.db].vendor == "postgresql":
         existence = _Existence("created_at", "window_end", output_field=DateTimeRangeField())
         rows = rows.alias(existence=existence).filter(existence__overlap=DateTimeTZRange(start, end, "[)"))
@@ -179,7 +210,9 @@ def decisions(*, decider=None):
         )
     )
     if decider is not None:
-        rows = rows.filter(Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider)))
+        rows = rows.filter(
+            Q(decided_by=decider) | Exists(Approval.objects.filter(request=OuterRef("pk"), approver=decider))
+        )
     return rows.order_by("-decided_at", "-pk")
 
 
@@ -187,15 +220,15 @@ def _whole_utc_days(start, end):
     """Return the first UTC day wholly in [start, end) and the day after the last (None: unbounded)."""
     first = stop = None
     if start is not None:
-        start = start.astimezone(_datetime.timezone.utc)
+        start = start.astimezone(_datetime.UTC)
         first = start.date() + _datetime.timedelta(days=start.time() != _datetime.time.min)
     if end is not None:
-        stop = end.astimezone(_datetime.timezone.utc).date()
+        stop = end.astimezone(_datetime.UTC).date()
     return first, stop
 
 
 def _midnight(day):
-    return _datetime.datetime.combine(day, _datetime.time.min, tzinfo=_datetime.timezone.utc)
+    return _datetime.datetime.combine(day, _datetime.time.min, tzinfo=_datetime.UTC)
 
 
 def _add_up(key, *parts):
@@ -222,7 +255,9 @@ def _per_profile(rows):
 
 
 def _per_approver(rows):
-    return list(rows.filter(decided_by__isnull=False).order_by().values("decided_by_id").annotate(**tallies.approver_sums()))
+    return list(
+        rows.filter(decided_by__isnull=False).order_by().values("decided_by_id").annotate(**tallies.approver_sums())
+    )
 
 
 def _tallied(key, days, sums):
@@ -264,24 +299,40 @@ def decision_stats(rows, *, approver=None, tally=None) -> tuple[list[dict], list
             profile_days = profile_days.filter(profile__target=tally["target"])
         if tally["profile"] is not None:
             profile_days = profile_days.filter(profile=tally["profile"])
-        per_profile = _add_up("profile_id", _tallied("profile_id", profile_days, tallies.profile_sums()),
-                              _per_profile(edges))
+        per_profile = _add_up(
+            "profile_id", _tallied("profile_id", profile_days, tallies.profile_sums()), _per_profile(edges)
+        )
         if tally["target"] is None and tally["profile"] is None:
-            per_approver = _add_up("decided_by_id", [
-                {"decided_by_id": row.pop("approver_id"), **row}
-                for row in _tallied("approver_id", approver_days, tallies.APPROVER_SUMS)
-            ], _per_approver(edges))
+            per_approver = _add_up(
+                "decided_by_id",
+                [
+                    {"decided_by_id": row.pop("approver_id"), **row}
+                    for row in _tallied("approver_id", approver_days, tallies.APPROVER_SUMS)
+                ],
+                _per_approver(edges),
+            )
         else:  # the approvers' tallies do not know profiles: the rows, fewer for the filter
             per_approver = _per_approver(rows)
     per_profile = [_finished(row) for row in per_profile if row["requests"]]
     per_approver = [_finished(row) for row in per_approver if row["decided"]]
-    profiles = {p.pk: p for p in AccessProfile.objects.filter(pk__in=[r["profile_id"] for r in per_profile]).select_related("target")}
-    people = dict(get_user_model().objects.filter(pk__in=[r["decided_by_id"] for r in per_approver]).values_list("pk", "username"))
+    profiles = {
+        p.pk: p
+        for p in AccessProfile.objects.filter(pk__in=[r["profile_id"] for r in per_profile]).select_related("target")
+    }
+    people = dict(
+        get_user_model().objects.filter(pk__in=[r["decided_by_id"] for r in per_approver]).values_list("pk", "username")
+    )
     for row in per_profile:
         profile = profiles[row.pop("profile_id")]
         row["rows"] = row.pop("requests")
-        row.update({"profile__name": profile.name, "profile__title": profile.title, "profile__target__name": profile.target.name,
-                    "auto_share": row["auto_approved"] / row["decided"] if row["decided"] else None})
+        row.update(
+            {
+                "profile__name": profile.name,
+                "profile__title": profile.title,
+                "profile__target__name": profile.target.name,
+                "auto_share": row["auto_approved"] / row["decided"] if row["decided"] else None,
+            }
+        )
     for row in per_approver:
         row["decided_by__username"] = people[row.pop("decided_by_id")]
     per_profile.sort(key=lambda r: (r["profile__title"], r["profile__name"]))
@@ -305,7 +356,9 @@ def decision_totals(per_profile) -> dict:
     timed = [row for row in per_profile if row["decided_by_person"] and row["avg_time_to_decision"] is not None]
     people = sum(row["decided_by_person"] for row in timed)
     totals["avg_time_to_decision"] = (
-        sum((row["avg_time_to_decision"] * row["decided_by_person"] for row in timed), _datetime.timedelta()) / people if people else None
+        sum((row["avg_time_to_decision"] * row["decided_by_person"] for row in timed), _datetime.timedelta()) / people
+        if people
+        else None
     )
     totals["max_time_to_decision"] = max((row["max_time_to_decision"] for row in timed), default=None)
     totals["auto_share"] = totals["auto_approved"] / totals["decided"] if totals["decided"] else None
@@ -318,7 +371,11 @@ def break_glass_uses():
         AccessRequest.objects.filter(break_glass=True)
         .select_related("requester", "profile__target", "review__closed_by", "grant")
         .annotate(
-            review_state=Case(When(review__closed_at__isnull=False, then=Value("closed")), default=Value("open"), output_field=CharField()),
+            review_state=Case(
+                When(review__closed_at__isnull=False, then=Value("closed")),
+                default=Value("open"),
+                output_field=CharField(),
+            ),
             grant_status=F("grant__status"),
             started_at=F("grant__starts_at"),
             ended_at=Coalesce("grant__verified_at", "grant__revoked_at"),
@@ -374,71 +431,125 @@ def user_timeline(person, *, since=None, until=None, target=None, profile=None):
     ended = Coalesce("verified_at", "revoked_at")
     parts = [
         _timeline_part(
-            own, profile_path="profile", **filters,
+            own,
+            profile_path="profile",
+            **filters,
             when=F("created_at"),
-            what=Case(When(break_glass=True, then=text("requested (break-glass)")), When(extends__isnull=False, then=text("asked for more time")),
-                      default=text("requested")),
-            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=none_text, detail=Cast("justification", TextField()),
+            what=Case(
+                When(break_glass=True, then=text("requested (break-glass)")),
+                When(extends__isnull=False, then=text("asked for more time")),
+                default=text("requested"),
+            ),
+            request_no=F("pk"),
+            grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=none_text,
+            detail=Cast("justification", TextField()),
         ),
         _timeline_part(
-            own.exclude(status=_RS.PENDING), profile_path="profile", **filters,
+            own.exclude(status=_RS.PENDING),
+            profile_path="profile",
+            **filters,
             when=F("decided_at"),
             what=policy.decision_outcome_expression(then={name: text(w) for name, w in TIMELINE_DECISIONS.items()}),
-            request_no=F("pk"), grant_no=Coalesce("grant__id", "extends_id"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
+            request_no=F("pk"),
+            grant_no=Coalesce("grant__id", "extends_id"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
             counterpart=Coalesce(F("decided_by__username"), NullIf("auto_rule", Value(""))),
             detail=Cast("decision_comment", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person, starts_at__isnull=False), profile_path="profile", **filters,
-            when=F("starts_at"), what=text("access started"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=none_text, detail=Cast("external_ref", TextField()),
+            Grant.objects.filter(user=person, starts_at__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("starts_at"),
+            what=text("access started"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=none_text,
+            detail=Cast("external_ref", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person, revoke_requested_at__isnull=False), profile_path="profile", **filters,
-            when=F("revoke_requested_at"), what=text("access ending"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(user=person, revoke_requested_at__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("revoke_requested_at"),
+            what=text("access ending"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(user=person).annotate(ended=ended).filter(ended__isnull=False), profile_path="profile", **filters,
-            when=F("ended"), what=text("access ended"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("ended_by__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(user=person).annotate(ended=ended).filter(ended__isnull=False),
+            profile_path="profile",
+            **filters,
+            when=F("ended"),
+            what=text("access ended"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("ended_by__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            Approval.objects.filter(approver=person), profile_path="request__profile", **filters,
-            when=F("created_at"), what=text("approved a request"),
-            request_no=F("request_id"), grant_no=F("request__grant__id"),
-            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
-            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+            Approval.objects.filter(approver=person),
+            profile_path="request__profile",
+            **filters,
+            when=F("created_at"),
+            what=text("approved a request"),
+            request_no=F("request_id"),
+            grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"),
+            profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"),
+            detail=Cast("comment", TextField()),
         ),
         _timeline_part(
-            AccessRequest.objects.filter(decided_by=person, status=_RS.DENIED), profile_path="profile", **filters,
-            when=F("decided_at"), what=text("denied a request"),
-            request_no=F("pk"), grant_no=none_int,
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("requester__username"), detail=Cast("decision_comment", TextField()),
+            AccessRequest.objects.filter(decided_by=person, status=_RS.DENIED),
+            profile_path="profile",
+            **filters,
+            when=F("decided_at"),
+            what=text("denied a request"),
+            request_no=F("pk"),
+            grant_no=none_int,
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("requester__username"),
+            detail=Cast("decision_comment", TextField()),
         ),
         _timeline_part(
-            Grant.objects.filter(ended_by=person).exclude(user=person), profile_path="profile", **filters,
-            when=F("revoke_requested_at"), what=text("revoked someone's access"),
-            request_no=F("request_id"), grant_no=F("pk"),
-            target_name=F("profile__target__name"), profile_name=F("profile__title"),
-            counterpart=F("user__username"), detail=Cast("end_reason", TextField()),
+            Grant.objects.filter(ended_by=person).exclude(user=person),
+            profile_path="profile",
+            **filters,
+            when=F("revoke_requested_at"),
+            what=text("revoked someone's access"),
+            request_no=F("request_id"),
+            grant_no=F("pk"),
+            target_name=F("profile__target__name"),
+            profile_name=F("profile__title"),
+            counterpart=F("user__username"),
+            detail=Cast("end_reason", TextField()),
         ),
         _timeline_part(
-            BreakGlassReview.objects.filter(closed_by=person), profile_path="request__profile", **filters,
-            when=F("closed_at"), what=text("closed a break-glass review"),
-            request_no=F("request_id"), grant_no=F("request__grant__id"),
-            target_name=F("request__profile__target__name"), profile_name=F("request__profile__title"),
-            counterpart=F("request__requester__username"), detail=Cast("comment", TextField()),
+            BreakGlassReview.objects.filter(closed_by=person),
+            profile_path="request__profile",
+            **filters,
+            when=F("closed_at"),
+            what=text("closed a break-glass review"),
+            request_no=F("request_id"),
+            grant_no=F("request__grant__id"),
+            target_name=F("request__profile__target__name"),
+            profile_name=F("request__profile__title"),
+            counterpart=F("request__requester__username"),
+            detail=Cast("comment", TextField()),
         ),
     ]
     return parts[0].union(*parts[1:], all=True).order_by("when", "what")

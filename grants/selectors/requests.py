@@ -54,12 +54,20 @@ def recent_history(user, *, limit=5):
 
 
 def own_requests(user, *, limit=20):
-    return AccessRequest.objects.filter(requester=user).select_related("profile__target", "decided_by").order_by("-created_at")[:limit]
+    return (
+        AccessRequest.objects.filter(requester=user)
+        .select_related("profile__target", "decided_by")
+        .order_by("-created_at")[:limit]
+    )
 
 
 def may_view_request(user, access_request) -> bool:
     """Say whether `user` may see `access_request`: its requester, an approver of its profile, or an auditor."""
-    return access_request.requester_id == user.pk or policy.is_approver(user, access_request) or user.has_perm("grants.view_accessrequest")
+    return (
+        access_request.requester_id == user.pk
+        or policy.is_approver(user, access_request)
+        or user.has_perm("grants.view_accessrequest")
+    )
 
 
 def request_for_viewer(viewer, pk) -> AccessRequest | None:
@@ -89,14 +97,19 @@ def bundle_others(access_request):
     if not access_request.bundle:
         return []
     return list(
-        AccessRequest.objects.filter(bundle=access_request.bundle).exclude(pk=access_request.pk).select_related("profile").order_by("pk")
+        AccessRequest.objects.filter(bundle=access_request.bundle)
+        .exclude(pk=access_request.pk)
+        .select_related("profile")
+        .order_by("pk")
     )
 
 
 def pending_extensions(grants) -> dict[int, int]:
     """Map grant id to the id of its extension request waiting for a decision."""
     return dict(
-        AccessRequest.objects.filter(extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING).values_list("extends_id", "pk")
+        AccessRequest.objects.filter(
+            extends__in=[g.pk for g in grants], status=AccessRequest.Status.PENDING
+        ).values_list("extends_id", "pk")
     )
 
 

@@ -15,7 +15,10 @@ def targets_overview():
     """
     live = (
         Grant.objects.filter(profile__target=OuterRef("pk"), status=Grant.Status.ACTIVE, expires_at__gt=timezone.now())
-        .order_by().values("profile__target").annotate(n=Count("pk")).values("n")
+        .order_by()
+        .values("profile__target")
+        .annotate(n=Count("pk"))
+        .values("n")
     )
     return Target.objects.annotate(live=Coalesce(Subquery(live, output_field=IntegerField()), 0)).order_by("name")
 

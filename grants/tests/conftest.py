@@ -20,7 +20,7 @@ def target(db, pg_target_env):
 
 
 @pytest.fixture
-def profile(target, groups):
+def profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-only on appdb, requestable by engineers, approved by db-approvers."""
     p = AccessProfile.objects.create(
         name="appdb-readonly",
@@ -36,7 +36,7 @@ def profile(target, groups):
 
 
 @pytest.fixture
-def rw_profile(target, groups):
+def rw_profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-write on appdb; ana's manager may approve too."""
     p = AccessProfile.objects.create(
         name="appdb-readwrite",
@@ -54,14 +54,18 @@ JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
 
 
 @pytest.fixture
-def pending_request(ana, profile):
+def pending_request(ana, profile):  # noqa: F811 (pytest: the parameter is the imported fixture)
     return lifecycle.submit_request(
-        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION, ticket="INC-4711"
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
     )
 
 
 @pytest.fixture
-def approved_request(pending_request, otto):
+def approved_request(pending_request, otto):  # noqa: F811 (pytest: the parameter is the imported fixture)
     return lifecycle.approve_request(pending_request.pk, actor=otto, comment="ok")
 
 

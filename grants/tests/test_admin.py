@@ -17,7 +17,9 @@ def text(response):
 
 def revoke_selected(client, *grants):
     return client.post(
-        GRANTS, {"action": "revoke_selected", "select_across": "0", "index": "0", "_selected_action": [g.pk for g in grants]}, follow=True
+        GRANTS,
+        {"action": "revoke_selected", "select_across": "0", "index": "0", "_selected_action": [g.pk for g in grants]},
+        follow=True,
     )
 
 
@@ -32,7 +34,9 @@ def viewer(django_user_model):
 # Revoking ------------------------------------------------------------------
 
 
-def test_admin_revokes_an_active_grant_from_the_changelist(client, admin_user, active_grant, django_capture_on_commit_callbacks):
+def test_admin_revokes_an_active_grant_from_the_changelist(
+    client, admin_user, active_grant, django_capture_on_commit_callbacks
+):
     client.force_login(admin_user)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = revoke_selected(client, active_grant)
@@ -53,7 +57,9 @@ def test_revoking_a_grant_that_is_already_ending_warns_and_changes_nothing(clien
     client.post(reverse("grants:grant_release", args=[active_grant.pk]))
     client.force_login(admin_user)
     response = revoke_selected(client, active_grant)
-    assert f"Grant #{active_grant.pk}: Grant #{active_grant.pk} is revoking; it cannot become revoking." in text(response)
+    assert f"Grant #{active_grant.pk}: Grant #{active_grant.pk} is revoking; it cannot become revoking." in text(
+        response
+    )
     active_grant.refresh_from_db()
     assert active_grant.end_reason == Grant.EndReason.RELEASED
     assert AuditEvent.objects.filter(action="grant.revoke_requested").count() == 1
@@ -153,7 +159,10 @@ def test_audit_events_cannot_be_deleted_in_bulk(client, admin_user, pending_requ
     changelist = reverse("admin:audit_auditevent_changelist")
     assert "delete_selected" not in text(client.get(changelist))
     ids = list(AuditEvent.objects.values_list("pk", flat=True))
-    client.post(changelist, {"action": "delete_selected", "select_across": "0", "index": "0", "_selected_action": ids, "post": "yes"})
+    client.post(
+        changelist,
+        {"action": "delete_selected", "select_across": "0", "index": "0", "_selected_action": ids, "post": "yes"},
+    )
     assert AuditEvent.objects.count() == len(ids)
 
 

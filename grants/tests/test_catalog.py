@@ -1,4 +1,5 @@
-"""Catalog as code: plan shows the diff and its effect on people, apply is atomic and idempotent, errors name file, line and field."""
+"""Catalog as code: plan shows the diff and its effect on people,
+apply is atomic and idempotent, errors name file, line and field."""
 
 import datetime
 import textwrap
@@ -51,7 +52,11 @@ def write(tmp_path):
 def test_the_example_catalog_applies_and_a_second_apply_changes_nothing(db):
     plan, _ = catalog.apply(EXAMPLE)
     assert not plan.empty
-    assert AccessProfile.objects.get(name="appdb-readwrite").policy.steps[1] == {"group": "db-owners", "manager": False, "count": 2}
+    assert AccessProfile.objects.get(name="appdb-readwrite").policy.steps[1] == {
+        "group": "db-owners",
+        "manager": False,
+        "count": 2,
+    }
     again, _ = catalog.apply(EXAMPLE)
     assert again.empty
     assert "no changes" in again.render()
@@ -67,7 +72,9 @@ def test_plan_writes_nothing_and_lists_additions(db, write):
 def test_plan_shows_changed_fields_and_who_gains_or_loses_access(db, write, ana, marc, otto, eve):
     path = write(BASE)
     catalog.apply(path)
-    changed = BASE.replace("max_duration: 4h", "max_duration: 2h").replace("requestable_by: [engineers]", "requestable_by: [db-approvers]")
+    changed = BASE.replace("max_duration: 4h", "max_duration: 2h").replace(
+        "requestable_by: [engineers]", "requestable_by: [db-approvers]"
+    )
     text = catalog.plan(write(changed)).render()
     assert "~ profile ro: change" in text
     assert "max_duration: 4 h -> 2 h" in text
@@ -89,7 +96,9 @@ def test_a_removed_profile_is_disabled_and_its_grants_run_to_expiry(db, write, a
     path = write(BASE)
     catalog.apply(path)
     profile = AccessProfile.objects.get(name="ro")
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = lifecycle.provision_grant(req.grant.pk)
     without = BASE.split("profiles:")[0] + "profiles: {}\n"
@@ -101,14 +110,21 @@ def test_a_removed_profile_is_disabled_and_its_grants_run_to_expiry(db, write, a
     grant.refresh_from_db()
     assert grant.status == Grant.Status.ACTIVE
     with pytest.raises(lifecycle.InvalidRequestError, match="disabled"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
     assert catalog.plan(path).empty
 
 
 def test_revoke_removed_ends_the_grants_of_removed_profiles(db, write, ana, otto, pg_target_env):
     path = write(BASE)
     catalog.apply(path)
-    req = lifecycle.submit_request(requester=ana, profile=AccessProfile.objects.get(name="ro"), duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=AccessProfile.objects.get(name="ro"),
+        duration=datetime.timedelta(hours=1),
+        justification=JUSTIFICATION,
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = lifecycle.provision_grant(req.grant.pk)
     write(BASE.split("profiles:")[0] + "profiles: {}\n")
@@ -121,16 +137,39 @@ def test_revoke_removed_ends_the_grants_of_removed_profiles(db, write, ana, otto
     "text, line, fragment",
     [
         (BASE.replace("kind: postgres", "kind: oracle"), 3, "targets.appdb.kind: unknown kind 'oracle'"),
-        (BASE.replace("max_duration: 4h", "max_duration: forever"), 15, "profiles.ro.max_duration: write a positive duration"),
-        (BASE.replace("max_duration: 4h", "max_duration: 4h\n    default_duration: 8h"), 16, "default_duration: is longer than max_duration (4 h)"),
+        (
+            BASE.replace("max_duration: 4h", "max_duration: forever"),
+            15,
+            "profiles.ro.max_duration: write a positive duration",
+        ),
+        (
+            BASE.replace("max_duration: 4h", "max_duration: 4h\n    default_duration: 8h"),
+            16,
+            "default_duration: is longer than max_duration (4 h)",
+        ),
         (BASE.replace("target: appdb\n", "target: nope\n"), 13, "profiles.ro.target: no target 'nope'"),
         (BASE.replace("policy: std", "policy: lax"), 17, "profiles.ro.policy: no policy 'lax'"),
         (BASE.replace("secret_env: JIT_TEST_PG_DSN", "secret_env: postgres://x"), 5, "targets.appdb.secret_env"),
         (BASE.replace("      - group: db-approvers", "      - count: 0"), 9, "steps[1]: name an approver group"),
-        (BASE.replace("    title: appdb read-only\n", "    colour: red\n    title: x\n"), 12, "profiles.ro.colour: unknown field"),
+        (
+            BASE.replace("    title: appdb read-only\n", "    colour: red\n    title: x\n"),
+            12,
+            "profiles.ro.colour: unknown field",
+        ),
         (BASE + "  ro:\n    title: again\n", 18, "duplicate key 'ro'"),
-        (BASE.replace("policies:\n  std:\n", "policies:\n  std:\n    justification: {ticket_pattern: '(INC'}\n"), 8, "not a valid regular expression"),
-        (BASE.replace("      - group: db-approvers", "      - group: db-approvers\n    auto_approve:\n      - business_hours: {tz: Mars/Olympus}"), 11, "unknown time zone 'Mars/Olympus'"),
+        (
+            BASE.replace("policies:\n  std:\n", "policies:\n  std:\n    justification: {ticket_pattern: '(INC'}\n"),
+            8,
+            "not a valid regular expression",
+        ),
+        (
+            BASE.replace(
+                "      - group: db-approvers",
+                "      - group: db-approvers\n    auto_approve:\n      - business_hours: {tz: Mars/Olympus}",
+            ),
+            11,
+            "unknown time zone 'Mars/Olympus'",
+        ),
         ("targets: [1, 2]\n", 1, "targets: must be a mapping"),
         ("targets:\n  a: {kind: postgres\n", 3, "not valid YAML"),
     ],
@@ -209,7 +248,9 @@ def test_an_alias_without_its_anchor_is_refused_too(db, write):
     path = write(BASE.replace("requestable_by: [engineers]", "requestable_by: *engineers"))
     with pytest.raises(catalog.CatalogError) as exc:
         catalog.load(path)
-    assert exc.value.errors == [f"{path}:16: YAML aliases (*engineers) are not allowed in a catalog file; write the value out"]
+    assert exc.value.errors == [
+        f"{path}:16: YAML aliases (*engineers) are not allowed in a catalog file; write the value out"
+    ]
 
 
 def test_the_command_exits_non_zero_on_errors(db, write, capsys):
@@ -240,7 +281,8 @@ def test_groups_named_in_the_file_are_created(db, write):
 
 MOVED = BASE.replace(
     "policies:",
-    "  otherdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5433, dbname: otherdb}\n    secret_env: JIT_OTHER_DSN\npolicies:",
+    "  otherdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5433, dbname: otherdb}\n    "
+    "secret_env: JIT_OTHER_DSN\npolicies:",
 ).replace("    target: appdb\n", "    target: otherdb\n")
 
 
@@ -249,13 +291,20 @@ def test_a_profile_with_live_grants_cannot_move_to_another_target(db, write, ana
     # grant would send its revocation to a server that never saw the account.
     catalog.apply(write(BASE))
     monkeypatch.setattr(catalog, "_check_scopes_on_targets", lambda *args: [])
-    req = lifecycle.submit_request(requester=ana, profile=AccessProfile.objects.get(name="ro"),
-                                   duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=AccessProfile.objects.get(name="ro"),
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+    )
 
     with pytest.raises(catalog.CatalogError) as exc:
         catalog.plan(write(MOVED, name="moved.yaml"))
     [error] = exc.value.errors
-    assert "profiles.ro.target: cannot move from appdb to otherdb while it has 0 live grant(s) and 1 pending request(s)" in error
+    assert (
+        "profiles.ro.target: cannot move from appdb to otherdb while it has 0 live grant(s) and 1 pending request(s)"
+        in error
+    )
 
     lifecycle.deny_request(req.pk, actor=otto, comment="no")
     assert "~ profile ro: change" in catalog.plan(write(MOVED, name="moved.yaml")).render()

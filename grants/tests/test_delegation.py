@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from accounts import tokens
 from audit.models import AuditEvent
-from grants import lifecycle, selectors, tasks
+from grants import lifecycle, selectors
 from grants.models import AccessProfile, Approval, OnCallSchedule, Policy, Target
 
 from .conftest import JUSTIFICATION
@@ -25,18 +25,43 @@ HOUR = datetime.timedelta(hours=1)
 @pytest.fixture
 def world(db, groups, ana, otto, marc, eve, monkeypatch, django_capture_on_commit_callbacks):
     monkeypatch.setattr(timezone, "now", lambda: START)
-    OnCallSchedule.objects.create(name="primary", tz="Europe/Berlin", members=["otto", "marc"],
-                                  shift_length=datetime.timedelta(days=1), starts_on=datetime.date(2026, 3, 23))
+    OnCallSchedule.objects.create(
+        name="primary",
+        tz="Europe/Berlin",
+        members=["otto", "marc"],
+        shift_length=datetime.timedelta(days=1),
+        starts_on=datetime.date(2026, 3, 23),
+    )
     eve.groups.add(Group.objects.create(name="sre"))
-    target = Target.objects.create(name="appdb", kind="postgres", config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
-                                   secret_env="JIT_TEST_PG_DSN")
-    pol = Policy.objects.create(name="two-step", steps=[
-        {"schedule": "primary", "escalate_after": 1800, "fallback": {"group": "sre"}}, {"group": "db-approvers"}])
-    profile = AccessProfile.objects.create(name="appdb-ro", title="appdb read-only", target=target, policy=pol,
-                                           scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=4))
+    target = Target.objects.create(
+        name="appdb",
+        kind="postgres",
+        config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+    )
+    pol = Policy.objects.create(
+        name="two-step",
+        steps=[
+            {"schedule": "primary", "escalate_after": 1800, "fallback": {"group": "sre"}},
+            {"group": "db-approvers"},
+        ],
+    )
+    profile = AccessProfile.objects.create(
+        name="appdb-ro",
+        title="appdb read-only",
+        target=target,
+        policy=pol,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+    )
     profile.requestable_by.add(groups["engineers"])
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
-                                   justification=JUSTIFICATION, ticket="INC-4711")
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+    )
     return {"req": req, "ana": ana, "otto": otto, "marc": marc, "eve": eve, "monkeypatch": monkeypatch}
 
 
@@ -54,24 +79,44 @@ def escalate(w):
 
 
 # Each row: what happens first, then who tries, and what they get (None: allowed; text: the refusal, in part).
-# fmt: off
 ROWS = [
-    ("the requester cannot approve, even on call",          [],                                                       "ana",  "your own request"),
-    ("on call decides step 1",                               [],                                                       "otto", None),
-    ("not on call: not an approver",                         [],                                                       "eve",  "not an approver"),
-    ("a delegate decides for the one on call",               [lambda w: delegate(w, "otto", "eve")],                   "eve",  None),
-    ("a delegation not yet begun gives nothing",             [lambda w: delegate(w, "otto", "eve", start=START + HOUR, end=START + 2 * HOUR)], "eve", "not an approver"),
-    ("a delegation ended early gives nothing",               [lambda w: delegate(w, "otto", "eve"),
-                                                              lambda w: lifecycle.end_delegation(w["otto"].delegations_given.get().pk, actor=w["otto"])], "eve", "not an approver"),
-    ("never the delegate's own request",                     [lambda w: delegate(w, "otto", "ana")],                   "ana",  "your own request"),
-    ("the requester's delegation gives nothing",             [lambda w: delegate(w, "ana", "eve")],                    "eve",  "not an approver"),
-    ("escalation lets the fallback decide",                  [escalate],                                               "eve",  None),
-    ("after step 1 as a delegate, not step 2 oneself",       [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")], "marc", "already approved a step"),
-    ("after the delegator's step 1, not step 2 for them",    [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],  "eve",  "otto has already approved a step"),
-    ("after step 1 by on call, another approves step 2",     [lambda w: approve(w, "otto")],                           "marc", None),
-    ("after the fallback's step 1, on call's step 2",        [escalate, lambda w: approve(w, "eve")],                  "otto", None),
+    ("the requester cannot approve, even on call", [], "ana", "your own request"),
+    ("on call decides step 1", [], "otto", None),
+    ("not on call: not an approver", [], "eve", "not an approver"),
+    ("a delegate decides for the one on call", [lambda w: delegate(w, "otto", "eve")], "eve", None),
+    (
+        "a delegation not yet begun gives nothing",
+        [lambda w: delegate(w, "otto", "eve", start=START + HOUR, end=START + 2 * HOUR)],
+        "eve",
+        "not an approver",
+    ),
+    (
+        "a delegation ended early gives nothing",
+        [
+            lambda w: delegate(w, "otto", "eve"),
+            lambda w: lifecycle.end_delegation(w["otto"].delegations_given.get().pk, actor=w["otto"]),
+        ],
+        "eve",
+        "not an approver",
+    ),
+    ("never the delegate's own request", [lambda w: delegate(w, "otto", "ana")], "ana", "your own request"),
+    ("the requester's delegation gives nothing", [lambda w: delegate(w, "ana", "eve")], "eve", "not an approver"),
+    ("escalation lets the fallback decide", [escalate], "eve", None),
+    (
+        "after step 1 as a delegate, not step 2 oneself",
+        [lambda w: delegate(w, "otto", "marc"), lambda w: approve(w, "marc")],
+        "marc",
+        "already approved a step",
+    ),
+    (
+        "after the delegator's step 1, not step 2 for them",
+        [lambda w: delegate(w, "otto", "eve"), lambda w: approve(w, "otto")],
+        "eve",
+        "otto has already approved a step",
+    ),
+    ("after step 1 by on call, another approves step 2", [lambda w: approve(w, "otto")], "marc", None),
+    ("after the fallback's step 1, on call's step 2", [escalate, lambda w: approve(w, "eve")], "otto", None),
 ]
-# fmt: on
 
 
 @pytest.mark.parametrize("first, actor, expected", [r[1:] for r in ROWS], ids=[r[0] for r in ROWS])
@@ -114,26 +159,42 @@ def test_a_delegate_decision_is_recorded_on_behalf_of_through_the_page_and_the_a
     assert event.actor == world["eve"] and event.details["on_behalf_of"] == "otto"
     # Step 2: eve is no db-approver, and otto's delegation may not give a second step.
     secret = tokens.create_token(actor=world["eve"], name="t", days=1)[1]
-    answer = client.post(f"/api/v1/requests/{req.pk}/approve", data={}, content_type="application/json",
-                         headers={"Authorization": f"Bearer {secret}"})
+    answer = client.post(
+        f"/api/v1/requests/{req.pk}/approve",
+        data={},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    )
     assert answer.status_code == 403
     secret = tokens.create_token(actor=world["marc"], name="t", days=1)[1]
-    body = client.post(f"/api/v1/requests/{req.pk}/approve", data={}, content_type="application/json",
-                       headers={"Authorization": f"Bearer {secret}"}).json()
+    body = client.post(
+        f"/api/v1/requests/{req.pk}/approve",
+        data={},
+        content_type="application/json",
+        headers={"Authorization": f"Bearer {secret}"},
+    ).json()
     assert body["status"] == "approved"
     assert body["approvals"][0]["on_behalf_of"] == "otto" and body["approvals"][1]["on_behalf_of"] is None
 
 
 def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, client):
     client.force_login(world["otto"])
-    bad = client.post("/access/delegations/", {"delegate": "otto", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "otto", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"}
+    )
     assert bad.status_code == 200 and "You cannot delegate to yourself." in bad.content.decode()
-    bad = client.post("/access/delegations/", {"delegate": "nosuch", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "nosuch", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00"}
+    )
     assert "Name an active portal user." in bad.content.decode()
-    bad = client.post("/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-09-24 09:00"})
+    bad = client.post(
+        "/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-09-24 09:00"}
+    )
     assert "at most 90 d" in bad.content.decode()
-    ok = client.post("/access/delegations/", {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00",
-                                              "reason": "holiday"})
+    ok = client.post(
+        "/access/delegations/",
+        {"delegate": "eve", "starts_at": "2026-03-23 09:00", "ends_at": "2026-03-24 09:00", "reason": "holiday"},
+    )
     assert ok.status_code == 302
     assert AuditEvent.objects.filter(action="delegation.created", actor=world["otto"]).exists()
     delegation = world["otto"].delegations_given.get()
@@ -150,8 +211,12 @@ def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, clie
 from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
 
 
-def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(world, client, slack,
-                                                                                           django_capture_on_commit_callbacks):
+def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(
+    world,
+    client,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    django_capture_on_commit_callbacks,
+):
     delegate(world, "otto", "eve")
     req = world["req"]
     with django_capture_on_commit_callbacks(execute=True):
@@ -167,17 +232,26 @@ def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_
 
 def test_the_api_names_lists_and_ends_a_delegation(world, client):
     headers = {"Authorization": f"Bearer {tokens.create_token(actor=world['otto'], name='t', days=1)[1]}"}
-    body = {"delegate": "eve", "starts_at": "2026-03-23T08:00:00+01:00", "ends_at": "2026-03-24T08:00:00+01:00", "reason": "away"}
+    body = {
+        "delegate": "eve",
+        "starts_at": "2026-03-23T08:00:00+01:00",
+        "ends_at": "2026-03-24T08:00:00+01:00",
+        "reason": "away",
+    }
     made = client.post("/api/v1/delegations", data=body, content_type="application/json", headers=headers)
     assert made.status_code == 201 and made.json()["delegate"] == "eve"
-    refused = client.post("/api/v1/delegations", data={**body, "delegate": "otto"}, content_type="application/json", headers=headers)
+    refused = client.post(
+        "/api/v1/delegations", data={**body, "delegate": "otto"}, content_type="application/json", headers=headers
+    )
     assert refused.status_code == 400 and "You cannot delegate to yourself." in refused.content.decode()
     assert [d["delegate"] for d in client.get("/api/v1/delegations", headers=headers).json()] == ["eve"]
     ended = client.post(f"/api/v1/delegations/{made.json()['id']}/end", headers=headers)
     assert ended.status_code == 200 and client.get("/api/v1/delegations", headers=headers).json() == []
 
 
-def test_on_call_members_fallback_approvers_and_delegates_see_the_decisions_report(world, client, bob, django_user_model):
+def test_on_call_members_fallback_approvers_and_delegates_see_the_decisions_report(
+    world, client, bob, django_user_model
+):
     # The Decisions report is open to whoever may decide (their own view): not only the groups named in steps.
     dora = django_user_model.objects.create_user("dora", "dora@example.com", "dora-password-123")
     OnCallSchedule.objects.filter(name="primary").update(members=["otto", "marc", "dora"])

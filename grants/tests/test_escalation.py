@@ -24,16 +24,44 @@ START = at("2026-03-23T10:00")  # otto's shift in `primary`; marc's begins the n
 @pytest.fixture
 def world(db, groups, otto, marc, eve):
     """One step on call for `primary` (otto, then marc), reminded after 10 min, escalated after 30 min to sre (eve)."""
-    OnCallSchedule.objects.create(name="primary", tz="Europe/Berlin", members=["otto", "marc"],
-                                  shift_length=datetime.timedelta(days=1), starts_on=datetime.date(2026, 3, 23))
-    OnCallSchedule.objects.create(name="secondary", tz="Europe/Berlin", members=["marc"], starts_on=datetime.date(2026, 3, 23))
+    OnCallSchedule.objects.create(
+        name="primary",
+        tz="Europe/Berlin",
+        members=["otto", "marc"],
+        shift_length=datetime.timedelta(days=1),
+        starts_on=datetime.date(2026, 3, 23),
+    )
+    OnCallSchedule.objects.create(
+        name="secondary", tz="Europe/Berlin", members=["marc"], starts_on=datetime.date(2026, 3, 23)
+    )
     eve.groups.add(Group.objects.create(name="sre"))
-    target = Target.objects.create(name="appdb", kind="postgres", config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
-                                   secret_env="JIT_TEST_PG_DSN")
-    pol = Policy.objects.create(name="on-call", request_timeout=datetime.timedelta(hours=1), steps=[
-        {"schedule": "primary", "count": 1, "remind_after": 600, "escalate_after": 1800, "fallback": {"group": "sre"}}])
-    profile = AccessProfile.objects.create(name="appdb-ro", title="appdb read-only", target=target, policy=pol,
-                                           scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=4))
+    target = Target.objects.create(
+        name="appdb",
+        kind="postgres",
+        config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+    )
+    pol = Policy.objects.create(
+        name="on-call",
+        request_timeout=datetime.timedelta(hours=1),
+        steps=[
+            {
+                "schedule": "primary",
+                "count": 1,
+                "remind_after": 600,
+                "escalate_after": 1800,
+                "fallback": {"group": "sre"},
+            }
+        ],
+    )
+    profile = AccessProfile.objects.create(
+        name="appdb-ro",
+        title="appdb read-only",
+        target=target,
+        policy=pol,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+    )
     profile.requestable_by.add(groups["engineers"])
     return profile
 
@@ -43,6 +71,7 @@ def clock(monkeypatch):
     class Clock:
         def set(self, when):
             monkeypatch.setattr(timezone, "now", lambda: when)
+
     c = Clock()
     c.set(START)
     return c
@@ -55,12 +84,18 @@ def sync(monkeypatch, django_capture_on_commit_callbacks):
     def run(func, *args, **kwargs):
         with django_capture_on_commit_callbacks(execute=True):
             return func(*args, **kwargs)
+
     return run
 
 
 def submit(user, profile):
-    return lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=30),
-                                    justification=JUSTIFICATION, ticket="INC-4711")
+    return lifecycle.submit_request(
+        requester=user,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+    )
 
 
 def mails_to(outbox, user):
@@ -84,7 +119,10 @@ def test_an_undecided_step_is_reminded_then_escalates_to_its_fallback_and_still_
     assert sync(tasks.remind_and_escalate) == ([req.pk], [])
     assert sync(tasks.remind_and_escalate) == ([], [])  # once per step
     reminder = mails_to(mailoutbox, otto)[-1]
-    assert reminder.subject.startswith("[jitportal] Reminder: Approve?") and "Nobody has decided this for 11 min" in reminder.body
+    assert (
+        reminder.subject.startswith("[jitportal] Reminder: Approve?")
+        and "Nobody has decided this for 11 min" in reminder.body
+    )
     assert not mails_to(mailoutbox, eve)
     with pytest.raises(lifecycle.NotAllowedError, match="not an approver"):
         lifecycle.approve_request(req.pk, actor=eve)
@@ -95,7 +133,11 @@ def test_an_undecided_step_is_reminded_then_escalates_to_its_fallback_and_still_
     assert event.details["fallback"] == "a member of sre" and event.details["after"] == "31 min"
     assert event.details["asked"][0]["on_call"] == "otto"  # the schedule asked again: still otto's shift
     told = mails_to(mailoutbox, eve)
-    assert len(told) == 1 and "it escalated to a member of sre" in told[0].body and told[0].subject.startswith("[jitportal] Escalated:")
+    assert (
+        len(told) == 1
+        and "it escalated to a member of sre" in told[0].body
+        and told[0].subject.startswith("[jitportal] Escalated:")
+    )
     assert mails_to(mailoutbox, otto)[-1].subject.startswith("[jitportal] Escalated:")
     assert AuditEvent.objects.filter(action="request.reminded", object_id=str(req.pk)).count() == 1
 
@@ -124,8 +166,10 @@ def test_escalation_asks_the_step_schedule_again_and_a_fallback_schedule(world, 
 
 
 def test_the_next_step_opens_with_fresh_timers(world, ana, otto, eve, clock, sync, groups):
-    world.policy.steps = [{"schedule": "primary", "remind_after": 600, "escalate_after": 1200, "fallback": {"group": "sre"}},
-                          {"group": "db-approvers", "remind_after": 600}]
+    world.policy.steps = [
+        {"schedule": "primary", "remind_after": 600, "escalate_after": 1200, "fallback": {"group": "sre"}},
+        {"group": "db-approvers", "remind_after": 600},
+    ]
     world.policy.request_timeout = datetime.timedelta(days=1)
     world.policy.save()
     req = sync(submit, ana, world)
@@ -142,17 +186,29 @@ def test_the_next_step_opens_with_fresh_timers(world, ana, otto, eve, clock, syn
         lifecycle.approve_request(req.pk, actor=eve)  # sre was step 1's fallback, not step 2's
 
 
-@pytest.mark.parametrize("step, message", [
-    ("{schedule: p, escalate_after: 1h}", "steps[1].escalate_after: name the fallback"),
-    ("{schedule: p, fallback: {group: sre}}", "steps[1].fallback: say when to escalate"),
-    ("{schedule: p, escalate_after: 1h, fallback: {schedule: nosuch}}", "steps[1].fallback.schedule: no schedule 'nosuch'"),
-    ("{schedule: p, escalate_after: 1h, fallback: {team: x}}", "steps[1].fallback.team: unknown field"),
-    ("{schedule: p, remind_after: 2h, escalate_after: 1h, fallback: {group: sre}}", "steps[1].remind_after: must be shorter"),
-    ("{schedule: p, remind_after: soon}", "steps[1].remind_after: write a positive duration"),
-])
+@pytest.mark.parametrize(
+    "step, message",
+    [
+        ("{schedule: p, escalate_after: 1h}", "steps[1].escalate_after: name the fallback"),
+        ("{schedule: p, fallback: {group: sre}}", "steps[1].fallback: say when to escalate"),
+        (
+            "{schedule: p, escalate_after: 1h, fallback: {schedule: nosuch}}",
+            "steps[1].fallback.schedule: no schedule 'nosuch'",
+        ),
+        ("{schedule: p, escalate_after: 1h, fallback: {team: x}}", "steps[1].fallback.team: unknown field"),
+        (
+            "{schedule: p, remind_after: 2h, escalate_after: 1h, fallback: {group: sre}}",
+            "steps[1].remind_after: must be shorter",
+        ),
+        ("{schedule: p, remind_after: soon}", "steps[1].remind_after: write a positive duration"),
+    ],
+)
 def test_a_bad_escalation_is_an_error_naming_the_field(tmp_path, db, step, message):
     path = tmp_path / "catalog.yaml"
-    path.write_text(f"schedules:\n  p:\n    rotation: {{members: [otto], start: 2026-03-23}}\npolicies:\n  pol:\n    steps:\n      - {step}\n")
+    path.write_text(
+        f"schedules:\n  p:\n    rotation: {{members: [otto], start: 2026-03-23}}\npolicies:\n  pol:\n    "
+        f"steps:\n      - {step}\n"
+    )
     with pytest.raises(catalog.CatalogError) as caught:
         catalog.load(path)
     assert any(message in e for e in caught.value.errors), caught.value.errors

@@ -9,7 +9,12 @@ from grants.models import AccessRequest, Grant
 
 
 def test_losing_a_group_revokes_grants_and_cancels_requests_that_needed_it(active_grant, ana, rw_profile):
-    pending = lifecycle.submit_request(requester=ana, profile=rw_profile, duration=active_grant.duration, justification="Fix the broken migration on orders")
+    pending = lifecycle.submit_request(
+        requester=ana,
+        profile=rw_profile,
+        duration=active_grant.duration,
+        justification="Fix the broken migration on orders",
+    )
     sync_user_from_claims(ana, {"groups": ["db-approvers"]})  # engineers is gone
     active_grant.refresh_from_db()
     pending.refresh_from_db()

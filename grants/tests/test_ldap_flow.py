@@ -1,4 +1,5 @@
-"""A directory-group profile through the whole lifecycle on a real slapd: request, approval, membership, revocation, reconciler."""
+"""A directory-group profile through the whole lifecycle on a real
+slapd: request, approval, membership, revocation, reconciler."""
 
 import datetime
 
@@ -22,7 +23,8 @@ SECRET_ENV = "JIT_TEST_LDAP_FLOW_PASSWORD"
 def slapd():
     if not sd.available():
         pytest.fail(
-            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils (make system-deps)."
+            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils "
+            "(make system-deps)."
         )
     server = sd.SlapdServer()
     server.start()

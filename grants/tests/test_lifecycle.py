@@ -9,6 +9,7 @@ from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
 
+from audit.log import verify
 from audit.models import AuditEvent
 from grants import lifecycle, tasks
 from grants.models import AccessRequest, DriftFinding, Grant
@@ -19,7 +20,11 @@ RS, GS = AccessRequest.Status, Grant.Status
 
 
 def actions(obj):
-    return list(AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=str(obj.pk)).order_by("id").values_list("action", flat=True))
+    return list(
+        AuditEvent.objects.filter(object_type=obj._meta.model_name, object_id=str(obj.pk))
+        .order_by("id")
+        .values_list("action", flat=True)
+    )
 
 
 # Requests ------------------------------------------------------------------
@@ -93,7 +98,9 @@ def test_a_decided_request_cannot_be_decided_again(pending_request, otto, ana, s
 
 def test_approver_cannot_approve_own_request(otto, profile, groups):
     otto.groups.add(groups["engineers"])
-    own = lifecycle.submit_request(requester=otto, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    own = lifecycle.submit_request(
+        requester=otto, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     with pytest.raises(lifecycle.NotAllowedError, match="your own request"):
         lifecycle.approve_request(own.pk, actor=otto)
     own.refresh_from_db()
@@ -111,7 +118,9 @@ def test_outsider_cannot_approve_and_the_attempt_is_recorded(pending_request, ev
 
 
 def test_manager_may_approve_where_the_profile_says_so(ana, marc, otto, rw_profile):
-    req = lifecycle.submit_request(requester=ana, profile=rw_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana, profile=rw_profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+    )
     with pytest.raises(lifecycle.NotAllowedError):
         lifecycle.approve_request(req.pk, actor=otto)  # an approver elsewhere, not her manager
     lifecycle.approve_request(req.pk, actor=marc)
@@ -133,7 +142,9 @@ def test_manager_may_approve_where_the_profile_says_so(ana, marc, otto, rw_profi
 )
 def test_bad_input_names_the_field_and_creates_nothing(ana, profile, duration, justification, ticket, field):
     with pytest.raises(lifecycle.InvalidRequestError) as exc:
-        lifecycle.submit_request(requester=ana, profile=profile, duration=duration, justification=justification, ticket=ticket)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=duration, justification=justification, ticket=ticket
+        )
     assert field in exc.value.errors
     assert not AccessRequest.objects.exists()
 
@@ -142,25 +153,33 @@ def test_disabled_profile_cannot_be_requested(ana, profile):
     profile.enabled = False
     profile.save()
     with pytest.raises(lifecycle.InvalidRequestError, match="disabled"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
 
 
 def test_user_outside_requestable_groups_is_refused_and_recorded(eve, profile):
     with pytest.raises(lifecycle.NotAllowedError):
-        lifecycle.submit_request(requester=eve, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=eve, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
     assert not AccessRequest.objects.exists()
     assert AuditEvent.objects.filter(action="request.refused", actor=eve).exists()
 
 
 def test_double_submission_gives_one_request(pending_request, ana, profile):
     with pytest.raises(lifecycle.InvalidRequestError, match="already have a pending request"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
     assert AccessRequest.objects.count() == 1
 
 
 def test_holder_of_active_access_cannot_request_it_again(active_grant, ana, profile):
     with pytest.raises(lifecycle.InvalidRequestError, match="already hold"):
-        lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION)
+        lifecycle.submit_request(
+            requester=ana, profile=profile, duration=datetime.timedelta(hours=1), justification=JUSTIFICATION
+        )
 
 
 # Grants --------------------------------------------------------------------
@@ -299,7 +318,7 @@ def test_expired_grant_is_revoked_by_the_sweep(active_grant, ana, pg_cluster):
 def test_unreachable_target_is_retried_then_fails_with_its_message(approved_request, monkeypatch):
     monkeypatch.setenv("JIT_TEST_PG_DSN", "postgresql://jitadmin:x@127.0.0.1:1/postgres")
     grant_id = approved_request.grant.pk
-    for attempt in range(1, lifecycle.MAX_PROVISION_ATTEMPTS + 1):
+    for _attempt in range(1, lifecycle.MAX_PROVISION_ATTEMPTS + 1):
         Grant.objects.filter(pk=grant_id).update(next_attempt_at=None)
         lifecycle.provision_grant(grant_id)
     grant = Grant.objects.get(pk=grant_id)
@@ -339,7 +358,9 @@ def test_a_profile_handing_out_pg_execute_server_program_fails_at_provisioning_a
         assert conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [f"jit_g{grant.pk}"]).fetchone()[0] == 0
 
 
-def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(active_grant, ana, settings, monkeypatch, pg_cluster):
+def test_revocation_that_cannot_reach_the_target_stays_revoking_and_backs_off(
+    active_grant, ana, settings, monkeypatch, pg_cluster
+):
     lifecycle.revoke_grant(active_grant.pk, actor=ana, reason="released")
     settings.JIT_REVOKE_FAILING_AFTER = 2
     monkeypatch.setenv("JIT_TEST_PG_DSN", "postgresql://jitadmin:x@127.0.0.1:1/postgres")
@@ -388,15 +409,18 @@ def _expired_grants(n, like, approver, profile) -> list[Grant]:
     for i in range(n):
         user = get_user_model().objects.create_user(f"burst{i}")
         user.groups.add(*like.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        req = lifecycle.submit_request(
+            requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION
+        )
         lifecycle.approve_request(req.pk, actor=approver)
         grants.append(lifecycle.provision_grant(req.grant.pk))
-    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(expires_at=timezone.now() - datetime.timedelta(seconds=1))
+    Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
+        expires_at=timezone.now() - datetime.timedelta(seconds=1)
+    )
     return grants
 
 
 def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(ana, otto, profile, pg_cluster, settings):
-    from audit.log import verify
 
     settings.JIT_EXPIRY_BATCH = 3
     grants = _expired_grants(7, ana, otto, profile)
@@ -404,12 +428,16 @@ def test_a_burst_of_expiries_is_revoked_in_batches_and_the_trail_stays_intact(an
     assert set(Grant.objects.filter(pk__in=[g.pk for g in grants]).values_list("status", flat=True)) == {"revoked"}
     assert AuditEvent.objects.filter(action="grant.revoked").count() == 7
     with psycopg.connect(pg_cluster.admin_dsn) as conn:
-        left = conn.execute("SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]).fetchone()[0]
+        left = conn.execute(
+            "SELECT count(*) FROM pg_roles WHERE rolname = ANY(%s)", [[g.external_ref for g in grants]]
+        ).fetchone()[0]
     assert left == 0
     assert verify().ok
 
 
-def test_a_burst_is_taken_in_growing_batches_and_a_quiet_pass_in_small_ones(ana, otto, profile, pg_cluster, settings, monkeypatch):
+def test_a_burst_is_taken_in_growing_batches_and_a_quiet_pass_in_small_ones(
+    ana, otto, profile, pg_cluster, settings, monkeypatch
+):
     settings.JIT_EXPIRY_BATCH, settings.JIT_EXPIRY_BATCH_MAX = 2, 8
     grants = _expired_grants(21, ana, otto, profile)
     taken = []

@@ -33,26 +33,45 @@ def at(text: str) -> datetime.datetime:
 def rotation(db):
     """otto, then marc, a day each, handing over at 09:00 Berlin time from Monday 2026-03-23."""
     return OnCallSchedule.objects.create(
-        name="primary", tz="Europe/Berlin", members=["otto", "marc"], handover="09:00",
-        shift_length=datetime.timedelta(days=1), starts_on=datetime.date(2026, 3, 23),
+        name="primary",
+        tz="Europe/Berlin",
+        members=["otto", "marc"],
+        handover="09:00",
+        shift_length=datetime.timedelta(days=1),
+        starts_on=datetime.date(2026, 3, 23),
     )
 
 
 @pytest.fixture
 def oncall_profile(db, groups, rotation):
     """Requestable by engineers; one step: whoever is on call for `primary`."""
-    target = Target.objects.create(name="appdb", kind="postgres", config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
-                                   secret_env="JIT_TEST_PG_DSN")
+    target = Target.objects.create(
+        name="appdb",
+        kind="postgres",
+        config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+    )
     pol = Policy.objects.create(name="on-call", steps=[{"schedule": "primary", "count": 1}])
-    profile = AccessProfile.objects.create(name="appdb-ro", title="appdb read-only", target=target, policy=pol,
-                                           scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=4))
+    profile = AccessProfile.objects.create(
+        name="appdb-ro",
+        title="appdb read-only",
+        target=target,
+        policy=pol,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+    )
     profile.requestable_by.add(groups["engineers"])
     return profile
 
 
 def submit(user, profile):
-    return lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=30),
-                                    justification=JUSTIFICATION, ticket="INC-4711")
+    return lifecycle.submit_request(
+        requester=user,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+    )
 
 
 def on_call_now(when, monkeypatch):
@@ -62,17 +81,20 @@ def on_call_now(when, monkeypatch):
 # The rotation ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("when, who", [
-    ("2026-03-23T08:59", None),  # before the first shift
-    ("2026-03-23T09:00", "otto"),
-    ("2026-03-24T08:59", "otto"),
-    ("2026-03-24T09:00", "marc"),
-    ("2026-03-25T12:00", "otto"),
-    # Daylight saving starts on 2026-03-29 at 02:00: the hand-over stays at 09:00 local time.
-    ("2026-03-29T08:59", "marc"),
-    ("2026-03-29T09:00", "otto"),
-    ("2026-03-30T09:00", "marc"),
-])
+@pytest.mark.parametrize(
+    "when, who",
+    [
+        ("2026-03-23T08:59", None),  # before the first shift
+        ("2026-03-23T09:00", "otto"),
+        ("2026-03-24T08:59", "otto"),
+        ("2026-03-24T09:00", "marc"),
+        ("2026-03-25T12:00", "otto"),
+        # Daylight saving starts on 2026-03-29 at 02:00: the hand-over stays at 09:00 local time.
+        ("2026-03-29T08:59", "marc"),
+        ("2026-03-29T09:00", "otto"),
+        ("2026-03-30T09:00", "marc"),
+    ],
+)
 def test_the_rotation_hands_over_at_the_local_time_in_member_order(rotation, otto, marc, when, who):
     found = oncall.on_call(rotation, at=at(when))
     assert (found.user.username if found.user else None) == who
@@ -152,7 +174,9 @@ def feed():
     served.server.server_close()
 
 
-def test_a_feed_names_the_attendee_or_the_summary_of_the_event_running_now_and_is_read_from_its_cache(feed, otto, marc, settings):
+def test_a_feed_names_the_attendee_or_the_summary_of_the_event_running_now_and_is_read_from_its_cache(
+    feed, otto, marc, settings
+):
     settings.JIT_ONCALL_FEED_TTL = 300
     schedule = OnCallSchedule.objects.create(name="cal", tz="Europe/Berlin", ics_url=feed.url)
     found = oncall.on_call(schedule, at=at("2026-03-30T10:00"))  # the weekly repeat
@@ -218,7 +242,9 @@ def test_whoever_is_on_call_when_the_step_opens_may_decide_it_and_everyone_is_to
     assert req.status == "approved" and req.decided_by == otto
 
 
-def test_a_requester_on_call_is_not_asked_to_decide_their_own_request_and_the_trail_says_so(oncall_profile, otto, marc, monkeypatch, groups):
+def test_a_requester_on_call_is_not_asked_to_decide_their_own_request_and_the_trail_says_so(
+    oncall_profile, otto, marc, monkeypatch, groups
+):
     otto.groups.add(groups["engineers"])
     on_call_now(at("2026-03-23T10:00"), monkeypatch)
     req = submit(otto, oncall_profile)
@@ -258,7 +284,9 @@ profiles:
 """
 
 
-def test_catalog_plan_shows_who_is_on_call_now_for_each_schedule_and_apply_keeps_them(tmp_path, feed, otto, marc, monkeypatch, capsys):
+def test_catalog_plan_shows_who_is_on_call_now_for_each_schedule_and_apply_keeps_them(
+    tmp_path, feed, otto, marc, monkeypatch, capsys
+):
     path = tmp_path / "catalog.yaml"
     path.write_text(CATALOG % feed.url)
     on_call_now(at("2026-03-23T10:00"), monkeypatch)
@@ -271,22 +299,42 @@ def test_catalog_plan_shows_who_is_on_call_now_for_each_schedule_and_apply_keeps
     assert "schedule cal: otto (on call for cal by the calendar event “Primary on call”" in out
     catalog.apply(path)
     assert OnCallSchedule.objects.get(name="primary").overrides[0]["user"] == "marc"
-    assert Policy.objects.get(name="on-call").steps == [{"group": None, "manager": False, "count": 1, "schedule": "primary"}]
+    assert Policy.objects.get(name="on-call").steps == [
+        {"group": None, "manager": False, "count": 1, "schedule": "primary"}
+    ]
     on_call_now(at("2026-03-23T13:00"), monkeypatch)
     assert "schedule primary: marc (on call for primary by override" in catalog.plan(path).render()
     assert catalog.plan(path).empty
 
 
-@pytest.mark.parametrize("schedule, message", [
-    ("    rotation: {members: [otto], handover: '9am', start: 2026-03-23}", "schedules.bad.rotation.handover: write a local time like 09:00"),
-    ("    tz: Mars/Olympus\n    rotation: {members: [otto], start: 2026-03-23}", "schedules.bad.tz: unknown time zone"),
-    ("    rotation: {members: [], start: 2026-03-23}", "schedules.bad.rotation.members: must be a list of usernames"),
-    ("    rotation: {members: [otto]}", "schedules.bad.rotation.start: write the first shift's date"),
-    ("    ics_url: file:///etc/passwd", "schedules.bad.ics_url: write an http(s) URL"),
-    ("    ics_url: http://x.test/a.ics\n    rotation: {members: [otto], start: 2026-03-23}", "schedules.bad: give either rotation"),
-    ("    rotation: {members: [otto], start: 2026-03-23}\n    overrides: [{user: otto, start: '2026-03-24T10:00', end: '2026-03-24T09:00'}]",
-     "schedules.bad.overrides[1].end: must be after start"),
-])
+@pytest.mark.parametrize(
+    "schedule, message",
+    [
+        (
+            "    rotation: {members: [otto], handover: '9am', start: 2026-03-23}",
+            "schedules.bad.rotation.handover: write a local time like 09:00",
+        ),
+        (
+            "    tz: Mars/Olympus\n    rotation: {members: [otto], start: 2026-03-23}",
+            "schedules.bad.tz: unknown time zone",
+        ),
+        (
+            "    rotation: {members: [], start: 2026-03-23}",
+            "schedules.bad.rotation.members: must be a list of usernames",
+        ),
+        ("    rotation: {members: [otto]}", "schedules.bad.rotation.start: write the first shift's date"),
+        ("    ics_url: file:///etc/passwd", "schedules.bad.ics_url: write an http(s) URL"),
+        (
+            "    ics_url: http://x.test/a.ics\n    rotation: {members: [otto], start: 2026-03-23}",
+            "schedules.bad: give either rotation",
+        ),
+        (
+            "    rotation: {members: [otto], start: 2026-03-23}\n    overrides: [{user: otto, start: "
+            "'2026-03-24T10:00', end: '2026-03-24T09:00'}]",
+            "schedules.bad.overrides[1].end: must be after start",
+        ),
+    ],
+)
 def test_a_bad_schedule_is_an_error_naming_the_line_and_field(tmp_path, db, schedule, message):
     path = tmp_path / "catalog.yaml"
     path.write_text(f"schedules:\n  bad:\n{schedule}\npolicies:\n  p:\n    steps:\n      - schedule: nosuch\n")

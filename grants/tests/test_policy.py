@@ -10,8 +10,6 @@ from audit.models import AuditEvent
 from grants import lifecycle, policy
 from grants.models import AccessRequest, Approval, Grant, Policy
 
-from .conftest import JUSTIFICATION
-
 H = datetime.timedelta(hours=1)
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 # A Wednesday, 10:30 and 22:30 in Berlin.
@@ -124,7 +122,11 @@ def test_steps_are_decided_in_order_by_distinct_people(ana, otto, sec1, sec2, pr
     lifecycle.approve_request(req.pk, actor=sec2)
     req.refresh_from_db()
     assert req.status == "approved" and req.decided_by == sec2
-    assert list(Approval.objects.filter(request=req).values_list("step", "approver__username")) == [(0, "otto"), (1, "sec1"), (1, "sec2")]
+    assert list(Approval.objects.filter(request=req).values_list("step", "approver__username")) == [
+        (0, "otto"),
+        (1, "sec1"),
+        (1, "sec2"),
+    ]
     assert Grant.objects.filter(request=req).exists()
 
 

@@ -2,6 +2,7 @@
 
 import psycopg
 import pytest
+from django.utils import timezone
 from psycopg import sql
 
 from audit.models import AuditEvent
@@ -31,7 +32,9 @@ def admin_sql(pg_cluster, statement, *idents):
 def test_a_role_made_by_hand_with_the_prefix_is_found_and_removed(target, pg_cluster):
     admin_sql(pg_cluster, "CREATE ROLE {} LOGIN PASSWORD 'x'", "jit_g999999")
     findings = reconcile.reconcile_target(target)
-    assert [(f.external_ref, f.kind, f.action) for f in findings] == [("jit_g999999", "orphan", "removed from the target")]
+    assert [(f.external_ref, f.kind, f.action) for f in findings] == [
+        ("jit_g999999", "orphan", "removed from the target")
+    ]
     assert "jit_g999999" not in roles(pg_cluster)
     assert AuditEvent.objects.filter(action="drift.found", details__external_ref="jit_g999999").exists()
     target.refresh_from_db()
@@ -76,7 +79,6 @@ def roles_of(grant):
 
 def test_a_worker_killed_between_role_created_and_grant_marked_active_leaves_no_orphan(approved_request, pg_cluster):
     grant = Grant.objects.select_related("profile__target").get(request=approved_request)
-    from django.utils import timezone
 
     # What a provisioning task had done on the target when its worker died:
     # the role exists, the portal's transaction never committed.
@@ -118,7 +120,9 @@ def test_a_target_that_is_down_is_reported_not_a_crash(target, monkeypatch):
     assert not DriftFinding.objects.exists()
 
 
-def test_admins_are_emailed_about_drift(target, pg_cluster, admin_user, mailoutbox, monkeypatch, django_capture_on_commit_callbacks):
+def test_admins_are_emailed_about_drift(
+    target, pg_cluster, admin_user, mailoutbox, monkeypatch, django_capture_on_commit_callbacks
+):
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the notification task runs in this process
     admin_sql(pg_cluster, "CREATE ROLE {} LOGIN PASSWORD 'x'", "jit_g888888")
     with django_capture_on_commit_callbacks(execute=True):  # announced after commit, as the worker's would be
@@ -127,7 +131,9 @@ def test_admins_are_emailed_about_drift(target, pg_cluster, admin_user, mailoutb
     assert "jit_g888888" in mailoutbox[0].body
 
 
-def test_the_targets_page_shows_health_last_reconcile_and_drift_to_staff_only(client, target, pg_cluster, admin_user, ana):
+def test_the_targets_page_shows_health_last_reconcile_and_drift_to_staff_only(
+    client, target, pg_cluster, admin_user, ana
+):
     admin_sql(pg_cluster, "CREATE ROLE {} LOGIN PASSWORD 'x'", "jit_g777777")
     reconcile.reconcile_target(target)
     client.force_login(ana)

@@ -44,10 +44,17 @@ def ssh_profile(db, tmp_path, monkeypatch, groups):
     ca = tmp_path / "ca"
     sshca.generate_ca(ca)
     monkeypatch.setenv("JIT_TEST_SSH_CA", str(ca))
-    target = Target.objects.create(name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA")
+    target = Target.objects.create(
+        name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA"
+    )
     profile = AccessProfile.objects.create(
-        name="ssh-deploy", title="SSH as deploy", target=target, scope={"principals": ["deploy"]},
-        default_duration=2 * H, max_duration=4 * H, approver_group=groups["db-approvers"],
+        name="ssh-deploy",
+        title="SSH as deploy",
+        target=target,
+        scope={"principals": ["deploy"]},
+        default_duration=2 * H,
+        max_duration=4 * H,
+        approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
     return profile
@@ -90,7 +97,11 @@ def test_a_bad_key_is_explained_under_its_field(client, ana, ssh_profile):
     response = client.post(NEW, form_data(ssh_profile, public_key="ssh-dss AAAA"))
     assert response.status_code == 200
     page = text(response)
-    assert page.index(">SSH public key</label>") < page.index('class="error" role="alert"') < page.index(">Request access</button>")
+    assert (
+        page.index(">SSH public key</label>")
+        < page.index('class="error" role="alert"')
+        < page.index(">Request access</button>")
+    )
     assert not AccessRequest.objects.exists()
 
 
@@ -106,7 +117,9 @@ def test_api_lists_each_profiles_request_fields(client, ana, profile, ssh_profil
 def test_start_is_read_in_the_zone_chosen_on_the_form_and_the_zone_is_remembered(client, ana, profile):
     start = (timezone.now() + datetime.timedelta(days=3)).astimezone(PARIS).replace(second=0, microsecond=0)
     client.force_login(ana)
-    response = client.post(NEW, form_data(profile, starts_at=start.strftime("%Y-%m-%dT%H:%M"), time_zone="Europe/Paris"))
+    response = client.post(
+        NEW, form_data(profile, starts_at=start.strftime("%Y-%m-%dT%H:%M"), time_zone="Europe/Paris")
+    )
     assert response.status_code == 302
     assert response.cookies[timezones.COOKIE].value == "Europe/Paris"
     req = AccessRequest.objects.get()
@@ -185,7 +198,11 @@ def status(client, req):
 def test_status_follows_the_request_from_pending_to_ready(client, ana, otto, pending_request):
     client.force_login(ana)
     assert status(client, pending_request) == {
-        "id": pending_request.pk, "status": "pending", "status_display": "Pending", "grant": None, "credentials_url": None,
+        "id": pending_request.pk,
+        "status": "pending",
+        "status_display": "Pending",
+        "grant": None,
+        "credentials_url": None,
     }
     lifecycle.approve_request(pending_request.pk, actor=otto)
     approved = status(client, pending_request)
@@ -194,7 +211,12 @@ def test_status_follows_the_request_from_pending_to_ready(client, ana, otto, pen
     assert approved["credentials_url"] is None
     lifecycle.provision_grant(grant.pk)
     ready = status(client, pending_request)
-    assert ready["grant"] == {"id": grant.pk, "status": "active", "status_display": "Active", "url": f"/access/grants/{grant.pk}/"}
+    assert ready["grant"] == {
+        "id": grant.pk,
+        "status": "active",
+        "status_display": "Active",
+        "url": f"/access/grants/{grant.pk}/",
+    }
     assert ready["credentials_url"] == f"/access/grants/{grant.pk}/credentials"
     lifecycle.reveal_credentials(grant.pk, actor=ana)
     assert status(client, pending_request)["credentials_url"] is None

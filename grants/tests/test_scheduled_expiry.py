@@ -10,6 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from django.utils import timezone
 
 from grants import lifecycle
 from grants.models import Grant
@@ -32,13 +33,22 @@ def wait_for(predicate, *, seconds, what):
 @pytest.fixture
 def workers(pg_target_env, portal_database_url, tmp_path):
     """Start `qcluster` and `expiry_timer` against the test database, as in production."""
-    env = {**os.environ, "DATABASE_URL": portal_database_url, "Q_WORKERS": "2", "JIT_TEST_PG_DSN": pg_target_env.admin_dsn}
+    env = {
+        **os.environ,
+        "DATABASE_URL": portal_database_url,
+        "Q_WORKERS": "2",
+        "JIT_TEST_PG_DSN": pg_target_env.admin_dsn,
+    }
     logs = []
     procs = []
     for args in (["qcluster"], ["expiry_timer", "--max-sleep", "1"]):
-        log = open(tmp_path / f"{args[0]}.log", "w+")
+        log = open(tmp_path / f"{args[0]}.log", "w+")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         logs.append(log)
-        procs.append(subprocess.Popen([sys.executable, "manage.py", *args], cwd=BASE, env=env, stdout=log, stderr=subprocess.STDOUT))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "manage.py", *args], cwd=BASE, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+        )
     yield
     for proc in procs:
         proc.send_signal(signal.SIGTERM)
@@ -53,7 +63,9 @@ def workers(pg_target_env, portal_database_url, tmp_path):
 
 @pytest.mark.django_db(transaction=True)
 def test_workers_provision_at_approval_and_revoke_at_expiry(workers, ana, otto, profile):
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(seconds=6), justification=JUSTIFICATION)
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=datetime.timedelta(seconds=6), justification=JUSTIFICATION
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = req.grant
 
@@ -65,7 +77,9 @@ def test_workers_provision_at_approval_and_revoke_at_expiry(workers, ana, otto, 
 
     # Nobody touches it: the timer and the workers end it at expiry.
     grant = wait_for(
-        lambda: Grant.objects.filter(pk=grant.pk, status=Grant.Status.REVOKED).first(), seconds=60, what="revocation at expiry"
+        lambda: Grant.objects.filter(pk=grant.pk, status=Grant.Status.REVOKED).first(),
+        seconds=60,
+        what="revocation at expiry",
     )
     assert grant.end_reason == "expired"
     assert grant.revoked_at >= grant.expires_at
@@ -78,15 +92,25 @@ def test_workers_provision_at_approval_and_revoke_at_expiry(workers, ana, otto, 
 
 @pytest.mark.django_db(transaction=True)
 def test_workers_open_a_scheduled_window_at_its_start_and_close_it_at_its_end(workers, ana, otto, profile):
-    from django.utils import timezone
-
     start = timezone.now() + datetime.timedelta(seconds=5)
     req = lifecycle.submit_request(
-        requester=ana, profile=profile, duration=datetime.timedelta(seconds=5), justification=JUSTIFICATION, starts_at=start
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(seconds=5),
+        justification=JUSTIFICATION,
+        starts_at=start,
     )
     lifecycle.approve_request(req.pk, actor=otto)
-    grant = wait_for(lambda: Grant.objects.filter(request=req, status=Grant.Status.ACTIVE).first(), seconds=60, what="the window to open")
+    grant = wait_for(
+        lambda: Grant.objects.filter(request=req, status=Grant.Status.ACTIVE).first(),
+        seconds=60,
+        what="the window to open",
+    )
     assert grant.starts_at >= start
     assert grant.expires_at == start + datetime.timedelta(seconds=5)
-    grant = wait_for(lambda: Grant.objects.filter(pk=grant.pk, status=Grant.Status.REVOKED).first(), seconds=60, what="the window to close")
+    grant = wait_for(
+        lambda: Grant.objects.filter(pk=grant.pk, status=Grant.Status.REVOKED).first(),
+        seconds=60,
+        what="the window to close",
+    )
     assert grant.end_reason == "expired"

@@ -4,11 +4,11 @@ import datetime
 import subprocess
 
 import pytest
-from django.contrib.auth.models import Group
+from django.core.management import call_command
 
 from grants import lifecycle
 from grants.connectors.ssh import ca as sshca
-from grants.models import AccessProfile, Grant, Target
+from grants.models import AccessProfile, Target
 
 from .conftest import JUSTIFICATION
 
@@ -20,10 +20,16 @@ def ssh_profile(db, tmp_path, monkeypatch, groups):
     ca = tmp_path / "ca"
     sshca.generate_ca(ca)
     monkeypatch.setenv("JIT_TEST_SSH_CA", str(ca))
-    target = Target.objects.create(name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA")
+    target = Target.objects.create(
+        name="hosts", kind="ssh", config={"host": "127.0.0.1", "port": 22}, secret_env="JIT_TEST_SSH_CA"
+    )
     profile = AccessProfile.objects.create(
-        name="ssh-deploy", title="SSH as deploy", target=target, scope={"principals": ["deploy"]},
-        max_duration=4 * H, approver_group=groups["db-approvers"],
+        name="ssh-deploy",
+        title="SSH as deploy",
+        target=target,
+        scope={"principals": ["deploy"]},
+        max_duration=4 * H,
+        approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
     return profile
@@ -37,12 +43,22 @@ def user_key(tmp_path):
 
 def test_a_bad_public_key_is_refused_at_request_time_with_a_reason(ana, ssh_profile):
     with pytest.raises(lifecycle.InvalidRequestError) as exc:
-        lifecycle.submit_request(requester=ana, profile=ssh_profile, duration=H, justification=JUSTIFICATION, params={"public_key": "ssh-dss AAAA"})
+        lifecycle.submit_request(
+            requester=ana,
+            profile=ssh_profile,
+            duration=H,
+            justification=JUSTIFICATION,
+            params={"public_key": "ssh-dss AAAA"},
+        )
     assert "public_key" in exc.value.errors
 
 
-def test_approval_issues_a_certificate_for_the_given_key_and_revocation_publishes_it(ana, otto, ssh_profile, user_key, client, tmp_path):
-    req = lifecycle.submit_request(requester=ana, profile=ssh_profile, duration=H, justification=JUSTIFICATION, params={"public_key": user_key})
+def test_approval_issues_a_certificate_for_the_given_key_and_revocation_publishes_it(
+    ana, otto, ssh_profile, user_key, client, tmp_path
+):
+    req = lifecycle.submit_request(
+        requester=ana, profile=ssh_profile, duration=H, justification=JUSTIFICATION, params={"public_key": user_key}
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = lifecycle.provision_grant(req.grant.pk)
     assert grant.status == "active" and grant.external_ref == f"serial:{grant.pk}"
@@ -86,8 +102,6 @@ def test_the_request_form_offers_a_public_key_field_for_ssh_profiles(client, ana
 
 
 def test_the_demo_catalog_loads_an_ssh_profile(db):
-    from django.core.management import call_command
-
     call_command("load_demo")
     assert AccessProfile.objects.get(name="demo-ssh-login").target.kind == "ssh"
 

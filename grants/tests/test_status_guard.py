@@ -16,6 +16,7 @@ import re
 import textwrap
 
 import pytest
+from django.apps import apps
 from django.utils import timezone
 
 from grants import lifecycle
@@ -191,8 +192,6 @@ def _sources():
 
 def _models() -> tuple[set[str], set[str]]:
     """Return the names of the installed models with a status field, and of those without."""
-    from django.apps import apps
-
     with_status = {m.__name__ for m in apps.get_models() if any(f.name == "status" for f in m._meta.get_fields())}
     return with_status, {m.__name__ for m in apps.get_models()} - with_status
 

@@ -56,12 +56,15 @@ def _allowed(risk, channel, freshness):
 
 
 @pytest.mark.parametrize(
-    "risk,action,channel,freshness", list(itertools.product(RISKS, ACTIONS, CHANNELS, EVIDENCE)),
+    "risk,action,channel,freshness",
+    list(itertools.product(RISKS, ACTIONS, CHANNELS, EVIDENCE)),
     ids=lambda v: v or "no-risk",
 )
 def test_the_step_up_rule(settings, profile, risk, action, channel, freshness):
     settings.STEP_UP_RISKS, settings.STEP_UP_MAX_AGE = ["high"], 300
-    refusal = policy.step_up_refusal([_risky(profile, risk)], action=action, channel=channel, step_up=EVIDENCE[freshness], now=NOW)
+    refusal = policy.step_up_refusal(
+        [_risky(profile, risk)], action=action, channel=channel, step_up=EVIDENCE[freshness], now=NOW
+    )
     assert (refusal is None) == _allowed(risk, channel, freshness), refusal
     if refusal:
         assert refusal.startswith("appdb read-only is a high-risk profile: ")
@@ -71,19 +74,29 @@ def test_the_step_up_rule(settings, profile, risk, action, channel, freshness):
 
 @pytest.mark.parametrize(
     "setting,channel,action",
-    [("STEP_UP_ALLOW_API", "api", "approve"), ("STEP_UP_ALLOW_API", "api", "reveal"), ("STEP_UP_ALLOW_SLACK", "slack", "approve")],
+    [
+        ("STEP_UP_ALLOW_API", "api", "approve"),
+        ("STEP_UP_ALLOW_API", "api", "reveal"),
+        ("STEP_UP_ALLOW_SLACK", "slack", "approve"),
+    ],
 )
-def test_a_setting_lets_tokens_or_slack_do_it_and_the_trail_says_it_was_waived(settings, profile, setting, channel, action):
+def test_a_setting_lets_tokens_or_slack_do_it_and_the_trail_says_it_was_waived(
+    settings, profile, setting, channel, action
+):
     setattr(settings, setting, True)
     _risky(profile)
     assert policy.step_up_refusal([profile], action=action, channel=channel, step_up=None, now=NOW) is None
-    assert policy.step_up_details([profile], channel=channel, step_up=None) == {"step_up": {"waived": channel, "setting": setting}}
+    assert policy.step_up_details([profile], channel=channel, step_up=None) == {
+        "step_up": {"waived": channel, "setting": setting}
+    }
     other = "slack" if channel == "api" else "api"
     assert policy.step_up_refusal([profile], action=action, channel=other, step_up=None, now=NOW)
 
 
 @pytest.mark.parametrize(
-    "age,allowed", [(0, True), (GRACE, True), (GRACE + 1, False)], ids=["just-now", "max-age-plus-grace", "one-second-more"]
+    "age,allowed",
+    [(0, True), (GRACE, True), (GRACE + 1, False)],
+    ids=["just-now", "max-age-plus-grace", "one-second-more"],
 )
 def test_max_age_zero_counts_the_sign_in_for_the_round_trip_only(settings, age, allowed):
     settings.STEP_UP_MAX_AGE = 0
@@ -141,7 +154,11 @@ def test_a_fresh_step_up_approves_and_the_trail_keeps_its_auth_time_and_acr(pend
 def test_a_bundle_with_one_high_risk_member_needs_the_step_up_to_approve_any_of_it(ana, marc, profile, rw_profile):
     _risky(rw_profile)
     low, high = lifecycle.submit_bundle(
-        requester=ana, profiles=[profile, rw_profile], duration=30 * MINUTES, justification=JUSTIFICATION, ticket="INC-4711"
+        requester=ana,
+        profiles=[profile, rw_profile],
+        duration=30 * MINUTES,
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
     )
     with pytest.raises(lifecycle.StepUpRequiredError, match="appdb read-write is a high-risk profile"):
         lifecycle.approve_request(low.pk, actor=marc)
@@ -167,7 +184,9 @@ def test_the_requester_still_cannot_approve_their_own_request_with_a_step_up(pen
 
 
 def _approve(browser, req, comment="Checked INC-4711, fine"):
-    return browser.post(reverse("grants:request_decide", args=[req.pk]), {"action": "approve", "step": "0", "comment": comment})
+    return browser.post(
+        reverse("grants:request_decide", args=[req.pk]), {"action": "approve", "step": "0", "comment": comment}
+    )
 
 
 def _password_step(browser, response, password):
@@ -226,7 +245,9 @@ def test_the_resume_link_works_once_and_only_in_its_own_session(client, pending_
     next_url = parse_qs(urlsplit(asked["Location"]).query)["next"][0]
     other = Client()
     other.force_login(otto)
-    assert other.get(next_url)["Location"] == reverse("grants:my_access"), "another session of the same person has nothing waiting"
+    assert other.get(next_url)["Location"] == reverse("grants:my_access"), (
+        "another session of the same person has nothing waiting"
+    )
     pending_request.refresh_from_db()
     assert pending_request.status == RS.PENDING
     _password_step(client, asked, "otto-password-123")
@@ -248,12 +269,22 @@ def test_credentials_of_a_high_risk_grant_are_shown_after_the_password(client, a
     assert _event("grant.credentials_viewed").details["step_up"]["method"] == "password"
 
 
-def test_break_glass_on_a_high_risk_profile_waits_for_the_password_then_is_granted_without_retyping(client, ana, profile):
-    profile.policy = Policy.objects.create(name="emergency", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+def test_break_glass_on_a_high_risk_profile_waits_for_the_password_then_is_granted_without_retyping(
+    client, ana, profile
+):
+    profile.policy = Policy.objects.create(
+        name="emergency", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"]
+    )
     profile.save(update_fields=["policy"])
     _risky(profile)
     client.force_login(ana)
-    form = {"profile": profile.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711", "break_glass": "on"}
+    form = {
+        "profile": profile.pk,
+        "duration": "30m",
+        "justification": JUSTIFICATION,
+        "ticket": "INC-4711",
+        "break_glass": "on",
+    }
     asked = client.post(reverse("grants:request_new"), form)
     assert not AccessRequest.objects.exists()
     done = _password_step(client, asked, "ana-password-123")
@@ -274,7 +305,9 @@ def with_idp(idp, settings, profile, groups):
     ana_browser, otto_browser = Client(), Client()
     ana = idp.sign_in(ana_browser, "ana")
     otto = idp.sign_in(otto_browser, "otto")
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=30 * MINUTES, justification=JUSTIFICATION, ticket="INC-4711")
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=30 * MINUTES, justification=JUSTIFICATION, ticket="INC-4711"
+    )
     return idp, otto_browser, otto, req
 
 
@@ -357,7 +390,14 @@ def test_an_api_token_cannot_read_the_credentials_of_a_high_risk_grant(client, a
 # Slack --------------------------------------------------------------------------------------------------------
 
 
-def test_a_slack_approve_of_a_high_risk_request_answers_with_a_link_to_the_portal(client, slack, settings, pending_request, otto, profile):
+def test_a_slack_approve_of_a_high_risk_request_answers_with_a_link_to_the_portal(
+    client,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    settings,
+    pending_request,
+    otto,
+    profile,
+):
     _risky(profile)
     click(client, pending_request, "U0OTTO")
     pending_request.refresh_from_db()

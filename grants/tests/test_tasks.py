@@ -2,9 +2,12 @@
 
 import datetime
 
+import psycopg
 from django.utils import timezone
 
 from grants import lifecycle, tasks
+from grants.connectors import get_connector
+from grants.management.commands import expiry_timer
 from grants.models import Grant, Target
 
 from .conftest import JUSTIFICATION
@@ -40,8 +43,6 @@ def test_sweep_provisions_a_grant_whose_task_was_lost(approved_request):
 
 
 def _role_exists(pg_cluster, role) -> bool:
-    import psycopg
-
     with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
         return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
 
@@ -49,12 +50,15 @@ def _role_exists(pg_cluster, role) -> bool:
 def test_a_window_that_ended_fails_its_grant_and_removes_what_a_crashed_attempt_left(
     ana, otto, profile, pg_cluster, monkeypatch, django_capture_on_commit_callbacks
 ):
-    from grants.connectors import get_connector
-
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the clean-up task runs in this process
     start = timezone.now() + datetime.timedelta(hours=1)
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
-                                   justification="Investigate INC-4711: slow order queries on appdb", starts_at=start)
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification="Investigate INC-4711: slow order queries on appdb",
+        starts_at=start,
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = Grant.objects.get(request=req)
     # An attempt made the role on the target, then its worker died before the portal's commit.
@@ -76,8 +80,12 @@ def test_revocation_retries_go_to_the_longest_waiting_grants_first(ana, otto, pr
     for n in range(3):
         user = django_user_model.objects.create_user(f"wait{n}")
         user.groups.add(*ana.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5),
-                                       justification="Investigate INC-4711: slow order queries on appdb")
+        req = lifecycle.submit_request(
+            requester=user,
+            profile=profile,
+            duration=datetime.timedelta(minutes=5),
+            justification="Investigate INC-4711: slow order queries on appdb",
+        )
         lifecycle.approve_request(req.pk, actor=otto)
         grant = lifecycle.provision_grant(req.grant.pk)
         lifecycle.revoke_grant(grant.pk, actor=user, reason="released")
@@ -106,20 +114,22 @@ def test_a_pass_takes_no_new_work_once_its_time_budget_is_spent(active_grant, mo
 def test_the_timer_enqueues_a_round_for_newly_due_work_once_and_again_when_more_falls_due(
     ana, otto, profile, monkeypatch, django_user_model, settings
 ):
-    from grants.management.commands import expiry_timer
-
     settings.JIT_EXPIRY_BATCH = 2
     grants = []
     for n in range(12):
         user = django_user_model.objects.create_user(f"due{n}")
         user.groups.add(*ana.groups.all())
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION)
+        req = lifecycle.submit_request(
+            requester=user, profile=profile, duration=datetime.timedelta(minutes=5), justification=JUSTIFICATION
+        )
         grants.append(lifecycle.approve_request(req.pk, actor=otto).grant)
     # Active, as provisioning leaves them (the target is not what this test is about), ten of them expired.
     Grant.objects.filter(pk__in=[g.pk for g in grants]).update(
         status=Grant.Status.ACTIVE, expires_at=timezone.now() + datetime.timedelta(minutes=5), next_attempt_at=None
     )
-    Grant.objects.filter(pk__in=[g.pk for g in grants[:10]]).update(expires_at=timezone.now() - datetime.timedelta(seconds=5))
+    Grant.objects.filter(pk__in=[g.pk for g in grants[:10]]).update(
+        expires_at=timezone.now() - datetime.timedelta(seconds=5)
+    )
     enqueued = []
     monkeypatch.setattr(expiry_timer, "enqueue_expiries", enqueued.append)
     monkeypatch.setattr(expiry_timer, "ROUND_EVERY", 0.0)

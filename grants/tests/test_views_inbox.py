@@ -78,7 +78,9 @@ def test_requester_does_not_see_their_own_request_in_the_inbox(client, ana, pend
 
 
 def test_approver_does_not_see_their_own_request_in_the_inbox(client, marc, profile):
-    lifecycle.submit_request(requester=marc, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION)
+    lifecycle.submit_request(
+        requester=marc, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION
+    )
     client.force_login(marc)
     assert "Nothing waits for your decision." in text(client.get(URL))
 
@@ -121,7 +123,9 @@ def test_anonymous_user_is_sent_to_the_login_page_from_the_inbox(client, pending
 
 def test_approver_approves_from_the_inbox_and_a_grant_is_scheduled(client, otto, pending_request):
     client.force_login(otto)
-    response = client.post(decide_url(pending_request), {"action": "approve", "comment": "ok for INC-4711", "next": "inbox"})
+    response = client.post(
+        decide_url(pending_request), {"action": "approve", "comment": "ok for INC-4711", "next": "inbox"}
+    )
     assert response.status_code == 302
     assert response["Location"] == URL
     pending_request.refresh_from_db()
@@ -197,7 +201,9 @@ def test_second_approval_of_the_same_request_creates_no_second_grant(client, mar
 
 
 def test_approver_cannot_approve_own_request(client, marc, profile):
-    own = lifecycle.submit_request(requester=marc, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION)
+    own = lifecycle.submit_request(
+        requester=marc, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION
+    )
     client.force_login(marc)
     response = client.post(decide_url(own), {"action": "approve", "comment": ""})
     assert response.status_code == 403
@@ -252,8 +258,14 @@ def test_deciding_a_request_that_does_not_exist_gets_not_found(client, otto, db)
     assert client.post(reverse("grants:request_decide", args=[999999]), {"action": "approve"}).status_code == 404
 
 
-@pytest.mark.parametrize("data", [{"action": "maybe"}, {}, {"action": "approve", "comment": "x" * 2001}], ids=["unknown", "missing", "long-comment"])
-def test_a_decision_without_a_valid_action_or_comment_is_explained_and_changes_nothing(client, otto, pending_request, data):
+@pytest.mark.parametrize(
+    "data",
+    [{"action": "maybe"}, {}, {"action": "approve", "comment": "x" * 2001}],
+    ids=["unknown", "missing", "long-comment"],
+)
+def test_a_decision_without_a_valid_action_or_comment_is_explained_and_changes_nothing(
+    client, otto, pending_request, data
+):
     client.force_login(otto)
     response = client.post(decide_url(pending_request), data, follow=True)
     assert "Choose Approve or Deny; a comment has at most 2,000 characters." in text(response)

@@ -144,7 +144,9 @@ def test_credentials_cannot_be_fetched_with_get(client, ana, active_grant):
 # Releasing -----------------------------------------------------------------
 
 
-def test_holder_releases_the_grant_and_its_revocation_is_enqueued(client, ana, active_grant, django_capture_on_commit_callbacks):
+def test_holder_releases_the_grant_and_its_revocation_is_enqueued(
+    client, ana, active_grant, django_capture_on_commit_callbacks
+):
     client.force_login(ana)
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = client.post(release_url(active_grant))

@@ -36,7 +36,11 @@ def auditors_profile(target, groups):
 @pytest.fixture
 def disabled_profile(target, groups):
     p = AccessProfile.objects.create(
-        name="appdb-legacy", title="appdb legacy admin", target=target, approver_group=groups["db-approvers"], enabled=False
+        name="appdb-legacy",
+        title="appdb legacy admin",
+        target=target,
+        approver_group=groups["db-approvers"],
+        enabled=False,
     )
     p.requestable_by.add(groups["engineers"])
     return p
@@ -55,7 +59,9 @@ def test_request_form_shows_labelled_fields_and_the_request_button(client, ana, 
     assert ">Request access</button>" in page
 
 
-def test_request_form_offers_only_profiles_the_user_may_request(client, ana, profile, rw_profile, auditors_profile, disabled_profile):
+def test_request_form_offers_only_profiles_the_user_may_request(
+    client, ana, profile, rw_profile, auditors_profile, disabled_profile
+):
     client.force_login(ana)
     page = text(client.get(URL))
     assert f'<option value="{profile.pk}">appdb read-only</option>' in page
@@ -149,8 +155,19 @@ def test_durations_written_with_min_are_understood(client, ana, profile):
         ("justification", "x" * 2001, "Keep the justification under 2000 characters (it has 2001)."),
         ("ticket", "T" * 101, "Ensure this value has at most 100 characters (it has 101)."),
     ],
-    ids=["zero", "negative", "garbage", "empty-duration", "over-maximum", "huge", "missing-justification",
-         "blank-justification", "short-justification", "overlong-justification", "overlong-ticket"],
+    ids=[
+        "zero",
+        "negative",
+        "garbage",
+        "empty-duration",
+        "over-maximum",
+        "huge",
+        "missing-justification",
+        "blank-justification",
+        "short-justification",
+        "overlong-justification",
+        "overlong-ticket",
+    ],
 )
 def test_bad_input_is_explained_on_the_page_and_creates_nothing(client, ana, profile, field, value, message):
     client.force_login(ana)

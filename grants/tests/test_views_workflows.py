@@ -60,8 +60,12 @@ def more_dbs(target, groups):
     made = []
     for n in (2, 3):
         p = AccessProfile.objects.create(
-            name=f"appdb{n}-readonly", title=f"appdb{n} read-only", target=target, scope={"roles": ["app_readonly"]},
-            max_duration=4 * H, approver_group=groups["db-approvers"],
+            name=f"appdb{n}-readonly",
+            title=f"appdb{n} read-only",
+            target=target,
+            scope={"roles": ["app_readonly"]},
+            max_duration=4 * H,
+            approver_group=groups["db-approvers"],
         )
         p.requestable_by.add(groups["engineers"])
         made.append(p)
@@ -71,7 +75,9 @@ def more_dbs(target, groups):
 @pytest.fixture
 def glass(profile, ana):
     """ana is on call (sre-oncall) and may break the glass on `profile`; db-approvers review."""
-    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["sre-oncall"])
+    profile.policy = Policy.objects.create(
+        name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["sre-oncall"]
+    )
     profile.save()
     ana.groups.add(Group.objects.create(name="sre-oncall"))
     return profile
@@ -80,7 +86,9 @@ def glass(profile, ana):
 @pytest.fixture
 def broken_glass(glass, ana):
     """ana has used break-glass on `profile`; the grant is active and the review open."""
-    req = lifecycle.submit_request(requester=ana, profile=glass, duration=H, justification=EMERGENCY, ticket="INC-9", break_glass=True)
+    req = lifecycle.submit_request(
+        requester=ana, profile=glass, duration=H, justification=EMERGENCY, ticket="INC-9", break_glass=True
+    )
     req = AccessRequest.objects.get(pk=req.pk)  # the lifecycle's copy knows nothing of its grant
     lifecycle.provision_grant(req.grant.pk)
     return req
@@ -106,7 +114,9 @@ def three_steps(profile, groups, django_user_model):
 def self_service(profile):
     """Up to 4 h in all is approved by the policy, extensions included."""
     profile.policy = Policy.objects.create(
-        name="self-service", steps=[{"group": "db-approvers"}], auto_approve=[{"name": "within-4h", "max_duration": 4 * 3600}]
+        name="self-service",
+        steps=[{"group": "db-approvers"}],
+        auto_approve=[{"name": "within-4h", "max_duration": 4 * 3600}],
     )
     profile.save()
     return profile
@@ -115,7 +125,9 @@ def self_service(profile):
 # The request form: Start, Also request, Break-glass ----------------------------------
 
 
-def test_request_form_offers_a_labelled_start_and_also_request_but_no_break_glass_to_most(client, ana, profile, more_dbs):
+def test_request_form_offers_a_labelled_start_and_also_request_but_no_break_glass_to_most(
+    client, ana, profile, more_dbs
+):
     client.force_login(ana)
     page = text(client.get(NEW))
     assert ">Start</label>" in page
@@ -141,7 +153,7 @@ def test_break_glass_checkbox_is_offered_only_to_its_groups(client, ana, marc, g
 
 
 def test_start_is_passed_as_the_window_start_in_utc_by_default(client, ana, profile):
-    start = (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.timezone.utc).replace(second=0, microsecond=0)
+    start = (timezone.now() + datetime.timedelta(days=2)).astimezone(datetime.UTC).replace(second=0, microsecond=0)
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, starts_at=start.strftime("%Y-%m-%dT%H:%M")))
     assert response.status_code == 302
@@ -162,7 +174,7 @@ def test_start_is_read_in_the_portals_time_zone(client, ana, profile, settings):
 
 
 def test_start_in_the_past_is_explained_under_the_start_field(client, ana, profile):
-    past = (timezone.now() - datetime.timedelta(days=1)).astimezone(datetime.timezone.utc)
+    past = (timezone.now() - datetime.timedelta(days=1)).astimezone(datetime.UTC)
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, starts_at=past.strftime("%Y-%m-%dT%H:%M")))
     assert response.status_code == 200
@@ -204,7 +216,9 @@ def test_ticking_the_chosen_profile_again_makes_no_bundle(client, ana, profile, 
 
 
 def test_a_bundle_with_a_profile_one_may_not_request_creates_nothing(client, ana, profile, more_dbs, target, groups):
-    forbidden = AccessProfile.objects.create(name="audit-only", title="audit only", target=target, approver_group=groups["db-approvers"])
+    forbidden = AccessProfile.objects.create(
+        name="audit-only", title="audit only", target=target, approver_group=groups["db-approvers"]
+    )
     forbidden.requestable_by.add(groups["auditors"])
     client.force_login(ana)
     response = client.post(NEW, form_data(profile, also=[more_dbs[0].pk, forbidden.pk]))
@@ -252,7 +266,11 @@ def test_a_forged_break_glass_box_from_someone_not_offered_it_is_ignored(client,
 
 def test_request_again_fills_the_form_from_ones_own_request(client, ana, profile, rw_profile):
     earlier = lifecycle.submit_request(
-        requester=ana, profile=rw_profile, duration=datetime.timedelta(hours=1, minutes=30), justification=JUSTIFICATION, ticket="INC-77"
+        requester=ana,
+        profile=rw_profile,
+        duration=datetime.timedelta(hours=1, minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-77",
     )
     client.force_login(ana)
     page = text(client.get(NEW, {"again": earlier.pk}))
@@ -321,14 +339,16 @@ def test_request_page_shows_the_step_and_approvals_to_the_requester(client, ana,
 
 def test_approving_a_step_passes_the_step_and_says_what_comes_next(client, at_step_two, three_steps):
     client.force_login(three_steps["sec1"])
-    response = client.post(decide_url(at_step_two), {"action": "approve", "comment": "fine", "step": "1", "next": "inbox"}, follow=True)
+    response = client.post(
+        decide_url(at_step_two), {"action": "approve", "comment": "fine", "step": "1", "next": "inbox"}, follow=True
+    )
     assert response.redirect_chain == [(INBOX, 302)]
     assert Approval.objects.filter(request=at_step_two, step=1, approver=three_steps["sec1"], comment="fine").exists()
     at_step_two.refresh_from_db()
     assert at_step_two.status == RS.PENDING and at_step_two.step == 1
     assert (
-        f"Your approval of request #{at_step_two.pk} is recorded; it now waits for step 2 of 3: 2 × a member of security."
-        in text(response)
+        f"Your approval of request #{at_step_two.pk} is recorded; it now waits for step 2 of 3: 2 × a member "
+        "of security." in text(response)
     )
 
 
@@ -336,7 +356,10 @@ def test_a_decision_on_a_step_that_moved_on_is_a_warning_and_changes_nothing(cli
     client.force_login(three_steps["sec1"])
     response = client.post(decide_url(at_step_two), {"action": "deny", "comment": "", "step": "0"}, follow=True)
     assert response.status_code == 200
-    assert f'<li class="warning" role="status">Request #{at_step_two.pk} has moved on to step 2 since you looked; nothing changed.</li>' in text(response)
+    assert (
+        f'<li class="warning" role="status">Request #{at_step_two.pk} has moved on to step 2 since you looked; '
+        "nothing changed.</li>" in text(response)
+    )
     at_step_two.refresh_from_db()
     assert at_step_two.status == RS.PENDING
     assert not Approval.objects.filter(approver=three_steps["sec1"]).exists()
@@ -379,16 +402,21 @@ def test_approving_the_wrong_step_without_a_stale_page_is_still_refused(client, 
 
 
 def test_bundle_is_shown_in_the_inbox_and_one_decision_approves_all_of_it(client, ana, otto, profile, more_dbs):
-    reqs = lifecycle.submit_bundle(requester=ana, profiles=[profile, *more_dbs], duration=H, justification=JUSTIFICATION)
+    reqs = lifecycle.submit_bundle(
+        requester=ana, profiles=[profile, *more_dbs], duration=H, justification=JUSTIFICATION
+    )
     client.force_login(otto)
     page = text(client.get(INBOX))
     assert (
-        f"Part of a bundle with: appdb2 read-only (<a href=\"{detail_url(reqs[1])}\">#{reqs[1].pk}</a>), "
-        f"appdb3 read-only (<a href=\"{detail_url(reqs[2])}\">#{reqs[2].pk}</a>). A decision on this request applies to all of them."
+        f'Part of a bundle with: appdb2 read-only (<a href="{detail_url(reqs[1])}">#{reqs[1].pk}</a>), '
+        f'appdb3 read-only (<a href="{detail_url(reqs[2])}">#{reqs[2].pk}</a>). A decision on this request '
+        "applies to all of them."
     ) in page
     assert "Approve or Deny decides the whole bundle (3 requests)." in page
 
-    response = client.post(decide_url(reqs[0]), {"action": "approve", "comment": "all three", "step": "0", "next": "inbox"}, follow=True)
+    response = client.post(
+        decide_url(reqs[0]), {"action": "approve", "comment": "all three", "step": "0", "next": "inbox"}, follow=True
+    )
     assert set(AccessRequest.objects.values_list("status", flat=True)) == {RS.APPROVED}
     assert Grant.objects.count() == 3
     page = text(response)
@@ -397,7 +425,9 @@ def test_bundle_is_shown_in_the_inbox_and_one_decision_approves_all_of_it(client
 
 
 def test_extension_request_is_shown_as_such_in_the_inbox(client, ana, otto, active_grant):
-    ext = lifecycle.request_extension(active_grant.pk, actor=ana, duration=H, justification="The migration needs another hour")
+    ext = lifecycle.request_extension(
+        active_grant.pk, actor=ana, duration=H, justification="The migration needs another hour"
+    )
     client.force_login(otto)
     page = text(client.get(INBOX))
     assert f"Extension of grant #{active_grant.pk}: +1 h (now ends at {shown(active_grant.expires_at)})" in page
@@ -423,7 +453,9 @@ def test_my_access_offers_a_labelled_extend_form_for_active_access(client, ana, 
 def test_an_extension_the_policy_approves_moves_the_end_at_once(client, ana, active_grant, self_service):
     old = active_grant.expires_at
     client.force_login(ana)
-    response = client.post(extend_url(active_grant), {"duration": "1h", "justification": "The migration needs another hour"}, follow=True)
+    response = client.post(
+        extend_url(active_grant), {"duration": "1h", "justification": "The migration needs another hour"}, follow=True
+    )
     assert response.redirect_chain == [(MY_ACCESS, 302)]
     grant = Grant.objects.get(pk=active_grant.pk)
     assert grant.expires_at == old + H
@@ -435,7 +467,9 @@ def test_an_extension_the_policy_approves_moves_the_end_at_once(client, ana, act
 def test_an_extension_needing_approval_is_sent_and_my_access_says_it_waits(client, ana, active_grant):
     old = active_grant.expires_at
     client.force_login(ana)
-    response = client.post(extend_url(active_grant), {"duration": "30m", "justification": "The migration needs more time"}, follow=True)
+    response = client.post(
+        extend_url(active_grant), {"duration": "30m", "justification": "The migration needs more time"}, follow=True
+    )
     ext = AccessRequest.objects.get(extends=active_grant)
     assert ext.status == RS.PENDING
     assert ext.duration == datetime.timedelta(minutes=30)
@@ -449,8 +483,14 @@ def test_an_extension_needing_approval_is_sent_and_my_access_says_it_waits(clien
 @pytest.mark.parametrize(
     "data, message",
     [
-        ({"duration": "4h", "justification": JUSTIFICATION}, "Extra time: This profile allows 4 h in all; you can add at most 3 h 30 min."),
-        ({"duration": "soon", "justification": JUSTIFICATION}, "Extra time: Write a duration such as 30m, 2h, 1h30m or 1d."),
+        (
+            {"duration": "4h", "justification": JUSTIFICATION},
+            "Extra time: This profile allows 4 h in all; you can add at most 3 h 30 min.",
+        ),
+        (
+            {"duration": "soon", "justification": JUSTIFICATION},
+            "Extra time: Write a duration such as 30m, 2h, 1h30m or 1d.",
+        ),
         ({"duration": "0m", "justification": JUSTIFICATION}, "Extra time: Choose a duration longer than zero."),
         ({"duration": "1h", "justification": ""}, "Reason: This field is required."),
         ({"duration": "1h", "justification": "more"}, "Reason: Say why you need access in at least 20 characters."),
@@ -548,7 +588,9 @@ def test_an_approver_sees_the_open_review_with_what_happened_and_a_labelled_form
 
 def test_an_approver_closes_the_review_with_a_comment(client, otto, broken_glass):
     client.force_login(otto)
-    response = client.post(close_url(broken_glass.review), {"comment": "Checked the session log: only the lock was killed."}, follow=True)
+    response = client.post(
+        close_url(broken_glass.review), {"comment": "Checked the session log: only the lock was killed."}, follow=True
+    )
     assert response.redirect_chain == [(REVIEWS, 302)]
     review = BreakGlassReview.objects.get(pk=broken_glass.review.pk)
     assert review.closed_by == otto
@@ -567,7 +609,9 @@ def test_an_approver_closes_the_review_with_a_comment(client, otto, broken_glass
 def test_a_review_comment_that_says_nothing_is_explained_and_the_review_stays_open(client, otto, broken_glass):
     client.force_login(otto)
     response = client.post(close_url(broken_glass.review), {"comment": "ok"}, follow=True)
-    assert '<li class="error" role="status">Comment: Say what you checked, in at least 10 characters.</li>' in text(response)
+    assert '<li class="error" role="status">Comment: Say what you checked, in at least 10 characters.</li>' in text(
+        response
+    )
     assert BreakGlassReview.objects.get(pk=broken_glass.review.pk).closed_at is None
 
 
@@ -601,14 +645,19 @@ def test_reviews_need_a_signed_in_user_and_closing_needs_post(client, otto, brok
     response = client.get(REVIEWS)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("account_login"))
-    assert client.post(close_url(broken_glass.review), {"comment": "Checked the session log, all fine."}).status_code == 302
+    assert (
+        client.post(close_url(broken_glass.review), {"comment": "Checked the session log, all fine."}).status_code
+        == 302
+    )
     client.force_login(otto)
     assert client.get(close_url(broken_glass.review)).status_code == 405
     assert BreakGlassReview.objects.get(pk=broken_glass.review.pk).closed_at is None
 
 
 def test_a_forged_bundle_member_is_audited(client, ana, profile, more_dbs, target, groups):
-    forbidden = AccessProfile.objects.create(name="audit-only", title="audit only", target=target, approver_group=groups["db-approvers"])
+    forbidden = AccessProfile.objects.create(
+        name="audit-only", title="audit only", target=target, approver_group=groups["db-approvers"]
+    )
     forbidden.requestable_by.add(groups["auditors"])
     client.force_login(ana)
     client.post(NEW, form_data(profile, also=[more_dbs[0].pk, forbidden.pk]))

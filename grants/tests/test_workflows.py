@@ -29,7 +29,9 @@ def valid_until(pg_cluster, role):
 
 def test_a_window_is_approved_ahead_provisioned_at_its_start_and_ends_at_its_end(ana, otto, profile):
     start = timezone.now() + datetime.timedelta(days=2)
-    req = lifecycle.submit_request(requester=ana, profile=profile, duration=2 * H, justification=JUSTIFICATION, starts_at=start)
+    req = lifecycle.submit_request(
+        requester=ana, profile=profile, duration=2 * H, justification=JUSTIFICATION, starts_at=start
+    )
     lifecycle.approve_request(req.pk, actor=otto)
     grant = Grant.objects.get(request=req)
     assert grant.not_before == start
@@ -78,7 +80,9 @@ def test_a_pending_window_lapses_when_it_ends(ana, profile):
 def self_service(profile):
     """Extensions within 4 h in all are approved by the policy."""
     profile.policy = Policy.objects.create(
-        name="self-service", steps=[{"group": "db-approvers"}], auto_approve=[{"name": "within-4h", "max_duration": 4 * 3600}]
+        name="self-service",
+        steps=[{"group": "db-approvers"}],
+        auto_approve=[{"name": "within-4h", "max_duration": 4 * 3600}],
     )
     profile.save()
     return profile
@@ -87,7 +91,9 @@ def self_service(profile):
 def test_an_extension_moves_the_expiry_in_the_portal_and_on_the_target(active_grant, ana, self_service, pg_cluster):
     old = active_grant.expires_at
     # A policy attached after approval: the extension goes through it.
-    req = lifecycle.request_extension(active_grant.pk, actor=ana, duration=H, justification="The migration needs another hour to finish")
+    req = lifecycle.request_extension(
+        active_grant.pk, actor=ana, duration=H, justification="The migration needs another hour to finish"
+    )
     req.refresh_from_db()
     assert req.status == "approved" and req.auto_rule == "within-4h"
     grant = Grant.objects.get(pk=active_grant.pk)
@@ -95,9 +101,7 @@ def test_an_extension_moves_the_expiry_in_the_portal_and_on_the_target(active_gr
     lifecycle.extend_on_target(grant.pk)
     assert valid_until(pg_cluster, grant.external_ref) == grant.expires_at
     trail = AuditEvent.objects.filter(object_type="grant", object_id=str(grant.pk)).order_by("id")
-    assert list(trail.values_list("action", flat=True))[-2:] == [
-        "grant.extended", "grant.extended_on_target"
-    ]
+    assert list(trail.values_list("action", flat=True))[-2:] == ["grant.extended", "grant.extended_on_target"]
 
 
 def test_an_extension_beyond_the_maximum_is_refused_with_what_is_left(active_grant, ana):
@@ -129,14 +133,22 @@ def test_only_the_holder_extends_and_only_active_access(active_grant, ana, otto)
 
 @pytest.fixture
 def glass(profile, ana):
-    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["sre-oncall"])
+    profile.policy = Policy.objects.create(
+        name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["sre-oncall"]
+    )
     profile.save()
     ana.groups.add(Group.objects.create(name="sre-oncall"))
     return profile
 
 
 def test_break_glass_grants_at_once_flags_it_and_opens_a_review(ana, otto, glass):
-    req = lifecycle.submit_request(requester=ana, profile=glass, duration=H, justification="Production is down, orders table locked", break_glass=True)
+    req = lifecycle.submit_request(
+        requester=ana,
+        profile=glass,
+        duration=H,
+        justification="Production is down, orders table locked",
+        break_glass=True,
+    )
     req.refresh_from_db()
     assert req.status == "approved" and req.break_glass and req.auto_rule == "break-glass"
     grant = lifecycle.provision_grant(req.grant.pk)
@@ -154,7 +166,9 @@ def test_break_glass_grants_at_once_flags_it_and_opens_a_review(ana, otto, glass
 
 def test_break_glass_is_only_for_its_groups(marc, glass):
     with pytest.raises(lifecycle.NotAllowedError):
-        lifecycle.submit_request(requester=marc, profile=glass, duration=H, justification=JUSTIFICATION, break_glass=True)
+        lifecycle.submit_request(
+            requester=marc, profile=glass, duration=H, justification=JUSTIFICATION, break_glass=True
+        )
     assert not AccessRequest.objects.exists()
     assert AuditEvent.objects.filter(action="request.break_glass_refused", actor=marc).exists()
 
@@ -167,8 +181,12 @@ def three_dbs(profile, groups, target):
     more = []
     for n in (2, 3):
         p = AccessProfile.objects.create(
-            name=f"appdb{n}-readonly", title=f"appdb{n} read-only", target=target, scope={"roles": ["app_readonly"]},
-            max_duration=4 * H, approver_group=groups["db-approvers"],
+            name=f"appdb{n}-readonly",
+            title=f"appdb{n} read-only",
+            target=target,
+            scope={"roles": ["app_readonly"]},
+            max_duration=4 * H,
+            approver_group=groups["db-approvers"],
         )
         p.requestable_by.add(groups["engineers"])
         more.append(p)
@@ -242,7 +260,7 @@ def test_two_approvers_deciding_different_members_of_a_bundle_at_once_do_not_dea
             outcomes.append("approved" if approve else "denied")
         except lifecycle.TransitionError:
             outcomes.append("refused")  # the other approver decided the bundle first
-        except Exception as exc:  # noqa: BLE001 - a deadlock is what this test looks for
+        except Exception as exc:  # noqa: BLE001 (a deadlock is what this test looks for)
             outcomes.append(f"error: {exc}")
         finally:
             connection.close()
@@ -272,10 +290,18 @@ def test_two_approvers_deciding_different_members_of_a_bundle_at_once_do_not_dea
     assert Grant.objects.filter(request__bundle=first.bundle).count() == (3 if winner == "approved" else 0)
 
 
-def test_break_glass_emails_the_profiles_approvers(ana, otto, marc, glass, mailoutbox, django_capture_on_commit_callbacks, monkeypatch):
+def test_break_glass_emails_the_profiles_approvers(
+    ana, otto, marc, glass, mailoutbox, django_capture_on_commit_callbacks, monkeypatch
+):
     monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # run the enqueued task in this process
     with django_capture_on_commit_callbacks(execute=True):
-        lifecycle.submit_request(requester=ana, profile=glass, duration=H, justification="Production is down, orders table locked", break_glass=True)
+        lifecycle.submit_request(
+            requester=ana,
+            profile=glass,
+            duration=H,
+            justification="Production is down, orders table locked",
+            break_glass=True,
+        )
     sent = [m for m in mailoutbox if "Break-glass" in m.subject]
     # One message per approver: nobody sees the others' addresses.
     assert sorted(m.to for m in sent) == [["marc@example.com"], ["otto@example.com"]]

@@ -36,7 +36,8 @@ class SlackChannel(Channel):
             blocks = approval_blocks(decide) if decide is not None else None
             return [
                 {"kind": "slack_dm", "user": user.pk, "text": text, "blocks": blocks}
-                for user in users if preferences[user.pk].slack and user.email
+                for user in users
+                if preferences[user.pk].slack and user.email
             ]
         if fallback and settings.SLACK_WEBHOOK_URL and users:
             # Buttons need the bot token (to learn who clicked): the webhook gets the link only.
@@ -85,5 +86,7 @@ def _slack_id(user) -> str | None:
     if slack_id is None:
         log.info("No Slack user has the email of %s; Slack messages to them are skipped.", user.username)
         return None
-    NotificationPreference.objects.filter(pk=preference.pk).update(slack_user_id=slack_id, slack_lookup_email=user.email)
+    NotificationPreference.objects.filter(pk=preference.pk).update(
+        slack_user_id=slack_id, slack_lookup_email=user.email
+    )
     return slack_id

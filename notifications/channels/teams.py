@@ -12,20 +12,22 @@ def card(*, title: str, body: str, link: str) -> dict:
     """Return the message a Teams webhook takes: one Adaptive Card."""
     return {
         "type": "message",
-        "attachments": [{
-            "contentType": "application/vnd.microsoft.card.adaptive",
-            "contentUrl": None,
-            "content": {
-                "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
-                "type": "AdaptiveCard",
-                "version": "1.4",
-                "body": [
-                    {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
-                    {"type": "TextBlock", "text": body, "wrap": True},
-                ],
-                "actions": [{"type": "Action.OpenUrl", "title": "Open in the portal", "url": link}],
-            },
-        }],
+        "attachments": [
+            {
+                "contentType": "application/vnd.microsoft.card.adaptive",
+                "contentUrl": None,
+                "content": {
+                    "$schema": "http://adaptivecards.io/schemas/adaptive-card.json",
+                    "type": "AdaptiveCard",
+                    "version": "1.4",
+                    "body": [
+                        {"type": "TextBlock", "text": title, "weight": "Bolder", "size": "Medium", "wrap": True},
+                        {"type": "TextBlock", "text": body, "wrap": True},
+                    ],
+                    "actions": [{"type": "Action.OpenUrl", "title": "Open in the portal", "url": link}],
+                },
+            }
+        ],
     }
 
 

@@ -23,12 +23,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 from aiosmtpd.controller import Controller
+from django.apps import apps
 from django.utils import timezone
 from django_q.models import Schedule
 
 from accounts.models import NotificationPreference
 from audit.models import AuditEvent
-from grants import lifecycle, tasks
+from grants import lifecycle, notify, tasks
 from grants.models import AccessRequest, DriftFinding, Grant, Policy
 from notifications import delivery, messages
 from notifications import tasks as notifications
@@ -38,7 +39,12 @@ from .conftest import JUSTIFICATION
 PORTAL = "https://jit.example.test"
 SIGNING_SECRET = "8f742231b10e8888abcd99yyyzzz85a5"
 BOT_TOKEN = "xoxb-test-token"
-SLACK_IDS = {"U0ANA": "ana@example.com", "U0MARC": "marc@example.com", "U0OTTO": "otto@example.com", "U0EVE": "eve@example.com"}
+SLACK_IDS = {
+    "U0ANA": "ana@example.com",
+    "U0MARC": "marc@example.com",
+    "U0OTTO": "otto@example.com",
+    "U0EVE": "eve@example.com",
+}
 
 
 def free_port() -> int:
@@ -72,7 +78,9 @@ class Inbox:
 
     async def handle_DATA(self, server, session, envelope):
         msg = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
-        self.mails.append(Mail(envelope.mail_from, sorted(envelope.rcpt_tos), str(msg["To"]), str(msg["Subject"]), msg.get_content()))
+        self.mails.append(
+            Mail(envelope.mail_from, sorted(envelope.rcpt_tos), str(msg["To"]), str(msg["Subject"]), msg.get_content())
+        )
         return "250 Message accepted for delivery"
 
     def to(self, address):
@@ -146,7 +154,15 @@ class FakeSlack:
         if method == "users.info":
             if body.get("user") not in self.users:
                 return {"ok": False, "error": "user_not_found"}
-            return {"ok": True, "user": {"id": body["user"], "deleted": False, "is_bot": False, "profile": {"email": self.users[body["user"]]}}}
+            return {
+                "ok": True,
+                "user": {
+                    "id": body["user"],
+                    "deleted": False,
+                    "is_bot": False,
+                    "profile": {"email": self.users[body["user"]]},
+                },
+            }
         if method.startswith("chat."):
             return {"ok": True, "channel": body.get("channel"), "ts": body.get("ts") or "1700000000.000100"}
         return {"ok": False, "error": "unknown_method"}
@@ -188,15 +204,22 @@ def portal(settings, monkeypatch):
 @pytest.fixture
 def run(django_capture_on_commit_callbacks):
     """Run a lifecycle call and then, as the workers would, the tasks it enqueued after commit."""
+
     def run(func, *args, **kwargs):
         with django_capture_on_commit_callbacks(execute=True):
             return func(*args, **kwargs)
+
     return run
 
 
 def submit(ana, profile, **kwargs):
     return lifecycle.submit_request(
-        requester=ana, profile=profile, duration=datetime.timedelta(minutes=30), justification=JUSTIFICATION, ticket="INC-4711", **kwargs
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+        **kwargs,
     )
 
 
@@ -217,7 +240,8 @@ def test_each_approver_of_the_current_step_gets_a_mail_of_their_own_with_the_jus
     req = run(submit, ana, profile)
     # One mail each: nobody sees the other approvers' addresses.
     assert sorted((m.to, m.to_header) for m in smtp.mails) == [
-        (["marc@example.com"], "marc@example.com"), (["otto@example.com"], "otto@example.com"),
+        (["marc@example.com"], "marc@example.com"),
+        (["otto@example.com"], "otto@example.com"),
     ]
     for mail in smtp.mails:
         assert mail.sender == "jitportal@example.test"
@@ -226,21 +250,32 @@ def test_each_approver_of_the_current_step_gets_a_mail_of_their_own_with_the_jus
         assert f"Decide: {request_link(req)}" in mail.body
 
 
-def test_an_approver_whose_address_is_malformed_stops_nobody_elses_mail(smtp, run, ana, marc, otto, profile, groups, django_user_model,
-                                                                      caplog):
+def test_an_approver_whose_address_is_malformed_stops_nobody_elses_mail(
+    smtp, run, ana, marc, otto, profile, groups, django_user_model, caplog
+):
     # An IdP's email claim with a line break, stored as it came: it cannot be a To header.
-    mallory = django_user_model.objects.create_user("mallory", "mallory@example.com\nBcc: everyone@example.com", "mallory-password-123")
+    mallory = django_user_model.objects.create_user(
+        "mallory", "mallory@example.com\nBcc: everyone@example.com", "mallory-password-123"
+    )
     mallory.groups.add(groups["db-approvers"])
     run(submit, ana, profile)
     assert sorted(m.to for m in smtp.mails) == [["marc@example.com"], ["otto@example.com"]]
-    assert not Schedule.objects.filter(func="notifications.delivery.deliver").exists()  # no retry of what can never be sent
-    assert any("not an email address" in r.getMessage() and "mallory@example.com" in r.getMessage() for r in caplog.records)
+    assert not Schedule.objects.filter(
+        func="notifications.delivery.deliver"
+    ).exists()  # no retry of what can never be sent
+    assert any(
+        "not an email address" in r.getMessage() and "mallory@example.com" in r.getMessage() for r in caplog.records
+    )
 
 
-def test_each_security_address_gets_its_own_mail_and_a_refused_one_alone_is_tried_again(smtp, run, settings, ana, otto, profile):
+def test_each_security_address_gets_its_own_mail_and_a_refused_one_alone_is_tried_again(
+    smtp, run, settings, ana, otto, profile
+):
     settings.SECURITY_EMAIL = ["security@example.com", "soc@example.com"]
     smtp.refuse = {"soc@example.com"}
-    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.policy = Policy.objects.create(
+        name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"]
+    )
     profile.save()
     run(submit, ana, profile, break_glass=True)
     (mail,) = smtp.to("security@example.com")
@@ -249,7 +284,9 @@ def test_each_security_address_gets_its_own_mail_and_a_refused_one_alone_is_trie
     assert (message["to"], attempt) == (["soc@example.com"], 2)  # only the refused one is tried again
 
 
-def test_only_the_approvers_of_the_step_the_request_waits_for_hear_of_it(smtp, run, ana, marc, otto, profile, groups, django_user_model):
+def test_only_the_approvers_of_the_step_the_request_waits_for_hear_of_it(
+    smtp, run, ana, marc, otto, profile, groups, django_user_model
+):
     security = groups["auditors"]
     sam = django_user_model.objects.create_user("sam", "sam@example.com", "sam-password-123")
     sam.groups.add(security)
@@ -277,7 +314,11 @@ def test_the_requester_hears_the_approval_the_access_being_ready_and_its_end(smt
         "[jitportal] Access ended: appdb read-only",
     ]
     approved, ready, ended = (m.body for m in mails)
-    assert "Otto (otto) approved your request" in approved and "Comment: go ahead" in approved and request_link(req) in approved
+    assert (
+        "Otto (otto) approved your request" in approved
+        and "Comment: go ahead" in approved
+        and request_link(req) in approved
+    )
     assert f"{PORTAL}/access/" in ready
     assert "you released it" in ended and f"{PORTAL}/access/grants/{grant.pk}/" in ended
     assert all(JUSTIFICATION in m.body for m in mails)
@@ -292,19 +333,30 @@ def test_the_requester_hears_a_denial_with_its_comment(smtp, run, ana, otto, pen
 
 
 def test_an_auto_approval_names_the_rule(smtp, run, ana, profile):
-    profile.policy = Policy.objects.create(name="self", steps=[{"group": "db-approvers"}], auto_approve=[{"name": "short", "max_duration": 3600}])
+    profile.policy = Policy.objects.create(
+        name="self", steps=[{"group": "db-approvers"}], auto_approve=[{"name": "short", "max_duration": 3600}]
+    )
     profile.save()
     run(submit, ana, profile)
     subjects = [m.subject for m in smtp.to("ana@example.com")]
     assert subjects[0] == "[jitportal] Request approved: appdb read-only for 30 min"
-    assert "The policy approved your request" in smtp.to("ana@example.com")[0].body and "(rule: short)" in smtp.to("ana@example.com")[0].body
+    assert (
+        "The policy approved your request" in smtp.to("ana@example.com")[0].body
+        and "(rule: short)" in smtp.to("ana@example.com")[0].body
+    )
     assert not smtp.to("otto@example.com"), "nobody is asked to approve what the policy approved"
 
 
-def test_a_bundle_is_announced_once_and_its_decision_names_what_was_decided(smtp, run, ana, marc, otto, profile, rw_profile):
+def test_a_bundle_is_announced_once_and_its_decision_names_what_was_decided(
+    smtp, run, ana, marc, otto, profile, rw_profile
+):
     first, second = run(
-        lifecycle.submit_bundle, requester=ana, profiles=[profile, rw_profile], duration=datetime.timedelta(minutes=30),
-        justification=JUSTIFICATION, ticket="INC-4711",
+        lifecycle.submit_bundle,
+        requester=ana,
+        profiles=[profile, rw_profile],
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
     )
     assert sorted((m.to, m.subject) for m in smtp.mails) == [
         (["marc@example.com"], "[jitportal] Approve? ana: appdb read-only and appdb read-write for 30 min"),
@@ -317,7 +369,9 @@ def test_a_bundle_is_announced_once_and_its_decision_names_what_was_decided(smtp
 
 def test_the_security_address_hears_every_break_glass_use(smtp, run, settings, ana, otto, profile):
     settings.SECURITY_EMAIL = ["security@example.com"]
-    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.policy = Policy.objects.create(
+        name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"]
+    )
     profile.save()
     run(submit, ana, profile, break_glass=True)
     (mail,) = smtp.to("security@example.com")
@@ -339,8 +393,10 @@ def test_the_security_contacts_hear_of_every_emergency_login_and_from_where(
     django_user_model.objects.create_superuser("breakglass-admin", "ops@example.com", "a-long-emergency-passphrase")
     with after_commit():
         response = client.post(
-            "/admin/login/?next=/admin/", {"username": "breakglass-admin", "password": "a-long-emergency-passphrase"},
-            REMOTE_ADDR="203.0.113.7", HTTP_USER_AGENT="curl/8.5.0",
+            "/admin/login/?next=/admin/",
+            {"username": "breakglass-admin", "password": "a-long-emergency-passphrase"},
+            REMOTE_ADDR="203.0.113.7",
+            HTTP_USER_AGENT="curl/8.5.0",
         )
     assert response.status_code == 302
     event = AuditEvent.objects.get(action="user.emergency_login")
@@ -410,8 +466,12 @@ def test_a_requester_who_chose_slack_only_gets_no_mail(smtp, slack, run, ana, ot
 
 def test_slack_markup_in_a_justification_is_shown_not_obeyed(slack, run, ana, marc, otto, profile):
     prefer(marc, email=False, slack=False)
-    lifecycle.submit_request(requester=ana, profile=profile, duration=datetime.timedelta(minutes=30),
-                             justification="<!channel> look at <https://evil.example|the runbook> & fix")
+    lifecycle.submit_request(
+        requester=ana,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification="<!channel> look at <https://evil.example|the runbook> & fix",
+    )
     run(notifications.approval_needed, AccessRequest.objects.get().pk)
     (dm,) = slack.sent("chat.postMessage", channel="U0OTTO")
     assert "&lt;!channel&gt; look at &lt;https://evil.example|the runbook&gt; &amp; fix" in dm["text"]
@@ -421,20 +481,28 @@ def test_slack_markup_in_a_justification_is_shown_not_obeyed(slack, run, ana, ma
 
 
 def test_break_glass_and_drift_go_to_the_security_channel(slack, run, ana, profile, target):
-    profile.policy = Policy.objects.create(name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"])
+    profile.policy = Policy.objects.create(
+        name="glass", steps=[{"group": "db-approvers"}], break_glass_groups=["engineers"]
+    )
     profile.save()
     run(submit, ana, profile, break_glass=True)
-    finding = DriftFinding.objects.create(target=target, external_ref="jit_g999999", kind="orphan", action="removed from the target")
+    finding = DriftFinding.objects.create(
+        target=target, external_ref="jit_g999999", kind="orphan", action="removed from the target"
+    )
     notifications.drift_found([finding])
     glass, drift = slack.sent("chat.postMessage", channel="C0SECURITY")
     assert "Break-glass: ana on appdb read-only" in glass["text"] and JUSTIFICATION in glass["text"]
     assert "jit_g999999" in drift["text"] and f"{PORTAL}/access/targets/" in drift["text"]
 
 
-def test_with_only_a_webhook_security_news_and_approval_requests_go_to_its_channel(fake_slack, settings, run, ana, marc, otto, profile):
+def test_with_only_a_webhook_security_news_and_approval_requests_go_to_its_channel(
+    fake_slack, settings, run, ana, marc, otto, profile
+):
     settings.SLACK_WEBHOOK_URL = fake_slack.url + "/webhook"
     req = run(submit, ana, profile)
-    finding = DriftFinding.objects.create(target=profile.target, external_ref="jit_g999998", kind="orphan", action="removed from the target")
+    finding = DriftFinding.objects.create(
+        target=profile.target, external_ref="jit_g999998", kind="orphan", action="removed from the target"
+    )
     notifications.drift_found([finding])
     asking, drift = fake_slack.sent("webhook")
     assert request_link(req) in asking["text"] and JUSTIFICATION in asking["text"] and "blocks" not in asking
@@ -458,7 +526,11 @@ def test_a_message_slack_refuses_for_a_while_is_tried_again_later(slack, run, an
 
 def test_mail_is_tried_again_when_the_smtp_server_is_down(settings, run, ana, otto, pending_request):
     settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
-    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = "127.0.0.1", free_port(), 5  # nothing listens there
+    settings.EMAIL_HOST, settings.EMAIL_PORT, settings.EMAIL_TIMEOUT = (
+        "127.0.0.1",
+        free_port(),
+        5,
+    )  # nothing listens there
     run(lifecycle.deny_request, pending_request.pk, actor=otto)
     message, attempt = ast.literal_eval(Schedule.objects.get(func="notifications.delivery.deliver").args)
     assert (message["kind"], message["to"], attempt) == ("email", ["ana@example.com"], 2)
@@ -466,25 +538,32 @@ def test_mail_is_tried_again_when_the_smtp_server_is_down(settings, run, ana, ot
 
 def test_a_retry_queued_under_the_old_name_and_message_shape_still_sends(slack, smtp, ana):
     # Scheduled before the notifications app: grants.notify.deliver with messages that do not say `via`.
-    from grants import notify
 
     assert notify.deliver({"kind": "slack_dm", "user": ana.pk, "text": "hello"}, 2) == 1
-    assert notify.deliver({"kind": "email", "to": ["ana@example.com"], "subject": "[jitportal] hi", "body": "hi\n"}, 2) == 1
+    assert (
+        notify.deliver({"kind": "email", "to": ["ana@example.com"], "subject": "[jitportal] hi", "body": "hi\n"}, 2)
+        == 1
+    )
     assert slack.sent("chat.postMessage", channel="U0ANA") and [m.to for m in smtp.mails] == [["ana@example.com"]]
 
 
 def test_the_migration_moves_the_old_schedules_to_the_new_names_and_back(db):
-    from django.apps import apps
-
     move = importlib.import_module("notifications.migrations.0001_notifications_schedules")
     for func in ("grants.notify.deliver", "grants.notify.approval_needed", "grants.tasks.sweep"):
         Schedule.objects.create(name=f"test {func}", func=func, schedule_type=Schedule.ONCE)
     mine = Schedule.objects.filter(name__startswith="test ")
     move.move_schedules(apps, None)
     assert sorted(mine.values_list("func", flat=True)) == [
-        "grants.tasks.sweep", "notifications.delivery.deliver", "notifications.tasks.approval_needed"]
+        "grants.tasks.sweep",
+        "notifications.delivery.deliver",
+        "notifications.tasks.approval_needed",
+    ]
     move.move_schedules_back(apps, None)
-    assert sorted(mine.values_list("func", flat=True)) == ["grants.notify.approval_needed", "grants.notify.deliver", "grants.tasks.sweep"]
+    assert sorted(mine.values_list("func", flat=True)) == [
+        "grants.notify.approval_needed",
+        "grants.notify.deliver",
+        "grants.tasks.sweep",
+    ]
 
 
 def test_a_message_is_given_up_after_the_last_attempt(slack, ana):
@@ -504,18 +583,24 @@ def click(client, req, slack_user, action="approve", *, secret=SIGNING_SECRET, t
         "container": {"type": "message", "message_ts": "1700000000.000100", "channel_id": "D0CHANNEL"},
         "channel": {"id": "D0CHANNEL"},
         "response_url": "https://hooks.slack.invalid/actions/1/2/3",
-        "actions": [{"action_id": action, "block_id": f"decide-{req.pk}-{step}", "value": f"{req.pk}:{step}", "type": "button"}],
+        "actions": [
+            {"action_id": action, "block_id": f"decide-{req.pk}-{step}", "value": f"{req.pk}:{step}", "type": "button"}
+        ],
     }
     body = urllib.parse.urlencode({"payload": json.dumps(payload)})
     timestamp = str(int(time.time()) if timestamp is None else timestamp)
     signature = "v0=" + hmac.new(secret.encode(), f"v0:{timestamp}:{body}".encode(), hashlib.sha256).hexdigest()
     return client.post(
-        "/slack/interactions", body, content_type="application/x-www-form-urlencoded",
+        "/slack/interactions",
+        body,
+        content_type="application/x-www-form-urlencoded",
         headers={"X-Slack-Request-Timestamp": timestamp, "X-Slack-Signature": signature},
     )
 
 
-def test_an_approver_approves_from_the_slack_message_and_it_shows_the_outcome(client, slack, smtp, run, ana, otto, profile):
+def test_an_approver_approves_from_the_slack_message_and_it_shows_the_outcome(
+    client, slack, smtp, run, ana, otto, profile
+):
     req = run(submit, ana, profile)
     (asked,) = slack.sent("chat.postMessage", channel="U0OTTO")
     value = next(e["value"] for e in asked["blocks"][-1]["elements"] if e["action_id"] == "approve")
@@ -556,7 +641,9 @@ def test_someone_who_is_not_an_approver_is_refused_in_slack(client, slack, eve, 
     click(client, pending_request, "U0EVE")
     pending_request.refresh_from_db()
     assert pending_request.status == "pending"
-    assert slack.sent("chat.postEphemeral")[0]["text"] == "Nothing was decided: You are not an approver for this request."
+    assert (
+        slack.sent("chat.postEphemeral")[0]["text"] == "Nothing was decided: You are not an approver for this request."
+    )
 
 
 def test_a_slack_user_without_a_portal_account_decides_nothing(client, slack, pending_request):

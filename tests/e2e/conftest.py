@@ -27,7 +27,12 @@ import tempfile
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+from playwright.sync_api import sync_playwright
+from psycopg import sql
+
+from devtools import pgcluster
 
 from .harness import (
     _OPEN_PAGES,
@@ -76,7 +81,9 @@ def idp(artifacts, portal_port):
     """The OpenID Connect provider (node + oidc-provider), registered with the portal's redirect URIs."""
     node = shutil.which("node")
     if not node:
-        pytest.fail("node is missing: the e2e suite runs its IdP with Node.js (see the Makefile's e2e-deps).", pytrace=False)
+        pytest.fail(
+            "node is missing: the e2e suite runs its IdP with Node.js (see the Makefile's e2e-deps).", pytrace=False
+        )
     if not (IDP_DIR / "node_modules" / "oidc-provider").is_dir():
         npm = shutil.which("npm") or pytest.fail("npm is missing: cannot install the IdP's packages.", pytrace=False)
         run_step("idp-npm-ci", [npm, "ci", "--no-audit", "--no-fund"], env=dict(os.environ), cwd=IDP_DIR)
@@ -84,10 +91,18 @@ def idp(artifacts, portal_port):
     service = Service(
         "idp",
         [
-            node, "server.mjs", "--port", "0",
-            "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET,
-            "--redirect-uri", f"{portal}/accounts/oidc/idp/login/callback/",
-            "--post-logout-redirect-uri", f"{portal}/accounts/login/",
+            node,
+            "server.mjs",
+            "--port",
+            "0",
+            "--client-id",
+            CLIENT_ID,
+            "--client-secret",
+            CLIENT_SECRET,
+            "--redirect-uri",
+            f"{portal}/accounts/oidc/idp/login/callback/",
+            "--post-logout-redirect-uri",
+            f"{portal}/accounts/login/",
         ],
         env={**os.environ, "NODE_NO_WARNINGS": "1"},
         cwd=IDP_DIR,
@@ -103,10 +118,11 @@ def idp(artifacts, portal_port):
 @pytest.fixture(scope="package")
 def e2e_target():
     """A throwaway PostgreSQL cluster with appdb and the app_* group roles."""
-    from devtools import pgcluster
-
     if not pgcluster.available():
-        pytest.fail("PostgreSQL server programs are missing under /usr/lib/postgresql: `make system-deps` installs them.", pytrace=False)
+        pytest.fail(
+            "PostgreSQL server programs are missing under /usr/lib/postgresql: `make system-deps` installs them.",
+            pytrace=False,
+        )
     # Not under /tmp/pytest-of-root (0700): the server runs as the postgres OS user.
     base_dir = Path(tempfile.mkdtemp(prefix="jitportal-e2e-pg-"))
     cluster = pgcluster.DevCluster(base_dir)
@@ -126,15 +142,14 @@ def _with_dbname(url: str, dbname: str) -> str:
 @pytest.fixture(scope="package")
 def portal_database_url() -> str:
     """Drop and create the portal's database; return its URL."""
-    import psycopg
-    from psycopg import sql
-
     try:
         with psycopg.connect(E2E_POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
             conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PORTAL_DB_NAME)))
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PORTAL_DB_NAME)))
     except psycopg.OperationalError as exc:
-        pytest.fail(f"Cannot reach the portal's PostgreSQL at {E2E_POSTGRES_URL} (E2E_POSTGRES_URL): {exc}", pytrace=False)
+        pytest.fail(
+            f"Cannot reach the portal's PostgreSQL at {E2E_POSTGRES_URL} (E2E_POSTGRES_URL): {exc}", pytrace=False
+        )
     return _with_dbname(E2E_POSTGRES_URL, PORTAL_DB_NAME)
 
 
@@ -168,10 +183,16 @@ def portal(artifacts, portal_port, idp, e2e_target, portal_database_url):
     }
     python = sys.executable
     run_step("migrate", [python, "manage.py", "migrate", "--noinput"], env=env)
-    run_step("catalog", [python, str(E2E_DIR / "catalog.py"), "--pg-host", e2e_target.host, "--pg-port", str(e2e_target.port)], env=env)
+    run_step(
+        "catalog",
+        [python, str(E2E_DIR / "catalog.py"), "--pg-host", e2e_target.host, "--pg-port", str(e2e_target.port)],
+        env=env,
+    )
 
     services = [
-        Service("web", [python, "manage.py", "runserver", f"127.0.0.1:{portal_port}", "--noreload", "--insecure"], env=env),
+        Service(
+            "web", [python, "manage.py", "runserver", f"127.0.0.1:{portal_port}", "--noreload", "--insecure"], env=env
+        ),
         Service("qcluster", [python, "manage.py", "qcluster"], env=env),
         Service("expiry_timer", [python, "manage.py", "expiry_timer"], env=env),
     ]
@@ -193,8 +214,10 @@ def portal(artifacts, portal_port, idp, e2e_target, portal_database_url):
 @pytest.fixture(scope="package")
 def browser(artifacts):
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail(f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (E2E_CHROMIUM names another).", pytrace=False)
-    from playwright.sync_api import sync_playwright
+        pytest.fail(
+            f"{CHROMIUM} is missing: `make system-deps` installs Debian's chromium (E2E_CHROMIUM names another).",
+            pytrace=False,
+        )
 
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -229,7 +252,7 @@ def pytest_runtest_makereport(item, call):
     for label, page in list(_OPEN_PAGES.items()):
         try:
             shots.append(str(screenshot(page, f"FAILED-{item.name}-{report.when}-{label}")))
-        except Exception as exc:  # a closed page, a crashed browser
+        except Exception as exc:  # noqa: BLE001 (a closed page, a crashed browser)
             shots.append(f"{label}: no screenshot ({exc})")
     if shots:
         report.sections.append(("e2e screenshots", "\n".join(shots)))

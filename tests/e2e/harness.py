@@ -16,7 +16,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+import psycopg
 import pytest
+import requests
+from playwright.sync_api import expect
+
+from devtools.pgcluster import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 E2E_DIR = Path(__file__).resolve().parent
@@ -48,7 +53,13 @@ PORTAL_DB_NAME = os.environ.get("E2E_PORTAL_DB", "jitportal_e2e")
 CLIENT_ID = "jitportal-e2e"
 CLIENT_SECRET = "e2e-client-secret-not-secret-0123456789"
 PROVIDER_NAME = "Single sign-on"  # OIDC_PROVIDER_NAME's default
-PASSWORDS = {"ana": "ana-e2e-pass", "marc": "marc-e2e-pass", "audra": "audra-e2e-pass", "eve": "eve-e2e-pass", "dora": "dora-e2e-pass"}
+PASSWORDS = {
+    "ana": "ana-e2e-pass",
+    "marc": "marc-e2e-pass",
+    "audra": "audra-e2e-pass",
+    "eve": "eve-e2e-pass",
+    "dora": "dora-e2e-pass",
+}
 
 SERVICE_START_TIMEOUT = 60
 DEFAULT_UI_TIMEOUT_MS = 15_000
@@ -56,7 +67,7 @@ DEFAULT_UI_TIMEOUT_MS = 15_000
 
 # -- processes ----------------------------------------------------------------
 
-_SERVICES: list["Service"] = []
+_SERVICES: list[Service] = []
 
 
 class Service:
@@ -67,12 +78,17 @@ class Service:
         self.log_path = ARTIFACTS / f"{name}.log"
         self.proc: subprocess.Popen | None = None
 
-    def start(self) -> "Service":
-        log = open(self.log_path, "ab")
+    def start(self) -> Service:
+        log = open(self.log_path, "ab")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         # Its own session (process group): qcluster forks workers, and
         # stop() signals the whole group it leads, nothing else.
         self.proc = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
         log.close()
@@ -103,8 +119,6 @@ class Service:
         raise RuntimeError(f"{self.name}: no {pattern!r} in its output after {timeout:.0f} s:\n{self.tail()}")
 
     def wait_for_http(self, url: str, timeout: float = SERVICE_START_TIMEOUT):
-        import requests
-
         deadline = time.monotonic() + timeout
         last = None
         while time.monotonic() < deadline:
@@ -141,7 +155,10 @@ class Service:
         except (ProcessLookupError, PermissionError):
             pass
         with open(self.log_path, "a") as log:
-            log.write(f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit {self.proc.returncode}]\n")
+            log.write(
+                f"\n[e2e: {self.name} stopped by {how} after {time.monotonic() - started:.1f} s, exit "
+                f"{self.proc.returncode}]\n"
+            )
 
 
 def service_tails(lines: int = 30) -> str:
@@ -153,7 +170,10 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
     log_path = ARTIFACTS / f"{name}.log"
     started = time.monotonic()
     result = subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
-    log_path.write_text(f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after {time.monotonic() - started:.1f} s]\n")
+    log_path.write_text(
+        f"$ {' '.join(argv)}\n{result.stdout}{result.stderr}\n[{name}: exit {result.returncode} after "
+        f"{time.monotonic() - started:.1f} s]\n"
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
         pytest.fail(f"{name} failed ({result.returncode}), see {log_path}:\n{tail}", pytrace=False)
@@ -161,8 +181,6 @@ def run_step(name: str, argv: list[str], *, env: dict, cwd: Path = ROOT, timeout
 
 
 def free_port() -> int:
-    from devtools.pgcluster import free_port as _free_port
-
     return _free_port()
 
 
@@ -199,8 +217,6 @@ class Portal:
 
     def db(self):
         """A psycopg connection to the portal's database (for assertions only)."""
-        import psycopg
-
         return psycopg.connect(self.database_url, autocommit=True)
 
 
@@ -210,8 +226,6 @@ _OPEN_PAGES: dict[str, object] = {}
 
 def sign_in(page, portal_url: str, username: str, password: str | None = None, *, expect_success: bool = True):
     """Sign in through the IdP starting from the portal's login page; return the page."""
-    from playwright.sync_api import expect
-
     page.goto(portal_url + "/accounts/login/")
     page.get_by_role("link", name=PROVIDER_NAME).or_(page.get_by_role("button", name=PROVIDER_NAME)).first.click()
     # allauth asks for a POST before leaving for the provider (SOCIALACCOUNT_LOGIN_ON_GET off).
@@ -262,5 +276,3 @@ class People:
             context.close()
         self.contexts.clear()
         self.pages.clear()
-
-

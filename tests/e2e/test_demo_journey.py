@@ -28,7 +28,11 @@ from .test_journey import created_request_id, inbox_card, nav, submit_request, w
 
 pytestmark = pytest.mark.e2e
 
-DEMO_PASSWORDS = {"ana": "ana-demo-pass", "marc": "marc-demo-pass", "audra": "audra-demo-pass"}  # load_demo's DEMO_USERS
+DEMO_PASSWORDS = {
+    "ana": "ana-demo-pass",
+    "marc": "marc-demo-pass",
+    "audra": "audra-demo-pass",
+}  # load_demo's DEMO_USERS
 TIMEOUT_S = 60
 JUSTIFICATION = "INC-5150: compare the order totals on appdb with the invoices, read only."
 
@@ -40,14 +44,18 @@ def demo(artifacts):
     folder.chmod(0o755)  # the runner's target cluster runs as the postgres OS user, in demo-pg under it
     port = free_port()
     # Nothing of the suite's configuration: the runner chooses everything itself, as for a new user.
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_", "JIT_", "E2E_", "DEBUG", "LOG_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "OIDC_", "JIT_", "E2E_", "DEBUG", "LOG_"))
+    }
     env.update({"JITPORTAL_VAR_DIR": str(folder), "JITPORTAL_PORT": str(port)})
     service = Service("demo-make-run", [sys.executable, "-m", "jitportal.run"], env=env, cwd=ROOT).start()
     try:
         service.wait_for_output(r"jitportal demo is starting", timeout=180)
         url = f"http://127.0.0.1:{port}"
         service.wait_for_http(url + "/accounts/login/")
-        yield Portal(url=url, env=env, database_url=f"sqlite:///{folder / 'db.sqlite3'}", target=None, services=[service])
+        yield Portal(
+            url=url, env=env, database_url=f"sqlite:///{folder / 'db.sqlite3'}", target=None, services=[service]
+        )
     finally:
         service.stop(grace=60)  # the runner stops gunicorn, the workers, the timer and the cluster itself
         shutil.rmtree(folder, ignore_errors=True)
@@ -61,7 +69,9 @@ class DemoPeople:
 
     def page(self, username):
         if username not in self.pages:
-            context = self.browser.new_context(base_url=self.portal.url, viewport={"width": 1280, "height": 900}, accept_downloads=True)
+            context = self.browser.new_context(
+                base_url=self.portal.url, viewport={"width": 1280, "height": 900}, accept_downloads=True
+            )
             context.set_default_timeout(DEFAULT_UI_TIMEOUT_MS)
             page = context.new_page()
             page.goto(self.portal.url + "/accounts/login/")
@@ -125,7 +135,11 @@ def reveal_credentials(people, journey):
     nav(ana, "My access")
     show = ana.get_by_role("button", name="Show credentials")
     reload_until(ana, show.is_visible, "Show credentials appears")
-    grant_url = ana.get_by_role("article", name=re.compile("appdb read-only")).get_by_role("link", name="Details").get_attribute("href")
+    grant_url = (
+        ana.get_by_role("article", name=re.compile("appdb read-only"))
+        .get_by_role("link", name="Details")
+        .get_attribute("href")
+    )
     show.click()
     expect(ana.get_by_role("alert")).to_contain_text("Shown once")
     dsn = ana.get_by_role("definition").filter(has_text=re.compile(r"^\s*postgresql://")).inner_text().strip()
@@ -156,7 +170,11 @@ def assert_gone(people, grant_url, dsn, session, how):
     wait_until(login_refused, TIMEOUT_S, message="a new login is refused")
     ana = people.page("ana")
     ana.goto(grant_url)
-    reload_until(ana, lambda: "Confirmed gone" in ana.get_by_role("term").all_inner_texts(), "the grant page shows 'Confirmed gone'")
+    reload_until(
+        ana,
+        lambda: "Confirmed gone" in ana.get_by_role("term").all_inner_texts(),
+        "the grant page shows 'Confirmed gone'",
+    )
     expect(ana.locator("main")).to_contain_text(how)
     return int(re.search(r"/(\d+)/$", grant_url).group(1))
 
@@ -187,8 +205,12 @@ def test_on_the_demo_the_auditor_downloads_the_rows_the_access_history_shows(dem
     audra.goto("/audit/access/")
     expect(audra.get_by_role("heading", level=1)).to_contain_text("Access history")
     table = audra.get_by_role("table")
-    shown = {int(cells[0].lstrip("#")): cells for cells in
-             ([c.strip() for c in row.get_by_role("cell").all_inner_texts()] for row in table.locator("tbody tr").all())}
+    shown = {
+        int(cells[0].lstrip("#")): cells
+        for cells in (
+            [c.strip() for c in row.get_by_role("cell").all_inner_texts()] for row in table.locator("tbody tr").all()
+        )
+    }
     assert set(shown) == {journey["expired"], journey["released"]}, shown
     screenshot(audra, "demo-access-history")
     with audra.expect_download() as download:

@@ -87,7 +87,9 @@ def test_discovery_document(idp):
 
 def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
     session, page, state, verifier, nonce = _start(idp, portal_port)
-    response = session.post(_login_action(page), data={"username": "ana", "password": PASSWORDS["ana"]}, allow_redirects=False, timeout=10)
+    response = session.post(
+        _login_action(page), data={"username": "ana", "password": PASSWORDS["ana"]}, allow_redirects=False, timeout=10
+    )
     callback, _ = _follow_until(session, response, _redirect_uri(portal_port))
     assert callback, "the IdP did not redirect back to the portal"
     query = parse_qs(urlsplit(callback).query)
@@ -96,7 +98,12 @@ def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
 
     token = requests.post(
         idp.issuer + "/token",
-        data={"grant_type": "authorization_code", "code": query["code"][0], "redirect_uri": _redirect_uri(portal_port), "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": query["code"][0],
+            "redirect_uri": _redirect_uri(portal_port),
+            "code_verifier": verifier,
+        },
         auth=(CLIENT_ID, CLIENT_SECRET),
         timeout=10,
     )
@@ -106,7 +113,9 @@ def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
     assert id_token["sub"] == "ana" and id_token["nonce"] == nonce and id_token["aud"] == CLIENT_ID
     assert id_token["groups"] == ["engineers"] and id_token["manager"] == "marc"  # the manager's subject
 
-    userinfo = requests.get(idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10)
+    userinfo = requests.get(
+        idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10
+    )
     assert userinfo.status_code == 200, userinfo.text
     claims = userinfo.json()
     assert claims["preferred_username"] == "ana"
@@ -119,30 +128,44 @@ def test_code_flow_with_pkce_gives_groups_and_manager(idp, portal_port):
 
 def test_the_code_flow_gives_a_refresh_token_that_reads_the_claims_again(idp, portal_port):
     session, page, _, verifier, _ = _start(idp, portal_port, scope=SCOPE + " offline_access")
-    response = session.post(_login_action(page), data={"username": "marc", "password": PASSWORDS["marc"]}, allow_redirects=False, timeout=10)
+    response = session.post(
+        _login_action(page), data={"username": "marc", "password": PASSWORDS["marc"]}, allow_redirects=False, timeout=10
+    )
     callback, _ = _follow_until(session, response, _redirect_uri(portal_port))
     code = parse_qs(urlsplit(callback).query)["code"][0]
     first = requests.post(
         idp.issuer + "/token",
-        data={"grant_type": "authorization_code", "code": code, "redirect_uri": _redirect_uri(portal_port), "code_verifier": verifier},
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": _redirect_uri(portal_port),
+            "code_verifier": verifier,
+        },
         auth=(CLIENT_ID, CLIENT_SECRET),
         timeout=10,
     ).json()
     assert first.get("refresh_token"), first
 
     refreshed = requests.post(
-        idp.issuer + "/token", data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]}, auth=(CLIENT_ID, CLIENT_SECRET), timeout=10
+        idp.issuer + "/token",
+        data={"grant_type": "refresh_token", "refresh_token": first["refresh_token"]},
+        auth=(CLIENT_ID, CLIENT_SECRET),
+        timeout=10,
     )
     assert refreshed.status_code == 200, refreshed.text
     tokens = refreshed.json()
     assert _jwt_payload(tokens["id_token"])["groups"] == ["engineers", "db-approvers"]
-    userinfo = requests.get(idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10).json()
+    userinfo = requests.get(
+        idp.issuer + "/me", headers={"Authorization": f"Bearer {tokens['access_token']}"}, timeout=10
+    ).json()
     assert (userinfo["sub"], userinfo["groups"]) == ("marc", ["engineers", "db-approvers"])
 
 
 def test_code_without_the_pkce_verifier_is_refused(idp, portal_port):
     session, page, _, _, _ = _start(idp, portal_port)
-    response = session.post(_login_action(page), data={"username": "marc", "password": PASSWORDS["marc"]}, allow_redirects=False, timeout=10)
+    response = session.post(
+        _login_action(page), data={"username": "marc", "password": PASSWORDS["marc"]}, allow_redirects=False, timeout=10
+    )
     callback, _ = _follow_until(session, response, _redirect_uri(portal_port))
     code = parse_qs(urlsplit(callback).query)["code"][0]
     token = requests.post(
@@ -156,11 +179,16 @@ def test_code_without_the_pkce_verifier_is_refused(idp, portal_port):
 
 @pytest.mark.parametrize(
     "username, password, message",
-    [("ana", "wrong-password", "Invalid username or password."), ("dora", PASSWORDS["dora"], "This account is disabled.")],
+    [
+        ("ana", "wrong-password", "Invalid username or password."),
+        ("dora", PASSWORDS["dora"], "This account is disabled."),
+    ],
 )
 def test_login_refused(idp, portal_port, username, password, message):
     session, page, _, _, _ = _start(idp, portal_port)
-    response = session.post(_login_action(page), data={"username": username, "password": password}, allow_redirects=False, timeout=10)
+    response = session.post(
+        _login_action(page), data={"username": username, "password": password}, allow_redirects=False, timeout=10
+    )
     assert response.status_code == 200
     assert message in response.text
     assert "Location" not in response.headers

@@ -81,7 +81,9 @@ def post_form(page, base, path, form):
     token = next((c["value"] for c in context.cookies() if c["name"] == "csrftoken"), None)
     assert token, "no csrftoken cookie in this context"
     return context.request.post(
-        base + path, form={"csrfmiddlewaretoken": token, **form}, headers={"X-CSRFToken": token, "Referer": base + "/access/"},
+        base + path,
+        form={"csrfmiddlewaretoken": token, **form},
+        headers={"X-CSRFToken": token, "Referer": base + "/access/"},
         max_redirects=0,
     )
 
@@ -93,7 +95,7 @@ def wait_until(check, timeout, interval=0.5, message="condition"):
         try:
             if check():
                 return
-        except Exception as exc:  # noqa: BLE001 - reported below
+        except Exception as exc:  # noqa: BLE001 (reported below)
             last = exc
         time.sleep(interval)
     raise AssertionError(f"{message} not met within {timeout} s" + (f" (last error: {last!r})" if last else ""))
@@ -210,7 +212,9 @@ def test_ana_releases_it_and_the_target_lets_go(people, journey):
     status = ana.get_by_role("definition").filter(has_text=re.compile(r"^(Revoked|Revoking|Active)"))
     deadline = time.monotonic() + REVOCATION_TIMEOUT_S
     while "Confirmed gone" not in ana.get_by_role("term").all_inner_texts():
-        assert time.monotonic() < deadline, f"the grant page never showed 'Confirmed gone' (status: {status.all_inner_texts()})"
+        assert time.monotonic() < deadline, (
+            f"the grant page never showed 'Confirmed gone' (status: {status.all_inner_texts()})"
+        )
         time.sleep(0.5)
         ana.reload()
     expect(ana.get_by_text("Revoked", exact=True)).to_be_visible()

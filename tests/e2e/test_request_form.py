@@ -20,7 +20,8 @@ from .test_journey import PROFILE, nav, post_form
 pytestmark = pytest.mark.e2e
 
 SSH_PROFILE = "deploy hosts (SSH)"
-ADD_SSH_PROFILE = """
+ADD_SSH_PROFILE = (
+    """
 import datetime
 from django.contrib.auth.models import Group
 from grants.models import AccessProfile, Target
@@ -30,13 +31,21 @@ profile, _ = AccessProfile.objects.update_or_create(name="deploy-ssh", defaults=
     "scope": {"principals": ["deploy"]}, "default_duration": datetime.timedelta(hours=2),
     "max_duration": datetime.timedelta(hours=4), "approver_group": Group.objects.get(name="db-approvers")})
 profile.requestable_by.set([Group.objects.get(name="engineers")])
-""" % SSH_PROFILE
+"""  # noqa: UP031 (a Python snippet full of braces: %r leaves them as they are)
+    % SSH_PROFILE
+)
 
 
 @pytest.fixture(scope="module")
 def ssh_profile(portal):
-    subprocess.run([sys.executable, "manage.py", "shell", "-c", ADD_SSH_PROFILE], env=portal.env, cwd=ROOT, check=True,
-                   capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "manage.py", "shell", "-c", ADD_SSH_PROFILE],
+        env=portal.env,
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     return SSH_PROFILE
 
 
@@ -64,7 +73,9 @@ def test_choosing_a_profile_fills_its_duration_and_shows_only_its_fields(people,
 
 
 def test_without_javascript_every_field_is_there_and_the_form_still_works(browser, portal, ssh_profile):
-    context = browser.new_context(base_url=portal.url, viewport={"width": 1280, "height": 900}, java_script_enabled=False)
+    context = browser.new_context(
+        base_url=portal.url, viewport={"width": 1280, "height": 900}, java_script_enabled=False
+    )
     context.set_default_timeout(DEFAULT_UI_TIMEOUT_MS)
     try:
         page = sign_in(context.new_page(), portal.url, "ana")
@@ -85,14 +96,16 @@ def test_without_javascript_every_field_is_there_and_the_form_still_works(browse
 
 
 def test_start_is_entered_and_shown_in_the_browsers_time_zone(browser, portal):
-    context = browser.new_context(base_url=portal.url, viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo")
+    context = browser.new_context(
+        base_url=portal.url, viewport={"width": 1280, "height": 900}, timezone_id="Asia/Tokyo"
+    )
     context.set_default_timeout(DEFAULT_UI_TIMEOUT_MS)
     try:
         page = sign_in(context.new_page(), portal.url, "ana")
         nav(page, "Request access")
         expect(page.get_by_label("Time zone")).to_have_value("Asia/Tokyo")
         expect(page.get_by_text("(times in Asia/Tokyo)")).to_be_visible()
-        day = (datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(days=2)).date()
+        day = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=2)).date()
         page.get_by_label("Access profile").select_option(label=PROFILE)
         page.get_by_label("Justification").fill("CHG-3004: the maintenance window of the orders database.")
         page.get_by_label("Start").fill(f"{day}T10:00")
@@ -103,8 +116,12 @@ def test_start_is_entered_and_shown_in_the_browsers_time_zone(browser, portal):
         expect(page.get_by_text(f"{day} 10:00 JST (Asia/Tokyo)")).to_be_visible()
         screenshot(page, "request-page-time-zone")
         with portal.db() as conn:
-            (starts_at,) = conn.execute("SELECT starts_at FROM grants_accessrequest WHERE id = %s", [request_id]).fetchone()
-        assert starts_at == datetime.datetime(day.year, day.month, day.day, 1, 0, tzinfo=datetime.timezone.utc)  # 10:00 JST is 01:00 UTC
+            (starts_at,) = conn.execute(
+                "SELECT starts_at FROM grants_accessrequest WHERE id = %s", [request_id]
+            ).fetchone()
+        assert starts_at == datetime.datetime(
+            day.year, day.month, day.day, 1, 0, tzinfo=datetime.UTC
+        )  # 10:00 JST is 01:00 UTC
         page.get_by_role("button", name="Cancel request").click()
         expect(page.get_by_text("Cancelled", exact=True)).to_be_visible()
     finally:
@@ -167,7 +184,9 @@ def test_request_form_fits_a_phone(people):
     try:
         nav(ana, "Request access")
         ana.get_by_label("Access profile").select_option(label=PROFILE)
-        assert ana.evaluate("document.documentElement.scrollWidth") <= 390, "the request form scrolls sideways on a phone"
+        assert ana.evaluate("document.documentElement.scrollWidth") <= 390, (
+            "the request form scrolls sideways on a phone"
+        )
         for label in ("Access profile", "Duration", "Justification", "Start", "Time zone"):
             box = ana.get_by_label(label, exact=True).bounding_box()
             assert box["x"] >= 0 and box["x"] + box["width"] <= 390, f"{label} does not fit the width of a phone"

@@ -39,7 +39,9 @@ def _sign_in_again(marc, idp, *, otp: str):
 
 def _request_row(portal, request_id):
     with portal.db() as conn:
-        return conn.execute("SELECT status, decision_comment FROM grants_accessrequest WHERE id = %s", [request_id]).fetchone()
+        return conn.execute(
+            "SELECT status, decision_comment FROM grants_accessrequest WHERE id = %s", [request_id]
+        ).fetchone()
 
 
 def _step_up_of_approval(portal, request_id):

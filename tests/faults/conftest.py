@@ -23,6 +23,7 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.db import connection
 from django.utils import timezone
+from django_q.models import OrmQ, Schedule
 
 from audit.log import verify
 from audit.models import AuditEvent
@@ -58,10 +59,16 @@ class Fleet:
 
     def start(self, name: str, *args: str) -> subprocess.Popen:
         command = {"qcluster": ["qcluster"], "timer": ["expiry_timer", "--max-sleep", "1"]}[name.rstrip("0123456789")]
-        log = open(self.logs / f"{name}.log", "a+")
+        log = open(self.logs / f"{name}.log", "a+")  # noqa: SIM115 (the child process writes it while it runs; closed when it has stopped)
         self.files.append(log)
-        proc = subprocess.Popen([sys.executable, "manage.py", *command, *args], cwd=BASE, env=self.env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            [sys.executable, "manage.py", *command, *args],
+            cwd=BASE,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         self.procs[name] = proc
         return proc
 
@@ -96,8 +103,6 @@ class Fleet:
 
 @pytest.fixture
 def fleet(transactional_db, pg_target_env, tmp_path):
-    from django_q.models import Schedule
-
     Schedule.objects.all().delete()  # no minute sweep: the timer and the workers must recover on their own
     env = {**os.environ, "DATABASE_URL": portal_url(), "Q_WORKERS": "2", "JIT_TEST_PG_DSN": pg_target_env.admin_dsn}
     fleet = Fleet(env, tmp_path)
@@ -143,10 +148,20 @@ def resume(cluster) -> None:
 def second_profile(second_cluster, groups, fleet, monkeypatch):  # noqa: F811 (fixture)
     monkeypatch.setenv("JIT_FAULT_PG2_DSN", second_cluster.admin_dsn)
     fleet.env["JIT_FAULT_PG2_DSN"] = second_cluster.admin_dsn
-    other = Target.objects.create(name="second-cluster", kind="postgres", secret_env="JIT_FAULT_PG2_DSN",
-                                  config={"host": second_cluster.host, "port": second_cluster.port, "dbname": "appdb"})
-    p = AccessProfile.objects.create(name="second-readonly", title="second read-only", target=other, scope={"roles": ["app_readonly"]},
-                                     max_duration=datetime.timedelta(hours=1), approver_group=groups["db-approvers"])
+    other = Target.objects.create(
+        name="second-cluster",
+        kind="postgres",
+        secret_env="JIT_FAULT_PG2_DSN",
+        config={"host": second_cluster.host, "port": second_cluster.port, "dbname": "appdb"},
+    )
+    p = AccessProfile.objects.create(
+        name="second-readonly",
+        title="second read-only",
+        target=other,
+        scope={"roles": ["app_readonly"]},
+        max_duration=datetime.timedelta(hours=1),
+        approver_group=groups["db-approvers"],
+    )
     p.requestable_by.add(groups["engineers"])
     return p
 
@@ -158,8 +173,9 @@ def make_grants(n: int, profile, *, seconds: float, approver, prefix: str = "f")
     for i in range(n):
         user, _ = get_user_model().objects.get_or_create(username=f"{prefix}{profile.pk}x{i}")
         user.groups.add(engineers)
-        req = lifecycle.submit_request(requester=user, profile=profile, duration=datetime.timedelta(seconds=seconds),
-                                       justification=JUSTIFICATION)
+        req = lifecycle.submit_request(
+            requester=user, profile=profile, duration=datetime.timedelta(seconds=seconds), justification=JUSTIFICATION
+        )
         lifecycle.approve_request(req.pk, actor=approver)
         ids.append(Grant.objects.get(request=req).pk)
     return ids
@@ -173,7 +189,9 @@ def all_in(ids, wanted) -> bool:
     return set(statuses(ids).values()) <= set(wanted)
 
 
-def final_checks(ids, clusters, *, since: float, what: str, states=(Grant.Status.REVOKED,), timeout: float = 30) -> float:
+def final_checks(
+    ids, clusters, *, since: float, what: str, states=(Grant.Status.REVOKED,), timeout: float = 30
+) -> float:
     """Wait until every grant reached an end state, then check the target and the trail; return the seconds it took.
 
     Roles gone on every target, no session of a grant role, nothing
@@ -183,14 +201,19 @@ def final_checks(ids, clusters, *, since: float, what: str, states=(Grant.Status
     try:
         wait_for(lambda: all_in(ids, END_STATES), seconds=timeout, what=f"every grant to end ({what})")
     except pytest.fail.Exception:
-        from django_q.models import OrmQ
-
-        rows = list(Grant.objects.filter(pk__in=ids).values_list("pk", "status", "attempts", "next_attempt_at", "last_error"))
+        rows = list(
+            Grant.objects.filter(pk__in=ids).values_list("pk", "status", "attempts", "next_attempt_at", "last_error")
+        )
         queue = list(OrmQ.objects.values_list("lock", flat=True))
         pytest.fail(f"not every grant ended ({what}) at {timezone.now()}:\n{rows}\nqueue locks: {queue}")
     took = time.monotonic() - since
     assert set(statuses(ids).values()) <= set(states), statuses(ids)
-    live = {f"jit_g{pk}" for pk in Grant.objects.filter(status__in=[Grant.Status.ACTIVE, Grant.Status.REVOKING]).values_list("pk", flat=True)}
+    live = {
+        f"jit_g{pk}"
+        for pk in Grant.objects.filter(status__in=[Grant.Status.ACTIVE, Grant.Status.REVOKING]).values_list(
+            "pk", flat=True
+        )
+    }
     for cluster in clusters:
         with psycopg.connect(cluster.admin_dsn, autocommit=True) as conn:
             roles = {r for (r,) in conn.execute("SELECT rolname FROM pg_roles WHERE rolname LIKE 'jit\\_g%'")}
@@ -202,7 +225,9 @@ def final_checks(ids, clusters, *, since: float, what: str, states=(Grant.Status
         assert not sessions, f"sessions left: {sessions}"
     for action in ("grant.provisioned", "grant.revoked"):
         counts = {}
-        for object_id in AuditEvent.objects.filter(action=action, object_type="grant").values_list("object_id", flat=True):
+        for object_id in AuditEvent.objects.filter(action=action, object_type="grant").values_list(
+            "object_id", flat=True
+        ):
             counts[object_id] = counts.get(object_id, 0) + 1
         twice = {k: v for k, v in counts.items() if v > 1}
         assert not twice, f"{action} more than once: {twice}"
@@ -221,12 +246,18 @@ class PortalDatabase:
             cur.execute("SELECT pg_backend_pid()")
             self.own_pid = cur.fetchone()[0]  # the test's own connection survives every fault
         db = connection.settings_dict
-        self.admin = psycopg.connect(host=db["HOST"] or "127.0.0.1", port=db["PORT"] or 5432, user=db["USER"] or "postgres",
-                                     dbname="postgres", autocommit=True)
+        self.admin = psycopg.connect(
+            host=db["HOST"] or "127.0.0.1",
+            port=db["PORT"] or 5432,
+            user=db["USER"] or "postgres",
+            dbname="postgres",
+            autocommit=True,
+        )
 
     def kill_connections(self) -> int:
         rows = self.admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s", [self.name, self.own_pid]
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s AND pid <> %s",
+            [self.name, self.own_pid],
         ).fetchall()
         return len(rows)
 
@@ -244,7 +275,6 @@ def portal_db(transactional_db):
     db = PortalDatabase()
     yield db
     db.close()
-
 
 
 @pytest.fixture

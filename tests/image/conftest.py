@@ -87,7 +87,8 @@ def run(name: str, argv: list, *, env: dict | None = None, timeout: float = 600,
     log = ARTIFACTS / f"{name}.log"
     with open(log, "a") as out:
         out.write(
-            f"$ {' '.join(map(str, argv))}\n{result.stdout}{result.stderr}[exit {result.returncode} after {took:.1f} s]\n"
+            f"$ {' '.join(map(str, argv))}\n{result.stdout}{result.stderr}[exit {result.returncode} after "
+            f"{took:.1f} s]\n"
         )
     if check and result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).splitlines()[-40:])
@@ -343,8 +344,13 @@ class Stack:
 
     def portal_dsn(self) -> dict:
         """How the portal's processes log in to the stack's PostgreSQL (its role, its password secret)."""
-        return {"host": "127.0.0.1", "port": int(self.env["IMAGE_TEST_DB_PORT"]), "dbname": "jitportal",
-                "user": "jitportal_app", "password": self.secret("db_password")}
+        return {
+            "host": "127.0.0.1",
+            "port": int(self.env["IMAGE_TEST_DB_PORT"]),
+            "dbname": "jitportal",
+            "user": "jitportal_app",
+            "password": self.secret("db_password"),
+        }
 
     def production_env(self, service: str) -> list[str]:
         """`env` arguments putting back compose.yaml's own values of what compose.test.yaml changes for the test.

@@ -8,7 +8,8 @@ from accounts import identity
 
 class Command(BaseCommand):
     help = (
-        "Refresh from the IdP every identity older than JIT_IDENTITY_SYNC_INTERVAL (what the schedule does each minute), "
+        "Refresh from the IdP every identity older than JIT_IDENTITY_SYNC_INTERVAL (what the schedule does "
+        "each minute), "
         "or the named users now; deactivate those the IdP no longer accepts."
     )
 

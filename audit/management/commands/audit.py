@@ -24,12 +24,16 @@ class Command(BaseCommand):
         parser.add_argument("--file", default="", help="with head: append the line to this file")
         parser.add_argument("--heads", default=None, help="with verify: the exported heads (default: AUDIT_HEAD_FILE)")
         parser.add_argument(
-            "--from", dest="from_file", default="", metavar="FILE",
+            "--from",
+            dest="from_file",
+            default="",
+            metavar="FILE",
             help="with verify: check this exported copy (JSON Lines, as the sinks write it; - for standard input) "
             "instead of the database",
         )
         parser.add_argument(
-            "--public-key", default="",
+            "--public-key",
+            default="",
             help="with verify: the public key (PEM, from `audit pubkey`) the heads must be signed with "
             "(default: that of AUDIT_SIGNING_KEY, if set)",
         )
@@ -40,8 +44,9 @@ class Command(BaseCommand):
         elif action == "pubkey":
             key = signing_key()
             if key is None:
-                raise CommandError("No signing key: set AUDIT_SIGNING_KEY_FILE (or AUDIT_SIGNING_KEY); README, "
-                                   "\"The audit trail\".")
+                raise CommandError(
+                    'No signing key: set AUDIT_SIGNING_KEY_FILE (or AUDIT_SIGNING_KEY); README, "The audit trail".'
+                )
             self.stdout.write(public_key_pem(key.public_key()).strip())
         elif from_file:
             self.verify_copy(from_file, heads, public_key)
@@ -55,42 +60,55 @@ class Command(BaseCommand):
         except HeadFileError as exc:
             raise CommandError(str(exc)) from None
         try:
-            fh = sys.stdin if path == "-" else open(path, encoding="utf-8")
+            fh = sys.stdin if path == "-" else open(path, encoding="utf-8")  # noqa: SIM115 (closed by the `with fh:` below)
         except OSError as exc:
             raise CommandError(f"Cannot read {path}: {exc.strerror}.") from None
         with fh:
             result = verify_copy(fh)
         if not result.ok:
-            raise CommandError(f"Copy {path} broken at line {result.line_no}: {result.reason} "
-                               f"({result.count} events before it verified).")
+            raise CommandError(
+                f"Copy {path} broken at line {result.line_no}: {result.reason} "
+                f"({result.count} events before it verified)."
+            )
         if not result.count:
             raise CommandError(f"Copy {path} holds no audit records.")
-        start = "from the chain's first event" if result.starts_after == GENESIS else (
-            f"starting after hash {result.starts_after} (the events before #{result.first_id} are not in it)")
-        self.stdout.write(self.style.SUCCESS(
-            f"Copy intact: {result.count} events, #{result.first_id} to #{result.last_id}, {start}; "
-            f"head {result.head}."
-        ))
+        start = (
+            "from the chain's first event"
+            if result.starts_after == GENESIS
+            else (f"starting after hash {result.starts_after} (the events before #{result.first_id} are not in it)")
+        )
+        self.stdout.write(
+            self.style.SUCCESS(
+                f"Copy intact: {result.count} events, #{result.first_id} to #{result.last_id}, {start}; "
+                f"head {result.head}."
+            )
+        )
         if result.repeats:
             self.stdout.write(f"{result.repeats} records delivered more than once, each the same as its first copy.")
         met = 0
         for h in sorted(heads, key=lambda h: h.count):
             if public_key is not None and h.signature and not h.signed_by(public_key):
-                raise CommandError(f"{h} ({heads_path}, line {h.line_no}): its signature was not made with the "
-                                   "private key of this public key: the head was altered or forged.")
+                raise CommandError(
+                    f"{h} ({heads_path}, line {h.line_no}): its signature was not made with the "
+                    "private key of this public key: the head was altered or forged."
+                )
             if reason := result.meets(h):
                 raise CommandError(f"Copy {path} does not match {h} ({heads_path}, line {h.line_no}): {reason}.")
             met += bool(h.count) and result.first_id <= h.head_id <= result.last_id
         if heads:
             signed = "signatures checked" if public_key is not None else "signatures not checked: give --public-key"
-            self.stdout.write(self.style.SUCCESS(
-                f"It meets the {_heads(met)} of {heads_path} within it ({len(heads)} in the file; {signed})."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"It meets the {_heads(met)} of {heads_path} within it ({len(heads)} in the file; {signed})."
+                )
+            )
         else:
-            self.stdout.write(self.style.WARNING(
-                "A copy checks itself only: give --heads FILE (and --public-key), or compare its head with "
-                "`audit head`, to know that nothing was cut from its end."
-            ))
+            self.stdout.write(
+                self.style.WARNING(
+                    "A copy checks itself only: give --heads FILE (and --public-key), or compare its head with "
+                    "`audit head`, to know that nothing was cut from its end."
+                )
+            )
 
     def verify(self, heads_path, public_key_path):
         notes = []
@@ -122,18 +140,25 @@ class Command(BaseCommand):
             )
         else:
             last = max(heads, key=lambda h: h.count)
-            self.stdout.write(self.style.SUCCESS(
-                f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} (events={last.count})."
-            ))
+            self.stdout.write(
+                self.style.SUCCESS(
+                    f"It meets {_heads(len(heads))} exported in {heads_path}, the last at {last.at} "
+                    f"(events={last.count})."
+                )
+            )
             signed = len(heads) - result.unsigned
             if signed and result.signatures_checked:
                 self.stdout.write(self.style.SUCCESS(f"Signed: {_heads(signed)}, every signature good."))
             elif signed:
-                notes.append(f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
-                             "(what `audit pubkey` prints).")
+                notes.append(
+                    f"{_heads(signed)} signed, but the signatures were not checked: give --public-key FILE "
+                    "(what `audit pubkey` prints)."
+                )
             if result.unsigned:
-                notes.append(f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
-                             "made them (set AUDIT_SIGNING_KEY_FILE so the export signs).")
+                notes.append(
+                    f"{_heads(result.unsigned)} unsigned: anyone who can write {heads_path} could have "
+                    "made them (set AUDIT_SIGNING_KEY_FILE so the export signs)."
+                )
         for note in notes:
             self.stdout.write(self.style.WARNING(note))
 

@@ -33,7 +33,7 @@ class Command(DjangoMigrate):
             except DatabaseError as exc:
                 raise CommandError(
                     f"Migrated, but could not give the portal's role {portal_role!r} its privileges: {exc}".strip()
-                    + " (create the role first; README, \"The audit trail\")."
+                    + ' (create the role first; README, "The audit trail").'
                 ) from None
         finally:
             connection.close()
@@ -48,7 +48,7 @@ class Command(DjangoMigrate):
 def _owner_credentials(owner_url: str, portal: dict) -> dict:
     try:
         owner = environ.Env.db_url_config(owner_url)
-    except Exception as exc:  # django-environ raises bare exceptions of several kinds for a bad URL
+    except Exception as exc:  # noqa: BLE001 (django-environ raises bare exceptions of several kinds for a bad URL)
         raise CommandError(f"MIGRATE_DATABASE_URL is not a database URL: {exc}") from None
     if "postgresql" not in owner.get("ENGINE", "") or "postgresql" not in portal["ENGINE"]:
         raise CommandError("MIGRATE_DATABASE_URL needs PostgreSQL in it and in DATABASE_URL (roles are PostgreSQL's).")

@@ -126,7 +126,7 @@ def iso(moment: datetime.datetime) -> str:
     """Return `moment` in UTC as IAM writes dates, to the second (2025-01-31T12:00:00Z)."""
     if moment.tzinfo is None:
         raise ValueError("datetimes sent to AWS must be timezone-aware")
-    return moment.astimezone(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _parse_iso(text: str) -> datetime.datetime | None:
@@ -134,11 +134,11 @@ def _parse_iso(text: str) -> datetime.datetime | None:
         moment = datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
     except (TypeError, ValueError):
         return None
-    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.timezone.utc)
+    return moment if moment.tzinfo else moment.replace(tzinfo=datetime.UTC)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def deny_after(expires_at: datetime.datetime) -> dict[str, Any]:
@@ -284,7 +284,8 @@ class AWSConnector(Connector):
         expected = self.target.config.get("account_id")
         if expected and str(expected) != identity["Account"]:
             raise ConnectorError(
-                f"Target {self.target.name!r} expects AWS account {expected}, but its credentials belong to {identity['Account']}.",
+                f"Target {self.target.name!r} expects AWS account {expected}, but its credentials belong to "
+                f"{identity['Account']}.",
                 permanent=True,
             )
         return []
@@ -303,9 +304,13 @@ class AWSConnector(Connector):
         if "role_arn" in scope:
             unknown = set(scope) - _SHARED_KEYS
             if unknown:
-                raise ConnectorError(f"Grant scope with role_arn does not take {', '.join(sorted(unknown))}.", permanent=True)
+                raise ConnectorError(
+                    f"Grant scope with role_arn does not take {', '.join(sorted(unknown))}.", permanent=True
+                )
             if not isinstance(scope["role_arn"], str) or not _ROLE_ARN_RE.match(scope["role_arn"]):
-                raise ConnectorError(f"Grant scope role_arn {scope['role_arn']!r} is not an IAM role ARN.", permanent=True)
+                raise ConnectorError(
+                    f"Grant scope role_arn {scope['role_arn']!r} is not an IAM role ARN.", permanent=True
+                )
             if "session_policy" in scope:
                 _statements(scope["session_policy"], "session_policy")
         else:
@@ -318,11 +323,18 @@ class AWSConnector(Connector):
             if "inline_policy" in scope:
                 _statements(scope["inline_policy"], "inline_policy")
             elif not arns:
-                raise ConnectorError("The AWS grant scope needs role_arn, policy_arns or inline_policy.", permanent=True)
+                raise ConnectorError(
+                    "The AWS grant scope needs role_arn, policy_arns or inline_policy.", permanent=True
+                )
         limit = scope.get("max_session_seconds", DEFAULT_MAX_SESSION_SECONDS)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not MIN_SESSION_SECONDS <= limit <= MAX_SESSION_SECONDS:
+        if (
+            not isinstance(limit, int)
+            or isinstance(limit, bool)
+            or not MIN_SESSION_SECONDS <= limit <= MAX_SESSION_SECONDS
+        ):
             raise ConnectorError(
-                f"Grant scope max_session_seconds must be an integer from {MIN_SESSION_SECONDS} to {MAX_SESSION_SECONDS}.",
+                f"Grant scope max_session_seconds must be an integer from {MIN_SESSION_SECONDS} to "
+                f"{MAX_SESSION_SECONDS}.",
                 permanent=True,
             )
         return scope
@@ -354,7 +366,8 @@ class AWSConnector(Connector):
             if not isinstance(before, dict) or any(key.lower() == "aws:currenttime" for key in before):
                 # Ours would have to replace theirs: refuse rather than guess which is meant.
                 raise ConnectorError(
-                    "Grant scope inline_policy already conditions on DateLessThan aws:CurrentTime; the portal sets that.",
+                    "Grant scope inline_policy already conditions on DateLessThan aws:CurrentTime; the portal "
+                    "sets that.",
                     permanent=True,
                 )
             before["aws:CurrentTime"] = until
@@ -368,14 +381,21 @@ class AWSConnector(Connector):
         expires_at = grant.expires_at
         # Built first: a scope IAM would refuse must not leave an empty role behind.
         grant_policy = self._grant_policy(scope, expires_at)
-        trust = _document([{
-            "Effect": "Allow",
-            "Principal": {"AWS": self._portal_principal()},
-            "Action": "sts:AssumeRole",
-            "Condition": {"DateLessThan": {"aws:CurrentTime": iso(expires_at)}},
-        }])
+        trust = _document(
+            [
+                {
+                    "Effect": "Allow",
+                    "Principal": {"AWS": self._portal_principal()},
+                    "Action": "sts:AssumeRole",
+                    "Condition": {"DateLessThan": {"aws:CurrentTime": iso(expires_at)}},
+                }
+            ]
+        )
         max_session = max(DEFAULT_MAX_SESSION_SECONDS, scope.get("max_session_seconds", DEFAULT_MAX_SESSION_SECONDS))
-        tags = [{"Key": "jitportal:grant", "Value": str(int(grant.pk))}, {"Key": "jitportal:expires", "Value": iso(expires_at)}]
+        tags = [
+            {"Key": "jitportal:grant", "Value": str(int(grant.pk))},
+            {"Key": "jitportal:expires", "Value": iso(expires_at)},
+        ]
         try:
             role = iam.create_role(
                 Path=ROLE_PATH,
@@ -451,7 +471,9 @@ class AWSConnector(Connector):
 
     def _revocation_statements(self, role: str) -> list[dict[str, Any]]:
         try:
-            document = self._client("iam").get_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)["PolicyDocument"]
+            document = self._client("iam").get_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)[
+                "PolicyDocument"
+            ]
         except ClientError as exc:
             if _code(exc) == "NoSuchEntity":
                 return []
@@ -494,7 +516,9 @@ class AWSConnector(Connector):
             if wanted != current:
                 try:
                     if wanted:
-                        iam.put_role_policy(RoleName=role, PolicyName=self.revocation_policy_name, PolicyDocument=_document(wanted))
+                        iam.put_role_policy(
+                            RoleName=role, PolicyName=self.revocation_policy_name, PolicyDocument=_document(wanted)
+                        )
                     else:
                         iam.delete_role_policy(RoleName=role, PolicyName=self.revocation_policy_name)
                 except ClientError as exc:
@@ -519,7 +543,9 @@ class AWSConnector(Connector):
 
     # -- STS ----------------------------------------------------------------
 
-    def _assume(self, role_arn: str, name: str, duration: int, *, policy: str | None = None, new_role: bool = False) -> dict:
+    def _assume(
+        self, role_arn: str, name: str, duration: int, *, policy: str | None = None, new_role: bool = False
+    ) -> dict:
         params = {"RoleArn": role_arn, "RoleSessionName": name, "DurationSeconds": duration}
         if policy is not None:
             params["Policy"] = policy
@@ -535,7 +561,8 @@ class AWSConnector(Connector):
                 if time.monotonic() + delay > deadline:
                     # Most likely IAM has not propagated the new role yet: not permanent.
                     raise ConnectorError(
-                        f"Cannot assume the new role {name} on target {self.target.name!r} yet: {self._scrub(_message(exc))}"
+                        f"Cannot assume the new role {name} on target {self.target.name!r} yet: "
+                        f"{self._scrub(_message(exc))}"
                     ) from None
             time.sleep(delay)
             delay = min(delay * 2, 8.0)
@@ -546,10 +573,19 @@ class AWSConnector(Connector):
         expiration = creds["Expiration"]
         expiration = iso(expiration) if isinstance(expiration, datetime.datetime) else str(expiration)
         region = str(self.target.config.get("region", ""))
-        env = [f"export AWS_ACCESS_KEY_ID={key}", f"export AWS_SECRET_ACCESS_KEY={secret}", f"export AWS_SESSION_TOKEN={token}"]
+        env = [
+            f"export AWS_ACCESS_KEY_ID={key}",
+            f"export AWS_SECRET_ACCESS_KEY={secret}",
+            f"export AWS_SESSION_TOKEN={token}",
+        ]
         if region:
             env.append(f"export AWS_REGION={region}")
-        profile = [f"[{name}]", f"aws_access_key_id = {key}", f"aws_secret_access_key = {secret}", f"aws_session_token = {token}"]
+        profile = [
+            f"[{name}]",
+            f"aws_access_key_id = {key}",
+            f"aws_secret_access_key = {secret}",
+            f"aws_session_token = {token}",
+        ]
         return {
             "access_key_id": key,
             "secret_access_key": secret,
@@ -577,14 +613,20 @@ class AWSConnector(Connector):
                         f"The admin secret of target {self.target.name!r} is neither {DEFAULT_CHAIN!r} nor valid JSON.",
                         permanent=True,
                     ) from None
-                if not isinstance(spec, dict) or set(spec) - _ADMIN_KEYS or not all(isinstance(v, str) for v in spec.values()):
+                if (
+                    not isinstance(spec, dict)
+                    or set(spec) - _ADMIN_KEYS
+                    or not all(isinstance(v, str) for v in spec.values())
+                ):
                     raise ConnectorError(
-                        f"The admin secret of target {self.target.name!r} must be a JSON object with {', '.join(sorted(_ADMIN_KEYS))}.",
+                        f"The admin secret of target {self.target.name!r} must be a JSON object with "
+                        f"{', '.join(sorted(_ADMIN_KEYS))}.",
                         permanent=True,
                     )
                 if ("aws_access_key_id" in spec) != ("aws_secret_access_key" in spec):
                     raise ConnectorError(
-                        f"The admin secret of target {self.target.name!r} needs both aws_access_key_id and aws_secret_access_key.",
+                        f"The admin secret of target {self.target.name!r} needs both aws_access_key_id and "
+                        "aws_secret_access_key.",
                         permanent=True,
                     )
             self._secrets = [v for k, v in spec.items() if k in ("aws_secret_access_key", "aws_session_token")]
@@ -649,7 +691,9 @@ class AWSConnector(Connector):
                 f"Cannot {action} on {where}: {self._scrub(_message(exc))}", permanent=_code(exc) in PERMANENT_CODES
             ) from None
         except (NoCredentialsError, PartialCredentialsError):
-            raise ConnectorError(f"Cannot {action} on {where}: no usable AWS credentials were found.", permanent=True) from None
+            raise ConnectorError(
+                f"Cannot {action} on {where}: no usable AWS credentials were found.", permanent=True
+            ) from None
         except (EndpointConnectionError, ConnectTimeoutError, ReadTimeoutError, ConnectionClosedError) as exc:
             raise self.trip(ConnectorError(f"Cannot {action} on {where}: {self._scrub(str(exc))}")) from None
         except BotoCoreError as exc:

@@ -257,7 +257,8 @@ class LDAPConnector(Connector):
                 conn.bind()
             except lx.LDAPInvalidCredentialsResult:
                 raise ConnectorError(
-                    f"The directory of target {self.target.name!r} refused the bind DN {config['bind_dn']} with the password "
+                    f"The directory of target {self.target.name!r} refused the bind DN {config['bind_dn']} "
+                    "with the password "
                     f"from {self.target.secret_env}: invalid credentials.",
                     permanent=True,
                 ) from None
@@ -336,7 +337,8 @@ class LDAPConnector(Connector):
             self._delete(self.entry_dn(grant))
 
     def is_present(self, grant: GrantLike) -> bool:
-        """Read the ledger: is the grant's entry, deleted only after its memberships were confirmed gone, still there?"""
+        """Read the ledger: is the grant's entry, deleted only
+        after its memberships were confirmed gone, still there?"""
         with self._errors(f"inspect grant {int(grant.pk)}"):
             return self._read_record(self.entry_dn(grant)) is not None
 
@@ -354,7 +356,8 @@ class LDAPConnector(Connector):
             self._connection().modify(self.entry_dn(grant), {"description": changes})
 
     def list_managed(self) -> set[str]:
-        """Return the ledger entries of this target ("<prefix>g<id>"): every membership the portal added and has not removed."""
+        """Return the ledger entries of this target ("<prefix>g<id>"):
+        every membership the portal added and has not removed."""
         pattern = re.compile(re.escape(self.prefix + "g") + r"[0-9]+")
         search = (
             f"(&(objectClass={LEDGER_CLASS})(cn={escape_filter_chars(self.prefix)}g*)"
@@ -371,13 +374,15 @@ class LDAPConnector(Connector):
         return names
 
     def check(self) -> list[str]:
-        """Bind, read the user base and the ledger, and write and delete a probe entry in the ledger; warn about clear text."""
+        """Bind, read the user base and the ledger, and write and
+        delete a probe entry in the ledger; warn about clear text."""
         config = self._config()
         warnings = []
         parts = urlsplit(config["url"])
         if parts.scheme == "ldap" and not config.get("start_tls") and not _is_loopback(parts.hostname):
             warnings.append(
-                f"{config['url']} is plain LDAP without start_tls: the bind password and every change cross the network in clear text."
+                f"{config['url']} is plain LDAP without start_tls: the bind password and every change cross "
+                "the network in clear text."
             )
         with self._errors("check"):
             conn = self._connection()
@@ -403,12 +408,14 @@ class LDAPConnector(Connector):
                 conn.delete(probe)
             except lx.LDAPInsufficientAccessRightsResult:
                 raise ConnectorError(
-                    f"Target {self.target.name!r}: the bind DN {config['bind_dn']} may not add and delete entries under {self.ledger_dn}.",
+                    f"Target {self.target.name!r}: the bind DN {config['bind_dn']} may not add and delete "
+                    f"entries under {self.ledger_dn}.",
                     permanent=True,
                 ) from None
             except lx.LDAPObjectClassViolationResult as exc:
                 raise ConnectorError(
-                    f"Target {self.target.name!r}: the directory refuses {LEDGER_CLASS} entries under {self.ledger_dn}: {_describe(exc)}.",
+                    f"Target {self.target.name!r}: the directory refuses {LEDGER_CLASS} entries under "
+                    f"{self.ledger_dn}: {_describe(exc)}.",
                     permanent=True,
                 ) from None
         return warnings
@@ -429,7 +436,8 @@ class LDAPConnector(Connector):
                 classes = {c.lower() for c in entries[0]["attributes"].get("objectClass", [])}
                 if not classes & GROUP_CLASSES[attr]:
                     warnings.append(
-                        f"group {group} is not a {MEMBER_ATTRIBUTES[attr]} (object classes: {', '.join(sorted(classes))}); "
+                        f"group {group} is not a {MEMBER_ATTRIBUTES[attr]} (object classes: "
+                        f"{', '.join(sorted(classes))}); "
                         f"the directory may refuse {attr} values on it."
                     )
         return warnings
@@ -467,7 +475,8 @@ class LDAPConnector(Connector):
             )
         if len(entries) > 1:
             raise ConnectorError(
-                f"Several entries under {config['user_base']} match {shown} on target {self.target.name!r}; the user filter must find one.",
+                f"Several entries under {config['user_base']} match {shown} on target {self.target.name!r}; "
+                "the user filter must find one.",
                 permanent=True,
             )
         dn = entries[0]["dn"]
@@ -560,7 +569,8 @@ class LDAPConnector(Connector):
         """Does another grant's ledger entry (on any target sharing this ledger) hold `value` in `group`?"""
         search = (
             f"(&(objectClass={LEDGER_CLASS})(description={escape_filter_chars('member: ' + value)})"
-            f"(description={escape_filter_chars('added: ' + group)})(!(cn={escape_filter_chars(self.account_name(grant))})))"
+            f"(description={escape_filter_chars('added: ' + group)})"
+            f"(!(cn={escape_filter_chars(self.account_name(grant))})))"
         )
         return bool(self._search(self.ledger_dn, search, ldap3.LEVEL, ["1.1"], size_limit=1))
 
@@ -622,7 +632,8 @@ class LDAPConnector(Connector):
             raise
         except lx.LDAPInsufficientAccessRightsResult as exc:
             raise ConnectorError(
-                f"Cannot {action} on {where}: the bind DN lacks the rights ({_describe(exc)}); see the README's LDAP section.",
+                f"Cannot {action} on {where}: the bind DN lacks the rights ({_describe(exc)}); see the "
+                "README's LDAP section.",
                 permanent=True,
             ) from None
         except (
@@ -680,7 +691,8 @@ def _filter_errors(template) -> list[str]:
     unknown = sorted({n for n in names if n not in PLACEHOLDERS})
     if unknown:
         return [
-            f"user_filter uses {', '.join('{' + n + '}' for n in unknown)}; it may use {', '.join('{' + n + '}' for n in PLACEHOLDERS)}"
+            f"user_filter uses {', '.join('{' + n + '}' for n in unknown)}; it may use "
+            f"{', '.join('{' + n + '}' for n in PLACEHOLDERS)}"
         ]
     if not names:
         # Without one the filter finds the same entry for everybody.
@@ -692,6 +704,7 @@ def _filter_errors(template) -> list[str]:
         parse_filter(sample, None, True, True, None, False)
     except lx.LDAPInvalidFilterError:
         return [
-            f"user_filter {template!r} is not a valid LDAP filter (parenthesised, e.g. (&(objectClass=person)(mail={{email}})))"
+            f"user_filter {template!r} is not a valid LDAP filter (parenthesised, e.g. "
+            f"(&(objectClass=person)(mail={{email}})))"
         ]
     return []

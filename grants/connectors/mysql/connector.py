@@ -81,12 +81,29 @@ _SYSTEM_SCHEMAS = frozenset({"mysql", "information_schema", "performance_schema"
 # and session-level ones too. Nothing global (SUPER, FILE, PROCESS, CREATE
 # USER...), no ALL (it includes GRANT OPTION), no GRANT OPTION, no ALTER ROUTINE
 # (see _REFUSED).
-TABLE_PRIVILEGES = frozenset({
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "ALTER", "INDEX", "REFERENCES",
-    "CREATE VIEW", "SHOW VIEW", "TRIGGER", "DELETE HISTORY",
-})
+TABLE_PRIVILEGES = frozenset(
+    {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "CREATE",
+        "DROP",
+        "ALTER",
+        "INDEX",
+        "REFERENCES",
+        "CREATE VIEW",
+        "SHOW VIEW",
+        "TRIGGER",
+        "DELETE HISTORY",
+    }
+)
 DATABASE_PRIVILEGES = TABLE_PRIVILEGES | {
-    "CREATE TEMPORARY TABLES", "LOCK TABLES", "EXECUTE", "CREATE ROUTINE", "EVENT",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+    "EXECUTE",
+    "CREATE ROUTINE",
+    "EVENT",
 }
 # Privileges no scope may carry, at any level, directly or through a role.
 _REFUSED = {
@@ -96,7 +113,7 @@ _REFUSED = {
     # DBA's rights for whoever may execute it, after the grant too.
     # CREATE ROUTINE already lets a user alter and drop the routines it makes.
     "ALTER ROUTINE": "it lets the user switch anyone's routine there to SQL SECURITY DEFINER, which then runs with"
-                     " its definer's rights (CREATE ROUTINE already covers the user's own routines)",
+    " its definer's rights (CREATE ROUTINE already covers the user's own routines)",
     "PROXY": "it lets the user act as another account",
 }
 
@@ -111,18 +128,54 @@ _CODE_KINDS = {"CREATE VIEW": "views", "CREATE ROUTINE": "routines", "TRIGGER": 
 # MariaDB 10.4+ keeps an account's global privileges as a bit set in
 # mysql.global_priv; mysql.user (a view there) shows only the first 30 bits.
 _MARIADB_GLOBAL_BITS = (
-    "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "DROP", "RELOAD", "SHUTDOWN", "PROCESS", "FILE",
-    "GRANT OPTION", "REFERENCES", "INDEX", "ALTER", "SHOW DATABASES", "SUPER", "CREATE TEMPORARY TABLES",
-    "LOCK TABLES", "EXECUTE", "REPLICATION SLAVE", "BINLOG MONITOR", "CREATE VIEW", "SHOW VIEW",
-    "CREATE ROUTINE", "ALTER ROUTINE", "CREATE USER", "EVENT", "TRIGGER", "CREATE TABLESPACE",
-    "DELETE HISTORY", "SET USER", "FEDERATED ADMIN", "CONNECTION ADMIN", "READ_ONLY ADMIN",
-    "REPLICATION SLAVE ADMIN", "REPLICATION MASTER ADMIN", "BINLOG ADMIN", "BINLOG REPLAY", "SLAVE MONITOR",
+    "SELECT",
+    "INSERT",
+    "UPDATE",
+    "DELETE",
+    "CREATE",
+    "DROP",
+    "RELOAD",
+    "SHUTDOWN",
+    "PROCESS",
+    "FILE",
+    "GRANT OPTION",
+    "REFERENCES",
+    "INDEX",
+    "ALTER",
+    "SHOW DATABASES",
+    "SUPER",
+    "CREATE TEMPORARY TABLES",
+    "LOCK TABLES",
+    "EXECUTE",
+    "REPLICATION SLAVE",
+    "BINLOG MONITOR",
+    "CREATE VIEW",
+    "SHOW VIEW",
+    "CREATE ROUTINE",
+    "ALTER ROUTINE",
+    "CREATE USER",
+    "EVENT",
+    "TRIGGER",
+    "CREATE TABLESPACE",
+    "DELETE HISTORY",
+    "SET USER",
+    "FEDERATED ADMIN",
+    "CONNECTION ADMIN",
+    "READ_ONLY ADMIN",
+    "REPLICATION SLAVE ADMIN",
+    "REPLICATION MASTER ADMIN",
+    "BINLOG ADMIN",
+    "BINLOG REPLAY",
+    "SLAVE MONITOR",
     "SHOW CREATE ROUTINE",
 )
 # Privilege columns of mysql.user and mysql.db whose names do not say the privilege.
 _PRIV_COLUMNS = {
-    "Grant_priv": "GRANT OPTION", "Show_db_priv": "SHOW DATABASES", "Create_tmp_table_priv": "CREATE TEMPORARY TABLES",
-    "Repl_slave_priv": "REPLICATION SLAVE", "Repl_client_priv": "REPLICATION CLIENT",
+    "Grant_priv": "GRANT OPTION",
+    "Show_db_priv": "SHOW DATABASES",
+    "Create_tmp_table_priv": "CREATE TEMPORARY TABLES",
+    "Repl_slave_priv": "REPLICATION SLAVE",
+    "Repl_client_priv": "REPLICATION CLIENT",
 }
 # What revocation looks for: objects of these kinds whose DEFINER's user part
 # is one of the grant accounts (information_schema writes DEFINER as user@host),
@@ -348,7 +401,9 @@ class MySQLConnector(Connector):
     def user_host(self) -> str:
         host = self.target.config.get("user_host", DEFAULT_USER_HOST)
         if not isinstance(host, str) or not _USER_HOST_RE.match(host):
-            raise ConnectorError(f"Target {self.target.name!r}: user_host {host!r} is not a valid account host.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r}: user_host {host!r} is not a valid account host.", permanent=True
+            )
         return host
 
     # -- interface ----------------------------------------------------------
@@ -396,8 +451,13 @@ class MySQLConnector(Connector):
         client = "mariadb" if server.mariadb else "mysql"
         command = shlex.join([client, "-h", host, "-P", port, "-u", user, "-p", *([database] if database else [])])
         credentials = {
-            "username": user, "password": password, "host": host, "port": port,
-            "database": database, "dsn": dsn, "command": command,
+            "username": user,
+            "password": password,
+            "host": host,
+            "port": port,
+            "database": database,
+            "dsn": dsn,
+            "command": command,
         }
         return Provisioned(external_ref=user, credentials=credentials, expires_at=grant.expires_at)
 
@@ -407,7 +467,9 @@ class MySQLConnector(Connector):
         with self._errors("extend " + user):
             with self._admin().cursor() as cur:
                 if not self._account_hosts(cur, user):
-                    raise ConnectorError(f"Account {user} does not exist on the target; it cannot be extended.", permanent=True)
+                    raise ConnectorError(
+                        f"Account {user} does not exist on the target; it cannot be extended.", permanent=True
+                    )
 
     def revoke(self, grant: GrantLike) -> None:
         """Remove the grant's account and what it defined (see `revoke_many`); succeed if already gone."""
@@ -493,7 +555,9 @@ class MySQLConnector(Connector):
                         raise
 
                 if not server.has_roles:
-                    warnings.append(f"MySQL {server.version_text} has no roles: only 'privileges' scopes can be provisioned.")
+                    warnings.append(
+                        f"MySQL {server.version_text} has no roles: only 'privileges' scopes can be provisioned."
+                    )
                 elif server.mariadb and not self._can_set_default_roles(cur, server):
                     warnings.append(
                         f"Admin account {server.admin} lacks UPDATE on mysql.*, which MariaDB requires for"
@@ -581,11 +645,15 @@ class MySQLConnector(Connector):
             raise ConnectorError("Grant scope 'privileges' must be a list of {privileges, on} entries.", permanent=True)
         privileges = [self._privilege_grant(entry) for entry in entries]
         if not roles and not privileges:
-            raise ConnectorError("Grant scope has neither 'roles' nor 'privileges': the account could do nothing.", permanent=True)
+            raise ConnectorError(
+                "Grant scope has neither 'roles' nor 'privileges': the account could do nothing.", permanent=True
+            )
 
         limit = scope.get("max_user_connections", 0)
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 1_000_000:
-            raise ConnectorError("Grant scope 'max_user_connections' must be a whole number from 0 (no own limit).", permanent=True)
+            raise ConnectorError(
+                "Grant scope 'max_user_connections' must be a whole number from 0 (no own limit).", permanent=True
+            )
         return list(dict.fromkeys(roles)), privileges, limit
 
     def _privilege_grant(self, entry) -> _PrivilegeGrant:
@@ -627,16 +695,20 @@ class MySQLConnector(Connector):
         problems += [problem for item in held for problem in item.problems()]
         if problems:
             raise ConnectorError(
-                f"Refusing the scope on target {self.target.name!r}: " + "; ".join(problems)
+                f"Refusing the scope on target {self.target.name!r}: "
+                + "; ".join(problems)
                 + ". Fix the access profile or the role.",
                 permanent=True,
             )
         held += [item.held() for item in privileges]
-        code = sorted({
-            privilege
-            for item in held if item.level in ("database", "table")
-            for privilege in item.privileges & CODE_PRIVILEGES.keys()
-        })
+        code = sorted(
+            {
+                privilege
+                for item in held
+                if item.level in ("database", "table")
+                for privilege in item.privileges & CODE_PRIVILEGES.keys()
+            }
+        )
         if server.mariadb and roles and code:
             # MariaDB lets a user name its current role as the DEFINER of what it
             # creates without SUPER or SET USER (DEFINER = CURRENT_ROLE): revocation
@@ -657,7 +729,9 @@ class MySQLConnector(Connector):
         if not roles:
             return [], []
         if not server.has_roles:
-            raise ConnectorError(f"Target {self.target.name!r} runs MySQL {server.version_text}, which has no roles.", permanent=True)
+            raise ConnectorError(
+                f"Target {self.target.name!r} runs MySQL {server.version_text}, which has no roles.", permanent=True
+            )
         if server.mariadb and len(roles) > 1:
             raise ConnectorError(
                 "MariaDB activates only one role at login: give the profile one role (a role can be granted others).",
@@ -669,7 +743,8 @@ class MySQLConnector(Connector):
             names = {u for (u,) in self._read(cur, "mysql.user", "SELECT User FROM mysql.user WHERE is_role = 'Y'")}
             start = [(role, "") for role in roles if role in names]
             rows = self._read(
-                cur, "mysql.roles_mapping",
+                cur,
+                "mysql.roles_mapping",
                 "SELECT User, Host, Role, '', Admin_option FROM mysql.roles_mapping WHERE Host = ''",
             )
         else:
@@ -677,7 +752,8 @@ class MySQLConnector(Connector):
             names = {u for (u,) in self._read(cur, "mysql.user", statement, [roles])}
             start = [(role, "%") for role in roles if role in names]
             rows = self._read(
-                cur, "mysql.role_edges",
+                cur,
+                "mysql.role_edges",
                 "SELECT TO_USER, TO_HOST, FROM_USER, FROM_HOST, WITH_ADMIN_OPTION FROM mysql.role_edges",
             )
         missing = [role for role in roles if role not in names]
@@ -719,15 +795,25 @@ class MySQLConnector(Connector):
 
         if server.mariadb and server.version >= (10, 4, 0):
             for user, host, access in self._read(
-                cur, "mysql.global_priv",
+                cur,
+                "mysql.global_priv",
                 "SELECT User, Host, CAST(JSON_VALUE(Priv, '$.access') AS UNSIGNED) FROM mysql.global_priv"
-                " WHERE (User, Host) IN %s", [nodes],
+                " WHERE (User, Host) IN %s",
+                [nodes],
             ):
                 access = int(access or 0)
-                add(user, host, "global", "", "", {
-                    _MARIADB_GLOBAL_BITS[bit] if bit < len(_MARIADB_GLOBAL_BITS) else f"privilege bit {bit}"
-                    for bit in range(access.bit_length()) if access >> bit & 1
-                })
+                add(
+                    user,
+                    host,
+                    "global",
+                    "",
+                    "",
+                    {
+                        _MARIADB_GLOBAL_BITS[bit] if bit < len(_MARIADB_GLOBAL_BITS) else f"privilege bit {bit}"
+                        for bit in range(access.bit_length())
+                        if access >> bit & 1
+                    },
+                )
         else:
             columns = self._priv_columns(cur, "user")
             if columns:
@@ -762,7 +848,8 @@ class MySQLConnector(Connector):
         """Return the privilege columns of mysql.`table` (they differ between servers and versions)."""
         cur.execute(
             "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = 'mysql' AND TABLE_NAME = %s"
-            " ORDER BY ORDINAL_POSITION", [table],
+            " ORDER BY ORDINAL_POSITION",
+            [table],
         )
         return [name for (name,) in cur.fetchall() if name.endswith("_priv")]
 
@@ -770,7 +857,8 @@ class MySQLConnector(Connector):
         """Refuse a scope that lets the user create code where the admin could not see and drop it at revocation."""
         wanted = [
             (item, privilege)
-            for item in held if item.level in ("database", "table")
+            for item in held
+            if item.level in ("database", "table")
             for privilege in sorted(item.privileges & CODE_PRIVILEGES.keys())
         ]
         wanted = [(item, code) for item, code in wanted if CODE_PRIVILEGES[code] not in server.privileges]
@@ -843,7 +931,9 @@ class MySQLConnector(Connector):
         if server.mariadb:
             cur.execute("SELECT Role FROM mysql.roles_mapping WHERE User = %s AND Host = %s", [user, host])
             return [quote_ident(role) for (role,) in cur.fetchall() if role not in keep]
-        cur.execute("SELECT FROM_USER, FROM_HOST FROM mysql.role_edges WHERE TO_USER = %s AND TO_HOST = %s", [user, host])
+        cur.execute(
+            "SELECT FROM_USER, FROM_HOST FROM mysql.role_edges WHERE TO_USER = %s AND TO_HOST = %s", [user, host]
+        )
         return [
             cur.mogrify("%s@%s", (role, role_host))
             for role, role_host in cur.fetchall()
@@ -939,7 +1029,9 @@ class MySQLConnector(Connector):
         """Kill every connection of `user` and wait for them to leave; return how many are left."""
         deadline = time.monotonic() + KILL_WAIT_S
         while True:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()", [user])
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE USER = %s AND ID <> CONNECTION_ID()", [user]
+            )
             ids = [int(pid) for (pid,) in cur.fetchall()]
             if not ids or time.monotonic() > deadline:
                 return len(ids)
@@ -1010,13 +1102,20 @@ class MySQLConnector(Connector):
         if self._conn is None or not self._conn.open:
             self.close()
             params = self._params()
-            conn = self.connect_once(lambda: pymysql.connect(
-                **params, autocommit=True, charset="utf8mb4", program_name="jitportal",
-                connect_timeout=CONNECT_TIMEOUT_S, read_timeout=READ_TIMEOUT_S, write_timeout=READ_TIMEOUT_S,
-                # Dropping a trigger or view waits for the table's metadata lock:
-                # give up (and retry) before the client's read timeout.
-                init_command=f"SET SESSION lock_wait_timeout = {LOCK_WAIT_S}",
-            ))
+            conn = self.connect_once(
+                lambda: pymysql.connect(
+                    **params,
+                    autocommit=True,
+                    charset="utf8mb4",
+                    program_name="jitportal",
+                    connect_timeout=CONNECT_TIMEOUT_S,
+                    read_timeout=READ_TIMEOUT_S,
+                    write_timeout=READ_TIMEOUT_S,
+                    # Dropping a trigger or view waits for the table's metadata lock:
+                    # give up (and retry) before the client's read timeout.
+                    init_command=f"SET SESSION lock_wait_timeout = {LOCK_WAIT_S}",
+                )
+            )
             self._conn = conn
             try:
                 self._require_admin_privileges(self._server(conn))
@@ -1092,9 +1191,12 @@ class MySQLConnector(Connector):
                 # Client-side or connection-level: start afresh on the next call.
                 self.close()
                 where = self._where()
-                raise ConnectorError(f"Cannot {action} on target {self.target.name!r}{where}: {self._scrub(exc, hide)}") from None
+                raise ConnectorError(
+                    f"Cannot {action} on target {self.target.name!r}{where}: {self._scrub(exc, hide)}"
+                ) from None
             raise ConnectorError(
-                f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}", permanent=code in _PERMANENT_ERRORS
+                f"Cannot {action} on target {self.target.name!r}: {self._scrub(exc, hide)}",
+                permanent=code in _PERMANENT_ERRORS,
             ) from None
 
     def _where(self) -> str:

@@ -492,7 +492,9 @@ class OpenBaoConnector(Connector):
             )
         except requests.RequestException as exc:
             self.close()
-            error = ConnectorError(f"Cannot reach target {self.target.name!r} ({self._base_url()}): {type(exc).__name__}")
+            error = ConnectorError(
+                f"Cannot reach target {self.target.name!r} ({self._base_url()}): {type(exc).__name__}"
+            )
             if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
                 self.trip(error)
             raise error from None

@@ -198,15 +198,34 @@ ORDER BY 1, 3, 4, 2
 """
 # The keyword that names an object of a catalog in GRANT/REVOKE.
 _PRIVILEGE_OBJECT_KEYWORDS = {
-    "pg_class": "TABLE", "pg_proc": "ROUTINE", "pg_namespace": "SCHEMA", "pg_type": "TYPE",
-    "pg_largeobject": "LARGE OBJECT", "pg_foreign_server": "FOREIGN SERVER",
-    "pg_foreign_data_wrapper": "FOREIGN DATA WRAPPER", "pg_language": "LANGUAGE", "pg_database": "DATABASE",
+    "pg_class": "TABLE",
+    "pg_proc": "ROUTINE",
+    "pg_namespace": "SCHEMA",
+    "pg_type": "TYPE",
+    "pg_largeobject": "LARGE OBJECT",
+    "pg_foreign_server": "FOREIGN SERVER",
+    "pg_foreign_data_wrapper": "FOREIGN DATA WRAPPER",
+    "pg_language": "LANGUAGE",
+    "pg_database": "DATABASE",
     "pg_tablespace": "TABLESPACE",
 }
-_PRIVILEGES = frozenset({
-    "SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER", "EXECUTE", "USAGE", "CREATE",
-    "CONNECT", "TEMPORARY", "MAINTAIN",
-})
+_PRIVILEGES = frozenset(
+    {
+        "SELECT",
+        "INSERT",
+        "UPDATE",
+        "DELETE",
+        "TRUNCATE",
+        "REFERENCES",
+        "TRIGGER",
+        "EXECUTE",
+        "USAGE",
+        "CREATE",
+        "CONNECT",
+        "TEMPORARY",
+        "MAINTAIN",
+    }
+)
 
 
 def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iterations: int = SCRAM_ITERATIONS) -> str:
@@ -221,7 +240,7 @@ def scram_sha256_verifier(password: str, *, salt: bytes | None = None, iteration
     client_key = hmac.new(salted, b"Client Key", hashlib.sha256).digest()
     stored_key = hashlib.sha256(client_key).digest()
     server_key = hmac.new(salted, b"Server Key", hashlib.sha256).digest()
-    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731
+    b64 = lambda b: base64.b64encode(b).decode("ascii")  # noqa: E731 (a one-line helper for the three values below)
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(stored_key)}:{b64(server_key)}"
 
 
@@ -258,7 +277,7 @@ class PostgresConnector(Connector):
         expires_at = grant.expires_at
         if expires_at.tzinfo is None:
             raise ValueError("grant.expires_at must be timezone-aware")
-        valid_until = expires_at.astimezone(datetime.timezone.utc).isoformat()
+        valid_until = expires_at.astimezone(datetime.UTC).isoformat()
         password = secrets.token_urlsafe(24)
 
         with self._errors("provision " + role):
@@ -297,11 +316,13 @@ class PostgresConnector(Connector):
         role = self.role_name(grant)
         if grant.expires_at.tzinfo is None:
             raise ValueError("grant.expires_at must be timezone-aware")
-        valid_until = grant.expires_at.astimezone(datetime.timezone.utc).isoformat()
+        valid_until = grant.expires_at.astimezone(datetime.UTC).isoformat()
         with self._errors("extend " + role):
             conn = self._admin()
             if not self._role_oid(conn, role):
-                raise ConnectorError(f"Role {role} does not exist on the target; it cannot be extended.", permanent=True)
+                raise ConnectorError(
+                    f"Role {role} does not exist on the target; it cannot be extended.", permanent=True
+                )
             conn.execute(sql.SQL("ALTER ROLE {} VALID UNTIL {}").format(sql.Identifier(role), sql.Literal(valid_until)))
 
     def revoke(self, grant: GrantLike) -> None:
@@ -327,7 +348,11 @@ class PostgresConnector(Connector):
         errors: dict[int, str] = {}
         with self._errors(f"revoke {', '.join(roles)}"):
             conn = self._admin()
-            oids = dict(conn.execute("SELECT rolname::text, oid FROM pg_roles WHERE rolname = ANY(%s)", [list(roles)]).fetchall())
+            oids = dict(
+                conn.execute(
+                    "SELECT rolname::text, oid FROM pg_roles WHERE rolname = ANY(%s)", [list(roles)]
+                ).fetchall()
+            )
             if not oids:
                 return errors
             members = conn.execute(
@@ -337,7 +362,9 @@ class PostgresConnector(Connector):
                 [list(oids.values())],
             ).fetchall()
             statements = [sql.SQL("ALTER ROLE {} WITH NOLOGIN PASSWORD NULL").format(sql.Identifier(r)) for r in oids]
-            statements += [sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(g), sql.Identifier(r)) for r, g in members]
+            statements += [
+                sql.SQL("REVOKE {} FROM {}").format(sql.Identifier(g), sql.Identifier(r)) for r, g in members
+            ]
             with conn.transaction():
                 # No parameters: psycopg sends the statements as one simple query.
                 conn.execute(sql.SQL("; ").join(statements))
@@ -375,9 +402,12 @@ class PostgresConnector(Connector):
 
             # A session that was authenticating when NOLOGIN committed may have slipped in.
             self._terminate_sessions(conn, list(oids.values()))
-            left = dict(conn.execute(
-                "SELECT usesysid, count(*) FROM pg_stat_activity WHERE usesysid = ANY(%s) GROUP BY 1", [list(oids.values())]
-            ).fetchall())
+            left = dict(
+                conn.execute(
+                    "SELECT usesysid, count(*) FROM pg_stat_activity WHERE usesysid = ANY(%s) GROUP BY 1",
+                    [list(oids.values())],
+                ).fetchall()
+            )
             droppable = []
             for name, oid in oids.items():
                 if name in unclean:
@@ -390,7 +420,9 @@ class PostgresConnector(Connector):
                     droppable.append(name)
             if droppable:
                 try:
-                    conn.execute(sql.SQL("DROP ROLE IF EXISTS {}").format(sql.SQL(", ").join(map(sql.Identifier, droppable))))
+                    conn.execute(
+                        sql.SQL("DROP ROLE IF EXISTS {}").format(sql.SQL(", ").join(map(sql.Identifier, droppable)))
+                    )
                 except psycopg.Error:
                     # One role that cannot go fails the statement: drop them one by one.
                     for name in droppable:
@@ -410,20 +442,26 @@ class PostgresConnector(Connector):
         if not roles:
             return set()
         with self._errors("inspect " + ", ".join(roles)):
-            rows = self._admin().execute(
-                "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(r)s)"
-                " UNION SELECT usename::text FROM pg_stat_activity WHERE usename = ANY(%(r)s)",
-                {"r": list(roles)},
-            ).fetchall()
+            rows = (
+                self._admin()
+                .execute(
+                    "SELECT rolname::text FROM pg_roles WHERE rolname = ANY(%(r)s)"
+                    " UNION SELECT usename::text FROM pg_stat_activity WHERE usename = ANY(%(r)s)",
+                    {"r": list(roles)},
+                )
+                .fetchall()
+            )
         return {roles[name] for (name,) in rows}
 
     def list_managed(self) -> set[str]:
         """Return the names of the roles on the target that look like ours (prefix + "g" + digits)."""
         base = self.prefix + "g"
         with self._errors("list roles"):
-            rows = self._admin().execute(
-                r"SELECT rolname FROM pg_roles WHERE rolname LIKE %s ESCAPE '\'", [_like_escape(base) + "%"]
-            ).fetchall()
+            rows = (
+                self._admin()
+                .execute(r"SELECT rolname FROM pg_roles WHERE rolname LIKE %s ESCAPE '\'", [_like_escape(base) + "%"])
+                .fetchall()
+            )
         # The reconciler drops what we return: never include a hand-made role
         # such as "jit_gadmin" that merely shares the prefix.
         pattern = re.compile(re.escape(base) + r"[0-9]+")
@@ -439,24 +477,30 @@ class PostgresConnector(Connector):
                 " FROM pg_roles WHERE rolname = current_user"
             ).fetchone()
             if not can_create:
-                raise ConnectorError(f"Admin role {user!r} of target {self.target.name!r} lacks CREATEROLE.", permanent=True)
+                raise ConnectorError(
+                    f"Admin role {user!r} of target {self.target.name!r} lacks CREATEROLE.", permanent=True
+                )
             if version < 140000:
                 # pg_terminate_backend(pid, timeout) appeared in PostgreSQL 14.
-                raise ConnectorError(f"Target {self.target.name!r} runs PostgreSQL {version}; 14 or later is required.", permanent=True)
+                raise ConnectorError(
+                    f"Target {self.target.name!r} runs PostgreSQL {version}; 14 or later is required.", permanent=True
+                )
             try:
                 rules = conn.execute(
                     "SELECT line_number, type, database, user_name, auth_method, error FROM pg_hba_file_rules"
                 ).fetchall()
             except psycopg.errors.InsufficientPrivilege:
                 warnings = [
-                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses password expiry."
+                    f"Could not read pg_hba_file_rules as {user!r}: cannot check that no trust line bypasses "
+                    "password expiry."
                 ]
             else:
                 warnings = self._hba_warnings(rules)
         return warnings + self._create_warnings()
 
     def validate_scope(self, scope: dict) -> list[str]:
-        """Read the target; refuse scope roles (and the owner role) that are missing or reach superuser or admin roles."""
+        """Read the target; refuse scope roles (and the owner role)
+        that are missing or reach superuser or admin roles."""
         with self._errors("check the scope"):
             self._check_scope(self._admin(), scope)
         return []
@@ -497,7 +541,8 @@ class PostgresConnector(Connector):
                 raise ValueError(limit)
         except (TypeError, ValueError):
             raise ConnectorError(
-                f"Grant scope 'connection_limit' must be a whole number, -1 for no limit (got {limit!r}).", permanent=True
+                f"Grant scope 'connection_limit' must be a whole number, -1 for no limit (got {limit!r}).",
+                permanent=True,
             ) from None
         return int(limit)
 
@@ -554,7 +599,8 @@ class PostgresConnector(Connector):
 
     def _terminate_sessions(self, conn: psycopg.Connection, oids: list[int]) -> None:
         conn.execute(
-            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> pg_backend_pid()",
+            "SELECT pg_terminate_backend(pid, %s) FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> "
+            "pg_backend_pid()",
             [TERMINATE_WAIT_MS, oids],
         )
 
@@ -614,24 +660,30 @@ class PostgresConnector(Connector):
                     # passed on from it). Not SET ROLE to the role: it may no
                     # longer have USAGE on the schema, which REVOKE would need.
                     who = sql.SQL("PUBLIC") if grantee == "PUBLIC" else sql.Identifier(grantee)
-                    conn.execute(sql.SQL("REVOKE {} ON {} FROM {} CASCADE").format(
-                        sql.SQL(", ").join(map(sql.SQL, privileges)), target, who))
+                    conn.execute(
+                        sql.SQL("REVOKE {} ON {} FROM {} CASCADE").format(
+                            sql.SQL(", ").join(map(sql.SQL, privileges)), target, who
+                        )
+                    )
                 notes.append(("privilege", f"{', '.join(privileges)} on {kind} {identity} to {grantee}", "revoked"))
 
             for kind, name, schema, table in attached:
-                conn.execute(sql.SQL("DROP {} {} ON {}").format(
-                    sql.SQL(kind.upper()), sql.Identifier(name), sql.Identifier(schema, table)))
+                conn.execute(
+                    sql.SQL("DROP {} {} ON {}").format(
+                        sql.SQL(kind.upper()), sql.Identifier(name), sql.Identifier(schema, table)
+                    )
+                )
                 notes.append((kind, f"{name} on {schema}.{table}", "dropped"))
 
             kept = [row for row in owned if owner_role and row[4]]
             # Schemas and types before the tables that use them; a serial or
             # identity sequence follows its table, and is then already handed over.
             order = {"SCHEMA": 0, "TYPE": 1, "TABLE": 2, "SEQUENCE": 3}
-            for kind, schema, name, identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
+            for _kind, schema, name, _identity, keep_as in sorted(kept, key=lambda row: order[row[4]]):
                 target = sql.Identifier(name) if keep_as == "SCHEMA" else sql.Identifier(schema, name)
                 new_owner = sql.Identifier(owner_role)
                 conn.execute(sql.SQL("ALTER {} {} OWNER TO {}").format(sql.SQL(keep_as), target, new_owner))
-            for kind, schema, name, identity, keep_as in owned:
+            for kind, _schema, _name, identity, keep_as in owned:
                 notes.append((kind, identity, f"reassigned to {owner_role}" if owner_role and keep_as else "dropped"))
             conn.execute(sql.SQL("DROP OWNED BY {}").format(ident))
         for kind, name, action in notes:
@@ -747,7 +799,9 @@ class PostgresConnector(Connector):
                 conninfo_to_dict(dsn)
             except psycopg.Error:
                 # libpq's parse error quotes the string, which holds the password.
-                raise ConnectorError(f"The admin DSN of target {self.target.name!r} is malformed.", permanent=True) from None
+                raise ConnectorError(
+                    f"The admin DSN of target {self.target.name!r} is malformed.", permanent=True
+                ) from None
             self._admin_dsn = dsn
         return self._admin_dsn
 

@@ -46,8 +46,6 @@ import time
 from urllib.parse import quote, urlsplit
 
 import redis
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.exceptions import (
     AuthenticationError,
     AuthorizationError,
@@ -55,6 +53,8 @@ from redis.exceptions import (
     RedisError,
     ResponseError,
 )
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
@@ -545,7 +545,9 @@ class RedisConnector(Connector):
             # Connection refused, reset, timed out: start afresh on the next call,
             # which this instance fails at once (another pass tries the server again).
             self.close()
-            error = ConnectorError(f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}")
+            error = ConnectorError(
+                f"Cannot {action} on target {self.target.name!r}{self._where()}: {self._scrub(exc, hide)}"
+            )
             if isinstance(exc, (RedisConnectionError, RedisTimeoutError)):
                 self.trip(error)
             raise error from None

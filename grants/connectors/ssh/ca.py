@@ -70,7 +70,9 @@ def generate_ca(path: str | os.PathLike, *, comment: str = "jitportal-ca") -> st
     """
     path = os.fspath(path)
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     public = public_key_line(key.public_key(), comment=comment)
     # O_EXCL: two admins running the command at once get one CA, not two.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -93,7 +95,9 @@ def load_ca(path: str | os.PathLike) -> ssh.SSHCertPrivateKeyTypes:
     try:
         key = serialization.load_ssh_private_key(data, password=None)
     except TypeError:
-        raise ValueError(f"the CA key {path} is encrypted; the portal needs it unencrypted (protect it with file permissions)") from None
+        raise ValueError(
+            f"the CA key {path} is encrypted; the portal needs it unencrypted (protect it with file permissions)"
+        ) from None
     except (ValueError, ssh.UnsupportedAlgorithm):
         raise ValueError(f"{path} is not an OpenSSH private key (expected 'BEGIN OPENSSH PRIVATE KEY')") from None
     if not isinstance(key, (ed25519.Ed25519PrivateKey, ec.EllipticCurvePrivateKey, rsa.RSAPrivateKey)):
@@ -112,7 +116,9 @@ def public_key_line(key, *, comment: str = "") -> str:
 def generate_user_key(*, comment: str) -> tuple[str, str]:
     """Create an ed25519 key pair for a user who gave no public key; return (private OpenSSH text, public line)."""
     key = ed25519.Ed25519PrivateKey.generate()
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption())
+    private = key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH, serialization.NoEncryption()
+    )
     return private.decode("ascii"), public_key_line(key, comment=comment)
 
 
@@ -126,7 +132,9 @@ def validate_public_key(text: str) -> str:
     if not isinstance(text, str) or not text.strip():
         raise ValueError("Paste your OpenSSH public key (the one line in your .pub file).")
     if "PRIVATE KEY" in text:
-        raise ValueError("This is a private key. Never paste it anywhere: paste the public key (the .pub file) instead.")
+        raise ValueError(
+            "This is a private key. Never paste it anywhere: paste the public key (the .pub file) instead."
+        )
     text = text.strip()
     if len(text) > MAX_PUBLIC_KEY_CHARS:
         raise ValueError(f"This is too long for an SSH public key (at most {MAX_PUBLIC_KEY_CHARS} characters).")
@@ -135,13 +143,17 @@ def validate_public_key(text: str) -> str:
     if "\x00" in text or not text.isprintable():
         raise ValueError("The public key contains control characters.")
     if text.startswith("---- BEGIN SSH2 PUBLIC KEY"):
-        raise ValueError("This is an RFC 4716 (SSH2) key; convert it with `ssh-keygen -i -f key.pub` and paste the result.")
+        raise ValueError(
+            "This is an RFC 4716 (SSH2) key; convert it with `ssh-keygen -i -f key.pub` and paste the result."
+        )
     parts = text.split()
     if len(parts) < 2:
         raise ValueError("An OpenSSH public key looks like 'ssh-ed25519 AAAA... comment'.")
     key_type, blob = parts[0], parts[1]
     if key_type == "ssh-dss":
-        raise ValueError("DSA keys are insecure and no longer accepted by OpenSSH; use an ed25519 key (ssh-keygen -t ed25519).")
+        raise ValueError(
+            "DSA keys are insecure and no longer accepted by OpenSSH; use an ed25519 key (ssh-keygen -t ed25519)."
+        )
     if key_type.endswith("-cert-v01@openssh.com"):
         raise ValueError("This is a certificate; paste the plain public key it was made for.")
     if key_type.startswith("sk-"):
@@ -149,7 +161,9 @@ def validate_public_key(text: str) -> str:
     if key_type not in _KEY_TYPES:
         if any(t in text for t in _KEY_TYPES):
             raise ValueError("Remove the options in front of the key type: paste just 'type key [comment]'.")
-        raise ValueError(f"Unsupported key type {key_type[:40]!r}; use ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa.")
+        raise ValueError(
+            f"Unsupported key type {key_type[:40]!r}; use ssh-ed25519, ecdsa-sha2-nistp256/384/521 or ssh-rsa."
+        )
     if not _BASE64_RE.fullmatch(blob):
         raise ValueError("The key data is not valid base64; copy the whole line again.")
     try:
@@ -161,7 +175,9 @@ def validate_public_key(text: str) -> str:
     if not raw or not isinstance(key, _KEY_TYPES[key_type]):
         raise ValueError("The key data does not match its type.")
     if isinstance(key, rsa.RSAPublicKey) and key.key_size < MIN_RSA_BITS:
-        raise ValueError(f"This RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required (or use ed25519).")
+        raise ValueError(
+            f"This RSA key has {key.key_size} bits; at least {MIN_RSA_BITS} are required (or use ed25519)."
+        )
     return public_key_line(key)
 
 
@@ -216,7 +232,11 @@ def critical_options(*, force_command=None, source_address=None) -> dict[str, st
     """Build the force-command and source-address critical options, checked."""
     result = {}
     if force_command is not None:
-        if not isinstance(force_command, str) or not force_command.strip() or any(c in force_command for c in "\x00\r\n"):
+        if (
+            not isinstance(force_command, str)
+            or not force_command.strip()
+            or any(c in force_command for c in "\x00\r\n")
+        ):
             raise ValueError("'force_command' must be a one-line command")
         result["force-command"] = force_command
     if source_address is not None:
@@ -251,7 +271,9 @@ def sign_user_certificate(
     valid_after <= now < valid_before.
     """
     key = serialization.load_ssh_public_key(public_key.encode("ascii"))
-    if isinstance(key, ssh.SSHCertificate) or not isinstance(key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)):
+    if isinstance(key, ssh.SSHCertificate) or not isinstance(
+        key, (ed25519.Ed25519PublicKey, ec.EllipticCurvePublicKey, rsa.RSAPublicKey)
+    ):
         raise ValueError("unsupported public key type")
     builder = (
         ssh.SSHCertificateBuilder()
@@ -356,7 +378,9 @@ def _run_ssh_keygen(*args: str) -> subprocess.CompletedProcess:
     if path is None:
         raise SSHKeygenError("ssh-keygen is not installed (Debian package openssh-client)")
     try:
-        return subprocess.run([path, *args], capture_output=True, timeout=SSH_KEYGEN_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        return subprocess.run(
+            [path, *args], capture_output=True, timeout=SSH_KEYGEN_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
     except subprocess.TimeoutExpired:
         raise SSHKeygenError(f"ssh-keygen {args[0]} did not finish within {SSH_KEYGEN_TIMEOUT_S} s") from None
 

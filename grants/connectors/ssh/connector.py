@@ -133,7 +133,9 @@ class SSHConnector(Connector):
         try:
             principals = sshca.check_principals(scope.get("principals"))
             extensions = sshca.extensions_from_options(scope.get("options"))
-            critical = sshca.critical_options(force_command=scope.get("force_command"), source_address=scope.get("source_address"))
+            critical = sshca.critical_options(
+                force_command=scope.get("force_command"), source_address=scope.get("source_address")
+            )
         except ValueError as exc:
             raise ConnectorError(f"The access profile's SSH scope is invalid: {exc}.", permanent=True) from None
 
@@ -143,7 +145,9 @@ class SSHConnector(Connector):
             try:
                 public_key = sshca.validate_public_key(params["public_key"])
             except ValueError as exc:
-                raise ConnectorError(f"The public key of grant {grant.pk} is not acceptable: {exc}", permanent=True) from None
+                raise ConnectorError(
+                    f"The public key of grant {grant.pk} is not acceptable: {exc}", permanent=True
+                ) from None
         else:
             private_key, public_key = sshca.generate_user_key(comment=self.key_id(grant))
 
@@ -161,10 +165,13 @@ class SSHConnector(Connector):
         )
         with self._errors("issue a certificate"), self._locked():
             if serial in self._read_revoked():
-                raise ConnectorError(f"Serial {serial} (grant {grant.pk}) is in the KRL; a revoked grant cannot be provisioned again.", permanent=True)
+                raise ConnectorError(
+                    f"Serial {serial} (grant {grant.pk}) is in the KRL; a revoked grant cannot be provisioned again.",
+                    permanent=True,
+                )
             # The ledger line is written before the certificate leaves this
             # function: list_managed() must know every certificate out there.
-            until = datetime.datetime.fromtimestamp(valid_before, datetime.timezone.utc)
+            until = datetime.datetime.fromtimestamp(valid_before, datetime.UTC)
             self._append(self.krl_path + _ISSUED, f"{serial} {valid_before} {until:%Y-%m-%dT%H:%M:%SZ}\n")
             if not os.path.exists(self.krl_path):
                 # sshd refuses every public key while its RevokedKeys file is missing.
@@ -192,7 +199,10 @@ class SSHConnector(Connector):
         with self._errors("revoke serial " + str(serial)), self._locked():
             revoked = self._read_revoked()
             if serial not in revoked:
-                self._append(self.krl_path + _REVOKED, f"{serial} {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%dT%H:%M:%SZ}\n")
+                self._append(
+                    self.krl_path + _REVOKED,
+                    f"{serial} {datetime.datetime.now(datetime.UTC):%Y-%m-%dT%H:%M:%SZ}\n",
+                )
                 revoked.add(serial)
             self._publish(revoked)
 
@@ -232,22 +242,31 @@ class SSHConnector(Connector):
             with open(path + ".pub", encoding="ascii") as fh:
                 beside = fh.read().split()[:2]
             if beside != ca_public.split()[:2]:
-                warnings.append(f"{path}.pub is not the public half of the CA key; hosts configured from it will refuse certificates.")
+                warnings.append(
+                    f"{path}.pub is not the public half of the CA key; hosts configured from it will refuse "
+                    "certificates."
+                )
         except (OSError, UnicodeDecodeError):
             pass
         folder = os.path.dirname(self.krl_path)
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK | os.X_OK):
-            raise ConnectorError(f"Cannot write the KRL of target {self.target.name!r}: {folder} is not a writable folder.", permanent=True)
+            raise ConnectorError(
+                f"Cannot write the KRL of target {self.target.name!r}: {folder} is not a writable folder.",
+                permanent=True,
+            )
         if not os.path.exists(self.krl_path):
             warnings.append(
-                f"No KRL has been published at {self.krl_path} yet; hosts using it as RevokedKeys refuse every key until it exists "
+                f"No KRL has been published at {self.krl_path} yet; hosts using it as RevokedKeys refuse every "
+                "key until it exists "
                 "(it is written at the first certificate or revocation)."
             )
         else:
             try:
                 sshca.krl_revokes(self.krl_path, sshca.probe_certificate(self._ca_key(), 1))
             except sshca.SSHKeygenError as exc:
-                raise ConnectorError(f"The KRL at {self.krl_path} is unreadable; hosts refuse every key until it is republished: {exc}") from None
+                raise ConnectorError(
+                    f"The KRL at {self.krl_path} is unreadable; hosts refuse every key until it is republished: {exc}"
+                ) from None
         return warnings
 
     # -- KRL publication --------------------------------------------------------
@@ -309,7 +328,9 @@ class SSHConnector(Connector):
             try:
                 valid_before = int(rest.split()[0])
             except (IndexError, ValueError):
-                raise ConnectorError(f"Malformed line for serial {serial} in {self.krl_path + _ISSUED}.", permanent=True) from None
+                raise ConnectorError(
+                    f"Malformed line for serial {serial} in {self.krl_path + _ISSUED}.", permanent=True
+                ) from None
             issued[serial] = max(valid_before, issued.get(serial, 0))
         return issued
 
@@ -355,7 +376,9 @@ class SSHConnector(Connector):
                 raise ConnectorError(f"Target {self.target.name!r}: {exc}.", permanent=True) from None
         return self._ca
 
-    def _credentials(self, grant, certificate: str, private_key: str | None, principals: list[str], until) -> dict[str, str]:
+    def _credentials(
+        self, grant, certificate: str, private_key: str | None, principals: list[str], until
+    ) -> dict[str, str]:
         config = self.target.config
         host = str(config.get("host") or self.target.name)
         user = str(config.get("user_hint") or principals[0])

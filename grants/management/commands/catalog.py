@@ -12,7 +12,8 @@ class Command(BaseCommand):
         parser.add_argument("action", choices=["plan", "apply"])
         parser.add_argument("file")
         parser.add_argument(
-            "--revoke-removed", action="store_true",
+            "--revoke-removed",
+            action="store_true",
             help="Revoke live grants of profiles removed from the file (reason: policy); otherwise they run to expiry.",
         )
 

@@ -21,7 +21,6 @@ from django.db import Error as DatabaseError
 from django.db import close_old_connections, connections
 from django.db.models import Min, Q
 from django.utils import timezone
-
 from django_q.brokers import get_broker
 from django_q.tasks import async_task
 
@@ -66,7 +65,9 @@ class Command(BaseCommand):
     help = "Enqueue revocations at the moment grants expire (run beside qcluster)."
 
     def add_arguments(self, parser):
-        parser.add_argument("--max-sleep", type=float, default=2.0, help="Look for new grants at least this often (seconds).")
+        parser.add_argument(
+            "--max-sleep", type=float, default=2.0, help="Look for new grants at least this often (seconds)."
+        )
 
     def handle(self, *args, max_sleep, **options):
         self.running = True
@@ -89,13 +90,18 @@ class Command(BaseCommand):
                 # connection and try again with a new one after a pause.
                 if down_since is None:
                     down_since = time.monotonic()
-                    log.warning("Expiry timer: the portal database failed (%s); retrying until it answers", " ".join(str(exc).split()))
+                    log.warning(
+                        "Expiry timer: the portal database failed (%s); retrying until it answers",
+                        " ".join(str(exc).split()),
+                    )
                 self._drop_connections()
                 self._sleep(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if down_since is not None:
-                log.warning("Expiry timer: the portal database answers again after %.1f s", time.monotonic() - down_since)
+                log.warning(
+                    "Expiry timer: the portal database answers again after %.1f s", time.monotonic() - down_since
+                )
                 down_since, backoff = None, MIN_BACKOFF
             self._sleep(max(wait, MIN_WAKE))
 
@@ -127,15 +133,24 @@ class Command(BaseCommand):
         lost = now - RETRY_GRACE
         soon = scheduled.aggregate(
             window=Min("not_before", filter=Q(not_before__gt=now)),
-            task=Min("created_at", filter=Q(not_before__isnull=True, next_attempt_at__isnull=True, created_at__gt=lost)),
+            task=Min(
+                "created_at", filter=Q(not_before__isnull=True, next_attempt_at__isnull=True, created_at__gt=lost)
+            ),
         )
         upcoming = min(
-            filter(None, [
-                Grant.objects.filter(status=Grant.Status.ACTIVE, expires_at__gt=now).aggregate(next=Min("expires_at"))["next"],
-                Grant.objects.filter(status__in=RETRIED, next_attempt_at__gt=now).aggregate(next=Min("next_attempt_at"))["next"],
-                soon["window"],
-                soon["task"] and soon["task"] + RETRY_GRACE,
-            ]),
+            filter(
+                None,
+                [
+                    Grant.objects.filter(status=Grant.Status.ACTIVE, expires_at__gt=now).aggregate(
+                        next=Min("expires_at")
+                    )["next"],
+                    Grant.objects.filter(status__in=RETRIED, next_attempt_at__gt=now).aggregate(
+                        next=Min("next_attempt_at")
+                    )["next"],
+                    soon["window"],
+                    soon["task"] and soon["task"] + RETRY_GRACE,
+                ],
+            ),
             default=None,
         )
         return self.max_sleep if upcoming is None else min(self.max_sleep, (upcoming - now).total_seconds())

@@ -2,8 +2,8 @@
 
 import datetime
 
-from django.contrib.auth import get_user_model
 from django.conf import settings
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand
 from django.db import transaction
@@ -61,7 +61,15 @@ class Command(BaseCommand):
         # Read-write is high risk: approving it or showing its credentials asks for the password again (step-up).
         profiles = [
             ("appdb-readonly", "appdb read-only", {"roles": ["app_readonly"]}, 1, 8, False, "low"),
-            ("appdb-readwrite", "appdb read-write", {"roles": ["app_readwrite"], "owner_role": "app_owner"}, 1, 4, True, "high"),
+            (
+                "appdb-readwrite",
+                "appdb read-write",
+                {"roles": ["app_readwrite"], "owner_role": "app_owner"},
+                1,
+                4,
+                True,
+                "high",
+            ),
         ]
         for name, title, scope, default_h, max_h, manager, risk in profiles:
             profile, _ = AccessProfile.objects.update_or_create(
@@ -101,7 +109,8 @@ class Command(BaseCommand):
                 "max_duration": datetime.timedelta(hours=4),
                 "approver_group": db_approvers,
                 "manager_approves": True,
-                "description": "A user certificate for the principal demo; paste your public key or let the portal make a key pair.",
+                "description": "A user certificate for the principal demo; paste your public key or let the portal "
+                "make a key pair.",
             },
         )
         profile.requestable_by.set([engineers])

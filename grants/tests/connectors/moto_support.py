@@ -55,7 +55,9 @@ class MotoServer:
         deadline = time.monotonic() + self.start_timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise MotoServerError(f"moto_server exited with code {self._process.returncode}; is moto[server] installed?")
+                raise MotoServerError(
+                    f"moto_server exited with code {self._process.returncode}; is moto[server] installed?"
+                )
             try:
                 socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
                 return

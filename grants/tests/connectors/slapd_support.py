@@ -92,8 +92,8 @@ def _base_entries() -> list[tuple[str, dict]]:
     for number, (uid, row) in enumerate(PEOPLE_ROWS.items(), start=1):
         entries.append((person_dn(uid), {
             "objectClass": ["inetOrgPerson", "posixAccount"], "uid": uid, "cn": row["cn"], "sn": row["cn"].split()[-1],
-            "mail": row["mail"], "uidNumber": str(10000 + number), "gidNumber": "10000", "homeDirectory": f"/home/{uid}",
-            "userPassword": USER_PASSWORD,
+            "mail": row["mail"], "uidNumber": str(10000 + number), "gidNumber": "10000",
+            "homeDirectory": f"/home/{uid}", "userPassword": USER_PASSWORD,
         }))  # fmt: skip
     entries += [
         (group_dn("ops"), {"objectClass": ["groupOfNames"], "cn": "ops", "member": [person_dn("bob")]}),
@@ -166,7 +166,7 @@ olcAccess: {{0}}to attrs=userPassword by self write by anonymous auth by * none
 olcAccess: {{1}}to dn.subtree="{LEDGER}" by dn.exact="{SERVICE_DN}" write by * none
 olcAccess: {{2}}to dn.children="{GROUPS}" attrs=member,uniqueMember,memberUid by dn.exact="{SERVICE_DN}" write by users read
 olcAccess: {{3}}to * by dn.exact="{SERVICE_DN}" read by users read by * none
-"""
+"""  # noqa: E501 (LDIF: one olcAccess rule a line, as slapadd reads it)
 
 
 def _make_tls(folder: Path) -> dict[str, Path]:
@@ -179,9 +179,9 @@ def _make_tls(folder: Path) -> dict[str, Path]:
         .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(hours=1))
         .not_valid_after(now + datetime.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False, key_agreement=False,
-                                     encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
+                                     content_commitment=False, key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )  # fmt: skip
     key = ec.generate_private_key(ec.SECP256R1())
@@ -189,7 +189,8 @@ def _make_tls(folder: Path) -> dict[str, Path]:
         x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")]))
         .issuer_name(ca_name).public_key(key.public_key()).serial_number(x509.random_serial_number())
         .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost"),
+                                                    x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
                        critical=False)
         .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
         .sign(ca_key, hashes.SHA256())

@@ -108,8 +108,10 @@ LogLevel VERBOSE
 """
         )
         subprocess.run([SSHD, "-t", "-f", str(self.config)], check=True, capture_output=True)
-        self._log_fh = open(self.log, "wb")
-        self._proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(self.config)], stdout=self._log_fh, stderr=subprocess.STDOUT)
+        self._log_fh = open(self.log, "wb")  # noqa: SIM115 (open while sshd runs; closed in stop())
+        self._proc = subprocess.Popen(
+            [SSHD, "-D", "-e", "-f", str(self.config)], stdout=self._log_fh, stderr=subprocess.STDOUT
+        )
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
@@ -151,7 +153,9 @@ LogLevel VERBOSE
         ]  # fmt: skip
         return args
 
-    def run(self, key: Path, cert: Path | None, command: str, *, user: str | None = None, timeout: float = 20) -> subprocess.CompletedProcess:
+    def run(
+        self, key: Path, cert: Path | None, command: str, *, user: str | None = None, timeout: float = 20
+    ) -> subprocess.CompletedProcess:
         return subprocess.run(
             self.ssh_args(key, cert, user=user) + [command],
             capture_output=True,

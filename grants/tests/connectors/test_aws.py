@@ -31,7 +31,7 @@ _grant_ids = itertools.count(2001)
 
 
 def _in(seconds: float) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def _statement_doc(*statements):
@@ -52,7 +52,13 @@ def moto_server():
 def _isolated_aws_env(monkeypatch, tmp_path):
     # Never pick up the machine's own AWS configuration or ask an instance
     # metadata service: the tests talk to moto only.
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_DEFAULT_PROFILE"):
+    for name in (
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "aws-config"))
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "aws-credentials"))
@@ -64,7 +70,11 @@ def aws(moto_server):
     """A fresh moto account with the portal's IAM user, a shared role and two managed policies."""
     moto_server.reset()
     iam = boto3.client(
-        "iam", endpoint_url=moto_server.url, region_name=REGION, aws_access_key_id="testing", aws_secret_access_key="testing"
+        "iam",
+        endpoint_url=moto_server.url,
+        region_name=REGION,
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
     )
     iam.create_user(UserName="portal")
     key = iam.create_access_key(UserName="portal")["AccessKey"]
@@ -207,8 +217,12 @@ def test_per_grant_role_is_trusted_only_by_the_portal_and_only_until_expiry(conn
 def test_every_allow_of_the_inline_policy_ends_at_expiry_and_a_deny_covers_the_rest(connector, aws):
     scope_policy = _statement_doc(
         {"Sid": "Read", "Effect": "Allow", "Action": "s3:GetObject", "Resource": "arn:aws:s3:::orders/*"},
-        {"Effect": "Allow", "Action": "s3:ListBucket", "Resource": "arn:aws:s3:::orders",
-         "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}}},
+        {
+            "Effect": "Allow",
+            "Action": "s3:ListBucket",
+            "Resource": "arn:aws:s3:::orders",
+            "Condition": {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}},
+        },
         {"Effect": "Deny", "Action": "s3:DeleteObject", "Resource": "*"},
     )
     grant = make_grant(inline_policy=scope_policy, policy_arns=[aws.policies["S3Read"]])
@@ -218,11 +232,17 @@ def test_every_allow_of_the_inline_policy_ends_at_expiry_and_a_deny_covers_the_r
     until = iso(grant.expires_at)
     read, listing, deny_delete, deny_after = _inline_policy(aws, f"jit-g{grant.pk}")["Statement"]
     assert read["Condition"] == {"DateLessThan": {"aws:CurrentTime": until}}
-    assert listing["Condition"] == {"IpAddress": {"aws:SourceIp": "192.0.2.0/24"}, "DateLessThan": {"aws:CurrentTime": until}}
+    assert listing["Condition"] == {
+        "IpAddress": {"aws:SourceIp": "192.0.2.0/24"},
+        "DateLessThan": {"aws:CurrentTime": until},
+    }
     assert "Condition" not in deny_delete  # a deny that lapsed at expiry would be pointless
     # Managed policies cannot carry our condition: this deny ends them too.
     assert deny_after == {
-        "Sid": "JitDenyAfterExpiry", "Effect": "Deny", "Action": "*", "Resource": "*",
+        "Sid": "JitDenyAfterExpiry",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
         "Condition": {"DateGreaterThan": {"aws:CurrentTime": until}},
     }
     attached = aws.iam.list_attached_role_policies(RoleName=f"jit-g{grant.pk}")["AttachedPolicies"]
@@ -244,8 +264,11 @@ def test_provisioning_again_brings_the_role_to_the_new_scope_and_expiry(connecto
     grant = make_grant(policy_arns=[aws.policies["S3Read"]])
     connector.provision(grant)
     name = f"jit-g{grant.pk}"
-    aws.iam.put_role_policy(RoleName=name, PolicyName="added-by-hand", PolicyDocument=json.dumps(
-        _statement_doc({"Effect": "Allow", "Action": "*", "Resource": "*"})))
+    aws.iam.put_role_policy(
+        RoleName=name,
+        PolicyName="added-by-hand",
+        PolicyDocument=json.dumps(_statement_doc({"Effect": "Allow", "Action": "*", "Resource": "*"})),
+    )
 
     grant.scope = {"policy_arns": [aws.policies["LogsRead"]], "max_session_seconds": 7200}
     grant.expires_at = _in(5400)
@@ -256,15 +279,19 @@ def test_provisioning_again_brings_the_role_to_the_new_scope_and_expiry(connecto
     assert aws.iam.list_role_policies(RoleName=name)["PolicyNames"] == ["jitportal-grant"]
     role = aws.iam.get_role(RoleName=name)["Role"]
     assert role["MaxSessionDuration"] == 7200
-    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"] == iso(grant.expires_at)
+    assert role["AssumeRolePolicyDocument"]["Statement"][0]["Condition"]["DateLessThan"]["aws:CurrentTime"] == iso(
+        grant.expires_at
+    )
     assert {t["Key"]: t["Value"] for t in role["Tags"]}["jitportal:expires"] == iso(grant.expires_at)
     assert _role_names(aws) == {"ReadOnly", name}
     assert _caller(result.credentials, aws.url)["Arn"].endswith(f"/{name}/{name}")
 
 
 def test_revoke_deletes_the_role_with_its_policies_and_can_run_again(connector, aws):
-    grant = make_grant(policy_arns=[aws.policies["S3Read"]],
-                       inline_policy=_statement_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}))
+    grant = make_grant(
+        policy_arns=[aws.policies["S3Read"]],
+        inline_policy=_statement_doc({"Effect": "Allow", "Action": "s3:GetObject", "Resource": "*"}),
+    )
     connector.provision(grant)
     assert connector.is_present(grant)
 
@@ -300,7 +327,9 @@ def test_unknown_managed_policy_is_a_permanent_error(connector, aws):
 
 def test_list_managed_lists_grant_roles_and_nothing_else(connector, aws):
     name = connector.provision(make_grant(policy_arns=[aws.policies["S3Read"]])).external_ref
-    trust = json.dumps(_statement_doc({"Effect": "Allow", "Principal": {"AWS": aws.portal_arn}, "Action": "sts:AssumeRole"}))
+    trust = json.dumps(
+        _statement_doc({"Effect": "Allow", "Principal": {"AWS": aws.portal_arn}, "Action": "sts:AssumeRole"})
+    )
     # Look-alikes the reconciler must never delete: wrong path, or not prefix + "g" + digits.
     aws.iam.create_role(RoleName="jit-g77", AssumeRolePolicyDocument=trust)
     for lookalike in ("jit-gadmin", "jit-g12x", "jitg7"):
@@ -326,8 +355,13 @@ def test_shared_role_session_is_named_after_the_grant_and_denied_after_expiry(co
     # whatever the role allows, until the deny takes over at expiry.
     assert json.loads(call["Policy"]) == _statement_doc(
         {"Sid": "JitRolePermissions", "Effect": "Allow", "Action": "*", "Resource": "*"},
-        {"Sid": "JitDenyAfterExpiry", "Effect": "Deny", "Action": "*", "Resource": "*",
-         "Condition": {"DateGreaterThan": {"aws:CurrentTime": iso(grant.expires_at)}}},
+        {
+            "Sid": "JitDenyAfterExpiry",
+            "Effect": "Deny",
+            "Action": "*",
+            "Resource": "*",
+            "Condition": {"DateGreaterThan": {"aws:CurrentTime": iso(grant.expires_at)}},
+        },
     )
     assert _role_names(aws) == {"ReadOnly"}  # nothing is created for a shared role
 
@@ -354,8 +388,13 @@ def test_scope_session_policy_is_kept_and_the_expiry_deny_appended(connector, as
     ids=["20-min", "5-min", "3-h", "3-h-max-2-h"],
 )
 @pytest.mark.parametrize("kind", ["shared-role", "own-role"])
-def test_session_duration_is_the_time_left_within_sts_limits(connector, aws, assume_calls, kind, seconds, scope, expected):
-    scope = {**scope, **({"role_arn": SHARED_ROLE_ARN} if kind == "shared-role" else {"policy_arns": [aws.policies["S3Read"]]})}
+def test_session_duration_is_the_time_left_within_sts_limits(
+    connector, aws, assume_calls, kind, seconds, scope, expected
+):
+    scope = {
+        **scope,
+        **({"role_arn": SHARED_ROLE_ARN} if kind == "shared-role" else {"policy_arns": [aws.policies["S3Read"]]}),
+    }
     if kind == "shared-role" and expected > 3600:
         aws.iam.update_role(RoleName="ReadOnly", MaxSessionDuration=expected)
     grant = make_grant(seconds, **scope)
@@ -384,7 +423,9 @@ def test_revoke_denies_only_this_grants_sessions_issued_so_far(connector, aws):
     condition = statement["Condition"]
     # Only this grant's sessions: aws:userid of a role session is "<role id>:<session name>".
     assert condition["StringLike"] == {"aws:userid": f"*:jit-g{grant.pk}"}
-    issued_before = datetime.datetime.fromisoformat(condition["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00"))
+    issued_before = datetime.datetime.fromisoformat(
+        condition["DateLessThan"]["aws:TokenIssueTime"].replace("Z", "+00:00")
+    )
     assert before < issued_before <= after + datetime.timedelta(seconds=62)  # now, plus clock-skew allowance
     # It only needs to hold until the session's own deny takes over.
     until = datetime.datetime.fromisoformat(condition["DateLessThan"]["aws:CurrentTime"].replace("Z", "+00:00"))
@@ -406,12 +447,22 @@ def test_revoking_two_grants_of_a_shared_role_keeps_both_denials_and_other_state
 
 
 def test_revoke_prunes_denials_whose_sessions_expired_and_keeps_foreign_statements(connector, aws):
-    stale = {"Sid": "RevokeG7", "Effect": "Deny", "Action": "*", "Resource": "*", "Condition": {
-        "StringLike": {"aws:userid": "*:jit-g7"},
-        "DateLessThan": {"aws:TokenIssueTime": iso(_in(-7200)), "aws:CurrentTime": iso(_in(-60))}}}
+    stale = {
+        "Sid": "RevokeG7",
+        "Effect": "Deny",
+        "Action": "*",
+        "Resource": "*",
+        "Condition": {
+            "StringLike": {"aws:userid": "*:jit-g7"},
+            "DateLessThan": {"aws:TokenIssueTime": iso(_in(-7200)), "aws:CurrentTime": iso(_in(-60))},
+        },
+    }
     foreign = {"Sid": "AddedByHand", "Effect": "Deny", "Action": "iam:*", "Resource": "*"}
-    aws.iam.put_role_policy(RoleName="ReadOnly", PolicyName="jit-revoked-sessions",
-                            PolicyDocument=json.dumps(_statement_doc(stale, foreign)))
+    aws.iam.put_role_policy(
+        RoleName="ReadOnly",
+        PolicyName="jit-revoked-sessions",
+        PolicyDocument=json.dumps(_statement_doc(stale, foreign)),
+    )
     grant = make_grant(role_arn=SHARED_ROLE_ARN)
 
     connector.revoke(grant)
@@ -461,9 +512,19 @@ def test_expired_grant_gets_no_credentials(connector, aws):
         ({"inline_polcy": {}}, "inline_polcy"),
         ({"inline_policy": {"Statement": []}}, "non-empty Statement"),
         ({"role_arn": SHARED_ROLE_ARN, "max_session_seconds": 60}, "max_session_seconds"),
-        ({"inline_policy": _statement_doc({"Effect": "Allow", "Action": "*", "Resource": "*",
-                                           "Condition": {"DateLessThan": {"aws:currenttime": "2099-01-01T00:00:00Z"}}})},
-         "DateLessThan aws:CurrentTime"),
+        (
+            {
+                "inline_policy": _statement_doc(
+                    {
+                        "Effect": "Allow",
+                        "Action": "*",
+                        "Resource": "*",
+                        "Condition": {"DateLessThan": {"aws:currenttime": "2099-01-01T00:00:00Z"}},
+                    }
+                )
+            },
+            "DateLessThan aws:CurrentTime",
+        ),
     ],
 )
 def test_bad_scope_is_a_permanent_error_and_creates_nothing(connector, aws, scope, match):
@@ -548,10 +609,16 @@ def test_default_chain_without_credentials_is_a_permanent_error(target, monkeypa
 
 def test_admin_role_is_assumed_first_and_trusted_by_per_grant_roles(target, aws, monkeypatch):
     admin_arn = f"arn:aws:iam::{ACCOUNT}:role/JitPortalAdmin"
-    aws.iam.create_role(RoleName="JitPortalAdmin", AssumeRolePolicyDocument=json.dumps(
-        _statement_doc({"Effect": "Allow", "Principal": {"AWS": aws.portal_arn}, "Action": "sts:AssumeRole"})))
-    monkeypatch.setenv(SECRET_ENV, json.dumps({"aws_access_key_id": aws.key_id, "aws_secret_access_key": aws.secret,
-                                               "role_arn": admin_arn}))
+    aws.iam.create_role(
+        RoleName="JitPortalAdmin",
+        AssumeRolePolicyDocument=json.dumps(
+            _statement_doc({"Effect": "Allow", "Principal": {"AWS": aws.portal_arn}, "Action": "sts:AssumeRole"})
+        ),
+    )
+    monkeypatch.setenv(
+        SECRET_ENV,
+        json.dumps({"aws_access_key_id": aws.key_id, "aws_secret_access_key": aws.secret, "role_arn": admin_arn}),
+    )
     grant = make_grant(policy_arns=[aws.policies["S3Read"]])
 
     with AWSConnector(target) as connector:

@@ -17,9 +17,11 @@ import os
 import re
 import socket
 import threading
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
+import psycopg
 import pymysql
 import pytest
 
@@ -29,15 +31,15 @@ from grants.connectors.base import ConnectorError, RequestField
 from grants.connectors.ssh import ca as sshca
 
 from . import mariadb_support as db
-from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
 from . import slapd_support as sd
+from . import test_aws, test_ldap, test_mysql, test_openbao, test_postgres, test_redis, test_ssh
 
 # The kinds' own server fixtures, shared per module (or session) as there.
-from .test_aws import _isolated_aws_env, aws, moto_server  # noqa: F401
-from .test_ldap import slapd  # noqa: F401
-from .test_openbao import bao  # noqa: F401
-from .test_redis import redis_server  # noqa: F401
-from .test_ssh import ca_env, identity, sshd, workdir  # noqa: F401
+from .test_aws import _isolated_aws_env, aws, moto_server  # noqa: F401 (pytest fixtures, used by name)
+from .test_ldap import slapd  # noqa: F401 (pytest fixtures, used by name)
+from .test_openbao import bao  # noqa: F401 (pytest fixtures, used by name)
+from .test_redis import redis_server  # noqa: F401 (pytest fixtures, used by name)
+from .test_ssh import ca_env, identity, sshd, workdir  # noqa: F401 (pytest fixtures, used by name)
 
 PREFIX = "contract_"
 KINDS = ["postgres", "mysql", "ssh", "aws", "ldap", "openbao", "redis"]
@@ -66,7 +68,9 @@ class Kind:
     works: Callable[[Any, Any], bool]  # the credential does what the grant allows, used the way its user would
     gone: Callable[[Any, Any], bool]  # an admin's own read of the target finds nothing of the grant
     bad_target: SimpleNamespace  # a target whose check() must fail
-    at_port: Callable[[int], SimpleNamespace] | None  # the target, pointed at another loopback port (None: no server to reach)
+    at_port: (
+        Callable[[int], SimpleNamespace] | None
+    )  # the target, pointed at another loopback port (None: no server to reach)
     bad_scope: dict
     refusal: str  # what the refusal of bad_scope says
     refused_by: str = "validate_scope"
@@ -79,7 +83,9 @@ def _closed_port() -> int:
 
 
 def _with(target: SimpleNamespace, **config) -> SimpleNamespace:
-    return SimpleNamespace(name=target.name, kind=target.kind, config={**target.config, **config}, secret_env=target.secret_env)
+    return SimpleNamespace(
+        name=target.name, kind=target.kind, config={**target.config, **config}, secret_env=target.secret_env
+    )
 
 
 BAD_SECRET_ENV = "JIT_CONTRACT_BAD_ADMIN_SECRET"
@@ -105,10 +111,13 @@ def _postgres(request, monkeypatch) -> Kind:
             return conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
 
     def gone(grant, provisioned):
-        import psycopg
-
         with psycopg.connect(cluster.dsn("appdb"), autocommit=True) as admin:
-            return admin.execute("SELECT count(*) FROM pg_roles WHERE rolname = %s", [provisioned.external_ref]).fetchone()[0] == 0
+            return (
+                admin.execute(
+                    "SELECT count(*) FROM pg_roles WHERE rolname = %s", [provisioned.external_ref]
+                ).fetchone()[0]
+                == 0
+            )
 
     def at(port):
         return _bad_secret(target, monkeypatch, f"postgresql://postgres@127.0.0.1:{port}/appdb")
@@ -174,7 +183,11 @@ def _mysql(request, monkeypatch) -> Kind:
 
 
 def _ssh(request, monkeypatch) -> Kind:
-    server, folder, tmp = request.getfixturevalue("sshd"), request.getfixturevalue("workdir"), request.getfixturevalue("identity")
+    server, folder, tmp = (
+        request.getfixturevalue("sshd"),
+        request.getfixturevalue("workdir"),
+        request.getfixturevalue("identity"),
+    )
     target = test_ssh._target(folder, port=server.port, prefix=PREFIX)
     keys: dict[int, str] = {}
 
@@ -192,11 +205,13 @@ def _ssh(request, monkeypatch) -> Kind:
 
     return Kind(
         target, grant, works,
-        gone=lambda grant, provisioned: not works(grant, provisioned),  # a certificate cannot be deleted: sshd refuses it by the KRL
+        # a certificate cannot be deleted: sshd refuses it by the KRL
+        gone=lambda grant, provisioned: not works(grant, provisioned),
         bad_target=_with(target, krl_path="/nonexistent-contract/jit.krl"),
         at_port=None,  # the portal signs certificates and publishes the KRL itself: it never connects to a host
         bad_scope={"principals": []}, refusal="principal",
-        refused_by="provision",  # no validate_scope: the certificate is signed from the scope alone, nothing on a host to read
+        # no validate_scope: the certificate is signed from the scope alone, nothing on a host to read
+        refused_by="provision",
         managed_name=lambda grant, provisioned: f"serial:{grant.pk}",  # the inventory is certificate serials, not names
     )  # fmt: skip
 
@@ -207,7 +222,10 @@ def _aws(request, monkeypatch) -> Kind:
     target = _with(target, prefix=PREFIX)
 
     def works(grant, provisioned):
-        return f":assumed-role/{provisioned.external_ref}/" in test_aws._caller(provisioned.credentials, account.url)["Arn"]
+        return (
+            f":assumed-role/{provisioned.external_ref}/"
+            in test_aws._caller(provisioned.credentials, account.url)["Arn"]
+        )
 
     def at(port):
         return _with(target, endpoint_url=f"http://127.0.0.1:{port}")
@@ -217,13 +235,16 @@ def _aws(request, monkeypatch) -> Kind:
         gone=lambda grant, provisioned: provisioned.external_ref not in test_aws._role_names(account),
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"role_arn": "ReadOnly"}, refusal="not an IAM role ARN",
-        refused_by="provision",  # no validate_scope: IAM cannot be asked what a policy would allow; provision checks the scope
+        # no validate_scope: IAM cannot be asked what a policy would allow; provision checks the scope
+        refused_by="provision",
     )  # fmt: skip
 
 
 @pytest.fixture
 def target_aws_base(aws, monkeypatch):  # noqa: F811 (aws is the imported fixture)
-    monkeypatch.setenv(test_aws.SECRET_ENV, f'{{"aws_access_key_id": "{aws.key_id}", "aws_secret_access_key": "{aws.secret}"}}')
+    monkeypatch.setenv(
+        test_aws.SECRET_ENV, f'{{"aws_access_key_id": "{aws.key_id}", "aws_secret_access_key": "{aws.secret}"}}'
+    )
     config = {"region": test_aws.REGION, "endpoint_url": aws.url, "account_id": test_aws.ACCOUNT}
     return SimpleNamespace(name="contract-aws", kind="aws", config=config, secret_env=test_aws.SECRET_ENV)
 
@@ -242,7 +263,8 @@ def _ldap(request, monkeypatch) -> Kind:
 
     return Kind(
         target, lambda: _grant({"groups": [sd.group_dn("ops")]}, user=test_ldap.person("ana")),
-        works=lambda grant, provisioned: member(grant),  # no credential: the grant is group membership, read as the directory
+        # no credential: the grant is group membership, read as the directory
+        works=lambda grant, provisioned: member(grant),
         gone=lambda grant, provisioned: not member(grant) and directory.children(sd.LEDGER) == [],
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"groups": [sd.group_dn("nope")]}, refusal="does not exist",
@@ -252,7 +274,9 @@ def _ldap(request, monkeypatch) -> Kind:
 def _openbao(request, monkeypatch) -> Kind:
     server = request.getfixturevalue("bao")
     monkeypatch.setenv(test_openbao.SECRET_ENV, server.admin_token)
-    target = test_openbao._target(server)  # prefix jit_: the README's admin policy is written for it (this server is ours alone)
+    target = test_openbao._target(
+        server
+    )  # prefix jit_: the README's admin policy is written for it (this server is ours alone)
 
     def reads(grant, provisioned):
         return test_openbao._read(server, provisioned.credentials["token"]) == 200
@@ -262,7 +286,8 @@ def _openbao(request, monkeypatch) -> Kind:
 
     return Kind(
         target, lambda: _grant({"policies": ["app-read"]}), reads,
-        gone=lambda grant, provisioned: not reads(grant, provisioned),  # a revoked token is refused, it cannot be listed
+        # a revoked token is refused, it cannot be listed
+        gone=lambda grant, provisioned: not reads(grant, provisioned),
         bad_target=at(_closed_port()), at_port=at,
         bad_scope={"policies": ["app-read", "no-such-policy"]}, refusal="Policy no-such-policy does not exist",
     )  # fmt: skip
@@ -291,7 +316,15 @@ def _redis(request, monkeypatch) -> Kind:
     )  # fmt: skip
 
 
-ADAPTERS = {"postgres": _postgres, "mysql": _mysql, "ssh": _ssh, "aws": _aws, "ldap": _ldap, "openbao": _openbao, "redis": _redis}
+ADAPTERS = {
+    "postgres": _postgres,
+    "mysql": _mysql,
+    "ssh": _ssh,
+    "aws": _aws,
+    "ldap": _ldap,
+    "openbao": _openbao,
+    "redis": _redis,
+}
 
 
 @pytest.fixture(params=KINDS)
@@ -388,7 +421,9 @@ def test_check_on_a_bad_configuration_raises_a_clear_message(kind):
 def test_a_scope_handing_out_too_much_or_naming_nothing_is_refused_with_a_message(kind, connector):
     grant = kind.grant()
     grant.scope = kind.bad_scope
-    refuse = connector.validate_scope if kind.refused_by == "validate_scope" else lambda scope: connector.provision(grant)
+    refuse = (
+        connector.validate_scope if kind.refused_by == "validate_scope" else lambda scope: connector.provision(grant)
+    )
 
     with pytest.raises(ConnectorError, match=kind.refusal) as info:
         refuse(kind.bad_scope)
@@ -404,7 +439,9 @@ def test_the_good_scope_passes_validation(kind, connector):
 def test_request_fields_are_declared_and_clean_params_keeps_only_them(kind, connector):
     fields = type(connector).request_fields
 
-    assert isinstance(fields, dict) and all(isinstance(k, str) and isinstance(v, RequestField) and v.label for k, v in fields.items())
+    assert isinstance(fields, dict) and all(
+        isinstance(k, str) and isinstance(v, RequestField) and v.label for k, v in fields.items()
+    )
     params = dict(kind.example_params)
     if "public_key" in fields:
         params["public_key"] = sshca.generate_user_key(comment="contract")[1]
@@ -455,7 +492,9 @@ def _fails(call) -> bool:
         return True
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "ssh"], indirect=True)  # ssh: no server to reach (its adapter)
+@pytest.mark.parametrize(
+    "kind", [k for k in KINDS if k != "ssh"], indirect=True
+)  # ssh: no server to reach (its adapter)
 def test_a_target_that_hangs_up_is_tried_once_per_pass_not_once_per_grant(kind, hanging_up):
     # One call on a fresh instance: what a single attempt costs (the client library's own retries included).
     with get_connector(kind.at_port(hanging_up.port)) as connector:

@@ -9,6 +9,7 @@ memberUid bob) and solo (groupOfNames with carl as its only member).
 
 import datetime
 import itertools
+import json
 import textwrap
 from types import SimpleNamespace
 
@@ -35,7 +36,8 @@ _grant_ids = itertools.count(5001)
 def slapd():
     if not sd.available():
         pytest.fail(
-            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils (make system-deps)."
+            "These tests need OpenLDAP: DEBIAN_FRONTEND=noninteractive apt-get install -y slapd ldap-utils "
+            "(make system-deps)."
         )
     server = sd.SlapdServer()
     server.start()
@@ -77,7 +79,8 @@ def connector(target):
 def person(username, email=None, **extra):
     """The portal's view of a person: what it holds from the IdP, never what a requester typed."""
     return SimpleNamespace(username=username, email=f"{username}@example.com" if email is None else email,
-                           idp_subject=extra.get("idp_subject", ""), employee_id=extra.get("employee_id", ""))  # fmt: skip
+                           idp_subject=extra.get("idp_subject", ""),
+                           employee_id=extra.get("employee_id", ""))  # fmt: skip
 
 
 def make_grant(user, *groups, minutes=30):
@@ -503,8 +506,9 @@ def test_get_connector_knows_the_ldap_kind(target):
     ],
 )
 def test_catalog_plan_names_the_field_of_a_bad_ldap_config(db, tmp_path, config, fragment):
-    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com", "user_base": "ou=people,dc=example,dc=com",
-            "user_filter": "(mail={email})", "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
+    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com",
+            "user_base": "ou=people,dc=example,dc=com", "user_filter": "(mail={email})",
+            "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
     path = tmp_path / "catalog.yaml"
     path.write_text(_catalog({**good, **config}, {"groups": ["cn=ops,ou=groups,dc=example,dc=com"]}))
     with pytest.raises(catalog.CatalogError) as exc:
@@ -513,8 +517,9 @@ def test_catalog_plan_names_the_field_of_a_bad_ldap_config(db, tmp_path, config,
 
 
 def test_catalog_plan_names_the_field_of_a_bad_ldap_scope(db, tmp_path):
-    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com", "user_base": "ou=people,dc=example,dc=com",
-            "user_filter": "(mail={email})", "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
+    good = {"url": "ldap://ldap.example.com", "bind_dn": "cn=portal,dc=example,dc=com",
+            "user_base": "ou=people,dc=example,dc=com", "user_filter": "(mail={email})",
+            "ledger_dn": "ou=jitportal,dc=example,dc=com"}  # fmt: skip
     path = tmp_path / "catalog.yaml"
     path.write_text(_catalog(good, {"group": "cn=ops,ou=groups,dc=example,dc=com"}))
     with pytest.raises(catalog.CatalogError) as exc:
@@ -534,8 +539,6 @@ def test_catalog_plan_checks_ldap_groups_on_the_directory(db, tmp_path, director
 
 
 def _catalog(config: dict, scope: dict) -> str:
-    import json
-
     return textwrap.dedent(f"""\
         targets:
           corp:

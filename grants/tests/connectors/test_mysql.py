@@ -40,14 +40,19 @@ LOOKALIKES = ["jit_gadmin", "other_user", "jitxg7", "jit_g12x"]
 
 
 def _in(seconds: float) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def _login(credentials: dict, **extra) -> pymysql.connections.Connection:
     return pymysql.connect(
-        host=credentials["host"], port=int(credentials["port"]), user=credentials["username"],
-        password=credentials["password"], database=credentials["database"] or None,
-        autocommit=True, connect_timeout=5, **extra,
+        host=credentials["host"],
+        port=int(credentials["port"]),
+        user=credentials["username"],
+        password=credentials["password"],
+        database=credentials["database"] or None,
+        autocommit=True,
+        connect_timeout=5,
+        **extra,
     )
 
 
@@ -135,9 +140,19 @@ def make_admin(root, monkeypatch):
 
 README_ADMIN_GRANTS = [
     "GRANT CREATE USER, PROCESS, CONNECTION ADMIN ON *.* TO {admin}",
-    *(f"GRANT SELECT ON mysql.{table} TO {{admin}}" for table in (
-        "user", "roles_mapping", "global_priv", "db", "tables_priv", "columns_priv", "procs_priv", "proxies_priv",
-    )),
+    *(
+        f"GRANT SELECT ON mysql.{table} TO {{admin}}"
+        for table in (
+            "user",
+            "roles_mapping",
+            "global_priv",
+            "db",
+            "tables_priv",
+            "columns_priv",
+            "procs_priv",
+            "proxies_priv",
+        )
+    ),
 ]
 README_ROLE_GRANTS = [
     f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION",
@@ -182,7 +197,10 @@ def test_the_command_line_logs_in_with_the_password_given_separately(connector, 
     argv.remove("-p")
     out = subprocess.run(
         [*argv, "-N", "-e", "SELECT COUNT(*) FROM orders"],
-        env={**os.environ, "MYSQL_PWD": creds["password"]}, capture_output=True, text=True, timeout=30,
+        env={**os.environ, "MYSQL_PWD": creds["password"]},
+        capture_output=True,
+        text=True,
+        timeout=30,
     )
     assert (out.returncode, out.stdout.strip()) == (0, "3"), out.stderr
 
@@ -531,7 +549,9 @@ def test_the_readme_admin_account_can_provision_and_revoke_both_kinds_of_scope(m
     target = make_admin(*README_ADMIN_GRANTS, *README_ROLE_GRANTS, *README_PRIVILEGE_GRANTS)
     by_role = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"roles": [db.READER]})
     by_privilege = SimpleNamespace(
-        pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]}
+        pk=next(_grant_ids),
+        expires_at=_in(600),
+        scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]},
     )
 
     with MySQLConnector(target) as connector:
@@ -550,10 +570,14 @@ def test_the_readme_admin_account_can_provision_and_revoke_both_kinds_of_scope(m
 
 
 def test_without_update_on_mysql_check_warns_and_only_privilege_scopes_work(make_admin):
-    target = make_admin(*README_ADMIN_GRANTS, f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION", *README_PRIVILEGE_GRANTS)
+    target = make_admin(
+        *README_ADMIN_GRANTS, f"GRANT {db.READER} TO {{admin}} WITH ADMIN OPTION", *README_PRIVILEGE_GRANTS
+    )
     by_role = SimpleNamespace(pk=next(_grant_ids), expires_at=_in(600), scope={"roles": [db.READER]})
     by_privilege = SimpleNamespace(
-        pk=next(_grant_ids), expires_at=_in(600), scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]}
+        pk=next(_grant_ids),
+        expires_at=_in(600),
+        scope={"privileges": [{"privileges": "SELECT", "on": f"{db.DATABASE}.*"}]},
     )
 
     with MySQLConnector(target) as connector:
@@ -573,7 +597,9 @@ def test_without_update_on_mysql_check_warns_and_only_privilege_scopes_work(make
 def test_an_admin_that_cannot_see_other_sessions_is_refused(make_admin):
     # Without PROCESS the process list shows only the admin's own connections,
     # so revoke would find no session to kill and report success.
-    target = make_admin("GRANT CREATE USER, CONNECTION ADMIN ON *.* TO {admin}", "GRANT SELECT ON mysql.user TO {admin}")
+    target = make_admin(
+        "GRANT CREATE USER, CONNECTION ADMIN ON *.* TO {admin}", "GRANT SELECT ON mysql.user TO {admin}"
+    )
 
     with MySQLConnector(target) as connector, pytest.raises(ConnectorError, match="PROCESS") as info:
         connector.check()
@@ -593,10 +619,14 @@ def _make_objects(creds: dict, tag: str) -> set[tuple[str, str]]:
         ("view", f"{tag}_definer_view"): f"CREATE SQL SECURITY DEFINER VIEW {tag}_definer_view AS SELECT * FROM orders",
         ("view", f"{tag}_invoker_view"): f"CREATE SQL SECURITY INVOKER VIEW {tag}_invoker_view AS SELECT * FROM orders",
         ("procedure", f"{tag}_proc"): f"CREATE PROCEDURE {tag}_proc() SQL SECURITY DEFINER SELECT COUNT(*) FROM orders",
-        ("function", f"{tag}_func"):
-            f"CREATE FUNCTION {tag}_func() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM orders)",
-        ("trigger", f"{tag}_trigger on orders"):
-            f"CREATE TRIGGER {tag}_trigger BEFORE INSERT ON orders FOR EACH ROW SET NEW.amount = NEW.amount",
+        (
+            "function",
+            f"{tag}_func",
+        ): f"CREATE FUNCTION {tag}_func() RETURNS INT READS SQL DATA RETURN (SELECT COUNT(*) FROM orders)",
+        (
+            "trigger",
+            f"{tag}_trigger on orders",
+        ): f"CREATE TRIGGER {tag}_trigger BEFORE INSERT ON orders FOR EACH ROW SET NEW.amount = NEW.amount",
         # The shared server's event scheduler is off: the event is made, it never runs.
         ("event", f"{tag}_event"): f"CREATE EVENT {tag}_event ON SCHEDULE EVERY 1 DAY DISABLE DO DELETE FROM orders",
     }
@@ -671,7 +701,8 @@ README_CLEANUP_GRANTS = [
 def test_the_readme_admin_account_finds_and_drops_what_a_grant_user_made(make_admin, root, code_allowed):
     target = make_admin(*README_ADMIN_GRANTS, *README_ROLE_GRANTS, *README_CLEANUP_GRANTS)
     grant = SimpleNamespace(
-        pk=next(_grant_ids), expires_at=_in(600),
+        pk=next(_grant_ids),
+        expires_at=_in(600),
         scope={"privileges": [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]},
     )
 
@@ -884,13 +915,18 @@ def mysql_profile(root, monkeypatch, groups):
     monkeypatch.setenv(SECRET_ENV, db.root_url())
     params = db.url_params(db.root_url())
     target = Target.objects.create(
-        name="appdb-mysql", kind="mysql", secret_env=SECRET_ENV,
+        name="appdb-mysql",
+        kind="mysql",
+        secret_env=SECRET_ENV,
         config={"host": params["host"], "port": params["port"], "database": db.DATABASE, "prefix": LIFECYCLE_PREFIX},
     )
     profile = AccessProfile.objects.create(
-        name="appdb-mysql-dev", title="appdb developer", target=target,
+        name="appdb-mysql-dev",
+        title="appdb developer",
+        target=target,
         scope={"privileges": [{"privileges": OBJECT_PRIVILEGES, "on": f"{db.DATABASE}.*"}]},
-        max_duration=datetime.timedelta(hours=4), approver_group=groups["db-approvers"],
+        max_duration=datetime.timedelta(hours=4),
+        approver_group=groups["db-approvers"],
     )
     profile.requestable_by.add(groups["engineers"])
     yield profile

@@ -24,7 +24,7 @@ _grant_ids = itertools.count(800_000_001)
 
 
 def _in(seconds: float) -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc) + datetime.timedelta(seconds=seconds)
+    return datetime.datetime.now(datetime.UTC) + datetime.timedelta(seconds=seconds)
 
 
 def _login(credentials: dict) -> psycopg.Connection:
@@ -84,7 +84,10 @@ def test_issued_credentials_log_in_over_tcp_and_read_orders(connector, make_gran
     assert creds["username"] == result.external_ref
     assert (creds["host"], creds["dbname"]) == ("127.0.0.1", "appdb")
     with _login(creds) as conn:
-        assert conn.execute("SELECT inet_server_addr() IS NOT NULL, current_user").fetchone() == (True, creds["username"])
+        assert conn.execute("SELECT inet_server_addr() IS NOT NULL, current_user").fetchone() == (
+            True,
+            creds["username"],
+        )
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
 
 
@@ -286,7 +289,10 @@ def test_check_raises_a_clear_error_for_an_unreachable_port(target, monkeypatch,
 def test_wrong_admin_password_is_reported_without_echoing_it(target, monkeypatch, pg_cluster):
     monkeypatch.setenv(SECRET_ENV, pg_cluster.admin_dsn.replace(pg_cluster.admin_password, "WrongPassword123"))
 
-    with PostgresConnector(target) as connector, pytest.raises(ConnectorError, match="password authentication failed") as info:
+    with (
+        PostgresConnector(target) as connector,
+        pytest.raises(ConnectorError, match="password authentication failed") as info,
+    ):
         connector.check()
 
     assert "WrongPassword123" not in info.value.message

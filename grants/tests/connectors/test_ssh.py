@@ -12,6 +12,7 @@ import contextlib
 import datetime
 import itertools
 import os
+import pwd
 import select
 import shutil
 import signal
@@ -39,7 +40,7 @@ _grant_ids = itertools.count(1001)
 
 
 def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.timezone.utc)
+    return datetime.datetime.now(datetime.UTC)
 
 
 def _sleep_until(moment: float) -> None:
@@ -164,8 +165,6 @@ def _read_until(proc, marker: str, timeout: float) -> str:
 
 def _live_processes_of(user: str, marker: str) -> list[int]:
     """Return pids of the user's processes (not zombies) whose command line contains `marker`."""
-    import pwd
-
     uid = pwd.getpwnam(user).pw_uid
     found = []
     for name in os.listdir("/proc"):
@@ -216,7 +215,9 @@ def test_certificate_for_the_users_own_key_logs_in_inside_its_window(connector, 
 
 
 def test_certificate_carries_the_grant_window_principals_and_only_the_profiles_permissions(connector, identity):
-    grant = make_grant(seconds=600, principals=["ops", "ops-admin"], options={"permit-pty": True, "permit-port-forwarding": False})
+    grant = make_grant(
+        seconds=600, principals=["ops", "ops-admin"], options={"permit-pty": True, "permit-port-forwarding": False}
+    )
 
     result = connector.provision(grant)
 
@@ -351,7 +352,9 @@ def test_interactive_shell_on_a_terminal_works_and_ends_on_revocation(connector,
     # The guard hands the terminal to the shell's process group; if it did
     # not, an interactive bash would stop itself (SIGTTIN) and never answer.
     grant, result, key, cert = _provision_with_own_key(connector, identity)
-    proc = subprocess.Popen(sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         # With job control the background job gets a process group of its
         # own, but stays in the login session, which the guard also ends.
@@ -378,7 +381,9 @@ def test_dropped_connection_hangs_up_the_sessions_background_jobs(connector, ssh
     # A shell that sees its terminal vanish may exit as on end of input,
     # leaving its jobs running; the guard, as the session leader, hangs them up.
     grant, result, key, cert = _provision_with_own_key(connector, identity)
-    proc = subprocess.Popen(sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    proc = subprocess.Popen(
+        sshd.ssh_args(key, cert, "-tt"), stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
+    )
     try:
         proc.stdin.write(b"sleep 76 & echo hello-$((40+2))\n")
         proc.stdin.flush()
