@@ -1,16 +1,10 @@
 """The notifications page at /accounts/notifications/: each person chooses email, Slack or both."""
 
-import pytest
 from django.urls import reverse
 
 from accounts.models import NotificationPreference
 
 URL = "/accounts/notifications/"
-
-
-@pytest.fixture
-def ana(django_user_model):
-    return django_user_model.objects.create_user("ana", "ana@example.com", "ana-password-123")
 
 
 def test_the_page_needs_a_signed_in_user(client, db):

@@ -13,16 +13,6 @@ from audit.models import AuditEvent
 URL = "/accounts/tokens/"
 
 
-@pytest.fixture
-def ana(django_user_model):
-    return django_user_model.objects.create_user("ana", "ana@example.com", "ana-password-123")
-
-
-@pytest.fixture
-def eve(django_user_model):
-    return django_user_model.objects.create_user("eve", "eve@example.com", "eve-password-123")
-
-
 def secret_on(page: str) -> str:
     found = re.findall(r'value="(jit_[A-Za-z0-9_-]+)"', page)
     assert len(found) == 1, found
