@@ -4,12 +4,14 @@ built through the lifecycle; personas: tests/personas.py."""
 import datetime
 
 import pytest
+from django.utils import timezone
 
 from grants import lifecycle
 from grants.models import AccessProfile, Policy, Target
 from tests.personas import ana, audra, bob, eve, groups, marc, otto, root  # noqa: F401 (fixtures)
 
 JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
+EMERGENCY = "Production is down: the orders table is locked"
 MINUTES = datetime.timedelta(minutes=1)
 
 
@@ -87,3 +89,31 @@ def released(grant):
     """The holder releases it and the target is cleaned and read again: return the revoked grant."""
     lifecycle.revoke_grant(grant.pk, actor=grant.user, reason="released")
     return lifecycle.complete_revocation(grant.pk)
+
+
+@pytest.fixture
+def history(ana, bob, otto, marc, profile, quick_profile):  # noqa: F811 (pytest: the parameters are the imported fixtures)
+    """A little of everything: held and released, held now, auto-approved, denied, break-glass, lapsed, cancelled."""
+    done = released(held(ana, profile, otto))  # approved by otto, provisioned, released, confirmed gone
+    live = held(bob, profile, marc)  # approved by marc, active now
+    auto = ask(ana, quick_profile, minutes=20)  # the policy's rule approves it
+    auto.refresh_from_db()
+    lifecycle.revoke_grant(auto.grant.pk, actor=ana, reason="released")  # released before it was provisioned
+    denied = ask(bob, quick_profile, minutes=90, justification="Need to rewrite the orders table by hand")
+    lifecycle.deny_request(denied.pk, actor=otto, comment="Use the migration pipeline")
+    emergency = ask(ana, quick_profile, minutes=60, justification=EMERGENCY, break_glass=True)
+    lapsed = ask(ana, profile, minutes=30)
+    lifecycle.lapse_stale_requests(now=timezone.now() + datetime.timedelta(days=2))
+    cancelled = ask(ana, profile, minutes=30)
+    lifecycle.cancel_request(cancelled.pk, actor=ana)
+    for obj in (live, emergency, lapsed, cancelled, denied):
+        obj.refresh_from_db()
+    return {
+        "done": done,
+        "live": live,
+        "auto": auto,
+        "denied": denied,
+        "emergency": emergency,
+        "lapsed": lapsed,
+        "cancelled": cancelled,
+    }
