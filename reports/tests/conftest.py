@@ -7,22 +7,13 @@ import pytest
 from django.utils import timezone
 
 from grants import lifecycle
-from grants.models import AccessProfile, Policy, Target
+from grants.models import AccessProfile, Policy
+from grants.tests.conftest import target  # noqa: F401 (fixture: the request journey's target cluster)
 from tests.personas import ana, audra, bob, eve, groups, marc, otto, root  # noqa: F401 (fixtures)
 
 JUSTIFICATION = "Investigate INC-4711: slow order queries on appdb"
 EMERGENCY = "Production is down: the orders table is locked"
 MINUTES = datetime.timedelta(minutes=1)
-
-
-@pytest.fixture
-def target(db, pg_target_env):
-    return Target.objects.create(
-        name="appdb-cluster",
-        kind="postgres",
-        config={"host": pg_target_env.host, "port": pg_target_env.port, "dbname": "appdb"},
-        secret_env="JIT_TEST_PG_DSN",
-    )
 
 
 @pytest.fixture
