@@ -113,10 +113,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--setup",
-        choices=("timed", "retimed"),
+        choices=("timed", "retimed", "bulk"),
         default="timed",
         help="timed (default): each grant provisioned with the duration that lands it in the burst; "
-        "retimed: all provisioned for an hour, then moved into the burst in one step (for 10,000)",
+        "retimed: all provisioned for an hour, then moved into the burst in one step (for 10,000); "
+        "bulk: the sample through the lifecycle, the others written as rows and roles in bulk (seconds for 10,000)",
     )
     parser.add_argument(
         "--spread", type=float, default=3.0, help="expiries are spread over this many seconds (default 3)"
@@ -144,6 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.grants < 1 or args.sample < 0 or args.workers < 1 or args.batch < 1:
         parser.error("--grants, --workers and --batch must be positive, --sample not negative")
     args.sample = min(args.sample, args.grants)
+    if args.setup == "bulk" and args.sample < 1:
+        parser.error("--setup bulk makes the sample through the lifecycle: --sample must be at least 1")
     return args
 
 
@@ -574,6 +577,10 @@ def run(
 
     if args.setup == "retimed":
         return _retimed(args, rng, cluster, users[:N], make_grant, work_dir, child_env, held, stop_event, state)
+    if args.setup == "bulk":
+        return _bulk(
+            args, rng, cluster, users[:N], profile, approver, make_grant, work_dir, child_env, held, stop_event, state
+        )
 
     # Calibration: how long one grant takes here, so the burst lands where we want it.
     timings = []
@@ -629,7 +636,9 @@ def run(
     )
 
 
-def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, stop_event, state) -> dict:
+def _retimed(
+    args, rng, cluster, users, make_grant, work_dir, child_env, held, stop_event, state, *, made=(), made_s=0.0
+) -> dict:
     """`--setup retimed`: provision at whatever pace, then move every grant's expiry into the burst at once.
 
     Each grant goes through the lifecycle with an hour to run; when all are
@@ -643,10 +652,10 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
     """
     from grants.models import Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
 
-    N = len(users)
-    grants: list[Grant] = []
-    started = last_report = time.monotonic()
-    for i, user in enumerate(users):
+    grants: list[Grant] = list(made)
+    N = len(users) + len(grants)
+    started = last_report = time.monotonic() - made_s
+    for i, user in enumerate(users, start=len(grants)):
         grants.append(make_grant(user, datetime.timedelta(hours=1)))
         if time.monotonic() - last_report > 10:
             last_report = time.monotonic()
@@ -685,6 +694,91 @@ def _retimed(args, rng, cluster, users, make_grant, work_dir, child_env, held, s
     )
 
 
+def _bulk(args, rng, cluster, users, profile, approver, make_grant, work_dir, child_env, held, stop_event, state):
+    """`--setup bulk`: the sample through the lifecycle, every other grant written directly, then retimed.
+
+    The probed grants (`--sample`) need real credentials, so they are made
+    as `retimed` makes them. The others are rows written in bulk (an
+    approved request and an active grant each, as the lifecycle leaves
+    them, without their set-up audit events) and LOGIN roles made on the
+    target in batches, member of the profile's role, as the connector makes
+    them. The burst then finds exactly what a provisioned grant leaves:
+    10,000 grants take seconds instead of minutes. What this skips: the
+    set-up's audit events and its notifications of the bulk grants.
+    """
+    from grants.models import AccessRequest, Grant  # noqa: PLC0415 (after django.setup() on the benchmark's own database: it imports the models)
+
+    started = time.monotonic()
+    sampled = [make_grant(user, datetime.timedelta(hours=1)) for user in users[: args.sample]]
+    now = timezone.now()
+    hour = datetime.timedelta(hours=1)
+    requests = AccessRequest.objects.bulk_create(
+        [
+            AccessRequest(
+                requester=user,
+                profile=profile,
+                duration=hour,
+                justification=JUSTIFICATION,
+                status=AccessRequest.Status.APPROVED,
+                created_at=now,
+                decided_at=now,
+                decided_by=approver,
+                decision_comment="benchmark",
+                scope=profile.scope,
+                max_duration=profile.max_duration,
+                target=profile.target,
+            )
+            for user in users[args.sample :]
+        ],
+        batch_size=2000,
+    )
+    grants = Grant.objects.bulk_create(
+        [
+            Grant(
+                request=req,
+                user_id=req.requester_id,
+                profile=profile,
+                status=Grant.Status.ACTIVE,
+                duration=hour,
+                created_at=now,
+                starts_at=now,
+                expires_at=now + hour,
+            )
+            for req in requests
+        ],
+        batch_size=2000,
+    )
+    connector = state["set-up connectors"][profile.target_id]
+    for grant in grants:
+        grant.external_ref = connector.account_name(grant)
+    Grant.objects.bulk_update(grants, ["external_ref"], batch_size=2000)
+    with psycopg.connect(cluster.admin_dsn, autocommit=True) as target, target.cursor() as cursor:
+        for i in range(0, len(grants), 500):
+            cursor.execute(
+                sql.SQL("; ").join(
+                    sql.SQL("CREATE ROLE {} LOGIN VALID UNTIL {} IN ROLE app_readonly").format(
+                        sql.Identifier(g.external_ref), sql.Literal(g.expires_at.isoformat())
+                    )
+                    for g in grants[i : i + 500]
+                )
+            )
+    state["sample pool"] = [g.pk for g in sampled]
+    return _retimed(
+        args,
+        rng,
+        cluster,
+        [],
+        make_grant,
+        work_dir,
+        child_env,
+        held,
+        stop_event,
+        state,
+        made=sampled + grants,
+        made_s=time.monotonic() - started,
+    )
+
+
 def burst(
     args,
     rng,
@@ -714,7 +808,7 @@ def burst(
     roles = {g.pk: g.external_ref for g in grants}
 
     # Credentials and open sessions for the sample -----------------------------
-    sample = sorted(rng.sample([g.pk for g in grants], args.sample))
+    sample = sorted(rng.sample(state.get("sample pool") or [g.pk for g in grants], args.sample))
     credentials = {}
     by_pk = {g.pk: g for g in grants}
     for pk in sample:

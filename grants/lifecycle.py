@@ -1089,23 +1089,22 @@ def extend_on_target(grant_id, *, connectors: dict | None = None) -> Grant | Non
     return grant
 
 
-def _begin_revocations(grants: list[Grant], *, actor, reason: str):
-    """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
-    now = timezone.now()
-    # The caller's task revokes at once; if it is lost, the timer's pass does after RETRY_GRACE.
-    _transition_many(
-        grants,
-        ALLOWED_GRANT,
-        GS.REVOKING,
-        end_reason=reason,
-        ended_by=actor,
-        revoke_requested_at=now,
-        attempts=0,
-        next_attempt_at=now + RETRY_GRACE,
-        last_error="",
-        sealed_credentials="",
-    )
-    audit.record_many(
+def _begin_changes(*, actor, reason: str, now) -> dict:
+    """Return the fields a grant gets as it starts `revoking` (the caller's task revokes at once; if that is lost,
+    the timer's pass does after RETRY_GRACE)."""
+    return {
+        "end_reason": reason,
+        "ended_by": actor,
+        "revoke_requested_at": now,
+        "attempts": 0,
+        "next_attempt_at": now + RETRY_GRACE,
+        "last_error": "",
+        "sealed_credentials": "",
+    }
+
+
+def _revoke_requested_events(grants: list[Grant], *, actor, reason: str):
+    return [
         (
             "grant.revoke_requested",
             actor,
@@ -1113,7 +1112,14 @@ def _begin_revocations(grants: list[Grant], *, actor, reason: str):
             {**_snapshot(grant.profile, grant.user), "reason": reason, "expires_at": grant.expires_at},
         )
         for grant in grants
-    )
+    ]
+
+
+def _begin_revocations(grants: list[Grant], *, actor, reason: str):
+    """Move locked grants to `revoking`: one UPDATE and one audit append, however many."""
+    changes = _begin_changes(actor=actor, reason=reason, now=timezone.now())
+    _transition_many(grants, ALLOWED_GRANT, GS.REVOKING, **changes)
+    audit.record_many(_revoke_requested_events(grants, actor=actor, reason=reason))
 
 
 def revoke_grant(grant_id, *, actor, reason: str) -> Grant:
@@ -1158,6 +1164,53 @@ def begin_due_expiries(*, limit: int, now=None, target_id: int | None = None) ->
     return [g.pk for g in due]
 
 
+# What a batch of expiries reads of each grant (`revoke_due_expiries`): the grant's own columns but the
+# credentials it is about to forget, the holder's name and the request's frozen scope; profiles and targets
+# are read once per batch, not once per grant.
+_EXPIRY_FIELDS = (
+    *(f.name for f in Grant._meta.concrete_fields if f.name != "sealed_credentials"),
+    "user__username",
+    "request__scope",
+    "request__params",
+    "request__profile",
+)
+
+
+def revoke_due_expiries(*, target_id: int, limit: int, connectors: dict, now=None) -> list[int]:
+    """Revoke up to `limit` expired grants of one target, oldest first, in one transaction; return the ids taken.
+
+    One read locks the rows (skip_locked: each due grant goes to exactly one
+    caller), one UPDATE moves them to `revoking`, then the target's few round
+    trips, one UPDATE to `revoked` for those a fresh read finds gone, and one
+    audit append for both changes of every grant. The chain lock is taken
+    only after the target has answered, so no target round trip happens
+    while it is held. A worker that dies on the way leaves nothing half
+    done: the grants are active and past their expiry again (the target
+    refuses their logins meanwhile, `VALID UNTIL`), and the next pass takes
+    them at once.
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        due = list(
+            Grant.objects.select_for_update(skip_locked=True, of=("self",))
+            .select_related("user", "request")
+            .only(*_EXPIRY_FIELDS)
+            .filter(status=GS.ACTIVE, expires_at__lte=now, profile__target_id=target_id)
+            .order_by("expires_at", "pk")[:limit]
+        )
+        if not due:
+            return []
+        profiles = AccessProfile.objects.select_related("target").in_bulk({g.profile_id for g in due})
+        for grant in due:
+            grant.profile = grant.request.profile = profiles[grant.profile_id]
+        begun = _begin_changes(actor=None, reason=Grant.EndReason.EXPIRED, now=now)
+        _transition_many(due, ALLOWED_GRANT, GS.REVOKING, **begun)
+        _revoke_on_targets(
+            due, connectors, requested=_revoke_requested_events(due, actor=None, reason=Grant.EndReason.EXPIRED)
+        )
+    return [g.pk for g in due]
+
+
 def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | None:
     """Remove the access on the target, read it again, and only then mark the grant revoked.
 
@@ -1179,35 +1232,6 @@ def complete_revocation(grant_id, *, connectors: dict | None = None) -> Grant | 
     return grant
 
 
-def complete_revocations(grant_ids, *, connectors: dict) -> list[Grant]:
-    """Like `complete_revocation` for several grants, a few
-    target calls and one commit per target; return those revoked.
-
-    One transaction per target: the audit chain lock its events take is
-    released before the next target is contacted, so a slow target never
-    holds up appends (approvals, other revocations) meanwhile.
-    """
-    grant_ids = list(grant_ids)
-    targets = (
-        Grant.objects.filter(pk__in=grant_ids)
-        .values_list("profile__target_id", flat=True)
-        .distinct()
-        .order_by("profile__target_id")
-    )
-    done = []
-    for target_id in list(targets):
-        with transaction.atomic():
-            # Not skip_locked: the caller claimed these grants a moment ago. Another
-            # worker's begin_due_expiries may still hold a lock on some of them: in
-            # READ COMMITTED, FOR UPDATE locks a row that changed under its scan
-            # before rechecking the WHERE, and keeps the lock when the row no longer
-            # matches. Skipping would leave the grant to a later pass.
-            claimed = _grants_locked().filter(pk__in=grant_ids, status=GS.REVOKING, profile__target_id=target_id)
-            grants = list(claimed.order_by("pk"))
-            done += _revoke_on_targets(grants, connectors)
-    return done
-
-
 def retry_revocations(*, target_id: int, limit: int, connectors: dict, now=None) -> int:
     """Revoke up to `limit` `revoking` grants of one target whose next attempt is due, longest waiting first.
 
@@ -1224,14 +1248,20 @@ def retry_revocations(*, target_id: int, limit: int, connectors: dict, now=None)
     return len(grants)
 
 
-def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
+def _revoke_on_targets(grants: list[Grant], connectors: dict, *, requested: list = ()) -> list[Grant]:
     """Revoke locked `revoking` grants, a few round trips per target, and mark revoked those a fresh read finds gone.
 
     Each target revokes its grants (`revoke_many`) and is read again once
     (`present_many`); a grant still present, or whose target failed, goes
-    the retry way of `_revocation_failed` on its own. Returns the revoked.
+    the retry way of `_revocation_failed`. Every audit event of the batch
+    (`requested` first: the revocation requests of grants begun in this
+    transaction) is appended once, after the last target call. Returns the
+    revoked.
     """
     done = []
+    failed: list[tuple[Grant, str, list[dict]]] = []
+    appended = list(requested)
+    found: dict[int, list[dict]] = {}
     by_target: dict[int, list[Grant]] = {}
     for grant in grants:
         by_target.setdefault(grant.profile.target_id, []).append(grant)
@@ -1244,55 +1274,56 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
             revoked_at = timezone.now()
             present = connector.present_many([g for g in group if g.pk not in errors])
         except ConnectorError as exc:
-            for grant in group:
-                _revocation_failed(grant, exc.message, objects=connector.take_inventory(grant.pk))
+            failed += [(grant, exc.message, connector.take_inventory(grant.pk)) for grant in group]
             continue
         verified_at = timezone.now()
         gone = []
         for grant in group:
             if grant.pk in errors:
-                _revocation_failed(grant, errors[grant.pk], objects=connector.take_inventory(grant.pk))
+                failed.append((grant, errors[grant.pk], connector.take_inventory(grant.pk)))
             elif grant.pk in present:
-                _revocation_failed(
-                    grant,
-                    "The target still shows the account or a session after revoking.",
-                    objects=connector.take_inventory(grant.pk),
-                )
+                message = "The target still shows the account or a session after revoking."
+                failed.append((grant, message, connector.take_inventory(grant.pk)))
             else:
                 gone.append(grant)
-        if gone:
-            _transition_many(
-                gone,
-                ALLOWED_GRANT,
-                GS.REVOKED,
-                revoked_at=revoked_at,
-                verified_at=verified_at,
-                next_attempt_at=None,
-                last_error="",
+                found[grant.pk] = connector.take_inventory(grant.pk)
+        _transition_many(
+            gone,
+            ALLOWED_GRANT,
+            GS.REVOKED,
+            revoked_at=revoked_at,
+            verified_at=verified_at,
+            next_attempt_at=None,
+            last_error="",
+        )
+        appended += [
+            (
+                "grant.revoked",
+                grant.ended_by,
+                grant,
+                {
+                    **_snapshot(grant.profile, grant.user),
+                    "reason": grant.end_reason,
+                    "revoked_at": grant.revoked_at,
+                    "verified_at": grant.verified_at,
+                    "expires_at": grant.expires_at,
+                    "attempts": grant.attempts + 1,
+                    "objects": found[grant.pk],
+                },
             )
-            found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
-            audit.record_many(
-                (
-                    "grant.revoked",
-                    grant.ended_by,
-                    grant,
-                    {
-                        **_snapshot(grant.profile, grant.user),
-                        "reason": grant.end_reason,
-                        "revoked_at": grant.revoked_at,
-                        "verified_at": grant.verified_at,
-                        "expires_at": grant.expires_at,
-                        "attempts": grant.attempts + 1,
-                        "objects": found[grant.pk],
-                    },
-                )
-                for grant in gone
-            )
-            _report_objects([grant for grant in gone if found[grant.pk]], found)
-            # One announcement (so one notification task) for the batch: in a burst, a task (and its queue rows)
-            # per grant cost the portal's database more than the revocations themselves.
-            events.announce("grants_revoked", grant_ids=[grant.pk for grant in gone])
-            done.extend(gone)
+            for grant in gone
+        ]
+        done += gone
+    for grant, message, objects in failed:
+        appended.append(_revocation_failed(grant, message, objects=objects))
+        found[grant.pk] = objects
+    audit.record_many(appended)
+    # What a failed attempt already removed is not found again by the next one: it is reported now too.
+    _report_objects([grant for grant in grants if found.get(grant.pk)], found)
+    if done:
+        # One announcement (so one notification task) for the batch: in a burst, a task (and its queue rows)
+        # per grant cost the portal's database more than the revocations themselves.
+        events.announce("grants_revoked", grant_ids=[grant.pk for grant in done])
     return done
 
 
@@ -1345,7 +1376,8 @@ def objects_summary(objects: list[dict]) -> str:
     return line if len(line) <= 200 else line[:199] + "…"
 
 
-def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None = None) -> Grant:
+def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None = None) -> tuple:
+    """Push a grant's revocation back with backoff; return its audit event (the caller appends it)."""
     # Like Vault's lease manager: retry with growing delays, flag the grant
     # after a few attempts, and keep trying; never claim it is gone. The
     # delay stays short (JIT_REVOKE_RETRY_MAX): a target back from an outage
@@ -1356,10 +1388,12 @@ def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None
     delay = min(2**grant.attempts, settings.JIT_REVOKE_RETRY_MAX)
     grant.next_attempt_at = timezone.now() + datetime.timedelta(seconds=delay)
     grant.save(update_fields=["attempts", "last_error", "next_attempt_at"])
-    audit.record(
+    log.warning("Revoking grant %s failed (attempt %s): %s", grant.pk, grant.attempts, message)
+    return (
         "grant.revoke_failed",
-        obj=grant,
-        details={
+        None,
+        grant,
+        {
             **_snapshot(grant.profile, grant.user),
             "error": message,
             "attempt": grant.attempts,
@@ -1367,10 +1401,6 @@ def _revocation_failed(grant: Grant, message: str, *, objects: list[dict] | None
             **({"objects": objects} if objects else {}),
         },
     )
-    # What this attempt already removed is not found again by the next one.
-    _report_objects([grant] if objects else [], {grant.pk: objects})
-    log.warning("Revoking grant %s failed (attempt %s): %s", grant.pk, grant.attempts, message)
-    return grant
 
 
 def reveal_credentials(grant_id, *, actor, step_up: StepUp | None = None, channel: str = "web") -> dict:

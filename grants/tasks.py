@@ -149,15 +149,16 @@ def _pass_on_target(target_id: int, deadline: float) -> int:
     limit = settings.JIT_EXPIRY_BATCH
     try:
         while time.monotonic() < deadline:
-            ids = lifecycle.begin_due_expiries(limit=limit, target_id=target_id)
+            try:
+                ids = lifecycle.revoke_due_expiries(target_id=target_id, limit=limit, connectors=connectors)
+            except Exception:
+                # The batch was rolled back: its grants are active and past expiry, due for the next pass
+                # (the timer's, within REPEAT_EVERY). Not again in this one, which would only fail again.
+                log.exception("Revoking the due expiries of target %s failed", target_id)
+                break
             if not ids:
                 break
             begun += len(ids)
-            try:
-                lifecycle.complete_revocations(ids, connectors=connectors)
-            except Exception:
-                # The batch stays `revoking`; it is due again after RETRY_GRACE.
-                log.exception("Revoking grants %s failed", ids)
             limit = next_batch(limit, taken=len(ids))
         while time.monotonic() < deadline:
             try:

@@ -441,8 +441,8 @@ def test_a_burst_is_taken_in_growing_batches_and_a_quiet_pass_in_small_ones(
     settings.JIT_EXPIRY_BATCH, settings.JIT_EXPIRY_BATCH_MAX = 2, 8
     grants = _expired_grants(21, ana, otto, profile)
     taken = []
-    begin = lifecycle.begin_due_expiries
-    monkeypatch.setattr(lifecycle, "begin_due_expiries", lambda **kw: taken.append(kw["limit"]) or begin(**kw))
+    revoke = lifecycle.revoke_due_expiries
+    monkeypatch.setattr(lifecycle, "revoke_due_expiries", lambda **kw: taken.append(kw["limit"]) or revoke(**kw))
 
     assert tasks.expire_due() == 21
 

@@ -176,6 +176,29 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
     )
 
 
+@pytest.mark.postgres_only("reads PostgreSQL's COPY protocol")
+def test_the_copy_reader_hands_over_every_row_and_a_failure_and_leaves_the_connection_usable(db):
+    # Many rows, so that most are taken from what libpq already received and some wait for the socket;
+    # quoted cells with LF and CRLF inside stay as COPY wrote them.
+    statement = (
+        "COPY (SELECT g, E'a\\nb,' || g, repeat('x', 300) FROM generate_series(1, 20000) g) TO STDOUT (FORMAT csv)"
+    )
+    with connection.cursor() as cursor:
+        rows = [bytes(row) for row in downloads._copy_out(cursor.cursor, statement, ())]
+        assert len(rows) == 20000
+        assert rows[0] == b'1,"a\nb,1",' + b"x" * 300 + b"\n"
+        assert rows[-1].startswith(b'20000,"a\nb,20000",')
+        # The copy is over for psycopg too: the same cursor runs the next statement.
+        cursor.execute("SELECT 42")
+        assert cursor.fetchone() == (42,)
+        failing = "COPY (SELECT 1 / (10000 - g) FROM generate_series(1, 20000) g) TO STDOUT (FORMAT csv)"
+        got = []
+        with pytest.raises(psycopg.errors.DivisionByZero):
+            for row in downloads._copy_out(cursor.cursor, failing, ()):
+                got.append(row)
+        assert 0 < len(got) < 10000  # what came before the error, and nothing after it
+
+
 @pytest.mark.parametrize("url, table, columns", DOWNLOADS)
 def test_the_readme_documents_every_csv_column(url, table, columns):
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
