@@ -1,4 +1,5 @@
-"""The API tests use the request journey's catalog (grants/tests/conftest.py) and the personas (tests/personas.py)."""
+"""The API tests use the request journey's catalog (grants/tests/conftest.py), the personas (tests/personas.py)
+and the JSON client (support.py)."""
 
 from grants.tests.conftest import (  # noqa: F401 (fixtures)
     JUSTIFICATION,
@@ -10,3 +11,5 @@ from grants.tests.conftest import (  # noqa: F401 (fixtures)
     target,
 )
 from tests.personas import admin_user, ana, audra, bob, eve, groups, marc, otto  # noqa: F401 (fixtures)
+
+from .support import api, fresh_rate_limits  # noqa: F401 (fixtures)

@@ -1,4 +1,8 @@
-"""The JSON API at /api/v1/: tokens, every endpoint, and the same refusals as the pages."""
+"""The JSON API at /api/v1/: tokens, every endpoint, and the same refusals as the pages.
+
+A feature's own calls are in its feature file's API section: extending (grants/tests/test_extensions.py),
+scheduled windows (test_windows.py), credentials (test_credentials.py). The client is support.py's.
+"""
 
 import ast
 import datetime
@@ -7,7 +11,6 @@ from pathlib import Path
 
 import pytest
 from django.contrib.auth.models import Permission
-from django.core.cache import cache
 from django.utils import timezone
 
 from accounts import tokens
@@ -17,42 +20,11 @@ from grants import lifecycle
 from grants.models import AccessRequest, Grant
 
 from .conftest import JUSTIFICATION
+from .support import refusals
 
 RS, GS = AccessRequest.Status, Grant.Status
-
-
-@pytest.fixture(autouse=True)
-def fresh_rate_limits():
-    # The counters live in the (local-memory) cache, which outlives a test's transaction.
-    cache.clear()
-    yield
-    cache.clear()
-
-
-class Api:
-    """The test client speaking JSON with one user's token."""
-
-    def __init__(self, client, user=None, secret=None, **extra):
-        self.client = client
-        self.user = user
-        if secret is None and user is not None:
-            secret = tokens.create_token(actor=user, name="test", days=30)[1]
-        self.headers = {"Authorization": f"Bearer {secret}"} if secret else {}
-        self.extra = extra
-
-    def get(self, path):
-        return self.client.get("/api/v1" + path, headers=self.headers, **self.extra)
-
-    def post(self, path, body=None):
-        data = "" if body is None else json.dumps(body)
-        return self.client.post(
-            "/api/v1" + path, data=data, content_type="application/json", headers=self.headers, **self.extra
-        )
-
-
-@pytest.fixture
-def api(client):
-    return lambda user=None, **kw: Api(client, user, **kw)
+# The rate limits' counters live in the (local-memory) cache, which outlives a test's transaction.
+pytestmark = pytest.mark.usefixtures("fresh_rate_limits")
 
 
 def new_request(**overrides):
@@ -63,10 +35,6 @@ def new_request(**overrides):
         "ticket": "INC-4711",
         **overrides,
     }
-
-
-def refusals(action):
-    return AuditEvent.objects.filter(action=action).count()
 
 
 @pytest.fixture
@@ -186,16 +154,6 @@ def test_requester_creates_a_request(api, ana, profile):
     assert body["grant"] is None
     assert body["url"].endswith(f"/access/requests/{req.pk}/")
     assert AuditEvent.objects.filter(action="request.submitted", object_id=str(req.pk), actor=ana).exists()
-
-
-def test_a_scheduled_window_needs_a_time_zone(api, ana, profile):
-    start = (timezone.now() + datetime.timedelta(hours=2)).replace(microsecond=0)
-    response = api(ana).post("/requests", new_request(starts_at=start.replace(tzinfo=None).isoformat()))
-    assert response.status_code == 400
-    assert response.json()["field"] == "starts_at"
-    response = api(ana).post("/requests", new_request(starts_at=start.isoformat()))
-    assert response.status_code == 201
-    assert datetime.datetime.fromisoformat(response.json()["starts_at"]) == start
 
 
 @pytest.mark.parametrize(
@@ -400,7 +358,7 @@ def test_a_comment_over_2000_characters_is_invalid(api, otto, pending_request):
     assert AccessRequest.objects.get(pk=pending_request.pk).status == RS.PENDING
 
 
-# Cancelling, releasing, extending ------------------------------------------------------
+# Cancelling, releasing -----------------------------------------------------------------
 
 
 def test_requester_cancels_a_pending_request_once(api, ana, pending_request):
@@ -445,81 +403,6 @@ def test_releasing_a_request_without_a_grant_is_a_conflict(api, ana, pending_req
     response = api(ana).post(f"/requests/{pending_request.pk}/release")
     assert response.status_code == 409
     assert response.json()["message"] == f"Request #{pending_request.pk} is pending and has no access yet."
-
-
-def test_holder_asks_for_an_extension(api, ana, otto, active_grant):
-    response = api(ana).post(
-        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 1800, "justification": JUSTIFICATION}
-    )
-    assert response.status_code == 201
-    body = response.json()
-    assert body["status"] == "pending"
-    assert body["extends"] == active_grant.pk
-    assert body["grant"]["id"] == active_grant.pk
-    # An approver finds it in the inbox and approves it like any request.
-    assert [r["id"] for r in api(otto).get("/inbox").json()] == [body["id"]]
-    approved = api(otto).post(f"/requests/{body['id']}/approve").json()
-    assert approved["status"] == "approved"
-    extended = datetime.datetime.fromisoformat(approved["grant"]["expires_at"])
-    assert abs(extended - (active_grant.expires_at + datetime.timedelta(minutes=30))) < datetime.timedelta(
-        milliseconds=1
-    )
-
-
-def test_an_extension_beyond_the_profiles_maximum_names_the_field(api, ana, active_grant):
-    response = api(ana).post(
-        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 4 * 3600, "justification": JUSTIFICATION}
-    )
-    assert response.status_code == 400
-    body = response.json()
-    assert body["field"] == "duration_seconds"
-    assert body["message"].startswith("This profile allows 4 h in all; you can add at most 3 h 30 min")
-
-
-def test_only_the_holder_extends(api, otto, active_grant):
-    response = api(otto).post(
-        f"/requests/{active_grant.request_id}/extend", {"duration_seconds": 600, "justification": JUSTIFICATION}
-    )
-    assert response.status_code == 403
-    assert response.json() == {"code": "not_allowed", "message": "Only the holder can extend a grant."}
-
-
-# Credentials ---------------------------------------------------------------------------
-
-
-def test_holder_gets_the_credentials_once(api, ana, active_grant):
-    caller = api(ana)
-    response = caller.get(f"/requests/{active_grant.request_id}/credentials")
-    assert response.status_code == 200
-    assert response["Cache-Control"] == "no-store"
-    body = response.json()
-    assert body["kind"] == "postgres"
-    assert body["grant"] == active_grant.pk
-    assert body["credentials"]["username"] == active_grant.external_ref
-    assert body["credentials"]["dsn"].startswith("postgresql://")
-    assert body["credentials"]["password"]
-    again = caller.get(f"/requests/{active_grant.request_id}/credentials")
-    assert again.status_code == 409
-    assert again.json() == {
-        "code": "conflict",
-        "message": "These credentials were already shown once, or the grant is no longer active.",
-    }
-    assert AuditEvent.objects.filter(action="grant.credentials_viewed").count() == 1
-
-
-def test_nobody_else_gets_the_credentials(api, otto, eve, active_grant):
-    response = api(otto).get(f"/requests/{active_grant.request_id}/credentials")
-    assert response.status_code == 403
-    assert response.json()["message"] == "Only the holder can see these credentials."
-    assert refusals("grant.credentials_refused") == 1
-    assert api(eve).get(f"/requests/{active_grant.request_id}/credentials").status_code == 404
-    assert Grant.objects.get(pk=active_grant.pk).credentials_available
-
-
-def test_credentials_of_a_grant_being_set_up_are_a_conflict(api, ana, approved_request):
-    response = api(ana).get(f"/requests/{approved_request.pk}/credentials")
-    assert response.status_code == 409
-    assert "being set up" in response.json()["message"]
 
 
 # The inbox -------------------------------------------------------------------------------

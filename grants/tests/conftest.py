@@ -1,11 +1,17 @@
-"""A catalog on the real target cluster, built through the lifecycle; the personas come from tests/personas.py."""
+"""A catalog on the real target cluster, built through the lifecycle; the personas come from tests/personas.py.
+
+Tests here may use the edges' test helpers (tests are not held to the apps' import rules, tests/test_architecture.py):
+the feature files (test_break_glass.py, test_extensions.py, ...) hold their API and notification sections too.
+"""
 
 import datetime
 
 import pytest
 
+from api.tests.support import api, fresh_rate_limits  # noqa: F401 (fixtures: the feature files' API sections)
 from grants import lifecycle
 from grants.models import AccessProfile, Target
+from notifications.tests.support import portal, run, smtp  # noqa: F401 (fixtures: the feature files' notification sections)
 from tests.personas import admin_user, ana, audra, bob, eve, groups, marc, otto  # noqa: F401 (fixtures)
 
 

@@ -20,6 +20,9 @@ from .test_oncall import at
 
 START = at("2026-03-23T10:00")
 HOUR = datetime.timedelta(hours=1)
+# Every test here runs with the notification tests' settings: the portal's address, no Slack or security contacts
+# unless a test sets them, and enqueued tasks run in this process (notifications/tests/support.py).
+pytestmark = pytest.mark.usefixtures("portal")
 
 
 @pytest.fixture
@@ -208,7 +211,8 @@ def test_the_delegations_page_names_a_delegate_and_refuses_bad_input(world, clie
 
 # Slack: the same rules, through a signed button click to the portal (Slack itself is a loopback stand-in).
 
-from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
+from notifications.tests.support import fake_slack, slack  # noqa: E402, F401 (fixtures of the Slack stand-in)
+from notifications.tests.test_notify import click  # noqa: E402 (with the Slack tests it serves)
 
 
 def test_a_delegate_approves_from_slack_on_behalf_of_the_one_on_call_and_cannot_take_step_two(

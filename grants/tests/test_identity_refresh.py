@@ -16,7 +16,8 @@ from accounts.models import User
 from audit.models import AuditEvent
 from grants import lifecycle
 from grants.models import AccessRequest, Grant
-from notifications.tests.test_notify import BOT_TOKEN, SIGNING_SECRET, FakeSlack, click
+from notifications.tests.support import BOT_TOKEN, SIGNING_SECRET, FakeSlack
+from notifications.tests.test_notify import click
 
 from .conftest import JUSTIFICATION
 

@@ -201,25 +201,6 @@ def test_provisioning_an_active_grant_again_is_a_no_op(active_grant):
     assert active_grant.status == GS.ACTIVE
 
 
-def test_credentials_are_shown_once_and_not_kept(active_grant, ana):
-    creds = lifecycle.reveal_credentials(active_grant.pk, actor=ana)
-    assert creds["username"] == active_grant.external_ref
-    with psycopg.connect(creds["dsn"]) as conn:
-        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] > 0
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials == ""
-    with pytest.raises(lifecycle.TransitionError, match="already shown"):
-        lifecycle.reveal_credentials(active_grant.pk, actor=ana)
-
-
-def test_nobody_but_the_holder_sees_credentials(active_grant, otto):
-    with pytest.raises(lifecycle.NotAllowedError):
-        lifecycle.reveal_credentials(active_grant.pk, actor=otto)
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials
-    assert AuditEvent.objects.filter(action="grant.credentials_refused", actor=otto).exists()
-
-
 def test_release_revokes_and_verifies_on_the_target(active_grant, ana, pg_cluster):
     creds = lifecycle.reveal_credentials(active_grant.pk, actor=ana)
     session = psycopg.connect(creds["dsn"], autocommit=True)
@@ -401,6 +382,31 @@ def test_two_approvals_at_once_give_exactly_one_grant(pending_request, marc, ott
     assert Grant.objects.filter(request=pending_request).count() == 1
     assert len(errors) == 1
     assert AuditEvent.objects.filter(action="request.approved").count() == 1
+
+
+@pytest.mark.django_db(transaction=True)
+def test_an_approval_and_a_denial_at_once_give_one_outcome(pending_request, marc, otto):
+    outcomes, barrier = [], threading.Barrier(2)
+
+    def decide(actor, approve):
+        barrier.wait()
+        try:
+            (lifecycle.approve_request if approve else lifecycle.deny_request)(pending_request.pk, actor=actor, step=0)
+            outcomes.append("approved" if approve else "denied")
+        except lifecycle.TransitionError:
+            outcomes.append("refused")
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=decide, args=a) for a in ((marc, True), (otto, False))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    pending_request.refresh_from_db()
+    assert sorted(outcomes) in (["approved", "refused"], ["denied", "refused"])
+    assert pending_request.status == [o for o in outcomes if o != "refused"][0]
+    assert Grant.objects.filter(request=pending_request).count() == (1 if pending_request.status == "approved" else 0)
 
 
 def _expired_grants(n, like, approver, profile) -> list[Grant]:

@@ -2,7 +2,7 @@
 with max_age and acr), the API and Slack.
 
 The IdP is the e2e suite's oidc-provider (accounts/tests/oidc_idp.py), driven by hand as a browser would; Slack
-is notifications/tests/test_notify's stand-in for its Web API on loopback.
+is notifications/tests/support.py's stand-in for its Web API on loopback.
 """
 
 import datetime
@@ -19,13 +19,17 @@ from accounts.stepup import GRACE, StepUp, problem
 from audit.models import AuditEvent
 from grants import lifecycle, policy
 from grants.models import AccessRequest, Policy
-from notifications.tests.test_notify import click, fake_slack, portal, slack  # noqa: F401 (fixtures: Slack's stand-in)
+from notifications.tests.support import fake_slack, slack  # noqa: F401 (fixtures: Slack's stand-in)
+from notifications.tests.test_notify import click
 
 from .conftest import JUSTIFICATION
 
 RS = AccessRequest.Status
 NOW = 1_800_000_000.0
 MINUTES = datetime.timedelta(minutes=1)
+# Every test here runs with the notification tests' settings: the portal's address, no Slack or security contacts
+# unless a test sets them, and enqueued tasks run in this process (notifications/tests/support.py).
+pytestmark = pytest.mark.usefixtures("portal")
 
 
 def _risky(profile, risk="high"):

@@ -2,11 +2,9 @@
 
 import datetime
 
-import psycopg
 from django.utils import timezone
 
 from grants import lifecycle, tasks
-from grants.connectors import get_connector
 from grants.management.commands import expiry_timer
 from grants.models import Grant, Target
 
@@ -40,39 +38,6 @@ def test_sweep_provisions_a_grant_whose_task_was_lost(approved_request):
     Grant.objects.filter(pk=approved_request.grant.pk).update(created_at=timezone.now() - datetime.timedelta(minutes=2))
     tasks.sweep()
     assert Grant.objects.get(pk=approved_request.grant.pk).status == Grant.Status.ACTIVE
-
-
-def _role_exists(pg_cluster, role) -> bool:
-    with psycopg.connect(pg_cluster.admin_dsn, autocommit=True) as conn:
-        return conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone() is not None
-
-
-def test_a_window_that_ended_fails_its_grant_and_removes_what_a_crashed_attempt_left(
-    ana, otto, profile, pg_cluster, monkeypatch, django_capture_on_commit_callbacks
-):
-    monkeypatch.setattr("django_q.conf.Conf.SYNC", True)  # the clean-up task runs in this process
-    start = timezone.now() + datetime.timedelta(hours=1)
-    req = lifecycle.submit_request(
-        requester=ana,
-        profile=profile,
-        duration=datetime.timedelta(minutes=30),
-        justification="Investigate INC-4711: slow order queries on appdb",
-        starts_at=start,
-    )
-    lifecycle.approve_request(req.pk, actor=otto)
-    grant = Grant.objects.get(request=req)
-    # An attempt made the role on the target, then its worker died before the portal's commit.
-    grant.expires_at = timezone.now() + datetime.timedelta(minutes=5)
-    with get_connector(profile.target) as connector:
-        role = connector.provision(grant).external_ref
-    assert _role_exists(pg_cluster, role)
-    Grant.objects.filter(pk=grant.pk).update(not_before=timezone.now() - datetime.timedelta(hours=2))
-
-    with django_capture_on_commit_callbacks(execute=True):
-        grant = lifecycle.provision_grant(grant.pk)
-
-    assert grant.status == Grant.Status.FAILED and "window ended" in grant.last_error
-    assert not _role_exists(pg_cluster, role)
 
 
 def test_revocation_retries_go_to_the_longest_waiting_grants_first(ana, otto, profile, monkeypatch, django_user_model):

@@ -1,11 +1,10 @@
-"""My access at /access/: live grants, credentials shown once, releasing, and how a grant ended."""
+"""My access at /access/: live grants, releasing, and how a grant ended (credentials: test_credentials.py)."""
 
 from django.urls import reverse
 from django.utils import dateformat, timezone
-from django.utils.html import escape
 
 from audit.models import AuditEvent
-from grants import lifecycle, sealing
+from grants import lifecycle
 from grants.models import Grant
 
 URL = reverse("grants:my_access")
@@ -14,10 +13,6 @@ GS = Grant.Status
 
 def text(response):
     return response.content.decode()
-
-
-def credentials_url(grant):
-    return reverse("grants:grant_credentials", args=[grant.pk])
 
 
 def release_url(grant):
@@ -70,75 +65,6 @@ def test_anonymous_user_is_sent_to_the_login_page_from_my_access(client, db):
     response = client.get(URL)
     assert response.status_code == 302
     assert response["Location"].startswith(reverse("account_login"))
-
-
-# Credentials ---------------------------------------------------------------
-
-
-def test_holder_sees_the_credentials_once_on_an_uncached_page(client, ana, active_grant):
-    expected = sealing.unseal(active_grant.sealed_credentials)
-    client.force_login(ana)
-    response = client.post(credentials_url(active_grant))
-    assert response.status_code == 200
-    assert response["Cache-Control"] == "no-store"
-    page = text(response)
-    assert "Shown once." in page
-    for key in ("username", "password", "dsn"):
-        assert f"<dt>{key.capitalize()}</dt><dd><code>{escape(expected[key])}</code></dd>" in page
-    assert expected["username"] == active_grant.external_ref
-
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials == ""
-    assert active_grant.credentials_seen_at is not None
-    assert AuditEvent.objects.get(action="grant.credentials_viewed").actor == ana
-
-
-def test_second_request_for_credentials_says_they_were_already_shown(client, ana, active_grant):
-    password = sealing.unseal(active_grant.sealed_credentials)["password"]
-    client.force_login(ana)
-    client.post(credentials_url(active_grant))
-    response = client.post(credentials_url(active_grant), follow=True)
-    assert response.redirect_chain == [(URL, 302)]
-    page = text(response)
-    assert "These credentials were already shown once, or the grant is no longer active." in page
-    assert escape(password) not in page
-    assert ">Show credentials</button>" not in page
-    assert "Credentials were shown" in page
-    assert AuditEvent.objects.filter(action="grant.credentials_viewed").count() == 1
-
-
-def test_approver_cannot_see_someone_elses_credentials(client, otto, active_grant):
-    sealed = active_grant.sealed_credentials
-    password = sealing.unseal(sealed)["password"]
-    client.force_login(otto)
-    response = client.post(credentials_url(active_grant))
-    assert response.status_code == 403
-    page = text(response)
-    assert "Only the holder can see these credentials." in page
-    assert escape(password) not in page
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials == sealed
-    assert active_grant.credentials_seen_at is None
-    assert AuditEvent.objects.get(action="grant.credentials_refused").actor == otto
-
-
-def test_outsider_cannot_see_someone_elses_credentials(client, eve, active_grant):
-    sealed = active_grant.sealed_credentials
-    password = sealing.unseal(sealed)["password"]
-    client.force_login(eve)
-    response = client.post(credentials_url(active_grant))
-    assert response.status_code == 404
-    assert escape(password) not in text(response)
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials == sealed
-    assert not AuditEvent.objects.filter(action="grant.credentials_viewed").exists()
-
-
-def test_credentials_cannot_be_fetched_with_get(client, ana, active_grant):
-    client.force_login(ana)
-    assert client.get(credentials_url(active_grant)).status_code == 405
-    active_grant.refresh_from_db()
-    assert active_grant.sealed_credentials != ""
 
 
 # Releasing -----------------------------------------------------------------

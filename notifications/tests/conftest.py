@@ -1,4 +1,5 @@
-"""The notification tests use the grants suite's catalog on the real target cluster and its personas."""
+"""The notification tests use the grants suite's catalog on the real target cluster, its personas, and the mail and
+Slack servers of support.py."""
 
 from grants.tests.conftest import (  # noqa: F401 (fixtures)
     JUSTIFICATION,
@@ -17,3 +18,5 @@ from grants.tests.conftest import (  # noqa: F401 (fixtures)
     rw_profile,
     target,
 )
+
+from .support import fake_slack, portal, run, slack, smtp  # noqa: F401 (fixtures)

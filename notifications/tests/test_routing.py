@@ -1,6 +1,6 @@
 """Routing: a profile's (or its target's) requests are announced in its channels; suggested reviewers are told first.
 
-Channels: a Slack channel (the Slack stand-in of test_notify), a mailing
+Channels: a Slack channel (the Slack stand-in of support.py), a mailing
 list (Django's test mail outbox) and a Microsoft Teams incoming webhook. No
 Teams service runs here: the Teams receiver is a local HTTP server that
 checks the payload is an Adaptive Card message as Teams' Workflows webhook
@@ -22,7 +22,11 @@ from notifications import tasks as notifications
 from notifications.channels.teams import card
 
 from .conftest import JUSTIFICATION
-from .test_notify import PORTAL, fake_slack, portal, slack  # noqa: F401 (fixtures of the Slack stand-in)
+from .support import PORTAL
+
+# Every test here runs with the notification tests' settings: the portal's address, no Slack or security contacts
+# unless a test sets them, and enqueued tasks run in this process (notifications/tests/support.py).
+pytestmark = pytest.mark.usefixtures("portal")
 
 
 class TeamsReceiver:
@@ -111,7 +115,7 @@ def run(django_capture_on_commit_callbacks):
 def test_a_request_is_announced_in_the_profile_channels_and_the_target_mailing_list_with_a_link(
     routed,
     teams,
-    slack,  # noqa: F811 (pytest: the parameter is the imported fixture)
+    slack,
     run,
     ana,
     otto,
