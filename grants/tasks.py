@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from . import events, lifecycle
+from . import events, lifecycle, reviews
 from .connectors import ConnectorError, get_connector
 from .models import AccessRequest, Grant, Target
 
@@ -216,6 +216,11 @@ def sweep():
     expire_due()
     remind_expiring(now)
     lifecycle.lapse_stale_requests(now)
+
+
+def run_access_reviews(now=None) -> dict:
+    """Remind the reviewers of campaigns near their due date, and close those due (a django-q2 schedule)."""
+    return {"reminded": reviews.remind_reviewers(now), "closed": reviews.close_due_reviews(now)}
 
 
 def remind_and_escalate():
