@@ -597,3 +597,30 @@ class EligibilityRemoval(models.Model):
     class Meta:
         ordering = ["-created_at", "-pk"]
         constraints = [models.UniqueConstraint(fields=["person", "profile", "role"], name="one_removal_per_role")]
+
+
+class ReviewSchedule(models.Model):
+    """Access reviews the catalog opens on a calendar (`reviews:` in the catalog file; grants/reviews.py opens them).
+
+    At the start of each month, quarter, half-year or year (UTC) a campaign
+    over `profiles` (empty: every enabled profile) opens, due `due_in` later.
+    """
+
+    class Every(models.TextChoices):
+        MONTH = "month", "Every month"
+        QUARTER = "quarter", "Every quarter"
+        HALF_YEAR = "half-year", "Every half-year"
+        YEAR = "year", "Every year"
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    every = models.CharField(max_length=16, choices=Every.choices)
+    due_in = models.DurationField(default=datetime.timedelta(days=14))
+    undecided = models.CharField(max_length=8, choices=AccessReview.Undecided.choices, default="keep")
+    profiles = models.JSONField(default=list, blank=True, help_text="Profile names; empty: every enabled profile.")
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
+
+    def __str__(self):
+        return self.title or self.name

@@ -259,6 +259,8 @@ def is_approver(user, access_request: AccessRequest) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     steps = list(enumerate(steps_for(access_request.profile)))
+    if removed_by_review(user, access_request.profile, APPROVER):
+        return False  # not as anyone's delegate either
     return any(
         _eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps
     )
@@ -289,6 +291,8 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
     step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
+    if user.is_authenticated and removed_by_review(user, access_request.profile, APPROVER):
+        return f"An access review removed you from those who may approve {access_request.profile.title}."
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
     active = user.is_authenticated and user.is_active

@@ -39,6 +39,7 @@ from .models import (
     EligibilityRemoval,
     Grant,
     OnCallSchedule,
+    ReviewSchedule,
 )
 
 log = logging.getLogger(__name__)
@@ -53,6 +54,8 @@ MIN_OPEN = datetime.timedelta(hours=1)  # a campaign due sooner could not be rev
 MAX_OPEN = datetime.timedelta(days=365)
 REMIND_BEFORE = datetime.timedelta(days=3)  # at most; a short campaign is reminded half way
 MIN_COMMENT, MAX_COMMENT = 5, 2000
+# A catalog schedule's calendar: a campaign opens at the start of each period (UTC), counting use over one period.
+PERIOD_MONTHS = {"month": 1, "quarter": 3, "half-year": 6, "year": 12}
 
 
 # Who is reviewed, and by whom ----------------------------------------------------------------------------------
@@ -392,3 +395,50 @@ def close_due_reviews(now=None) -> list[int]:
             )
             closed.append(review.pk)
     return closed
+
+
+# The catalog's schedules --------------------------------------------------------------------------------------
+
+
+def period_start(every: str, now: datetime.datetime) -> datetime.datetime:
+    """Return when the calendar period (`every`: month, quarter, half-year, year) holding `now` began, in UTC."""
+    months = PERIOD_MONTHS[every]
+    utc = now.astimezone(datetime.UTC)
+    return datetime.datetime(utc.year, (utc.month - 1) // months * months + 1, 1, tzinfo=datetime.UTC)
+
+
+def open_scheduled_reviews(now=None) -> list[int]:
+    """Open the campaign of each catalog schedule that has none in the current period; return the ids opened.
+
+    A schedule applied in the middle of a quarter opens its first campaign at
+    the next run, then one at the start of each quarter. The schedule's row
+    lock makes two workers open one campaign.
+    """
+    now = now or timezone.now()
+    opened = []
+    for pk in ReviewSchedule.objects.order_by("pk").values_list("pk", flat=True):
+        with transaction.atomic():
+            schedule = ReviewSchedule.objects.select_for_update(skip_locked=True).filter(pk=pk).first()
+            if schedule is None:
+                continue
+            start = period_start(schedule.every, now)
+            if AccessReview.objects.filter(schedule=schedule.name, opened_at__gte=start).exists():
+                continue
+            profiles = AccessProfile.objects.filter(enabled=True).order_by("name")
+            if schedule.profiles:
+                profiles = profiles.filter(name__in=schedule.profiles)
+            if not profiles.exists():
+                log.warning("Review schedule %s names no enabled profile; nothing opened.", schedule.name)
+                continue
+            review = open_review(
+                actor=None,
+                profiles=profiles,
+                due_at=now + schedule.due_in,
+                undecided=schedule.undecided,
+                title=f"{schedule.title or schedule.name}: {start:%Y-%m}",
+                period_days=min(MAX_PERIOD_DAYS, PERIOD_MONTHS[schedule.every] * 31),
+                schedule=schedule.name,
+                now=now,
+            )
+            opened.append(review.pk)
+    return opened

@@ -219,8 +219,15 @@ def sweep():
 
 
 def run_access_reviews(now=None) -> dict:
-    """Remind the reviewers of campaigns near their due date, and close those due (a django-q2 schedule)."""
-    return {"reminded": reviews.remind_reviewers(now), "closed": reviews.close_due_reviews(now)}
+    """Open the catalog's scheduled campaigns, remind the reviewers of those near their due date, close those due.
+
+    A django-q2 schedule (every 15 minutes); each step is idempotent.
+    """
+    return {
+        "opened": reviews.open_scheduled_reviews(now),
+        "reminded": reviews.remind_reviewers(now),
+        "closed": reviews.close_due_reviews(now),
+    }
 
 
 def remind_and_escalate():

@@ -10,8 +10,16 @@ from django.urls import reverse
 from django.utils import timezone
 
 from audit.models import AuditEvent
-from grants import lifecycle, policy, reviews, selectors
-from grants.models import AccessProfile, AccessRequest, AccessReview, AccessReviewItem, EligibilityRemoval, Grant
+from grants import catalog, lifecycle, policy, reviews, selectors
+from grants.models import (
+    AccessProfile,
+    AccessRequest,
+    AccessReview,
+    AccessReviewItem,
+    EligibilityRemoval,
+    Grant,
+    ReviewSchedule,
+)
 
 from .conftest import JUSTIFICATION
 
@@ -298,7 +306,11 @@ def test_the_schedule_runs_reminders_and_the_due_date_rule(auditor, profile):
     from grants import tasks  # noqa: PLC0415 (the scheduled task's own name)
 
     review = open_campaign(auditor, profile, due=2 * DAY)
-    assert tasks.run_access_reviews(now=timezone.now() + 3 * DAY) == {"reminded": [], "closed": [review.pk]}
+    assert tasks.run_access_reviews(now=timezone.now() + 3 * DAY) == {
+        "opened": [],
+        "reminded": [],
+        "closed": [review.pk],
+    }
     assert Schedule.objects.filter(name="jitportal: access reviews", func="grants.tasks.run_access_reviews").exists()
 
 
@@ -439,3 +451,116 @@ def test_the_campaign_list_shows_removals_the_idp_has_not_caught_up_with(client,
     text = browser(client, auditor).get(reverse("audit:reviews")).content.decode()
     assert "Removals the IdP has not caught up with" in text
     assert "<td>Ana (ana)</td>" in text and "<td>engineers</td>" in text
+
+
+# The catalog's schedules ---------------------------------------------------------------------------------------
+
+CATALOG = """\
+targets:
+  appdb:
+    kind: postgres
+    config: {host: 127.0.0.1, port: 5432, dbname: appdb}
+    secret_env: JIT_TEST_PG_DSN
+profiles:
+  ro:
+    title: appdb read-only
+    target: appdb
+    scope: {roles: [app_readonly]}
+    max_duration: 4h
+    requestable_by: [engineers]
+    approvers: {group: db-approvers}
+    reviewers: [otto]
+reviews:
+  quarterly:
+    title: Quarterly database review
+    every: quarter
+    due_in: 14d
+    undecided: remove
+    profiles: [ro]
+"""
+
+
+@pytest.fixture
+def catalog_file(tmp_path):
+    def write(text):
+        path = tmp_path / "catalog.yaml"
+        path.write_text(text)
+        return str(path)
+
+    return write
+
+
+def test_the_catalog_plans_and_applies_a_review_schedule_and_reviewers_idempotently(db, catalog_file):
+    path = catalog_file(CATALOG)
+    text = catalog.plan(path).render()
+    assert "+ review schedule quarterly: add" in text and "every: (none) -> quarter" in text
+    assert "reviewers otto are no active portal users" in text
+    catalog.apply(path)
+    schedule = ReviewSchedule.objects.get(name="quarterly")
+    assert (schedule.every, schedule.due_in, schedule.undecided) == ("quarter", 14 * DAY, "remove")
+    assert schedule.profiles == ["ro"]
+    assert AccessProfile.objects.get(name="ro").review_reviewers == ["otto"]
+    assert catalog.apply(path)[0].empty
+    changed = catalog_file(CATALOG.replace("every: quarter", "every: year"))
+    assert "every: quarter -> year" in catalog.plan(changed).render()
+    gone = catalog_file(CATALOG.split("reviews:")[0])
+    assert "- review schedule quarterly: remove" in catalog.plan(gone).render()
+    catalog.apply(gone)
+    assert not ReviewSchedule.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "change, fragment",
+    [
+        (("every: quarter", "every: fortnight"), "reviews.quarterly.every: one of month, quarter"),
+        (("due_in: 14d", "due_in: 120d"), "must end before the next quarter's campaign opens"),
+        (("due_in: 14d", "due_in: 2h"), "at least a day"),
+        (("undecided: remove", "undecided: ignore"), "keep or remove"),
+        (("profiles: [ro]", "profiles: [nosuch]"), "no profile named 'nosuch'"),
+        (("reviewers: [otto]", "reviewers: otto"), "ro.reviewers: must be a list of usernames"),
+    ],
+)
+def test_a_bad_review_schedule_is_refused_with_its_line_and_field(db, catalog_file, change, fragment):
+    path = catalog_file(CATALOG.replace(*change))
+    with pytest.raises(catalog.CatalogError) as raised:
+        catalog.plan(path)
+    assert any(fragment in e for e in raised.value.errors), raised.value.errors
+    assert not ReviewSchedule.objects.exists()
+
+
+def test_a_schedule_opens_one_campaign_per_period_with_the_catalogs_reviewers(db, catalog_file, ana, otto, marc):
+    catalog.apply(catalog_file(CATALOG))
+    now = datetime.datetime(2026, 11, 20, 9, 0, tzinfo=datetime.UTC)
+    [first] = reviews.open_scheduled_reviews(now=now)
+    review = AccessReview.objects.get(pk=first)
+    assert (review.title, review.opened_by, review.undecided) == ("Quarterly database review: 2026-10", None, "remove")
+    assert review.due_at == now + 14 * DAY
+    assert reviews.open_scheduled_reviews(now=now + DAY) == []  # one per quarter
+    anas = review.items.select_related("profile", "person").get(person=ana, role="requester")
+    assert reviews.item_reviewers(anas) == [otto]  # the catalog's reviewer, not the approvers
+    assert len(reviews.open_scheduled_reviews(now=datetime.datetime(2027, 1, 2, tzinfo=datetime.UTC))) == 1
+
+
+def test_period_starts_follow_the_calendar():
+    at = datetime.datetime(2026, 8, 15, 12, 0, tzinfo=datetime.UTC)
+    starts = [reviews.period_start(every, at).date().isoformat() for every in ("month", "quarter", "half-year", "year")]
+    assert starts == [
+        "2026-08-01",
+        "2026-07-01",
+        "2026-07-01",
+        "2026-01-01",
+    ]
+
+
+def test_an_approver_removed_by_a_review_does_not_decide_as_a_delegate_either(
+    auditor, pending_request, profile, marc, otto
+):
+    review = open_campaign(auditor, profile)
+    reviews.decide_item(item(review, otto, Role.APPROVER).pk, actor=marc, decision="remove", comment="Moved teams")
+    now = timezone.now()
+    lifecycle.delegate_approvals(actor=marc, delegate=otto, starts_at=now, ends_at=now + DAY, reason="holiday")
+    otto = type(otto).objects.get(pk=otto.pk)
+    assert policy.approval_refusal(otto, pending_request) == (
+        "An access review removed you from those who may approve appdb read-only."
+    )
+    assert otto not in selectors.deciders_of(pending_request)
