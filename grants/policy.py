@@ -211,7 +211,7 @@ def step_up_details(profiles, *, channel: str, step_up: stepup.StepUp | None) ->
 
 
 def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bool:
-    # Asked last, and only of someone a step names: most checks never read the removals.
+    # Asked last, of someone a step names (a delegate's delegators too): most checks never read the removals.
     return _named_by_step(user, access_request, step, index) and not removed_by_review(
         user, access_request.profile, APPROVER
     )

@@ -564,3 +564,12 @@ def test_an_approver_removed_by_a_review_does_not_decide_as_a_delegate_either(
         "An access review removed you from those who may approve appdb read-only."
     )
     assert otto not in selectors.deciders_of(pending_request)
+
+
+def test_where_managers_approve_a_requesters_manager_reviews_her_and_nobody_else_falls_to_the_admins(
+    auditor, rw_profile, ana, bob, marc, admin_user
+):
+    review = open_campaign(auditor, rw_profile)
+    assert reviews.item_reviewers(item(review, ana)) == [marc]
+    assert reviews.item_reviewers(item(review, bob)) == [admin_user]  # no manager, no approver group
+    assert not review.items.filter(role=Role.APPROVER).exists()  # "the requester's manager" names nobody
