@@ -198,3 +198,42 @@ class DelegationOut(Schema):
     starts_at: datetime.datetime
     ends_at: datetime.datetime
     reason: str
+
+
+class ReviewOut(Schema):
+    id: int
+    title: str
+    opened_at: datetime.datetime
+    opened_by: str | None = Field(description="Empty when the catalog's schedule opened it.")
+    due_at: datetime.datetime
+    undecided: str = Field(description="What happens to undecided items at the due date: keep or remove.")
+    open: bool
+    closed_at: datetime.datetime | None
+    items: int
+    decided: int
+    url: str = Field(description="The campaign's page in the portal.")
+
+
+class ReviewItemOut(Schema):
+    id: int
+    review: int
+    profile: str
+    person: str
+    role: str = Field(description="requester (may request the profile) or approver (may approve it).")
+    via: str = Field(description="What gives it: IdP groups or on-call schedules.")
+    grants: int = Field(description="The person's grants of the profile in the campaign's period.")
+    hours: float
+    last_used_at: datetime.datetime | None
+    break_glass: int
+    decisions: int = Field(description="Requests of the profile the person decided in the period.")
+    decision: str = Field(description="keep, remove, or empty while undecided.")
+    decided_by: str | None
+    decided_at: datetime.datetime | None
+    comment: str
+    by_rule: bool
+    may_decide: bool = Field(description="Whether you may decide it now.")
+
+
+class ReviewDecisionIn(Schema):
+    decision: str = Field(description="keep or remove.", examples=["keep"])
+    comment: Text = Field(max_length=2000, description="Why (at least 5 characters): it is evidence.")

@@ -42,7 +42,7 @@ from ninja import NinjaAPI, Path, Status
 from ninja.errors import AuthenticationError, HttpError, ValidationError
 
 from accounts import identity
-from grants import lifecycle, policy, selectors
+from grants import lifecycle, policy, reviews, selectors
 from grants.models import AccessProfile, AccessRequest, Delegation, Grant
 
 from . import ratelimits
@@ -58,6 +58,9 @@ from .schemas import (
     ProfileOut,
     RequestIn,
     RequestOut,
+    ReviewDecisionIn,
+    ReviewItemOut,
+    ReviewOut,
 )
 
 log = logging.getLogger(__name__)
@@ -485,3 +488,88 @@ def end_delegation(request, delegation_id: int):
     except lifecycle.TransitionError as exc:
         raise ApiError(409, "conflict", str(exc)) from None
     return _delegation_out(delegation)
+
+
+# Access reviews ----------------------------------------------------------------
+
+
+def _review_out(review) -> dict:
+    return {
+        "id": review.pk,
+        "title": review.title,
+        "opened_at": review.opened_at,
+        "opened_by": review.opened_by.username if review.opened_by_id else None,
+        "due_at": review.due_at,
+        "undecided": review.undecided,
+        "open": review.is_open,
+        "closed_at": review.closed_at,
+        "items": review.total,
+        "decided": review.decided,
+        "url": settings.PORTAL_URL.rstrip("/") + reverse("audit:review", args=[review.pk]),
+    }
+
+
+def _item_out(item, *, may_decide: bool) -> dict:
+    return {
+        "id": item.pk,
+        "review": item.review_id,
+        "profile": item.profile.name,
+        "person": item.person.username,
+        "role": item.role,
+        "via": item.via,
+        "grants": item.grants,
+        "hours": item.hours,
+        "last_used_at": item.last_used_at,
+        "break_glass": item.break_glass,
+        "decisions": item.decisions,
+        "decision": item.decision,
+        "decided_by": item.decided_by.username if item.decided_by_id else None,
+        "decided_at": item.decided_at,
+        "comment": item.comment,
+        "by_rule": item.by_rule,
+        "may_decide": may_decide and not item.decision and item.review.is_open,
+    }
+
+
+def _visible_review(user, review_id: int):
+    review = selectors.review_of(review_id)
+    if review is None or not selectors.may_view_review(user, review):
+        raise ApiError(404, "not_found", f"There is no access review #{review_id} for you.")
+    return review
+
+
+@api.get("/reviews", response={200: list[ReviewOut], **ERRORS}, summary="Access reviews you review or audit")
+def list_reviews(request):
+    return [_review_out(r) for r in selectors.reviews_for(request.auth)]
+
+
+@api.get(
+    "/reviews/{review_id}/items",
+    response={200: list[ReviewItemOut], **ERRORS},
+    summary="A campaign's items: all of them for auditors, yours to decide for reviewers",
+)
+def list_review_items(request, review_id: int = RequestId):
+    review = _visible_review(request.auth, review_id)
+    mine = selectors.items_for_reviewer(request.auth, review)
+    ids = {item.pk for item in mine}
+    items = selectors.review_items(review) if selectors.sees_all_reviews(request.auth) else mine
+    return [_item_out(item, may_decide=item.pk in ids) for item in items]
+
+
+@api.post(
+    "/reviews/items/{item_id}/decide",
+    response={200: ReviewItemOut, **ERRORS},
+    summary="Keep or remove one person's eligibility, with a comment",
+)
+def decide_review_item(request, payload: ReviewDecisionIn, item_id: int = RequestId):
+    item = selectors.review_item_of(item_id)
+    if item is None or not selectors.may_view_review(request.auth, item.review):
+        raise ApiError(404, "not_found", f"There is no access review item #{item_id} for you.")
+    try:
+        # A token outlives group changes at the IdP: decide with rights read from it recently.
+        actor = identity.ensure_recent_identity(request.auth)
+    except identity.IdentityError as exc:
+        status, code = (503, "unavailable") if exc.temporary else (403, "not_allowed")
+        raise ApiError(status, code, f"Nothing was decided: {exc}") from None
+    decided = reviews.decide_item(item.pk, actor=actor, decision=payload.decision, comment=payload.comment)
+    return _item_out(selectors.review_item_of(decided.pk), may_decide=False)

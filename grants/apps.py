@@ -42,6 +42,7 @@ AUDITOR_PERMISSIONS = [
     "view_accessprofile",
     "view_target",
     "view_user",
+    "open_accessreview",  # auditors open access review campaigns (grants/reviews.py)
 ]
 
 

@@ -27,10 +27,10 @@ import audit
 from . import events, lifecycle, oncall
 from .connectors import REGISTRY, Connector, ConnectorError, get_connector
 from .durations import human_duration, parse_duration
-from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy, Target
+from .models import AccessProfile, AccessRequest, Grant, OnCallSchedule, Policy, ReviewSchedule, Target
 
 NAME = re.compile(r"^[a-z0-9][a-z0-9-_]{0,63}$")
-TOP = {"targets", "schedules", "policies", "profiles"}
+TOP = {"targets", "schedules", "policies", "profiles", "reviews"}
 SCHEDULE_FIELDS = {"title", "tz", "rotation", "overrides", "ics_url"}
 TARGET_FIELDS = {"title", "kind", "config", "secret_env", "description", "notify"}
 POLICY_FIELDS = {"title", "steps", "auto_approve", "justification", "request_timeout", "break_glass"}
@@ -46,7 +46,12 @@ PROFILE_FIELDS = {
     "risk",
     "description",
     "notify",
+    "reviewers",
 }
+# An access review schedule (grants.models.ReviewSchedule): a campaign at the start of each period.
+REVIEW_FIELDS = {"title", "every", "due_in", "undecided", "profiles"}
+REVIEW_EVERY = ("month", "quarter", "half-year", "year")
+REVIEW_PERIODS = {"month": 28, "quarter": 90, "half-year": 181, "year": 365}  # days: the shortest such period
 RULE_FIELDS = {"name", "groups", "max_duration", "business_hours", "ticket_pattern"}
 DAY_NAMES = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -115,6 +120,7 @@ class Desired:
     groups: set[str]
     # The line of each profile's scope (or of the profile), for errors found on the target.
     scope_lines: dict[str, int] = dataclasses.field(default_factory=dict)
+    reviews: dict[str, dict] = dataclasses.field(default_factory=dict)  # access review schedules
 
 
 class _Checker:
@@ -422,10 +428,20 @@ def load(path: str | Path) -> Desired:
             "risk": str(spec.get("risk", "")),
             "description": str(spec.get("description", "")),
             "notify": _routes(check, spec, where),
+            "review_reviewers": _usernames(check, spec, "reviewers", where),
         }
+    reviews = {}
+    for name, spec in (check.mapping(data, "reviews", "reviews") or {}).items():
+        if not isinstance(spec, dict):
+            check.error(data["reviews"], name, f"reviews.{name}", "must be a mapping of settings")
+            continue
+        if not NAME.match(str(name)):
+            check.error(data["reviews"], name, f"reviews.{name}", "names are lowercase letters, digits, - and _")
+        reviews[name] = _review_schedule(check, spec, f"reviews.{name}", profiles)
     if check.errors:
         raise CatalogError(check.errors)
     return Desired(
+        reviews=reviews,
         targets=targets,
         schedules=schedules,
         policies=policies,
@@ -433,6 +449,50 @@ def load(path: str | Path) -> Desired:
         groups=groups,
         scope_lines=scope_lines,
     )
+
+
+def _usernames(check: _Checker, spec, key, where) -> list[str]:
+    value = spec.get(key, [])
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        check.error(spec, key, f"{where}.{key}", "must be a list of usernames")
+        return []
+    return sorted(set(value))
+
+
+def _review_schedule(check: _Checker, spec, where, profiles: dict) -> dict:
+    """Check one access review schedule: every (a period), due_in, undecided (keep or remove), profiles."""
+    check.fields(spec, REVIEW_FIELDS, where)
+    every = spec.get("every")
+    if every not in REVIEW_EVERY:
+        check.error(spec, "every", f"{where}.every", f"one of {', '.join(REVIEW_EVERY)} (got {every!r})")
+    due_in = check.duration(spec, "due_in", where) if "due_in" in spec else datetime.timedelta(days=14)
+    if due_in is not None and every in REVIEW_PERIODS:
+        if due_in < datetime.timedelta(days=1):
+            check.error(spec, "due_in", f"{where}.due_in", "give the reviewers at least a day (e.g. 14d)")
+        elif due_in > datetime.timedelta(days=REVIEW_PERIODS[every]):
+            check.error(spec, "due_in", f"{where}.due_in", f"must end before the next {every}'s campaign opens")
+    undecided = spec.get("undecided", "keep")
+    if undecided not in ("keep", "remove"):
+        message = f"say what happens to undecided items: keep or remove (got {undecided!r})"
+        check.error(spec, "undecided", f"{where}.undecided", message)
+    names = spec.get("profiles", [])
+    if not isinstance(names, list) or not all(isinstance(v, str) and v for v in names):
+        check.error(spec, "profiles", f"{where}.profiles", "must be a list of profile names (leave it out for all)")
+        names = []
+    for name in names:
+        if name not in profiles and not AccessProfile.objects.filter(name=name).exists():
+            check.error(spec, "profiles", f"{where}.profiles", f"no profile named {name!r}")
+    return {
+        "title": str(spec.get("title", "")),
+        "every": every,
+        "due_in": due_in,
+        "undecided": undecided,
+        "profiles": sorted(names),
+    }
+
+
+def _review_schedule_row(r: ReviewSchedule) -> dict:
+    return {"title": r.title, "every": r.every, "due_in": r.due_in, "undecided": r.undecided, "profiles": r.profiles}
 
 
 def _schedule(check: _Checker, spec, where) -> dict:
@@ -731,6 +791,7 @@ def _profile_row(p: AccessProfile) -> dict:
         "risk": p.risk,
         "description": p.description,
         "notify": p.notify,
+        "review_reviewers": p.review_reviewers,
     }
 
 
@@ -868,9 +929,28 @@ def plan(path: str | Path, desired: Desired | None = None) -> Plan:
                     "target", name, "disable", {"profiles": ("enabled", "disabled; the row is kept, no longer managed")}
                 )
             )
+    current_reviews = {r.name: r for r in ReviewSchedule.objects.all()}
+    for name, wanted in desired.reviews.items():
+        row = current_reviews.get(name)
+        change = _diff("review schedule", name, _review_schedule_row(row) if row else None, wanted)
+        if change:
+            changes.append(change)
+    for name, row in current_reviews.items():
+        if row.managed_by == path and name not in desired.reviews:
+            gone = {"row": ("opens campaigns", "removed; its campaigns are kept")}
+            changes.append(Change("review schedule", name, "remove", gone))
     if moved:
         raise CatalogError(moved)
     warnings = _check_scopes_on_targets(path, desired, current_targets)
+    named = {u for p in desired.profiles.values() for u in p["review_reviewers"]}
+    active = set(get_user_model().objects.filter(username__in=named, is_active=True).values_list("username", flat=True))
+    for name, wanted in sorted(desired.profiles.items()):
+        missing = [u for u in wanted["review_reviewers"] if u not in active]
+        if missing:
+            warnings.append(
+                f"profile {name}: reviewers {', '.join(missing)} are no active portal users (yet); "
+                "its access reviews fall to its approvers until they are"
+            )
     return Plan(path, changes, people, warnings, on_call=_on_call_now(desired))
 
 
@@ -999,6 +1079,9 @@ def apply(path: str | Path, *, revoke_removed: bool = False, actor=None) -> tupl
                 ).values_list("pk", flat=True):
                     lifecycle.revoke_grant(grant_id, actor=None, reason=Grant.EndReason.POLICY)
                     revoked.append(grant_id)
+        for name, wanted in desired.reviews.items():
+            ReviewSchedule.objects.update_or_create(name=name, defaults={**wanted, "managed_by": path})
+        ReviewSchedule.objects.filter(managed_by=path).exclude(name__in=desired.reviews).delete()
         gone_policies = Policy.objects.filter(managed_by=path).exclude(name__in=desired.policies)
         gone_policies.filter(profiles__isnull=True).delete()
         # Kept for the history of the profiles that used them, and handed

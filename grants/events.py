@@ -33,6 +33,9 @@ EVENTS = {
     "expiry_soon": ("grant_id",),  # the access ends in a few minutes
     "grants_revoked": ("grant_ids",),  # a revocation batch confirmed gone on the target
     "drift_found": ("finding_ids",),  # access on a target that no grant explains
+    "access_review_opened": ("review_id",),  # a campaign opened: its reviewers have items to decide
+    "access_review_reminder": ("review_id",),  # a campaign's due date is near and items are undecided
+    "eligibility_removed": ("removal_id",),  # a review removed someone: the IdP group managers should follow
 }
 
 _handlers: dict[str, list[Callable]] = {event: [] for event in EVENTS}

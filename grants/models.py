@@ -117,6 +117,12 @@ class AccessProfile(models.Model):
         help_text="Where its requests are announced; per channel kind, instead of the target's.",
     )
     enabled = models.BooleanField(default=True)
+    review_reviewers = models.JSONField(
+        default=list,
+        db_default=[],
+        blank=True,
+        help_text="Who reviews its eligibility in access reviews (usernames); empty: its approvers.",
+    )
     managed_by = models.CharField(
         max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
     )
@@ -493,3 +499,128 @@ class ApproverDecisionDay(models.Model):
 
     class Meta:
         constraints = [models.UniqueConstraint(fields=["day", "approver"], name="grants_approver_decision_day")]
+
+
+class AccessReview(models.Model):
+    """A certification campaign: reviewers confirm who may keep requesting and approving some profiles.
+
+    Open while `closed_at` is empty. At `due_at` the items nobody decided
+    follow `undecided` (said up front); rules and writes: `grants/reviews.py`.
+    """
+
+    class Undecided(models.TextChoices):
+        KEEP = "keep", "Keep: undecided people keep their eligibility"
+        REMOVE = "remove", "Remove: undecided people lose their eligibility"
+
+    title = models.CharField(max_length=200)
+    opened_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        help_text="Empty: opened by the catalog's schedule.",
+    )
+    opened_at = models.DateTimeField(default=timezone.now)
+    due_at = models.DateTimeField()
+    period_start = models.DateTimeField(help_text="Use is counted from here to the opening.")
+    undecided = models.CharField(max_length=8, choices=Undecided.choices, default=Undecided.KEEP)
+    schedule = models.CharField(max_length=64, blank=True, help_text="The catalog schedule that opened it, if any.")
+    profiles = models.ManyToManyField(AccessProfile, related_name="reviews")
+    reminded_at = models.DateTimeField(null=True, blank=True, editable=False)
+    closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    class Meta:
+        ordering = ["-opened_at", "-pk"]
+        permissions = [("open_accessreview", "Can open access review campaigns")]
+
+    def __str__(self):
+        return self.title
+
+    @property
+    def is_open(self) -> bool:
+        return self.closed_at is None
+
+
+class AccessReviewItem(models.Model):
+    """One person's eligibility for one profile (to request it, or to approve it), and the reviewer's decision."""
+
+    class Role(models.TextChoices):
+        REQUESTER = "requester", "May request"
+        APPROVER = "approver", "May approve"
+
+    class Decision(models.TextChoices):
+        KEEP = "keep", "Keep"
+        REMOVE = "remove", "Remove"
+
+    review = models.ForeignKey(AccessReview, on_delete=models.PROTECT, related_name="items")
+    profile = models.ForeignKey(AccessProfile, on_delete=models.PROTECT, related_name="+")
+    person = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=16, choices=Role.choices)
+    via = models.CharField(max_length=500, blank=True, help_text="What gives it: the groups or schedules.")
+    # The person's use of the profile in the campaign's period, counted at its opening.
+    grants = models.PositiveIntegerField(default=0)
+    hours = models.FloatField(default=0)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    break_glass = models.PositiveIntegerField(default=0)
+    decisions = models.PositiveIntegerField(default=0, help_text="Requests of the profile the person decided.")
+    decision = models.CharField(max_length=8, choices=Decision.choices, blank=True)
+    decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    decided_at = models.DateTimeField(null=True, blank=True)
+    comment = models.TextField(blank=True)
+    by_rule = models.BooleanField(default=False, help_text="Decided by the campaign's rule at the due date.")
+
+    class Meta:
+        ordering = ["profile__name", "role", "person__username", "pk"]
+        constraints = [
+            models.UniqueConstraint(fields=["review", "profile", "person", "role"], name="one_review_item_per_role")
+        ]
+
+
+class EligibilityRemoval(models.Model):
+    """A person an access review removed from requesting or approving a profile: the policy refuses them.
+
+    The IdP group that gave the eligibility lives in the IdP; its managers
+    are told, and the portal keeps refusing whatever the group says.
+    """
+
+    person = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
+    profile = models.ForeignKey(AccessProfile, on_delete=models.PROTECT, related_name="+")
+    role = models.CharField(max_length=16, choices=AccessReviewItem.Role.choices)
+    item = models.OneToOneField(
+        AccessReviewItem, null=True, blank=True, on_delete=models.PROTECT, related_name="removal"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [models.UniqueConstraint(fields=["person", "profile", "role"], name="one_removal_per_role")]
+
+
+class ReviewSchedule(models.Model):
+    """Access reviews the catalog opens on a calendar (`reviews:` in the catalog file; grants/reviews.py opens them).
+
+    At the start of each month, quarter, half-year or year (UTC) a campaign
+    over `profiles` (empty: every enabled profile) opens, due `due_in` later.
+    """
+
+    class Every(models.TextChoices):
+        MONTH = "month", "Every month"
+        QUARTER = "quarter", "Every quarter"
+        HALF_YEAR = "half-year", "Every half-year"
+        YEAR = "year", "Every year"
+
+    name = models.SlugField(max_length=64, unique=True)
+    title = models.CharField(max_length=200, blank=True)
+    every = models.CharField(max_length=16, choices=Every.choices)
+    due_in = models.DurationField(default=datetime.timedelta(days=14))
+    undecided = models.CharField(max_length=8, choices=AccessReview.Undecided.choices, default="keep")
+    profiles = models.JSONField(default=list, blank=True, help_text="Profile names; empty: every enabled profile.")
+    managed_by = models.CharField(
+        max_length=500, blank=True, editable=False, help_text="The catalog file that owns this row."
+    )
+
+    def __str__(self):
+        return self.title or self.name

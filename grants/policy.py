@@ -17,7 +17,7 @@ from django.utils import timezone
 from accounts import stepup
 
 from .durations import human_duration
-from .models import AccessProfile, AccessRequest, Delegation, Grant, StepAssignee
+from .models import AccessProfile, AccessRequest, Delegation, EligibilityRemoval, Grant, StepAssignee
 
 DAYS = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
 
@@ -109,14 +109,26 @@ def waiting_for(access_request: AccessRequest) -> str:
     return f"step {index + 1} of {len(steps)}: {steps[index].describe() or 'nobody is configured to approve it'}"
 
 
+REQUESTER, APPROVER = "requester", "approver"  # the roles an access review removes (AccessReviewItem.Role)
+
+
+def removed_by_review(user, profile: AccessProfile, role: str) -> bool:
+    """Return whether an access review removed `user` from `role` ("requester" or "approver") of `profile`.
+
+    Read afresh each time (never cached on the user): a removal takes effect at once, whatever the IdP's groups say.
+    """
+    return EligibilityRemoval.objects.filter(person=user, profile=profile, role=role).exists()
+
+
 def may_request(user, profile: AccessProfile) -> bool:
-    """Return whether `user` may ask for `profile` (an empty requestable_by means everyone)."""
+    """Return whether `user` may ask for `profile` (an empty requestable_by means everyone), unless a review removed
+    them."""
     if not user.is_authenticated or not user.is_active:
         return False
     allowed = list(profile.requestable_by.all())
-    if not allowed:
-        return True
-    return user.groups.filter(pk__in=[g.pk for g in allowed]).exists()
+    if allowed and not user.groups.filter(pk__in=[g.pk for g in allowed]).exists():
+        return False
+    return not removed_by_review(user, profile, REQUESTER)
 
 
 def ineligibility(user, profile: AccessProfile) -> str | None:
@@ -125,6 +137,8 @@ def ineligibility(user, profile: AccessProfile) -> str | None:
         return f"{user.username}'s account is deactivated"
     if not profile.enabled:
         return f"the access profile {profile.title} is disabled"
+    if removed_by_review(user, profile, REQUESTER):
+        return f"an access review removed {user.username} from those who may request {profile.title}"
     if not may_request(user, profile):
         return f"{user.username} is no longer in a group that may request {profile.title}"
     return None
@@ -197,6 +211,13 @@ def step_up_details(profiles, *, channel: str, step_up: stepup.StepUp | None) ->
 
 
 def _eligible(user, access_request: AccessRequest, step: Step, index: int) -> bool:
+    # Asked last, of someone a step names (a delegate's delegators too): most checks never read the removals.
+    return _named_by_step(user, access_request, step, index) and not removed_by_review(
+        user, access_request.profile, APPROVER
+    )
+
+
+def _named_by_step(user, access_request: AccessRequest, step: Step, index: int) -> bool:
     if step.group and step.group in group_names(user):
         return True
     if step.manager and access_request.requester.manager_id == user.pk:
@@ -238,6 +259,8 @@ def is_approver(user, access_request: AccessRequest) -> bool:
     if not user.is_authenticated or not user.is_active:
         return False
     steps = list(enumerate(steps_for(access_request.profile)))
+    if removed_by_review(user, access_request.profile, APPROVER):
+        return False  # not as anyone's delegate either
     return any(
         _eligible(who, access_request, step, i) for who in _principals(user, access_request) for i, step in steps
     )
@@ -268,6 +291,8 @@ def approval_refusal(user, access_request: AccessRequest) -> str | None:
     step, or None if they may (themselves or as a delegate)."""
     if access_request.requester_id == user.pk:
         return "You cannot decide your own request."
+    if user.is_authenticated and removed_by_review(user, access_request.profile, APPROVER):
+        return f"An access review removed you from those who may approve {access_request.profile.title}."
     index = current_step(access_request)
     step = steps_for(access_request.profile)[index]
     active = user.is_authenticated and user.is_active

@@ -19,7 +19,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from . import events, lifecycle
+from . import events, lifecycle, reviews
 from .connectors import ConnectorError, get_connector
 from .models import AccessRequest, Grant, Target
 
@@ -217,6 +217,18 @@ def sweep():
     expire_due()
     remind_expiring(now)
     lifecycle.lapse_stale_requests(now)
+
+
+def run_access_reviews(now=None) -> dict:
+    """Open the catalog's scheduled campaigns, remind the reviewers of those near their due date, close those due.
+
+    A django-q2 schedule (every 15 minutes); each step is idempotent.
+    """
+    return {
+        "opened": reviews.open_scheduled_reviews(now),
+        "reminded": reviews.remind_reviewers(now),
+        "closed": reviews.close_due_reviews(now),
+    }
 
 
 def remind_and_escalate():

@@ -346,6 +346,8 @@ AUDIT_SINK_BUDGET = env.int("AUDIT_SINK_BUDGET", default=30)
 MIGRATE_DATABASE_URL = _secret("MIGRATE_DATABASE_URL", default="")
 # Members get read-only admin pages for the trail and the catalog.
 JIT_AUDITOR_GROUP = env.str("JIT_AUDITOR_GROUP", default="auditors")
+# Portal usernames of the people who manage the IdP's groups: told of each access review removal (empty: the admins).
+JIT_IDP_GROUP_MANAGERS = env.list("JIT_IDP_GROUP_MANAGERS", default=[])
 
 # The JSON API (api/views.py) and its personal tokens (accounts/tokens.py).
 JIT_API_TOKEN_MAX_DAYS = env.int("JIT_API_TOKEN_MAX_DAYS", default=90)  # longest a token may live

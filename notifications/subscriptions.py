@@ -49,6 +49,18 @@ def on_drift_found(finding_ids):
     _enqueue("notifications.tasks.drift_found_by_id", finding_ids)
 
 
+def on_access_review_opened(review_id):
+    _enqueue("notifications.tasks.access_review_opened", review_id)
+
+
+def on_access_review_reminder(review_id):
+    _enqueue("notifications.tasks.access_review_reminder", review_id)
+
+
+def on_eligibility_removed(removal_id):
+    _enqueue("notifications.tasks.eligibility_removed", removal_id)
+
+
 HANDLERS = {
     "approval_needed": on_approval_needed,
     "approval_reminder": on_approval_reminder,
@@ -59,6 +71,9 @@ HANDLERS = {
     "expiry_soon": on_expiry_soon,
     "grants_revoked": on_grants_revoked,
     "drift_found": on_drift_found,
+    "access_review_opened": on_access_review_opened,
+    "access_review_reminder": on_access_review_reminder,
+    "eligibility_removed": on_eligibility_removed,
 }
 
 

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import logging
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.utils import timezone
 
 from accounts import identity
 from audit.models import AuditEvent
-from grants import lifecycle, policy
+from grants import lifecycle, policy, selectors
 from grants.durations import human_duration
 from grants.models import AccessRequest, DriftFinding, Grant
 
@@ -315,3 +316,54 @@ def decide_from_slack(click: dict):
     except slack.SlackError as exc:
         log.warning("Could not update the Slack message of request %s: %s", request_id, exc.message)
     return req.status
+
+
+# Access reviews -------------------------------------------------------------------------------------------------
+
+
+def _review_body(review, intro: str) -> str:
+    return (
+        f"{intro}\n"
+        f"Due: {when(review.due_at)}. Undecided items will be: {review.get_undecided_display().lower()}.\n\n"
+        f"Decide them here: {link('audit:review_items', review.pk)}"
+    )
+
+
+def access_review_opened(review_id):
+    """Tell each reviewer of a new campaign that they have items to decide."""
+    review = selectors.review_of(review_id)
+    if review is None or not review.is_open:
+        return 0
+    title = f"Access review: {review.title}"
+    body = _review_body(review, "An access review needs your decisions: who may keep requesting or approving access.")
+    return tell(selectors.undecided_reviewers(review), title, body)
+
+
+def access_review_reminder(review_id):
+    """Remind the reviewers who still have undecided items of a campaign near its due date."""
+    review = selectors.review_of(review_id)
+    if review is None or not review.is_open:
+        return 0
+    title = f"Reminder: access review {review.title} is due {when(review.due_at)}"
+    body = _review_body(review, "Some people's access still waits for your decision.")
+    return tell(selectors.undecided_reviewers(review), title, body)
+
+
+def eligibility_removed(removal_id):
+    """Tell the IdP group managers (JIT_IDP_GROUP_MANAGERS, else the admins) to take the person out of the group."""
+    removal = selectors.removal_of(removal_id)
+    groups = selectors.idp_groups_of(removal)
+    what = "request" if removal.role == selectors.REVIEW_ROLES.REQUESTER else "approve"
+    person, profile = removal.person, removal.profile
+    title = f"Access review: remove {person.username} from {', '.join(groups) or 'the group'} in the IdP"
+    where = (
+        f"Take {person.username} out of {', '.join(groups)} in the identity provider"
+        if groups
+        else f"No IdP group of {person.username}'s gives this any more (or the profile is open to everyone)"
+    )
+    body = (
+        f"An access review removed {person.label} from those who may {what} {profile.title}. The portal refuses "
+        f"it already. {where}, so the two agree.\n\n"
+        f"Removals the IdP has not caught up with: {link('audit:reviews')}"
+    )
+    return tell(selectors.idp_group_managers(settings.JIT_IDP_GROUP_MANAGERS), title, body)

@@ -192,3 +192,26 @@ TIMELINE_EVENTS = (
     Column("details", "details", "The event's details as JSON."),
     Column("hash", "hash", "The event's hash in the chain."),
 )
+
+# An access review's evidence: every item with its decision (reports/reviews.py).
+REVIEW_EVIDENCE = (
+    Column("review_id", "review_id", "Campaign number."),
+    Column("review", "review__title", "Campaign title."),
+    Column("item_id", "pk", "Item number."),
+    Column("profile", "profile__name", "Access profile (catalog name)."),
+    Column("person", "person__username", "Whose eligibility was reviewed (username)."),
+    Column("person_email", "person__email", "Their email address."),
+    Column("role", "role", "`requester` (may request the profile) or `approver` (may approve it)."),
+    Column("via", "via", "What gave the eligibility: IdP groups or on-call schedules."),
+    Column("grants", "grants", "The person's grants of the profile in the campaign's period."),
+    Column("hours", "hours", "Hours of access those grants gave in the period."),
+    Column("last_used_at", "last_used_at", "When the latest of them started."),
+    Column("break_glass", "break_glass", "How many of them were break-glass."),
+    Column("decisions", "decisions", "Requests of the profile the person approved or denied in the period."),
+    Column("decision", "decision", "`keep`, `remove`, or empty while undecided."),
+    Column("decided_by", "decided_by__username", "The reviewer; empty when the campaign's rule decided."),
+    Column("decided_at", "decided_at", "When it was decided."),
+    Column("comment", "comment", "The reviewer's comment (or the rule's)."),
+    Column("by_rule", "by_rule", "`true` when nobody decided by the due date and the campaign's rule applied."),
+    Column("due_at", "review__due_at", "The campaign's due date."),
+)

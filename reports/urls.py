@@ -1,6 +1,6 @@
 from django.urls import path
 
-from . import views
+from . import reviews, views
 
 # The namespace the pages had under audit/: templates, tests and bookmarks use `audit:<name>`.
 app_name = "audit"
@@ -14,4 +14,8 @@ urlpatterns = [
     path("break-glass/", views.break_glass, name="break_glass"),
     path("users/", views.timeline_lookup, name="timeline_lookup"),
     path("users/<str:username>/", views.timeline, name="timeline"),
+    path("reviews/", reviews.review_list, name="reviews"),
+    path("reviews/<int:pk>/", reviews.review_detail, name="review"),
+    path("reviews/<int:pk>/items/", reviews.review_items, name="review_items"),
+    path("reviews/<int:pk>/evidence.csv", reviews.review_evidence, name="review_evidence"),
 ]

@@ -36,6 +36,7 @@ OUTER_ALLOWED = {
 EDGES = {"api", "notifications", "reports"}
 EDGE_USES_OF_CORE = {
     "grants.lifecycle": "every write",
+    "grants.reviews": "the access reviews' writes (campaigns, decisions, removals), as the lifecycle's",
     "grants.selectors": "reads",
     "grants.policy": "the pure rules (steps, the current step)",
     "grants.events": "what the core announces",
@@ -43,7 +44,10 @@ EDGE_USES_OF_CORE = {
     "grants.durations": "human_duration, a pure formatting function",
 }
 # Edges that change nothing of the core's: they have no use for grants.lifecycle either.
-READ_ONLY_EDGES = {"reports": "the auditor's pages read; their one write is the download's audit event"}
+READ_ONLY_EDGES = {
+    "reports": "the auditor's pages read; their writes are the download's audit event and the access reviews' "
+    "(grants.reviews)"
+}
 # Calls that write a row: on a grants model's manager or queryset in an edge, or `.save()`/`.delete()` on any
 # row (the edges have no models of their own).
 WRITES = {

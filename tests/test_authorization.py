@@ -65,12 +65,14 @@ from django_q.models import OrmQ, Schedule, Task
 
 from accounts import tokens
 from audit.models import AuditEvent
-from grants import lifecycle, reconcile
+from grants import lifecycle, reconcile, reviews
 from grants.connectors import get_connector
 from grants.connectors.ssh import ca as sshca
 from grants.models import (
     AccessProfile,
     AccessRequest,
+    AccessReview,
+    AccessReviewItem,
     BreakGlassReview,
     Delegation,
     DriftFinding,
@@ -83,6 +85,7 @@ from jitportal.queues import SWEEP_FUNC
 
 PERSONAS = ("anonymous", "ana", "bob", "otto", "sven", "audra", "root")
 MINUTES = datetime.timedelta(minutes=1)
+DAY = datetime.timedelta(days=1)
 JUSTIFICATION = "Look into INC-5150: lock waits on the orders table"
 BOB_JUSTIFICATION = "Rotate the deploy keys after the SEC-0815 finding"
 NEW_JUSTIFICATION = "Check the deploy host after change CHG-2002"  # what the cells' own new requests say
@@ -172,6 +175,8 @@ def _build_world(pg_cluster) -> World:
     review = BreakGlassReview.objects.get(request=ask(ana, emergency, break_glass=True))
     bobs = ask(bob, ssh_logs, BOB_JUSTIFICATION)  # sven's to decide, none of otto's business
     token, _ = tokens.create_token(actor=ana, name="ci", days=30)
+    # An access review of read-only: otto and marc review ana, bob and each other.
+    campaign = reviews.open_review(actor=users["root"], profiles=[readonly], due_at=timezone.now() + 14 * DAY)
     secrets = {name: tokens.create_token(actor=user, name="authz", days=30)[1] for name, user in users.items()}
     sessions = {}
     for name, user in users.items():
@@ -207,6 +212,8 @@ def _build_world(pg_cluster) -> World:
         held_request=held_request,
         review=review,
         token=token,
+        campaign=campaign,
+        review_item=campaign.items.get(person=ana, role="requester"),
         drift=DriftFinding.objects.get(external_ref=f"jit_g{ORPHAN_GRANT_ID}"),
         event=AuditEvent.objects.order_by("-id").first(),
         sweep=Task.objects.create(id=uuid.uuid4().hex, name="sweep-done", success=True, **task),
@@ -324,6 +331,13 @@ REVIEW = {"args": lambda w: {"pk": w.review.pk}}
 TOKEN = {"args": lambda w: {"pk": w.token.pk}}
 ANA = {"args": lambda w: {"username": "ana"}}
 CSV = {"label": "csv", "query": {"format": "csv"}, "audited": "report.downloaded"}
+CAMPAIGN = {"args": lambda w: {"pk": w.campaign.pk}}
+
+
+def _in_a_month() -> str:
+    return (timezone.localtime() + 30 * DAY).strftime("%Y-%m-%d %H:%M")
+
+
 OIDC = {"args": lambda w: {"provider_id": settings.OIDC_PROVIDER_ID}}
 
 # fmt: off
@@ -421,6 +435,21 @@ PORTAL_ROWS = [
     Row("audit:timeline_lookup",        "GET",   "login   302   302   302   302   302   302"),
     Row("audit:timeline",               "GET",   "login   200   403   403   403   200   200", **ANA),
     Row("audit:timeline",               "GET",   "login   200*  403   403   403   200*  200*", **ANA, **CSV),
+    # Access reviews (reports/reviews.py): everyone sees the campaigns they review; auditors and admins open
+    # them and see all; an item's reviewers (otto and marc for ana) decide, never the person herself.
+    Row("audit:reviews",                "GET",   "login   200   200   200   200   200   200"),
+    Row("audit:reviews",                "POST",  "login   403   403   403   403   302*  302*",
+        data=lambda w: {"profiles": [w.readonly.pk], "due_at": _in_a_month(), "undecided": "remove",
+                        "period_days": "90", "title": "Yearly"},
+        effect=lambda w, c: AccessReview.objects.filter(title="Yearly").exists(), audited="access_review.opened"),
+    Row("audit:review",                 "GET",   "login   403   403   200   403   200   200", **CAMPAIGN),
+    Row("audit:review_items",           "GET",   "login   403   403   200   403   200   200", **CAMPAIGN),
+    Row("audit:review_items",           "POST",  "login   403   403   302*  403   403   403", **CAMPAIGN,
+        data=lambda w: {"item": w.review_item.pk, "decision": "keep", "comment": "Still on call for it"},
+        effect=lambda w, c: AccessReviewItem.objects.get(pk=w.review_item.pk).decision == "keep",
+        audited="access_review.decided"),
+    Row("audit:review_evidence",        "GET",   "login   403   403   403   403   200*  200*", **CAMPAIGN,
+        audited="report.downloaded"),
     # One's own settings (accounts/urls.py).
     Row("accounts:tokens",              "GET",   "login   200   200   200   200   200   200"),
     Row("accounts:tokens",              "POST",  "login   200*  200*  200*  200*  200*  200*",
@@ -532,6 +561,14 @@ API_ROWS = [
     # Only the delegator ends a delegation: for everyone else it does not exist.
     Api("end_delegation",                        "401     404   404   404   404   404   404",
         args=lambda w: {"delegation_id": 999999}),
+    # Access reviews: a campaign exists for its reviewers (otto) and auditors; only a reviewer decides an item.
+    Api("list_reviews",                          "401     200   200   200   200   200   200"),
+    Api("list_review_items",                     "401     404   404   200   404   200   200",
+        args=lambda w: {"review_id": w.campaign.pk}),
+    Api("decide_review_item",                    "401     404   404   200*  404   403   403",
+        args=lambda w: {"item_id": w.review_item.pk}, data={"decision": "keep", "comment": "Still on call for it"},
+        effect=lambda w, c: AccessReviewItem.objects.get(pk=w.review_item.pk).decision == "keep",
+        audited="access_review.decided"),
 ]
 # fmt: on
 

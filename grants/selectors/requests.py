@@ -3,7 +3,7 @@
 from django.db.models import Q
 
 from grants import connectors, policy
-from grants.models import AccessProfile, AccessRequest, BreakGlassReview
+from grants.models import AccessProfile, AccessRequest, BreakGlassReview, EligibilityRemoval
 
 
 def request_fields(kinds=None) -> dict[str, tuple[connectors.RequestField, set[str]]]:
@@ -16,10 +16,15 @@ def request_fields(kinds=None) -> dict[str, tuple[connectors.RequestField, set[s
 
 
 def requestable_profiles(user):
-    """Return the enabled profiles `user` may ask for."""
+    """Return the enabled profiles `user` may ask for (policy.may_request: an access review's removal included)."""
     profiles = AccessProfile.objects.filter(enabled=True).select_related("target").order_by("title")
     group_ids = list(user.groups.values_list("pk", flat=True))
-    return profiles.filter(Q(requestable_by__isnull=True) | Q(requestable_by__in=group_ids)).distinct()
+    removed = EligibilityRemoval.objects.filter(person=user.pk, role=policy.REQUESTER).values("profile")
+    return (
+        profiles.filter(Q(requestable_by__isnull=True) | Q(requestable_by__in=group_ids))
+        .exclude(pk__in=removed)
+        .distinct()
+    )
 
 
 def requests_awaiting(user):
