@@ -22,7 +22,7 @@ from django_q.tasks import async_task
 import audit
 from accounts.stepup import StepUp
 
-from . import events, oncall, policy, sealing, tallies
+from . import activity, events, oncall, policy, sealing, tallies
 from .connectors import ConnectorError, get_connector
 from .durations import human_duration
 from .models import (
@@ -1270,6 +1270,7 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
                 next_attempt_at=None,
                 last_error="",
             )
+            activity.store_digests(gone, connector.take_activity(grant.pk for grant in gone))
             found = {grant.pk: connector.take_inventory(grant.pk) for grant in gone}
             audit.record_many(
                 (
@@ -1284,6 +1285,7 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict) -> list[Grant]:
                         "expires_at": grant.expires_at,
                         "attempts": grant.attempts + 1,
                         "objects": found[grant.pk],
+                        **activity.audit_details(grant),
                     },
                 )
                 for grant in gone
