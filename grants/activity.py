@@ -29,7 +29,7 @@ from django.db import transaction
 
 import audit
 
-from .connectors.digest import MAX_SESSIONS, clean_session, summary
+from .connectors.digest import MAX_SESSIONS, SessionReportError, clean_session, summary
 from .models import Grant
 
 
@@ -69,21 +69,14 @@ def digest_hash(activity: dict) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class SessionReportError(ValueError):
-    """A session report that cannot be recorded: `message` says why, `http_status` the answer."""
-
-    def __init__(self, message: str, *, http_status: int = 400):
-        super().__init__(message)
-        self.message = message
-        self.http_status = http_status
-
-
 def record_ssh_session(*, target, grant_id: int, report: dict) -> Grant:
     """Record one session an SSH host's guard reported on the grant it belongs to, with an audit event.
 
     `report` is already authenticated as coming from a host of `target` and
-    checked for shape (the SSH connector's endpoint does both). A report
-    whose session id the grant already holds is a no-op (the guard retries).
+    checked for shape (the SSH connector's endpoint does both). The guard
+    reports a session at its start and again at its end (same session id):
+    the second completes the first. A report the grant already holds as it
+    is (the guard retried, or a replay inside the signature's window) is a no-op.
     """
     with transaction.atomic():
         grant = (
@@ -99,11 +92,18 @@ def record_ssh_session(*, target, grant_id: int, report: dict) -> Grant:
         activity = dict(grant.activity or {})
         sessions = list(activity.get("sessions") or [])
         session = clean_session(report)
-        if any(s.get("session_id") == session["session_id"] for s in sessions):
-            return grant
-        activity["sessions_total"] = int(activity.get("sessions_total", len(sessions))) + 1
-        if len(sessions) < MAX_SESSIONS:
+        known = next((i for i, s in enumerate(sessions) if s.get("session_id") == session["session_id"]), None)
+        if known is not None:
+            if all(sessions[known].get(k) == v for k, v in session.items()):
+                return grant  # the guard sent it again (a retry, or a replay inside the window)
+            # The session's end, after its start: fields only added or completed.
+            sessions[known] = {**sessions[known], **session}
+        elif len(sessions) < MAX_SESSIONS:
+            activity["sessions_total"] = int(activity.get("sessions_total", len(sessions))) + 1
             sessions.append(session)
+        elif "ended_at" not in session:
+            # Past the cap only counted, once: at its start (its end report would count it again).
+            activity["sessions_total"] = int(activity.get("sessions_total", len(sessions))) + 1
         activity["sessions"] = sessions
         activity.setdefault("source", "ssh session guard")
         activity["summary"] = summary(activity)

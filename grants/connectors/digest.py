@@ -9,6 +9,16 @@ import datetime
 
 from django.utils import timezone
 
+
+class SessionReportError(ValueError):
+    """A session report that cannot be recorded: `message` says why, `http_status` the answer."""
+
+    def __init__(self, message: str, *, http_status: int = 400):
+        super().__init__(message)
+        self.message = message
+        self.http_status = http_status
+
+
 MAX_STATEMENTS = 50
 MAX_QUERY_CHARS = 2000
 MAX_SESSIONS = 200
@@ -91,6 +101,7 @@ SESSION_FIELDS = (
     "database",
     "client",
     "exit_status",
+    "ended_by",
     "recording_sha256",
 )
 
