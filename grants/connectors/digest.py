@@ -25,7 +25,13 @@ MAX_SESSIONS = 200
 
 
 def statements_digest(
-    source: str, rows: list[dict], *, totals: dict, open_sessions: list[dict] = (), note: str = ""
+    source: str,
+    rows: list[dict],
+    *,
+    totals: dict,
+    open_sessions: list[dict] = (),
+    note: str = "",
+    unit: str = "statement",
 ) -> dict:
     """Return a digest of statement statistics: the MAX_STATEMENTS rows with the most total time, and `totals`.
 
@@ -57,6 +63,8 @@ def statements_digest(
     }
     if note:
         digest["note"] = note
+    if unit != "statement":
+        digest["unit"] = unit  # what a row is, where the target keeps no statement texts
     digest["summary"] = summary(digest)
     return digest
 
@@ -80,7 +88,7 @@ def summary(activity: dict) -> str:
     parts = []
     totals = activity.get("totals")
     if totals is not None:
-        parts.append(_count(totals.get("statements", 0), "statement"))
+        parts.append(_count(totals.get("statements", 0), activity.get("unit", "statement")))
         parts.append(_count(totals.get("calls", 0), "call"))
     sessions = activity.get("sessions") or []
     if sessions or activity.get("sessions_total"):
