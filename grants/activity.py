@@ -113,85 +113,35 @@ def record_ssh_session(*, target, grant_id: int, report: dict) -> Grant:
     return grant
 
 
-def csv_rows(grant: Grant) -> tuple[list[str], list[list]]:
-    """Return the header and rows of a grant's activity CSV: one row per statement, then one per session."""
-    header = ["grant", "kind", "database", "statement", "calls", "rows", "total_ms", "started_at", "ended_at",
-              "source", "exit_status", "recording_sha256", "note"]  # fmt: skip
+def activity_rows(grant: Grant) -> list[dict]:
+    """Return a grant's activity as rows for its CSV: its statements, the sessions, then totals and what is missing."""
     activity = grant.activity or {}
+    blank = dict.fromkeys(ACTIVITY_FIELDS, None)
     rows = []
     for s in activity.get("statements") or []:
-        rows.append(
-            [
-                grant.pk,
-                "statement",
-                s.get("database", ""),
-                s.get("query", ""),
-                s.get("calls", ""),
-                s.get("rows", ""),
-                s.get("total_ms", ""),
-                "",
-                "",
-                "",
-                "",
-                "",
-                "",
-            ]  # fmt: skip
-        )
+        rows.append({**blank, "kind": activity.get("unit", "statement"), "database": s.get("database"),
+                     "statement": s.get("query"), "calls": s.get("calls"), "rows": s.get("rows"),
+                     "total_ms": s.get("total_ms")})  # fmt: skip
     for s in activity.get("open_sessions") or []:
-        rows.append(
-            [
-                grant.pk,
-                "open at revocation",
-                s.get("database", ""),
-                "",
-                "",
-                "",
-                "",
-                s.get("started_at", ""),
-                "",
-                s.get("client", ""),
-                "",
-                "",
-                "",
-            ]  # fmt: skip
-        )
+        rows.append({**blank, "kind": "open at revocation", "database": s.get("database"),
+                     "started_at": s.get("started_at"), "source": s.get("client")})  # fmt: skip
     for s in activity.get("sessions") or []:
-        rows.append(
-            [
-                grant.pk,
-                "session",
-                s.get("database", ""),
-                "",
-                "",
-                "",
-                "",
-                s.get("started_at", ""),
-                s.get("ended_at", ""),
-                s.get("source", s.get("client", "")),
-                s.get("exit_status", ""),
-                s.get("recording_sha256", ""),
-                s.get("host", ""),
-            ]  # fmt: skip
-        )
+        rows.append({**blank, "kind": "session", "host": s.get("host"), "started_at": s.get("started_at"),
+                     "ended_at": s.get("ended_at"), "source": s.get("source"), "exit_status": s.get("exit_status"),
+                     "recording_sha256": s.get("recording_sha256"), "note": s.get("ended_by")})  # fmt: skip
     totals = activity.get("totals")
     if totals:
-        rows.append(
-            [
-                grant.pk,
-                "totals",
-                "",
-                "",
-                totals.get("calls", ""),
-                totals.get("rows", ""),
-                totals.get("total_ms", ""),
-                "",
-                "",
-                "",
-                "",
-                "",
-                f"{totals.get('statements', 0)} statements",
-            ]  # fmt: skip
-        )
+        rows.append({**blank, "kind": "totals", "statement": f"{totals.get('statements', 0)} in all",
+                     "calls": totals.get("calls"), "rows": totals.get("rows"),
+                     "total_ms": totals.get("total_ms")})  # fmt: skip
     if activity.get("unavailable"):
-        rows.append([grant.pk, "unavailable", "", "", "", "", "", "", "", "", "", "", activity["unavailable"]])
-    return header, rows
+        rows.append({**blank, "kind": "unavailable", "note": activity["unavailable"]})
+    for row in rows:
+        row["grant_id"] = grant.pk
+        row["source_of_record"] = activity.get("source", "")
+    return rows
+
+
+# The keys of `activity_rows` (reports/columns.py names and documents them as CSV columns).
+ACTIVITY_FIELDS = ("grant_id", "source_of_record", "kind", "database", "statement", "calls", "rows", "total_ms",
+                   "host", "started_at", "ended_at", "source", "exit_status", "recording_sha256", "note")  # fmt: skip

@@ -14,4 +14,5 @@ urlpatterns = [
     path("break-glass/", views.break_glass, name="break_glass"),
     path("users/", views.timeline_lookup, name="timeline_lookup"),
     path("users/<str:username>/", views.timeline, name="timeline"),
+    path("grants/<int:pk>/activity.csv", views.grant_activity, name="grant_activity"),
 ]

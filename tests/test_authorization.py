@@ -427,6 +427,9 @@ PORTAL_ROWS = [
     Row("audit:timeline_lookup",        "GET",   "login   302   302   302   302   302   302"),
     Row("audit:timeline",               "GET",   "login   200   403   403   403   200   200", **ANA),
     Row("audit:timeline",               "GET",   "login   200*  403   403   403   200*  200*", **ANA, **CSV),
+    # What one grant's target kept of its use, as CSV: auditors only; the download is recorded.
+    Row("audit:grant_activity",         "GET",   "login   403   403   403   403   200*  200*", **HELD,
+        audited="report.downloaded"),
     # One's own settings (accounts/urls.py).
     Row("accounts:tokens",              "GET",   "login   200   200   200   200   200   200"),
     Row("accounts:tokens",              "POST",  "login   200*  200*  200*  200*  200*  200*",
