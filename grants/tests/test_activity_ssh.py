@@ -241,6 +241,9 @@ def host(hosts, workdir, live_server):
     secret_file = base / "report.secret"
     secret_file.write_text(_secret(target) + "\n")
     secret_file.chmod(0o644)  # the guard runs as the logged-in user (the README says what that means)
+    recordings = base / "recordings"
+    recordings.mkdir()
+    recordings.chmod(0o1777)  # the guard writes them as the logged-in user
     server = sshd_support.SSHServer(
         base / "sshd",
         ca_public_key=ca_public,
@@ -248,8 +251,9 @@ def host(hosts, workdir, live_server):
         principals={USER: ["ops"]},
         user=USER,
         guard_args=f"--report-url {live_server.url}/access/ssh/{target.name}/sessions"
-        f" --report-secret-file {secret_file} --report-host web-1",
+        f" --report-secret-file {secret_file} --report-host web-1 --record-dir {recordings}",
     )
+    server.recordings = recordings
     (base / "sshd").mkdir()
     (base / "sshd").chmod(0o755)
     server.start()
@@ -270,10 +274,10 @@ def test_the_guard_reports_each_session_with_its_source_and_exit_status(host, ho
     cert.write_text(creds["certificate"] + "\n")
 
     first = host.run(key, cert, "echo hello")
-    second = host.run(key, cert, "exit 7")
+    second = host.run(key, cert, "echo oops >&2; exit 7")
 
     assert (first.returncode, first.stdout.strip()) == (0, "hello"), first.stderr + host.log_text()[-2000:]
-    assert second.returncode == 7
+    assert second.returncode == 7 and second.stderr.strip() == "oops"  # through the recorder, as it came
     grant.refresh_from_db()
     sessions = grant.activity["sessions"]
     assert [s["exit_status"] for s in sessions] == [0, 7]
@@ -281,3 +285,7 @@ def test_the_guard_reports_each_session_with_its_source_and_exit_status(host, ho
     assert len({s["session_id"] for s in sessions}) == 2
     assert _reported(grant) == 4  # a start and an end each
     assert uuid.UUID(sessions[0]["session_id"])
+    # The host keeps each recording; the portal has its hash.
+    recording = host.recordings / (sessions[0]["session_id"] + ".rec")
+    assert hashlib.sha256(recording.read_bytes()).hexdigest() == sessions[0]["recording_sha256"]
+    assert recording.read_bytes().endswith(b" 1 6\nhello\n\n")
