@@ -236,6 +236,11 @@ class DevCluster:
             if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", [DEMO_DB]).fetchone():
                 # CREATE DATABASE cannot run inside a transaction block; autocommit is on.
                 conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(DEMO_DB)))
+            # In the admin database (where the connector reads it) and the demo one; a cluster made before
+            # pg_stat_statements was preloaded has no such library loaded: skip it there.
+            loaded = "pg_stat_statements" in conn.execute("SHOW shared_preload_libraries").fetchone()[0]
+            if loaded:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute(
                 sql.SQL(
                     "REVOKE ALL ON DATABASE {db} FROM PUBLIC;"
@@ -244,6 +249,8 @@ class DevCluster:
             )
 
         with psycopg.connect(self.dsn(DEMO_DB)) as conn:  # one transaction
+            if loaded:
+                conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute(
                 """
                 GRANT USAGE ON SCHEMA public TO app_readonly;
@@ -370,6 +377,8 @@ class DevCluster:
             # Benchmarks open many sessions at once.
             "max_connections": "300",
             "password_encryption": "'scram-sha-256'",
+            # What each grant ran, read at revocation (the activity digest).
+            "shared_preload_libraries": "'pg_stat_statements'",
         }
         with open(self.data_dir / "postgresql.conf", "a", encoding="utf-8") as fh:
             fh.write("\n# jitportal dev cluster\n")

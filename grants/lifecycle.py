@@ -22,7 +22,7 @@ from django_q.tasks import async_task
 import audit
 from accounts.stepup import StepUp
 
-from . import events, oncall, policy, sealing, tallies
+from . import activity, events, oncall, policy, sealing, tallies
 from .connectors import ConnectorError, get_connector
 from .durations import human_duration
 from .models import (
@@ -1296,6 +1296,7 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict, *, requested: list
             next_attempt_at=None,
             last_error="",
         )
+        activity.store_digests(gone, connector.take_activity(grant.pk for grant in gone))
         appended += [
             (
                 "grant.revoked",
@@ -1309,6 +1310,7 @@ def _revoke_on_targets(grants: list[Grant], connectors: dict, *, requested: list
                     "expires_at": grant.expires_at,
                     "attempts": grant.attempts + 1,
                     "objects": found[grant.pk],
+                    **activity.audit_details(grant),
                 },
             )
             for grant in gone

@@ -54,6 +54,37 @@ ACCESS_HISTORY = (
         "end_reason", "end_reason", "`expired`, `released`, `revoked` (by an admin) or `policy`; empty while it lives."
     ),
     Column("ended_by", "ended_by__username", "Who released or revoked it; empty for expiry and policy."),
+    Column(
+        "activity",
+        "activity_summary",
+        "What the target kept of its use, in one line (`12 statements, 340 calls`, `3 sessions`, `unavailable: why`);"
+        " empty where nothing was read or reported. The grant's activity CSV has the rows.",
+    ),
+)
+
+# One grant's activity (`/audit/grants/<id>/activity.csv`): what its target kept, row by row.
+GRANT_ACTIVITY = (
+    Column("grant_id", "grant_id", "Grant number."),
+    Column(
+        "source_of_record",
+        "source_of_record",
+        "Where it was read: `pg_stat_statements`, `performance_schema`, `ssh session guard`.",
+    ),  # fmt: skip
+    Column(
+        "kind", "kind", "`statement` (or `statement kind`), `open at revocation`, `session`, `totals` or `unavailable`."
+    ),  # fmt: skip
+    Column("database", "database", "The database a statement ran in, or a session was connected to."),
+    Column("statement", "statement", "The normalised statement (constants as $1), or the statement kind."),
+    Column("calls", "calls", "How many times it ran."),
+    Column("rows", "rows", "Rows it returned or changed, in all."),
+    Column("total_ms", "total_ms", "Milliseconds it ran, in all."),
+    Column("host", "host", "The SSH host that reported the session."),
+    Column("started_at", "started_at", "When the session started."),
+    Column("ended_at", "ended_at", "When the session ended; empty if its end was never reported."),
+    Column("source", "source", "The client's address (and port, for SSH)."),
+    Column("exit_status", "exit_status", "The session's exit status."),
+    Column("recording_sha256", "recording_sha256", "SHA-256 of the session recording the host keeps, if any."),
+    Column("note", "note", "Why it is unavailable, or what ended the session (`expired`, `revoked`)."),
 )
 
 CURRENT_ACCESS = (

@@ -100,6 +100,7 @@ class AccessHistoryTable(ReportTable):
     ended_at = TimeColumn(verbose_name="Ended")
     actual_duration = DurationColumn(verbose_name="Duration", default="—")
     outcome = tables.Column(verbose_name="How it ended")
+    activity = tables.Column(accessor="activity_summary", verbose_name="Activity", default="", orderable=False)
 
     class Meta(ReportTable.Meta):
         pass

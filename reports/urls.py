@@ -18,4 +18,5 @@ urlpatterns = [
     path("reviews/<int:pk>/", reviews.review_detail, name="review"),
     path("reviews/<int:pk>/items/", reviews.review_items, name="review_items"),
     path("reviews/<int:pk>/evidence.csv", reviews.review_evidence, name="review_evidence"),
+    path("grants/<int:pk>/activity.csv", views.grant_activity, name="grant_activity"),
 ]

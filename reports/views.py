@@ -266,6 +266,23 @@ def break_glass(request):
 
 
 @login_required
+def grant_activity(request, pk):
+    """Download what one grant's target kept of its use (statements, sessions) as CSV; auditors only."""
+    scope = scope_for(request.user, "grant_activity")
+    grant = selectors.grant_activity(pk)
+    if grant is None:
+        raise Http404
+    return downloads.csv_response(
+        request,
+        report=f"grant_{grant.pk}_activity",
+        columns=columns.GRANT_ACTIVITY,
+        rows=selectors.grant_activity_rows(grant),
+        filters={"grant": grant.pk},
+        scope=scope,
+    )
+
+
+@login_required
 def timeline(request, username):
     scope = scope_for(request.user, "timeline", subject=username)
     person = get_object_or_404(get_user_model(), username=username)

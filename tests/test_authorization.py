@@ -358,6 +358,12 @@ PORTAL_ROWS = [
     # Public: hosts fetch it without an account; it lists revoked serials only.
     Row("grants:ssh_krl",               "GET",   "200     200   200   200   200   200   200",
         args=lambda w: {"target": w.hosts.name}),
+    # Hosts' session guards, not people: a report is signed with its host's secret; one that names no
+    # host is refused with the reason, whoever's session carries it (grants/tests/test_activity_ssh.py).
+    Row("grants:ssh_session_report",    "GET",   "405     405   405   405   405   405   405",
+        args=lambda w: {"target": w.hosts.name}),
+    Row("grants:ssh_session_report",    "POST",  "400     400   400   400   400   400   400",
+        args=lambda w: {"target": w.hosts.name}, data={"serial": "1"}),
     # Who may not see a request gets 404 (no such request looks the same); who may see it but
     # not do this gets 403. The lifecycle records the refused attempt.
     Row("grants:request_detail",        "GET",   "login   200   404   200   404   200   200", **PENDING),
@@ -449,6 +455,9 @@ PORTAL_ROWS = [
         effect=lambda w, c: AccessReviewItem.objects.get(pk=w.review_item.pk).decision == "keep",
         audited="access_review.decided"),
     Row("audit:review_evidence",        "GET",   "login   403   403   403   403   200*  200*", **CAMPAIGN,
+        audited="report.downloaded"),
+    # What one grant's target kept of its use, as CSV: auditors only; the download is recorded.
+    Row("audit:grant_activity",         "GET",   "login   403   403   403   403   200*  200*", **HELD,
         audited="report.downloaded"),
     # One's own settings (accounts/urls.py).
     Row("accounts:tokens",              "GET",   "login   200   200   200   200   200   200"),
@@ -894,8 +903,10 @@ def test_a_signed_in_browser_without_a_token_gets_nothing_from_the_api(row, worl
     _check(row, "anonymous", "401", world, _browser(world, "ana"), operations)
 
 
-# Slack's endpoint has no CSRF token to check (it is signed instead), and is refused above without a signature.
-CROSS_SITE = [r for r in ROWS if r.method == "POST" and r.endpoint != "slack_interactions"]
+# Slack's endpoint and the SSH guards' session reports have no CSRF token to check (they are signed
+# instead), and are refused above without a signature.
+SIGNED_INSTEAD = {"slack_interactions", "grants:ssh_session_report"}
+CROSS_SITE = [r for r in ROWS if r.method == "POST" and r.endpoint not in SIGNED_INSTEAD]
 
 
 @pytest.mark.parametrize("row", [pytest.param(r, id=":".join(filter(None, [r.endpoint, r.label]))) for r in CROSS_SITE])

@@ -91,6 +91,11 @@ class Connector:
         # The lifecycle takes it (`take_inventory`) into the grant's audit event
         # and a drift finding an admin reviews.
         self.inventory: dict[int, list[dict[str, str]]] = {}
+        # What the target kept about each grant's account, read by `revoke_many` before the account goes,
+        # by grant pk (grants/activity.py builds the digests). Kinds whose target keeps nothing leave it
+        # empty; a failed read is an "unavailable" digest, never a failed revocation. The lifecycle takes
+        # the digests of the grants it marks revoked (`take_activity`).
+        self.activity: dict[int, dict] = {}
 
     def note_object(self, grant_pk: int, *, kind: str, name: str, action: str, database: str = "") -> None:
         """Record one object revocation found for a grant (see `inventory`)."""
@@ -101,6 +106,10 @@ class Connector:
     def take_inventory(self, grant_pk: int) -> list[dict[str, str]]:
         """Return and forget what revocation found for one grant."""
         return self.inventory.pop(int(grant_pk), [])
+
+    def take_activity(self, grant_pks) -> dict[int, dict]:
+        """Return and forget the activity digests read for these grants (see `activity`)."""
+        return {int(pk): self.activity.pop(int(pk)) for pk in grant_pks if int(pk) in self.activity}
 
     def connect_once(self, connect):
         """Return `connect()`; once it has failed, raise that failure again at once, without a round trip.

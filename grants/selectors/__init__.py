@@ -4,6 +4,7 @@
 which re-exports each module's public names.
 """
 
+from .activity import ACTIVITY_FIELDS, grant_activity, grant_activity_rows
 from .deciders import active_user, approvers_of, deciders_of, delegations_of, on_call_asked
 from .grants import current_grants, grant_for_viewer, grant_of, past_grants
 from .reports import (
@@ -144,4 +145,7 @@ __all__ = [
     "reviews_for",
     "sees_all_reviews",
     "undecided_reviewers",
+    "ACTIVITY_FIELDS",
+    "grant_activity",
+    "grant_activity_rows",
 ]

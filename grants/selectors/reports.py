@@ -33,6 +33,7 @@ from django.db.models import (
     Value,
     When,
 )
+from django.db.models.fields.json import KT
 from django.db.models.functions import Cast, Coalesce, NullIf, TruncDate
 from django.utils import timezone
 
@@ -143,6 +144,8 @@ def access_history_columns(rows):
         decision=policy.decision_outcome_expression(prefix="request__"),
         ended_at=ended,
         actual_duration=_between(ended, F("starts_at")),
+        # Its one line, kept with the digest (grants/activity.py): the same text on both CSV paths.
+        activity_summary=KT("activity__summary"),
     )
 
 

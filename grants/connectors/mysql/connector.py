@@ -57,6 +57,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 import pymysql
 
+from .. import digest as activity
 from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 DEFAULT_USER_HOST = "%"
@@ -487,6 +488,7 @@ class MySQLConnector(Connector):
         grants to retry; succeeds for what is already gone.
         """
         errors, gone = {}, []
+        self._read_activity(grants)
         for grant in grants:
             try:
                 self._drop_account(grant)
@@ -504,6 +506,77 @@ class MySQLConnector(Connector):
                     raise
                 errors.update(dict.fromkeys((grant.pk for grant in gone), exc.message))
         return errors
+
+    def _read_activity(self, grants: list[GrantLike]) -> None:
+        """Read what performance_schema kept about the grants' accounts into `self.activity`; never raise.
+
+        The server keeps, per account, counts and times by statement kind
+        (events_statements_summary_by_account_by_event_name: statement/sql/select,
+        .../insert, ...), not statement texts: its digest table is by schema,
+        not by account, and its history is by thread, gone with the thread.
+        With the sessions open now (the revocation ends them next). One query
+        for the batch, and one for the sessions.
+        """
+        users = {self.user_name(grant): grant.pk for grant in grants}
+        if not users:
+            return
+        source = "performance_schema"
+        try:
+            with self._admin().cursor() as cur:
+                cur.execute(
+                    "SELECT USER, HOST, DB, TIME FROM information_schema.PROCESSLIST WHERE USER IN %(u)s",
+                    {"u": list(users)},
+                )
+                seen: dict[str, list[dict]] = {}
+                for user, host, db, seconds in cur.fetchall():
+                    started = time.time() - int(seconds or 0)
+                    seen.setdefault(user, []).append(
+                        {
+                            "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
+                            "client": host or "",
+                            "database": db or "",
+                        }
+                    )
+                cur.execute("SELECT @@performance_schema")
+                if not int(cur.fetchone()[0]):
+                    why = f"performance_schema is off on target {self.target.name!r} (performance_schema=ON, restart)."
+                    for user, pk in users.items():
+                        self.activity[pk] = activity.unavailable(source, why, open_sessions=seen.get(user, []))
+                    return
+                cur.execute(
+                    "SELECT USER, EVENT_NAME, SUM(COUNT_STAR), SUM(SUM_TIMER_WAIT) / 1e9,"
+                    " SUM(SUM_ROWS_SENT + SUM_ROWS_AFFECTED)"
+                    " FROM performance_schema.events_statements_summary_by_account_by_event_name"
+                    " WHERE USER IN %(u)s AND COUNT_STAR > 0 GROUP BY USER, EVENT_NAME",
+                    {"u": list(users)},
+                )
+                rows = cur.fetchall()
+        except (pymysql.MySQLError, ConnectorError) as exc:
+            why = f"reading performance_schema failed: {getattr(exc, 'message', None) or exc}"
+            for pk in users.values():
+                self.activity[pk] = activity.unavailable(source, why)
+            return
+        by_user: dict[str, list[dict]] = {}
+        for user, event, calls, total_ms, affected in rows:
+            by_user.setdefault(user, []).append(
+                {"query": event, "calls": int(calls), "rows": int(affected or 0), "total_ms": float(total_ms or 0)}
+            )
+        for user, pk in users.items():
+            mine = by_user.get(user, [])
+            totals = {
+                "statements": len(mine),
+                "calls": sum(r["calls"] for r in mine),
+                "rows": sum(r["rows"] for r in mine),
+                "total_ms": sum(r["total_ms"] for r in mine),
+            }
+            self.activity[pk] = activity.statements_digest(
+                source,
+                mine,
+                totals=totals,
+                open_sessions=seen.get(user, []),
+                note="The server keeps counts by statement kind per account, not statement texts.",
+                unit="statement kind",
+            )
 
     def is_present(self, grant: GrantLike) -> bool:
         """Read the target again: does the grant's account, or any session of it, still exist?"""

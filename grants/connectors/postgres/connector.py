@@ -36,6 +36,7 @@ import psycopg
 from psycopg import sql
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
+from .. import digest as activity
 from ..base import Connector, ConnectorError, GrantLike, Provisioned
 
 CONNECT_TIMEOUT_S = 10
@@ -44,6 +45,8 @@ STATEMENT_TIMEOUT_MS = 60_000
 # pg_terminate_backend(pid, timeout) waits up to this long for the backend to exit (PG 14+).
 TERMINATE_WAIT_MS = 5_000
 SCRAM_ITERATIONS = 4096
+# The activity read (pg_stat_statements) is a courtesy to auditors: it must never hold up a revocation.
+ACTIVITY_TIMEOUT_MS = 5_000
 
 # Role names are at most 63 bytes; a longer name would be truncated silently
 # by the server and no longer match what we look up. Keep room for "g<pk>".
@@ -99,6 +102,27 @@ SELECT reach.start, reach.path, g.rolname::text,
        g.rolsuper, g.rolcreaterole, g.rolcreatedb, g.rolbypassrls, g.rolreplication
 FROM reach JOIN pg_roles g ON g.oid = reach.oid
 """
+
+# -- what a grant role did ----------------------------------------------------------
+#
+# pg_stat_statements keeps one row per (userid, dbid, queryid) for the whole
+# cluster, whichever database the view is read in. One read per batch, before
+# DROP ROLE: each role's top statements by total time, and totals over all of
+# its rows (window sums, so only the top rows cross the wire).
+_STATEMENTS_SQL = """
+SELECT userid, datname, query, calls, rows, total_ms, n, all_calls, all_rows, all_ms FROM (
+    SELECT s.userid, d.datname::text AS datname, s.query, s.calls, s.rows, s.total_exec_time AS total_ms,
+           row_number() OVER (PARTITION BY s.userid ORDER BY s.total_exec_time DESC, s.queryid) AS rank,
+           count(*) OVER p AS n, sum(s.calls) OVER p AS all_calls, sum(s.rows) OVER p AS all_rows,
+           sum(s.total_exec_time) OVER p AS all_ms
+    FROM pg_stat_statements s LEFT JOIN pg_database d ON d.oid = s.dbid
+    WHERE s.userid = ANY(%(oids)s)
+    WINDOW p AS (PARTITION BY s.userid)
+) t WHERE rank <= %(top)s
+ORDER BY userid, rank
+"""
+# What the view shows a reader without pg_read_all_stats in place of another role's statement text.
+_HIDDEN_TEXT = "<insufficient privilege>"
 
 # -- what a grant role made ------------------------------------------------------
 #
@@ -260,6 +284,8 @@ class PostgresConnector(Connector):
         super().__init__(target)
         self._conn: psycopg.Connection | None = None
         self._admin_dsn: str | None = None
+        # Where pg_stat_statements can be read: None (the admin connection), else the target's database.
+        self._statements_db: str | None = None
 
     # -- naming -------------------------------------------------------------
 
@@ -368,6 +394,7 @@ class PostgresConnector(Connector):
             with conn.transaction():
                 # No parameters: psycopg sends the statements as one simple query.
                 conn.execute(sql.SQL("; ").join(statements))
+            seen = self._open_sessions(conn, list(oids.values()))
             self._terminate_sessions(conn, list(oids.values()))
 
             by_oid = {oid: name for name, oid in oids.items()}
@@ -412,6 +439,14 @@ class PostgresConnector(Connector):
             for name, oid in oids.items():
                 if name in unclean:
                     continue
+                if not left.get(oid):
+                    droppable.append(name)
+            # Before DROP ROLE: the statistics stay, but nothing would name the role any more.
+            self._read_activity(conn, {oids[name]: roles[name].pk for name in droppable}, seen)
+            droppable = []
+            for name, oid in oids.items():
+                if name in unclean:
+                    continue
                 if left.get(oid):
                     # Dropping now would orphan the sessions: PostgreSQL lets them run on
                     # with no role name, and we could no longer find them. Retry later.
@@ -431,6 +466,101 @@ class PostgresConnector(Connector):
                         except psycopg.Error as exc:
                             errors[roles[name].pk] = f"Cannot drop {name}: {self._scrub(exc)}"
         return errors
+
+    def _open_sessions(self, conn: psycopg.Connection, oids: list[int]) -> dict[int, list[dict]]:
+        """Return the roles' sessions revocation is about to end, by role oid ({} if they cannot be read)."""
+        try:
+            rows = conn.execute(
+                "SELECT usesysid, backend_start, host(client_addr), datname::text, application_name"
+                " FROM pg_stat_activity WHERE usesysid = ANY(%s) AND pid <> pg_backend_pid() ORDER BY backend_start",
+                [oids],
+            ).fetchall()
+        except psycopg.Error:
+            return {}
+        seen: dict[int, list[dict]] = {}
+        for oid, started, client, database, application in rows:
+            seen.setdefault(oid, []).append(
+                {
+                    "started_at": started.isoformat() if started else "",
+                    "client": client or "local socket",
+                    "database": database or "",
+                    "source": application or "",
+                }
+            )
+        return seen
+
+    def _read_activity(self, conn: psycopg.Connection, grants_by_oid: dict[int, int], seen: dict) -> None:
+        """Read pg_stat_statements for the roles about to be dropped (one query) into `self.activity`.
+
+        Never raises: a failed read gives each grant an "unavailable: why"
+        digest (with the sessions revocation saw) and the revocation goes on.
+        """
+        if not grants_by_oid:
+            return
+        try:
+            rows = self._statement_rows(conn, list(grants_by_oid))
+        except psycopg.Error as exc:
+            why = self._activity_unavailable(exc)
+            for oid, pk in grants_by_oid.items():
+                self.activity[pk] = activity.unavailable("pg_stat_statements", why, open_sessions=seen.get(oid, []))
+            return
+        by_oid: dict[int, list] = {}
+        for row in rows:
+            by_oid.setdefault(row[0], []).append(row)
+        for oid, pk in grants_by_oid.items():
+            mine = by_oid.get(oid, [])
+            first = mine[0] if mine else None
+            totals = {
+                "statements": first[6] if first else 0,
+                "calls": first[7] if first else 0,
+                "rows": first[8] if first else 0,
+                "total_ms": first[9] if first else 0,
+            }
+            statements = [
+                {"database": r[1], "query": r[2], "calls": r[3], "rows": r[4], "total_ms": r[5]} for r in mine
+            ]
+            hidden = any(r[2] == _HIDDEN_TEXT for r in mine)
+            note = "The admin role lacks pg_read_all_stats: statement texts are hidden." if hidden else ""
+            self.activity[pk] = activity.statements_digest(
+                "pg_stat_statements", statements, totals=totals, open_sessions=seen.get(oid, []), note=note
+            )
+
+    def _statement_rows(self, conn: psycopg.Connection, oids: list[int]) -> list[tuple]:
+        params = {"oids": oids, "top": activity.MAX_STATEMENTS}
+        if self._statements_db is None:
+            try:
+                with conn.transaction():
+                    conn.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(ACTIVITY_TIMEOUT_MS)))
+                    return conn.execute(_STATEMENTS_SQL, params).fetchall()
+            except psycopg.errors.UndefinedTable:
+                # The extension lives in the target's database, not the admin DSN's: read it there.
+                self._statements_db = self._endpoint()[2]
+        with self._connect(self._statements_db) as other, other.transaction():
+            other.execute(sql.SQL("SET LOCAL statement_timeout = {}").format(sql.Literal(ACTIVITY_TIMEOUT_MS)))
+            return other.execute(_STATEMENTS_SQL, params).fetchall()
+
+    def _activity_unavailable(self, exc: psycopg.Error) -> str:
+        if isinstance(exc, psycopg.errors.UndefinedTable):
+            return (
+                f"pg_stat_statements is not installed in database {self._endpoint()[2]!r} of target"
+                f" {self.target.name!r} (CREATE EXTENSION pg_stat_statements)."
+            )
+        if isinstance(exc, psycopg.errors.ObjectNotInPrerequisiteState):
+            return f"pg_stat_statements is not in shared_preload_libraries on target {self.target.name!r}."
+        return f"reading pg_stat_statements failed: {self._scrub(exc)}"
+
+    def _activity_warnings(self, conn: psycopg.Connection) -> list[str]:
+        """Say (a warning, not a failure) when revocation cannot read what grant users ran."""
+        try:
+            self._statement_rows(conn, [])
+        except psycopg.Error as exc:
+            return [
+                "No activity digest at revocation: "
+                + self._activity_unavailable(exc)
+                + " Load it (shared_preload_libraries = 'pg_stat_statements', restart) and create the extension"
+                " to keep what each grant ran."
+            ]
+        return []
 
     def is_present(self, grant: GrantLike) -> bool:
         """Read the target again: does the grant's role or any session of it still exist?"""
@@ -496,6 +626,7 @@ class PostgresConnector(Connector):
                 ]
             else:
                 warnings = self._hba_warnings(rules)
+            warnings += self._activity_warnings(conn)
         return warnings + self._create_warnings()
 
     def validate_scope(self, scope: dict) -> list[str]:

@@ -41,14 +41,19 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
+import hmac
+import json
 import math
 import os
 import re
 import shlex
 import tempfile
 import time
+from types import SimpleNamespace
 
 from ..base import Connector, ConnectorError, GrantLike, Provisioned, RequestField
+from ..digest import SessionReportError
 from . import ca as sshca
 
 DEFAULT_PREFIX = "jitportal-"
@@ -57,6 +62,12 @@ _PREFIX_RE = re.compile(r"[A-Za-z0-9_.-]{0,40}")
 # Left unquoted in the example command, so that the user's shell expands "~".
 _SHELL_SAFE_RE = re.compile(r"[\w@%+=:,./~-]+")
 _REVOKED, _ISSUED, _LOCK = ".revoked", ".issued", ".lock"
+# Session reports from the hosts' guards: signed within this many seconds of the portal's clock.
+REPORT_WINDOW_S = 300
+MAX_REPORT_BYTES = 4096
+_HOST_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,99}")
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9-]{8,64}")
+_SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 
 class SSHConnector(Connector):
@@ -109,6 +120,115 @@ class SSHConnector(Connector):
         if path is not None and (not isinstance(path, str) or not path.strip()):
             raise ConnectorError(f"Target {self.target.name!r}: krl_path must be a file path.", permanent=True)
         return os.path.abspath(os.path.expanduser(path or self.ca_key_path() + ".krl"))
+
+    # -- session reports (contrib/ssh-session-guard --report-url) ----------------
+
+    def guard_host_secret(self, host: str) -> str:
+        """Return the secret a host's guard signs its session reports with (`manage.py ssh_guard_secret`).
+
+        Derived from the target's guard secret (the environment variable named
+        by config `guard_secret_env`, or NAME_FILE) and the host's name, so
+        each host holds its own: one host's secret signs no other host's reports.
+        """
+        if not _HOST_RE.fullmatch(host or ""):
+            raise SessionReportError("The host name must be letters, digits, '.' and '-' (at most 100).")
+        name = self.target.config.get("guard_secret_env")
+        if not name or not isinstance(name, str):
+            raise ConnectorError(
+                f"Target {self.target.name!r} names no guard_secret_env: it takes no session reports.", permanent=True
+            )
+        value = os.environ.get(name, "")
+        if not value and os.environ.get(name + "_FILE"):
+            try:
+                with open(os.environ[name + "_FILE"], encoding="utf-8") as fh:
+                    value = fh.read().strip()
+            except OSError as exc:
+                raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
+        if len(value) < 16:
+            raise ConnectorError(
+                f"Environment variable {name} (guard secret of target {self.target.name!r}) is unset or shorter"
+                " than 16 characters.",
+                permanent=True,
+            )
+        label = b"jit-session-guard host " + host.encode("ascii")
+        return hmac.new(value.encode("utf-8"), label, hashlib.sha256).hexdigest()
+
+    def verify_session_report(self, *, host: str, timestamp: str, signature: str, body: bytes, now=None) -> dict:
+        """Check a guard's signed session report and return it cleaned; raise SessionReportError saying why.
+
+        The signature is HMAC-SHA256, keyed with the host's secret, over
+        "<timestamp>.<body>"; a timestamp more than REPORT_WINDOW_S from the
+        portal's clock is refused (a replay inside the window repeats a report
+        already recorded, which changes nothing).
+        """
+        now = time.time() if now is None else now
+        secret = self.guard_host_secret(host)
+        if len(body) > MAX_REPORT_BYTES:
+            raise SessionReportError(f"The report is larger than {MAX_REPORT_BYTES} bytes.")
+        try:
+            sent_at = int(timestamp)
+        except (TypeError, ValueError):
+            raise SessionReportError(
+                "X-Jit-Timestamp must be the Unix time the report was signed.", http_status=403
+            ) from None
+        expected = hmac.new(
+            secret.encode("ascii"), str(sent_at).encode("ascii") + b"." + body, hashlib.sha256
+        ).hexdigest()
+        if not hmac.compare_digest(expected, (signature or "").strip().lower()):
+            raise SessionReportError("The signature does not match this host's secret.", http_status=403)
+        if abs(now - sent_at) > REPORT_WINDOW_S:
+            raise SessionReportError(
+                f"The report was signed {int(now - sent_at)} s from the portal's time (at most {REPORT_WINDOW_S} s):"
+                " check the host's clock.",
+                http_status=403,
+            )
+        try:
+            report = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise SessionReportError("The report is not JSON.") from None
+        return self._clean_report(report, host=host)
+
+    def _clean_report(self, report, *, host: str) -> dict:
+        if not isinstance(report, dict):
+            raise SessionReportError("The report must be a JSON object.")
+        serial = report.get("serial")
+        if isinstance(serial, bool) or not isinstance(serial, int) or serial <= 0:
+            raise SessionReportError("serial must be the certificate's serial, a positive integer.")
+        key_id = report.get("key_id")
+        if key_id != self.key_id(SimpleNamespace(pk=serial)):
+            raise SessionReportError(f"key_id {key_id!r} is not the key id of serial {serial}.")
+        session_id = report.get("session_id")
+        if not isinstance(session_id, str) or not _SESSION_ID_RE.fullmatch(session_id):
+            raise SessionReportError("session_id must be 8 to 64 letters, digits or '-'.")
+        cleaned = {"grant_id": serial, "session_id": session_id, "host": host}
+        for name in ("started_at", "ended_at"):
+            value = report.get(name)
+            if value is None and name == "ended_at":
+                continue
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 2**33:
+                raise SessionReportError(f"{name} must be a Unix time.")
+            cleaned[name] = datetime.datetime.fromtimestamp(value, datetime.UTC).isoformat(timespec="seconds")
+        source = report.get("source", "")
+        if not isinstance(source, str) or len(source) > 100:
+            raise SessionReportError("source must be the client's address and port (SSH_CONNECTION).")
+        cleaned["source"] = source
+        for name in ("exit_status",):
+            value = report.get(name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 255:
+                    raise SessionReportError(f"{name} must be 0 to 255.")
+                cleaned[name] = value
+        ended_by = report.get("ended_by")
+        if ended_by is not None:
+            if ended_by not in ("expired", "revoked", "revocation list unreadable"):
+                raise SessionReportError("ended_by must be expired, revoked or revocation list unreadable.")
+            cleaned["ended_by"] = ended_by
+        recording = report.get("recording_sha256")
+        if recording is not None:
+            if not isinstance(recording, str) or not _SHA256_RE.fullmatch(recording):
+                raise SessionReportError("recording_sha256 must be 64 lowercase hex digits.")
+            cleaned["recording_sha256"] = recording
+        return cleaned
 
     def ca_public_key(self) -> str:
         """Return the CA's public key line, for the hosts' `TrustedUserCAKeys`."""

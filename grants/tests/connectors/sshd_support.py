@@ -58,12 +58,23 @@ def remove_user(name: str) -> None:
 
 
 class SSHServer:
-    def __init__(self, base: Path, *, ca_public_key: str, krl: str, principals: dict[str, list[str]], user: str):
+    def __init__(
+        self,
+        base: Path,
+        *,
+        ca_public_key: str,
+        krl: str,
+        principals: dict[str, list[str]],
+        user: str,
+        guard_args: str = "",
+    ):
         self.base = base
         self.ca_public_key = ca_public_key
         self.krl = krl
         self.principals = principals
         self.user = user
+        # More options for the guard's ForceCommand line (its session reports, say).
+        self.guard_args = guard_args
         self.port = free_port()
         self.config = base / "sshd_config"
         self.log = base / "sshd.log"
@@ -99,7 +110,7 @@ TrustedUserCAKeys {self.base / "ca.pub"}
 AuthorizedPrincipalsFile {principals_dir}/%u
 RevokedKeys {self.krl}
 ExposeAuthInfo yes
-ForceCommand {self.guard} --krl {self.krl} --interval 0.5 --grace 1
+ForceCommand {self.guard} --krl {self.krl} --interval 0.5 --grace 1 {self.guard_args}
 AllowUsers {self.user}
 Subsystem sftp /usr/lib/openssh/sftp-server
 StrictModes no
