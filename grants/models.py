@@ -300,7 +300,7 @@ class Grant(models.Model):
     )
     # What the target kept about the grant's account (grants/activity.py): a size-capped digest read at
     # revocation, and the sessions an SSH host's guard reported. Empty: nothing read or reported.
-    activity = models.JSONField(default=dict, blank=True, editable=False)
+    activity = models.JSONField(default=dict, db_default={}, blank=True, editable=False)
     # Computed by the database: when the grant stopped existing for the
     # reports' period filter (its access confirmed gone, or its approval time
     # if it failed; empty while it may still exist). Never before
