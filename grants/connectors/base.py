@@ -58,6 +58,18 @@ class GrantLike(Protocol):
     scope: dict[str, Any]
 
 
+def secret_from_env(name: str) -> str:
+    """Return the secret in environment variable `name`, or in the file `name`_FILE names ("" if neither is set)."""
+    value = os.environ.get(name, "")
+    if not value and os.environ.get(name + "_FILE"):
+        try:
+            with open(os.environ[name + "_FILE"], encoding="utf-8") as fh:
+                value = fh.read().strip()
+        except OSError as exc:
+            raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
+    return value
+
+
 class Connector:
     """Base class; one subclass per target kind, registered in `connectors.REGISTRY`."""
 
@@ -162,13 +174,7 @@ class Connector:
             raise ConnectorError(
                 f"Target {self.target.name!r} names no environment variable for its admin secret.", permanent=True
             )
-        value = os.environ.get(name, "")
-        if not value and os.environ.get(name + "_FILE"):
-            try:
-                with open(os.environ[name + "_FILE"], encoding="utf-8") as fh:
-                    value = fh.read().strip()
-            except OSError as exc:
-                raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
+        value = secret_from_env(name)
         if not value:
             raise ConnectorError(
                 f"Environment variable {name} (admin secret of target {self.target.name!r}) is not set.", permanent=True

@@ -14,6 +14,7 @@ from grants import lifecycle
 from grants.models import AccessRequest, Approval, Policy
 
 from .conftest import JUSTIFICATION
+from .support import detail_url
 
 H = datetime.timedelta(hours=1)
 RS = AccessRequest.Status
@@ -22,10 +23,6 @@ INBOX = reverse("grants:inbox")
 
 def text(response):
     return response.content.decode()
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 def decide_url(req):

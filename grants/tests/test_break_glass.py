@@ -17,6 +17,7 @@ from grants.models import AccessRequest, BreakGlassReview, Grant, Policy
 from notifications.tests.support import PORTAL
 
 from .conftest import JUSTIFICATION
+from .support import detail_url, form_data
 
 H = datetime.timedelta(hours=1)
 RS = AccessRequest.Status
@@ -33,16 +34,6 @@ def text(response):
 
 def shown(value):
     return dateformat.format(timezone.localtime(value), "Y-m-d H:i:s T")
-
-
-def form_data(chosen, **overrides):
-    data = {"profile": chosen.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711"}
-    data.update(overrides)
-    return data
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 def close_url(review):

@@ -18,6 +18,7 @@ from grants import lifecycle
 from grants.models import AccessProfile, AccessRequest, Grant
 
 from .conftest import JUSTIFICATION
+from .support import detail_url, form_data
 
 H = datetime.timedelta(hours=1)
 RS = AccessRequest.Status
@@ -27,16 +28,6 @@ INBOX = reverse("grants:inbox")
 
 def text(response):
     return response.content.decode()
-
-
-def form_data(chosen, **overrides):
-    data = {"profile": chosen.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711"}
-    data.update(overrides)
-    return data
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 def decide_url(req):

@@ -15,6 +15,7 @@ from grants import lifecycle, selectors
 from grants.models import AccessRequest, Grant, Policy
 
 from .conftest import JUSTIFICATION
+from .support import detail_url
 
 H = datetime.timedelta(hours=1)
 RS = AccessRequest.Status
@@ -28,10 +29,6 @@ def text(response):
 
 def shown(value):
     return dateformat.format(timezone.localtime(value), "Y-m-d H:i:s T")
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 def decide_url(req):

@@ -7,6 +7,7 @@ from django.urls import reverse
 from grants import lifecycle
 
 from .conftest import JUSTIFICATION
+from .support import detail_url
 
 NEW = reverse("grants:request_new")
 MY_ACCESS = reverse("grants:my_access")
@@ -14,10 +15,6 @@ MY_ACCESS = reverse("grants:my_access")
 
 def text(response):
     return response.content.decode()
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 # Pages --------------------------------------------------------------------------------------------

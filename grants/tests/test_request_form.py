@@ -19,7 +19,7 @@ from grants import lifecycle
 from grants.connectors.ssh import ca as sshca
 from grants.models import AccessProfile, AccessRequest, Target
 
-from .conftest import JUSTIFICATION
+from .support import form_data
 
 NEW = reverse("grants:request_new")
 H = datetime.timedelta(hours=1)
@@ -28,10 +28,6 @@ PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 
 def text(response):
     return response.content.decode()
-
-
-def form_data(chosen, **overrides):
-    return {"profile": chosen.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711", **overrides}
 
 
 def hints(page) -> dict:

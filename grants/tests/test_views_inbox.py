@@ -11,6 +11,7 @@ from grants import lifecycle
 from grants.models import AccessRequest, Grant
 
 from .conftest import JUSTIFICATION
+from .support import detail_url
 
 URL = reverse("grants:inbox")
 RS, GS = AccessRequest.Status, Grant.Status
@@ -22,10 +23,6 @@ def text(response):
 
 def decide_url(req):
     return reverse("grants:request_decide", args=[req.pk])
-
-
-def detail_url(req):
-    return reverse("grants:request_detail", args=[req.pk])
 
 
 @pytest.fixture

@@ -9,18 +9,13 @@ from audit.models import AuditEvent
 from grants.models import AccessProfile, AccessRequest
 
 from .conftest import JUSTIFICATION
+from .support import form_data
 
 URL = reverse("grants:request_new")
 
 
 def text(response):
     return response.content.decode()
-
-
-def form_data(chosen, **overrides):
-    data = {"profile": chosen.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711"}
-    data.update(overrides)
-    return data
 
 
 @pytest.fixture

@@ -17,6 +17,7 @@ from grants.connectors import get_connector
 from grants.models import AccessRequest, Grant
 
 from .conftest import JUSTIFICATION
+from .support import form_data
 
 H = datetime.timedelta(hours=1)
 RS = AccessRequest.Status
@@ -25,12 +26,6 @@ NEW = reverse("grants:request_new")
 
 def text(response):
     return response.content.decode()
-
-
-def form_data(chosen, **overrides):
-    data = {"profile": chosen.pk, "duration": "30m", "justification": JUSTIFICATION, "ticket": "INC-4711"}
-    data.update(overrides)
-    return data
 
 
 def new_request(**overrides):

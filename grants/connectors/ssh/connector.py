@@ -52,7 +52,7 @@ import tempfile
 import time
 from types import SimpleNamespace
 
-from ..base import Connector, ConnectorError, GrantLike, Provisioned, RequestField
+from ..base import Connector, ConnectorError, GrantLike, Provisioned, RequestField, secret_from_env
 from ..digest import SessionReportError
 from . import ca as sshca
 
@@ -137,13 +137,7 @@ class SSHConnector(Connector):
             raise ConnectorError(
                 f"Target {self.target.name!r} names no guard_secret_env: it takes no session reports.", permanent=True
             )
-        value = os.environ.get(name, "")
-        if not value and os.environ.get(name + "_FILE"):
-            try:
-                with open(os.environ[name + "_FILE"], encoding="utf-8") as fh:
-                    value = fh.read().strip()
-            except OSError as exc:
-                raise ConnectorError(f"Cannot read {name}_FILE: {exc.strerror}.", permanent=True) from None
+        value = secret_from_env(name)
         if len(value) < 16:
             raise ConnectorError(
                 f"Environment variable {name} (guard secret of target {self.target.name!r}) is unset or shorter"
