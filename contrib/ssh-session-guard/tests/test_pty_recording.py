@@ -44,7 +44,7 @@ def account():
 
 
 @pytest.fixture
-def start_host(account, portal):
+def start_host(account, portal, monkeypatch):
     """Start an sshd whose guard records into a folder and reports to `portal`; stop it after the test."""
     ca = ed25519.Ed25519PrivateKey.generate()
     # Not pytest's tmp_path (0700): the guard runs as USER and reads the KRL and its secret.
@@ -58,7 +58,18 @@ def start_host(account, portal):
     secret.chmod(0o644)
     servers = []
 
-    def start(recordings_mode=0o1777):
+    def start(recordings_mode=0o1777, terminals=None):
+        if terminals:
+            # sshd in a mount namespace of its own, on a devpts instance holding `terminals` ptys at most.
+            wrapper = base / "sshd-with-few-terminals"
+            wrapper.write_text(
+                "#!/bin/sh\n"
+                f"exec unshare --mount --propagation private sh -c 'mount -t devpts -o newinstance,ptmxmode=0666,"
+                f"mode=0620,max={terminals} devpts /dev/pts && mount --bind /dev/pts/ptmx /dev/ptmx && "
+                f'exec {sshd_support.SSHD} "$@"\' sshd "$@"\n'
+            )
+            wrapper.chmod(0o755)
+            monkeypatch.setattr(sshd_support, "SSHD", str(wrapper))
         recordings = base / "recordings"
         recordings.mkdir()
         recordings.chmod(recordings_mode)
@@ -223,6 +234,29 @@ def test_an_interactive_session_ends_at_expiry_with_its_recording_closed_and_rep
     assert b"started-42" in output and output.endswith(b"\njitportal: access ended (expired)\n")
 
 
+def test_revoking_the_certificate_ends_a_recorded_interactive_session(start_host, portal, tmp_path):
+    host = start_host()
+    key, cert, _ = _identity(host, tmp_path)
+    term = Terminal(host, key, cert, rows=24, cols=80)
+    try:
+        term.type("echo started-$((40+2))\n")
+        assert term.read_until(b"started-42", timeout=15), term.seen + host.log_text()[-2000:].encode()
+        krl = Path(host.krl)
+        (krl.parent / "jit.krl.new").write_bytes(sshca.build_krl(sshca.public_key_line(host.ca), [42]))
+        (krl.parent / "jit.krl.new").chmod(0o644)
+        os.replace(krl.parent / "jit.krl.new", krl)  # as the host's cron job publishes it
+        status = term.wait(timeout=15)
+    finally:
+        term.close()
+
+    assert status == 1 and b"\r\njitportal: access ended (revoked)\r\n" in term.seen
+    end = _reports(portal)[-1]
+    assert (end["ended_by"], end["exit_status"]) == ("revoked", 1)
+    [recording] = host.recordings.iterdir()
+    assert hashlib.sha256(recording.read_bytes()).hexdigest() == end["recording_sha256"]
+    assert _replay(recording).endswith(b"\njitportal: access ended (revoked)\n")
+
+
 def test_a_dropped_connection_hangs_up_the_recorded_session_and_reports_it(start_host, portal, tmp_path):
     host = start_host()
     key, cert, _ = _identity(host, tmp_path)
@@ -262,6 +296,25 @@ def test_an_interactive_session_that_cannot_be_recorded_still_runs(start_host, p
     assert status == 4 and b"33 101" in term.seen and b"hello-42" in term.seen
     end = _reports(portal)[-1]
     assert end["exit_status"] == 4 and "recording_sha256" not in end
+    assert list(host.recordings.iterdir()) == []
+
+
+def test_an_interactive_session_runs_unrecorded_when_the_guard_gets_no_terminal_of_its_own(
+    start_host, portal, tmp_path
+):
+    # One pty on sshd's devpts: the user's session takes it, the guard's openpty() fails (ENOSPC).
+    host = start_host(terminals=1)
+    key, cert, _ = _identity(host, tmp_path)
+    term = Terminal(host, key, cert, rows=33, cols=101)
+    try:
+        term.type("stty size; echo hello-$((6*7)); exit 5\n")
+        status = term.wait(timeout=15)
+    finally:
+        term.close()
+
+    assert status == 5 and b"33 101" in term.seen and b"hello-42" in term.seen, term.seen + host.log_text().encode()
+    end = _reports(portal)[-1]
+    assert end["exit_status"] == 5 and "recording_sha256" not in end
     assert list(host.recordings.iterdir()) == []
 
 
