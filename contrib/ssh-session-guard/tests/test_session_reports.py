@@ -1,9 +1,10 @@
 """The guard's session reports and recordings on their own: what it sends, how it signs it, what it keeps.
 
 The guard runs under the system's python3, as on a host; a small HTTP server
-(conftest.py's `portal`) stands for the portal and keeps what it is sent. The portal's side (the
-SSH connector's endpoint) and the guard behind a real sshd reporting to a
-live portal are tested in grants/tests/test_activity_ssh.py.
+(conftest.py's `portal`) stands for the portal and keeps what it is sent.
+The portal's side (the SSH connector's endpoint) and the guard behind a real
+sshd reporting to a live portal are tested in grants/tests/test_activity_ssh.py;
+interactive sessions recorded behind a real sshd in test_pty_recording.py.
 """
 
 import hashlib
