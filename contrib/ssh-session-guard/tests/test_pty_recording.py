@@ -239,6 +239,29 @@ def test_an_interactive_session_ends_at_expiry_with_its_recording_closed_and_rep
     assert b"started-42" in output and output.endswith(b"\njitportal: access ended (expired)\n")
 
 
+def test_a_terminal_that_stops_reading_does_not_keep_a_recorded_session_past_expiry(start_host, portal, tmp_path):
+    # The user's side stops reading (the test does not read its terminal) while the session floods it: every
+    # buffer on the way fills up and the guard's writes to the user's terminal would block, were they allowed to.
+    host = start_host()
+    key, cert, valid_before = _identity(host, tmp_path, seconds=8)
+    term = Terminal(host, key, cert, rows=24, cols=80)
+    try:
+        term.type("echo started-$((40+2)); yes flood\n")
+        assert term.read_until(b"started-42", timeout=15), term.seen + host.log_text()[-2000:].encode()
+        deadline = time.monotonic() + max(0.0, valid_before - time.time()) + 15
+        while len(portal.received) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        reports = _reports(portal)
+        flooding = subprocess.run(["pgrep", "-u", USER, "-f", "yes flood"], capture_output=True, text=True).stdout
+    finally:
+        term.close()
+
+    assert len(reports) == 2, "no end report while the terminal was not read"
+    assert reports[1]["ended_by"] == "expired" and flooding == ""
+    [recording] = host.recordings.iterdir()
+    assert hashlib.sha256(recording.read_bytes()).hexdigest() == reports[1]["recording_sha256"]
+
+
 def test_revoking_the_certificate_ends_a_recorded_interactive_session(start_host, portal, tmp_path):
     host = start_host()
     key, cert, _ = _identity(host, tmp_path)
