@@ -214,6 +214,32 @@ def test_an_interactive_session_is_recorded_both_ways_and_its_hash_reported(star
     assert b"stty size; echo hello-$((6*7))\n" in typed and typed.endswith(b"exit 3\n")
 
 
+def test_ctrl_c_on_the_users_terminal_interrupts_the_sessions_foreground_job(start_host, portal, tmp_path):
+    # The user's terminal is raw while the guard relays: ^C is a byte, and the guard's terminal makes it SIGINT.
+    host = start_host()
+    key, cert, _ = _identity(host, tmp_path)
+    term = Terminal(host, key, cert, rows=24, cols=80)
+    try:
+        term.type("sleep 97\n")
+        for _ in range(100):
+            running = subprocess.run(["pgrep", "-u", USER, "-f", "sleep 97"], capture_output=True).stdout
+            if running:
+                break
+            time.sleep(0.1)
+        term.type("\x03")
+        term.type("echo after-$((1+1))\n")
+        interrupted = term.read_until(b"after-2", timeout=15)
+        left = subprocess.run(["pgrep", "-u", USER, "-f", "sleep 97"], capture_output=True).stdout
+        term.type("exit\n")
+        status = term.wait(timeout=15)
+    finally:
+        term.close()
+
+    assert running and interrupted and left == b"", term.seen
+    assert status == 0
+    assert b"\x03" in _replay(host.recordings / (_reports(portal)[-1]["session_id"] + ".rec"), "--streams", "0")
+
+
 def test_an_interactive_session_ends_at_expiry_with_its_recording_closed_and_reported(start_host, portal, tmp_path):
     host = start_host()
     key, cert, valid_before = _identity(host, tmp_path, seconds=8)
