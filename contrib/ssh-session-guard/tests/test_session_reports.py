@@ -1,9 +1,10 @@
 """The guard's session reports and recordings on their own: what it sends, how it signs it, what it keeps.
 
 The guard runs under the system's python3, as on a host; a small HTTP server
-here stands for the portal and keeps what it is sent. The portal's side (the
-SSH connector's endpoint) and the guard behind a real sshd reporting to a
-live portal are tested in grants/tests/test_activity_ssh.py.
+(conftest.py's `portal`) stands for the portal and keeps what it is sent.
+The portal's side (the SSH connector's endpoint) and the guard behind a real
+sshd reporting to a live portal are tested in grants/tests/test_activity_ssh.py;
+interactive sessions recorded behind a real sshd in test_pty_recording.py.
 """
 
 import hashlib
@@ -11,12 +12,9 @@ import hmac
 import json
 import os
 import subprocess
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
-import pytest
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from grants.connectors.ssh import ca as sshca
@@ -24,31 +22,6 @@ from grants.connectors.ssh import ca as sshca
 GUARD = Path(__file__).resolve().parents[1] / "jit-session-guard"
 HOST_PYTHON = "/usr/bin/python3"
 SECRET = "a1" * 32
-
-
-@pytest.fixture
-def portal():
-    """Record each POST (headers and body); answer 200."""
-    received = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            received.append((dict(self.headers), body))
-            self.send_response(200)
-            self.end_headers()
-            self.wfile.write(b'{"recorded": true}')
-
-        def log_message(self, *args):
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    server.received = received
-    server.url = f"http://127.0.0.1:{server.server_address[1]}/access/ssh/hosts/sessions"
-    yield server
-    server.shutdown()
 
 
 def _run(tmp_path, command, *extra):
