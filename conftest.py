@@ -9,6 +9,7 @@ import psycopg
 import pytest
 from django.apps import apps
 from django.conf import settings
+from django.contrib.auth.hashers import get_hashers, get_hashers_by_algorithm
 from django.db.backends.postgresql.operations import DatabaseOperations
 from django.db.migrations.loader import MigrationLoader
 from django.db.migrations.operations import RunPython
@@ -42,6 +43,15 @@ def pytest_collection_modifyitems(config, items):
             if not marker.args:
                 raise pytest.UsageError(f"{item.nodeid}: whatever_the_database needs its reason")
             item.add_marker(pytest.mark.skip(reason=f"Run once, by the PostgreSQL pass: {marker.args[0]}"))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def quick_password_hashing():
+    """Hash the fixtures' passwords with few PBKDF2 rounds (devtools.hashers): the default's cost minutes a pass."""
+    settings.PASSWORD_HASHERS = ["devtools.hashers.QuickPBKDF2PasswordHasher", *settings.PASSWORD_HASHERS]
+    get_hashers.cache_clear()
+    get_hashers_by_algorithm.cache_clear()
+    yield
 
 
 @pytest.fixture(scope="session")
