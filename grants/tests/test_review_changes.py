@@ -440,3 +440,17 @@ def test_the_admin_lists_and_searches_the_review_rows_and_changes_none(client, a
     assert c.post(change, {"reinstated_at_0": "2026-01-01", "reinstated_at_1": "00:00"}).status_code == 403
     assert c.post(f"/admin/grants/eligibilityremoval/{removal.pk}/delete/", {"post": "yes"}).status_code == 403
     assert EligibilityRemoval.objects.get(pk=removal.pk).in_force
+
+
+def test_the_idp_group_managers_are_not_told_of_a_removal_changed_back_before_the_message_went(
+    auditor, profile, ana, otto, admin_user, mailoutbox, settings
+):
+    from notifications import tasks  # noqa: PLC0415 (the edge's task, run here as the worker would)
+
+    settings.JIT_IDP_GROUP_MANAGERS = []
+    review = open_campaign(auditor, profile)
+    reviews.decide_item(item(review, ana).pk, actor=otto, decision="remove", comment="Left the on-call rota")
+    reviews.decide_item(item(review, ana).pk, actor=otto, decision="keep", comment="Back on the rota")
+    mailoutbox.clear()
+    assert tasks.eligibility_removed(EligibilityRemoval.objects.get().pk) == 0
+    assert mailoutbox == []
