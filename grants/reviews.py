@@ -294,7 +294,9 @@ def decide_item(item_id, *, actor, decision: str, comment: str) -> AccessReviewI
         )
         refusal = review_refusal(actor, item)
         if refusal is None:
-            if item.review.closed_at is not None:
+            # Read afresh, not from the join: when the lock waited for a closing (which locks the items it
+            # decides), PostgreSQL re-reads the item but not the campaign row joined to it.
+            if AccessReview.objects.filter(pk=item.review_id, closed_at__isnull=False).exists():
                 raise TransitionError("This access review is closed; its items can no longer be decided.")
             if item.decision == decision:
                 raise TransitionError(

@@ -6,9 +6,12 @@ grants/tests/test_reviews.py has the campaigns themselves; the API's side is api
 import csv
 import datetime
 import io
+import threading
+import time
 
 import pytest
 from django.contrib.auth.models import Permission
+from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
 
@@ -310,6 +313,55 @@ def test_a_reviewer_changes_a_decision_from_the_items_page(client, auditor, prof
     assert policy.may_request(ana, profile)
     campaign_page = browser(client, auditor).get(reverse("audit:review", args=[review.pk])).content.decode()
     assert "Keep (changed from remove)" in campaign_page
+
+
+@pytest.mark.postgres_only("lines a decision up behind the closing's row locks (FOR UPDATE) held in another session")
+@pytest.mark.django_db(transaction=True)
+def test_a_decision_waiting_for_a_closing_finds_the_campaign_closed_not_the_rules_decision_to_change(
+    auditor, profile, ana, otto
+):
+    review = open_campaign(auditor, profile, undecided="keep")
+    anas = item(review, ana).pk
+    closing, proceed, outcomes = threading.Event(), threading.Event(), []
+
+    def close():
+        try:
+            with transaction.atomic():  # the closing's locks are held until this commits
+                reviews.close_review(review.pk, actor=auditor)
+                closing.set()
+                proceed.wait(60)
+        finally:
+            connection.close()
+
+    def decide():
+        try:
+            reviews.decide_item(anas, actor=otto, decision="remove", comment="Left the on-call rota")
+            outcomes.append("decided")
+        except lifecycle.TransitionError as exc:
+            outcomes.append(str(exc))
+        finally:
+            connection.close()
+
+    closer = threading.Thread(target=close)
+    closer.start()
+    assert closing.wait(60)
+    decider = threading.Thread(target=decide)
+    decider.start()
+    for _ in range(600):  # until the decision waits for the item's lock
+        with connection.cursor() as cursor:
+            cursor.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+            if cursor.fetchone()[0] >= 1:
+                break
+        time.sleep(0.05)
+    proceed.set()
+    closer.join()
+    decider.join()
+    assert outcomes == ["This access review is closed; its items can no longer be decided."]
+    anas = AccessReviewItem.objects.get(pk=anas)
+    assert (anas.decision, anas.by_rule, anas.changed_from) == ("keep", True, "")
+    assert policy.may_request(ana, profile) and not EligibilityRemoval.objects.exists()
 
 
 # Reinstating after the campaign closed ------------------------------------------------------------------------
