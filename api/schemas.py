@@ -209,6 +209,7 @@ class ReviewOut(Schema):
     undecided: str = Field(description="What happens to undecided items at the due date: keep or remove.")
     open: bool
     closed_at: datetime.datetime | None
+    closed_by: str | None = Field(default=None, description="Who closed it before its due date; empty otherwise.")
     items: int
     decided: int
     url: str = Field(description="The campaign's page in the portal.")
@@ -231,9 +232,28 @@ class ReviewItemOut(Schema):
     decided_at: datetime.datetime | None
     comment: str
     by_rule: bool
-    may_decide: bool = Field(description="Whether you may decide it now.")
+    changed_from: str = Field(default="", description="The decision the latest change replaced; empty if none.")
+    earlier_decisions: str = Field(default="", description="Every decision replaced, oldest first, one a line.")
+    may_decide: bool = Field(description="Whether you may decide it now (or change your decision).")
 
 
 class ReviewDecisionIn(Schema):
     decision: str = Field(description="keep or remove.", examples=["keep"])
     comment: Text = Field(max_length=2000, description="Why (at least 5 characters): it is evidence.")
+
+
+class RemovalOut(Schema):
+    id: int
+    person: str
+    profile: str
+    role: str = Field(description="requester or approver: what the person was removed from.")
+    review: int | None = Field(description="The campaign whose decision removed it.")
+    created_at: datetime.datetime
+    in_force: bool = Field(description="Whether the portal refuses the person now.")
+    reinstated_at: datetime.datetime | None
+    reinstated_by: str | None
+    reinstate_reason: str
+
+
+class ReinstateIn(Schema):
+    reason: Text = Field(max_length=2000, description="Why (at least 5 characters): it is evidence.")

@@ -56,6 +56,8 @@ from .schemas import (
     Error,
     ExtensionIn,
     ProfileOut,
+    ReinstateIn,
+    RemovalOut,
     RequestIn,
     RequestOut,
     ReviewDecisionIn,
@@ -503,6 +505,7 @@ def _review_out(review) -> dict:
         "undecided": review.undecided,
         "open": review.is_open,
         "closed_at": review.closed_at,
+        "closed_by": review.closed_by.username if review.closed_by_id else None,
         "items": review.total,
         "decided": review.decided,
         "url": settings.PORTAL_URL.rstrip("/") + reverse("audit:review", args=[review.pk]),
@@ -527,7 +530,9 @@ def _item_out(item, *, may_decide: bool) -> dict:
         "decided_at": item.decided_at,
         "comment": item.comment,
         "by_rule": item.by_rule,
-        "may_decide": may_decide and not item.decision and item.review.is_open,
+        "changed_from": item.changed_from,
+        "earlier_decisions": item.earlier_decisions,
+        "may_decide": may_decide and item.review.is_open,
     }
 
 
@@ -572,4 +577,65 @@ def decide_review_item(request, payload: ReviewDecisionIn, item_id: int = Reques
         status, code = (503, "unavailable") if exc.temporary else (403, "not_allowed")
         raise ApiError(status, code, f"Nothing was decided: {exc}") from None
     decided = reviews.decide_item(item.pk, actor=actor, decision=payload.decision, comment=payload.comment)
-    return _item_out(selectors.review_item_of(decided.pk), may_decide=False)
+    return _item_out(selectors.review_item_of(decided.pk), may_decide=True)
+
+
+def _recent_actor(user, nothing: str):
+    try:
+        # A token outlives group changes at the IdP: act with rights read from it recently.
+        return identity.ensure_recent_identity(user)
+    except identity.IdentityError as exc:
+        status, code = (503, "unavailable") if exc.temporary else (403, "not_allowed")
+        raise ApiError(status, code, f"{nothing}: {exc}") from None
+
+
+@api.post(
+    "/reviews/{review_id}/close",
+    response={200: ReviewOut, **ERRORS},
+    summary="Close a campaign before its due date: undecided items follow its rule",
+)
+def close_review(request, review_id: int = RequestId):
+    review = _visible_review(request.auth, review_id)
+    actor = _recent_actor(request.auth, "Nothing was closed")
+    reviews.close_review(review.pk, actor=actor)
+    return _review_out(selectors.review_of(review.pk))
+
+
+def _removal_out(removal) -> dict:
+    return {
+        "id": removal.pk,
+        "person": removal.person.username,
+        "profile": removal.profile.name,
+        "role": removal.role,
+        "review": removal.item.review_id if removal.item_id else None,
+        "created_at": removal.created_at,
+        "in_force": removal.in_force,
+        "reinstated_at": removal.reinstated_at,
+        "reinstated_by": removal.reinstated_by.username if removal.reinstated_by_id else None,
+        "reinstate_reason": removal.reinstate_reason,
+    }
+
+
+@api.get(
+    "/removals",
+    response={200: list[RemovalOut], **ERRORS},
+    summary="Removals by access reviews that the portal enforces now (auditors and openers of campaigns)",
+)
+def list_removals(request):
+    if not selectors.sees_all_reviews(request.auth):
+        return []
+    return [_removal_out(r) for r in selectors.removals_in_force()]
+
+
+@api.post(
+    "/removals/{removal_id}/reinstate",
+    response={200: RemovalOut, **ERRORS},
+    summary="Reinstate a removal after its campaign closed, with a reason",
+)
+def reinstate_removal(request, payload: ReinstateIn, removal_id: int = RequestId):
+    removal = selectors.removal_or_none(removal_id)
+    if removal is None or not selectors.sees_all_reviews(request.auth):
+        raise ApiError(404, "not_found", f"There is no removal #{removal_id} for you.")
+    actor = _recent_actor(request.auth, "Nothing was reinstated")
+    reviews.reinstate_eligibility(removal.pk, actor=actor, reason=payload.reason)
+    return _removal_out(selectors.removal_of(removal.pk))

@@ -2,7 +2,20 @@ from django.contrib import admin, messages
 from django.db import models
 
 from . import lifecycle
-from .models import AccessProfile, AccessRequest, Delegation, DriftFinding, Grant, OnCallSchedule, Policy, Target
+from .models import (
+    AccessProfile,
+    AccessRequest,
+    AccessReview,
+    AccessReviewItem,
+    Delegation,
+    DriftFinding,
+    EligibilityRemoval,
+    Grant,
+    OnCallSchedule,
+    Policy,
+    ReviewSchedule,
+    Target,
+)
 from .tasks import check_target
 
 
@@ -141,3 +154,49 @@ class DelegationAdmin(_LifecycleOwnsStatus, admin.ModelAdmin):
 
     list_display = ("delegator", "delegate", "starts_at", "ends_at", "ended_at", "reason")
     list_filter = ("ends_at",)
+
+
+class _ReadOnly:
+    """Decisions, closings and reinstatements go through the portal's pages and API, where they are audited."""
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+@admin.register(AccessReview)
+class AccessReviewAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "title", "opened_by", "opened_at", "due_at", "undecided", "closed_at", "closed_by")
+    list_filter = ("undecided", ("closed_at", admin.EmptyFieldListFilter), "schedule")
+    list_select_related = ("opened_by", "closed_by")
+    search_fields = ("title", "schedule")
+
+
+@admin.register(AccessReviewItem)
+class AccessReviewItemAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "review", "profile", "person", "role", "decision", "changed_from", "decided_by", "by_rule")
+    list_filter = ("decision", "role", "by_rule", "profile")
+    list_select_related = ("review", "profile", "person", "decided_by")
+    search_fields = ("person__username", "profile__name", "review__title", "comment")
+
+
+@admin.register(EligibilityRemoval)
+class EligibilityRemovalAdmin(_ReadOnly, admin.ModelAdmin):
+    list_display = ("id", "person", "profile", "role", "created_at", "reinstated_at", "reinstated_by")
+    list_filter = ("role", ("reinstated_at", admin.EmptyFieldListFilter), "profile")
+    list_select_related = ("person", "profile", "reinstated_by")
+    search_fields = ("person__username", "profile__name", "reinstate_reason")
+
+
+@admin.register(ReviewSchedule)
+class ReviewScheduleAdmin(_ReadOnly, admin.ModelAdmin):
+    """The catalog file owns the schedules (`reviews:`); the admin shows them."""
+
+    list_display = ("name", "title", "every", "due_in", "undecided", "managed_by")
+    list_filter = ("every", "undecided")
+    search_fields = ("name", "title")

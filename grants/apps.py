@@ -43,6 +43,10 @@ AUDITOR_PERMISSIONS = [
     "view_target",
     "view_user",
     "open_accessreview",  # auditors open access review campaigns (grants/reviews.py)
+    "view_accessreview",
+    "view_accessreviewitem",
+    "view_eligibilityremoval",
+    "view_reviewschedule",
 ]
 
 

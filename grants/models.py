@@ -532,6 +532,15 @@ class AccessReview(models.Model):
     profiles = models.ManyToManyField(AccessProfile, related_name="reviews")
     reminded_at = models.DateTimeField(null=True, blank=True, editable=False)
     closed_at = models.DateTimeField(null=True, blank=True, editable=False)
+    closed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="+",
+        editable=False,
+        help_text="Who closed it before its due date; empty: it closed at the due date.",
+    )
 
     class Meta:
         ordering = ["-opened_at", "-pk"]
@@ -574,6 +583,11 @@ class AccessReviewItem(models.Model):
     decided_at = models.DateTimeField(null=True, blank=True)
     comment = models.TextField(blank=True)
     by_rule = models.BooleanField(default=False, help_text="Decided by the campaign's rule at the due date.")
+    # A reviewer may change the decision while the campaign is open; what it was stays here (and in the trail).
+    changed_from = models.CharField(
+        max_length=8, choices=Decision.choices, blank=True, help_text="The decision the latest change replaced."
+    )
+    earlier_decisions = models.TextField(blank=True, help_text="Every decision replaced, oldest first, one a line.")
 
     class Meta:
         ordering = ["profile__name", "role", "person__username", "pk"]
@@ -582,11 +596,20 @@ class AccessReviewItem(models.Model):
         ]
 
 
+class EligibilityRemovalQuerySet(models.QuerySet):
+    def in_force(self):
+        """The removals the policy honours: those nobody reinstated."""
+        return self.filter(reinstated_at=None)
+
+
 class EligibilityRemoval(models.Model):
     """A person an access review removed from requesting or approving a profile: the policy refuses them.
 
     The IdP group that gave the eligibility lives in the IdP; its managers
-    are told, and the portal keeps refusing whatever the group says.
+    are told, and the portal keeps refusing whatever the group says, until
+    the removal is reinstated (`reinstated_at`): by a reviewer changing the
+    decision while the campaign is open, or by an opener of campaigns after.
+    Every read that enforces it goes through `in_force()`.
     """
 
     person = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+")
@@ -596,10 +619,27 @@ class EligibilityRemoval(models.Model):
         AccessReviewItem, null=True, blank=True, on_delete=models.PROTECT, related_name="removal"
     )
     created_at = models.DateTimeField(default=timezone.now)
+    reinstated_at = models.DateTimeField(null=True, blank=True)
+    reinstated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reinstate_reason = models.TextField(blank=True)
+
+    objects = EligibilityRemovalQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
-        constraints = [models.UniqueConstraint(fields=["person", "profile", "role"], name="one_removal_per_role")]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["person", "profile", "role"],
+                condition=models.Q(reinstated_at=None),
+                name="one_removal_in_force_per_role",
+            )
+        ]
+
+    @property
+    def in_force(self) -> bool:
+        return self.reinstated_at is None
 
 
 class ReviewSchedule(models.Model):

@@ -117,7 +117,7 @@ def removed_by_review(user, profile: AccessProfile, role: str) -> bool:
 
     Read afresh each time (never cached on the user): a removal takes effect at once, whatever the IdP's groups say.
     """
-    return EligibilityRemoval.objects.filter(person=user, profile=profile, role=role).exists()
+    return EligibilityRemoval.objects.in_force().filter(person=user, profile=profile, role=role).exists()
 
 
 def may_request(user, profile: AccessProfile) -> bool:

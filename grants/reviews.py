@@ -71,7 +71,7 @@ def requesters_of(profile: AccessProfile) -> dict:
     people = User.objects.filter(is_active=True)
     if groups:
         people = people.filter(groups__in=groups).distinct()
-    removed = EligibilityRemoval.objects.filter(profile=profile, role=Role.REQUESTER).values("person")
+    removed = EligibilityRemoval.objects.in_force().filter(profile=profile, role=Role.REQUESTER).values("person")
     found = {}
     for user in people.exclude(pk__in=removed).prefetch_related("groups").order_by("username"):
         if groups:
@@ -99,7 +99,9 @@ def approvers_of(profile: AccessProfile) -> dict:
             for pk in User.objects.filter(username__in=members, is_active=True).values_list("pk", flat=True):
                 sources.setdefault(pk, []).append(f"on call {name}")
     removed = set(
-        EligibilityRemoval.objects.filter(profile=profile, role=Role.APPROVER).values_list("person", flat=True)
+        EligibilityRemoval.objects.in_force()
+        .filter(profile=profile, role=Role.APPROVER)
+        .values_list("person", flat=True)
     )
     users = User.objects.filter(pk__in=set(sources) - removed).order_by("username")
     return {user: ", ".join(dict.fromkeys(sources[user.pk])) for user in users}
@@ -273,31 +275,60 @@ def open_review(
 
 
 def decide_item(item_id, *, actor, decision: str, comment: str) -> AccessReviewItem:
-    """Keep or remove one person's eligibility, with a comment: one of the item's reviewers, never the person."""
+    """Keep or remove one person's eligibility, with a comment: one of the item's reviewers, never the person.
+
+    While the campaign is open a reviewer may change a decision (keep to
+    remove, remove to keep) with a new comment: the item keeps what it
+    replaced (`changed_from`, `earlier_decisions`), each decision is its own
+    audit event, and remove to keep reinstates the removal this item made
+    (what it already ended stays ended).
+    """
     comment = (comment or "").strip()
     if decision not in Decision.values:
         raise InvalidRequestError({"decision": "Choose keep or remove."})
     with transaction.atomic():
         item = (
             AccessReviewItem.objects.select_for_update(of=("self",))
-            .select_related("review", "profile__policy", "person__manager")
+            .select_related("review", "profile__policy", "person__manager", "decided_by")
             .get(pk=item_id)
         )
         refusal = review_refusal(actor, item)
         if refusal is None:
-            if item.review.closed_at is not None:
+            # Read afresh, not from the join: when the lock waited for a closing (which locks the items it
+            # decides), PostgreSQL re-reads the item but not the campaign row joined to it.
+            if AccessReview.objects.filter(pk=item.review_id, closed_at__isnull=False).exists():
                 raise TransitionError("This access review is closed; its items can no longer be decided.")
-            if item.decision:
-                raise TransitionError(f"This item was already decided: {item.get_decision_display().lower()}.")
+            if item.decision == decision:
+                raise TransitionError(
+                    f"This item was already decided: {item.get_decision_display().lower()}. "
+                    "To change it, choose the other decision."
+                )
             if not MIN_COMMENT <= len(comment) <= MAX_COMMENT:
                 raise InvalidRequestError(
                     {"comment": f"Say why in {MIN_COMMENT} to {MAX_COMMENT} characters; the comment is evidence."}
                 )
-            _decide(item, decision, actor=actor, comment=comment, by_rule=False, now=timezone.now())
+            now = timezone.now()
+            if item.decision:
+                _note_change(item)
+            previous = item.changed_from if item.decision else ""
+            _decide(item, decision, actor=actor, comment=comment, by_rule=False, now=now)
+            if previous == Decision.REMOVE and decision == Decision.KEEP:
+                removal = EligibilityRemoval.objects.in_force().filter(item=item).select_for_update().first()
+                if removal is not None:  # None: another campaign's removal, which this item did not make
+                    _reinstate(removal, actor=actor, reason=comment, now=now)
             return item
     # Recorded in its own transaction: the refusal is evidence too.
     audit.record("access_review.decide_refused", actor=actor, obj=item, details={"reason": refusal, **_facts(item)})
     raise NotAllowedError(refusal)
+
+
+def _note_change(item: AccessReviewItem) -> None:
+    """Keep the decision about to be replaced on the item: the evidence shows both."""
+    who = item.decided_by.username if item.decided_by_id else "the campaign's rule"
+    when = item.decided_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if item.decided_at else ""
+    line = f"{when} {item.decision} by {who}: {item.comment}".strip()
+    item.earlier_decisions = f"{item.earlier_decisions}\n{line}" if item.earlier_decisions else line
+    item.changed_from = item.decision
 
 
 def _facts(item: AccessReviewItem) -> dict:
@@ -317,24 +348,45 @@ def _decide(item: AccessReviewItem, decision: str, *, actor, comment: str, by_ru
         comment,
         by_rule,
     )
-    item.save(update_fields=["decision", "decided_by", "decided_at", "comment", "by_rule"])
-    audit.record(
-        "access_review.decided",
-        actor=actor,
-        obj=item,
-        details={**_facts(item), "decision": decision, "comment": comment, "by_rule": by_rule, "via": item.via},
+    item.save(
+        update_fields=[
+            "decision",
+            "decided_by",
+            "decided_at",
+            "comment",
+            "by_rule",
+            "changed_from",
+            "earlier_decisions",
+        ]
     )
+    details = {**_facts(item), "decision": decision, "comment": comment, "by_rule": by_rule, "via": item.via}
+    if item.changed_from:
+        details["changed_from"] = item.changed_from
+    audit.record("access_review.decided", actor=actor, obj=item, details=details)
     if decision == Decision.REMOVE:
         _remove(item, now=now)
 
 
 def _remove(item: AccessReviewItem, *, now) -> EligibilityRemoval:
     """Remove the eligibility in the portal at once, end what the person may no longer have, tell the IdP's side."""
-    removal, created = EligibilityRemoval.objects.get_or_create(
-        person=item.person, profile=item.profile, role=item.role, defaults={"item": item, "created_at": now}
-    )
-    if not created:
-        return removal  # removed already, by another campaign
+    removal = EligibilityRemoval.objects.in_force().filter(person=item.person, profile=item.profile, role=item.role)
+    if removal.exists():
+        return removal.get()  # removed already, by another campaign
+    removal = EligibilityRemoval.objects.select_for_update().filter(item=item).first()
+    if removal is not None:
+        # This item removed, was changed to keep (reinstated), and removes again: the same row, in force again.
+        removal.created_at, removal.reinstated_at, removal.reinstated_by, removal.reinstate_reason = now, None, None, ""
+        removal.save(update_fields=["created_at", "reinstated_at", "reinstated_by", "reinstate_reason"])
+    else:
+        removal, created = EligibilityRemoval.objects.get_or_create(
+            person=item.person,
+            profile=item.profile,
+            role=item.role,
+            reinstated_at=None,
+            defaults={"item": item, "created_at": now},
+        )
+        if not created:
+            return removal  # another campaign's, made meanwhile
     audit.record(
         "eligibility.removed",
         actor=item.decided_by,
@@ -347,6 +399,68 @@ def _remove(item: AccessReviewItem, *, now) -> EligibilityRemoval:
         lifecycle.enforce_group_policy(item.person)
     events.announce("eligibility_removed", removal_id=removal.pk)
     return removal
+
+
+def _reinstate(removal: EligibilityRemoval, *, actor, reason: str, now) -> None:
+    """Lift a removal (locked by the caller): the policy lets the person request or approve again.
+
+    What the removal did (requests cancelled, grants ended) stays done; nothing is re-created.
+    """
+    removal.reinstated_at, removal.reinstated_by, removal.reinstate_reason = now, actor, reason
+    removal.save(update_fields=["reinstated_at", "reinstated_by", "reinstate_reason"])
+    audit.record(
+        "eligibility.reinstated",
+        actor=actor,
+        obj=removal,
+        details={
+            "person": removal.person.username,
+            "profile": removal.profile.name,
+            "role": removal.role,
+            "item": removal.item_id,
+            "review": removal.item.review_id if removal.item_id else None,
+            "removed_at": removal.created_at,
+            "reason": reason,
+        },
+    )
+
+
+def reinstate_eligibility(removal_id, *, actor, reason: str, now=None) -> EligibilityRemoval:
+    """Undo a removal after its campaign closed, saying why: whoever may open campaigns, never for themselves.
+
+    While the campaign is open its reviewers change the item's decision instead (`decide_item`).
+    """
+    now = now or timezone.now()
+    reason = (reason or "").strip()
+    with transaction.atomic():
+        removal = (
+            EligibilityRemoval.objects.select_for_update(of=("self",))
+            .select_related("person", "profile", "item__review")
+            .get(pk=removal_id)
+        )
+        if not may_open(actor):
+            refusal = "Only those who may open access reviews reinstate a removal."
+        elif removal.person_id == actor.pk:
+            refusal = "You cannot reinstate your own eligibility."
+        else:
+            refusal = None
+        if refusal is None:
+            if not removal.in_force:
+                raise TransitionError(
+                    f"This removal was already reinstated, {removal.reinstated_at:%Y-%m-%d %H:%M} UTC."
+                )
+            if removal.item_id and removal.item.review.closed_at is None:
+                raise TransitionError(
+                    "Its access review is still open: a reviewer changes the item's decision to keep instead."
+                )
+            if not MIN_COMMENT <= len(reason) <= MAX_COMMENT:
+                raise InvalidRequestError(
+                    {"reason": f"Say why in {MIN_COMMENT} to {MAX_COMMENT} characters; the reason is evidence."}
+                )
+            _reinstate(removal, actor=actor, reason=reason, now=now)
+            return removal
+    details = {"reason": refusal, "person": removal.person.username, "profile": removal.profile.name}
+    audit.record("eligibility.reinstate_refused", actor=actor, obj=removal, details=details)
+    raise NotAllowedError(refusal)
 
 
 # Reminders and the due date -----------------------------------------------------------------------------------
@@ -380,21 +494,64 @@ def close_due_reviews(now=None) -> list[int]:
             review = AccessReview.objects.select_for_update(skip_locked=True).filter(pk=pk, closed_at=None).first()
             if review is None:
                 continue  # another worker has it, or closed it
-            undecided = review.items.filter(decision="").select_related("profile", "person", "review")
-            comment = f"Nobody decided by the due date: the campaign's rule applied ({review.undecided})."
-            applied = 0
-            for item in undecided.select_for_update(of=("self",)).order_by("pk"):
-                _decide(item, review.undecided, actor=None, comment=comment, by_rule=True, now=now)
-                applied += 1
-            review.closed_at = now
-            review.save(update_fields=["closed_at"])
-            audit.record(
-                "access_review.closed",
-                obj=review,
-                details={"title": review.title, "undecided": review.undecided, "applied": applied},
-            )
+            _close(review, actor=None, now=now)
             closed.append(review.pk)
     return closed
+
+
+def close_review(review_id, *, actor, now=None) -> AccessReview:
+    """Close an open campaign before its due date: its undecided items follow its rule, as at the due date.
+
+    Whoever may open campaigns, unless their own eligibility in it is still
+    undecided (closing would decide it by the rule).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        review = AccessReview.objects.select_for_update().get(pk=review_id)
+        if not may_open(actor):
+            refusal = "Only auditors and admins with the permission to open access reviews may close one."
+        elif review.items.filter(person=actor, decision="").exists():
+            refusal = "Your own eligibility in this campaign is undecided: closing it would decide it by the rule."
+        else:
+            refusal = None
+        if refusal is None:
+            if review.closed_at is not None:
+                raise TransitionError(f"This access review is already closed, {review.closed_at:%Y-%m-%d %H:%M} UTC.")
+            _close(review, actor=actor, now=now)
+            return review
+    audit.record("access_review.close_refused", actor=actor, obj=review, details={"reason": refusal})
+    raise NotAllowedError(refusal)
+
+
+def _close(review: AccessReview, *, actor, now) -> None:
+    """Decide the locked open campaign's undecided items by its rule and close it: at the due date or early."""
+    early = actor is not None
+    if early:
+        comment = (
+            f"Nobody decided before {actor.username} closed the campaign early: its rule applied ({review.undecided})."
+        )
+    else:
+        comment = f"Nobody decided by the due date: the campaign's rule applied ({review.undecided})."
+    undecided = review.items.filter(decision="").select_related("profile", "person", "review")
+    applied = 0
+    for item in undecided.select_for_update(of=("self",)).order_by("pk"):
+        _decide(item, review.undecided, actor=None, comment=comment, by_rule=True, now=now)
+        applied += 1
+    review.closed_at, review.closed_by = now, actor
+    review.save(update_fields=["closed_at", "closed_by"])
+    audit.record(
+        "access_review.closed",
+        actor=actor,
+        obj=review,
+        details={
+            "title": review.title,
+            "undecided": review.undecided,
+            "applied": applied,
+            "early": early,
+            "due_at": review.due_at,
+            "closed_at": now,
+        },
+    )
 
 
 # The catalog's schedules --------------------------------------------------------------------------------------

@@ -352,6 +352,8 @@ def access_review_reminder(review_id):
 def eligibility_removed(removal_id):
     """Tell the IdP group managers (JIT_IDP_GROUP_MANAGERS, else the admins) to take the person out of the group."""
     removal = selectors.removal_of(removal_id)
+    if not removal.in_force:
+        return 0  # a reviewer changed it back to keep, or it was reinstated, before this ran
     groups = selectors.idp_groups_of(removal)
     what = "request" if removal.role == selectors.REVIEW_ROLES.REQUESTER else "approve"
     person, profile = removal.person, removal.profile

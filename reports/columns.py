@@ -245,4 +245,23 @@ REVIEW_EVIDENCE = (
     Column("comment", "comment", "The reviewer's comment (or the rule's)."),
     Column("by_rule", "by_rule", "`true` when nobody decided by the due date and the campaign's rule applied."),
     Column("due_at", "review__due_at", "The campaign's due date."),
+    Column(
+        "changed_from",
+        "changed_from",
+        "The decision a reviewer's latest change replaced (`keep` or `remove`); empty if it was never changed.",
+    ),
+    Column(
+        "earlier_decisions",
+        "earlier_decisions",
+        "Every decision replaced, oldest first, one a line: `when decision by reviewer: comment`.",
+    ),
+    Column("closed_at", "review__closed_at", "When the campaign closed; empty while it is open."),
+    Column("closed_early_by", "review__closed_by__username", "Who closed it before its due date; empty otherwise."),
+    Column(
+        "removal_reinstated_at",
+        "removal__reinstated_at",
+        "When the removal this item made was lifted (changed to keep, or reinstated after the campaign closed).",
+    ),
+    Column("removal_reinstated_by", "removal__reinstated_by__username", "Who lifted it."),
+    Column("removal_reinstate_reason", "removal__reinstate_reason", "Why it was lifted."),
 )

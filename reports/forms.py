@@ -1,4 +1,4 @@
-"""Forms of the access reviews' pages: open a campaign, decide an item."""
+"""Forms of the access reviews' pages: open a campaign, decide an item, close early, reinstate a removal."""
 
 from django import forms
 
@@ -29,3 +29,18 @@ class DecideItemForm(forms.Form):
         choices=selectors.REVIEW_DECISIONS.choices, error_messages={"required": "Choose keep or remove."}
     )
     comment = forms.CharField(max_length=2000, required=False)
+
+
+class CloseReviewForm(forms.Form):
+    confirm = forms.BooleanField(
+        label="Yes, close it now: apply the campaign's rule to the undecided items and take no more decisions",
+        error_messages={"required": "Tick the box to confirm: closing a campaign cannot be undone."},
+    )
+
+
+class ReinstateForm(forms.Form):
+    reason = forms.CharField(
+        max_length=2000,
+        required=False,
+        error_messages={"max_length": "Say why in at most 2000 characters."},
+    )

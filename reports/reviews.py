@@ -1,4 +1,5 @@
-"""The access reviews' pages: campaigns (and opening one), a campaign's progress, a reviewer's items, the evidence.
+"""The access reviews' pages: campaigns (and opening one), a campaign's progress, a reviewer's items, the evidence,
+closing a campaign early and reinstating a removal.
 
 Thin like the other pages: load, check who may, call one function of
 `grants.reviews` (the campaigns' writes) or a selector, render or redirect.
@@ -11,12 +12,13 @@ from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.http import Http404
 from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
 
 import grants.selectors as selectors
 from grants import reviews as campaigns
 
 from . import columns, downloads
-from .forms import DecideItemForm, OpenReviewForm
+from .forms import CloseReviewForm, DecideItemForm, OpenReviewForm, ReinstateForm
 from .scope import ALL
 
 
@@ -60,6 +62,7 @@ def review_list(request):
     }
     if context["sees_all"]:
         context["behind"] = selectors.removals_behind_idp()
+        context["may_reinstate"] = selectors.may_reinstate(request.user)
     return render(request, "reports/reviews.html", context, status=400 if form is not None and form.errors else 200)
 
 
@@ -78,8 +81,67 @@ def review_detail(request, pk):
         "items": items,
         "sees_all": sees_all,
         "mine": selectors.items_for_reviewer(request.user, review),
+        "may_close": review.is_open and selectors.may_open_review(request.user),
+        "close_form": CloseReviewForm(),
+        "undecided": review.total - review.decided,
     }
     return render(request, "reports/review.html", context)
+
+
+@login_required
+@require_POST
+def review_close(request, pk):
+    review = _review(pk)
+    if not selectors.may_open_review(request.user):
+        raise PermissionDenied("Only auditors and admins with the permission to open access reviews may close one.")
+    form = CloseReviewForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, " ".join(errors))
+        return redirect("audit:review", pk=review.pk)
+    undecided = review.total - review.decided
+    try:
+        campaigns.close_review(review.pk, actor=request.user)
+    except campaigns.NotAllowedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except campaigns.TransitionError as exc:
+        messages.warning(request, str(exc))
+    else:
+        rule = "kept" if review.undecided == selectors.UNDECIDED_RULES.KEEP else "removed"
+        messages.success(
+            request, f"Access review “{review.title}” closed before its due date: {undecided} undecided item(s) {rule}."
+        )
+    return redirect("audit:review", pk=review.pk)
+
+
+@login_required
+@require_POST
+def removal_reinstate(request, pk):
+    removal = selectors.removal_or_none(pk)
+    if removal is None:
+        raise Http404("No such removal.")
+    if not selectors.may_reinstate(request.user):
+        raise PermissionDenied("Only those who may open access reviews reinstate a removal.")
+    form = ReinstateForm(request.POST)
+    if not form.is_valid():
+        for errors in form.errors.values():
+            messages.error(request, f"Reason: {' '.join(errors)}")
+        return redirect("audit:reviews")
+    try:
+        campaigns.reinstate_eligibility(removal.pk, actor=request.user, reason=form.cleaned_data["reason"])
+    except campaigns.NotAllowedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except campaigns.TransitionError as exc:
+        messages.warning(request, str(exc))
+    except campaigns.InvalidRequestError as exc:
+        for field, message in exc.errors.items():
+            messages.error(request, f"{(field or 'error').capitalize()}: {message}")
+    else:
+        what = "request" if removal.role == selectors.REVIEW_ROLES.REQUESTER else "approve"
+        messages.success(
+            request, f"{removal.person.username} may {what} {removal.profile.title} again: the removal is reinstated."
+        )
+    return redirect("audit:reviews")
 
 
 @login_required
@@ -130,6 +192,10 @@ def _decide(request, review):
             messages.error(request, f"{(field or 'error').capitalize()}: {message}")
     else:
         said = "kept" if item.decision == "keep" else "removed: the portal refuses it from now on"
+        if item.changed_from == "remove" and item.decision == "keep":
+            said = "changed to keep: the removal no longer applies (what it ended stays ended)"
+        elif item.changed_from:
+            said = f"changed from {item.changed_from} to {said}"
         messages.success(
             request, f"{item.person.username} ({item.get_role_display().lower()} {item.profile.title}): {said}."
         )

@@ -18,5 +18,7 @@ urlpatterns = [
     path("reviews/<int:pk>/", reviews.review_detail, name="review"),
     path("reviews/<int:pk>/items/", reviews.review_items, name="review_items"),
     path("reviews/<int:pk>/evidence.csv", reviews.review_evidence, name="review_evidence"),
+    path("reviews/<int:pk>/close/", reviews.review_close, name="review_close"),
+    path("reviews/removals/<int:pk>/reinstate/", reviews.removal_reinstate, name="removal_reinstate"),
     path("grants/<int:pk>/activity.csv", views.grant_activity, name="grant_activity"),
 ]

@@ -76,9 +76,11 @@ from grants.models import (
     BreakGlassReview,
     Delegation,
     DriftFinding,
+    EligibilityRemoval,
     Grant,
     OnCallSchedule,
     Policy,
+    ReviewSchedule,
     Target,
 )
 from jitportal.queues import SWEEP_FUNC
@@ -225,6 +227,11 @@ def _build_world(pg_cluster) -> World:
         social_account=social_account,
         social_token=SocialToken.objects.create(app=social_app, account=social_account, token="sample-token"),
         rotation=OnCallSchedule.objects.create(name="sample-rotation", members=["marc"]),
+        # Reinstated already (not in force): a sample row that changes nobody's rights.
+        removal=EligibilityRemoval.objects.create(
+            person=users["sven"], profile=readonly, role="requester", reinstated_at=now, reinstated_by=users["root"]
+        ),
+        review_schedule=ReviewSchedule.objects.create(name="sample-reviews", every="year"),
         # One that ended yesterday: a sample row that changes nobody's rights today.
         delegation=Delegation.objects.create(
             delegator=marc,
@@ -332,6 +339,21 @@ TOKEN = {"args": lambda w: {"pk": w.token.pk}}
 ANA = {"args": lambda w: {"username": "ana"}}
 CSV = {"label": "csv", "query": {"format": "csv"}, "audited": "report.downloaded"}
 CAMPAIGN = {"args": lambda w: {"pk": w.campaign.pk}}
+
+
+def _ana_removed(w):
+    """otto removes ana from requesting read-only in the world's campaign (a reviewer then changes it)."""
+    reviews.decide_item(w.review_item.pk, actor=w.otto, decision="remove", comment="Left the on-call rota")
+
+
+def _ana_removed_and_closed(w):
+    """otto removes ana, and root closes the campaign: the removal outlives it (an opener reinstates it)."""
+    _ana_removed(w)
+    reviews.close_review(w.campaign.pk, actor=w.root)
+
+
+def _anas_removal(w):
+    return EligibilityRemoval.objects.get(item=w.review_item)
 
 
 def _in_a_month() -> str:
@@ -456,6 +478,22 @@ PORTAL_ROWS = [
         audited="access_review.decided"),
     Row("audit:review_evidence",        "GET",   "login   403   403   403   403   200*  200*", **CAMPAIGN,
         audited="report.downloaded"),
+    # A reviewer changes a decision (remove to keep lifts the removal); openers close a campaign early and
+    # reinstate a removal once its campaign closed.
+    Row("audit:review_items",           "POST",  "login   403   403   302*  403   403   403", **CAMPAIGN,
+        label="change", before=_ana_removed,
+        data=lambda w: {"item": w.review_item.pk, "decision": "keep", "comment": "Back on the rota"},
+        effect=lambda w, c: not _anas_removal(w).in_force, audited="eligibility.reinstated"),
+    Row("audit:review_close",           "GET",   "login   405   405   405   405   405   405", **CAMPAIGN),
+    Row("audit:review_close",           "POST",  "login   403   403   403   403   302*  302*", **CAMPAIGN,
+        data={"confirm": "on"}, effect=lambda w, c: not AccessReview.objects.get(pk=w.campaign.pk).is_open,
+        audited="access_review.closed"),
+    Row("audit:removal_reinstate",      "GET",   "login   405   405   405   405   405   405",
+        args=lambda w: {"pk": w.removal.pk}),
+    Row("audit:removal_reinstate",      "POST",  "login   403   403   403   403   302*  302*",
+        before=_ana_removed_and_closed, args=lambda w: {"pk": _anas_removal(w).pk},
+        data={"reason": "Rejoined the rota"}, effect=lambda w, c: not _anas_removal(w).in_force,
+        audited="eligibility.reinstated"),
     # What one grant's target kept of its use, as CSV: auditors only; the download is recorded.
     Row("audit:grant_activity",         "GET",   "login   403   403   403   403   200*  200*", **HELD,
         audited="report.downloaded"),
@@ -578,6 +616,18 @@ API_ROWS = [
         args=lambda w: {"item_id": w.review_item.pk}, data={"decision": "keep", "comment": "Still on call for it"},
         effect=lambda w, c: AccessReviewItem.objects.get(pk=w.review_item.pk).decision == "keep",
         audited="access_review.decided"),
+    Api("decide_review_item",                    "401     404   404   200*  404   403   403", label="change",
+        args=lambda w: {"item_id": w.review_item.pk}, data={"decision": "keep", "comment": "Back on the rota"},
+        before=_ana_removed, effect=lambda w, c: not _anas_removal(w).in_force, audited="eligibility.reinstated"),
+    # Openers close a campaign early (otto reviews in it, so it exists for him) and reinstate removals.
+    Api("close_review",                          "401     404   404   403   404   200*  200*",
+        args=lambda w: {"review_id": w.campaign.pk},
+        effect=lambda w, c: not AccessReview.objects.get(pk=w.campaign.pk).is_open, audited="access_review.closed"),
+    Api("list_removals",                         "401     200   200   200   200   200   200"),
+    Api("reinstate_removal",                     "401     404   404   404   404   200*  200*",
+        before=_ana_removed_and_closed, args=lambda w: {"removal_id": _anas_removal(w).pk},
+        data={"reason": "Rejoined the rota"}, effect=lambda w, c: not _anas_removal(w).in_force,
+        audited="eligibility.reinstated"),
 ]
 # fmt: on
 
@@ -604,6 +654,11 @@ ADMIN_MODELS = {
     "grants.driftfinding": (False, False, False, "drift"),
     "grants.oncallschedule": (False, True, True, "rotation"),
     "grants.delegation": (False, False, False, "delegation"),  # named and ended by the approver (pages, API)
+    # Access reviews: decided, closed and reinstated through the portal (audited); the admin only shows them.
+    "grants.accessreview": (True, False, False, "campaign"),
+    "grants.accessreviewitem": (True, False, False, "review_item"),
+    "grants.eligibilityremoval": (True, False, False, "removal"),
+    "grants.reviewschedule": (True, False, False, "review_schedule"),
 }
 # The admin sends whoever is not staff to its login page: the first five personas' cells of most rows.
 NOT_STAFF = "admin-login " * 5

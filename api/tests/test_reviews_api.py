@@ -90,10 +90,10 @@ def test_a_bad_decision_is_a_clear_400(client, campaign, ana, otto, body, field)
     assert AccessReviewItem.objects.get(pk=anas(campaign, ana).pk).decision == ""
 
 
-def test_deciding_twice_is_a_conflict(client, campaign, ana, otto, marc):
+def test_deciding_the_same_twice_is_a_conflict(client, campaign, ana, otto, marc):
     path = f"/reviews/items/{anas(campaign, ana).pk}/decide"
     assert call(client, otto, "post", path, {"decision": "keep", "comment": "Still on call"}).status_code == 200
-    again = call(client, marc, "post", path, {"decision": "remove", "comment": "Changed my mind"})
+    again = call(client, marc, "post", path, {"decision": "keep", "comment": "Agree with otto"})
     assert again.status_code == 409 and again.json()["code"] == "conflict"
 
 

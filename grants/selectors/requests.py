@@ -19,7 +19,7 @@ def requestable_profiles(user):
     """Return the enabled profiles `user` may ask for (policy.may_request: an access review's removal included)."""
     profiles = AccessProfile.objects.filter(enabled=True).select_related("target").order_by("title")
     group_ids = list(user.groups.values_list("pk", flat=True))
-    removed = EligibilityRemoval.objects.filter(person=user.pk, role=policy.REQUESTER).values("profile")
+    removed = EligibilityRemoval.objects.in_force().filter(person=user.pk, role=policy.REQUESTER).values("profile")
     return (
         profiles.filter(Q(requestable_by__isnull=True) | Q(requestable_by__in=group_ids))
         .exclude(pk__in=removed)

@@ -14,9 +14,11 @@ REVIEW_DECISIONS = AccessReviewItem.Decision
 REVIEW_ROLES = AccessReviewItem.Role
 UNDECIDED_RULES = AccessReview.Undecided
 may_open_review = reviews.may_open
+may_reinstate = reviews.may_open  # whoever may open campaigns reinstates a removal after its campaign closed
 review_refusal = reviews.review_refusal
 
 _ITEM_RELATED = ("review", "profile__policy", "person__manager", "decided_by")
+_REMOVAL_RELATED = ("person", "profile__policy", "item__review", "reinstated_by")
 
 
 def sees_all_reviews(user) -> bool:
@@ -50,7 +52,7 @@ def reviews_for(user) -> list[AccessReview]:
     """Return the campaigns `user` may see, newest first, each with `total` and `decided` counts."""
     campaigns = AccessReview.objects.annotate(
         total=Count("items"), decided=Count("items", filter=~Q(items__decision=""))
-    ).select_related("opened_by")
+    ).select_related("opened_by", "closed_by")
     if sees_all_reviews(user):
         return list(campaigns)
     return [r for r in campaigns if r.is_open and items_for_reviewer(user, r)]
@@ -59,7 +61,7 @@ def reviews_for(user) -> list[AccessReview]:
 def review_of(review_id) -> AccessReview | None:
     return (
         AccessReview.objects.annotate(total=Count("items"), decided=Count("items", filter=~Q(items__decision="")))
-        .select_related("opened_by")
+        .select_related("opened_by", "closed_by")
         .filter(pk=review_id)
         .first()
     )
@@ -119,7 +121,16 @@ def undecided_reviewers(review: AccessReview) -> list:
 
 
 def removal_of(removal_id) -> EligibilityRemoval:
-    return EligibilityRemoval.objects.select_related("person", "profile__policy", "item__review").get(pk=removal_id)
+    return EligibilityRemoval.objects.select_related(*_REMOVAL_RELATED).get(pk=removal_id)
+
+
+def removal_or_none(removal_id) -> EligibilityRemoval | None:
+    return EligibilityRemoval.objects.select_related(*_REMOVAL_RELATED).filter(pk=removal_id).first()
+
+
+def removals_in_force():
+    """Return the removals the policy honours now, newest first."""
+    return EligibilityRemoval.objects.in_force().select_related(*_REMOVAL_RELATED)
 
 
 def idp_groups_of(removal: EligibilityRemoval) -> list[str]:
@@ -137,7 +148,7 @@ def removals_behind_idp() -> list[tuple[EligibilityRemoval, list[str]]]:
 
     The portal refuses them anyway; the list is what the IdP's group managers have yet to do.
     """
-    removals = EligibilityRemoval.objects.select_related("person", "profile__policy", "item__review")
+    removals = removals_in_force()
     found = []
     for removal in removals:
         groups = idp_groups_of(removal)

@@ -176,8 +176,9 @@ def test_a_decided_item_is_not_decided_again_and_a_short_comment_is_refused(audi
     with pytest.raises(lifecycle.InvalidRequestError):
         reviews.decide_item(item(review, bob).pk, actor=otto, decision="drop", comment="not a decision")
     reviews.decide_item(item(review, bob).pk, actor=otto, decision="keep", comment="Still deploys")
+    # The same decision again is refused; a change is the other one (test_review_changes.py).
     with pytest.raises(lifecycle.TransitionError, match="already decided"):
-        reviews.decide_item(item(review, bob).pk, actor=marc, decision="remove", comment="changed my mind")
+        reviews.decide_item(item(review, bob).pk, actor=marc, decision="keep", comment="agree with otto")
 
 
 # What a removal does -------------------------------------------------------------------------------------------
