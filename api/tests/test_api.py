@@ -442,6 +442,9 @@ def test_openapi_document_is_valid_json_listing_every_path(client, db):
         "/api/v1/reviews",
         "/api/v1/reviews/{review_id}/items",
         "/api/v1/reviews/items/{item_id}/decide",
+        "/api/v1/reviews/{review_id}/close",
+        "/api/v1/removals",
+        "/api/v1/removals/{removal_id}/reinstate",
     }
     assert document["components"]["securitySchemes"] == {"TokenAuth": {"type": "http", "scheme": "bearer"}}
     assert set(document["paths"]["/api/v1/requests"]["post"]["responses"]) >= {"201", "400", "401", "403", "429"}
