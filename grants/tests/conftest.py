@@ -7,6 +7,7 @@ the feature files (test_break_glass.py, test_extensions.py, ...) hold their API 
 import datetime
 
 import pytest
+from django.contrib.auth.models import Permission
 
 from api.tests.support import api, fresh_rate_limits  # noqa: F401 (fixtures: the feature files' API sections)
 from grants import lifecycle
@@ -78,3 +79,10 @@ def approved_request(pending_request, otto):  # noqa: F811 (pytest: the paramete
 @pytest.fixture
 def active_grant(approved_request):
     return lifecycle.provision_grant(approved_request.grant.pk)
+
+
+@pytest.fixture
+def auditor(audra):  # noqa: F811 (pytest: the parameter is the imported fixture)
+    """audra, with the permission to open access reviews the post_migrate hook gives auditors (said, not relied on)."""
+    audra.user_permissions.add(Permission.objects.get(codename="open_accessreview"))
+    return type(audra).objects.get(pk=audra.pk)

@@ -1,8 +1,16 @@
-"""Helpers the request-journey test files share (fixtures are in conftest.py)."""
+"""Helpers the request-journey and access-review test files share (most fixtures are in conftest.py)."""
+
+import datetime
 
 from django.urls import reverse
+from django.utils import timezone
+
+from grants import reviews
+from grants.models import AccessReviewItem
 
 from .conftest import JUSTIFICATION
+
+DAY = datetime.timedelta(days=1)
 
 
 def form_data(chosen, **overrides):
@@ -12,3 +20,11 @@ def form_data(chosen, **overrides):
 
 def detail_url(req):
     return reverse("grants:request_detail", args=[req.pk])
+
+
+def open_campaign(auditor, *profiles, undecided="keep", due=14 * DAY):
+    return reviews.open_review(actor=auditor, profiles=profiles, due_at=timezone.now() + due, undecided=undecided)
+
+
+def item(review, person, role=AccessReviewItem.Role.REQUESTER):
+    return review.items.select_related("profile", "person").get(person=person, role=role)

@@ -10,7 +10,6 @@ import threading
 import time
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.db import connection, transaction
 from django.urls import reverse
 from django.utils import timezone
@@ -20,24 +19,9 @@ from grants import lifecycle, policy, reviews, selectors
 from grants.models import AccessRequest, AccessReview, AccessReviewItem, EligibilityRemoval, Grant
 
 from .conftest import JUSTIFICATION
+from .support import DAY, item, open_campaign
 
-DAY = datetime.timedelta(days=1)
 Role = AccessReviewItem.Role
-
-
-@pytest.fixture
-def auditor(audra):
-    """audra, with the permission the post_migrate hook gives the auditors group (said here, not relied on)."""
-    audra.user_permissions.add(Permission.objects.get(codename="open_accessreview"))
-    return type(audra).objects.get(pk=audra.pk)
-
-
-def open_campaign(auditor, *profiles, undecided="keep", due=14 * DAY):
-    return reviews.open_review(actor=auditor, profiles=profiles, due_at=timezone.now() + due, undecided=undecided)
-
-
-def item(review, person, role=Role.REQUESTER):
-    return review.items.select_related("profile", "person").get(person=person, role=role)
 
 
 def ask(user, profile):

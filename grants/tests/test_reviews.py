@@ -5,7 +5,7 @@ import datetime
 import io
 
 import pytest
-from django.contrib.auth.models import Group, Permission
+from django.contrib.auth.models import Group
 from django.urls import reverse
 from django.utils import timezone
 
@@ -22,24 +22,9 @@ from grants.models import (
 )
 
 from .conftest import JUSTIFICATION
+from .support import DAY, item, open_campaign
 
-DAY = datetime.timedelta(days=1)
 Role, Decision = AccessReviewItem.Role, AccessReviewItem.Decision
-
-
-@pytest.fixture
-def auditor(audra):
-    """audra, with the permission the post_migrate hook gives the auditors group (said here, not relied on)."""
-    audra.user_permissions.add(Permission.objects.get(codename="open_accessreview"))
-    return type(audra).objects.get(pk=audra.pk)
-
-
-def open_campaign(auditor, *profiles, undecided="keep", due=14 * DAY):
-    return reviews.open_review(actor=auditor, profiles=profiles, due_at=timezone.now() + due, undecided=undecided)
-
-
-def item(review, person, role=Role.REQUESTER):
-    return review.items.select_related("profile", "person").get(person=person, role=role)
 
 
 def ask(user, profile, **kwargs):
