@@ -61,7 +61,8 @@ def review_list(request):
         "sees_all": selectors.sees_all_reviews(request.user),
     }
     if context["sees_all"]:
-        context["behind"] = selectors.removals_behind_idp()
+        context["removals"] = selectors.removals_with_idp_groups()
+        context["behind"] = sum(1 for _, groups in context["removals"] if groups)
         context["may_reinstate"] = selectors.may_reinstate(request.user)
     return render(request, "reports/reviews.html", context, status=400 if form is not None and form.errors else 200)
 

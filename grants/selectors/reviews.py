@@ -143,18 +143,22 @@ def idp_groups_of(removal: EligibilityRemoval) -> list[str]:
     return sorted(names & wanted)
 
 
+def removals_with_idp_groups() -> list[tuple[EligibilityRemoval, list[str]]]:
+    """Return every removal in force with the IdP groups that still give its eligibility (empty: caught up).
+
+    Those with groups are what the IdP's group managers have yet to do; the
+    others stay in force too (the person may be put back in the group), and
+    are reinstated from the same list.
+    """
+    return [(removal, idp_groups_of(removal)) for removal in removals_in_force()]
+
+
 def removals_behind_idp() -> list[tuple[EligibilityRemoval, list[str]]]:
     """Return the removals whose person is still in an IdP group that gives the eligibility, with those groups.
 
     The portal refuses them anyway; the list is what the IdP's group managers have yet to do.
     """
-    removals = removals_in_force()
-    found = []
-    for removal in removals:
-        groups = idp_groups_of(removal)
-        if groups:
-            found.append((removal, groups))
-    return found
+    return [(removal, groups) for removal, groups in removals_with_idp_groups() if groups]
 
 
 def reviewable_profiles():

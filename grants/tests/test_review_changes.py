@@ -434,6 +434,25 @@ def test_the_removals_list_reinstates_with_a_required_reason(client, auditor, pr
     assert "already reinstated" in again
 
 
+def test_a_removal_the_idp_caught_up_with_stays_listed_in_force_and_is_reinstated_there(
+    client, auditor, profile, groups, ana, otto
+):
+    removal = removed_by(auditor, open_campaign(auditor, profile), ana, otto)
+    ana.groups.remove(groups["engineers"])  # the IdP's group managers did their part
+    c = browser(client, auditor)
+    page = c.get(reverse("audit:reviews")).content.decode()
+    assert "None: every removal is reflected in the IdP" in page
+    assert "none: the IdP has caught up" in page
+    url = reverse("audit:removal_reinstate", args=[removal.pk])
+    assert f'action="{url}"' in page
+    # Put back in the group, she is still refused until the removal is reinstated.
+    ana.groups.add(groups["engineers"])
+    assert not policy.may_request(ana, profile)
+    done = c.post(url, {"reason": "Back on the rota"}, follow=True).content.decode()
+    assert "ana may request appdb read-only again: the removal is reinstated." in done
+    assert policy.may_request(ana, profile)
+
+
 def test_the_removals_list_refuses_reviewers_outsiders_and_the_person_herself(
     client, auditor, profile, groups, otto, eve, admin_user
 ):
