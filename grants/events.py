@@ -36,6 +36,7 @@ EVENTS = {
     "access_review_opened": ("review_id",),  # a campaign opened: its reviewers have items to decide
     "access_review_reminder": ("review_id",),  # a campaign's due date is near and items are undecided
     "eligibility_removed": ("removal_id",),  # a review removed someone: the IdP group managers should follow
+    "eligibility_reinstated": ("removal_id",),  # a removal was lifted: the person and the IdP group managers
 }
 
 _handlers: dict[str, list[Callable]] = {event: [] for event in EVENTS}

@@ -422,6 +422,7 @@ def _reinstate(removal: EligibilityRemoval, *, actor, reason: str, now) -> None:
             "reason": reason,
         },
     )
+    events.announce("eligibility_reinstated", removal_id=removal.pk)
 
 
 def reinstate_eligibility(removal_id, *, actor, reason: str, now=None) -> EligibilityRemoval:

@@ -61,6 +61,10 @@ def on_eligibility_removed(removal_id):
     _enqueue("notifications.tasks.eligibility_removed", removal_id)
 
 
+def on_eligibility_reinstated(removal_id):
+    _enqueue("notifications.tasks.eligibility_reinstated", removal_id)
+
+
 HANDLERS = {
     "approval_needed": on_approval_needed,
     "approval_reminder": on_approval_reminder,
@@ -74,6 +78,7 @@ HANDLERS = {
     "access_review_opened": on_access_review_opened,
     "access_review_reminder": on_access_review_reminder,
     "eligibility_removed": on_eligibility_removed,
+    "eligibility_reinstated": on_eligibility_reinstated,
 }
 
 

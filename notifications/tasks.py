@@ -369,3 +369,31 @@ def eligibility_removed(removal_id):
         f"Removals the IdP has not caught up with: {link('audit:reviews')}"
     )
     return tell(selectors.idp_group_managers(settings.JIT_IDP_GROUP_MANAGERS), title, body)
+
+
+def eligibility_reinstated(removal_id):
+    """Tell the person they may request (or approve) again, and the IdP group managers that the removal is lifted."""
+    removal = selectors.removal_of(removal_id)
+    if removal.in_force:
+        return 0  # removed again before this ran
+    what = "request" if removal.role == selectors.REVIEW_ROLES.REQUESTER else "approve"
+    person, profile = removal.person, removal.profile
+    why = f"Reason: {removal.reinstate_reason}" if removal.reinstate_reason else "A reviewer changed the decision."
+    sent = tell(
+        [person],
+        f"You may {what} {profile.title} again",
+        f"The access review's removal is lifted: you may {what} {profile.title} again, if an IdP group of yours "
+        f"gives it. What the removal ended stays ended.\n{why}",
+    )
+    groups = selectors.idp_groups_of(removal)
+    body = (
+        f"The removal of {person.label} from those who may {what} {profile.title} is lifted. "
+        + (
+            f"{person.username} is in {', '.join(groups)}: nothing to do in the IdP."
+            if groups
+            else f"If {person.username} should have it again, put them back in its group in the identity provider."
+        )
+        + f"\n{why}\n\nAccess reviews: {link('audit:reviews')}"
+    )
+    title = f"Access review: {person.username} may {what} {profile.title} again"
+    return sent + tell(selectors.idp_group_managers(settings.JIT_IDP_GROUP_MANAGERS), title, body)

@@ -509,3 +509,38 @@ def test_the_idp_group_managers_are_not_told_of_a_removal_changed_back_before_th
     mailoutbox.clear()
     assert tasks.eligibility_removed(EligibilityRemoval.objects.get().pk) == 0
     assert mailoutbox == []
+
+
+def test_a_reinstatement_tells_the_person_and_the_idp_group_managers(
+    auditor, profile, groups, ana, otto, admin_user, mailoutbox, settings, django_capture_on_commit_callbacks
+):
+    from notifications import tasks  # noqa: PLC0415 (the edge's task, run here as the worker would)
+
+    settings.JIT_IDP_GROUP_MANAGERS = []
+    removal = removed_by(auditor, open_campaign(auditor, profile), ana, otto)
+    ana.groups.remove(groups["engineers"])  # the IdP caught up
+    with django_capture_on_commit_callbacks(execute=False) as announced:
+        reviews.reinstate_eligibility(removal.pk, actor=auditor, reason="Back on the on-call rota")
+    assert announced, "the reinstatement is announced once it commits"
+    mailoutbox.clear()
+    assert tasks.eligibility_reinstated(removal.pk) >= 2
+    [hers] = [m for m in mailoutbox if m.to == [ana.email]]
+    assert hers.subject.endswith("You may request appdb read-only again")
+    assert "Reason: Back on the on-call rota" in hers.body
+    [managers] = [m for m in mailoutbox if m.to == [admin_user.email]]
+    assert "ana may request appdb read-only again" in managers.subject
+    assert "put them back in its group in the identity provider" in managers.body
+
+
+def test_nobody_is_told_of_a_reinstatement_removed_again_before_the_message_went(
+    auditor, profile, ana, otto, marc, mailoutbox
+):
+    from notifications import tasks  # noqa: PLC0415 (the edge's task, run here as the worker would)
+
+    review = open_campaign(auditor, profile)
+    reviews.decide_item(item(review, ana).pk, actor=otto, decision="remove", comment="Left the on-call rota")
+    reviews.decide_item(item(review, ana).pk, actor=otto, decision="keep", comment="Back on the rota")
+    reviews.decide_item(item(review, ana).pk, actor=marc, decision="remove", comment="Left after all")
+    mailoutbox.clear()
+    assert tasks.eligibility_reinstated(EligibilityRemoval.objects.get().pk) == 0
+    assert mailoutbox == []
