@@ -336,6 +336,33 @@ def test_a_dropped_connection_hangs_up_the_recorded_session_and_reports_it(start
     assert b"started-42" in _replay(recording)
 
 
+def test_a_dropped_connection_ends_a_recorded_shell_that_sighup_did_not_end_as_its_terminal_hangs_up(
+    start_host, portal, tmp_path
+):
+    # On a plain sshd a dropped connection hangs up the session's terminal, and a shell that SIGHUP did not end
+    # (here `trap '' HUP`; bash does the same when SIGHUP comes between two commands, its handler only takes
+    # note) ends at its terminal's end, and exits as at the end of its input. The guard's terminal hangs up too.
+    host = start_host()
+    key, cert, _ = _identity(host, tmp_path)
+    term = Terminal(host, key, cert, rows=24, cols=80)
+    try:
+        term.type("trap '' HUP; echo started-$((40+2))\n")
+        assert term.read_until(b"started-42", timeout=15), term.seen + host.log_text()[-2000:].encode()
+        term.proc.kill()
+        for _ in range(200):
+            if len(portal.received) == 2:
+                break
+            time.sleep(0.1)
+    finally:
+        term.close()
+
+    start, end = _reports(portal)
+    assert end["exit_status"] == 0 and "ended_by" not in end  # not 128 + 9: the guard's SIGKILL after --grace
+    [recording] = host.recordings.iterdir()
+    assert hashlib.sha256(recording.read_bytes()).hexdigest() == end["recording_sha256"]
+    assert b"started-42" in _replay(recording)
+
+
 def test_an_interactive_session_that_cannot_be_recorded_still_runs(start_host, portal, tmp_path):
     # The guard cannot write the folder (root's, 0755): no recording, a syslog warning, the session as usual.
     host = start_host(recordings_mode=0o755)
