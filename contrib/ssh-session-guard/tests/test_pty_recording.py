@@ -212,6 +212,8 @@ def test_an_interactive_session_is_recorded_both_ways_and_its_hash_reported(star
     assert lines in output and lines in term.seen
     typed = _replay(recording, "--streams", "0")
     assert b"stty size; echo hello-$((6*7))\n" in typed and typed.endswith(b"exit 3\n")
+    # The window sizes the output was drawn for, as a replay needs them: at the start, then the resize.
+    assert _replay(recording, "--streams", "3") == b"33 101\n40 120\n"
 
 
 def test_ctrl_c_on_the_users_terminal_interrupts_the_sessions_foreground_job(start_host, portal, tmp_path):
