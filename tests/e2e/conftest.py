@@ -140,17 +140,20 @@ def _with_dbname(url: str, dbname: str) -> str:
 
 
 @pytest.fixture(scope="package")
-def portal_database_url() -> str:
-    """Drop and create the portal's database; return its URL."""
+def portal_database_url():
+    """Drop and create the portal's database; yield its URL; drop it at the end (the server is the machine's)."""
+    drop = sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PORTAL_DB_NAME))
     try:
         with psycopg.connect(E2E_POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
-            conn.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(PORTAL_DB_NAME)))
+            conn.execute(drop)
             conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(PORTAL_DB_NAME)))
     except psycopg.OperationalError as exc:
         pytest.fail(
             f"Cannot reach the portal's PostgreSQL at {E2E_POSTGRES_URL} (E2E_POSTGRES_URL): {exc}", pytrace=False
         )
-    return _with_dbname(E2E_POSTGRES_URL, PORTAL_DB_NAME)
+    yield _with_dbname(E2E_POSTGRES_URL, PORTAL_DB_NAME)
+    with psycopg.connect(E2E_POSTGRES_URL, autocommit=True, connect_timeout=5) as conn:
+        conn.execute(drop)
 
 
 @pytest.fixture(scope="package")
