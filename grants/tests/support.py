@@ -5,7 +5,7 @@ import datetime
 from django.urls import reverse
 from django.utils import timezone
 
-from grants import reviews
+from grants import lifecycle, reviews
 from grants.models import AccessReviewItem
 
 from .conftest import JUSTIFICATION
@@ -28,3 +28,15 @@ def open_campaign(auditor, *profiles, undecided="keep", due=14 * DAY):
 
 def item(review, person, role=AccessReviewItem.Role.REQUESTER):
     return review.items.select_related("profile", "person").get(person=person, role=role)
+
+
+def submit(user, profile, **kwargs):
+    """`user` asks for `profile` for 30 minutes, with the suite's justification and ticket, through the lifecycle."""
+    return lifecycle.submit_request(
+        requester=user,
+        profile=profile,
+        duration=datetime.timedelta(minutes=30),
+        justification=JUSTIFICATION,
+        ticket="INC-4711",
+        **kwargs,
+    )

@@ -15,7 +15,7 @@ from audit.models import AuditEvent
 from grants import catalog, lifecycle, tasks
 from grants.models import AccessProfile, OnCallSchedule, Policy, StepAssignee, Target
 
-from .conftest import JUSTIFICATION
+from .support import submit
 from .test_oncall import at
 
 START = at("2026-03-23T10:00")  # otto's shift in `primary`; marc's begins the next day at 09:00
@@ -86,16 +86,6 @@ def sync(monkeypatch, django_capture_on_commit_callbacks):
             return func(*args, **kwargs)
 
     return run
-
-
-def submit(user, profile):
-    return lifecycle.submit_request(
-        requester=user,
-        profile=profile,
-        duration=datetime.timedelta(minutes=30),
-        justification=JUSTIFICATION,
-        ticket="INC-4711",
-    )
 
 
 def mails_to(outbox, user):

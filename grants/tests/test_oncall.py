@@ -20,7 +20,7 @@ from audit.models import AuditEvent
 from grants import catalog, lifecycle, oncall
 from grants.models import AccessProfile, OnCallSchedule, Policy, StepAssignee, Target
 
-from .conftest import JUSTIFICATION
+from .support import submit
 
 BERLIN = zoneinfo.ZoneInfo("Europe/Berlin")
 
@@ -62,16 +62,6 @@ def oncall_profile(db, groups, rotation):
     )
     profile.requestable_by.add(groups["engineers"])
     return profile
-
-
-def submit(user, profile):
-    return lifecycle.submit_request(
-        requester=user,
-        profile=profile,
-        duration=datetime.timedelta(minutes=30),
-        justification=JUSTIFICATION,
-        ticket="INC-4711",
-    )
 
 
 def on_call_now(when, monkeypatch):

@@ -4,7 +4,6 @@ grants/tests/test_reviews.py has the campaigns themselves; the API's side is api
 """
 
 import csv
-import datetime
 import io
 import threading
 import time
@@ -18,20 +17,9 @@ from audit.models import AuditEvent
 from grants import lifecycle, policy, reviews, selectors
 from grants.models import AccessRequest, AccessReview, AccessReviewItem, EligibilityRemoval, Grant
 
-from .conftest import JUSTIFICATION
-from .support import DAY, item, open_campaign
+from .support import DAY, item, open_campaign, submit
 
 Role = AccessReviewItem.Role
-
-
-def ask(user, profile):
-    return lifecycle.submit_request(
-        requester=user,
-        profile=profile,
-        duration=datetime.timedelta(minutes=30),
-        justification=JUSTIFICATION,
-        ticket="INC-4711",
-    )
 
 
 def browser(client, user):
@@ -200,7 +188,7 @@ def test_changing_remove_to_keep_lifts_the_removal_but_what_it_ended_stays_ended
     assert Grant.objects.filter(user=ana).count() == 1
     # Through the policy, as the removal was: she may ask again.
     assert policy.may_request(ana, profile) and profile in selectors.requestable_profiles(ana)
-    assert ask(ana, profile).status == AccessRequest.Status.PENDING
+    assert submit(ana, profile).status == AccessRequest.Status.PENDING
 
 
 def test_a_request_the_removal_cancelled_stays_cancelled_after_the_change(auditor, pending_request, profile, ana, otto):
@@ -360,7 +348,7 @@ def test_an_opener_reinstates_a_removal_after_the_campaign_closed_and_she_may_re
     reinstated = reviews.reinstate_eligibility(removal.pk, actor=auditor, reason="Rejoined the rota, INC-5150")
     assert (reinstated.in_force, reinstated.reinstated_by) == (False, auditor)
     assert policy.may_request(ana, profile)
-    assert ask(ana, profile).status == AccessRequest.Status.PENDING
+    assert submit(ana, profile).status == AccessRequest.Status.PENDING
     event = AuditEvent.objects.get(action="eligibility.reinstated")
     assert (event.actor, event.details["reason"], event.details["person"]) == (
         auditor,

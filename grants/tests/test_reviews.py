@@ -21,21 +21,9 @@ from grants.models import (
     ReviewSchedule,
 )
 
-from .conftest import JUSTIFICATION
-from .support import DAY, item, open_campaign
+from .support import DAY, item, open_campaign, submit
 
 Role, Decision = AccessReviewItem.Role, AccessReviewItem.Decision
-
-
-def ask(user, profile, **kwargs):
-    return lifecycle.submit_request(
-        requester=user,
-        profile=profile,
-        duration=datetime.timedelta(minutes=30),
-        justification=JUSTIFICATION,
-        ticket="INC-4711",
-        **kwargs,
-    )
 
 
 # Opening -------------------------------------------------------------------------------------------------------
@@ -179,7 +167,7 @@ def test_removing_a_requester_ends_her_live_grant_with_reason_policy_and_refuses
     assert not policy.may_request(ana, profile)
     assert profile not in selectors.requestable_profiles(ana)
     with pytest.raises(lifecycle.NotAllowedError):
-        ask(ana, profile)
+        submit(ana, profile)
     removal = EligibilityRemoval.objects.get(person=ana, profile=profile, role="requester")
     assert AuditEvent.objects.filter(action="eligibility.removed", object_id=str(removal.pk)).exists()
 
@@ -196,7 +184,7 @@ def test_a_removal_touches_only_the_profile_reviewed(auditor, profile, rw_profil
     review = open_campaign(auditor, profile)
     reviews.decide_item(item(review, ana).pk, actor=otto, decision="remove", comment="Not her database")
     assert policy.may_request(ana, rw_profile)
-    assert ask(ana, rw_profile).status == "pending"
+    assert submit(ana, rw_profile).status == "pending"
 
 
 def test_removing_an_approver_stops_him_deciding_the_profile_everywhere(auditor, pending_request, profile, marc, otto):
