@@ -29,6 +29,20 @@ def _review(pk):
     return review
 
 
+def _told(request, change, *args, **kwargs):
+    """Run a write of grants.reviews; say a refusal as the pages do (403, a warning, the field's error); None then."""
+    try:
+        return change(*args, **kwargs)
+    except campaigns.NotAllowedError as exc:
+        raise PermissionDenied(str(exc)) from None
+    except campaigns.TransitionError as exc:
+        messages.warning(request, str(exc))
+    except campaigns.InvalidRequestError as exc:
+        for field, message in exc.errors.items():
+            messages.error(request, f"{(field or 'error').capitalize()}: {message}")
+    return None
+
+
 @login_required
 def review_list(request):
     may_open = selectors.may_open_review(request.user)
@@ -128,16 +142,10 @@ def removal_reinstate(request, pk):
         for errors in form.errors.values():
             messages.error(request, f"Reason: {' '.join(errors)}")
         return redirect("audit:reviews")
-    try:
-        campaigns.reinstate_eligibility(removal.pk, actor=request.user, reason=form.cleaned_data["reason"])
-    except campaigns.NotAllowedError as exc:
-        raise PermissionDenied(str(exc)) from None
-    except campaigns.TransitionError as exc:
-        messages.warning(request, str(exc))
-    except campaigns.InvalidRequestError as exc:
-        for field, message in exc.errors.items():
-            messages.error(request, f"{(field or 'error').capitalize()}: {message}")
-    else:
+    reinstated = _told(
+        request, campaigns.reinstate_eligibility, removal.pk, actor=request.user, reason=form.cleaned_data["reason"]
+    )
+    if reinstated is not None:
         what = "request" if removal.role == selectors.REVIEW_ROLES.REQUESTER else "approve"
         messages.success(
             request, f"{removal.person.username} may {what} {removal.profile.title} again: the removal is reinstated."
@@ -180,18 +188,15 @@ def _decide(request, review):
     data = form.cleaned_data
     if not selectors.review_items(review).filter(pk=data["item"]).exists():
         raise Http404("No such item in this access review.")
-    try:
-        item = campaigns.decide_item(
-            data["item"], actor=request.user, decision=data["decision"], comment=data["comment"]
-        )
-    except campaigns.NotAllowedError as exc:
-        raise PermissionDenied(str(exc)) from None
-    except campaigns.TransitionError as exc:
-        messages.warning(request, str(exc))
-    except campaigns.InvalidRequestError as exc:
-        for field, message in exc.errors.items():
-            messages.error(request, f"{(field or 'error').capitalize()}: {message}")
-    else:
+    item = _told(
+        request,
+        campaigns.decide_item,
+        data["item"],
+        actor=request.user,
+        decision=data["decision"],
+        comment=data["comment"],
+    )
+    if item is not None:
         said = "kept" if item.decision == "keep" else "removed: the portal refuses it from now on"
         if item.changed_from == "remove" and item.decision == "keep":
             said = "changed to keep: the removal no longer applies (what it ended stays ended)"
