@@ -259,6 +259,22 @@ def test_csv_times_are_utc_whatever_the_portal_time_zone(client, history, audra,
             assert r[name] == "" or ISO_UTC.match(r[name]), (name, r[name])
 
 
+@pytest.mark.postgres_only("to_char writes the PostgreSQL session's time zone; SQLite keeps UTC text")
+def test_csv_times_are_utc_whatever_the_database_session_time_zone(client, history, audra):
+    # PostgreSQL makes the time cells with to_char, which writes the session's zone; the export sets UTC itself.
+    client.force_login(audra)
+    expected = as_dicts(download(client, ACCESS))
+    with connection.cursor() as cursor:
+        cursor.execute("SET TimeZone = 'Asia/Kathmandu'")  # +05:45: no whole-hour slip can pass
+    try:
+        assert as_dicts(download(client, ACCESS)) == expected
+    finally:
+        with connection.cursor() as cursor:
+            cursor.execute("SET TimeZone = 'UTC'")
+    done = next(r for r in expected if r["grant_id"] == str(history["done"].pk))
+    assert done["started_at"] == history["done"].starts_at.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
 def test_the_download_link_carries_the_filters(client, history, audra):
     client.force_login(audra)
     page = text(client.get(ACCESS, {"user": "bob", "outcome": "active", "sort": "user", "page": "1"}))
