@@ -17,7 +17,7 @@ from django.core.exceptions import EmptyResultSet
 from django.db import NotSupportedError, connections, models, transaction
 from django.db.models import Case, F, Func, Value, When
 from django.db.models.functions import Concat, Left, NullIf
-from django.db.models.lookups import In
+from django.db.models.lookups import In, LessThanOrEqual
 from django.http import StreamingHttpResponse
 from django.utils import timezone
 from psycopg import pq
@@ -107,12 +107,14 @@ def _formula_safe(field, *, postgresql=False):
     would run it (as `cell` does), made by the database."""
     # On PostgreSQL ascii() of the first character, an integer compared with
     # integers, costs about nothing; left() and six text comparisons took
-    # 0.4 s per million cells.
-    starts = (
-        In(Func(F(field), function="ascii", output_field=models.IntegerField()), [ord(c) for c in FORMULA_STARTS])
-        if postgresql
-        else In(Left(F(field), 1), list(FORMULA_STARTS))
-    )
+    # 0.4 s per million cells. Every formula start is at most 64 (`@`) and a
+    # letter is above: one comparison settles nearly every cell, where the
+    # IN list alone made six (0.5 CPU-s per million access-history rows).
+    if postgresql:
+        first = Func(F(field), function="ascii", output_field=models.IntegerField())
+        starts = LessThanOrEqual(first, max(map(ord, FORMULA_STARTS))) & In(first, [ord(c) for c in FORMULA_STARTS])
+    else:
+        starts = In(Left(F(field), 1), list(FORMULA_STARTS))
     return Case(
         When(starts, then=Concat(Value("'"), F(field), output_field=models.TextField())),
         default=F(field),

@@ -1,5 +1,7 @@
 """The reports benchmark still runs: a small fill, every measure, the table it prints (no timing is asserted)."""
 
+import importlib.util
+import io
 import json
 import os
 import subprocess
@@ -56,6 +58,20 @@ def test_reports_benchmark_fills_a_verifiable_trail_and_measures_every_page(tmp_
     assert "| access-history CSV, 1,500 rows" in result.stdout
     assert "| access history, filtered: target + a month |" in result.stdout
     assert "dropped portal database" in result.stderr
+
+
+def test_the_csv_measure_counts_what_it_saved_even_across_its_read_blocks(monkeypatch):
+    # The CSV measure counts rows and formulas in the saved file after the clock stops, a block at a time:
+    # a needle cut in two by a block's end is still counted, once.
+    monkeypatch.syspath_prepend(str(REPO / "benchmarks"))
+    spec = importlib.util.spec_from_file_location("benchmark_reports", REPO / "benchmarks" / "reports.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    text = b'a,"=HYPERLINK(x)\nb,"\'=HYPERLINK\n' * 7 + b",=HYPERLINK\n"
+    needles = [b"\n", b',"=HYPERLINK', b",=HYPERLINK", b",\"'=HYPERLINK"]
+    for block in (3, 5, 11, 1 << 20):
+        counts = bench.count_in(io.BytesIO(text), needles, block=block)
+        assert counts == [15, 7, 1, 7], block
 
 
 def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):

@@ -158,7 +158,7 @@ def test_copy_writes_the_same_bytes_as_the_csv_module(client, history, django_us
     )  # the data has what it should
     # Every start a spreadsheet runs, as the database neutralises
     # it for COPY and for the csv module, is what `cell` gives.
-    for value in [*downloads.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted"]:
+    for value in [*downloads.FORMULA_STARTS, "=1+2", "\tx", "plain", "", "é=x", "'quoted", "0=1", " =x", "A=1"]:
         text = Value(value, output_field=TextField())
         made = (
             AccessRequest.objects.annotate(v=text)
