@@ -495,9 +495,8 @@ def fill(bench_url: str, n: int, seed: int) -> dict:
         conn.autocommit = True
         log("VACUUM ANALYZE")
         conn.execute("VACUUM ANALYZE")
-        # The fill dirtied gigabytes of shared buffers: write them out now, so that the measures below do not
-        # share the machine with the checkpointer writing them (the first CSV after a fill read 186,000 rows/s,
-        # the same export once the writes were done 215,000).
+        # The fill dirtied gigabytes: have them written out now, so that the measures below do not share the
+        # machine with the checkpointer writing them.
         log("CHECKPOINT")
         try:
             conn.execute("CHECKPOINT")
